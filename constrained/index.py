@@ -1,0 +1,557 @@
+"""The trie of valid semantic IDs, flattened into arrays (STATIC layout).
+
+Data flow: checkpoint -> **index** -> decode -> serve. The index is built once
+from the catalogue's SID codes with vectorized NumPy (sort + diff), saved to a
+single ``.npz`` file, and moved to the accelerator, where
+:mod:`constrained.beam_search` walks it with a few gathers per decode step.
+
+Layout (all states numbered level by level, in lexicographic SID order):
+
+* state ``0`` is the root (empty prefix); states ``level_state_start[l] ..
+  level_state_start[l+1]-1`` are the distinct prefixes of length ``l`` for
+  ``l = 1 .. L-1``. The last token of an SID leads to a *leaf*, identified by
+  the item's row in SID-sorted order (``0 .. N-1``), not by a state.
+* CSR transitions: the children of state ``s`` are
+  ``csr_codes[csr_indptr[s]:csr_indptr[s+1]]`` (codes of the next level,
+  ascending) with targets ``csr_next[...]`` (a state, or a sorted item row at
+  the last level).
+* Dense tables for the first levels, whose branching is near the full
+  codebook and where a CSR row would be as wide as the vocabulary:
+  ``root_next[K0]`` (target of each level-0 code, ``-1`` if invalid) and, when
+  ``dense_depth == 2``, ``dense2_next[K0, K1]``.
+* ``max_branch[l]``: the most children any prefix of length ``l`` has; it
+  fixes the static width of the candidate gather at level ``l``.
+* ``state_row_lo/hi``: the sorted item rows under each state (a contiguous
+  range, since rows are sorted), used to prune prefixes whose items a
+  request's filter removes entirely.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+
+FORMAT_VERSION = 1
+_MAGIC = "genrec-trie-index"
+
+# Dense level-1 table is kept when it costs at most this many bytes.
+DEFAULT_DENSE_BUDGET_BYTES = 64 * 2**20
+
+
+class DuplicateSIDError(ValueError):
+    """Two or more items share one semantic ID."""
+
+    def __init__(self, groups: list[np.ndarray], item_ids: np.ndarray):
+        self.groups = groups
+        shown = "; ".join(
+            "items " + ", ".join(str(item_ids[r]) for r in g) for g in groups[:5]
+        )
+        more = f" (and {len(groups) - 5} more groups)" if len(groups) > 5 else ""
+        super().__init__(
+            f"{len(groups)} semantic IDs are shared by several items: {shown}{more}. "
+            "Pass on_duplicate='disambiguate' to append a disambiguation level, "
+            "or fix the SID assignment."
+        )
+
+
+class IndexFileError(ValueError):
+    """A saved index file is corrupt, truncated or of another format version."""
+
+
+def find_duplicate_groups(sid_codes: np.ndarray) -> list[np.ndarray]:
+    """Groups of input rows that share an SID.
+
+    Args:
+      sid_codes: int[num_items, num_levels].
+
+    Returns:
+      One int array of input rows per SID held by two or more items, rows
+      ascending, groups ordered by SID.
+    """
+    sid_codes = np.asarray(sid_codes)
+    if sid_codes.shape[0] < 2:
+        return []
+    order = _lexsort_rows(sid_codes, tuple(int(k) for k in sid_codes.max(axis=0) + 1))
+    sorted_codes = sid_codes[order]
+    new_sid = np.ones(len(order), dtype=bool)
+    new_sid[1:] = np.any(sorted_codes[1:] != sorted_codes[:-1], axis=1)
+    run_starts = np.flatnonzero(new_sid)
+    sizes = np.diff(np.append(run_starts, len(order)))
+    return [order[s : s + n] for s, n in zip(run_starts, sizes) if n > 1]
+
+
+def disambiguate_sids(sid_codes: np.ndarray) -> np.ndarray:
+    """Appends one level that numbers the items sharing an SID.
+
+    Items with a unique SID get code 0; the k-th item (in input order) of a
+    group sharing an SID gets code k. The result has no duplicates.
+
+    Args:
+      sid_codes: int[num_items, num_levels].
+
+    Returns:
+      int32[num_items, num_levels + 1].
+    """
+    sid_codes = np.asarray(sid_codes)
+    extra = np.zeros(sid_codes.shape[0], dtype=np.int32)
+    for group in find_duplicate_groups(sid_codes):
+        extra[group] = np.arange(len(group), dtype=np.int32)
+    return np.concatenate([sid_codes.astype(np.int32), extra[:, None]], axis=1)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrieIndex:
+    """Flattened trie over the catalogue's semantic IDs (see module docstring).
+
+    Arrays are NumPy on the host; :meth:`to_device` gives the pytree the beam
+    search consumes.
+    """
+
+    codebook_sizes: tuple[int, ...]
+    token_offsets: tuple[int, ...]
+    dense_depth: int
+    max_branch: tuple[int, ...]
+    level_state_start: np.ndarray  # int64[L + 1]; states of prefix length l
+    csr_indptr: np.ndarray  # int32[num_states + 1]
+    csr_codes: np.ndarray  # int32[num_transitions]
+    csr_next: np.ndarray  # int32[num_transitions]
+    root_next: np.ndarray  # int32[K0]
+    dense2_next: np.ndarray  # int32[K0, K1] (or [0, 0] when dense_depth == 1)
+    state_row_lo: np.ndarray  # int32[num_states]
+    state_row_hi: np.ndarray  # int32[num_states]
+    sorted_codes: np.ndarray  # int32[N, L], SIDs in sorted order
+    sorted_item_ids: np.ndarray  # int64[N], item id of each sorted row
+    sorted_input_rows: np.ndarray  # int32[N], input row of each sorted row
+    num_appended_levels: int = 0  # 1 when a disambiguation level was added
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.codebook_sizes)
+
+    @property
+    def num_items(self) -> int:
+        return int(self.sorted_codes.shape[0])
+
+    @property
+    def num_states(self) -> int:
+        return int(self.csr_indptr.shape[0] - 1)
+
+    def memory_report(self) -> dict[str, int]:
+        """Bytes held by each part of the index, plus ``total``."""
+        parts = {
+            "csr_indptr": self.csr_indptr.nbytes,
+            "csr_codes+csr_next": self.csr_codes.nbytes + self.csr_next.nbytes,
+            "dense_tables": self.root_next.nbytes + self.dense2_next.nbytes,
+            "state_row_ranges": self.state_row_lo.nbytes + self.state_row_hi.nbytes,
+            "leaf_items": self.sorted_item_ids.nbytes + self.sorted_input_rows.nbytes,
+            "sorted_codes": self.sorted_codes.nbytes,
+        }
+        parts["total"] = sum(parts.values())
+        return parts
+
+    def item_rows_to_sorted(self) -> np.ndarray:
+        """int32[N]: sorted row of each input row (inverse permutation)."""
+        inverse = np.empty_like(self.sorted_input_rows)
+        inverse[self.sorted_input_rows] = np.arange(self.num_items, dtype=np.int32)
+        return inverse
+
+    def to_device(self) -> "DeviceIndex":
+        """The arrays the jitted search reads, as a pytree of jax arrays."""
+        import jax.numpy as jnp
+
+        return DeviceIndex(
+            csr_indptr=jnp.asarray(self.csr_indptr),
+            csr_codes=jnp.asarray(self.csr_codes),
+            csr_next=jnp.asarray(self.csr_next),
+            root_next=jnp.asarray(self.root_next),
+            dense2_next=jnp.asarray(self.dense2_next),
+            state_row_lo=jnp.asarray(self.state_row_lo),
+            state_row_hi=jnp.asarray(self.state_row_hi),
+            sorted_item_ids=jnp.asarray(self.sorted_item_ids),
+            sorted_input_rows=jnp.asarray(self.sorted_input_rows),
+            meta=IndexMeta(
+                codebook_sizes=self.codebook_sizes,
+                token_offsets=self.token_offsets,
+                dense_depth=self.dense_depth,
+                max_branch=self.max_branch,
+                num_items=self.num_items,
+            ),
+        )
+
+    # ------------------------------------------------------------------ I/O
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), np.ndarray)
+        }
+
+    def _meta(self) -> dict[str, object]:
+        return {
+            "codebook_sizes": list(self.codebook_sizes),
+            "token_offsets": list(self.token_offsets),
+            "dense_depth": self.dense_depth,
+            "max_branch": list(self.max_branch),
+            "num_appended_levels": self.num_appended_levels,
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the index to one ``.npz`` file atomically (temp file + rename).
+
+        The file carries a format version and a SHA-256 checksum over every
+        array, verified by :meth:`load`.
+        """
+        import json
+
+        arrays = self._arrays()
+        meta = self._meta()
+        meta_json = json.dumps(meta, sort_keys=True)
+        checksum = _checksum(arrays, meta_json)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(
+                    f,
+                    __magic__=np.array(_MAGIC),
+                    __version__=np.array(FORMAT_VERSION),
+                    __meta__=np.array(meta_json),
+                    __checksum__=np.array(checksum),
+                    **arrays,
+                )
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TrieIndex":
+        """Reads an index written by :meth:`save`; raises IndexFileError if the
+        file is corrupt, truncated, of another format or version."""
+        import json
+        import zipfile
+
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                contents = {k: npz[k] for k in npz.files}
+        except FileNotFoundError:
+            raise
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+            raise IndexFileError(
+                f"{path}: not a readable index file ({e}); rebuild it with "
+                "constrained.build_index(...).save(path)."
+            ) from e
+        if str(contents.get("__magic__", "")) != _MAGIC:
+            raise IndexFileError(f"{path}: not a genrec trie index file.")
+        version = int(contents["__version__"])
+        if version != FORMAT_VERSION:
+            raise IndexFileError(
+                f"{path}: index format version {version}, this code reads "
+                f"version {FORMAT_VERSION}; rebuild the index."
+            )
+        meta_json = str(contents["__meta__"])
+        names = [f.name for f in dataclasses.fields(cls)]
+        arrays = {k: v for k, v in contents.items() if k in names}
+        if _checksum(arrays, meta_json) != str(contents["__checksum__"]):
+            raise IndexFileError(
+                f"{path}: checksum mismatch, the file is corrupt; rebuild the index."
+            )
+        meta = json.loads(meta_json)
+        return cls(
+            codebook_sizes=tuple(meta["codebook_sizes"]),
+            token_offsets=tuple(meta["token_offsets"]),
+            dense_depth=int(meta["dense_depth"]),
+            max_branch=tuple(meta["max_branch"]),
+            num_appended_levels=int(meta["num_appended_levels"]),
+            **arrays,
+        )
+
+
+def _checksum(arrays: dict[str, np.ndarray], meta_json: str) -> str:
+    digest = hashlib.sha256(meta_json.encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        digest.update(name.encode())
+        digest.update(str(a.dtype).encode())
+        digest.update(str(a.shape).encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexMeta:
+    """Static (hashable) facts about an index: they fix shapes under jit."""
+
+    codebook_sizes: tuple[int, ...]
+    token_offsets: tuple[int, ...]
+    dense_depth: int
+    max_branch: tuple[int, ...]
+    num_items: int
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.codebook_sizes)
+
+
+def _register_device_index():
+    import jax
+
+    @jax.tree_util.register_dataclass
+    @dataclasses.dataclass(frozen=True)
+    class DeviceIndex:
+        """The index on the accelerator: arrays are pytree leaves, ``meta`` is
+        static, so one compiled search serves every index of the same shape."""
+
+        csr_indptr: jax.Array
+        csr_codes: jax.Array
+        csr_next: jax.Array
+        root_next: jax.Array
+        dense2_next: jax.Array
+        state_row_lo: jax.Array
+        state_row_hi: jax.Array
+        sorted_item_ids: jax.Array
+        sorted_input_rows: jax.Array
+        meta: IndexMeta = dataclasses.field(metadata=dict(static=True))
+
+    return DeviceIndex
+
+
+DeviceIndex = _register_device_index()
+
+
+def build_index(
+    sid_codes: np.ndarray,
+    item_ids: np.ndarray | Sequence[int] | None = None,
+    *,
+    codebook_sizes: Sequence[int] | None = None,
+    token_offsets: Sequence[int] | None = None,
+    on_duplicate: Literal["error", "disambiguate"] = "error",
+    dense_depth: int | None = None,
+    dense_budget_bytes: int = DEFAULT_DENSE_BUDGET_BYTES,
+) -> TrieIndex:
+    """Builds the flattened trie from a catalogue's semantic IDs.
+
+    Vectorized NumPy throughout (one lexicographic sort, then diffs and
+    cumulative sums per level); no Python loop over items.
+
+    Args:
+      sid_codes: int[num_items, num_levels], the code of each level (``0 ..
+        codebook_sizes[l]-1``), one row per item. ``num_levels >= 1``.
+      item_ids: int[num_items], the id returned for each row (default: the
+        row number).
+      codebook_sizes: codes per level (default: max code + 1 per level).
+      token_offsets: model token id of code 0 at each level; the decoder
+        reads logit ``token_offsets[l] + code`` at level ``l``. Default 0 for
+        every level (a shared vocabulary of codes).
+      on_duplicate: ``"error"`` raises :class:`DuplicateSIDError` when two
+        items share an SID; ``"disambiguate"`` appends a level numbering the
+        items of each shared SID (see :func:`disambiguate_sids`); the model
+        must then emit that level too.
+      dense_depth: 1 or 2 dense levels; default: 2 when ``K0 * K1`` int32
+        fits ``dense_budget_bytes``, else 1.
+      dense_budget_bytes: memory budget of the level-1 dense table.
+
+    Returns:
+      The index.
+    """
+    sid_codes = np.asarray(sid_codes)
+    if sid_codes.ndim != 2 or sid_codes.shape[0] == 0 or sid_codes.shape[1] == 0:
+        raise ValueError(
+            f"sid_codes must be a non-empty [num_items, num_levels] array, got shape {sid_codes.shape}."
+        )
+    if not np.issubdtype(sid_codes.dtype, np.integer):
+        raise ValueError(f"sid_codes must be integers, got dtype {sid_codes.dtype}.")
+    if sid_codes.min() < 0:
+        bad = np.argwhere(sid_codes < 0)[0]
+        raise ValueError(f"sid_codes[{bad[0]}, {bad[1]}] is negative; codes must be >= 0.")
+    num_input_items = sid_codes.shape[0]
+    if item_ids is None:
+        item_ids = np.arange(num_input_items, dtype=np.int64)
+    item_ids = np.asarray(item_ids, dtype=np.int64)
+    if item_ids.shape != (num_input_items,):
+        raise ValueError(
+            f"item_ids has shape {item_ids.shape}, expected ({num_input_items},) to match sid_codes."
+        )
+
+    sid_codes = sid_codes.astype(np.int32, copy=False)
+    num_items, num_levels = sid_codes.shape
+    if codebook_sizes is None:
+        codebook_sizes = tuple(int(k) for k in sid_codes.max(axis=0) + 1)
+    codebook_sizes = tuple(int(k) for k in codebook_sizes)
+    if len(codebook_sizes) != num_levels:
+        raise ValueError(
+            f"codebook_sizes has {len(codebook_sizes)} levels, sid_codes has {num_levels}."
+        )
+    too_big = sid_codes.max(axis=0) >= np.asarray(codebook_sizes)
+    if too_big.any():
+        level = int(np.flatnonzero(too_big)[0])
+        raise ValueError(
+            f"level {level} has code {int(sid_codes[:, level].max())} >= codebook size "
+            f"{codebook_sizes[level]}."
+        )
+    if token_offsets is not None:
+        token_offsets = tuple(int(o) for o in token_offsets)
+        if len(token_offsets) != num_levels:
+            raise ValueError(f"token_offsets has {len(token_offsets)} levels, expected {num_levels}.")
+
+    # One lexicographic sort (stable: equal SIDs keep input order); all later
+    # structure comes from diffs of it.
+    order = _lexsort_rows(sid_codes, codebook_sizes)
+    sorted_codes = sid_codes[order]
+
+    # is_new[r, l]: row r starts a new prefix of length l+1.
+    differs = sorted_codes[1:] != sorted_codes[:-1]  # [N-1, L]
+    np.logical_or.accumulate(differs, axis=1, out=differs)
+    is_new = np.concatenate([np.ones((1, num_levels), dtype=bool), differs], axis=0)
+    del differs
+
+    num_appended = 0
+    new_sid = is_new[:, -1]
+    if not new_sid.all():
+        run_starts = np.flatnonzero(new_sid)
+        if on_duplicate == "error":
+            sizes = np.diff(np.append(run_starts, num_items))
+            groups = [np.sort(order[s : s + n]) for s, n in zip(run_starts, sizes) if n > 1]
+            raise DuplicateSIDError(groups, item_ids)
+        if on_duplicate != "disambiguate":
+            raise ValueError(f"on_duplicate must be 'error' or 'disambiguate', got {on_duplicate!r}.")
+        if token_offsets is not None:
+            raise ValueError(
+                "token_offsets cannot be combined with on_duplicate='disambiguate' when "
+                "duplicates exist: the appended level has no token range in the model "
+                "vocabulary. Apply disambiguate_sids() before building the vocabulary."
+            )
+        # Rank within each run of equal SIDs; the stable sort keeps input order.
+        run_id = np.cumsum(new_sid) - 1
+        extra = (np.arange(num_items) - run_starts[run_id]).astype(np.int32)
+        sorted_codes = np.concatenate([sorted_codes, extra[:, None]], axis=1)
+        # Every full (L+1)-token SID is now unique: each row starts a new one.
+        is_new = np.concatenate([is_new, np.ones((num_items, 1), dtype=bool)], axis=1)
+        codebook_sizes = codebook_sizes + (int(extra.max()) + 1,)
+        num_appended = 1
+        num_levels += 1
+    if token_offsets is None:
+        token_offsets = (0,) * num_levels
+
+    # State ids: root 0, then prefixes of length 1 .. L-1, level by level.
+    level_state_start = np.zeros(num_levels + 1, dtype=np.int64)
+    level_state_start[0] = 0
+    level_state_start[1] = 1
+    prefix_state = []  # prefix_state[l-1][r]: state of row r's length-l prefix
+    for length in range(1, num_levels):
+        flags = is_new[:, length - 1]
+        state = np.cumsum(flags, dtype=np.int64) - 1 + level_state_start[length]
+        prefix_state.append(state)
+        level_state_start[length + 1] = level_state_start[length] + int(state[-1] - level_state_start[length] + 1)
+    num_states = int(level_state_start[num_levels])
+    if num_states >= 2**31 or num_items >= 2**31:
+        raise ValueError("index too large for int32 state ids")
+
+    # Transitions level by level: parents come out ascending, as CSR needs.
+    parents, codes, nexts = [], [], []
+    max_branch = []
+    for level in range(num_levels):
+        rows = np.flatnonzero(is_new[:, level])
+        parent = np.zeros(len(rows), dtype=np.int64) if level == 0 else prefix_state[level - 1][rows]
+        nxt = prefix_state[level][rows] if level + 1 < num_levels else rows
+        parents.append(parent)
+        codes.append(sorted_codes[rows, level])
+        nexts.append(nxt)
+        # Children of one parent are contiguous, so branch = run lengths.
+        run_starts = np.flatnonzero(np.concatenate([[True], parent[1:] != parent[:-1]]))
+        max_branch.append(int(np.diff(np.append(run_starts, len(parent))).max()))
+    parent_all = np.concatenate(parents)
+    csr_codes = np.concatenate(codes).astype(np.int32)
+    csr_next = np.concatenate(nexts).astype(np.int32)
+    counts = np.bincount(parent_all, minlength=num_states)
+    csr_indptr = np.zeros(num_states + 1, dtype=np.int64)
+    np.cumsum(counts, out=csr_indptr[1:])
+    csr_indptr = csr_indptr.astype(np.int32) if csr_indptr[-1] < 2**31 else csr_indptr
+
+    # Row range of each state (rows are sorted, so each prefix is contiguous).
+    state_row_lo = np.zeros(num_states, dtype=np.int32)
+    state_row_hi = np.zeros(num_states, dtype=np.int32)
+    state_row_hi[0] = num_items
+    for length in range(1, num_levels):
+        lo = np.flatnonzero(is_new[:, length - 1])
+        s0, s1 = level_state_start[length], level_state_start[length + 1]
+        state_row_lo[s0:s1] = lo
+        state_row_hi[s0:s1] = np.append(lo[1:], num_items)
+
+    # Dense tables for the first levels.
+    k0 = codebook_sizes[0]
+    root_next = np.full(k0, -1, dtype=np.int32)
+    root_next[codes[0]] = nexts[0]
+    if dense_depth is None:
+        dense_depth = 2 if num_levels >= 2 and k0 * codebook_sizes[1] * 4 <= dense_budget_bytes else 1
+    if dense_depth not in (1, 2) or (dense_depth == 2 and num_levels < 2):
+        raise ValueError(f"dense_depth must be 1 or 2 (2 needs >= 2 levels), got {dense_depth}.")
+    if dense_depth == 2:
+        k1 = codebook_sizes[1]
+        dense2_next = np.full((k0, k1), -1, dtype=np.int32)
+        level1_rows = np.flatnonzero(is_new[:, 1])
+        dense2_next[sorted_codes[level1_rows, 0], sorted_codes[level1_rows, 1]] = nexts[1]
+    else:
+        dense2_next = np.zeros((0, 0), dtype=np.int32)
+
+    return TrieIndex(
+        codebook_sizes=codebook_sizes,
+        token_offsets=token_offsets,
+        dense_depth=dense_depth,
+        max_branch=tuple(max_branch),
+        level_state_start=level_state_start,
+        csr_indptr=csr_indptr,
+        csr_codes=csr_codes,
+        csr_next=csr_next,
+        root_next=root_next,
+        dense2_next=dense2_next,
+        state_row_lo=state_row_lo,
+        state_row_hi=state_row_hi,
+        sorted_codes=sorted_codes,
+        sorted_item_ids=item_ids[order],
+        sorted_input_rows=order.astype(np.int32),
+        num_appended_levels=num_appended,
+    )
+
+
+def _lexsort_rows(sid_codes: np.ndarray, codebook_sizes: Sequence[int]) -> np.ndarray:
+    """Row order sorting SIDs lexicographically (level 0 most significant).
+
+    Packs as many levels as fit into one uint64 key per group of levels, so
+    a 10M x 8 catalogue sorts with one or two key passes instead of eight.
+    """
+    keys = []  # most significant group first
+    key = np.zeros(sid_codes.shape[0], dtype=np.uint64)
+    used_bits = 0
+    for level, size in enumerate(codebook_sizes):
+        bits = max(1, int(size - 1).bit_length())
+        if used_bits + bits > 64:
+            keys.append(key)
+            key = np.zeros(sid_codes.shape[0], dtype=np.uint64)
+            used_bits = 0
+        key = (key << np.uint64(bits)) | sid_codes[:, level].astype(np.uint64)
+        used_bits += bits
+    keys.append(key)
+    if len(keys) == 1:
+        return np.argsort(keys[0], kind="stable")
+    return np.lexsort(keys[::-1])
+
+
+def timed_build(sid_codes: np.ndarray, **kwargs) -> tuple[TrieIndex, float]:
+    """:func:`build_index` plus its wall-clock seconds (for reports)."""
+    start = time.perf_counter()
+    index = build_index(sid_codes, **kwargs)
+    return index, time.perf_counter() - start

@@ -1,0 +1,86 @@
+"""Plain-Python reference for the constrained decoder: a dict trie and an
+explicit beam search. Slow and obvious on purpose: it is the oracle the tests
+hold the jitted search to, and the CPU baseline of the benchmark.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+def build_dict_trie(sid_codes: np.ndarray, item_ids: Sequence[int]) -> dict:
+    """Nested dicts code -> child; a full SID maps to its item id."""
+    root: dict = {}
+    for codes, item in zip(np.asarray(sid_codes).tolist(), item_ids):
+        node = root
+        for code in codes[:-1]:
+            node = node.setdefault(code, {})
+        if codes[-1] in node:
+            raise ValueError(f"duplicate SID {codes}")
+        node[codes[-1]] = int(item)
+    return root
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    m = np.max(x, axis=-1, keepdims=True)
+    if not np.all(np.isfinite(m)):
+        m = np.where(np.isfinite(m), m, 0.0)
+    out = x - m - np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True))
+    return np.where(np.isnan(out), -np.inf, out)
+
+
+def reference_beam_search(
+    trie: dict,
+    logits_fn: Callable[[tuple[int, ...]], np.ndarray],
+    *,
+    num_levels: int,
+    num_beams: int,
+    token_offsets: Sequence[int],
+) -> list[tuple[float, tuple[int, ...], int]]:
+    """Beam search over one request.
+
+    Args:
+      trie: from :func:`build_dict_trie` (already restricted to the request's
+        allowed items, if it has a filter).
+      logits_fn: prefix codes -> logits over the model vocabulary for the next
+        level.
+      num_levels, num_beams, token_offsets: as in the jitted search.
+
+    Returns:
+      Up to ``num_beams`` (score, codes, item_id), best first. Candidates are
+      ranked by score, ties broken by parent beam then code (the jitted
+      search's rule).
+    """
+    beams: list[tuple[float, tuple[int, ...], dict | int]] = [(0.0, (), trie)]
+    for level in range(num_levels):
+        candidates = []
+        for beam_rank, (score, prefix, node) in enumerate(beams):
+            logp = log_softmax(logits_fn(prefix))
+            for code in sorted(node):
+                s = score + logp[token_offsets[level] + code]
+                if s == -np.inf:
+                    continue
+                candidates.append((-s, beam_rank, code, prefix + (code,), node[code]))
+        candidates.sort(key=lambda c: (c[0], c[1], c[2]))
+        beams = [(-c[0], c[3], c[4]) for c in candidates[:num_beams]]
+    return [(score, prefix, item) for score, prefix, item in beams]
+
+
+def prune_trie(trie: dict, allowed_items: set[int]) -> dict:
+    """Copy of the trie keeping only allowed items (empty branches removed)."""
+
+    def prune(node):
+        out = {}
+        for code, child in node.items():
+            if isinstance(child, dict):
+                sub = prune(child)
+                if sub:
+                    out[code] = sub
+            elif child in allowed_items:
+                out[code] = child
+        return out
+
+    return prune(trie)

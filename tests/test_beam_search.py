@@ -1,0 +1,168 @@
+"""Constrained beam search: equivalence to the NumPy oracle, exhaustive
+ranking, filters, invalid slots and NaN logits."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from constrained.beam_search import make_decoder
+from constrained.index import build_index
+from constrained.reference import build_dict_trie, log_softmax, prune_trie, reference_beam_search
+
+HASH_MOD = 997
+START = 1
+
+
+def random_catalogue(rng, num_items, codebook_sizes):
+    codes = np.stack([rng.integers(0, k, size=num_items * 3) for k in codebook_sizes], axis=1)
+    _, first = np.unique(codes, axis=0, return_index=True)
+    return codes[np.sort(first)][:num_items].astype(np.int32)
+
+
+class PrefixHashModel:
+    """Logits depend on the request and the whole prefix (through a rolling
+    hash kept in the beam cache), so a wrong cache reorder changes results."""
+
+    def __init__(self, rng, batch, num_levels, vocab, scale=3.0):
+        self.table = (scale * rng.standard_normal((batch, num_levels, HASH_MOD, vocab))).astype(np.float32)
+
+    def step(self, shared, beam_cache, last_tokens, step):
+        h = beam_cache["hash"]
+        if step > 0:
+            h = (h * 31 + last_tokens + 1) % HASH_MOD
+        batch_idx = jnp.arange(h.shape[0])[:, None]
+        logits = shared["table"][batch_idx, step, h]  # [B, M, V]
+        return logits, {"hash": h}
+
+    def logits_fn(self, request, token_offsets):
+        def fn(prefix):
+            h = 0
+            for level, code in enumerate(prefix):
+                h = (h * 31 + token_offsets[level] + code + 1) % HASH_MOD
+            return self.table[request, len(prefix), h]
+
+        return fn
+
+
+def run_search(index, model, batch, num_beams, allow_mask=None):
+    decode = make_decoder(model.step, num_beams=num_beams, start_token=START)
+    shared = {"table": jnp.asarray(model.table)}
+    cache = {"hash": jnp.zeros((batch, num_beams), jnp.int32)}
+    out = decode(index.to_device(), shared, cache, None if allow_mask is None else jnp.asarray(allow_mask))
+    return jax.tree_util.tree_map(np.asarray, out)
+
+
+def assert_matches_reference(out, b, ref, tol=1e-4):
+    """Same valid beams in the same order; positions may swap only on near-ties."""
+    valid = out.valid[b]
+    assert valid.sum() == len(ref), (valid.sum(), len(ref))
+    assert np.all(valid[: len(ref)]) and not np.any(valid[len(ref) :])
+    ref_scores = np.array([r[0] for r in ref])
+    np.testing.assert_allclose(out.scores[b, : len(ref)], ref_scores, rtol=0, atol=tol)
+    for j, (score, codes, item) in enumerate(ref):
+        if out.item_ids[b, j] != item:
+            # Only allowed when the two candidates tie within tolerance.
+            assert abs(out.scores[b, j] - score) < tol
+        else:
+            assert tuple(out.sid_codes[b, j]) == codes
+
+
+@pytest.mark.parametrize(
+    "sizes,num_items,num_beams,dense_depth,offsets",
+    [
+        ((6, 5, 4), 80, 7, 2, None),
+        ((6, 5, 4), 80, 7, 1, None),
+        ((9, 9, 9, 9), 400, 12, None, (2, 11, 20, 29)),
+        ((4, 3), 10, 16, 2, None),  # more beams than items
+        ((30,), 20, 5, 1, None),  # one level
+        ((3, 40, 2), 150, 50, 2, None),  # wide dense level 1, beams > branching
+    ],
+)
+def test_matches_reference(sizes, num_items, num_beams, dense_depth, offsets):
+    rng = np.random.default_rng(num_items + num_beams)
+    batch = 3
+    codes = random_catalogue(rng, num_items, sizes)
+    item_ids = rng.permutation(10 * len(codes))[: len(codes)]
+    token_offsets = offsets or (0,) * len(sizes)
+    vocab = (offsets[-1] + sizes[-1]) if offsets else max(sizes)
+    index = build_index(codes, item_ids, dense_depth=dense_depth, token_offsets=token_offsets)
+    model = PrefixHashModel(rng, batch, len(sizes), vocab)
+    out = run_search(index, model, batch, num_beams)
+    trie = build_dict_trie(codes, item_ids)
+    item_to_codes = {int(i): tuple(c) for i, c in zip(item_ids, codes.tolist())}
+    for b in range(batch):
+        ref = reference_beam_search(
+            trie, model.logits_fn(b, token_offsets), num_levels=len(sizes),
+            num_beams=num_beams, token_offsets=token_offsets,
+        )
+        assert_matches_reference(out, b, ref)
+        for j in np.flatnonzero(out.valid[b]):
+            assert item_to_codes[int(out.item_ids[b, j])] == tuple(out.sid_codes[b, j])
+        assert np.all(out.item_ids[b][~out.valid[b]] == -1)
+        assert np.all(out.scores[b][~out.valid[b]] == -np.inf)
+        assert np.all(np.diff(out.scores[b][out.valid[b]]) <= 0)
+
+
+def test_enough_beams_equals_exhaustive_ranking():
+    rng = np.random.default_rng(7)
+    sizes, batch = (5, 4, 6), 2
+    codes = random_catalogue(rng, 70, sizes)
+    index = build_index(codes)
+    model = PrefixHashModel(rng, batch, len(sizes), max(sizes))
+    num_beams = len(codes) + 5
+    out = run_search(index, model, batch, num_beams)
+    for b in range(batch):
+        fn = model.logits_fn(b, (0, 0, 0))
+        totals = np.array([
+            sum(log_softmax(fn(tuple(c[:l])))[c[l]] for l in range(len(sizes))) for c in codes.tolist()
+        ])
+        order = np.argsort(-totals, kind="stable")
+        assert out.valid[b].sum() == len(codes)
+        np.testing.assert_allclose(out.scores[b, : len(codes)], totals[order], atol=1e-4)
+        np.testing.assert_array_equal(out.item_ids[b, : len(codes)], order)
+
+
+def test_filters_match_search_over_allowed_subcatalogue():
+    rng = np.random.default_rng(11)
+    sizes, batch, num_beams = (5, 6, 4), 4, 9
+    codes = random_catalogue(rng, 100, sizes)
+    item_ids = np.arange(100, 100 + len(codes))
+    index = build_index(codes, item_ids)
+    model = PrefixHashModel(rng, batch, len(sizes), max(sizes))
+    keep_prob = [0.5, 0.1, 0.03, 0.0]  # the last request allows nothing
+    allow = np.stack([rng.random(len(codes)) < p for p in keep_prob])
+    allow[2, :] = False
+    allow[2, [3, 50, 51]] = True  # three allowed items: 6 slots must be invalid
+    out = run_search(index, model, batch, num_beams, allow_mask=allow)
+    trie = build_dict_trie(codes, item_ids)
+    for b in range(batch):
+        allowed = set(item_ids[allow[b]].tolist())
+        returned = out.item_ids[b][out.valid[b]]
+        assert set(returned.tolist()) <= allowed
+        ref = reference_beam_search(
+            prune_trie(trie, allowed), model.logits_fn(b, (0, 0, 0)),
+            num_levels=3, num_beams=num_beams, token_offsets=(0, 0, 0),
+        )
+        assert_matches_reference(out, b, ref)
+    assert out.valid[2].sum() == 3 and out.valid[3].sum() == 0
+
+
+def test_nan_logits_never_returned_as_valid():
+    rng = np.random.default_rng(5)
+    sizes, batch, num_beams = (4, 5, 3), 2, 6
+    codes = random_catalogue(rng, 40, sizes)
+    index = build_index(codes)
+    model = PrefixHashModel(rng, batch, len(sizes), max(sizes))
+    model.table[0, 1, :, :] = np.nan  # every level-1 logit of request 0
+    model.table[1, 2, ::2, 1] = np.nan  # some level-2 logits of request 1
+    out = run_search(index, model, batch, num_beams)
+    assert not out.valid[0].any() and np.all(out.item_ids[0] == -1)
+    assert out.valid[1].any()
+    assert np.all(np.isfinite(out.scores[1][out.valid[1]]))
+    assert not np.isnan(out.scores).any()
+    ref = reference_beam_search(
+        build_dict_trie(codes, np.arange(len(codes))), model.logits_fn(1, (0, 0, 0)),
+        num_levels=3, num_beams=num_beams, token_offsets=(0, 0, 0),
+    )
+    assert_matches_reference(out, 1, ref)
