@@ -1,6 +1,6 @@
 """STATIC-style trie index and jit-compiled constrained beam search."""
 
-from constrained.beam_search import BeamSearchOutput, alive_state_table, constrained_beam_search, make_decoder
+from constrained.beam_search import BeamSearchOutput, alive_state_table, constrained_beam_search, make_decoder, unconstrained_beam_search
 from constrained.index import (
     DeviceIndex,
     DuplicateSIDError,
@@ -23,4 +23,5 @@ __all__ = [
     "disambiguate_sids",
     "find_duplicate_groups",
     "make_decoder",
+    "unconstrained_beam_search",
 ]

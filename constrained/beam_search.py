@@ -90,6 +90,22 @@ def alive_state_table(index: DeviceIndex, allow_mask: jax.Array) -> jax.Array:
     ) > 0
 
 
+def _nan_to_neg_inf(logp: jax.Array) -> jax.Array:
+    return jnp.where(jnp.isnan(logp), -jnp.inf, logp)
+
+
+def _candidate_log_probs(logits: jax.Array, token_ids: jax.Array) -> jax.Array:
+    """log_softmax(logits) read at token_ids, without writing the full
+    [batch, beams, vocab] log-prob array: one reduction plus one gather.
+
+    logits: float[batch, beams, vocab]; token_ids: int[batch, beams, width].
+    NaN anywhere in a row makes that row's log-probs -inf.
+    """
+    logits = logits.astype(jnp.float32)
+    log_norm = jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+    return _nan_to_neg_inf(jnp.take_along_axis(logits, token_ids, axis=-1) - log_norm)
+
+
 def _top_k_padded(values: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     """lax.top_k over the last axis that also accepts k > width (pads -inf)."""
     width = values.shape[-1]
@@ -217,15 +233,15 @@ def constrained_beam_search(
         alive = alive_state_table(index, allow_mask)
         allow_sorted = jnp.take(allow_mask, index.sorted_input_rows, axis=1)
 
-    def log_probs(logits):
-        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-        return jnp.where(jnp.isnan(logp), -jnp.inf, logp)
-
     # Level 0: every beam holds the empty prefix; read beam 0 only.
     last_tokens = jnp.full((batch, num_beams), start_token, dtype=jnp.int32)
     logits, beam_cache = step_fn(shared, beam_cache, last_tokens, 0)
     k0 = meta.codebook_sizes[0]
-    logp0 = lax.dynamic_slice_in_dim(log_probs(logits[:, 0, :]), meta.token_offsets[0], k0, axis=-1)
+    logits0 = logits[:, 0, :].astype(jnp.float32)
+    logp0 = _nan_to_neg_inf(
+        lax.dynamic_slice_in_dim(logits0, meta.token_offsets[0], k0, axis=-1)
+        - jax.nn.logsumexp(logits0, axis=-1, keepdims=True)
+    )
     root_ok = jnp.broadcast_to(index.root_next >= 0, (batch, k0))
     if alive is not None:
         root_target = jnp.maximum(index.root_next, 0)
@@ -242,7 +258,6 @@ def constrained_beam_search(
     for level in range(1, num_levels):
         last_tokens = code_buffer[..., -1] + meta.token_offsets[level - 1]
         logits, beam_cache = step_fn(shared, beam_cache, last_tokens, level)
-        logp = log_probs(logits)  # [B, M, V]
         safe_states = jnp.maximum(states, 0)
         cand_codes, cand_next, cand_ok = _level_candidates(
             index, level, safe_states, code_buffer[..., 0]
@@ -253,7 +268,7 @@ def constrained_beam_search(
             cand_ok = cand_ok & jnp.take_along_axis(
                 table, target.reshape(batch, -1), axis=1
             ).reshape(target.shape)
-        cand_logp = jnp.take_along_axis(logp, cand_codes + meta.token_offsets[level], axis=-1)
+        cand_logp = _candidate_log_probs(logits, cand_codes + meta.token_offsets[level])
         cand_scores = scores[..., None] + jnp.where(cand_ok, cand_logp, -jnp.inf)
         scores, parent, pos = _select(cand_scores, num_beams)
         chosen = parent * cand_codes.shape[-1] + pos  # index into [beams * width]
@@ -276,6 +291,53 @@ def constrained_beam_search(
         scores=jnp.where(valid, scores, -jnp.inf),
         valid=valid,
     )
+
+
+def unconstrained_beam_search(
+    step_fn: StepFn,
+    shared: PyTree,
+    beam_cache: PyTree,
+    *,
+    num_beams: int,
+    start_token: int,
+    num_levels: int,
+    codebook_sizes: tuple[int, ...],
+    token_offsets: tuple[int, ...],
+) -> tuple[jax.Array, jax.Array]:
+    """Plain beam search over every code of each level (no trie).
+
+    The baseline of the benchmark and the diagnosis of how often a model's
+    free beam leaves the catalogue. Same model contract and selection rule as
+    :func:`constrained_beam_search`.
+
+    Returns:
+      codes int32[batch, beams, levels] and scores float32[batch, beams].
+    """
+    batch = jax.tree_util.tree_leaves(beam_cache)[0].shape[0]
+    last_tokens = jnp.full((batch, num_beams), start_token, dtype=jnp.int32)
+    scores = jnp.zeros((batch, num_beams), jnp.float32)
+    code_buffer = jnp.zeros((batch, num_beams, 0), jnp.int32)
+    for level in range(num_levels):
+        if level > 0:
+            last_tokens = code_buffer[..., -1] + token_offsets[level - 1]
+        logits, beam_cache = step_fn(shared, beam_cache, last_tokens, level)
+        width = codebook_sizes[level]
+        if level == 0:
+            logits = logits[:, :1]  # all beams hold the empty prefix
+        logits = logits.astype(jnp.float32)
+        cand_logp = _nan_to_neg_inf(
+            lax.dynamic_slice_in_dim(logits, token_offsets[level], width, axis=-1)
+            - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+        )
+        cand_scores = scores[:, : cand_logp.shape[1], None] + cand_logp
+        scores, parent, new_codes = _select(cand_scores, num_beams)
+        code_buffer = jnp.concatenate(
+            [jnp.take_along_axis(code_buffer, parent[..., None], axis=1), new_codes[..., None]],
+            axis=-1,
+        )
+        if 0 < level < num_levels - 1:
+            beam_cache = _gather_beams(beam_cache, parent)
+    return code_buffer, scores
 
 
 def make_decoder(step_fn: StepFn, *, num_beams: int, start_token: int) -> Callable[..., BeamSearchOutput]:

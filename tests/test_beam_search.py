@@ -166,3 +166,28 @@ def test_nan_logits_never_returned_as_valid():
         num_levels=3, num_beams=num_beams, token_offsets=(0, 0, 0),
     )
     assert_matches_reference(out, 1, ref)
+
+
+def test_full_catalogue_equals_unconstrained_search():
+    """With every code combination in the catalogue the trie allows all, so
+    the constrained and the plain beam search must agree."""
+    from constrained.beam_search import unconstrained_beam_search
+
+    rng = np.random.default_rng(3)
+    sizes, batch, num_beams = (4, 5, 3), 2, 8
+    grids = np.meshgrid(*[np.arange(k) for k in sizes], indexing="ij")
+    codes = np.stack([g.ravel() for g in grids], axis=1).astype(np.int32)
+    index = build_index(codes, token_offsets=(2, 6, 11))
+    model = PrefixHashModel(rng, batch, len(sizes), 14)
+    out = run_search(index, model, batch, num_beams)
+    free = jax.jit(
+        lambda shared, cache: unconstrained_beam_search(
+            model.step, shared, cache, num_beams=num_beams, start_token=START,
+            num_levels=3, codebook_sizes=sizes, token_offsets=(2, 6, 11),
+        )
+    )
+    free_codes, free_scores = free(
+        {"table": jnp.asarray(model.table)}, {"hash": jnp.zeros((batch, num_beams), jnp.int32)}
+    )
+    np.testing.assert_allclose(out.scores, np.asarray(free_scores), atol=1e-5)
+    np.testing.assert_array_equal(out.sid_codes, np.asarray(free_codes))
