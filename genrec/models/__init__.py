@@ -1,0 +1,57 @@
+"""Flax NNX generative-retrieval models over semantic-ID tokens.
+
+Data flow: history SID tokens -> ``model.encode`` (once per request) ->
+``model.decode_step`` per SID level inside the constrained beam search, or
+``model.score_targets`` / ``model(...)`` for teacher-forced training.
+See docs/models.md for the interface and the cache layout.
+"""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+from genrec.models.config import (
+    BOS_ID,
+    NUM_SPECIAL_TOKENS,
+    PAD_ID,
+    ModelConfig,
+    expected_num_params,
+)
+from genrec.models.decoder_only import DecoderOnlyRecommender
+from genrec.models.encoder_decoder import EncoderDecoderRecommender
+from genrec.models.layers import BeamCache, HistoryCache
+
+# Both classes expose encode / init_beam_cache / decode_step / score_targets /
+# __call__ with identical signatures; callers need not know which one they hold.
+Recommender = EncoderDecoderRecommender | DecoderOnlyRecommender
+
+_MODEL_CLASSES = {
+    "encoder_decoder": EncoderDecoderRecommender,
+    "decoder_only": DecoderOnlyRecommender,
+}
+
+__all__ = [
+    "BOS_ID",
+    "PAD_ID",
+    "NUM_SPECIAL_TOKENS",
+    "BeamCache",
+    "DecoderOnlyRecommender",
+    "EncoderDecoderRecommender",
+    "HistoryCache",
+    "ModelConfig",
+    "Recommender",
+    "build_model",
+    "count_params",
+    "expected_num_params",
+]
+
+
+def build_model(config: ModelConfig, *, rngs: nnx.Rngs) -> Recommender:
+    """The model class named by ``config.arch``, initialized from ``rngs``."""
+    return _MODEL_CLASSES[config.arch](config, rngs=rngs)
+
+
+def count_params(model: nnx.Module) -> int:
+    """Number of scalar parameters (nnx.Param leaves) in ``model``."""
+    return sum(leaf.size for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)))

@@ -1,0 +1,287 @@
+"""Llama-style decoder-only recommender over semantic-ID tokens.
+
+Data flow: one causal sequence ``[history tokens, BOS, y_1..y_{L-1}]`` predicts
+y_1..y_L. ``encode`` runs the history part once per request and keeps every
+layer's history K/V (:class:`HistoryCache`); target tokens then attend to
+``history K/V (shared, broadcast over beams) ∪ their own target K/V``, both in
+``score_targets`` (many candidates per request, teacher forced) and in
+``decode_step`` (one level per call, target K/V in the :class:`BeamCache`).
+
+Architecture: pre-norm RMSNorm blocks, bias-free projections, RoPE, SwiGLU
+FFN (per ``config.ffn_activation``), tied or separate output projection.
+RoPE positions count real tokens only (history token i of a left-padded row
+sits at ``cumsum(mask) - 1``; BOS at the number of real history tokens), so
+left padding changes nothing but the masked-out columns.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from genrec.models import layers
+from genrec.models.config import ModelConfig
+from genrec.models.layers import BeamCache, HistoryCache
+
+
+class DecoderOnlyLayer(nnx.Module):
+    """Pre-norm causal self-attention (RoPE) + FFN."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.rope_base = config.rope_base
+        self.attention_norm = layers.RMSNorm(config)
+        self.attention = layers.AttentionProjections(config, rngs=rngs)
+        self.ffn_norm = layers.RMSNorm(config)
+        self.ffn = layers.FeedForward(config, rngs=rngs)
+        self.dropout = nnx.Dropout(config.dropout_rate, rngs=rngs)
+
+    def _project(self, normed: jax.Array, positions: jax.Array):
+        """normed: [..., seq, d_model]; positions int[..., seq] -> RoPE'd q, k and v."""
+        queries = layers.apply_rope(self.attention.queries(normed), positions, self.rope_base)
+        keys, values = self.attention.keys_values(normed)
+        return queries, layers.apply_rope(keys, positions, self.rope_base), values
+
+    def _residual_ffn(self, hidden: jax.Array, attended: jax.Array,
+                      deterministic: bool) -> jax.Array:
+        hidden = hidden + self.dropout(self.attention.merge_heads(attended),
+                                       deterministic=deterministic)
+        return hidden + self.dropout(self.ffn(self.ffn_norm(hidden)), deterministic=deterministic)
+
+    def encode_history(
+        self,
+        hidden: jax.Array,
+        positions: jax.Array,
+        history_mask: jax.Array,
+        deterministic: bool,
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Causal self-attention among history tokens.
+
+        Args:
+          hidden: [batch, hist_len, d_model].
+          positions: int32[batch, hist_len] RoPE positions.
+          history_mask: bool[batch, hist_len].
+
+        Returns:
+          hidden [batch, hist_len, d_model] and this layer's history keys,
+          values [batch, hist_len, heads, head_dim].
+        """
+        hist_len = hidden.shape[1]
+        queries, keys, values = self._project(self.attention_norm(hidden), positions)
+        # Left padding puts every PAD before every real token, so index order
+        # is position order and a plain causal mask is causal in positions.
+        allowed = (layers.causal_allowed(0, hist_len, hist_len)[None, None, None]
+                   & history_mask[:, None, None, None, :])
+        attended = layers.attend(
+            queries[:, None],
+            history_keys=keys,
+            history_values=values,
+            history_allowed=allowed,
+        )[:, 0]
+        return self._residual_ffn(hidden, attended, deterministic), keys, values
+
+    def decode_targets(
+        self,
+        hidden: jax.Array,
+        positions: jax.Array,
+        *,
+        history_keys: jax.Array,
+        history_values: jax.Array,
+        history_allowed: jax.Array,
+        cached: tuple[jax.Array, jax.Array] | None,
+        start: int,
+        deterministic: bool,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+        """Target positions start..start+q_len-1 of every beam attend to history ∪ targets.
+
+        Args:
+          hidden: [batch, beams, q_len, d_model].
+          positions: int32[batch, 1, q_len] RoPE positions (same for all beams).
+          history_keys, history_values: [batch, hist_len, heads, head_dim].
+          history_allowed: bool[batch, 1, 1, 1, hist_len].
+          cached: (keys, values) [batch, beams, num_levels, heads, head_dim], or
+            None for teacher forcing over the whole target.
+          start: static target position of hidden's first token.
+
+        Returns:
+          hidden [batch, beams, q_len, d_model] and the updated cache (or None).
+        """
+        query_len = hidden.shape[2]
+        queries, new_keys, new_values = self._project(self.attention_norm(hidden), positions)
+        target_keys, target_values, cached = layers.extend_target_kv(
+            new_keys, new_values, cached, start
+        )
+        attended = layers.attend(
+            queries,
+            history_keys=history_keys,
+            history_values=history_values,
+            history_allowed=history_allowed,
+            target_keys=target_keys,
+            target_values=target_values,
+            target_allowed=layers.causal_allowed(start, query_len, start + query_len),
+        )
+        return self._residual_ffn(hidden, attended, deterministic), cached
+
+
+class DecoderOnlyRecommender(nnx.Module):
+    """Llama-style generative recommender; see the module docstring for the data flow."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        if config.arch != "decoder_only":
+            raise ValueError(
+                f"DecoderOnlyRecommender got ModelConfig.arch={config.arch!r};"
+                " build it with ModelConfig.llama_small_rec / tiny(arch='decoder_only')"
+                " or use genrec.models.build_model."
+            )
+        self.config = config
+        self.embedding = layers.TokenEmbedding(config, rngs=rngs)
+        self.layers = nnx.List(
+            [DecoderOnlyLayer(config, rngs=rngs) for _ in range(config.num_decoder_layers)]
+        )
+        self.final_norm = layers.RMSNorm(config)
+        self.dropout = nnx.Dropout(config.dropout_rate, rngs=rngs)
+
+    # ------------------------------------------------------------ interface
+
+    def encode(
+        self,
+        history_tokens: jax.Array,
+        history_mask: jax.Array,
+        *,
+        deterministic: bool = True,
+    ) -> HistoryCache:
+        """Runs the history prefix once per request.
+
+        Args:
+          history_tokens: int32[batch, hist_len], left-padded with PAD_ID.
+          history_mask: bool[batch, hist_len], True at real tokens.
+          deterministic: False applies dropout (training).
+
+        Returns:
+          HistoryCache with each layer's history K/V (RoPE applied)
+          [batch, hist_len, heads, head_dim], the mask and the history lengths.
+        """
+        layers.check_history_inputs(self.config, history_tokens, history_mask)
+        positions = jnp.maximum(jnp.cumsum(history_mask, axis=1, dtype=jnp.int32) - 1, 0)
+        hidden = self.dropout(self.embedding.embed(history_tokens), deterministic=deterministic)
+        keys, values = [], []
+        # The last layer's history outputs are never read; under jit XLA drops
+        # that layer's history FFN as dead code.
+        for layer in self.layers:
+            hidden, layer_keys, layer_values = layer.encode_history(
+                hidden, positions, history_mask, deterministic
+            )
+            keys.append(layer_keys)
+            values.append(layer_values)
+        return HistoryCache(
+            keys=tuple(keys),
+            values=tuple(values),
+            mask=history_mask,
+            lengths=jnp.sum(history_mask, axis=1, dtype=jnp.int32),
+        )
+
+    def init_beam_cache(self, shared: HistoryCache, num_beams: int) -> BeamCache:
+        """Empty target K/V cache, [batch, num_beams, num_levels, heads, head_dim] per layer."""
+        return layers.empty_beam_cache(self.config, shared.mask.shape[0], num_beams)
+
+    def decode_step(
+        self,
+        shared: HistoryCache,
+        beam_cache: BeamCache,
+        last_tokens: jax.Array,
+        step: int,
+    ) -> tuple[jax.Array, BeamCache]:
+        """Logits for SID level ``step`` of every beam, and the cache with slot ``step`` written.
+
+        Args:
+          shared: from ``encode``; not modified.
+          beam_cache: from ``init_beam_cache`` or the previous step (beams may
+            have been reordered along axis 1 since).
+          last_tokens: int32[batch, num_beams]; BOS_ID at step 0, else the token
+            chosen at level step-1.
+          step: static Python int in [0, num_levels).
+
+        Returns:
+          logits float32[batch, num_beams, vocab_size], new beam cache.
+        """
+        layers.check_decode_step(self.config, step)
+        logits, beam_cache = self._decode(
+            shared, last_tokens[:, :, None], beam_cache, start=step, deterministic=True
+        )
+        return logits[:, :, 0], beam_cache
+
+    def score_targets(
+        self,
+        shared: HistoryCache,
+        target_tokens: jax.Array,
+        *,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """Teacher-forced logits of many candidate SIDs per request.
+
+        Args:
+          shared: from ``encode``.
+          target_tokens: int32[batch, num_candidates, num_levels], SIDs y_1..y_L.
+          deterministic: False applies dropout (training).
+
+        Returns:
+          float32[batch, num_candidates, num_levels, vocab_size]; position t
+          (input BOS, y_1..y_{L-1}) predicts y_{t+1}.
+        """
+        decoder_inputs = layers.shift_targets_right(self.config, target_tokens)
+        logits, _ = self._decode(shared, decoder_inputs, None, start=0,
+                                 deterministic=deterministic)
+        return logits
+
+    def __call__(
+        self,
+        history_tokens: jax.Array,
+        history_mask: jax.Array,
+        target_tokens: jax.Array,
+        *,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """encode + score_targets: [batch, num_candidates, num_levels, vocab_size] logits."""
+        shared = self.encode(history_tokens, history_mask, deterministic=deterministic)
+        return self.score_targets(shared, target_tokens, deterministic=deterministic)
+
+    # ------------------------------------------------------------ internals
+
+    def _decode(
+        self,
+        shared: HistoryCache,
+        input_tokens: jax.Array,
+        beam_cache: BeamCache | None,
+        *,
+        start: int,
+        deterministic: bool,
+    ) -> tuple[jax.Array, BeamCache | None]:
+        """input_tokens: int32[batch, beams, q_len] at target positions start.. -> logits, cache."""
+        query_len = input_tokens.shape[2]
+        # BOS sits right after the last real history token.
+        positions = (shared.lengths[:, None, None] + start
+                     + jnp.arange(query_len, dtype=jnp.int32)[None, None, :])  # [batch, 1, q_len]
+        history_allowed = shared.mask[:, None, None, None, :]
+        hidden = self.dropout(self.embedding.embed(input_tokens), deterministic=deterministic)
+        new_keys, new_values = [], []
+        for index, layer in enumerate(self.layers):
+            cached = None if beam_cache is None else (beam_cache.keys[index],
+                                                      beam_cache.values[index])
+            hidden, cached = layer.decode_targets(
+                hidden,
+                positions,
+                history_keys=shared.keys[index],
+                history_values=shared.values[index],
+                history_allowed=history_allowed,
+                cached=cached,
+                start=start,
+                deterministic=deterministic,
+            )
+            if cached is not None:
+                new_keys.append(cached[0])
+                new_values.append(cached[1])
+        hidden = self.dropout(self.final_norm(hidden), deterministic=deterministic)
+        logits = self.embedding.logits(hidden)
+        if beam_cache is None:
+            return logits, None
+        return logits, BeamCache(keys=tuple(new_keys), values=tuple(new_values))
