@@ -115,38 +115,25 @@ def _top_k_padded(values: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     return lax.top_k(values, k)
 
 
-def _level_candidates(
-    index: DeviceIndex,
-    level: int,
-    states: jax.Array,
-    level0_codes: jax.Array,
+def _csr_candidates(
+    index: DeviceIndex, level: int, states: jax.Array
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Valid children of each beam's state at ``level``.
+    """Children of each beam's state from the CSR rows (static width
+    ``max_branch[level]``).
 
     Args:
       states: int32[batch, beams], the state of each beam's prefix.
-      level0_codes: int32[batch, beams], each beam's first code (dense level 1).
 
     Returns:
       codes, next_targets: int32[batch, beams, width]; valid: bool[...].
     """
-    meta = index.meta
-    if level == 1 and meta.dense_depth == 2:
-        next_targets = jnp.take(index.dense2_next, level0_codes, axis=0)  # [B, M, K1]
-        codes = jnp.broadcast_to(
-            jnp.arange(meta.codebook_sizes[1], dtype=jnp.int32), next_targets.shape
-        )
-        return codes, next_targets, next_targets >= 0
-    width = meta.max_branch[level]
+    width = index.meta.max_branch[level]
     starts = jnp.take(index.csr_indptr, states)
     ends = jnp.take(index.csr_indptr, states + 1)
     positions = starts[..., None] + jnp.arange(width, dtype=starts.dtype)
     valid = positions < ends[..., None]
-    last = index.csr_codes.shape[0] - 1
-    positions = jnp.minimum(positions, last)
-    codes = jnp.take(index.csr_codes, positions)
-    next_targets = jnp.take(index.csr_next, positions)
-    return codes, next_targets, valid
+    positions = jnp.minimum(positions, index.csr_codes.shape[0] - 1)
+    return jnp.take(index.csr_codes, positions), jnp.take(index.csr_next, positions), valid
 
 
 def _gather_beams(tree: PyTree, parents: jax.Array) -> PyTree:
@@ -159,33 +146,54 @@ def _gather_beams(tree: PyTree, parents: jax.Array) -> PyTree:
     return jax.tree_util.tree_map(gather, tree)
 
 
+# Selection over more candidates than this per request goes through chunk
+# maxima first (see _chunked_top_k); lax.top_k on wide rows is sort-bound on GPU.
+CHUNKED_SELECT_MIN_WIDTH = 4096
+SELECT_CHUNK = 128
+
+
+def _chunked_top_k(values: jax.Array, k: int, chunk: int) -> tuple[jax.Array, jax.Array]:
+    """Exact top-k over the last axis of values: float[rows, width].
+
+    The k largest entries lie in at most k chunks, and every such chunk's
+    maximum is among the k largest chunk maxima; so rank chunks by their
+    maximum, keep the best k (in ascending chunk order, which keeps
+    lax.top_k's lower-index-first tie rule), and take the top-k of those
+    k * chunk entries. Cost: one fused max-reduction over the row plus two
+    narrow top-k's, instead of a top-k over the full width.
+    """
+    rows, width = values.shape
+    num_chunks = -(-width // chunk)
+    if num_chunks * chunk != width:
+        values = jnp.pad(values, ((0, 0), (0, num_chunks * chunk - width)), constant_values=-jnp.inf)
+    chunks = values.reshape(rows, num_chunks, chunk)
+    kept = min(k, num_chunks)
+    _, best_chunks = lax.top_k(jnp.max(chunks, axis=-1), kept)
+    best_chunks = jnp.sort(best_chunks, axis=-1)
+    picked = jnp.take_along_axis(chunks, best_chunks[..., None], axis=1).reshape(rows, kept * chunk)
+    top_values, pos = _top_k_padded(picked, k)
+    pos = jnp.minimum(pos, kept * chunk - 1)
+    flat = jnp.take_along_axis(best_chunks, pos // chunk, axis=1) * chunk + pos % chunk
+    return top_values, flat
+
+
 def _select(
     cand_scores: jax.Array, num_beams: int
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Top ``num_beams`` of cand_scores: float[batch, beams, width].
 
     Returns scores [batch, num_beams], parent beam and position within the
-    parent's candidates, both int32[batch, num_beams]. A beam contributes at
-    most num_beams survivors, so a per-beam top-k first is exact and keeps the
-    global top-k small when the width is large.
+    parent's candidates, both int32[batch, num_beams]. Ties go to the lower
+    (beam, position).
     """
     batch, beams, width = cand_scores.shape
-    if width > num_beams:
-        per_beam_scores, per_beam_pos = lax.top_k(cand_scores, num_beams)
-        flat_scores = per_beam_scores.reshape(batch, beams * num_beams)
-        top_scores, flat = _top_k_padded(flat_scores, num_beams)
-        parent = flat // num_beams
-        pos = jnp.take_along_axis(
-            per_beam_pos.reshape(batch, beams * num_beams),
-            jnp.minimum(flat, beams * num_beams - 1),
-            axis=1,
-        )
+    flat_scores = cand_scores.reshape(batch, beams * width)
+    if beams * width >= CHUNKED_SELECT_MIN_WIDTH and beams * width > num_beams * SELECT_CHUNK:
+        top_scores, flat = _chunked_top_k(flat_scores, num_beams, SELECT_CHUNK)
     else:
-        top_scores, flat = _top_k_padded(cand_scores.reshape(batch, beams * width), num_beams)
-        flat = jnp.minimum(flat, beams * width - 1)
-        parent = flat // width
-        pos = flat % width
-    return top_scores, parent.astype(jnp.int32), pos.astype(jnp.int32)
+        top_scores, flat = _top_k_padded(flat_scores, num_beams)
+    flat = jnp.minimum(flat, beams * width - 1)
+    return top_scores, (flat // width).astype(jnp.int32), (flat % width).astype(jnp.int32)
 
 
 def constrained_beam_search(
@@ -258,22 +266,41 @@ def constrained_beam_search(
     for level in range(1, num_levels):
         last_tokens = code_buffer[..., -1] + meta.token_offsets[level - 1]
         logits, beam_cache = step_fn(shared, beam_cache, last_tokens, level)
-        safe_states = jnp.maximum(states, 0)
-        cand_codes, cand_next, cand_ok = _level_candidates(
-            index, level, safe_states, code_buffer[..., 0]
-        )
-        if alive is not None:
-            target = jnp.maximum(cand_next, 0)
-            table = allow_sorted if level == num_levels - 1 else alive
-            cand_ok = cand_ok & jnp.take_along_axis(
-                table, target.reshape(batch, -1), axis=1
-            ).reshape(target.shape)
-        cand_logp = _candidate_log_probs(logits, cand_codes + meta.token_offsets[level])
-        cand_scores = scores[..., None] + jnp.where(cand_ok, cand_logp, -jnp.inf)
-        scores, parent, pos = _select(cand_scores, num_beams)
-        chosen = parent * cand_codes.shape[-1] + pos  # index into [beams * width]
-        new_codes = jnp.take_along_axis(cand_codes.reshape(batch, -1), chosen, axis=1)
-        states = jnp.take_along_axis(cand_next.reshape(batch, -1), chosen, axis=1)
+        if level == 1 and meta.dense_depth == 2:
+            # Dense level: every code is a candidate; read the logits as a
+            # slice and look the next state up only for the chosen beams.
+            level0 = code_buffer[..., 0]
+            k1 = meta.codebook_sizes[1]
+            logits = logits.astype(jnp.float32)
+            cand_logp = _nan_to_neg_inf(
+                lax.dynamic_slice_in_dim(logits, meta.token_offsets[1], k1, axis=-1)
+                - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+            )
+            cand_ok = jnp.take(index.dense2_valid, level0, axis=0)  # [B, M, K1]
+            if alive is not None:
+                table = allow_sorted if num_levels == 2 else alive
+                targets = jnp.maximum(jnp.take(index.dense2_next, level0, axis=0), 0)
+                cand_ok = cand_ok & jnp.take_along_axis(
+                    table, targets.reshape(batch, -1), axis=1
+                ).reshape(targets.shape)
+            cand_scores = scores[..., None] + jnp.where(cand_ok, cand_logp, -jnp.inf)
+            scores, parent, new_codes = _select(cand_scores, num_beams)
+            parent_level0 = jnp.take_along_axis(level0, parent, axis=1)
+            states = index.dense2_next[parent_level0, new_codes]
+        else:
+            cand_codes, cand_next, cand_ok = _csr_candidates(index, level, jnp.maximum(states, 0))
+            if alive is not None:
+                target = jnp.maximum(cand_next, 0)
+                table = allow_sorted if level == num_levels - 1 else alive
+                cand_ok = cand_ok & jnp.take_along_axis(
+                    table, target.reshape(batch, -1), axis=1
+                ).reshape(target.shape)
+            cand_logp = _candidate_log_probs(logits, cand_codes + meta.token_offsets[level])
+            cand_scores = scores[..., None] + jnp.where(cand_ok, cand_logp, -jnp.inf)
+            scores, parent, pos = _select(cand_scores, num_beams)
+            chosen = parent * cand_codes.shape[-1] + pos  # index into [beams * width]
+            new_codes = jnp.take_along_axis(cand_codes.reshape(batch, -1), chosen, axis=1)
+            states = jnp.take_along_axis(cand_next.reshape(batch, -1), chosen, axis=1)
         code_buffer = jnp.concatenate(
             [jnp.take_along_axis(code_buffer, parent[..., None], axis=1), new_codes[..., None]],
             axis=-1,

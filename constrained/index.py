@@ -172,6 +172,7 @@ class TrieIndex:
             csr_next=jnp.asarray(self.csr_next),
             root_next=jnp.asarray(self.root_next),
             dense2_next=jnp.asarray(self.dense2_next),
+            dense2_valid=jnp.asarray(self.dense2_next >= 0),
             state_row_lo=jnp.asarray(self.state_row_lo),
             state_row_hi=jnp.asarray(self.state_row_hi),
             sorted_item_ids=jnp.asarray(self.sorted_item_ids),
@@ -320,6 +321,7 @@ def _register_device_index():
         csr_next: jax.Array
         root_next: jax.Array
         dense2_next: jax.Array
+        dense2_valid: jax.Array  # dense2_next >= 0, a quarter of the bytes to read
         state_row_lo: jax.Array
         state_row_hi: jax.Array
         sorted_item_ids: jax.Array

@@ -191,3 +191,34 @@ def test_full_catalogue_equals_unconstrained_search():
     )
     np.testing.assert_allclose(out.scores, np.asarray(free_scores), atol=1e-5)
     np.testing.assert_array_equal(out.sid_codes, np.asarray(free_codes))
+
+
+@pytest.mark.parametrize("width,k,chunk", [(5000, 20, 128), (4096, 70, 128), (300, 7, 16), (130, 5, 128)])
+def test_chunked_top_k_equals_top_k_including_ties(width, k, chunk):
+    from constrained.beam_search import _chunked_top_k
+
+    rng = np.random.default_rng(width + k)
+    # Few distinct values: many ties; some -inf entries and an all -inf row.
+    values = rng.integers(0, 12, size=(6, width)).astype(np.float32)
+    values[rng.random(values.shape) < 0.3] = -np.inf
+    values[3] = -np.inf
+    got_v, got_i = _chunked_top_k(jnp.asarray(values), k, chunk)
+    want_v, want_i = jax.lax.top_k(jnp.asarray(values), k)
+    np.testing.assert_array_equal(np.asarray(got_v), np.asarray(want_v))
+    finite = np.isfinite(np.asarray(want_v))
+    np.testing.assert_array_equal(np.asarray(got_i)[finite], np.asarray(want_i)[finite])
+
+
+def test_wide_level_uses_chunked_selection_and_matches_reference():
+    rng = np.random.default_rng(21)
+    sizes, batch, num_beams = (3, 300, 3), 2, 20  # dense level 1: 20 x 300 candidates
+    codes = random_catalogue(rng, 1500, sizes)
+    index = build_index(codes)
+    model = PrefixHashModel(rng, batch, len(sizes), max(sizes))
+    out = run_search(index, model, batch, num_beams)
+    trie = build_dict_trie(codes, np.arange(len(codes)))
+    for b in range(batch):
+        ref = reference_beam_search(
+            trie, model.logits_fn(b, (0, 0, 0)), num_levels=3, num_beams=num_beams, token_offsets=(0, 0, 0)
+        )
+        assert_matches_reference(out, b, ref)
