@@ -135,12 +135,12 @@ def make_fns(index_dev, meta, vocab, batch, beams):
 
     @jax.jit
     def ours_plain_topk(key):
-        saved = bs.CHUNKED_SELECT_MIN_WIDTH
-        bs.CHUNKED_SELECT_MIN_WIDTH = 2**62  # read at trace time
+        saved = bs.CHUNKED_SELECT_MIN_WIDTH, bs.PER_BEAM_MAX_ROWS
+        bs.CHUNKED_SELECT_MIN_WIDTH, bs.PER_BEAM_MAX_ROWS = 2**62, 0  # read at trace time
         try:
             return ours.__wrapped__(key)
         finally:
-            bs.CHUNKED_SELECT_MIN_WIDTH = saved
+            bs.CHUNKED_SELECT_MIN_WIDTH, bs.PER_BEAM_MAX_ROWS = saved
 
     return {"ours": ours, "unconstrained": unconstrained, "dense_mask": dense_mask, "ours_plain_topk": ours_plain_topk}
 

@@ -31,10 +31,11 @@ Behaviour at the edges (tested):
     whole row is NaN is dropped rather than returned with a NaN score.
   * Ties: candidates of equal score are ordered by parent beam, then by code
     (``lax.top_k`` keeps the lower index first).
-  * Per-request filters: ``allow_mask[b, i]`` (input item row ``i``) removes
-    items from request ``b``; prefixes whose items are all removed are pruned
-    before they take a beam, so a filtered search returns exactly what an
-    unfiltered search over the allowed sub-catalogue would.
+  * Per-request filters: ``allow_mask[b, i]`` (input item row ``i``) and/or
+    ``exclude_rows[b, :]`` (a short list of input rows, e.g. seen items)
+    remove items from request ``b``; prefixes whose items are all removed are
+    pruned before they take a beam, so a filtered search returns exactly what
+    an unfiltered search over the allowed sub-catalogue would.
 """
 
 from __future__ import annotations
@@ -88,6 +89,60 @@ def alive_state_table(index: DeviceIndex, allow_mask: jax.Array) -> jax.Array:
         jnp.take(counts, index.state_row_hi, axis=1)
         - jnp.take(counts, index.state_row_lo, axis=1)
     ) > 0
+
+
+def _sorted_exclusions(index: DeviceIndex, exclude_rows: jax.Array) -> jax.Array:
+    """Per request, the excluded items as ascending *sorted* rows without
+    repeats; padding (-1) and repeats become a sentinel past every row.
+
+    exclude_rows: int[batch, num_excluded] input item rows, -1 = padding.
+    """
+    sentinel = index.meta.num_items
+    rows = jnp.where(
+        exclude_rows >= 0,
+        jnp.take(index.input_to_sorted, jnp.clip(exclude_rows, 0, sentinel - 1)),
+        sentinel,
+    )
+    rows = jnp.sort(rows, axis=1)
+    repeat = jnp.concatenate([jnp.zeros_like(rows[:, :1], bool), rows[:, 1:] == rows[:, :-1]], axis=1)
+    return jnp.sort(jnp.where(repeat, sentinel, rows), axis=1)
+
+
+def _make_target_filter(index, allow_mask, exclude_rows):
+    """keep(targets, leaf) -> bool[batch, ...]: does a candidate transition
+    lead to at least one item the request may receive?
+
+    ``targets``: int[batch, ...], trie states, or sorted item rows when
+    ``leaf``. Both filters cost O(1) per candidate per step (a table read; a
+    binary search over the request's exclusions), independent of N.
+    """
+    if allow_mask is None and exclude_rows is None:
+        return None
+    meta = index.meta
+    if allow_mask is not None:
+        allow_sorted = jnp.take(allow_mask.astype(bool), index.sorted_input_rows, axis=1)
+        alive = alive_state_table(index, allow_mask)
+    if exclude_rows is not None:
+        excluded = _sorted_exclusions(index, exclude_rows)
+        count_below = jax.vmap(lambda ex, q: jnp.searchsorted(ex, q, side="left"))
+
+    def keep(targets, leaf):
+        batch = targets.shape[0]
+        flat = jnp.maximum(targets.reshape(batch, -1), 0)
+        ok = jnp.ones(flat.shape, bool)
+        if allow_mask is not None:
+            ok &= jnp.take_along_axis(allow_sorted if leaf else alive, flat, axis=1)
+        if exclude_rows is not None:
+            if leaf:
+                lo, hi = flat, flat + 1
+            else:
+                lo = jnp.take(index.state_row_lo, flat)
+                hi = jnp.take(index.state_row_hi, flat)
+            num_excluded = count_below(excluded, hi) - count_below(excluded, lo)
+            ok &= num_excluded < hi - lo
+        return ok.reshape(targets.shape)
+
+    return keep
 
 
 def _nan_to_neg_inf(logp: jax.Array) -> jax.Array:
@@ -146,8 +201,11 @@ def _gather_beams(tree: PyTree, parents: jax.Array) -> PyTree:
     return jax.tree_util.tree_map(gather, tree)
 
 
-# Selection over more candidates than this per request goes through chunk
-# maxima first (see _chunked_top_k); lax.top_k on wide rows is sort-bound on GPU.
+# Selection strategy, from H100 timings (docs/benchmarks.md): with few beam
+# rows in flight a per-beam top-k then a small global one is fastest; with
+# many rows, ranking chunk maxima first (_chunked_top_k) wins, since
+# lax.top_k over thousands of wide rows is sort-bound on GPU.
+PER_BEAM_MAX_ROWS = 512
 CHUNKED_SELECT_MIN_WIDTH = 4096
 SELECT_CHUNK = 128
 
@@ -187,6 +245,13 @@ def _select(
     (beam, position).
     """
     batch, beams, width = cand_scores.shape
+    if width > num_beams and batch * beams <= PER_BEAM_MAX_ROWS:
+        # A beam contributes at most num_beams survivors: exact.
+        beam_scores, beam_pos = lax.top_k(cand_scores, num_beams)
+        top_scores, flat = _top_k_padded(beam_scores.reshape(batch, beams * num_beams), num_beams)
+        flat = jnp.minimum(flat, beams * num_beams - 1)
+        pos = jnp.take_along_axis(beam_pos.reshape(batch, -1), flat, axis=1)
+        return top_scores, (flat // num_beams).astype(jnp.int32), pos.astype(jnp.int32)
     flat_scores = cand_scores.reshape(batch, beams * width)
     if beams * width >= CHUNKED_SELECT_MIN_WIDTH and beams * width > num_beams * SELECT_CHUNK:
         top_scores, flat = _chunked_top_k(flat_scores, num_beams, SELECT_CHUNK)
@@ -205,6 +270,7 @@ def constrained_beam_search(
     num_beams: int,
     start_token: int,
     allow_mask: jax.Array | None = None,
+    exclude_rows: jax.Array | None = None,
 ) -> BeamSearchOutput:
     """Beam search that only emits SIDs of the index (traceable; see
     :func:`make_decoder` for the jitted entry point).
@@ -216,7 +282,11 @@ def constrained_beam_search(
       beam_cache: per-beam cache, leaves [batch, num_beams, ...].
       num_beams: beams per request (may exceed the number of valid items).
       start_token: token fed at step 0 (the model's BOS).
-      allow_mask: optional bool[batch, num_items] over input item rows.
+      allow_mask: optional bool[batch, num_items] over input item rows
+        (dense filter: set-up cost O(batch * (items + states)) per call).
+      exclude_rows: optional int[batch, num_excluded] input item rows the
+        request must not receive, -1 padding, repeats allowed (sparse filter,
+        e.g. already-seen items: set-up cost O(batch * num_excluded)).
 
     Returns:
       BeamSearchOutput, beams sorted by score, best first.
@@ -228,18 +298,20 @@ def constrained_beam_search(
         batch = leaves[0].shape[0]
     elif allow_mask is not None:
         batch = allow_mask.shape[0]
+    elif exclude_rows is not None:
+        batch = exclude_rows.shape[0]
     else:
         batch = jax.tree_util.tree_leaves(shared)[0].shape[0]
-    alive = None
-    if allow_mask is not None:
-        if allow_mask.shape != (batch, meta.num_items):
-            raise ValueError(
-                f"allow_mask has shape {allow_mask.shape}, expected {(batch, meta.num_items)} "
-                "(one row per request, one column per catalogue item)."
-            )
-        allow_mask = allow_mask.astype(bool)
-        alive = alive_state_table(index, allow_mask)
-        allow_sorted = jnp.take(allow_mask, index.sorted_input_rows, axis=1)
+    if allow_mask is not None and allow_mask.shape != (batch, meta.num_items):
+        raise ValueError(
+            f"allow_mask has shape {allow_mask.shape}, expected {(batch, meta.num_items)} "
+            "(one row per request, one column per catalogue item)."
+        )
+    if exclude_rows is not None and (exclude_rows.ndim != 2 or exclude_rows.shape[0] != batch):
+        raise ValueError(
+            f"exclude_rows has shape {exclude_rows.shape}, expected ({batch}, num_excluded)."
+        )
+    keep = _make_target_filter(index, allow_mask, exclude_rows)
 
     # Level 0: every beam holds the empty prefix; read beam 0 only.
     last_tokens = jnp.full((batch, num_beams), start_token, dtype=jnp.int32)
@@ -251,12 +323,8 @@ def constrained_beam_search(
         - jax.nn.logsumexp(logits0, axis=-1, keepdims=True)
     )
     root_ok = jnp.broadcast_to(index.root_next >= 0, (batch, k0))
-    if alive is not None:
-        root_target = jnp.maximum(index.root_next, 0)
-        if num_levels == 1:
-            root_ok = root_ok & jnp.take(allow_sorted, root_target, axis=1)
-        else:
-            root_ok = root_ok & jnp.take(alive, root_target, axis=1)
+    if keep is not None:
+        root_ok = root_ok & keep(jnp.broadcast_to(index.root_next, (batch, k0)), num_levels == 1)
     scores, codes = _top_k_padded(jnp.where(root_ok, logp0, -jnp.inf), num_beams)
     codes = jnp.minimum(codes, k0 - 1).astype(jnp.int32)
     states = jnp.take(index.root_next, codes)  # [B, M]
@@ -277,24 +345,16 @@ def constrained_beam_search(
                 - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
             )
             cand_ok = jnp.take(index.dense2_valid, level0, axis=0)  # [B, M, K1]
-            if alive is not None:
-                table = allow_sorted if num_levels == 2 else alive
-                targets = jnp.maximum(jnp.take(index.dense2_next, level0, axis=0), 0)
-                cand_ok = cand_ok & jnp.take_along_axis(
-                    table, targets.reshape(batch, -1), axis=1
-                ).reshape(targets.shape)
+            if keep is not None:
+                cand_ok &= keep(jnp.take(index.dense2_next, level0, axis=0), num_levels == 2)
             cand_scores = scores[..., None] + jnp.where(cand_ok, cand_logp, -jnp.inf)
             scores, parent, new_codes = _select(cand_scores, num_beams)
             parent_level0 = jnp.take_along_axis(level0, parent, axis=1)
             states = index.dense2_next[parent_level0, new_codes]
         else:
             cand_codes, cand_next, cand_ok = _csr_candidates(index, level, jnp.maximum(states, 0))
-            if alive is not None:
-                target = jnp.maximum(cand_next, 0)
-                table = allow_sorted if level == num_levels - 1 else alive
-                cand_ok = cand_ok & jnp.take_along_axis(
-                    table, target.reshape(batch, -1), axis=1
-                ).reshape(target.shape)
+            if keep is not None:
+                cand_ok &= keep(cand_next, level == num_levels - 1)
             cand_logp = _candidate_log_probs(logits, cand_codes + meta.token_offsets[level])
             cand_scores = scores[..., None] + jnp.where(cand_ok, cand_logp, -jnp.inf)
             scores, parent, pos = _select(cand_scores, num_beams)
@@ -368,14 +428,15 @@ def unconstrained_beam_search(
 
 
 def make_decoder(step_fn: StepFn, *, num_beams: int, start_token: int) -> Callable[..., BeamSearchOutput]:
-    """The jitted decode: ``decode(index, shared, beam_cache, allow_mask=None)``.
+    """The jitted decode:
+    ``decode(index, shared, beam_cache, allow_mask=None, exclude_rows=None)``.
 
     ``step_fn`` and the sizes are fixed at construction, so one compile
     serves every batch of the same shapes.
     """
 
     @jax.jit
-    def decode(index, shared, beam_cache, allow_mask=None):
+    def decode(index, shared, beam_cache, allow_mask=None, exclude_rows=None):
         return constrained_beam_search(
             index,
             step_fn,
@@ -384,6 +445,7 @@ def make_decoder(step_fn: StepFn, *, num_beams: int, start_token: int) -> Callab
             num_beams=num_beams,
             start_token=start_token,
             allow_mask=allow_mask,
+            exclude_rows=exclude_rows,
         )
 
     return decode

@@ -177,6 +177,7 @@ class TrieIndex:
             state_row_hi=jnp.asarray(self.state_row_hi),
             sorted_item_ids=jnp.asarray(self.sorted_item_ids),
             sorted_input_rows=jnp.asarray(self.sorted_input_rows),
+            input_to_sorted=jnp.asarray(self.item_rows_to_sorted()),
             meta=IndexMeta(
                 codebook_sizes=self.codebook_sizes,
                 token_offsets=self.token_offsets,
@@ -326,6 +327,7 @@ def _register_device_index():
         state_row_hi: jax.Array
         sorted_item_ids: jax.Array
         sorted_input_rows: jax.Array
+        input_to_sorted: jax.Array  # inverse of sorted_input_rows
         meta: IndexMeta = dataclasses.field(metadata=dict(static=True))
 
     return DeviceIndex

@@ -45,11 +45,15 @@ class PrefixHashModel:
         return fn
 
 
-def run_search(index, model, batch, num_beams, allow_mask=None):
+def run_search(index, model, batch, num_beams, allow_mask=None, exclude_rows=None):
     decode = make_decoder(model.step, num_beams=num_beams, start_token=START)
     shared = {"table": jnp.asarray(model.table)}
     cache = {"hash": jnp.zeros((batch, num_beams), jnp.int32)}
-    out = decode(index.to_device(), shared, cache, None if allow_mask is None else jnp.asarray(allow_mask))
+    out = decode(
+        index.to_device(), shared, cache,
+        None if allow_mask is None else jnp.asarray(allow_mask),
+        None if exclude_rows is None else jnp.asarray(exclude_rows, jnp.int32),
+    )
     return jax.tree_util.tree_map(np.asarray, out)
 
 
@@ -209,7 +213,11 @@ def test_chunked_top_k_equals_top_k_including_ties(width, k, chunk):
     np.testing.assert_array_equal(np.asarray(got_i)[finite], np.asarray(want_i)[finite])
 
 
-def test_wide_level_uses_chunked_selection_and_matches_reference():
+@pytest.mark.parametrize("per_beam_max_rows", [0, 10**6])
+def test_wide_level_selection_strategies_match_reference(per_beam_max_rows, monkeypatch):
+    import constrained.beam_search as bs
+
+    monkeypatch.setattr(bs, "PER_BEAM_MAX_ROWS", per_beam_max_rows)
     rng = np.random.default_rng(21)
     sizes, batch, num_beams = (3, 300, 3), 2, 20  # dense level 1: 20 x 300 candidates
     codes = random_catalogue(rng, 1500, sizes)
@@ -220,5 +228,40 @@ def test_wide_level_uses_chunked_selection_and_matches_reference():
     for b in range(batch):
         ref = reference_beam_search(
             trie, model.logits_fn(b, (0, 0, 0)), num_levels=3, num_beams=num_beams, token_offsets=(0, 0, 0)
+        )
+        assert_matches_reference(out, b, ref)
+
+
+@pytest.mark.parametrize("with_allow_mask", [False, True])
+def test_exclusion_lists_match_search_over_remaining_items(with_allow_mask):
+    rng = np.random.default_rng(13)
+    sizes, batch, num_beams = (4, 5, 3), 4, 8
+    codes = random_catalogue(rng, 50, sizes)
+    n = len(codes)
+    item_ids = np.arange(1000, 1000 + n)
+    index = build_index(codes, item_ids, dense_depth=2)
+    model = PrefixHashModel(rng, batch, len(sizes), max(sizes))
+    # Request 0: nothing excluded; 1: random with repeats and padding;
+    # 2: a whole level-0 subtree plus one more; 3: everything but two items.
+    exclude = np.full((batch, n + 4), -1, np.int64)
+    picks = rng.integers(0, n, 15)
+    exclude[1, : len(picks)] = picks
+    exclude[1, len(picks)] = picks[0]
+    subtree = np.flatnonzero(codes[:, 0] == codes[0, 0])
+    exclude[2, : len(subtree) + 1] = np.append(subtree, 7 if 7 not in subtree else 8)
+    others = np.setdiff1d(np.arange(n), [5, 9])
+    exclude[3, : len(others)] = rng.permutation(others)
+    allow = rng.random((batch, n)) < 0.7 if with_allow_mask else None
+    out = run_search(index, model, batch, num_beams, allow_mask=allow, exclude_rows=exclude)
+    trie = build_dict_trie(codes, item_ids)
+    for b in range(batch):
+        remaining = set(range(n)) - set(exclude[b][exclude[b] >= 0].tolist())
+        if allow is not None:
+            remaining &= set(np.flatnonzero(allow[b]).tolist())
+        allowed = set(item_ids[sorted(remaining)].tolist())
+        assert set(out.item_ids[b][out.valid[b]].tolist()) <= allowed
+        ref = reference_beam_search(
+            prune_trie(trie, allowed), model.logits_fn(b, (0, 0, 0)),
+            num_levels=3, num_beams=num_beams, token_offsets=(0, 0, 0),
         )
         assert_matches_reference(out, b, ref)
