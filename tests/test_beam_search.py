@@ -265,3 +265,20 @@ def test_exclusion_lists_match_search_over_remaining_items(with_allow_mask):
             num_levels=3, num_beams=num_beams, token_offsets=(0, 0, 0),
         )
         assert_matches_reference(out, b, ref)
+
+
+def test_repeated_exclusions_do_not_hide_siblings():
+    """An item listed many times is one exclusion: with beams >= items every
+    other item must still come back."""
+    rng = np.random.default_rng(17)
+    sizes = (3, 3, 3)
+    codes = random_catalogue(rng, 20, sizes)
+    n = len(codes)
+    index = build_index(codes)
+    model = PrefixHashModel(rng, 1, len(sizes), 3)
+    exclude = np.full((1, 3 * n), -1)
+    exclude[0, : 2 * n] = 4  # item 4 listed 2n times
+    exclude[0, 2 * n] = 11
+    out = run_search(index, model, 1, n + 2, exclude_rows=exclude)
+    returned = set(out.item_ids[0][out.valid[0]].tolist())
+    assert returned == set(range(n)) - {4, 11}
