@@ -1,0 +1,457 @@
+"""Training configuration: frozen dataclasses, config files and ``--set`` overrides.
+
+Where it sits: ``tpu_configs/<name>.py::get_config()`` -> :class:`TrainConfig`
+(+ ``--set key=value`` overrides, :func:`apply_overrides`) -> ``training.train.train``.
+Nothing below ``train.py`` reads flags or environment variables: every setting a
+run depends on is a field here, and the whole config is written to
+``workdir/config.json`` next to the checkpoints.
+
+A config file is plain Python::
+
+    from training.config import TrainConfig, ModelSpec
+
+    def get_config() -> TrainConfig:
+        \"\"\"What it reproduces, the expected result, the exact command.\"\"\"
+        return TrainConfig(model=ModelSpec(preset="tiny"), batch_size=256)
+
+Overrides are dotted paths to a field, parsed against the field's type::
+
+    --set optimizer.learning_rate=1e-3 --set loss.kind=apao_pointwise
+    --set data.data_dir=/data/office --set eval.max_examples=none --set eval.ks=5,10,20
+
+An unknown key fails with the list of valid keys; a value that does not parse
+as the field's type (or is not one of a ``Literal``'s choices) names the key,
+the type and the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from genrec.models import ModelConfig
+from training.losses import LossConfig
+
+__all__ = [
+    "CheckpointConfig",
+    "DataConfig",
+    "EvalConfig",
+    "ModelSpec",
+    "OptimizerConfig",
+    "SyntheticDataConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_json",
+    "config_to_json",
+    "load_config_file",
+    "override_keys",
+]
+
+ModelPreset = Literal["tiny", "t5_small_rec", "llama_small_rec"]
+ComputeDtype = Literal["float32", "bfloat16"]
+ScheduleKind = Literal["cosine", "linear", "constant"]
+
+CONFIG_FORMAT_VERSION = 1
+
+
+# ---------------------------------------------------------------------------
+# The config dataclasses
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticDataConfig:
+    """Arguments of ``genrec.synthetic.make_synthetic_dataset`` (used when ``data_dir`` is None)."""
+
+    num_items: int = 2000
+    num_users: int = 3000
+    num_levels: int = 3
+    codebook_size: int = 16
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the examples come from.
+
+    Attributes:
+      data_dir: directory with ``NAME.inter.json`` + ``NAME.index.rq-kmeans.json``
+        (docs/data.md); None trains on the built-in synthetic dataset.
+      name: dataset file stem; inferred when the directory holds one dataset.
+      max_history: most recent history items per example (the paper: 20).
+      synthetic: the synthetic dataset's parameters (only when ``data_dir`` is None).
+    """
+
+    data_dir: str | None = None
+    name: str | None = None
+    max_history: int = 20
+    synthetic: SyntheticDataConfig = SyntheticDataConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A model preset of ``genrec.models.ModelConfig`` plus overrides.
+
+    ``vocab_size`` and ``num_levels`` come from the data; every ``None`` field
+    keeps the preset's value.
+
+    Attributes:
+      preset: ``"tiny" | "t5_small_rec" | "llama_small_rec"``.
+      arch: for ``"tiny"`` only: ``"encoder_decoder"`` (default) or ``"decoder_only"``.
+      dtype: compute dtype; parameters and optimizer state stay float32.
+    """
+
+    preset: ModelPreset = "t5_small_rec"
+    arch: Literal["encoder_decoder", "decoder_only"] | None = None
+    dtype: ComputeDtype = "float32"
+    d_model: int | None = None
+    num_heads: int | None = None
+    head_dim: int | None = None
+    d_ff: int | None = None
+    num_encoder_layers: int | None = None
+    num_decoder_layers: int | None = None
+    dropout_rate: float | None = None
+    ffn_activation: Literal["geglu", "swiglu", "relu"] | None = None
+    tie_embeddings: bool | None = None
+
+    def build(self, vocab_size: int, num_levels: int, max_history: int) -> ModelConfig:
+        """The ``ModelConfig`` for a vocabulary and a history length (``max_history`` items)."""
+        overrides: dict[str, Any] = {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.name not in ("preset", "arch", "dtype") and getattr(self, field.name) is not None
+        }
+        overrides["dtype"] = self.dtype
+        if self.preset == "tiny":
+            config = ModelConfig.tiny(vocab_size, num_levels, arch=self.arch or "encoder_decoder", **overrides)
+        else:
+            preset_arch = "encoder_decoder" if self.preset == "t5_small_rec" else "decoder_only"
+            if self.arch is not None and self.arch != preset_arch:
+                raise ValueError(
+                    f"model.arch={self.arch!r} contradicts model.preset={self.preset!r} ({preset_arch}); "
+                    "arch only selects the family of the 'tiny' preset"
+                )
+            config = getattr(ModelConfig, self.preset)(vocab_size, num_levels, **overrides)
+        history_tokens = max_history * num_levels
+        if history_tokens > config.max_history_tokens:
+            config = dataclasses.replace(config, max_history_tokens=history_tokens)
+        return config
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """AdamW with linear warmup, a decay schedule and global-norm clipping (training/optim.py).
+
+    Attributes:
+      learning_rate: peak learning rate, reached after the warmup.
+      weight_decay: decoupled weight decay, applied to matrices and embeddings
+        only (not to 1-D norm scales, as Hugging Face's Trainer does for T5).
+      warmup_fraction: share of all training steps spent warming up linearly from 0.
+      schedule: decay after the warmup: ``"cosine"`` or ``"linear"`` to
+        ``end_learning_rate`` at the last step, or ``"constant"``.
+      end_learning_rate: learning rate at the last step (cosine / linear).
+      grad_clip_norm: clip gradients to this global norm; None disables.
+      b1, b2, eps: Adam moments (Hugging Face / PyTorch AdamW defaults).
+      max_consecutive_nonfinite: a step with a non-finite gradient is skipped
+        (and counted); this many in a row stops training with an error.
+    """
+
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.01
+    schedule: ScheduleKind = "cosine"
+    end_learning_rate: float = 0.0
+    grad_clip_norm: float | None = 1.0
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    max_consecutive_nonfinite: int = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Constrained-beam-search evaluation (``training.evaluate.evaluate_split``).
+
+    Attributes:
+      num_beams: beam width (the paper: 20).
+      batch_size: users decoded per call.
+      max_examples: validation examples per evaluation (the first ones), for
+        speed; None uses all. The final test evaluation always uses all.
+      ks: cut-offs of Recall@k / NDCG@k.
+    """
+
+    num_beams: int = 20
+    batch_size: int = 256
+    max_examples: int | None = None
+    ks: tuple[int, ...] = (5, 10, 20)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    """Orbax checkpoints under ``workdir/checkpoints`` (periodic) and ``workdir/best``.
+
+    Attributes:
+      every_steps: save every this many steps; None saves at every evaluation.
+        The last step is always saved.
+      keep: periodic checkpoints kept (the best one is kept separately).
+      async_save: write checkpoints in a background thread while training continues.
+    """
+
+    every_steps: int | None = None
+    keep: int = 3
+    async_save: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run depends on.
+
+    Attributes:
+      data, model, loss, optimizer, eval, checkpoint: see their classes.
+      batch_size: global batch (split evenly over ``num_devices``).
+      num_epochs: passes over the training examples; ignored if ``num_steps`` is set.
+      num_steps: total optimizer steps; overrides ``num_epochs``.
+      eval_every: evaluate on the validation split every this many steps;
+        None = once per epoch; 0 = never (no best checkpoint, no early stopping).
+      early_stopping_patience: stop after this many evaluations without a new
+        best validation ``ndcg@10``; None never stops early.
+      seed: model init, data order, dropout and negative sampling.
+      log_every: print a progress line (and a metrics.jsonl record) every this many steps.
+      num_devices: data-parallel devices (the first ones of ``jax.devices()``);
+        None uses all.
+    """
+
+    data: DataConfig = DataConfig()
+    model: ModelSpec = ModelSpec()
+    loss: LossConfig = LossConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    eval: EvalConfig = EvalConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    batch_size: int = 1024
+    num_epochs: int = 200
+    num_steps: int | None = None
+    eval_every: int | None = None
+    early_stopping_patience: int | None = 20
+    seed: int = 42
+    log_every: int = 50
+    num_devices: int | None = None
+
+    def __post_init__(self):
+        positive = {
+            "batch_size": self.batch_size,
+            "num_epochs": self.num_epochs,
+            "log_every": self.log_every,
+            "data.max_history": self.data.max_history,
+            "eval.num_beams": self.eval.num_beams,
+            "eval.batch_size": self.eval.batch_size,
+            "checkpoint.keep": self.checkpoint.keep,
+            "optimizer.max_consecutive_nonfinite": self.optimizer.max_consecutive_nonfinite,
+        }
+        optional_positive = {
+            "num_steps": self.num_steps,
+            "early_stopping_patience": self.early_stopping_patience,
+            "num_devices": self.num_devices,
+            "eval.max_examples": self.eval.max_examples,
+            "checkpoint.every_steps": self.checkpoint.every_steps,
+        }
+        for key, value in {**positive, **optional_positive}.items():
+            if value is not None and value < 1:
+                raise ValueError(f"TrainConfig.{key}={value} must be >= 1")
+        if self.eval_every is not None and self.eval_every < 0:
+            raise ValueError(f"TrainConfig.eval_every={self.eval_every} must be >= 0 (0 = never) or None")
+        if not self.eval.ks or min(self.eval.ks) < 1:
+            raise ValueError(f"TrainConfig.eval.ks={self.eval.ks} must be non-empty positive cut-offs")
+        if 10 not in self.eval.ks:
+            raise ValueError(
+                f"TrainConfig.eval.ks={self.eval.ks} must contain 10: model selection and early "
+                "stopping use validation ndcg@10"
+            )
+        if not 0.0 <= self.optimizer.warmup_fraction < 1.0:
+            raise ValueError(f"optimizer.warmup_fraction={self.optimizer.warmup_fraction} must be in [0, 1)")
+        if self.optimizer.learning_rate <= 0:
+            raise ValueError(f"optimizer.learning_rate={self.optimizer.learning_rate} must be > 0")
+        if self.optimizer.grad_clip_norm is not None and self.optimizer.grad_clip_norm <= 0:
+            raise ValueError(f"optimizer.grad_clip_norm={self.optimizer.grad_clip_norm} must be > 0 or None")
+
+
+# ---------------------------------------------------------------------------
+# Config files
+# ---------------------------------------------------------------------------
+
+
+def load_config_file(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Imports ``path``, calls its ``get_config()`` and applies ``overrides``.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: the file has no ``get_config`` or it does not return a
+        :class:`TrainConfig`; or an override is invalid (:func:`apply_overrides`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found (configs live in tpu_configs/)")
+    spec = importlib.util.spec_from_file_location(f"genrec_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
+        raise ValueError(f"{path}: a config file must define get_config() -> TrainConfig")
+    config = get_config()
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"{path}: get_config() returned {type(config).__name__}, expected TrainConfig")
+    return apply_overrides(config, overrides)
+
+
+# ---------------------------------------------------------------------------
+# Overrides
+# ---------------------------------------------------------------------------
+
+
+def override_keys(config_class: type = TrainConfig, prefix: str = "") -> list[str]:
+    """Every settable dotted key of ``config_class`` (nested dataclasses expanded)."""
+    keys = []
+    hints = typing.get_type_hints(config_class)
+    for field in dataclasses.fields(config_class):
+        hint = hints[field.name]
+        if dataclasses.is_dataclass(hint):
+            keys.extend(override_keys(hint, f"{prefix}{field.name}."))
+        else:
+            keys.append(f"{prefix}{field.name}")
+    return keys
+
+
+def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
+    """``config`` with each ``"dotted.key=value"`` of ``overrides`` applied, in order.
+
+    Values are parsed against the field's annotated type: ``int``, ``float``,
+    ``bool`` (true/false/1/0/yes/no), ``str``, ``Literal[...]`` (one of the
+    choices), ``X | None`` (``none`` / ``null`` give None) and ``tuple[int, ...]``
+    (comma-separated). The result is validated like any new config.
+
+    Raises:
+      ValueError: malformed override, unknown key (the message lists the valid
+        keys), or a value that does not parse as the field's type.
+    """
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"override {override!r} must look like key=value, e.g. optimizer.learning_rate=1e-3")
+        config = _replace_path(config, key.split("."), text.strip(), key)
+    return config
+
+
+def _replace_path(node: Any, path: list[str], text: str, full_key: str) -> Any:
+    fields = {f.name for f in dataclasses.fields(node)}
+    name = path[0]
+    if name not in fields:
+        valid = "\n  ".join(override_keys(TrainConfig))
+        raise ValueError(f"unknown config key {full_key!r}; valid keys are:\n  {valid}")
+    hint = typing.get_type_hints(type(node))[name]
+    if len(path) == 1:
+        if dataclasses.is_dataclass(hint):
+            sub_keys = ", ".join(override_keys(hint, f"{full_key}."))
+            raise ValueError(f"config key {full_key!r} is a group; set one of its fields: {sub_keys}")
+        value = _parse_value(text, hint, full_key)
+    else:
+        if not dataclasses.is_dataclass(hint):
+            valid = "\n  ".join(override_keys(TrainConfig))
+            raise ValueError(f"unknown config key {full_key!r} ({name!r} has no fields); valid keys are:\n  {valid}")
+        value = _replace_path(getattr(node, name), path[1:], text, full_key)
+    return dataclasses.replace(node, **{name: value})
+
+
+def _parse_value(text: str, hint: Any, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and text.lower() in ("none", "null"):
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _parse_value(text, arg, key)
+            except ValueError as error:
+                errors.append(str(error))
+        raise ValueError("; ".join(errors) + (" (or 'none')" if type(None) in args else ""))
+    if origin is Literal:
+        for choice in args:
+            if str(choice) == text:
+                return choice
+        raise ValueError(f"config key {key!r}: {text!r} is not one of {list(args)}")
+    if hint is bool:
+        lowered = text.lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ValueError(f"config key {key!r} is a bool; got {text!r} (use true or false)")
+    if hint is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"config key {key!r} is an int; got {text!r}") from None
+    if hint is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"config key {key!r} is a float; got {text!r}") from None
+    if hint is str:
+        return text
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        return tuple(_parse_value(item, args[0], key) for item in items)
+    raise ValueError(f"config key {key!r} has type {hint!r}, which --set cannot parse")
+
+
+# ---------------------------------------------------------------------------
+# JSON (workdir/config.json)
+# ---------------------------------------------------------------------------
+
+
+def config_to_json(config: TrainConfig) -> dict[str, Any]:
+    """A JSON-able dict of ``config`` (tuples become lists)."""
+    return {"format_version": CONFIG_FORMAT_VERSION, "train_config": dataclasses.asdict(config)}
+
+
+def config_from_json(payload: dict[str, Any], source: str = "<json>") -> TrainConfig:
+    """Inverse of :func:`config_to_json`.
+
+    Raises:
+      ValueError: unsupported ``format_version`` or unknown fields.
+    """
+    if payload.get("format_version") != CONFIG_FORMAT_VERSION:
+        raise ValueError(
+            f"{source}: config format_version {payload.get('format_version')!r} is not "
+            f"{CONFIG_FORMAT_VERSION}; it was written by another genrec version"
+        )
+    return _from_dict(TrainConfig, payload["train_config"], source)
+
+
+def _from_dict(cls: type, values: dict[str, Any], source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"{source}: unknown {cls.__name__} fields {sorted(unknown)}")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            value = _from_dict(hint, value, source)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def config_summary(config: TrainConfig) -> str:
+    """The config as indented JSON, for the log."""
+    return json.dumps(dataclasses.asdict(config), indent=1)
