@@ -198,26 +198,31 @@ class Recommender:
         """Distinct SIDs in the catalogue (the most items any request can receive)."""
         return self.index.num_items
 
-    def item_rows(self, item_ids: Sequence[Any], *, on_unknown: OnUnknown = "error", request: int | None = None) -> np.ndarray:
+    def lookup_rows(self, item_ids: Sequence[Any]) -> np.ndarray:
+        """Catalogue rows ``int32[n]`` of original item ids, ``-1`` for unknown ids."""
+        return np.fromiter((self._row_of_id.get(str(item_id), -1) for item_id in item_ids),
+                           dtype=np.int32, count=len(item_ids))
+
+    def item_rows(
+        self, item_ids: Sequence[Any], *, on_unknown: OnUnknown = "error", request: int | None = None
+    ) -> np.ndarray:
         """Catalogue rows ``int32[n]`` of original item ids.
 
         Raises:
           KeyError: an id is not in the catalogue (unless ``on_unknown="skip"``,
-            which drops it).
+            which drops it); the message names the id and ``request``.
         """
-        rows = []
-        for item_id in item_ids:
-            row = self._row_of_id.get(str(item_id))
-            if row is None:
-                if on_unknown == "skip":
-                    continue
-                where = "" if request is None else f" in the history of request {request}"
-                raise KeyError(
-                    f"item id {item_id!r}{where} is not in the model's catalogue of {self.num_items} items; "
-                    "pass on_unknown='skip' to ignore unknown items, or retrain with a catalogue that has it"
-                )
-            rows.append(row)
-        return np.asarray(rows, dtype=np.int32)
+        rows = self.lookup_rows(item_ids)
+        if (rows < 0).any():
+            if on_unknown == "skip":
+                return rows[rows >= 0]
+            unknown = list(item_ids)[int(np.argmax(rows < 0))]
+            where = "" if request is None else f" in the history of request {request}"
+            raise KeyError(
+                f"item id {unknown!r}{where} is not in the model's catalogue of {self.num_items} items; "
+                "pass on_unknown='skip' to ignore unknown items, or retrain with a catalogue that has it"
+            )
+        return rows
 
     # ------------------------------------------------------------ recommending
 

@@ -1,0 +1,292 @@
+"""Offline batch recommendation: top-k items for every user of a dataset, in resumable shards.
+
+Where it sits: checkpoint -> index -> decode -> **serve** (offline). Users are
+taken in dataset order and cut into shards of ``users_per_shard``; shard ``s``
+is written to ``OUT/shard-{s:05d}.jsonl``, one line per user::
+
+    {"user": "A1B2", "items": ["item7", "item3", ...], "scores": [-1.23, -2.5, ...]}
+
+(best first; only valid slots, so a line can hold fewer than ``top_k`` items
+when a filter leaves few). Each user's history is their whole interaction
+sequence: the job recommends what comes *after* everything in the data.
+
+Crash safety: a shard goes to a temporary file in ``OUT`` that is fsynced and
+``os.replace``-d into place, then ``OUT/manifest.json`` (also written
+atomically) records it as complete. A job killed at any moment leaves only
+complete shards and a manifest that lists a subset of them; running the same
+command again skips the listed shards and produces exactly the files an
+uninterrupted run would have. The manifest also stores the job's settings
+(users per shard, ``top_k``, filters, number of users, checkpoint): resuming
+with different settings is refused rather than mixing two jobs' outputs.
+
+Command line (also ``genrec recommend``)::
+
+    python -m serving.batch_job --workdir runs/demo --out runs/demo/recs [--data DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genrec.datasets import InteractionData
+from genrec.vocab import write_json_atomic
+from serving.recommender import Recommender
+
+__all__ = ["BatchJobResult", "main", "run_batch_job", "shard_path"]
+
+MANIFEST_FILE = "manifest.json"
+_MANIFEST_KIND = "genrec.batch_job"
+MANIFEST_FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchJobResult:
+    """What one invocation of :func:`run_batch_job` did.
+
+    Attributes:
+      out_dir: the output directory.
+      num_shards: shards of the whole job.
+      shards_written: shards written by this invocation.
+      shards_skipped: shards already complete from an earlier invocation.
+      finished: every shard is complete.
+    """
+
+    out_dir: Path
+    num_shards: int
+    shards_written: int
+    shards_skipped: int
+    finished: bool
+
+
+def shard_path(out_dir: str | Path, shard: int) -> Path:
+    """``OUT/shard-00007.jsonl``."""
+    return Path(out_dir) / f"shard-{shard:05d}.jsonl"
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: malformed JSON ({e}); delete the output directory and rerun") from e
+    if manifest.get("kind") != _MANIFEST_KIND or manifest.get("format_version") != MANIFEST_FORMAT_VERSION:
+        raise ValueError(
+            f"{path} is not a genrec batch-job manifest of format version {MANIFEST_FORMAT_VERSION}; "
+            "use an empty output directory"
+        )
+    return manifest
+
+
+def run_batch_job(
+    recommender: Recommender,
+    data: InteractionData,
+    out_dir: str | Path,
+    *,
+    top_k: int = 10,
+    users_per_shard: int = 1000,
+    exclude_seen: bool = False,
+    skip_unknown: bool = False,
+    max_shards: int | None = None,
+    job_info: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+) -> BatchJobResult:
+    """Writes top-``top_k`` recommendations of every user of ``data`` (format: module docstring).
+
+    Args:
+      recommender: the model and catalogue.
+      data: the users; their item ids are looked up in the recommender's catalogue.
+      out_dir: output directory (created); resumes the job found there.
+      top_k: items per user (``<= recommender.num_beams``).
+      users_per_shard: users per shard file.
+      exclude_seen: never recommend an item of the user's history.
+      skip_unknown: drop history items missing from the catalogue instead of failing.
+      max_shards: write at most this many shards in this invocation, then
+        return (``finished=False`` if shards remain); for time-boxed runs and
+        for testing resumption.
+      job_info: extra settings recorded in the manifest and checked on resume
+        (e.g. the checkpoint it ran).
+      log: where progress lines go.
+
+    Raises:
+      ValueError: the output directory holds a job with other settings, or
+        unknown history items without ``skip_unknown``.
+    """
+    if users_per_shard < 1:
+        raise ValueError(f"users_per_shard={users_per_shard} must be >= 1")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    num_users = data.num_users
+    num_shards = -(-num_users // users_per_shard)
+    settings = {
+        "dataset": data.name,
+        "num_users": num_users,
+        "users_per_shard": users_per_shard,
+        "top_k": top_k,
+        "exclude_seen": exclude_seen,
+        "skip_unknown": skip_unknown,
+        "num_beams": recommender.num_beams,
+        "max_history": recommender.max_history,
+        **(job_info or {}),
+    }
+    manifest_path = out_dir / MANIFEST_FILE
+    manifest = _read_manifest(manifest_path)
+    if manifest is not None and manifest["settings"] != settings:
+        changed = sorted(k for k in settings.keys() | manifest["settings"].keys()
+                         if manifest["settings"].get(k) != settings.get(k))
+        raise ValueError(
+            f"{manifest_path}: this directory holds a job with other settings ({', '.join(changed)}: "
+            f"{[manifest['settings'].get(k) for k in changed]} there, {[settings.get(k) for k in changed]} now); "
+            "use another output directory or delete this one"
+        )
+    completed = set() if manifest is None else set(manifest["completed"])
+    completed = {s for s in completed if shard_path(out_dir, s).is_file()}
+
+    # Data item row -> recommender row, once for the whole catalogue.
+    rec_row_of_data_row = recommender.lookup_rows(data.item_ids.tolist())
+    unknown = np.flatnonzero(rec_row_of_data_row < 0)
+    if unknown.size and not skip_unknown:
+        used = np.zeros(data.num_items, bool)
+        for sequence in data.sequences:
+            used[sequence] = True
+        unknown_used = unknown[used[unknown]]
+        if unknown_used.size:
+            shown = ", ".join(repr(str(data.item_ids[r])) for r in unknown_used[:5])
+            raise ValueError(
+                f"{unknown_used.size} item(s) of the histories in dataset {data.name!r} are not in the "
+                f"model's catalogue, e.g. {shown}; pass skip_unknown=True (--skip-unknown) to drop them"
+            )
+
+    def write_manifest(finished: bool) -> None:
+        write_json_atomic(manifest_path, {
+            "kind": _MANIFEST_KIND, "format_version": MANIFEST_FORMAT_VERSION, "settings": settings,
+            "num_shards": num_shards, "completed": sorted(completed), "finished": finished,
+        }, indent=1)
+
+    write_manifest(len(completed) == num_shards)
+    skipped = len(completed)
+    if skipped:
+        log(f"resuming: {skipped} of {num_shards} shards already complete in {out_dir}")
+    written = 0
+    users_done = sum(min(users_per_shard, num_users - s * users_per_shard) for s in completed)
+    job_start = time.perf_counter()
+    for shard in range(num_shards):
+        if shard in completed:
+            continue
+        if max_shards is not None and written >= max_shards:
+            break
+        shard_start = time.perf_counter()
+        first, last = shard * users_per_shard, min((shard + 1) * users_per_shard, num_users)
+        histories = [rec_row_of_data_row[data.sequences[u]] for u in range(first, last)]
+        recs = recommender.recommend_rows(histories, top_k=top_k, exclude_seen=exclude_seen)
+        lines = []
+        for offset, user in enumerate(range(first, last)):
+            keep = recs.valid[offset]
+            lines.append(json.dumps({
+                "user": data.user_ids[user],
+                "items": [str(i) for i in recs.item_ids[offset][keep].tolist()],
+                "scores": [round(float(s), 6) for s in recs.scores[offset][keep]],
+            }))
+        _write_text_atomic(shard_path(out_dir, shard), "\n".join(lines) + "\n")
+        completed.add(shard)
+        write_manifest(len(completed) == num_shards)
+        written += 1
+        users_done += last - first
+        seconds = time.perf_counter() - shard_start
+        log(f"shard {shard + 1}/{num_shards}: {last - first} users in {seconds:.2f} s "
+            f"({(last - first) / max(seconds, 1e-9):.0f} users/s); {users_done}/{num_users} users done, "
+            f"{time.perf_counter() - job_start:.1f} s")
+    finished = len(completed) == num_shards
+    if finished:
+        log(f"done: {num_users} users in {num_shards} shards under {out_dir}")
+    else:
+        log(f"stopped after {written} shards; {num_shards - len(completed)} remain, rerun the same command to resume")
+    return BatchJobResult(out_dir=out_dir, num_shards=num_shards, shards_written=written,
+                          shards_skipped=skipped, finished=finished)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+def load_users(workdir: str | Path, data_dir: str | None, vocab=None) -> InteractionData:
+    """The users to serve: ``data_dir`` if given, else the dataset the workdir's run trained on."""
+    if data_dir is not None:
+        from genrec.datasets import load_sid_dataset
+
+        return load_sid_dataset(data_dir, vocab=vocab)
+    from training.checkpoint import read_run_config
+    from training.train import load_data
+
+    train_config, _ = read_run_config(workdir)
+    return load_data(train_config.data)
+
+
+def build_parser(prog: str = "python -m serving.batch_job") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Recommend top-k items for every user of a dataset with a trained model; writes "
+        "resumable JSONL shards (rerun the same command to resume an interrupted job).",
+    )
+    parser.add_argument("--workdir", required=True, help="training workdir (genrec train / genrec demo)")
+    parser.add_argument("--out", required=True, help="output directory for shard-NNNNN.jsonl + manifest.json")
+    parser.add_argument("--data", default=None,
+                        help="dataset directory (docs/data.md); default: the dataset the model was trained on")
+    parser.add_argument("--which", choices=("best", "latest"), default="best", help="checkpoint to load")
+    parser.add_argument("--top-k", type=int, default=10, help="items per user (default 10)")
+    parser.add_argument("--num-beams", type=int, default=20, help="beam width, >= top-k (default 20)")
+    parser.add_argument("--batch-size", type=int, default=256, help="users per decode call (default 256)")
+    parser.add_argument("--users-per-shard", type=int, default=1000, help="users per output file (default 1000)")
+    parser.add_argument("--exclude-seen", action="store_true", help="never recommend an item the user has seen")
+    parser.add_argument("--skip-unknown", action="store_true",
+                        help="drop history items missing from the model's catalogue instead of failing")
+    parser.add_argument("--max-shards", type=int, default=None,
+                        help="write at most this many shards, then stop (resume later)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m serving.batch_job") -> int:
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.top_k > args.num_beams:
+        parser.error(f"--top-k {args.top_k} exceeds --num-beams {args.num_beams}; raise --num-beams")
+    recommender = Recommender.from_workdir(args.workdir, args.which, num_beams=args.num_beams,
+                                           batch_size=args.batch_size)
+    data = load_users(args.workdir, args.data, recommender.vocab)
+    result = run_batch_job(
+        recommender, data, args.out, top_k=args.top_k, users_per_shard=args.users_per_shard,
+        exclude_seen=args.exclude_seen, skip_unknown=args.skip_unknown, max_shards=args.max_shards,
+        job_info={"workdir": str(Path(args.workdir).resolve()), "checkpoint": args.which},
+        log=lambda line: print(line, flush=True),
+    )
+    return 0 if result.finished or args.max_shards is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
