@@ -1,0 +1,130 @@
+"""Training throughput of the one jitted train step (training/train_step.py):
+samples per second for each loss kind, batch size, compute dtype and number
+of data-parallel devices, all measured in one process on one host.
+
+Batches come from the real data pipeline (genrec.batching over the
+leave-one-out training split), pre-built and placed on the devices before
+timing, so the figure is the step itself; a second figure includes the host
+batching + transfer of a fresh batch each step.
+
+Run (GPU):  PYTHONPATH=. python benchmarks/train_throughput.py --data data_local/Beauty
+CPU smoke:  PYTHONPATH=. python benchmarks/train_throughput.py --batch-sizes 32 --kinds ce --steps 3 --dtypes float32
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+
+from genrec.batching import BatchIterator
+from genrec.models import build_model
+from genrec.split import leave_one_out_split
+from training.config import ModelSpec, OptimizerConfig
+from training.losses import LossConfig
+from training.optim import make_optimizer
+from training.train_step import make_catalogue, make_data_mesh, make_train_step, replicate, shard_batch
+
+
+def load_data(path):
+    if path:
+        from genrec.datasets import load_sid_dataset
+
+        return load_sid_dataset(path)
+    from genrec.synthetic import make_synthetic_dataset
+
+    return make_synthetic_dataset(num_levels=4, codebook_size=256, num_items=12000, num_users=20000)
+
+
+def time_steps(step, graphdef, state, opt_state, batches, catalogue, steps):
+    rng = jax.random.key(0)
+    state, opt_state, m = step(graphdef, state, opt_state, batches[0], rng, catalogue)  # compile
+    jax.block_until_ready(m["loss"])
+    times = []
+    for i in range(steps):
+        start = time.perf_counter()
+        state, opt_state, m = step(graphdef, state, opt_state, batches[i % len(batches)], jax.random.fold_in(rng, i), catalogue)
+        jax.block_until_ready(m["loss"])
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), state, opt_state, float(m["loss"])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--preset", default="t5_small_rec")
+    parser.add_argument("--kinds", default="ce,apao_pointwise,apao_pairwise")
+    parser.add_argument("--batch-sizes", default="128,1024")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--devices", default=None, help="comma list of device counts (default: 1 and all)")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+
+    data = load_data(args.data)
+    split = leave_one_out_split(data.sequences, max_history=20)
+    device_counts = [int(x) for x in args.devices.split(",")] if args.devices else sorted({1, jax.device_count()})
+    print(f"jax {jax.__version__} {jax.devices()}; {len(split.train.targets)} training examples", flush=True)
+    rows = []
+    for kind in args.kinds.split(","):
+        loss_config = LossConfig(kind=kind, beta=0.1, eta=1e-5)
+        catalogue_host = make_catalogue(data.sid_codes, data.vocab, loss_config)
+        for dtype in args.dtypes.split(","):
+            model_config = ModelSpec(preset=args.preset, dtype=dtype).build(data.vocab.vocab_size, data.vocab.num_levels, 20)
+            for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+                for n_dev in device_counts:
+                    mesh = make_data_mesh(batch_size, n_dev)
+                    model = build_model(model_config, rngs=nnx.Rngs(params=0, dropout=1))
+                    graphdef, state = nnx.split(model)
+                    params = nnx.split_state(state, nnx.Param, ...)[0]
+                    optimizer, _ = make_optimizer(OptimizerConfig(), 10_000)
+                    opt_state = optimizer.init(params)
+                    state, opt_state = replicate(state, mesh), replicate(opt_state, mesh)
+                    catalogue = replicate(catalogue_host, mesh)
+                    step = make_train_step(loss_config, optimizer, mesh)
+                    it = BatchIterator.from_split(split.train, data.sid_codes, data.vocab, batch_size, seed=0)
+                    host_batches = [next(it) for _ in range(4)]
+                    batches = [shard_batch(b, mesh) for b in host_batches]
+                    sec, state, opt_state, loss = time_steps(step, graphdef, state, opt_state, batches, catalogue, args.steps)
+                    # With the host pipeline in the loop (batching + transfer each step).
+                    rng = jax.random.key(1)
+                    t0 = time.perf_counter()
+                    n = max(5, args.steps // 3)
+                    for i in range(n):
+                        state, opt_state, m = step(graphdef, state, opt_state, shard_batch(next(it), mesh), jax.random.fold_in(rng, i), catalogue)
+                    jax.block_until_ready(m["loss"])
+                    sec_e2e = (time.perf_counter() - t0) / n
+                    row = {"kind": kind, "dtype": dtype, "batch": batch_size, "devices": n_dev,
+                           "step_ms": sec * 1e3, "samples_per_s": batch_size / sec,
+                           "with_host_pipeline_samples_per_s": batch_size / sec_e2e, "final_loss": loss}
+                    rows.append(row)
+                    print(row, flush=True)
+    print("\n| loss | dtype | batch | devices | step ms | samples/s | samples/s incl. host batching |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['kind']} | {r['dtype']} | {r['batch']} | {r['devices']} | {r['step_ms']:.2f} | "
+              f"{r['samples_per_s']:,.0f} | {r['with_host_pipeline_samples_per_s']:,.0f} |")
+    base = {(r["dtype"], r["batch"], r["devices"]): r["step_ms"] for r in rows if r["kind"] == "ce"}
+    for r in rows:
+        key = (r["dtype"], r["batch"], r["devices"])
+        if r["kind"] != "ce" and key in base:
+            print(f"{r['kind']} / ce step time ({r['dtype']}, batch {r['batch']}, {r['devices']} dev): {r['step_ms'] / base[key]:.2f}x")
+    for r in rows:
+        if r["devices"] > 1:
+            one = [x for x in rows if x["devices"] == 1 and x["kind"] == r["kind"] and x["dtype"] == r["dtype"] and x["batch"] == r["batch"]]
+            if one:
+                print(f"scaling {r['kind']} {r['dtype']} batch {r['batch']}: {r['devices']} devices = "
+                      f"{r['samples_per_s'] / one[0]['samples_per_s']:.2f}x one device")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"device": jax.devices()[0].device_kind, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
