@@ -1,0 +1,31 @@
+"""CPU smoke run: tiny T5-style model, CE loss, the built-in synthetic dataset.
+
+Reproduces: the whole pipeline (synthetic data -> train step -> constrained
+beam-search validation each epoch -> best checkpoint -> test metrics) and that
+the model learns far more than item popularity. About 75 s on 2 CPU cores
+(3 epochs x 170 steps of 256 examples, ~7 steps/s, plus compiles).
+
+Expected result (measured on 2 CPU cores; synthetic data, 3,000 test users,
+beam 20): test recall@10 ~0.30 and ndcg@10 ~0.19, against the popularity
+baseline's recall@10 0.165 and ndcg@10 0.091 (printed at the end and in
+``results.json``). Anything under ~1.5x popularity's ndcg@10 means a regression.
+
+Command:
+    python -m training.train --config tpu_configs/cpu_smoke.py --workdir runs/cpu_smoke --no-resume
+"""
+
+from training.config import DataConfig, EvalConfig, ModelSpec, OptimizerConfig, TrainConfig
+
+
+def get_config() -> TrainConfig:
+    return TrainConfig(
+        # The synthetic users follow a first-order cluster walk: 10 history items are plenty.
+        data=DataConfig(data_dir=None, max_history=10),
+        model=ModelSpec(preset="tiny"),
+        optimizer=OptimizerConfig(learning_rate=3e-3, warmup_fraction=0.05),
+        eval=EvalConfig(num_beams=20, batch_size=256, max_examples=500),
+        batch_size=256,
+        num_epochs=3,
+        early_stopping_patience=None,
+        log_every=50,
+    )

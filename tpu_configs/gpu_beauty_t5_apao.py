@@ -1,0 +1,30 @@
+"""APAO pointwise on Amazon Beauty with the paper's T5, one GPU.
+
+Reproduces: the "T5 / APAO pointwise" cell of APAO (arXiv 2603.02730)
+Table 1 on Beauty, with beta 0.1, eta 1e-5 (the paper's best pair for T5 on
+Beauty). Everything else as gpu_beauty_t5_ce.py.
+
+Expected result: to be measured. Published bar, test split: Recall@10 0.0637
+(paper); it should beat gpu_beauty_t5_ce.py's run.
+
+Command:
+    python -m training.train --config tpu_configs/gpu_beauty_t5_apao.py --workdir runs/beauty_t5_apao
+"""
+
+from training.config import DataConfig, EvalConfig, ModelSpec, OptimizerConfig, TrainConfig
+from training.losses import LossConfig
+
+
+def get_config() -> TrainConfig:
+    return TrainConfig(
+        data=DataConfig(data_dir="data/Beauty", max_history=20),
+        model=ModelSpec(preset="t5_small_rec"),
+        loss=LossConfig(kind="apao_pointwise", beta=0.1, eta=1e-5),
+        optimizer=OptimizerConfig(learning_rate=5e-4, weight_decay=0.01, warmup_fraction=0.01, schedule="cosine"),
+        eval=EvalConfig(num_beams=20, batch_size=512, max_examples=5000),
+        batch_size=1024,
+        num_epochs=200,
+        early_stopping_patience=20,
+        seed=42,
+        log_every=20,
+    )

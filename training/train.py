@@ -1,0 +1,472 @@
+"""Trains a generative-retrieval recommender: ``genrec train --config FILE --workdir DIR``.
+
+Reads top to bottom: config -> data -> model -> optimizer -> loop ->
+evaluators -> checkpoints. One jitted step serves every loss kind
+(training/train_step.py); evaluation is constrained beam search over the
+catalogue trie (training/evaluate.py); checkpoints are Orbax
+(training/checkpoint.py). docs/training.md describes the run end to end.
+
+    python -m training.train --config tpu_configs/cpu_smoke.py --workdir runs/smoke \
+        [--set optimizer.learning_rate=1e-3 ...] [--no-resume]
+
+Outputs in the workdir: ``config.json``, ``vocab.json``, ``catalogue.npz``,
+``checkpoints/``, ``best/``, ``metrics.jsonl`` (one JSON record per logged
+step / evaluation), ``results.json`` (test metrics of the best checkpoint) and
+``curves.png`` when matplotlib is installed.
+
+Resume is exact: a run killed at any point and restarted with the same
+command continues from its newest checkpoint and reaches bit-identical
+parameters (batch ``k``, dropout masks and negatives are pure functions of
+``(seed, k)``; parameters, optimizer state and early-stopping counters are in
+the checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from genrec.batching import BatchIterator
+from genrec.datasets import InteractionData, load_sid_dataset
+from genrec.models import build_model, count_params
+from genrec.split import LeaveOneOutSplit, SplitArrays, leave_one_out_split
+from genrec.synthetic import make_synthetic_dataset
+from genrec.vocab import write_json_atomic
+from training.checkpoint import Checkpointer, TrainingProgress, read_run_config, write_run_files
+from training.evaluate import build_eval_index, evaluate_split, popularity_baseline
+from training.config import DataConfig, TrainConfig, load_config_file, override_keys
+from training.optim import make_optimizer
+from training.train_step import make_catalogue, make_data_mesh, make_train_step, replicate, shard_batch
+
+__all__ = ["TrainResult", "load_data", "main", "train"]
+
+logger = logging.getLogger("genrec.train")
+
+SELECTION_METRIC = "ndcg@10"
+METRICS_FILE = "metrics.jsonl"
+RESULTS_FILE = "results.json"
+CURVES_FILE = "curves.png"
+# What --no-resume removes from a workdir (only files this module writes).
+_RUN_OUTPUTS = ("checkpoints", "best", METRICS_FILE, RESULTS_FILE, CURVES_FILE)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a finished run reports (also in ``workdir/results.json``).
+
+    Attributes:
+      workdir: the run's directory.
+      final_step: optimizer steps done.
+      early_stopped: the run ended by early stopping.
+      best_step: step of the best validation ``ndcg@10`` (None without evaluation).
+      best_valid_metrics: validation metrics at ``best_step``.
+      test_metrics: test-split metrics of the best checkpoint (of the final
+        parameters if there is none).
+      popularity_test_metrics: the most-popular-SIDs baseline on the test split
+        (``training.evaluate.popularity_baseline``).
+    """
+
+    workdir: Path
+    final_step: int
+    early_stopped: bool
+    best_step: int | None
+    best_valid_metrics: dict[str, float] | None
+    test_metrics: dict[str, float]
+    popularity_test_metrics: dict[str, float]
+
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+
+
+def load_data(config: DataConfig) -> InteractionData:
+    """The dataset of ``config``: files from ``data_dir``, or the synthetic one."""
+    if config.data_dir is None:
+        return make_synthetic_dataset(**dataclasses.asdict(config.synthetic))
+    return load_sid_dataset(config.data_dir, config.name)
+
+
+# ---------------------------------------------------------------------------
+# metrics.jsonl
+# ---------------------------------------------------------------------------
+
+
+class MetricsLog:
+    """Appends one JSON record per line to ``workdir/metrics.jsonl`` (each line one ``write``).
+
+    On resume, records past the restored step are dropped first (atomic
+    rewrite), so the file reads as one uninterrupted run.
+    """
+
+    def __init__(self, path: Path, *, keep_up_to_step: int | None, enabled: bool = True):
+        self.path = path
+        self.enabled = enabled
+        if not enabled:
+            return
+        kept = []
+        if keep_up_to_step is not None and path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:  # a torn last line from a crash
+                    continue
+                if record.get("step", 0) <= keep_up_to_step and record.get("kind") != "test":
+                    kept.append(line + "\n")
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+        os.replace(tmp_name, path)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        line = (json.dumps(record) + "\n").encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _to_json_value(value: Any) -> Any:
+    """A scalar or (nested) list for JSON; NaN becomes None (null)."""
+    array = np.asarray(value, np.float64)
+    as_list = np.where(np.isnan(array), None, array).tolist()
+    return as_list
+
+
+# ---------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------
+
+
+def train(
+    config: TrainConfig,
+    workdir: str | Path,
+    *,
+    resume: bool = True,
+    debug_kill_at_step: int | None = None,
+) -> TrainResult:
+    """Trains ``config`` in ``workdir`` (see the module docstring), resuming by default.
+
+    Args:
+      config: the run.
+      workdir: output directory (created).
+      resume: continue from the newest checkpoint in ``workdir`` if any;
+        False deletes the previous run's checkpoints, metrics and results there.
+      debug_kill_at_step: testing aid: after step ``debug_kill_at_step`` (and
+        its checkpoint, if one is due) is committed, the process kills itself
+        with SIGKILL.
+
+    Returns:
+      The :class:`TrainResult`.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    is_primary = jax.process_index() == 0
+    if not resume:
+        for name in _RUN_OUTPUTS:
+            path = workdir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+
+    # --- Data --------------------------------------------------------------
+    data = load_data(config.data)
+    vocab = data.vocab
+    split: LeaveOneOutSplit = leave_one_out_split(data.sequences, config.data.max_history)
+    train_batches = BatchIterator.from_split(
+        split.train, data.sid_codes, vocab, config.batch_size,
+        shuffle=True, seed=config.seed, drop_remainder=False,
+    )
+    steps_per_epoch = train_batches.steps_per_epoch
+    total_steps = config.num_steps or config.num_epochs * steps_per_epoch
+    eval_every = steps_per_epoch if config.eval_every is None else config.eval_every
+    checkpoint_every = config.checkpoint.every_steps or eval_every or steps_per_epoch
+    logger.info(
+        "data %s: %d items, %d users, %d/%d/%d train/valid/test examples; %d steps/epoch, %d steps",
+        data.name or config.data.data_dir, data.num_items, data.num_users, split.train.num_examples,
+        split.valid.num_examples, split.test.num_examples, steps_per_epoch, total_steps,
+    )
+
+    # --- Model -------------------------------------------------------------
+    model_config = config.model.build(vocab.vocab_size, vocab.num_levels, config.data.max_history)
+    model = build_model(model_config, rngs=nnx.Rngs(params=config.seed, dropout=config.seed))
+    logger.info("model %s (%s): %d parameters", config.model.preset, model_config.arch, count_params(model))
+    graphdef, state = nnx.split(model)
+    del model
+
+    # --- Optimizer ---------------------------------------------------------
+    optimizer, schedule = make_optimizer(config.optimizer, total_steps)
+    params = nnx.split_state(state, nnx.Param, ...)[0]
+    opt_state = optimizer.init(params)
+
+    # --- Devices: batch sharded over "data", everything else replicated ------
+    mesh = make_data_mesh(config.batch_size, config.num_devices)
+    catalogue = replicate(make_catalogue(data.sid_codes, vocab, config.loss), mesh)
+    state, opt_state = replicate((state, opt_state), mesh)
+    train_step = make_train_step(config.loss, optimizer, mesh)
+    logger.info("data parallel over %d %s device(s), %d examples each",
+                mesh.size, mesh.devices.flat[0].platform, config.batch_size // mesh.size)
+
+    # --- Checkpoints: run files, then resume -------------------------------
+    if resume and (workdir / "config.json").exists():
+        _, saved_model_config = read_run_config(workdir)
+        if saved_model_config != model_config:
+            raise ValueError(
+                f"{workdir}/config.json holds a different model ({saved_model_config}) than this "
+                f"config ({model_config}); use another --workdir or --no-resume"
+            )
+    if is_primary:
+        write_run_files(workdir, config, model_config, vocab, data.sid_codes, data.item_ids)
+    checkpointer = Checkpointer(workdir, config.checkpoint)
+    base_key = jax.random.key(config.seed)
+    progress = TrainingProgress(step=0, data_step=0, rng_key=tuple(int(w) for w in jax.random.key_data(base_key)))
+    if resume and checkpointer.latest_step() is not None:
+        params, rest = nnx.split_state(state, nnx.Param, ...)
+        params, opt_state, progress = checkpointer.restore(params, opt_state)
+        state = nnx.merge_state(params, rest)
+        base_key = jax.random.wrap_key_data(np.asarray(progress.rng_key, np.uint32))
+        logger.info("resumed from step %d in %s", progress.step, workdir)
+    metrics_log = MetricsLog(workdir / METRICS_FILE, keep_up_to_step=progress.step if resume else None,
+                             enabled=is_primary)
+
+    # --- Evaluators: constrained beam search over the catalogue trie ---------
+    eval_index, _ = build_eval_index(data.sid_codes, vocab)
+
+    def evaluate(state: nnx.State, split_arrays: SplitArrays, max_examples: int | None) -> dict[str, float]:
+        eval_model = nnx.merge(graphdef, state)
+        metrics = evaluate_split(
+            eval_model, eval_index, data, split_arrays,
+            num_beams=config.eval.num_beams, batch_size=config.eval.batch_size,
+            ks=tuple(config.eval.ks), max_examples=max_examples,
+        )
+        return {key: float(value) for key, value in metrics.items()}
+
+    # --- Loop --------------------------------------------------------------
+    train_batches = BatchIterator.from_split(
+        split.train, data.sid_codes, vocab, config.batch_size,
+        shuffle=True, seed=config.seed, drop_remainder=False, start_step=progress.data_step,
+    )
+    window: list[dict[str, jax.Array]] = []
+    window_start = time.perf_counter()
+    step = progress.step
+    while not progress.finished and step < total_steps:
+        batch = shard_batch(next(train_batches), mesh)
+        state, opt_state, step_metrics = train_step(
+            graphdef, state, opt_state, batch, jax.random.fold_in(base_key, step), catalogue
+        )
+        step += 1
+        window.append(step_metrics)
+
+        if step % config.log_every == 0 or step == total_steps:
+            record = _summarize(window, step, steps_per_epoch, schedule, time.perf_counter() - window_start,
+                                config.batch_size)
+            metrics_log.write(record)
+            logger.info(_progress_line(record, total_steps))
+            if record["nonfinite_consecutive"] >= config.optimizer.max_consecutive_nonfinite:
+                checkpointer.close()
+                raise FloatingPointError(
+                    f"{record['nonfinite_consecutive']} consecutive steps had non-finite gradients "
+                    f"(up to step {step}); lower optimizer.learning_rate or check the data"
+                )
+            window, window_start = [], time.perf_counter()
+
+        stop_early = False
+        if eval_every and (step % eval_every == 0 or step == total_steps):
+            eval_start = time.perf_counter()
+            valid_metrics = evaluate(state, split.valid, config.eval.max_examples)
+            window_start += time.perf_counter() - eval_start  # throughput counts training time only
+            metrics_log.write({"step": step, "kind": "valid", **valid_metrics})
+            score = valid_metrics[SELECTION_METRIC]
+            improved = progress.best_metric is None or score > progress.best_metric
+            if improved:
+                progress = dataclasses.replace(progress, best_metric=score, best_step=step,
+                                               evals_without_improvement=0)
+            else:
+                progress = dataclasses.replace(progress, evals_without_improvement=progress.evals_without_improvement + 1)
+            logger.info("step %d valid %s %s", step, _format_metrics(valid_metrics),
+                        "(new best)" if improved else f"(best {progress.best_metric:.4f} at step {progress.best_step})")
+            patience = config.early_stopping_patience
+            stop_early = patience is not None and progress.evals_without_improvement >= patience
+            if improved:
+                checkpointer.save_best(nnx.split_state(state, nnx.Param, ...)[0],
+                                       dataclasses.replace(progress, step=step), valid_metrics)
+
+        finished = stop_early or step == total_steps
+        progress = dataclasses.replace(progress, step=step, data_step=train_batches.step,
+                                       finished=finished, early_stopped=stop_early)
+        if finished or step % checkpoint_every == 0:
+            checkpointer.save(nnx.split_state(state, nnx.Param, ...)[0], opt_state, progress)
+        if stop_early:
+            logger.info("early stopping at step %d: no better validation %s in %d evaluations",
+                        step, SELECTION_METRIC, config.early_stopping_patience)
+        if debug_kill_at_step is not None and step == debug_kill_at_step:
+            checkpointer.wait()
+            os.kill(os.getpid(), signal.SIGKILL)
+    checkpointer.wait()
+
+    # --- Final evaluation: test split, best checkpoint ----------------------
+    best_meta = checkpointer.best_metadata()
+    params, rest = nnx.split_state(state, nnx.Param, ...)
+    if best_meta is not None:
+        params, _ = checkpointer.restore_params(params, "best")
+        state = nnx.merge_state(params, rest)
+    test_metrics = evaluate(state, split.test, None)
+    metrics_log.write({"step": progress.step, "kind": "test", **test_metrics})
+    logger.info("test (%s checkpoint, step %s): %s", "best" if best_meta else "final",
+                best_meta["progress"]["step"] if best_meta else progress.step, _format_metrics(test_metrics))
+    popularity = popularity_baseline(data.sid_codes, split.train.targets, split.test.targets, ks=config.eval.ks)
+    logger.info("popularity baseline, test: %s", _format_metrics(popularity))
+    checkpointer.close()
+
+    result = TrainResult(
+        workdir=workdir,
+        final_step=progress.step,
+        early_stopped=progress.early_stopped,
+        best_step=None if best_meta is None else best_meta["progress"]["step"],
+        best_valid_metrics=None if best_meta is None else best_meta["valid_metrics"],
+        test_metrics=test_metrics,
+        popularity_test_metrics=popularity,
+    )
+    if is_primary:
+        payload = dataclasses.asdict(result)
+        payload["workdir"] = str(workdir)
+        write_json_atomic(workdir / RESULTS_FILE, payload, indent=1)
+        _plot_curves(metrics_log.records(), workdir / CURVES_FILE)
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Logging helpers
+# ---------------------------------------------------------------------------
+
+
+def _summarize(window, step, steps_per_epoch, schedule, seconds, batch_size) -> dict[str, Any]:
+    """One metrics.jsonl record: means of the window's step metrics, throughput, learning rate."""
+    host = jax.device_get(window)
+    record: dict[str, Any] = {"step": step, "kind": "train", "epoch": step / steps_per_epoch}
+    for key in host[-1]:
+        values = np.stack([np.asarray(m[key], np.float64) for m in host])
+        if key in ("nonfinite_total", "nonfinite_consecutive"):
+            record[key] = int(values[-1])
+        elif key == "update_skipped":
+            record["skipped_in_window"] = int(values.sum())
+        else:
+            record[key] = _to_json_value(_nan_mean(values))
+    record["learning_rate"] = float(schedule(step - 1))
+    record["steps_per_s"] = len(host) / seconds
+    record["samples_per_s"] = len(host) * batch_size / seconds
+    return record
+
+
+def _nan_mean(values: np.ndarray) -> np.ndarray:
+    """Mean over axis 0 ignoring NaN (e.g. a prefix AUC with no competing negative); NaN if all are."""
+    finite = ~np.isnan(values)
+    total = np.where(finite, values, 0.0).sum(axis=0)
+    count = finite.sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _progress_line(record: dict[str, Any], total_steps: int) -> str:
+    return (
+        f"step {record['step']}/{total_steps} | epoch {record['epoch']:.2f} | loss {record['loss']:.4f} "
+        f"| ce {record['ce_loss']:.4f} | lr {record['learning_rate']:.2e} | grad_norm {record['grad_norm']:.3f} "
+        f"| skipped {record['nonfinite_total']} | {record['steps_per_s']:.2f} steps/s "
+        f"| {record['samples_per_s']:.0f} samples/s"
+    )
+
+
+def _format_metrics(metrics: dict[str, float]) -> str:
+    return " ".join(f"{key} {value:.4f}" for key, value in metrics.items() if "@" in key)
+
+
+def _plot_curves(records: list[dict[str, Any]], path: Path) -> None:
+    """Training loss and validation ndcg@10 against the step, if matplotlib is importable."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.info("matplotlib is not installed: no %s", path.name)
+        return
+    train = [r for r in records if r.get("kind") == "train"]
+    valid = [r for r in records if r.get("kind") == "valid"]
+    figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_axis.plot([r["step"] for r in train], [r["loss"] for r in train], label="loss")
+    loss_axis.plot([r["step"] for r in train], [r["ce_loss"] for r in train], label="ce_loss")
+    loss_axis.set_xlabel("step")
+    loss_axis.legend()
+    for key in ("ndcg@10", "recall@10"):
+        metric_axis.plot([r["step"] for r in valid], [r.get(key) for r in valid], marker=".", label=f"valid {key}")
+    metric_axis.set_xlabel("step")
+    metric_axis.legend()
+    figure.tight_layout()
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    figure.savefig(tmp_name)
+    plt.close(figure)
+    os.replace(tmp_name, path)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``genrec train`` / ``python -m training.train``: parse arguments, then :func:`train`."""
+    parser = argparse.ArgumentParser(
+        prog="genrec train",
+        description="Train a semantic-ID recommender from a config file (tpu_configs/*.py).",
+        epilog="Settable keys: " + ", ".join(override_keys()),
+    )
+    parser.add_argument("--config", required=True, help="config file with get_config() -> TrainConfig")
+    parser.add_argument("--workdir", required=True, help="output directory (checkpoints, metrics, results)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set optimizer.learning_rate=1e-3 (repeatable)")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="start from scratch, deleting the workdir's previous checkpoints and metrics")
+    parser.add_argument("--distributed", action="store_true",
+                        help="multi-host: call jax.distributed.initialize() first (also GENREC_DISTRIBUTED=1); untested")
+    parser.add_argument("--debug-kill-at-step", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout, force=True)
+    if args.distributed or os.environ.get("GENREC_DISTRIBUTED") == "1":
+        jax.distributed.initialize()
+    try:
+        config = load_config_file(args.config, args.overrides)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    result = train(config, args.workdir, resume=not args.no_resume, debug_kill_at_step=args.debug_kill_at_step)
+    print(json.dumps({"test": result.test_metrics, "popularity_test": result.popularity_test_metrics,
+                      "best_step": result.best_step, "final_step": result.final_step}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
