@@ -1,0 +1,301 @@
+"""The ``genrec`` command: one entry point for the whole pipeline.
+
+Where it sits: on top of everything. Each subcommand is a thin front for a
+module that owns the work, so the same job runs from Python without the CLI:
+
+    genrec demo         synthetic (or --data) dataset -> train (tpu_configs/cpu_smoke.py)
+                        -> test Recall/NDCG@10 vs popularity -> top-10 for 3 users
+    genrec train        training.train.main
+    genrec eval         training.evaluate.evaluate_split on a trained workdir
+    genrec recommend    serving.batch_job.main (resumable sharded job)
+    genrec build-index  constrained.build_index over the distinct SIDs, memory report
+    genrec build-sids   genrec.rqkmeans.main
+    genrec synth        genrec.synthetic.main
+
+Heavy imports (JAX, Flax) happen inside the subcommands, so ``genrec --help``
+answers at once. docs/serving.md describes every command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+# tpu_configs/ sits next to the packages in the repository (editable install).
+_DEMO_CONFIG = Path(__file__).resolve().parents[1] / "tpu_configs" / "cpu_smoke.py"
+_DEMO_USERS = 3
+
+
+# ---------------------------------------------------------------------------
+# Delegating subcommands: their own parsers answer --help
+# ---------------------------------------------------------------------------
+
+
+def _train(argv: Sequence[str]) -> int:
+    from training.train import main as train_main
+
+    return train_main(list(argv))
+
+
+def _recommend(argv: Sequence[str]) -> int:
+    from serving.batch_job import main as batch_main
+
+    return batch_main(list(argv), prog="genrec recommend")
+
+
+def _build_sids(argv: Sequence[str]) -> int:
+    from genrec.rqkmeans import main as rqkmeans_main
+
+    return rqkmeans_main(list(argv))
+
+
+def _synth(argv: Sequence[str]) -> int:
+    from genrec.synthetic import main as synthetic_main
+
+    return synthetic_main(list(argv))
+
+
+_DELEGATED: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
+    "train": (_train, "train a model from a config file (genrec train --config FILE --workdir DIR)"),
+    "recommend": (_recommend, "batch job: top-k items for every user, resumable JSONL shards"),
+    "build-sids": (_build_sids, "RQ-KMeans semantic IDs from item embeddings"),
+    "synth": (_synth, "write the synthetic dataset in the standard format (genrec synth --out DIR)"),
+}
+
+
+# ---------------------------------------------------------------------------
+# Shared pieces
+# ---------------------------------------------------------------------------
+
+
+def _setup_logging() -> None:
+    """Progress lines of genrec's loggers on stdout; library chatter (Orbax, JAX) only if it matters."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        stream=sys.stdout, force=True)
+    for noisy in ("absl", "jax", "orbax"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _metrics_table(rows: dict[str, dict[str, float]], keys: Sequence[str]) -> str:
+    width = max(len(name) for name in rows) + 2
+    lines = [" " * width + "".join(f"{key:>12}" for key in keys)]
+    for name, metrics in rows.items():
+        lines.append(f"{name:<{width}}" + "".join(f"{metrics[key]:>12.4f}" for key in keys))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# genrec demo
+# ---------------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from serving.recommender import Recommender
+    from training.config import load_config_file
+    from training.train import load_data, train
+
+    config_path = Path(args.config) if args.config else _DEMO_CONFIG
+    if not config_path.is_file():
+        raise SystemExit(
+            f"genrec demo: config {config_path} not found; run from a source checkout "
+            "(pip install -e .) or pass --config FILE"
+        )
+    config = load_config_file(config_path, args.overrides)
+    if args.data:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, data_dir=args.data))
+    _setup_logging()
+    workdir = Path(args.workdir)
+    dataset = args.data or "built-in synthetic dataset"
+    print(f"genrec demo: training {config.model.preset} on {dataset} in {workdir} ({config_path.name})",
+          flush=True)
+    start = time.perf_counter()
+    result = train(config, workdir, resume=not args.fresh)
+    minutes = (time.perf_counter() - start) / 60
+
+    ndcg_keys = ("recall@10", "ndcg@10")
+    print()
+    print(f"Test split, {int(result.test_metrics['num_examples'])} users, constrained beam search "
+          f"({config.eval.num_beams} beams), {minutes:.1f} min:")
+    print(_metrics_table({f"genrec ({config.model.preset})": result.test_metrics,
+                          "popularity": result.popularity_test_metrics}, ndcg_keys))
+
+    which = "best" if result.best_step is not None else "latest"
+    recommender = Recommender.from_workdir(workdir, which, num_beams=config.eval.num_beams,
+                                           batch_size=_DEMO_USERS)
+    data = load_data(config.data)
+    histories = [[data.item_ids[r] for r in data.sequences[u][:-1]] for u in range(_DEMO_USERS)]
+    recs = recommender.recommend(histories, top_k=10)
+    print()
+    print("Top-10 for 3 users (history = all but their last item; * marks the held-out last item):")
+    for u in range(_DEMO_USERS):
+        held_out = data.item_ids[data.sequences[u][-1]]
+        recent = " ".join(histories[u][-5:])
+        items = " ".join(f"{item}{'*' if item == held_out else ''}" for item in recs.item_ids[u][recs.valid[u]])
+        print(f"  user {data.user_ids[u]}: ... {recent} -> next {held_out}")
+        print(f"    top-10: {items}")
+    print()
+    print(f"Checkpoints, metrics.jsonl and results.json are in {workdir}; next: genrec recommend --workdir {workdir} "
+          f"--out {workdir / 'recommendations'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# genrec eval
+# ---------------------------------------------------------------------------
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from genrec.split import leave_one_out_split
+    from serving.batch_job import load_users
+    from training.checkpoint import load_model_for_inference, read_run_config
+    from training.evaluate import build_eval_index, evaluate_split, popularity_baseline
+
+    train_config, _ = read_run_config(args.workdir)
+    model, _, vocab, sid_codes, _ = load_model_for_inference(args.workdir, args.which)
+    data = load_users(args.workdir, args.data, vocab)
+    split = leave_one_out_split(data.sequences, train_config.data.max_history)
+    # The model can only generate SIDs of its own catalogue: index that one.
+    index, _ = build_eval_index(sid_codes, vocab)
+    ks = tuple(train_config.eval.ks)
+    examples = split.test if args.split == "test" else split.valid
+    num_beams = args.num_beams or train_config.eval.num_beams
+    start = time.perf_counter()
+    metrics = evaluate_split(
+        model, index, data, examples, num_beams=num_beams,
+        batch_size=args.batch_size or train_config.eval.batch_size, ks=ks,
+        max_examples=args.max_examples, diagnose_unconstrained=args.diagnose,
+    )
+    seconds = time.perf_counter() - start
+    popularity = popularity_baseline(data.sid_codes, split.train.targets,
+                                     examples.targets[: int(metrics["num_examples"])], ks=ks)
+    keys = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")]
+    print(f"{args.split} split of {data.name or 'the training data'}: {int(metrics['num_examples'])} examples, "
+          f"{num_beams} beams, {args.which} checkpoint, {seconds:.1f} s")
+    print(_metrics_table({"genrec": metrics, "popularity": popularity}, keys))
+    if args.diagnose:
+        print(f"unconstrained beam: {metrics['unconstrained_valid_fraction']:.2%} of generated SIDs are items")
+    print(json.dumps({"split": args.split, "metrics": metrics, "popularity": popularity}))
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# genrec build-index
+# ---------------------------------------------------------------------------
+
+
+def _build_index(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from constrained.index import build_index
+    from genrec.datasets import find_duplicate_sids, load_sid_dataset
+    from training.evaluate import build_eval_index
+
+    data = load_sid_dataset(args.data, args.name)
+    start = time.perf_counter()
+    if args.disambiguate:
+        index = build_index(data.sid_codes, np.arange(data.num_items), codebook_sizes=data.vocab.codebook_sizes,
+                            token_offsets=data.vocab.level_offsets, on_duplicate="disambiguate")
+        leaves = "item rows (a disambiguation level was appended)"
+    else:
+        index, _ = build_eval_index(data.sid_codes, data.vocab)
+        leaves = "distinct-SID rows (SIDs in lexicographic order)"
+    seconds = time.perf_counter() - start
+    index.save(args.out)
+    duplicates = find_duplicate_sids(data.sid_codes)
+    print(f"{data.name}: {data.num_items} items, {len(duplicates)} SIDs shared by "
+          f"{sum(len(g) for g in duplicates)} items -> {index.num_items} leaves ({leaves})")
+    print(f"{index.num_levels} levels, codebooks {index.codebook_sizes}, {index.num_states} states, "
+          f"max branching {index.max_branch}, dense depth {index.dense_depth}; built in {seconds:.2f} s")
+    print("memory:")
+    for part, nbytes in index.memory_report().items():
+        print(f"  {part:<20}{nbytes / 2**20:>10.3f} MiB")
+    print(f"wrote {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# Parser
+# ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genrec",
+        description="Generative retrieval with semantic IDs: train, evaluate and serve. "
+        "Start with 'genrec demo'.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo", help="train a small model, compare it with popularity, recommend for 3 users",
+        description="The main job: dataset (built-in synthetic, or --data) -> train the CPU smoke config "
+        "(about a minute on CPU) -> test Recall@10 / NDCG@10 next to a popularity baseline -> "
+        "top-10 recommendations for 3 users. Rerunning resumes (or reuses) the run in --workdir.",
+    )
+    demo.add_argument("--data", default=None, help="dataset directory in the standard format (docs/data.md)")
+    demo.add_argument("--workdir", default="runs/demo", help="run directory (default runs/demo)")
+    demo.add_argument("--config", default=None, help="config file (default tpu_configs/cpu_smoke.py)")
+    demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config field, e.g. --set num_steps=100 (repeatable)")
+    demo.add_argument("--fresh", action="store_true", help="retrain from scratch instead of resuming")
+    demo.set_defaults(handler=_demo)
+
+    evaluate = commands.add_parser(
+        "eval", help="Recall/NDCG of a trained workdir through the constrained beam search",
+        description="Leave-one-out evaluation of a trained model (SID-level hits, docs/serving.md).",
+    )
+    evaluate.add_argument("--workdir", required=True, help="training workdir")
+    evaluate.add_argument("--split", choices=("test", "valid"), default="test")
+    evaluate.add_argument("--data", default=None, help="dataset directory (default: the training data)")
+    evaluate.add_argument("--which", choices=("best", "latest"), default="best", help="checkpoint to load")
+    evaluate.add_argument("--num-beams", type=int, default=None, help="beam width (default: the run's)")
+    evaluate.add_argument("--batch-size", type=int, default=None, help="users per decode call (default: the run's)")
+    evaluate.add_argument("--max-examples", type=int, default=None, help="evaluate only the first N examples")
+    evaluate.add_argument("--diagnose", action="store_true",
+                          help="also report how often an unconstrained beam search generates real items")
+    evaluate.set_defaults(handler=_eval)
+
+    index = commands.add_parser(
+        "build-index", help="build and save the trie index of a dataset, print its memory",
+        description="Builds the constrained-decoding trie over a dataset's SIDs (one leaf per distinct SID, "
+        "the index evaluation and serving use) and saves it as one .npz file.",
+    )
+    index.add_argument("--data", required=True, help="dataset directory")
+    index.add_argument("--name", default=None, help="dataset name if the directory holds several")
+    index.add_argument("--out", required=True, help="output .npz file")
+    index.add_argument("--disambiguate", action="store_true",
+                       help="one leaf per item: append a level numbering items that share a SID")
+    index.set_defaults(handler=_build_index)
+
+    for name, (_, help_text) in _DELEGATED.items():
+        commands.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``genrec`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _DELEGATED:
+        return _DELEGATED[argv[0]][0](argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        print(f"genrec {args.command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
