@@ -112,7 +112,8 @@ def _demo(args: argparse.Namespace) -> int:
     if args.data:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, data_dir=args.data))
     _setup_logging()
-    workdir = Path(args.workdir)
+    # One default run directory per dataset, so that a synthetic demo is never resumed on real data.
+    workdir = Path(args.workdir or ("runs/demo" if not args.data else f"runs/demo_{Path(args.data).resolve().name}"))
     dataset = args.data or "built-in synthetic dataset"
     print(f"genrec demo: training {config.model.preset} on {dataset} in {workdir} ({config_path.name})",
           flush=True)
@@ -241,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
         "top-10 recommendations for 3 users. Rerunning resumes (or reuses) the run in --workdir.",
     )
     demo.add_argument("--data", default=None, help="dataset directory in the standard format (docs/data.md)")
-    demo.add_argument("--workdir", default="runs/demo", help="run directory (default runs/demo)")
+    demo.add_argument("--workdir", default=None,
+                      help="run directory (default runs/demo, or runs/demo_<data dir name> with --data)")
     demo.add_argument("--config", default=None, help="config file (default tpu_configs/cpu_smoke.py)")
     demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config field, e.g. --set num_steps=100 (repeatable)")
