@@ -16,7 +16,7 @@ Workdir layout::
       best/<step>/         the best one by validation ndcg@10: params, meta
       metrics.jsonl, results.json, curves.png  (written by train.py)
 
-``params`` are stored as a plain nested dict of arrays (``nnx.State.to_pure_dict``),
+``params`` are stored as a plain nested dict of arrays (``nnx.to_pure_dict``),
 so a checkpoint does not depend on how a Flax version wraps its variables;
 ``opt_state`` is the optax state pytree (restored onto the same structure,
 only by a resuming run). The three run files are written atomically (temp
@@ -224,7 +224,7 @@ class Checkpointer:
         self._periodic.save(
             progress.step,
             args=ocp.args.Composite(
-                params=ocp.args.StandardSave(params.to_pure_dict()),
+                params=ocp.args.StandardSave(nnx.to_pure_dict(params)),
                 opt_state=ocp.args.StandardSave(opt_state),
                 meta=ocp.args.JsonSave(progress.to_json()),
             ),
@@ -238,7 +238,7 @@ class Checkpointer:
         self._best.save(
             progress.step,
             args=ocp.args.Composite(
-                params=ocp.args.StandardSave(params.to_pure_dict()),
+                params=ocp.args.StandardSave(nnx.to_pure_dict(params)),
                 meta=ocp.args.JsonSave(meta),
             ),
         )
@@ -282,7 +282,7 @@ class Checkpointer:
         restored = self._periodic.restore(
             step,
             args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(_abstract(params.to_pure_dict())),
+                params=ocp.args.StandardRestore(_abstract(nnx.to_pure_dict(params))),
                 opt_state=ocp.args.StandardRestore(_abstract(opt_state)),
                 meta=ocp.args.JsonRestore(),
             ),
@@ -302,7 +302,7 @@ class Checkpointer:
             raise FileNotFoundError(f"no checkpoint in {self.workdir / PERIODIC_DIR}")
         restored = manager.restore(
             step,
-            args=ocp.args.Composite(params=ocp.args.StandardRestore(_abstract(params.to_pure_dict()))),
+            args=ocp.args.Composite(params=ocp.args.StandardRestore(_abstract(nnx.to_pure_dict(params)))),
         )
         return _with_values(params, restored.params), step
 

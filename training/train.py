@@ -282,7 +282,8 @@ def train(
         window.append(step_metrics)
 
         if step % config.log_every == 0 or step == total_steps:
-            record = _summarize(window, step, steps_per_epoch, schedule, time.perf_counter() - window_start,
+            host_window = jax.device_get(window)  # waits for the window's steps to finish
+            record = _summarize(host_window, step, steps_per_epoch, schedule, time.perf_counter() - window_start,
                                 config.batch_size)
             metrics_log.write(record)
             logger.info(_progress_line(record, total_steps))
@@ -364,9 +365,8 @@ def train(
 # ---------------------------------------------------------------------------
 
 
-def _summarize(window, step, steps_per_epoch, schedule, seconds, batch_size) -> dict[str, Any]:
-    """One metrics.jsonl record: means of the window's step metrics, throughput, learning rate."""
-    host = jax.device_get(window)
+def _summarize(host, step, steps_per_epoch, schedule, seconds, batch_size) -> dict[str, Any]:
+    """One metrics.jsonl record: means of the window's step metrics (on host), throughput, learning rate."""
     record: dict[str, Any] = {"step": step, "kind": "train", "epoch": step / steps_per_epoch}
     for key in host[-1]:
         values = np.stack([np.asarray(m[key], np.float64) for m in host])

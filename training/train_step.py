@@ -202,7 +202,7 @@ def _train_step(
     metrics = {
         **aux,
         "loss": loss,
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(grads))),
         "update_skipped": ~opt_state.last_finite,
         "num_real_examples": batch["example_mask"].sum(),
         **nonfinite_counts(opt_state),
