@@ -47,7 +47,15 @@ from genrec.models import build_model, count_params
 from genrec.split import LeaveOneOutSplit, SplitArrays, leave_one_out_split
 from genrec.synthetic import make_synthetic_dataset
 from genrec.vocab import write_json_atomic
-from training.checkpoint import Checkpointer, TrainingProgress, read_run_config, write_run_files
+from training.checkpoint import (
+    CATALOGUE_FILE,
+    CONFIG_FILE,
+    Checkpointer,
+    TrainingProgress,
+    read_catalogue,
+    read_run_config,
+    write_run_files,
+)
 from training.evaluate import build_eval_index, evaluate_split, popularity_baseline
 from training.config import DataConfig, TrainConfig, load_config_file, override_keys
 from training.optim import make_optimizer
@@ -185,7 +193,7 @@ def train(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     is_primary = jax.process_index() == 0
-    if not resume:
+    if not resume and is_primary:
         for name in _RUN_OUTPUTS:
             path = workdir / name
             if path.is_dir():
@@ -232,12 +240,18 @@ def train(
                 mesh.size, mesh.devices.flat[0].platform, config.batch_size // mesh.size)
 
     # --- Checkpoints: run files, then resume -------------------------------
-    if resume and (workdir / "config.json").exists():
+    if resume and (workdir / CONFIG_FILE).exists():
         _, saved_model_config = read_run_config(workdir)
         if saved_model_config != model_config:
             raise ValueError(
-                f"{workdir}/config.json holds a different model ({saved_model_config}) than this "
+                f"{workdir}/{CONFIG_FILE} holds a different model ({saved_model_config}) than this "
                 f"config ({model_config}); use another --workdir or --no-resume"
+            )
+        saved_sid_codes, _ = read_catalogue(workdir)
+        if not np.array_equal(saved_sid_codes, data.sid_codes):
+            raise ValueError(
+                f"{workdir}/{CATALOGUE_FILE} holds another catalogue than the data of this config; "
+                "use another --workdir or --no-resume"
             )
     if is_primary:
         write_run_files(workdir, config, model_config, vocab, data.sid_codes, data.item_ids)
@@ -250,6 +264,9 @@ def train(
         state = nnx.merge_state(params, rest)
         base_key = jax.random.wrap_key_data(np.asarray(progress.rng_key, np.uint32))
         logger.info("resumed from step %d in %s", progress.step, workdir)
+        if progress.finished and not progress.early_stopped and progress.step < total_steps:
+            logger.info("the run ended at step %d; continuing to the config's %d steps", progress.step, total_steps)
+            progress = dataclasses.replace(progress, finished=False)
     metrics_log = MetricsLog(workdir / METRICS_FILE, keep_up_to_step=progress.step if resume else None,
                              enabled=is_primary)
 
