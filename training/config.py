@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import types
 import typing
 from collections.abc import Sequence
@@ -451,7 +450,3 @@ def _from_dict(cls: type, values: dict[str, Any], source: str) -> Any:
         kwargs[name] = value
     return cls(**kwargs)
 
-
-def config_summary(config: TrainConfig) -> str:
-    """The config as indented JSON, for the log."""
-    return json.dumps(dataclasses.asdict(config), indent=1)
