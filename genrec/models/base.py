@@ -1,0 +1,86 @@
+"""What both recommender families share: the decoding interface the
+constrained beam search and the train step call, on top of each model's own
+``encode`` and ``_decode`` (see docs/models.md).
+"""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+from genrec.models import layers
+from genrec.models.layers import BeamCache, HistoryCache
+
+
+class SIDRecommender(nnx.Module):
+    """Base of the genrec models. Subclasses set ``self.config`` and define
+
+    * ``encode(history_tokens, history_mask, *, deterministic) -> HistoryCache``
+    * ``_decode(shared, input_tokens[batch, beams, q_len], beam_cache | None, *,
+      start, deterministic) -> (logits[batch, beams, q_len, vocab], beam_cache)``
+    """
+
+    def init_beam_cache(self, shared: HistoryCache, num_beams: int) -> BeamCache:
+        """Empty per-beam K/V cache of the target tokens, [batch, num_beams, num_levels, heads, head_dim] per layer."""
+        return layers.empty_beam_cache(self.config, shared.mask.shape[0], num_beams)
+
+    def decode_step(
+        self,
+        shared: HistoryCache,
+        beam_cache: BeamCache,
+        last_tokens: jax.Array,
+        step: int,
+    ) -> tuple[jax.Array, BeamCache]:
+        """Logits for SID level ``step`` of every beam, and the cache with slot ``step`` written.
+
+        Args:
+          shared: from ``encode``; not modified.
+          beam_cache: from ``init_beam_cache`` or the previous step (beams may
+            have been reordered along axis 1 since).
+          last_tokens: int32[batch, num_beams]; BOS_ID at step 0, else the token
+            chosen at level step-1.
+          step: static Python int in [0, num_levels).
+
+        Returns:
+          logits float32[batch, num_beams, vocab_size], new beam cache.
+        """
+        layers.check_decode_step(self.config, step)
+        logits, beam_cache = self._decode(
+            shared, last_tokens[:, :, None], beam_cache, start=step, deterministic=True
+        )
+        return logits[:, :, 0], beam_cache
+
+    def score_targets(
+        self,
+        shared: HistoryCache,
+        target_tokens: jax.Array,
+        *,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """Teacher-forced logits of many candidate SIDs per request.
+
+        Args:
+          shared: from ``encode``.
+          target_tokens: int32[batch, num_candidates, num_levels], SIDs y_1..y_L.
+          deterministic: False applies dropout (training).
+
+        Returns:
+          float32[batch, num_candidates, num_levels, vocab_size]; position t
+          (input BOS, y_1..y_{L-1}) predicts y_{t+1}.
+        """
+        decoder_inputs = layers.shift_targets_right(self.config, target_tokens)
+        logits, _ = self._decode(shared, decoder_inputs, None, start=0,
+                                 deterministic=deterministic)
+        return logits
+
+    def __call__(
+        self,
+        history_tokens: jax.Array,
+        history_mask: jax.Array,
+        target_tokens: jax.Array,
+        *,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """encode + score_targets: [batch, num_candidates, num_levels, vocab_size] logits."""
+        shared = self.encode(history_tokens, history_mask, deterministic=deterministic)
+        return self.score_targets(shared, target_tokens, deterministic=deterministic)
