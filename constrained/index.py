@@ -31,12 +31,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
+
+from genrec.atomic_files import atomic_open
 
 FORMAT_VERSION = 1
 _MAGIC = "genrec-trie-index"
@@ -217,26 +218,15 @@ class TrieIndex:
         meta = self._meta()
         meta_json = json.dumps(meta, sort_keys=True)
         checksum = _checksum(arrays, meta_json)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    __magic__=np.array(_MAGIC),
-                    __version__=np.array(FORMAT_VERSION),
-                    __meta__=np.array(meta_json),
-                    __checksum__=np.array(checksum),
-                    **arrays,
-                )
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_open(path, "wb") as f:
+            np.savez(
+                f,
+                __magic__=np.array(_MAGIC),
+                __version__=np.array(FORMAT_VERSION),
+                __meta__=np.array(meta_json),
+                __checksum__=np.array(checksum),
+                **arrays,
+            )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TrieIndex":

@@ -21,9 +21,7 @@ agree on this layout.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,33 +35,12 @@ FIRST_CODE_ID = 2
 
 # Version of the JSON written by SIDVocabulary.save; bump on layout changes.
 VOCAB_FORMAT_VERSION = 1
+from genrec.atomic_files import write_json_atomic
+
 _VOCAB_FORMAT_KIND = "genrec.SIDVocabulary"
 
 LEVEL_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 _SID_TOKEN_RE = re.compile(r"<([A-Za-z]+)_(\d+)>")
-
-
-def write_json_atomic(path: str | Path, payload: Any, *, indent: int | None = None) -> Path:
-    """Writes ``payload`` as JSON to ``path`` atomically.
-
-    The JSON goes to a temporary file in the same directory, is fsynced, and then
-    ``os.replace``-d over ``path``; a reader (or a crash) never sees a half-written
-    file. All genrec data files (vocabulary, index, interactions) use this.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=indent)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-    return path
 
 
 def parse_sid_token(token: str) -> tuple[int, int]:

@@ -29,9 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from genrec.datasets import InteractionData
-from genrec.vocab import write_json_atomic
+from genrec.atomic_files import write_json_atomic, write_text_atomic
 from serving.recommender import Recommender
 
 __all__ = ["BatchJobResult", "main", "run_batch_job", "shard_path"]
@@ -72,20 +70,6 @@ class BatchJobResult:
 def shard_path(out_dir: str | Path, shard: int) -> Path:
     """``OUT/shard-00007.jsonl``."""
     return Path(out_dir) / f"shard-{shard:05d}.jsonl"
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
 
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:
@@ -212,7 +196,7 @@ def run_batch_job(
                 "items": [str(i) for i in recs.item_ids[offset][keep].tolist()],
                 "scores": [round(float(s), 6) for s in recs.scores[offset][keep]],
             }))
-        _write_text_atomic(shard_path(out_dir, shard), "\n".join(lines) + "\n")
+        write_text_atomic(shard_path(out_dir, shard), "\n".join(lines) + "\n")
         completed.add(shard)
         write_manifest(len(completed) == num_shards)
         written += 1

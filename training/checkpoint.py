@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,7 +38,8 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from genrec.models import ModelConfig, Recommender, build_model
-from genrec.vocab import SIDVocabulary, write_json_atomic
+from genrec.atomic_files import atomic_open, write_json_atomic
+from genrec.vocab import SIDVocabulary
 from training.config import CheckpointConfig, TrainConfig, config_from_json, config_to_json
 
 __all__ = [
@@ -83,17 +82,8 @@ def model_config_from_json(values: dict[str, Any]) -> ModelConfig:
 
 
 def _write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def write_run_files(

@@ -31,7 +31,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,7 +45,7 @@ from genrec.datasets import InteractionData, load_sid_dataset
 from genrec.models import build_model, count_params
 from genrec.split import LeaveOneOutSplit, SplitArrays, leave_one_out_split
 from genrec.synthetic import make_synthetic_dataset
-from genrec.vocab import write_json_atomic
+from genrec.atomic_files import atomic_open, write_json_atomic
 from training.checkpoint import (
     CATALOGUE_FILE,
     CONFIG_FILE,
@@ -136,10 +135,8 @@ class MetricsLog:
                     continue
                 if record.get("step", 0) <= keep_up_to_step and record.get("kind") != "test":
                     kept.append(line + "\n")
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with atomic_open(path, "w") as f:
             f.writelines(kept)
-        os.replace(tmp_name, path)
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -442,11 +439,9 @@ def _plot_curves(records: list[dict[str, Any]], path: Path) -> None:
     metric_axis.set_xlabel("step")
     metric_axis.legend()
     figure.tight_layout()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    figure.savefig(tmp_name)
+    with atomic_open(path, "wb") as f:
+        figure.savefig(f, format="png")
     plt.close(figure)
-    os.replace(tmp_name, path)
 
 
 # ---------------------------------------------------------------------------
