@@ -41,14 +41,13 @@ Behaviour at the edges (tested):
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from constrained.index import DeviceIndex
+from constrained.index import DeviceIndex, csr_children
 
 PyTree = Any
 StepFn = Callable[[PyTree, PyTree, jax.Array, int], tuple[jax.Array, PyTree]]
@@ -118,7 +117,6 @@ def _make_target_filter(index, allow_mask, exclude_rows):
     """
     if allow_mask is None and exclude_rows is None:
         return None
-    meta = index.meta
     if allow_mask is not None:
         allow_sorted = jnp.take(allow_mask.astype(bool), index.sorted_input_rows, axis=1)
         alive = alive_state_table(index, allow_mask)
@@ -168,27 +166,6 @@ def _top_k_padded(values: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
         pad = [(0, 0)] * (values.ndim - 1) + [(0, k - width)]
         values = jnp.pad(values, pad, constant_values=-jnp.inf)
     return lax.top_k(values, k)
-
-
-def _csr_candidates(
-    index: DeviceIndex, level: int, states: jax.Array
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Children of each beam's state from the CSR rows (static width
-    ``max_branch[level]``).
-
-    Args:
-      states: int32[batch, beams], the state of each beam's prefix.
-
-    Returns:
-      codes, next_targets: int32[batch, beams, width]; valid: bool[...].
-    """
-    width = index.meta.max_branch[level]
-    starts = jnp.take(index.csr_indptr, states)
-    ends = jnp.take(index.csr_indptr, states + 1)
-    positions = starts[..., None] + jnp.arange(width, dtype=starts.dtype)
-    valid = positions < ends[..., None]
-    positions = jnp.minimum(positions, index.csr_codes.shape[0] - 1)
-    return jnp.take(index.csr_codes, positions), jnp.take(index.csr_next, positions), valid
 
 
 def _gather_beams(tree: PyTree, parents: jax.Array) -> PyTree:
@@ -352,7 +329,7 @@ def constrained_beam_search(
             parent_level0 = jnp.take_along_axis(level0, parent, axis=1)
             states = index.dense2_next[parent_level0, new_codes]
         else:
-            cand_codes, cand_next, cand_ok = _csr_candidates(index, level, jnp.maximum(states, 0))
+            cand_codes, cand_next, cand_ok = csr_children(index, level, jnp.maximum(states, 0))
             if keep is not None:
                 cand_ok &= keep(cand_next, level == num_levels - 1)
             cand_logp = _candidate_log_probs(logits, cand_codes + meta.token_offsets[level])

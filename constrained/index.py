@@ -33,7 +33,10 @@ import hashlib
 import os
 import time
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
+
+if TYPE_CHECKING:
+    import jax
 
 import numpy as np
 
@@ -324,6 +327,31 @@ def _register_device_index():
 
 
 DeviceIndex = _register_device_index()
+
+
+def csr_children(
+    index: DeviceIndex, level: int, states: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Children of trie states from the CSR rows, padded to the static width
+    ``max_branch[level]`` (the beam search's and the MSL masks' one gather).
+
+    Args:
+      index: the device index.
+      level: the level of the children.
+      states: int32[...], non-negative states of prefixes of length ``level``.
+
+    Returns:
+      codes, next_targets: int32[..., width]; valid: bool[..., width].
+    """
+    import jax.numpy as jnp
+
+    width = index.meta.max_branch[level]
+    starts = jnp.take(index.csr_indptr, states)
+    ends = jnp.take(index.csr_indptr, states + 1)
+    positions = starts[..., None] + jnp.arange(width, dtype=starts.dtype)
+    valid = positions < ends[..., None]
+    positions = jnp.minimum(positions, index.csr_codes.shape[0] - 1)
+    return jnp.take(index.csr_codes, positions), jnp.take(index.csr_next, positions), valid
 
 
 def build_index(

@@ -7,37 +7,22 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from constrained.index import DeviceIndex
+from constrained.index import DeviceIndex, csr_children
 
 
 def _csr_child(index: DeviceIndex, level: int, states: jax.Array, codes: jax.Array) -> jax.Array:
-    """Target of the child ``codes`` of ``states`` at ``level``; -1 if absent.
-
-    states, codes: int32[batch]. Returns int32[batch].
-    """
-    width = index.meta.max_branch[level]
-    safe = jnp.maximum(states, 0)
-    starts = jnp.take(index.csr_indptr, safe)
-    ends = jnp.take(index.csr_indptr, safe + 1)
-    positions = starts[:, None] + jnp.arange(width, dtype=starts.dtype)
-    in_row = (positions < ends[:, None]) & (states[:, None] >= 0)
-    positions = jnp.minimum(positions, index.csr_codes.shape[0] - 1)
-    hit = in_row & (jnp.take(index.csr_codes, positions) == codes[:, None])
-    target = jnp.take(index.csr_next, positions)
-    return jnp.where(hit.any(axis=1), jnp.sum(jnp.where(hit, target, 0), axis=1), -1)
+    """Target of the child ``codes`` of ``states`` at ``level``; -1 if absent
+    (or if the state is -1). states, codes: int32[batch] -> int32[batch]."""
+    child_codes, child_next, valid = csr_children(index, level, jnp.maximum(states, 0))
+    hit = valid & (states[:, None] >= 0) & (child_codes == codes[:, None])
+    return jnp.where(hit.any(axis=1), jnp.sum(jnp.where(hit, child_next, 0), axis=1), -1)
 
 
 def _children_mask(index: DeviceIndex, level: int, states: jax.Array, vocab_size: int) -> jax.Array:
     """bool[batch, vocab]: model tokens that are children of each state."""
-    width = index.meta.max_branch[level]
-    offset = index.meta.token_offsets[level]
-    safe = jnp.maximum(states, 0)
-    starts = jnp.take(index.csr_indptr, safe)
-    ends = jnp.take(index.csr_indptr, safe + 1)
-    positions = starts[:, None] + jnp.arange(width, dtype=starts.dtype)
-    ok = (positions < ends[:, None]) & (states[:, None] >= 0)
-    positions = jnp.minimum(positions, index.csr_codes.shape[0] - 1)
-    tokens = jnp.where(ok, jnp.take(index.csr_codes, positions) + offset, vocab_size)
+    child_codes, _, valid = csr_children(index, level, jnp.maximum(states, 0))
+    valid &= states[:, None] >= 0
+    tokens = jnp.where(valid, child_codes + index.meta.token_offsets[level], vocab_size)
     rows = jnp.arange(states.shape[0])[:, None]
     return jnp.zeros((states.shape[0], vocab_size), bool).at[rows, tokens].set(True, mode="drop")
 
