@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 import numpy as np
 
 from genrec.atomic_files import atomic_open
+from genrec.datasets import find_duplicate_sids
+# One implementation of the disambiguation level, shared with the SID builder:
+# the k-th item (in input order) of a group sharing an SID gets code k.
+from genrec.rqkmeans import append_disambiguation_level as disambiguate_sids
 
 FORMAT_VERSION = 1
 _MAGIC = "genrec-trie-index"
@@ -70,44 +74,18 @@ class IndexFileError(ValueError):
 
 
 def find_duplicate_groups(sid_codes: np.ndarray) -> list[np.ndarray]:
-    """Groups of input rows that share an SID.
+    """Groups of input rows that share an SID, ordered by SID (the index's
+    sort order); :func:`genrec.datasets.find_duplicate_sids` finds them.
 
     Args:
       sid_codes: int[num_items, num_levels].
 
     Returns:
       One int array of input rows per SID held by two or more items, rows
-      ascending, groups ordered by SID.
+      ascending.
     """
     sid_codes = np.asarray(sid_codes)
-    if sid_codes.shape[0] < 2:
-        return []
-    order = _lexsort_rows(sid_codes, tuple(int(k) for k in sid_codes.max(axis=0) + 1))
-    sorted_codes = sid_codes[order]
-    new_sid = np.ones(len(order), dtype=bool)
-    new_sid[1:] = np.any(sorted_codes[1:] != sorted_codes[:-1], axis=1)
-    run_starts = np.flatnonzero(new_sid)
-    sizes = np.diff(np.append(run_starts, len(order)))
-    return [order[s : s + n] for s, n in zip(run_starts, sizes) if n > 1]
-
-
-def disambiguate_sids(sid_codes: np.ndarray) -> np.ndarray:
-    """Appends one level that numbers the items sharing an SID.
-
-    Items with a unique SID get code 0; the k-th item (in input order) of a
-    group sharing an SID gets code k. The result has no duplicates.
-
-    Args:
-      sid_codes: int[num_items, num_levels].
-
-    Returns:
-      int32[num_items, num_levels + 1].
-    """
-    sid_codes = np.asarray(sid_codes)
-    extra = np.zeros(sid_codes.shape[0], dtype=np.int32)
-    for group in find_duplicate_groups(sid_codes):
-        extra[group] = np.arange(len(group), dtype=np.int32)
-    return np.concatenate([sid_codes.astype(np.int32), extra[:, None]], axis=1)
+    return sorted(find_duplicate_sids(sid_codes), key=lambda rows: tuple(sid_codes[rows[0]].tolist()))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
