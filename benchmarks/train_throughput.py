@@ -59,7 +59,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None)
     parser.add_argument("--preset", default="t5_small_rec")
-    parser.add_argument("--kinds", default="ce,apao_pointwise,apao_pairwise")
+    parser.add_argument("--kinds", default="ce,apao_pointwise,apao_pairwise",
+                        help="comma list of loss kinds; apao_pairwise@K sets neg_k=K (default 100)")
     parser.add_argument("--batch-sizes", default="128,1024")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--devices", default=None, help="comma list of device counts (default: 1 and all)")
@@ -73,7 +74,8 @@ def main(argv=None):
     print(f"jax {jax.__version__} {jax.devices()}; {len(split.train.targets)} training examples", flush=True)
     rows = []
     for kind in args.kinds.split(","):
-        loss_config = LossConfig(kind=kind, beta=0.1, eta=1e-5)
+        name, _, neg_k = kind.partition("@")
+        loss_config = LossConfig(kind=name, beta=0.1, eta=1e-5, neg_k=int(neg_k or 100))
         catalogue_host = make_catalogue(data.sid_codes, data.vocab, loss_config)
         for dtype in args.dtypes.split(","):
             model_config = ModelSpec(preset=args.preset, dtype=dtype).build(data.vocab.vocab_size, data.vocab.num_levels, 20)
@@ -91,6 +93,9 @@ def main(argv=None):
                     it = BatchIterator.from_split(split.train, data.sid_codes, data.vocab, batch_size, seed=0)
                     host_batches = [next(it) for _ in range(4)]
                     batches = [shard_batch(b, mesh) for b in host_batches]
+                    cost = step.lower(graphdef, state, opt_state, batches[0], jax.random.key(0), catalogue).compile().cost_analysis()
+                    cost = cost[0] if isinstance(cost, list) else cost
+                    gflop_per_sample = float(cost.get("flops", float("nan"))) / batch_size / 1e9
                     sec, state, opt_state, loss = time_steps(step, graphdef, state, opt_state, batches, catalogue, args.steps)
                     # With the host pipeline in the loop (batching + transfer each step).
                     rng = jax.random.key(1)
@@ -102,7 +107,8 @@ def main(argv=None):
                     sec_e2e = (time.perf_counter() - t0) / n
                     row = {"kind": kind, "dtype": dtype, "batch": batch_size, "devices": n_dev,
                            "step_ms": sec * 1e3, "samples_per_s": batch_size / sec,
-                           "with_host_pipeline_samples_per_s": batch_size / sec_e2e, "final_loss": loss}
+                           "with_host_pipeline_samples_per_s": batch_size / sec_e2e, "final_loss": loss,
+                           "xla_gflop_per_sample": gflop_per_sample}
                     rows.append(row)
                     print(row, flush=True)
     print("\n| loss | dtype | batch | devices | step ms | samples/s | samples/s incl. host batching |")
@@ -114,7 +120,9 @@ def main(argv=None):
     for r in rows:
         key = (r["dtype"], r["batch"], r["devices"])
         if r["kind"] != "ce" and key in base:
-            print(f"{r['kind']} / ce step time ({r['dtype']}, batch {r['batch']}, {r['devices']} dev): {r['step_ms'] / base[key]:.2f}x")
+            ce_row = next(x for x in rows if x["kind"] == "ce" and (x["dtype"], x["batch"], x["devices"]) == key)
+            print(f"{r['kind']} / ce step time ({r['dtype']}, batch {r['batch']}, {r['devices']} dev): {r['step_ms'] / base[key]:.2f}x"
+                  f" (XLA FLOP ratio {r['xla_gflop_per_sample'] / ce_row['xla_gflop_per_sample']:.2f}x)")
     for r in rows:
         if r["devices"] > 1:
             one = [x for x in rows if x["devices"] == 1 and x["kind"] == r["kind"] and x["dtype"] == r["dtype"] and x["batch"] == r["batch"]]

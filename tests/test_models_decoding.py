@@ -157,6 +157,24 @@ def test_incremental_decode_matches_teacher_forcing(raw_model):
     assert float(jnp.abs(scored[:, 0, 1:] - scored[:, 1, 1:]).max()) > 1e-3
 
 
+@nnx.jit
+def _score_both_ways(model, history_tokens, history_mask, targets):
+    shared = model.encode(history_tokens, history_mask)
+    first, rest = model.score_candidates(shared, targets)
+    return first, rest, model.score_targets(shared, targets)
+
+
+def test_score_candidates_shares_the_first_position_and_matches_score_targets(raw_model):
+    history_tokens, history_mask, targets = _inputs(4)
+    first, rest, scored = _score_both_ways(raw_model, history_tokens, history_mask, targets)
+    assert first.shape == (BATCH, VOCAB_SIZE)
+    assert rest.shape == (BATCH, BEAMS, NUM_LEVELS - 1, VOCAB_SIZE)
+    for beam in range(BEAMS):
+        np.testing.assert_allclose(first, scored[:, beam, 0], atol=ATOL)
+    np.testing.assert_allclose(rest, scored[:, :, 1:], atol=ATOL)
+    assert float(jnp.abs(rest[:, 0] - rest[:, 1]).max()) > 1e-3
+
+
 def test_reordering_beam_cache_matches_decoding_reordered_prefixes(model):
     rng = np.random.default_rng(2)
     history_tokens, history_mask = _history(rng, lengths=[12, 6], hist_len=HIST_LEN)

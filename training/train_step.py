@@ -11,9 +11,11 @@ per-kind code is how the candidates are built and what the loss needs:
   ``[B, 1 + neg_k, L]`` (``training.losses.sample_negatives``, fresh every step),
   their tokens gathered from the catalogue on device.
 
-The model encodes each history once (``model(...)`` = ``encode`` +
-``score_targets`` over all candidates) and ``training.losses.apao_objective``
-turns the logits into the loss.
+The model encodes each history once; for ``apao_pairwise`` it also decodes
+the BOS position (which depends on the history only) once per example and
+broadcasts it to the ``1 + neg_k`` candidates (``score_candidates``), so each
+candidate costs ``L - 1`` decoder positions, not ``L``.
+``training.losses.apao_objective`` turns the log-probs into the loss.
 
 Data parallelism: a 1-D ``jax.sharding.Mesh`` with axis ``"data"``; the batch
 is sharded along its first axis, parameters, optimizer state and the catalogue
@@ -44,7 +46,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from constrained.index import DeviceIndex
-from training.losses import LossConfig, apao_objective, count_distinct_prefixes, sample_negatives
+from training.losses import LossConfig, apao_objective, count_distinct_prefixes, sample_negatives, token_log_probs
 from training.optim import nonfinite_counts
 
 __all__ = [
@@ -141,33 +143,36 @@ def compute_loss(
     target_tokens = batch["target_tokens"]  # [B, L]
     example_mask = batch["example_mask"]  # [B]
     vocab_size = model.config.vocab_size
+    kwargs: dict[str, Any] = {}
     if loss_config.kind == "apao_pairwise":
         neg_items = sample_negatives(
             negatives_rng, catalogue.num_items, batch["target_items"], loss_config.neg_k
         )  # [B, K]
         neg_tokens = jnp.take(catalogue.sid_tokens, neg_items, axis=0)  # [B, K, L]
         candidates = jnp.concatenate([target_tokens[:, None], neg_tokens], axis=1)  # [B, 1+K, L]
+        # One encoding per history and one decode of the shared BOS position,
+        # shared by every candidate; positions 1..L-1 per candidate.
+        shared = model.encode(batch["history_tokens"], batch["history_mask"], deterministic=False)
+        first_logits, rest_logits = model.score_candidates(shared, candidates, deterministic=False)
+        pos_logits = jnp.concatenate([first_logits[:, None], rest_logits[:, 0]], axis=1)  # [B, L, V]
+        first_logprobs = jax.nn.log_softmax(first_logits.astype(jnp.float32) / loss_config.ce_tau, axis=-1)
+        neg_first = jnp.take_along_axis(first_logprobs, neg_tokens[:, :, 0], axis=1)  # [B, K]
+        neg_rest = token_log_probs(rest_logits[:, 1:], neg_tokens[:, :, 1:], loss_config.ce_tau)  # [B, K, L-1]
+        kwargs.update(
+            neg_token_logprobs=jnp.concatenate([neg_first[:, :, None], neg_rest], axis=2),  # [B, K, L]
+            neg_tokens=neg_tokens,
+            num_distinct_prefixes=catalogue.num_distinct_prefixes,
+        )
     else:
-        neg_tokens = None
-        candidates = target_tokens[:, None]  # [B, 1, L]
-
-    # One encoding per history, shared by every candidate.
-    logits = model(batch["history_tokens"], batch["history_mask"], candidates, deterministic=False)  # [B, C, L, V]
-    pos_logits = logits[:, 0]  # [B, L, V]
-
-    kwargs: dict[str, Any] = {}
+        # One encoding per history (model(...) = encode + score_targets).
+        logits = model(batch["history_tokens"], batch["history_mask"], target_tokens[:, None], deterministic=False)
+        pos_logits = logits[:, 0]  # [B, L, V]
     if loss_config.kind == "msl":
         if catalogue.trie is None:
             raise ValueError("loss.kind='msl' needs a Catalogue with a trie (make_catalogue builds it)")
         from constrained.masks import valid_next_token_mask
 
         kwargs["valid_next_mask"] = valid_next_token_mask(catalogue.trie, batch["target_codes"], vocab_size)
-    elif loss_config.kind == "apao_pairwise":
-        kwargs.update(
-            neg_logits=logits[:, 1:],  # [B, K, L, V]
-            neg_tokens=neg_tokens,
-            num_distinct_prefixes=catalogue.num_distinct_prefixes,
-        )
     return apao_objective(pos_logits, target_tokens, config=loss_config, example_mask=example_mask, **kwargs)
 
 

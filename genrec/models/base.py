@@ -6,9 +6,11 @@ constrained beam search and the train step call, on top of each model's own
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from genrec.models import layers
+from genrec.models.config import BOS_ID
 from genrec.models.layers import BeamCache, HistoryCache
 
 
@@ -72,6 +74,49 @@ class SIDRecommender(nnx.Module):
         logits, _ = self._decode(shared, decoder_inputs, None, start=0,
                                  deterministic=deterministic)
         return logits
+
+    def score_candidates(
+        self,
+        shared: HistoryCache,
+        target_tokens: jax.Array,
+        *,
+        deterministic: bool = True,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Teacher-forced logits of many candidates, the shared first position computed once.
+
+        Position 0 (input BOS, predicts y_1) depends on the history only, so it
+        is decoded once per request and its keys/values are broadcast to every
+        candidate; positions 1..L-1 are decoded per candidate on top of them.
+        The result equals ``score_targets`` (deterministic mode) with 1/L less
+        decoder work per candidate; with dropout, the shared position draws one
+        dropout mask per request instead of one per candidate.
+
+        Args:
+          shared: from ``encode``.
+          target_tokens: int32[batch, num_candidates, num_levels], SIDs y_1..y_L.
+          deterministic: False applies dropout (training).
+
+        Returns:
+          ``(first_logits, rest_logits)``: float32[batch, vocab_size], the
+          distribution of y_1 (same for every candidate), and
+          float32[batch, num_candidates, num_levels - 1, vocab_size], where
+          entry t-1 (input y_t) predicts y_{t+1}.
+        """
+        layers.shift_targets_right(self.config, target_tokens)  # shape check
+        batch, num_candidates, num_levels = target_tokens.shape
+        bos = jnp.full((batch, 1, 1), BOS_ID, jnp.int32)
+        cache = self.init_beam_cache(shared, 1)
+        first_logits, cache = self._decode(shared, bos, cache, start=0, deterministic=deterministic)
+        if num_levels == 1:
+            empty = jnp.zeros((batch, num_candidates, 0, first_logits.shape[-1]), first_logits.dtype)
+            return first_logits[:, 0, 0], empty
+        cache = jax.tree.map(
+            lambda x: jnp.broadcast_to(x, (x.shape[0], num_candidates) + x.shape[2:]), cache
+        )
+        rest_logits, _ = self._decode(
+            shared, target_tokens[:, :, :-1], cache, start=1, deterministic=deterministic
+        )
+        return first_logits[:, 0, 0], rest_logits
 
     def __call__(
         self,
