@@ -23,18 +23,19 @@ export PYTHONPATH=. PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 deadline=$(( $(date +%s) + budget ))
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$out/gpus.txt"
 
-# name|config|dataset|extra overrides (space separated)
-LANE_GPU0_A="beauty_t5_ce|gpu_beauty_t5_ce|Beauty|
-beauty_t5_msl|gpu_beauty_t5_msl|Beauty|"
-LANE_GPU0_B="office_t5_ce_s1|gpu_office_t5_ce|Office|--set seed=1
+# name|config|dataset|extra overrides (space separated); a lane set in the
+# environment replaces its default list (one job per line).
+LANE_GPU0_A="${LANE_GPU0_A-beauty_t5_ce|gpu_beauty_t5_ce|Beauty|
+beauty_t5_msl|gpu_beauty_t5_msl|Beauty|}"
+LANE_GPU0_B="${LANE_GPU0_B-office_t5_ce_s1|gpu_office_t5_ce|Office|--set seed=1
 office_t5_ce_s2|gpu_office_t5_ce|Office|--set seed=2
 office_t5_msl|gpu_office_t5_msl|Office|
-office_t5_ce_s3|gpu_office_t5_ce|Office|--set seed=3"
-LANE_GPU1_A="beauty_t5_apao|gpu_beauty_t5_apao|Beauty|
-office_t5_apao_s3|gpu_office_t5_apao|Office|--set seed=3"
-LANE_GPU1_B="office_t5_apao_s1|gpu_office_t5_apao|Office|--set seed=1
+office_t5_ce_s3|gpu_office_t5_ce|Office|--set seed=3}"
+LANE_GPU1_A="${LANE_GPU1_A-beauty_t5_apao|gpu_beauty_t5_apao|Beauty|
+office_t5_apao_s3|gpu_office_t5_apao|Office|--set seed=3}"
+LANE_GPU1_B="${LANE_GPU1_B-office_t5_apao_s1|gpu_office_t5_apao|Office|--set seed=1
 office_t5_apao_s2|gpu_office_t5_apao|Office|--set seed=2
-office_t5_apao_pairwise|gpu_office_t5_apao_pairwise|Office|"
+office_t5_apao_pairwise|gpu_office_t5_apao_pairwise|Office|}"
 
 run_lane() {  # gpu lane-spec
   local gpu=$1 spec=$2 name cfg data extra left
