@@ -1,0 +1,68 @@
+"""benchmarks/summarize_results.py: mean ± sd cells, the relative-to-CE line,
+and skipping of badly named files, on a few fake result files."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "summarize_results.py"
+# benchmarks/ is not a package, so load the script by path.
+_spec = importlib.util.spec_from_file_location("summarize_results", SCRIPT)
+summarize_results = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(summarize_results)
+
+
+def write_run(folder: Path, name: str, r10: float) -> None:
+    # Every metric scales with recall@10, so every relative change is the same.
+    test = {"recall@5": r10 / 2, "recall@10": r10, "recall@20": 2 * r10,
+            "ndcg@5": r10 / 4, "ndcg@10": r10 / 2, "ndcg@20": r10, "num_examples": 100.0}
+    (folder / name).write_text(json.dumps({
+        "test_metrics": test, "best_step": 10, "final_step": 20, "early_stopped": True,
+        "best_valid_metrics": test, "popularity_test_metrics": test, "workdir": "runs/x"}))
+
+
+def test_tables_and_relative_change(tmp_path, capsys):
+    write_run(tmp_path, "office_t5_ce_s1.json", 0.10)
+    write_run(tmp_path, "office_t5_ce_s2.json", 0.20)
+    write_run(tmp_path, "office_t5_apao_b01_s1.json", 0.25)
+    write_run(tmp_path, "office_t5_apao_b01_s2.json", 0.12)
+    write_run(tmp_path, "office_t5_apao_b01_s42.json", 0.05)
+    write_run(tmp_path, "office_t5_ce.json", 0.99)  # no seed: skipped
+    out = tmp_path / "summary.md"
+
+    assert summarize_results.main(["--dir", str(tmp_path), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    text = captured.out
+    assert out.read_text() == text
+    assert not (tmp_path / "summary.md.tmp").exists()
+    assert "skipping office_t5_ce.json" in captured.err
+    assert "0.99" not in text
+
+    # ce: 0.10, 0.20 -> mean 0.15, sd 0.0707; apao_b01: mean 0.14, sd sqrt(0.0103).
+    assert ("| office | t5 | ce | 1, 2 (2) | 0.1500 ± 0.0707 | 0.3000 ± 0.1414 "
+            "| 0.0750 ± 0.0354 | 0.1500 ± 0.0707 |") in text
+    assert "| office | t5 | apao_b01 | 1, 2, 42 (3) | 0.1400 ± 0.1015 |" in text
+    assert "| office | t5 | apao_b01 | 42 | 0.0500 | 0.1000 | 0.0250 | 0.0500 | 10 / 20 | yes |" in text
+    # 0.14 / 0.15 - 1 = -6.7%; one seed above 0.20, one below 0.10.
+    assert ("- office t5 apao_b01 vs ce: R@10 -6.7%, R@20 -6.7%, N@10 -6.7%, N@20 -6.7%; "
+            "seeds above best / below worst ce seed (3 vs 2 seeds): "
+            "R@10 1/1, R@20 1/1, N@10 1/1, N@20 1/1") in text
+    assert "ce vs ce" not in text
+
+
+def test_single_seed_and_errors(tmp_path, capsys):
+    write_run(tmp_path, "beauty_t5_msl_s42.json", 0.0612)
+    assert summarize_results.main(["--dir", str(tmp_path), "--metrics", "recall@10"]) == 0
+    text = capsys.readouterr().out
+    assert "| beauty | t5 | msl | 42 (1) | 0.0612 |" in text
+    assert "vs ce" not in text  # no CE runs to compare with
+
+    (tmp_path / "beauty_t5_ce_s1.json").write_text(json.dumps({"best_step": 1}))
+    with pytest.raises(SystemExit, match="has no test_metrics"):
+        summarize_results.main(["--dir", str(tmp_path)])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit, match="no result files"):
+        summarize_results.main(["--dir", str(empty)])
