@@ -21,7 +21,14 @@ random-logit stand-in)::
 
 Scores are sequence log-probabilities under the model: the sum over levels of
 ``log_softmax(logits)`` over the *whole* model vocabulary, read at
-``token_offsets[level] + code``.
+``token_offsets[level] + code`` (``normalization="vocab"``, the default). With
+``normalization="trie"`` each level's softmax runs over the valid children of
+the beam's prefix in the index only: the distribution a model trained with a
+masked softmax (MSL, ``training.losses``) was fitted to. Such a model never
+gets a gradient on invalid tokens, so their logits are arbitrary and the
+full-vocabulary normaliser would mix that arbitrary mass into the comparison
+of different prefixes. Per-request filters do not change the normaliser (they
+remove items, not probability mass).
 
 Behaviour at the edges (tested):
   * Fewer valid completions than beams (small catalogue, or a filter that
@@ -41,7 +48,7 @@ Behaviour at the edges (tested):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import jax
 import jax.numpy as jnp
@@ -147,16 +154,60 @@ def _nan_to_neg_inf(logp: jax.Array) -> jax.Array:
     return jnp.where(jnp.isnan(logp), -jnp.inf, logp)
 
 
-def _candidate_log_probs(logits: jax.Array, token_ids: jax.Array) -> jax.Array:
+def _candidate_log_probs(
+    logits: jax.Array, token_ids: jax.Array, trie_valid: jax.Array | None = None
+) -> jax.Array:
     """log_softmax(logits) read at token_ids, without writing the full
     [batch, beams, vocab] log-prob array: one reduction plus one gather.
 
     logits: float[batch, beams, vocab]; token_ids: int[batch, beams, width].
-    NaN anywhere in a row makes that row's log-probs -inf.
+    trie_valid: optional bool[batch, beams, width]; when given, the softmax
+    runs over the valid candidates only (``normalization="trie"``).
+    NaN anywhere in the normalising set makes that row's log-probs -inf.
     """
     logits = logits.astype(jnp.float32)
-    log_norm = jax.nn.logsumexp(logits, axis=-1, keepdims=True)
-    return _nan_to_neg_inf(jnp.take_along_axis(logits, token_ids, axis=-1) - log_norm)
+    gathered = jnp.take_along_axis(logits, token_ids, axis=-1)
+    if trie_valid is None:
+        log_norm = jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+    else:
+        log_norm = _masked_logsumexp(gathered, trie_valid)
+    return _nan_to_neg_inf(gathered - log_norm)
+
+
+Normalization = Literal["vocab", "trie"]
+
+
+def _check_normalization(normalization: str) -> None:
+    if normalization not in ("vocab", "trie"):
+        raise ValueError(f"normalization={normalization!r}; expected 'vocab' or 'trie'")
+
+
+def _slice_log_probs(
+    logits: jax.Array, offset: int, width: int, valid: jax.Array, normalization: str
+) -> jax.Array:
+    """Log-probs of the codes ``offset..offset+width`` of ``logits: float[..., vocab]``.
+
+    ``normalization="vocab"`` normalises over the whole vocabulary,
+    ``"trie"`` over the codes where ``valid: bool[..., width]`` (broadcast) is
+    True. NaN anywhere in the normalising set makes the row -inf.
+    """
+    logits = logits.astype(jnp.float32)
+    codes = lax.dynamic_slice_in_dim(logits, offset, width, axis=-1)
+    if normalization == "vocab":
+        log_norm = jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+    else:
+        log_norm = _masked_logsumexp(codes, valid)
+    return _nan_to_neg_inf(codes - log_norm)
+
+
+def _masked_logsumexp(values: jax.Array, valid: jax.Array) -> jax.Array:
+    """logsumexp over the last axis of ``values`` where ``valid``; keeps the axis.
+
+    A row with no valid entry gets +inf, so every log-prob of it is -inf.
+    """
+    masked = jnp.where(valid, values, -jnp.inf)
+    out = jax.nn.logsumexp(masked, axis=-1, keepdims=True)
+    return jnp.where(jnp.any(valid, axis=-1, keepdims=True), out, jnp.inf)
 
 
 def _top_k_padded(values: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
@@ -248,6 +299,7 @@ def constrained_beam_search(
     start_token: int,
     allow_mask: jax.Array | None = None,
     exclude_rows: jax.Array | None = None,
+    normalization: Normalization = "vocab",
 ) -> BeamSearchOutput:
     """Beam search that only emits SIDs of the index (traceable; see
     :func:`make_decoder` for the jitted entry point).
@@ -264,10 +316,13 @@ def constrained_beam_search(
       exclude_rows: optional int[batch, num_excluded] input item rows the
         request must not receive, -1 padding, repeats allowed (sparse filter,
         e.g. already-seen items: set-up cost O(batch * num_excluded)).
+      normalization: ``"vocab"`` (softmax over the whole vocabulary) or
+        ``"trie"`` (over the valid children of each prefix); module docstring.
 
     Returns:
       BeamSearchOutput, beams sorted by score, best first.
     """
+    _check_normalization(normalization)
     meta = index.meta
     num_levels = meta.num_levels
     leaves = jax.tree_util.tree_leaves(beam_cache)
@@ -294,12 +349,9 @@ def constrained_beam_search(
     last_tokens = jnp.full((batch, num_beams), start_token, dtype=jnp.int32)
     logits, beam_cache = step_fn(shared, beam_cache, last_tokens, 0)
     k0 = meta.codebook_sizes[0]
-    logits0 = logits[:, 0, :].astype(jnp.float32)
-    logp0 = _nan_to_neg_inf(
-        lax.dynamic_slice_in_dim(logits0, meta.token_offsets[0], k0, axis=-1)
-        - jax.nn.logsumexp(logits0, axis=-1, keepdims=True)
-    )
-    root_ok = jnp.broadcast_to(index.root_next >= 0, (batch, k0))
+    root_valid = index.root_next >= 0  # [K0]
+    logp0 = _slice_log_probs(logits[:, 0, :], meta.token_offsets[0], k0, root_valid, normalization)
+    root_ok = jnp.broadcast_to(root_valid, (batch, k0))
     if keep is not None:
         root_ok = root_ok & keep(jnp.broadcast_to(index.root_next, (batch, k0)), num_levels == 1)
     scores, codes = _top_k_padded(jnp.where(root_ok, logp0, -jnp.inf), num_beams)
@@ -316,12 +368,8 @@ def constrained_beam_search(
             # slice and look the next state up only for the chosen beams.
             level0 = code_buffer[..., 0]
             k1 = meta.codebook_sizes[1]
-            logits = logits.astype(jnp.float32)
-            cand_logp = _nan_to_neg_inf(
-                lax.dynamic_slice_in_dim(logits, meta.token_offsets[1], k1, axis=-1)
-                - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
-            )
             cand_ok = jnp.take(index.dense2_valid, level0, axis=0)  # [B, M, K1]
+            cand_logp = _slice_log_probs(logits, meta.token_offsets[1], k1, cand_ok, normalization)
             if keep is not None:
                 cand_ok &= keep(jnp.take(index.dense2_next, level0, axis=0), num_levels == 2)
             cand_scores = scores[..., None] + jnp.where(cand_ok, cand_logp, -jnp.inf)
@@ -330,9 +378,11 @@ def constrained_beam_search(
             states = index.dense2_next[parent_level0, new_codes]
         else:
             cand_codes, cand_next, cand_ok = csr_children(index, level, jnp.maximum(states, 0))
+            cand_logp = _candidate_log_probs(
+                logits, cand_codes + meta.token_offsets[level], cand_ok if normalization == "trie" else None
+            )
             if keep is not None:
                 cand_ok &= keep(cand_next, level == num_levels - 1)
-            cand_logp = _candidate_log_probs(logits, cand_codes + meta.token_offsets[level])
             cand_scores = scores[..., None] + jnp.where(cand_ok, cand_logp, -jnp.inf)
             scores, parent, pos = _select(cand_scores, num_beams)
             chosen = parent * cand_codes.shape[-1] + pos  # index into [beams * width]
@@ -404,7 +454,9 @@ def unconstrained_beam_search(
     return code_buffer, scores
 
 
-def make_decoder(step_fn: StepFn, *, num_beams: int, start_token: int) -> Callable[..., BeamSearchOutput]:
+def make_decoder(
+    step_fn: StepFn, *, num_beams: int, start_token: int, normalization: Normalization = "vocab"
+) -> Callable[..., BeamSearchOutput]:
     """The jitted decode:
     ``decode(index, shared, beam_cache, allow_mask=None, exclude_rows=None)``.
 
@@ -423,6 +475,7 @@ def make_decoder(step_fn: StepFn, *, num_beams: int, start_token: int) -> Callab
             start_token=start_token,
             allow_mask=allow_mask,
             exclude_rows=exclude_rows,
+            normalization=normalization,
         )
 
     return decode

@@ -39,6 +39,8 @@ def reference_beam_search(
     num_levels: int,
     num_beams: int,
     token_offsets: Sequence[int],
+    normalization: str = "vocab",
+    normalizer_trie: dict | None = None,
 ) -> list[tuple[float, tuple[int, ...], int]]:
     """Beam search over one request.
 
@@ -47,7 +49,11 @@ def reference_beam_search(
         allowed items, if it has a filter).
       logits_fn: prefix codes -> logits over the model vocabulary for the next
         level.
-      num_levels, num_beams, token_offsets: as in the jitted search.
+      num_levels, num_beams, token_offsets, normalization: as in the jitted
+        search.
+      normalizer_trie: with ``normalization="trie"``, the (unfiltered) trie
+        whose children of each prefix form the softmax support; defaults to
+        ``trie``.
 
     Returns:
       Up to ``num_beams`` (score, codes, item_id), best first. Candidates are
@@ -58,7 +64,14 @@ def reference_beam_search(
     for level in range(num_levels):
         candidates = []
         for beam_rank, (score, prefix, node) in enumerate(beams):
-            logp = log_softmax(logits_fn(prefix))
+            logits = np.asarray(logits_fn(prefix), np.float64)
+            if normalization == "vocab":
+                logp = log_softmax(logits)
+            else:
+                support = _lookup(normalizer_trie if normalizer_trie is not None else trie, prefix)
+                codes = np.asarray(sorted(support)) + token_offsets[level]
+                logp = np.full_like(logits, -np.inf)
+                logp[codes] = log_softmax(logits[codes])
             for code in sorted(node):
                 s = score + logp[token_offsets[level] + code]
                 if s == -np.inf:
@@ -67,6 +80,13 @@ def reference_beam_search(
         candidates.sort(key=lambda c: (c[0], c[1], c[2]))
         beams = [(-c[0], c[3], c[4]) for c in candidates[:num_beams]]
     return [(score, prefix, item) for score, prefix, item in beams]
+
+
+def _lookup(trie: dict, prefix: tuple[int, ...]) -> dict:
+    node = trie
+    for code in prefix:
+        node = node[code]
+    return node
 
 
 def prune_trie(trie: dict, allowed_items: set[int]) -> dict:

@@ -45,8 +45,8 @@ class PrefixHashModel:
         return fn
 
 
-def run_search(index, model, batch, num_beams, allow_mask=None, exclude_rows=None):
-    decode = make_decoder(model.step, num_beams=num_beams, start_token=START)
+def run_search(index, model, batch, num_beams, allow_mask=None, exclude_rows=None, normalization="vocab"):
+    decode = make_decoder(model.step, num_beams=num_beams, start_token=START, normalization=normalization)
     shared = {"table": jnp.asarray(model.table)}
     cache = {"hash": jnp.zeros((batch, num_beams), jnp.int32)}
     out = decode(
@@ -150,6 +150,47 @@ def test_filters_match_search_over_allowed_subcatalogue():
         )
         assert_matches_reference(out, b, ref)
     assert out.valid[2].sum() == 3 and out.valid[3].sum() == 0
+
+
+@pytest.mark.parametrize("dense_depth,offsets", [(2, None), (1, (2, 9, 15))])
+def test_trie_normalization_matches_reference_with_and_without_filter(dense_depth, offsets):
+    """normalization="trie": softmax over each prefix's valid children; a filter
+    removes items but keeps the normaliser of the unfiltered trie."""
+    rng = np.random.default_rng(21 + dense_depth)
+    sizes, batch, num_beams = (7, 6, 5), 3, 8
+    token_offsets = offsets or (0, 0, 0)
+    vocab = (offsets[-1] + sizes[-1]) if offsets else max(sizes)
+    codes = random_catalogue(rng, 90, sizes)
+    item_ids = np.arange(len(codes)) * 3
+    index = build_index(codes, item_ids, dense_depth=dense_depth, token_offsets=token_offsets)
+    model = PrefixHashModel(rng, batch, len(sizes), vocab)
+    trie = build_dict_trie(codes, item_ids)
+    allow = rng.random((batch, len(codes))) < 0.3
+    for allow_mask in (None, allow):
+        out = run_search(index, model, batch, num_beams, allow_mask=allow_mask, normalization="trie")
+        for b in range(batch):
+            request_trie = trie if allow_mask is None else prune_trie(trie, set(item_ids[allow[b]].tolist()))
+            ref = reference_beam_search(
+                request_trie, model.logits_fn(b, token_offsets), num_levels=3, num_beams=num_beams,
+                token_offsets=token_offsets, normalization="trie", normalizer_trie=trie,
+            )
+            assert_matches_reference(out, b, ref)
+    # The two normalisations really rank differently here (the test is not vacuous).
+    vocab_out = run_search(index, model, batch, num_beams)
+    assert not np.allclose(vocab_out.scores, run_search(index, model, batch, num_beams, normalization="trie").scores)
+
+
+def test_trie_normalization_gives_a_distribution_over_the_catalogue():
+    rng = np.random.default_rng(8)
+    sizes = (4, 3, 5)
+    codes = random_catalogue(rng, 30, sizes)
+    index = build_index(codes)
+    model = PrefixHashModel(rng, 2, len(sizes), max(sizes))
+    out = run_search(index, model, 2, num_beams=len(codes), normalization="trie")
+    assert out.valid.all()
+    np.testing.assert_allclose(np.exp(out.scores).sum(axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="normalization"):
+        run_search(index, model, 2, num_beams=4, normalization="softmax")
 
 
 def test_nan_logits_never_returned_as_valid():
