@@ -157,6 +157,7 @@ def _eval(args: argparse.Namespace) -> int:
     from genrec.split import leave_one_out_split
     from serving.batch_job import load_users
     from training.checkpoint import load_model_for_inference, read_run_config
+    from training.config import score_normalization
     from training.evaluate import build_eval_index, evaluate_split, popularity_baseline
 
     train_config, _ = read_run_config(args.workdir)
@@ -173,6 +174,7 @@ def _eval(args: argparse.Namespace) -> int:
         model, index, data, examples, num_beams=num_beams,
         batch_size=args.batch_size or train_config.eval.batch_size, ks=ks,
         max_examples=args.max_examples, diagnose_unconstrained=args.diagnose,
+        normalization=args.normalization or score_normalization(train_config),
     )
     seconds = time.perf_counter() - start
     popularity = popularity_baseline(data.sid_codes, split.train.targets,
@@ -263,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-examples", type=int, default=None, help="evaluate only the first N examples")
     evaluate.add_argument("--diagnose", action="store_true",
                           help="also report how often an unconstrained beam search generates real items")
+    evaluate.add_argument("--normalization", choices=("vocab", "trie"), default=None,
+                          help="softmax support of beam scores: whole vocabulary or valid trie children "
+                               "(default: the run's; 'trie' after MSL training)")
     evaluate.set_defaults(handler=_eval)
 
     index = commands.add_parser(

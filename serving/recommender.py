@@ -108,6 +108,9 @@ class Recommender:
       max_history: most recent history items the model reads (default: the
         model's limit, at most ``genrec.split.DEFAULT_MAX_HISTORY`` = 20;
         :meth:`from_workdir` uses the training run's value).
+      normalization: softmax support of the beam scores, ``"vocab"`` or
+        ``"trie"`` (valid children only, for MSL-trained models;
+        :meth:`from_workdir` picks it from the run's config).
     """
 
     def __init__(
@@ -120,6 +123,7 @@ class Recommender:
         num_beams: int = 20,
         batch_size: int = 32,
         max_history: int | None = None,
+        normalization: Literal["vocab", "trie"] = "vocab",
     ):
         sid_codes = np.asarray(sid_codes)
         item_ids = np.asarray(item_ids)
@@ -130,6 +134,8 @@ class Recommender:
             )
         if num_beams < 1 or batch_size < 1:
             raise ValueError(f"num_beams={num_beams} and batch_size={batch_size} must be >= 1")
+        if normalization not in ("vocab", "trie"):
+            raise ValueError(f"normalization={normalization!r}; expected 'vocab' or 'trie'")
         config = getattr(model, "config", None)
         if config is not None:
             if config.vocab_size != vocab.vocab_size or config.num_levels != vocab.num_levels:
@@ -153,6 +159,7 @@ class Recommender:
         self.num_beams = int(num_beams)
         self.batch_size = int(batch_size)
         self.max_history = int(max_history)
+        self.normalization = normalization
         self.item_ids = item_ids
         self.sid_codes = sid_codes
         self._item_tokens = vocab.codes_to_tokens(sid_codes)  # also checks the codes fit
@@ -177,14 +184,16 @@ class Recommender:
 
         ``which`` picks the best (validation ndcg@10) or latest checkpoint;
         ``kwargs`` go to the constructor. The history length defaults to the
-        one the model was trained with.
+        one the model was trained with, and the score normalisation to the
+        run's (``training.config.score_normalization``: ``"trie"`` after MSL).
         """
         from training.checkpoint import load_model_for_inference, read_run_config
+        from training.config import score_normalization
 
         model, _, vocab, sid_codes, item_ids = load_model_for_inference(workdir, which)
-        if "max_history" not in kwargs:
-            train_config, _ = read_run_config(workdir)
-            kwargs["max_history"] = train_config.data.max_history
+        train_config, _ = read_run_config(workdir)
+        kwargs.setdefault("max_history", train_config.data.max_history)
+        kwargs.setdefault("normalization", score_normalization(train_config))
         return cls(model, vocab, sid_codes, item_ids, **kwargs)
 
     # ------------------------------------------------------------ properties
@@ -349,7 +358,7 @@ class Recommender:
 
         output = decode_batch(
             self._graphdef, self._state, self._device_index, tokens, mask,
-            sid_allow, sid_exclude, num_beams=self.num_beams,
+            sid_allow, sid_exclude, num_beams=self.num_beams, normalization=self.normalization,
         )
         sid_rows = np.asarray(output.item_ids)[:num_requests, :top_k]
         scores = np.asarray(output.scores)[:num_requests, :top_k].astype(np.float32)

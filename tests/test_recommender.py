@@ -176,5 +176,43 @@ def test_from_workdir(tmp_path, data, model, recommender):
 
     loaded = Recommender.from_workdir(tmp_path, num_beams=10, batch_size=8)
     assert loaded.max_history == 6
+    assert loaded.normalization == "vocab"
     histories = _histories(data, 3)
     np.testing.assert_array_equal(loaded.recommend(histories).item_ids, recommender.recommend(histories).item_ids)
+
+
+def test_from_workdir_of_an_msl_run_scores_over_trie_children(tmp_path, data, model):
+    """An MSL-trained model is served with the softmax it was trained with."""
+    from training.checkpoint import Checkpointer, TrainingProgress, write_run_files
+    from training.config import CheckpointConfig, DataConfig, TrainConfig
+    from training.losses import LossConfig
+
+    config = TrainConfig(data=DataConfig(max_history=6), loss=LossConfig(kind="msl"))
+    write_run_files(tmp_path, config, model.config, data.vocab, data.sid_codes, data.item_ids)
+    checkpointer = Checkpointer(tmp_path, CheckpointConfig(async_save=False))
+    checkpointer.save_best(nnx.state(model, nnx.Param), TrainingProgress(step=1, data_step=1, rng_key=(0, 0)),
+                           {"ndcg@10": 0.0})
+    checkpointer.close()
+    loaded = Recommender.from_workdir(tmp_path, batch_size=8)
+    assert loaded.normalization == "trie"
+    assert Recommender.from_workdir(tmp_path, normalization="vocab").normalization == "vocab"
+
+
+def test_trie_normalization_scores_form_a_distribution_over_distinct_sids(data, model):
+    """With every distinct SID in the beam, trie-normalised probabilities sum to 1;
+    whole-vocabulary ones sum to less (mass on tokens that are no valid child)."""
+    histories = _histories(data, 3)
+    sums = {}
+    for normalization in ("trie", "vocab"):
+        rec = Recommender(model, data.vocab, data.sid_codes, data.item_ids, num_beams=64, batch_size=4,
+                          max_history=6, normalization=normalization)
+        assert rec.num_sids <= 64
+        out = rec.recommend(histories, top_k=rec.num_sids)
+        # One row per distinct SID: items sharing a SID share its score, count it once.
+        sid_scores = [{tuple(data.sid_codes[r]): s for r, s in zip(out.item_rows[i], out.scores[i])}
+                      for i in range(len(histories))]
+        sums[normalization] = np.array([np.exp(list(d.values())).sum() for d in sid_scores])
+    np.testing.assert_allclose(sums["trie"], 1.0, rtol=1e-4)
+    assert np.all(sums["vocab"] < 0.999)
+    with pytest.raises(ValueError, match="normalization"):
+        Recommender(model, data.vocab, data.sid_codes, data.item_ids, normalization="full")

@@ -144,3 +144,17 @@ def test_cli_help_and_bad_override(capsys):
         main(["--config", str(SMOKE), "--workdir", "unused", "--set", "optimizer.lr=1"])
     assert exit_info.value.code == 2
     assert "unknown config key 'optimizer.lr'" in capsys.readouterr().err
+
+
+def test_score_normalization_follows_the_loss_unless_set():
+    from training.config import EvalConfig, score_normalization
+    from training.losses import LossConfig
+
+    assert score_normalization(TrainConfig(loss=LossConfig(kind="msl"))) == "trie"
+    assert score_normalization(TrainConfig(loss=LossConfig(kind="apao_pointwise"))) == "vocab"
+    forced = TrainConfig(loss=LossConfig(kind="msl"), eval=EvalConfig(score_normalization="vocab"))
+    assert score_normalization(forced) == "vocab"
+    # Old run files without the field read back with the default ("auto").
+    payload = config_to_json(TrainConfig(loss=LossConfig(kind="msl")))
+    del payload["train_config"]["eval"]["score_normalization"]
+    assert score_normalization(config_from_json(payload)) == "trie"

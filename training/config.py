@@ -183,12 +183,17 @@ class EvalConfig:
       max_examples: validation examples per evaluation (the first ones), for
         speed; None uses all. The final test evaluation always uses all.
       ks: cut-offs of Recall@k / NDCG@k.
+      score_normalization: softmax support of the beam scores (see
+        ``constrained.beam_search``): ``"vocab"``, ``"trie"`` (valid children
+        only), or ``"auto"``: ``"trie"`` for a model trained with the ``msl``
+        loss (which only ever normalised over valid children), else ``"vocab"``.
     """
 
     num_beams: int = 20
     batch_size: int = 256
     max_examples: int | None = None
     ks: tuple[int, ...] = (5, 10, 20)
+    score_normalization: Literal["auto", "vocab", "trie"] = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,6 +287,18 @@ class TrainConfig:
 # ---------------------------------------------------------------------------
 # Config files
 # ---------------------------------------------------------------------------
+
+
+def score_normalization(config: TrainConfig) -> str:
+    """The beam-score normalisation a run's model is evaluated and served with.
+
+    ``config.eval.score_normalization`` unless it is ``"auto"``, which gives
+    ``"trie"`` for the ``msl`` loss and ``"vocab"`` otherwise.
+    """
+    choice = config.eval.score_normalization
+    if choice == "auto":
+        return "trie" if config.loss.kind == "msl" else "vocab"
+    return choice
 
 
 def load_config_file(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:

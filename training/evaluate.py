@@ -126,7 +126,7 @@ def history_tokens(history_rows: np.ndarray, item_tokens: np.ndarray) -> tuple[n
     )
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "num_beams"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "num_beams", "normalization"))
 def decode_batch(
     graphdef: nnx.GraphDef,
     state: nnx.State,
@@ -137,6 +137,7 @@ def decode_batch(
     exclude_rows: jax.Array | None = None,
     *,
     num_beams: int,
+    normalization: str = "vocab",
 ) -> BeamSearchOutput:
     """Encode + constrained beam search for one batch: the one jit boundary of decoding.
 
@@ -151,6 +152,8 @@ def decode_batch(
       history_tokens: ``int32[B, H*L]``; history_mask: ``bool[B, H*L]``.
       allow_mask: optional ``bool[B, num_index_items]`` over index item rows.
       exclude_rows: optional ``int32[B, E]`` index item rows to drop, -1 padding.
+      normalization: ``"vocab"`` or ``"trie"`` (``constrained.beam_search``);
+        ``"trie"`` for models trained with the MSL loss.
 
     Returns:
       ``BeamSearchOutput`` with leaves ``[B, num_beams, ...]``, best first.
@@ -161,7 +164,7 @@ def decode_batch(
     return constrained_beam_search(
         index, model.decode_step, shared, beam_cache,
         num_beams=num_beams, start_token=BOS_ID,
-        allow_mask=allow_mask, exclude_rows=exclude_rows,
+        allow_mask=allow_mask, exclude_rows=exclude_rows, normalization=normalization,
     )
 
 
@@ -304,6 +307,7 @@ def evaluate_split(
     ks: Sequence[int] = (5, 10, 20),
     max_examples: int | None = None,
     diagnose_unconstrained: bool = False,
+    normalization: str = "vocab",
 ) -> dict[str, float]:
     """Recall@k / NDCG@k of ``model`` on one leave-one-out split.
 
@@ -322,6 +326,8 @@ def evaluate_split(
       diagnose_unconstrained: also run a free beam search and report
         ``unconstrained_valid_fraction``, the share of its ``n * num_beams``
         generated SIDs that exist in the catalogue.
+      normalization: beam scores' softmax support, ``"vocab"`` or ``"trie"``
+        (``training.config.score_normalization`` picks it for a run).
 
     Returns:
       ``{"recall@5": ..., "ndcg@5": ..., ..., "num_examples": n}`` (floats),
@@ -370,7 +376,8 @@ def evaluate_split(
         if stop - start < batch_size:  # pad to the compiled shape with empty histories
             rows = np.concatenate([rows, np.full((batch_size - rows.shape[0], rows.shape[1]), -1, rows.dtype)])
         tokens, mask = history_tokens(rows, item_tokens)
-        output = decode_batch(graphdef, state, device_index, tokens, mask, num_beams=num_beams)
+        output = decode_batch(graphdef, state, device_index, tokens, mask, num_beams=num_beams,
+                              normalization=normalization)
         if diagnose_unconstrained:
             free_codes = _unconstrained_decode(
                 graphdef, state, tokens, mask, num_beams=num_beams,

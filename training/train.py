@@ -56,7 +56,7 @@ from training.checkpoint import (
     write_run_files,
 )
 from training.evaluate import build_eval_index, evaluate_split, popularity_baseline
-from training.config import DataConfig, TrainConfig, load_config_file, override_keys
+from training.config import DataConfig, TrainConfig, load_config_file, override_keys, score_normalization
 from training.optim import make_optimizer
 from training.train_step import make_catalogue, make_data_mesh, make_train_step, replicate, shard_batch
 
@@ -276,6 +276,7 @@ def train(
             eval_model, eval_index, data, split_arrays,
             num_beams=config.eval.num_beams, batch_size=config.eval.batch_size,
             ks=tuple(config.eval.ks), max_examples=max_examples,
+            normalization=score_normalization(config),
         )
         return {key: float(value) for key, value in metrics.items()}
 
