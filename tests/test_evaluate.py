@@ -22,6 +22,7 @@ from training.evaluate import (
     history_tokens,
     popularity_baseline,
     ranking_metrics,
+    validation_ce,
 )
 
 
@@ -194,3 +195,21 @@ def test_cutoff_above_beam_width_is_rejected():
     index, _ = build_eval_index(data.sid_codes, data.vocab)
     with pytest.raises(ValueError, match="raise num_beams"):
         evaluate_split(RepeatLastItemOracle(data.vocab.vocab_size, 3), index, data, split, num_beams=5, ks=(10,))
+
+
+def test_validation_ce_is_the_mean_token_nll_and_ignores_batching():
+    data = make_synthetic_dataset(num_items=60, num_users=23, num_levels=3, codebook_size=4, seed=2)
+    split = leave_one_out_split(data.sequences, max_history=5)
+    model = build_model(ModelConfig.tiny(data.vocab.vocab_size, data.num_levels), rngs=nnx.Rngs(1))
+    item_tokens = data.vocab.codes_to_tokens(data.sid_codes)
+    tokens, mask = history_tokens(np.asarray(split.valid.histories), item_tokens)
+    targets = item_tokens[np.asarray(split.valid.targets)]
+    logits = np.asarray(model(jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(targets)[:, None])[:, 0], np.float64)
+    log_probs = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+        - logits.max(-1, keepdims=True)
+    expected = -np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0].mean()
+    for batch_size in (23, 7, 4):  # one batch, and padded last batches
+        np.testing.assert_allclose(validation_ce(model, data, split.valid, batch_size=batch_size), expected, rtol=1e-5)
+    first_ten = -np.take_along_axis(log_probs, targets[..., None], axis=-1)[:10, :, 0].mean()
+    np.testing.assert_allclose(validation_ce(model, data, split.valid, batch_size=4, max_examples=10), first_ten,
+                               rtol=1e-5)

@@ -158,3 +158,14 @@ def test_score_normalization_follows_the_loss_unless_set():
     payload = config_to_json(TrainConfig(loss=LossConfig(kind="msl")))
     del payload["train_config"]["eval"]["score_normalization"]
     assert score_normalization(config_from_json(payload)) == "trie"
+
+
+def test_selection_metric_must_be_a_known_validation_metric():
+    from training.config import EvalConfig
+
+    assert TrainConfig(eval=EvalConfig(selection_metric="valid_ce")).eval.selection_metric == "valid_ce"
+    assert TrainConfig(eval=EvalConfig(selection_metric="recall@20")).eval.selection_metric == "recall@20"
+    with pytest.raises(ValueError, match="must contain 50"):
+        TrainConfig(eval=EvalConfig(selection_metric="ndcg@50"))
+    with pytest.raises(ValueError, match="expected 'recall@k'"):
+        TrainConfig(eval=EvalConfig(selection_metric="loss"))

@@ -13,7 +13,7 @@ Workdir layout::
       catalogue.npz      sid_codes int32[num_items, L], item_ids str[num_items]
       checkpoints/<step>/  periodic Orbax checkpoints (the last ``keep``):
                            params, opt_state, meta (JSON: TrainingProgress)
-      best/<step>/         the best one by validation ndcg@10: params, meta
+      best/<step>/         the best one by eval.selection_metric (validation ndcg@10 by default): params, meta
       metrics.jsonl, results.json, curves.png  (written by train.py)
 
 ``params`` are stored as a plain nested dict of arrays (``nnx.to_pure_dict``),
@@ -149,7 +149,7 @@ class TrainingProgress:
       data_step: position of the training ``BatchIterator`` (next batch index).
       rng_key: ``jax.random.key_data`` of the run's base key (uint32 words);
         step ``s`` uses ``fold_in(key, s)``.
-      best_metric: best validation ndcg@10 so far (None before the first evaluation).
+      best_metric: best validation eval.selection_metric so far (None before the first evaluation).
       best_step: step of ``best_metric``.
       evals_without_improvement: evaluations since ``best_step`` (early stopping).
       finished: the loop ended (last step reached or stopped early).
@@ -323,7 +323,7 @@ def load_model_for_inference(
 
     Args:
       workdir: the directory ``genrec train --workdir`` wrote.
-      which: ``"best"`` (best validation ndcg@10) or ``"latest"`` (newest periodic).
+      which: ``"best"`` (best by the run's eval.selection_metric) or ``"latest"`` (newest periodic).
 
     Returns:
       ``(model, model_config, vocab, sid_codes, item_ids)``: the model on the

@@ -173,6 +173,10 @@ class OptimizerConfig:
     max_consecutive_nonfinite: int = 100
 
 
+# Validation metric name of the mean token cross-entropy (lower is better).
+VALID_CE = "valid_ce"
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     """Constrained-beam-search evaluation (``training.evaluate.evaluate_split``).
@@ -187,6 +191,11 @@ class EvalConfig:
         ``constrained.beam_search``): ``"vocab"``, ``"trie"`` (valid children
         only), or ``"auto"``: ``"trie"`` for a model trained with the ``msl``
         loss (which only ever normalised over valid children), else ``"vocab"``.
+      selection_metric: what picks the best checkpoint and drives early
+        stopping: ``"recall@k"`` / ``"ndcg@k"`` of the constrained beam search
+        (higher is better; ``k`` must be in ``ks``), or ``"valid_ce"``, the
+        mean token cross-entropy of the validation targets (lower is better;
+        the APAO reference code keeps the checkpoint of lowest validation loss).
     """
 
     num_beams: int = 20
@@ -194,6 +203,7 @@ class EvalConfig:
     max_examples: int | None = None
     ks: tuple[int, ...] = (5, 10, 20)
     score_normalization: Literal["auto", "vocab", "trie"] = "auto"
+    selection_metric: str = "ndcg@10"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,7 +234,7 @@ class TrainConfig:
       eval_every: evaluate on the validation split every this many steps;
         None = once per epoch; 0 = never (no best checkpoint, no early stopping).
       early_stopping_patience: stop after this many evaluations without a new
-        best validation ``ndcg@10``; None never stops early.
+        best validation ``eval.selection_metric``; None never stops early.
       seed: model init, data order, dropout and negative sampling.
       log_every: print a progress line (and a metrics.jsonl record) every this many steps.
       num_devices: data-parallel devices (the first ones of ``jax.devices()``);
@@ -271,11 +281,18 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.eval_every={self.eval_every} must be >= 0 (0 = never) or None")
         if not self.eval.ks or min(self.eval.ks) < 1:
             raise ValueError(f"TrainConfig.eval.ks={self.eval.ks} must be non-empty positive cut-offs")
-        if 10 not in self.eval.ks:
-            raise ValueError(
-                f"TrainConfig.eval.ks={self.eval.ks} must contain 10: model selection and early "
-                "stopping use validation ndcg@10"
-            )
+        metric = self.eval.selection_metric
+        if metric != VALID_CE:
+            name, _, k = metric.partition("@")
+            if name not in ("recall", "ndcg") or not k.isdigit():
+                raise ValueError(
+                    f"TrainConfig.eval.selection_metric={metric!r}; expected 'recall@k', 'ndcg@k' or '{VALID_CE}'"
+                )
+            if int(k) not in self.eval.ks:
+                raise ValueError(
+                    f"TrainConfig.eval.ks={self.eval.ks} must contain {k}: model selection and early "
+                    f"stopping use validation {metric}"
+                )
         if not 0.0 <= self.optimizer.warmup_fraction < 1.0:
             raise ValueError(f"optimizer.warmup_fraction={self.optimizer.warmup_fraction} must be in [0, 1)")
         if self.optimizer.learning_rate <= 0:

@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -61,6 +62,7 @@ __all__ = [
     "history_tokens",
     "popularity_baseline",
     "ranking_metrics",
+    "validation_ce",
 ]
 
 
@@ -394,3 +396,56 @@ def evaluate_split(
     if diagnose_unconstrained:
         metrics["unconstrained_valid_fraction"] = num_in_catalogue / float(num_examples * num_beams)
     return metrics
+
+
+# ---------------------------------------------------------------------------
+# Teacher-forced validation loss
+# ---------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _target_nll_sum(graphdef, state, history_tokens, history_mask, target_tokens, example_mask) -> jax.Array:
+    """Sum over real rows of the mean token NLL of ``target_tokens: int32[B, L]``."""
+    from training.losses import token_log_probs  # training.losses imports nothing from here
+
+    model = nnx.merge(graphdef, state)
+    logits = model(history_tokens, history_mask, target_tokens[:, None])[:, 0]  # [B, L, V]
+    nll = -token_log_probs(logits, target_tokens).mean(axis=-1)
+    return jnp.sum(jnp.where(example_mask, nll, 0.0))
+
+
+def validation_ce(
+    model: nnx.Module,
+    data: InteractionData,
+    split_arrays: SplitArrays,
+    *,
+    batch_size: int = 256,
+    max_examples: int | None = None,
+) -> float:
+    """Mean token cross-entropy of the split's targets (teacher forced, no dropout).
+
+    ``mean_n (1/L) sum_j -log p(y_nj | history_n, y_n<j)`` over the first
+    ``max_examples`` examples (all by default), in float32; the last batch is
+    padded and the padding excluded, so the value does not depend on
+    ``batch_size``.
+    """
+    num_examples = split_arrays.num_examples if max_examples is None else min(split_arrays.num_examples, max_examples)
+    if num_examples == 0:
+        raise ValueError("the split has no examples to evaluate")
+    batch_size = min(batch_size, num_examples)
+    item_tokens = data.vocab.codes_to_tokens(data.sid_codes)
+    graphdef, state = nnx.split(model)
+    total = 0.0
+    for start in range(0, num_examples, batch_size):
+        stop = min(start + batch_size, num_examples)
+        rows = np.asarray(split_arrays.histories[start:stop])
+        targets = np.asarray(split_arrays.targets[start:stop])
+        real = np.ones(batch_size, bool)
+        if stop - start < batch_size:
+            pad = batch_size - (stop - start)
+            rows = np.concatenate([rows, np.full((pad, rows.shape[1]), -1, rows.dtype)])
+            targets = np.concatenate([targets, np.zeros(pad, targets.dtype)])
+            real[stop - start:] = False
+        tokens, mask = history_tokens(rows, item_tokens)
+        total += float(_target_nll_sum(graphdef, state, tokens, mask, item_tokens[targets], real))
+    return total / num_examples

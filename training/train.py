@@ -55,8 +55,8 @@ from training.checkpoint import (
     read_run_config,
     write_run_files,
 )
-from training.evaluate import build_eval_index, evaluate_split, popularity_baseline
-from training.config import DataConfig, TrainConfig, load_config_file, override_keys, score_normalization
+from training.evaluate import build_eval_index, evaluate_split, popularity_baseline, validation_ce
+from training.config import VALID_CE, DataConfig, TrainConfig, load_config_file, override_keys, score_normalization
 from training.optim import make_optimizer
 from training.train_step import make_catalogue, make_data_mesh, make_train_step, replicate, shard_batch
 
@@ -64,7 +64,6 @@ __all__ = ["TrainResult", "load_data", "main", "train"]
 
 logger = logging.getLogger("genrec.train")
 
-SELECTION_METRIC = "ndcg@10"
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
 CURVES_FILE = "curves.png"
@@ -80,7 +79,7 @@ class TrainResult:
       workdir: the run's directory.
       final_step: optimizer steps done.
       early_stopped: the run ended by early stopping.
-      best_step: step of the best validation ``ndcg@10`` (None without evaluation).
+      best_step: step of the best validation ``eval.selection_metric`` (ndcg@10 by default) (None without evaluation).
       best_valid_metrics: validation metrics at ``best_step``.
       test_metrics: test-split metrics of the best checkpoint (of the final
         parameters if there is none).
@@ -268,6 +267,7 @@ def train(
                              enabled=is_primary)
 
     # --- Evaluators: constrained beam search over the catalogue trie ---------
+    selection_metric = config.eval.selection_metric
     eval_index, _ = build_eval_index(data.sid_codes, vocab)
 
     def evaluate(state: nnx.State, split_arrays: SplitArrays, max_examples: int | None) -> dict[str, float]:
@@ -278,6 +278,10 @@ def train(
             ks=tuple(config.eval.ks), max_examples=max_examples,
             normalization=score_normalization(config),
         )
+        # Logged at every evaluation (cheap: one teacher-forced pass); selects
+        # the best checkpoint when eval.selection_metric == "valid_ce".
+        metrics[VALID_CE] = validation_ce(eval_model, data, split_arrays, batch_size=config.eval.batch_size,
+                                          max_examples=max_examples)
         return {key: float(value) for key, value in metrics.items()}
 
     # --- Loop --------------------------------------------------------------
@@ -316,8 +320,13 @@ def train(
             valid_metrics = evaluate(state, split.valid, config.eval.max_examples)
             window_start += time.perf_counter() - eval_start  # throughput counts training time only
             metrics_log.write({"step": step, "kind": "valid", **valid_metrics})
-            score = valid_metrics[SELECTION_METRIC]
-            improved = progress.best_metric is None or score > progress.best_metric
+            score = valid_metrics[selection_metric]
+            if progress.best_metric is None:
+                improved = True
+            elif selection_metric == VALID_CE:
+                improved = score < progress.best_metric
+            else:
+                improved = score > progress.best_metric
             if improved:
                 progress = dataclasses.replace(progress, best_metric=score, best_step=step,
                                                evals_without_improvement=0)
@@ -338,7 +347,7 @@ def train(
             checkpointer.save(nnx.split_state(state, nnx.Param, ...)[0], opt_state, progress)
         if stop_early:
             logger.info("early stopping at step %d: no better validation %s in %d evaluations",
-                        step, SELECTION_METRIC, config.early_stopping_patience)
+                        step, selection_metric, config.early_stopping_patience)
         if debug_kill_at_step is not None and step == debug_kill_at_step:
             checkpointer.wait()
             os.kill(os.getpid(), signal.SIGKILL)
