@@ -8,16 +8,11 @@ import pytest
 
 from constrained.beam_search import make_decoder
 from constrained.index import build_index
+from catalogues import random_catalogue
 from constrained.reference import build_dict_trie, log_softmax, prune_trie, reference_beam_search
 
 HASH_MOD = 997
 START = 1
-
-
-def random_catalogue(rng, num_items, codebook_sizes):
-    codes = np.stack([rng.integers(0, k, size=num_items * 3) for k in codebook_sizes], axis=1)
-    _, first = np.unique(codes, axis=0, return_index=True)
-    return codes[np.sort(first)][:num_items].astype(np.int32)
 
 
 class PrefixHashModel:

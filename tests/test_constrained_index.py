@@ -11,15 +11,8 @@ from constrained.index import (
     disambiguate_sids,
     find_duplicate_groups,
 )
+from catalogues import random_catalogue
 from constrained.reference import build_dict_trie
-
-
-def random_catalogue(rng, num_items, codebook_sizes):
-    """Unique random SIDs (rejection of duplicates)."""
-    codes = np.stack([rng.integers(0, k, size=num_items * 2) for k in codebook_sizes], axis=1)
-    _, first = np.unique(codes, axis=0, return_index=True)
-    codes = codes[np.sort(first)][:num_items]
-    return codes.astype(np.int32)
 
 
 def walk(index: TrieIndex, codes):
