@@ -11,6 +11,8 @@
 #     SECONDS  wall-clock budget of this call; trainings are stopped before it
 #     --final  evaluate (test split, best checkpoint) any run the budget cut
 #     --bench  first time CE vs APAO-pairwise train steps on GPU 0 (alone)
+# The device tool brings back only a few files from $OUT, so write elsewhere
+# and pack:  bash benchmarks/reproduce_gpu.sh /tmp/r 540 --final; tar czf $OUT/all.tgz -C /tmp r
 set -uo pipefail
 out=${1:-out}; budget=${2:-540}; shift 2 || true
 final=0; bench=0
