@@ -174,6 +174,7 @@ def _eval(args: argparse.Namespace) -> int:
         model, index, data, examples, num_beams=num_beams,
         batch_size=args.batch_size or train_config.eval.batch_size, ks=ks,
         max_examples=args.max_examples, diagnose_unconstrained=args.diagnose,
+        diagnose_prefix_survival=args.diagnose,
         normalization=args.normalization or score_normalization(train_config),
     )
     seconds = time.perf_counter() - start
@@ -185,6 +186,8 @@ def _eval(args: argparse.Namespace) -> int:
     print(_metrics_table({"genrec": metrics, "popularity": popularity}, keys))
     if args.diagnose:
         print(f"unconstrained beam: {metrics['unconstrained_valid_fraction']:.2%} of generated SIDs are items")
+        survival = ", ".join(f"level {t}: {metrics[f'prefix_in_beam@{t}']:.2%}" for t in range(1, vocab.num_levels + 1))
+        print(f"target prefix still in the {num_beams} beams after {survival}")
     print(json.dumps({"split": args.split, "metrics": metrics, "popularity": popularity}))
     return 0
 
@@ -264,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=None, help="users per decode call (default: the run's)")
     evaluate.add_argument("--max-examples", type=int, default=None, help="evaluate only the first N examples")
     evaluate.add_argument("--diagnose", action="store_true",
-                          help="also report how often an unconstrained beam search generates real items")
+                          help="also report how often an unconstrained beam search generates real items, "
+                               "and how often the target's prefix is still in the beams after each level")
     evaluate.add_argument("--normalization", choices=("vocab", "trie"), default=None,
                           help="softmax support of beam scores: whole vocabulary or valid trie children "
                                "(default: the run's; 'trie' after MSL training)")

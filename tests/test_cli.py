@@ -85,6 +85,13 @@ def test_eval_and_recommend_on_demo_workdir(demo_run, tmp_path, capsys):
     assert metrics["split"] == "valid" and metrics["metrics"]["num_examples"] == 64
     assert 0.0 <= metrics["metrics"]["ndcg@10"] <= metrics["metrics"]["recall@10"] <= 1.0
 
+    assert main(["eval", "--workdir", str(workdir), "--split", "valid", "--max-examples", "32", "--diagnose"]) == 0
+    out = capsys.readouterr().out
+    diagnosed = json.loads(out.strip().splitlines()[-1])["metrics"]
+    levels = sorted(key for key in diagnosed if key.startswith("prefix_in_beam@"))
+    assert len(levels) >= 2 and "target prefix still in the" in out
+    assert 0.0 <= diagnosed["unconstrained_valid_fraction"] <= 1.0
+
     out_dir = tmp_path / "recs"
     assert main(["recommend", "--workdir", str(workdir), "--out", str(out_dir), "--users-per-shard", "50",
                  "--batch-size", "50"]) == 0

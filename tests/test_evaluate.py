@@ -14,7 +14,7 @@ from genrec.datasets import InteractionData
 from genrec.models import ModelConfig, build_model
 from genrec.split import SplitArrays, leave_one_out_split
 from genrec.synthetic import make_synthetic_dataset
-from genrec.vocab import SIDVocabulary
+from genrec.vocab import BOS_ID, SIDVocabulary
 from training.evaluate import (
     build_eval_index,
     evaluate_split,
@@ -213,3 +213,40 @@ def test_validation_ce_is_the_mean_token_nll_and_ignores_batching():
     first_ten = -np.take_along_axis(log_probs, targets[..., None], axis=-1)[:10, :, 0].mean()
     np.testing.assert_allclose(validation_ce(model, data, split.valid, batch_size=4, max_examples=10), first_ten,
                                rtol=1e-5)
+
+
+def test_prefix_survival_diagnosis_with_the_oracle():
+    data, histories = _oracle_setup()
+    oracle = RepeatLastItemOracle(data.vocab.vocab_size, data.num_levels)
+    index, _ = build_eval_index(data.sid_codes, data.vocab)
+    hit = SplitArrays(histories=histories, targets=histories[:, -1].copy(), user_rows=np.zeros(len(histories), np.int32))
+    metrics = evaluate_split(oracle, index, data, hit, num_beams=2, ks=(1,), diagnose_prefix_survival=True)
+    assert [metrics[f"prefix_in_beam@{t}"] for t in (1, 2, 3)] == [1.0, 1.0, 1.0]
+
+
+def test_prefix_survival_is_monotone_and_matches_first_level_by_hand():
+    data = make_synthetic_dataset(num_items=80, num_users=40, num_levels=3, codebook_size=6, seed=4)
+    split = leave_one_out_split(data.sequences, max_history=5)
+    index, _ = build_eval_index(data.sid_codes, data.vocab)
+    model = build_model(ModelConfig.tiny(data.vocab.vocab_size, data.num_levels), rngs=nnx.Rngs(3))
+    num_beams = 3
+    metrics = evaluate_split(model, index, data, split.test, num_beams=num_beams, batch_size=16, ks=(1, 3),
+                             diagnose_prefix_survival=True)
+    survival = [metrics[f"prefix_in_beam@{t}"] for t in (1, 2, 3)]
+    assert survival[0] >= survival[1] >= survival[2] == metrics["recall@3"]
+
+    # Level 1 by hand: the target's first code is among the top-3 valid first codes.
+    item_tokens = data.vocab.codes_to_tokens(data.sid_codes)
+    tokens, mask = history_tokens(np.asarray(split.test.histories), item_tokens)
+    shared = model.encode(jnp.asarray(tokens), jnp.asarray(mask))
+    logits, _ = model.decode_step(shared, model.init_beam_cache(shared, 1),
+                                  jnp.full((len(tokens), 1), BOS_ID, jnp.int32), 0)
+    offset, width = data.vocab.level_offsets[0], data.vocab.codebook_sizes[0]
+    first_logits = np.array(logits[:, 0, offset:offset + width])
+    valid_first = np.zeros(width, bool)
+    valid_first[np.unique(data.sid_codes[:, 0])] = True
+    first_logits[:, ~valid_first] = -np.inf
+    top = np.argsort(-first_logits, axis=1, kind="stable")[:, :num_beams]
+    target_first = data.sid_codes[np.asarray(split.test.targets), 0]
+    assert survival[0] == pytest.approx(np.mean([t in row for t, row in zip(target_first, top)]))
+    assert 0 < survival[0] < 1  # a real test: neither everything nor nothing survives

@@ -61,6 +61,7 @@ __all__ = [
     "hit_ranks",
     "history_tokens",
     "popularity_baseline",
+    "prefix_indexes",
     "ranking_metrics",
     "validation_ce",
 ]
@@ -99,6 +100,26 @@ def build_eval_index(sid_codes: np.ndarray, vocab: SIDVocabulary) -> tuple[TrieI
         token_offsets=vocab.level_offsets,
     )
     return index, sid_row_of_item.reshape(-1).astype(np.int32)
+
+
+def prefix_indexes(sid_codes: np.ndarray, vocab: SIDVocabulary) -> list[TrieIndex]:
+    """Tries over the catalogue's distinct length-``t`` prefixes, ``t = 1 .. L-1``.
+
+    A beam search over the length-``t`` trie keeps exactly the beams the full
+    search holds after level ``t`` (the same candidates, scores and selection
+    rule), so it tells whether a target's prefix survived that far.
+    """
+    sid_codes = np.asarray(sid_codes)
+    indexes = []
+    for length in range(1, sid_codes.shape[1]):
+        distinct = np.unique(sid_codes[:, :length], axis=0)
+        indexes.append(build_index(
+            distinct,
+            item_ids=np.arange(distinct.shape[0], dtype=np.int64),
+            codebook_sizes=vocab.codebook_sizes[:length],
+            token_offsets=vocab.level_offsets[:length],
+        ))
+    return indexes
 
 
 # ---------------------------------------------------------------------------
@@ -309,6 +330,7 @@ def evaluate_split(
     ks: Sequence[int] = (5, 10, 20),
     max_examples: int | None = None,
     diagnose_unconstrained: bool = False,
+    diagnose_prefix_survival: bool = False,
     normalization: str = "vocab",
 ) -> dict[str, float]:
     """Recall@k / NDCG@k of ``model`` on one leave-one-out split.
@@ -328,12 +350,18 @@ def evaluate_split(
       diagnose_unconstrained: also run a free beam search and report
         ``unconstrained_valid_fraction``, the share of its ``n * num_beams``
         generated SIDs that exist in the catalogue.
+      diagnose_prefix_survival: also report ``prefix_in_beam@t`` for
+        ``t = 1..L``: the share of examples whose target's length-``t`` prefix
+        is among the ``num_beams`` beams kept after level ``t`` (what APAO's
+        prefix losses try to raise; ``prefix_in_beam@L`` is
+        ``recall@num_beams``). Costs one extra ``t``-level search per ``t < L``.
       normalization: beam scores' softmax support, ``"vocab"`` or ``"trie"``
         (``training.config.score_normalization`` picks it for a run).
 
     Returns:
       ``{"recall@5": ..., "ndcg@5": ..., ..., "num_examples": n}`` (floats),
-      plus ``"unconstrained_valid_fraction"`` with the diagnosis.
+      plus ``"unconstrained_valid_fraction"`` / ``"prefix_in_beam@t"`` with
+      the diagnoses.
     """
     ks = _check_ks(ks, num_beams)
     if batch_size < 1:
@@ -362,6 +390,11 @@ def evaluate_split(
     graphdef, state = nnx.split(model)
     device_index = index.to_device()
     contains = _catalogue_membership(data.sid_codes, data.vocab.codebook_sizes) if diagnose_unconstrained else None
+    num_levels = data.num_levels
+    survival_indexes = (
+        [i.to_device() for i in prefix_indexes(data.sid_codes, data.vocab)] if diagnose_prefix_survival else []
+    )
+    prefix_ranks = np.zeros((len(survival_indexes), num_examples), np.int64)
 
     ranks = np.zeros(num_examples, np.int64)
     num_in_catalogue = 0
@@ -387,6 +420,14 @@ def evaluate_split(
                 token_offsets=tuple(int(o) for o in data.vocab.level_offsets),
             )
             num_in_catalogue += int(contains(np.asarray(free_codes)[: stop - start]).sum())
+        for level, prefix_index in enumerate(survival_indexes):
+            prefix_output = decode_batch(graphdef, state, prefix_index, tokens, mask, num_beams=num_beams,
+                                         normalization=normalization)
+            prefix_ranks[level, start:stop] = hit_ranks(
+                np.asarray(prefix_output.sid_codes)[: stop - start],
+                np.asarray(prefix_output.valid)[: stop - start],
+                target_codes[start:stop, : level + 1],
+            )
         if pending is not None:
             collect(*pending)
         pending = (start, stop, output)
@@ -395,6 +436,10 @@ def evaluate_split(
     metrics = ranking_metrics(ranks, ks)
     if diagnose_unconstrained:
         metrics["unconstrained_valid_fraction"] = num_in_catalogue / float(num_examples * num_beams)
+    if diagnose_prefix_survival:
+        for level in range(len(survival_indexes)):
+            metrics[f"prefix_in_beam@{level + 1}"] = float(np.mean(prefix_ranks[level] > 0))
+        metrics[f"prefix_in_beam@{num_levels}"] = float(np.mean(ranks > 0))
     return metrics
 
 
