@@ -11,13 +11,16 @@
 #     SECONDS  wall-clock budget of this call; trainings are stopped before it
 #     --final  evaluate (test split, best checkpoint) any run the budget cut
 #     --bench  first time CE vs APAO-pairwise train steps on GPU 0 (alone)
+#     --diagnose  for every finished run, also `genrec eval --split test --diagnose`
+#              (prefix survival per level, unconstrained validity) into OUT
 # The device tool brings back only a few files from $OUT, so write elsewhere
 # and pack:  bash benchmarks/reproduce_gpu.sh /tmp/r 540 --final; tar czf $OUT/all.tgz -C /tmp r
 set -uo pipefail
 out=${1:-out}; budget=${2:-540}; shift 2 || true
-final=0; bench=0
+final=0; bench=0; diagnose=0
 for arg in "$@"; do
-  case $arg in --final) final=1 ;; --bench) bench=1 ;; *) echo "unknown option $arg"; exit 2 ;; esac
+  case $arg in --final) final=1 ;; --bench) bench=1 ;; --diagnose) diagnose=1 ;;
+    *) echo "unknown option $arg"; exit 2 ;; esac
 done
 mkdir -p "$out" runs
 # Several processes share a GPU: allocate on demand instead of 75% up front.
@@ -72,6 +75,10 @@ for log in runs/*.log; do
   if [ "$final" = 1 ] && [ ! -f "runs/$name/results.json" ] && [ -d "runs/$name/best" ]; then
     # Cut by the budget: the best checkpoint so far, on the test split.
     CUDA_VISIBLE_DEVICES=0 python3 -m serving.cli eval --workdir "runs/$name" --split test > "$out/$name.test_eval.txt" 2>&1
+  fi
+  if [ "$diagnose" = 1 ] && [ -f "runs/$name/results.json" ]; then
+    CUDA_VISIBLE_DEVICES=0 python3 -m serving.cli eval --workdir "runs/$name" --split test --diagnose \
+      > "$out/$name.diagnose.txt" 2>&1
   fi
   tail -c 40000 "$log" > "$out/$name.log"
   [ -f "runs/$name/results.json" ] && cp "runs/$name/results.json" "$out/$name.results.json"
