@@ -11,8 +11,10 @@ catalogue trie (training/evaluate.py); checkpoints are Orbax
 
 Outputs in the workdir: ``config.json``, ``vocab.json``, ``catalogue.npz``,
 ``checkpoints/``, ``best/``, ``metrics.jsonl`` (one JSON record per logged
-step / evaluation), ``results.json`` (test metrics of the best checkpoint) and
-``curves.png`` when matplotlib is installed.
+step / evaluation), ``tensorboard/`` (the same scalars as TensorBoard event
+files, tags ``kind/key``; written without TensorBoard, training/tb_events.py),
+``results.json`` (test metrics of the best checkpoint) and ``curves.png`` when
+matplotlib is installed.
 
 Resume is exact: a run killed at any point and restarted with the same
 command continues from its newest checkpoint and reaches bit-identical
@@ -27,6 +29,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import numbers
 import os
 import shutil
 import signal
@@ -58,6 +61,7 @@ from training.checkpoint import (
 from training.evaluate import build_eval_index, evaluate_split, popularity_baseline, validation_ce
 from training.config import VALID_CE, DataConfig, TrainConfig, load_config_file, override_keys, score_normalization
 from training.optim import make_optimizer
+from training.tb_events import EventWriter
 from training.train_step import make_catalogue, make_data_mesh, make_train_step, replicate, shard_batch
 
 __all__ = ["TrainResult", "load_data", "main", "train"]
@@ -67,8 +71,9 @@ logger = logging.getLogger("genrec.train")
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
 CURVES_FILE = "curves.png"
+TENSORBOARD_DIR = "tensorboard"
 # What --no-resume removes from a workdir (only files this module writes).
-_RUN_OUTPUTS = ("checkpoints", "best", METRICS_FILE, RESULTS_FILE, CURVES_FILE)
+_RUN_OUTPUTS = ("checkpoints", "best", METRICS_FILE, RESULTS_FILE, CURVES_FILE, TENSORBOARD_DIR)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,11 +123,19 @@ class MetricsLog:
 
     On resume, records past the restored step are dropped first (atomic
     rewrite), so the file reads as one uninterrupted run.
+
+    With ``tensorboard_dir``, every record's numbers also go to a new
+    TensorBoard event file there (:func:`_tensorboard_scalars` names the tags).
+    Event files are never rewritten: after a resume, steps that the killed run
+    logged past its restored checkpoint appear in both files (TensorBoard plots
+    both; metrics.jsonl stays the reference).
     """
 
-    def __init__(self, path: Path, *, keep_up_to_step: int | None, enabled: bool = True):
+    def __init__(self, path: Path, *, keep_up_to_step: int | None, enabled: bool = True,
+                 tensorboard_dir: Path | None = None):
         self.path = path
         self.enabled = enabled
+        self.events: EventWriter | None = None
         if not enabled:
             return
         kept = []
@@ -136,6 +149,8 @@ class MetricsLog:
                     kept.append(line + "\n")
         with atomic_open(path, "w") as f:
             f.writelines(kept)
+        if tensorboard_dir is not None:
+            self.events = EventWriter(tensorboard_dir)
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -146,11 +161,39 @@ class MetricsLog:
             os.write(fd, line)
         finally:
             os.close(fd)
+        if self.events is not None:
+            self.events.add_scalars(record["step"], _tensorboard_scalars(record))
+
+    def close(self) -> None:
+        """Closes the event file (each write is already flushed, so an unclosed log loses nothing)."""
+        if self.events is not None:
+            self.events.close()
 
     def records(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
         return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _tensorboard_scalars(record: dict[str, Any]) -> dict[str, float]:
+    """The TensorBoard scalars of a metrics.jsonl record: ``kind/key``, and ``kind/key/i`` (from 1) for lists.
+
+    ``prefix_losses/1`` is the loss of the length-1 prefix. Booleans, strings
+    and None (NaN in a list) are skipped; NaN and inf numbers are kept.
+    """
+    scalars: dict[str, float] = {}
+
+    def add(tag: str, value: Any) -> None:
+        if isinstance(value, (list, tuple)):
+            for i, element in enumerate(value, start=1):
+                add(f"{tag}/{i}", element)
+        elif isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+            scalars[tag] = float(value)
+
+    for key, value in record.items():
+        if key not in ("step", "kind"):
+            add(f"{record['kind']}/{key}", value)
+    return scalars
 
 
 def _to_json_value(value: Any) -> Any:
@@ -264,7 +307,7 @@ def train(
             logger.info("the run ended at step %d; continuing to the config's %d steps", progress.step, total_steps)
             progress = dataclasses.replace(progress, finished=False)
     metrics_log = MetricsLog(workdir / METRICS_FILE, keep_up_to_step=progress.step if resume else None,
-                             enabled=is_primary)
+                             enabled=is_primary, tensorboard_dir=workdir / TENSORBOARD_DIR)
 
     # --- Evaluators: constrained beam search over the catalogue trie ---------
     selection_metric = config.eval.selection_metric
@@ -308,6 +351,7 @@ def train(
             logger.info(_progress_line(record, total_steps))
             if record["nonfinite_consecutive"] >= config.optimizer.max_consecutive_nonfinite:
                 checkpointer.close()
+                metrics_log.close()
                 raise FloatingPointError(
                     f"{record['nonfinite_consecutive']} consecutive steps had non-finite gradients "
                     f"(up to step {step}); lower optimizer.learning_rate or check the data"
@@ -366,6 +410,7 @@ def train(
     popularity = popularity_baseline(data.sid_codes, split.train.targets, split.test.targets, ks=config.eval.ks)
     logger.info("popularity baseline, test: %s", _format_metrics(popularity))
     checkpointer.close()
+    metrics_log.close()
 
     result = TrainResult(
         workdir=workdir,
