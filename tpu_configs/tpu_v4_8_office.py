@@ -1,7 +1,8 @@
 """APAO pointwise on Amazon Office with the paper's T5, data-parallel on a TPU v4-8.
 
 UNTESTED ON TPU: written for the layout, never run on a TPU. The same code is
-tested data-parallel on 8 fake CPU devices (tests/test_train_step.py).
+tested data-parallel on 8 fake CPU devices (tests/test_train_step.py) and on
+two processes (tests/test_train_multiprocess.py).
 
 Layout: a v4-8 exposes 4 JAX devices (megacore chips); 1-D mesh ("data",) over
 the 4, global batch 1024 = 256 examples a chip, parameters and optimizer state

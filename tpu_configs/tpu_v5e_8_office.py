@@ -1,7 +1,8 @@
 """APAO pointwise on Amazon Office with the paper's T5, data-parallel on a TPU v5e-8.
 
 UNTESTED ON TPU: written for the layout, never run on a TPU. The same code is
-tested data-parallel on 8 fake CPU devices (tests/test_train_step.py).
+tested data-parallel on 8 fake CPU devices (tests/test_train_step.py) and on
+two processes (tests/test_train_multiprocess.py).
 
 Layout: 1-D mesh ("data",) over the 8 v5e chips (16 GB HBM each); the global
 batch of 1024 is split into 128 examples a chip, parameters and optimizer

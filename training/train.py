@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from flax import nnx
 
@@ -239,6 +240,8 @@ def train(
                 shutil.rmtree(path)
             elif path.exists():
                 path.unlink()
+    if jax.process_count() > 1:  # nobody touches the workdir before process 0 has cleared it
+        multihost_utils.sync_global_devices("genrec.train: workdir ready")
 
     # --- Data --------------------------------------------------------------
     data = load_data(config.data)
@@ -313,7 +316,8 @@ def train(
     selection_metric = config.eval.selection_metric
     eval_index, _ = build_eval_index(data.sid_codes, vocab)
 
-    def evaluate(state: nnx.State, split_arrays: SplitArrays, max_examples: int | None) -> dict[str, float]:
+    def evaluate(state: nnx.State, split_arrays: SplitArrays, max_examples: int | None,
+                 with_ce: bool = False) -> dict[str, float]:
         eval_model = nnx.merge(graphdef, state)
         metrics = evaluate_split(
             eval_model, eval_index, data, split_arrays,
@@ -321,10 +325,11 @@ def train(
             ks=tuple(config.eval.ks), max_examples=max_examples,
             normalization=score_normalization(config),
         )
-        # Logged at every evaluation (cheap: one teacher-forced pass); selects
-        # the best checkpoint when eval.selection_metric == "valid_ce".
-        metrics[VALID_CE] = validation_ce(eval_model, data, split_arrays, batch_size=config.eval.batch_size,
-                                          max_examples=max_examples)
+        if with_ce:
+            # Logged at every validation (cheap: one teacher-forced pass); selects
+            # the best checkpoint when eval.selection_metric == "valid_ce".
+            metrics[VALID_CE] = validation_ce(eval_model, data, split_arrays, batch_size=config.eval.batch_size,
+                                              max_examples=max_examples)
         return {key: float(value) for key, value in metrics.items()}
 
     # --- Loop --------------------------------------------------------------
@@ -361,7 +366,7 @@ def train(
         stop_early = False
         if eval_every and (step % eval_every == 0 or step == total_steps):
             eval_start = time.perf_counter()
-            valid_metrics = evaluate(state, split.valid, config.eval.max_examples)
+            valid_metrics = evaluate(state, split.valid, config.eval.max_examples, with_ce=True)
             window_start += time.perf_counter() - eval_start  # throughput counts training time only
             metrics_log.write({"step": step, "kind": "valid", **valid_metrics})
             score = valid_metrics[selection_metric]
@@ -504,6 +509,19 @@ def _plot_curves(records: list[dict[str, Any]], path: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
+def initialize_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
+    """``jax.distributed.initialize`` (arguments None = detect the cluster: TPU VMs, SLURM, ...).
+
+    On CPU hosts the cross-process collectives go through Gloo (JAX's CPU
+    backend has no other), which is what the multi-process tests use.
+    """
+    if jax.config.jax_platforms in ("cpu",) or os.environ.get("JAX_PLATFORMS") == "cpu":
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+    logger.info("process %d of %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
+                jax.local_device_count(), jax.device_count())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``genrec train`` / ``python -m training.train``: parse arguments, then :func:`train`."""
     parser = argparse.ArgumentParser(
@@ -518,13 +536,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-resume", action="store_true",
                         help="start from scratch, deleting the workdir's previous checkpoints and metrics")
     parser.add_argument("--distributed", action="store_true",
-                        help="multi-host: call jax.distributed.initialize() first (also GENREC_DISTRIBUTED=1); untested")
+                        help="multi-host: call jax.distributed.initialize() first (also GENREC_DISTRIBUTED=1); "
+                             "on TPU VMs and SLURM the cluster is detected, elsewhere give the three options below")
+    parser.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                        help="with --distributed: address of process 0's coordinator service")
+    parser.add_argument("--num-processes", type=int, default=None, help="with --distributed: number of processes")
+    parser.add_argument("--process-id", type=int, default=None, help="with --distributed: this process's id")
     parser.add_argument("--debug-kill-at-step", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout, force=True)
     if args.distributed or os.environ.get("GENREC_DISTRIBUTED") == "1":
-        jax.distributed.initialize()
+        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     try:
         config = load_config_file(args.config, args.overrides)
     except (ValueError, FileNotFoundError) as error:

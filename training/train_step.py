@@ -277,8 +277,22 @@ def make_data_mesh(global_batch_size: int, num_devices: int | None = None) -> Me
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-    """``tree`` placed on every device of ``mesh`` (parameters, optimizer state, catalogue)."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    """``tree`` placed on every device of ``mesh`` (parameters, optimizer state, catalogue).
+
+    On several processes every process must pass the same values (same seed,
+    same data); each one fills its own devices' copies.
+    """
+    sharding = NamedSharding(mesh, PartitionSpec())
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def place(leaf):
+        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(place(jax.random.key_data(leaf)), impl=jax.random.key_impl(leaf))
+        host = np.asarray(jax.device_get(leaf))
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(place, tree)
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> Batch:
