@@ -14,13 +14,11 @@ CPU smoke:  PYTHONPATH=. python benchmarks/train_throughput.py --batch-sizes 32 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import time
 
 import jax
-import numpy as np
 from flax import nnx
 
 from genrec.batching import BatchIterator

@@ -44,7 +44,9 @@ from genrec.atomic_files import atomic_open
 from genrec.datasets import find_duplicate_sids
 # One implementation of the disambiguation level, shared with the SID builder:
 # the k-th item (in input order) of a group sharing an SID gets code k.
-from genrec.rqkmeans import append_disambiguation_level as disambiguate_sids
+from genrec.rqkmeans import append_disambiguation_level
+
+disambiguate_sids = append_disambiguation_level  # public name in constrained/
 
 FORMAT_VERSION = 1
 _MAGIC = "genrec-trie-index"
