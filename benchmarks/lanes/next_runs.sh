@@ -6,7 +6,7 @@
 #   (again on the same warm machine, with --final, to finish cut runs)
 # Format per line: name|config|dataset|overrides
 export LANE_GPU0_A='beauty_t5_msl_s42|gpu_beauty_t5_msl|Beauty|
-office_t5_apao_pairwise_b005_s42|gpu_office_t5_apao_pairwise|Office|--set loss.beta=0.05'
+office_t5_apao_pairwise_dedup_s42|gpu_office_t5_apao_pairwise|Office|--set loss.dedup_negative_prefixes=true'
 export LANE_GPU0_B='office_t5_msl_s42|gpu_office_t5_msl|Office|
 office_t5_ce_vce_s1|gpu_office_t5_ce|Office|--set seed=1 --set eval.selection_metric=valid_ce
 office_t5_ce_vce_s2|gpu_office_t5_ce|Office|--set seed=2 --set eval.selection_metric=valid_ce
