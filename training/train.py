@@ -515,7 +515,7 @@ def initialize_distributed(coordinator: str | None, num_processes: int | None, p
     On CPU hosts the cross-process collectives go through Gloo (JAX's CPU
     backend has no other), which is what the multi-process tests use.
     """
-    if jax.config.jax_platforms in ("cpu",) or os.environ.get("JAX_PLATFORMS") == "cpu":
+    if os.environ.get("JAX_PLATFORMS") == "cpu" or getattr(jax.config, "jax_platforms", None) == "cpu":
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
     logger.info("process %d of %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
