@@ -47,7 +47,7 @@ def load_catalogue(args):
     return codes, SIDVocabulary(codebook_sizes=(256,) * 4)
 
 
-def make_fns(graphdef, num_beams, vocab):
+def make_fns(graphdef, num_beams, vocab, normalization="vocab"):
     offsets = tuple(int(o) for o in vocab.level_offsets)
     sizes = tuple(int(k) for k in vocab.codebook_sizes)
 
@@ -56,7 +56,8 @@ def make_fns(graphdef, num_beams, vocab):
         model = nnx.merge(graphdef, state)
         shared = model.encode(history_tokens, history_mask)
         cache = model.init_beam_cache(shared, num_beams)
-        out = constrained_beam_search(index, model.decode_step, shared, cache, num_beams=num_beams, start_token=BOS_ID)
+        out = constrained_beam_search(index, model.decode_step, shared, cache, num_beams=num_beams, start_token=BOS_ID,
+                                      normalization=normalization)
         return out.item_ids, out.scores
 
     @jax.jit
@@ -104,6 +105,8 @@ def main(argv=None):
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--data-parallel", action="store_true")
+    parser.add_argument("--normalization", default="vocab", choices=["vocab", "trie"],
+                        help="beam-score softmax support (trie = MSL-trained models)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
@@ -118,7 +121,7 @@ def main(argv=None):
         config = preset(vocab.vocab_size, vocab.num_levels, dtype=getattr(jnp, dtype))
         model = build_model(config, rngs=nnx.Rngs(0))
         graphdef, state = nnx.split(model)
-        constrained, unconstrained = make_fns(graphdef, args.beams, vocab)
+        constrained, unconstrained = make_fns(graphdef, args.beams, vocab, args.normalization)
         dev_inputs = [tuple(jnp.asarray(a) for a in x) for x in inputs]
         c_ms = median_ms(constrained, [(state, index) + x for x in dev_inputs], args.trials)
         u_ms = median_ms(unconstrained, [(state,) + x for x in dev_inputs], args.trials)
