@@ -91,12 +91,13 @@ def test_pairwise_loss_with_shared_bos_position_equals_loss_on_full_candidate_lo
     batch = {key: jnp.asarray(value) for key, value in batches.batch_at(1).items()}
     model = build_model(model_config, rngs=nnx.Rngs(params=0, dropout=0))
     key = jax.random.key(3)
-    loss, aux = compute_loss(model, batch, catalogue, key, loss_config)
+    # Jitted (eager NNX is slow); the comparison is the same.
+    loss, aux = nnx.jit(compute_loss, static_argnums=4)(model, batch, catalogue, key, loss_config)
 
     neg_items = sample_negatives(key, catalogue.num_items, batch["target_items"], loss_config.neg_k)
     neg_tokens = jnp.take(catalogue.sid_tokens, neg_items, axis=0)
     candidates = jnp.concatenate([batch["target_tokens"][:, None], neg_tokens], axis=1)
-    logits = model(batch["history_tokens"], batch["history_mask"], candidates)  # [B, 1+K, L, V]
+    logits = nnx.jit(lambda m, *a: m(*a))(model, batch["history_tokens"], batch["history_mask"], candidates)
     expected, expected_aux = apao_objective(
         logits[:, 0], batch["target_tokens"], config=loss_config, example_mask=batch["example_mask"],
         neg_logits=logits[:, 1:], neg_tokens=neg_tokens, num_distinct_prefixes=catalogue.num_distinct_prefixes,
