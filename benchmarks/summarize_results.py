@@ -3,7 +3,7 @@ figure there is typed by hand.
 
 Run: python benchmarks/summarize_results.py --dir docs/results_raw/2026-11-26
 
-Reads every ``<dataset>_<arch>_<method>_s<seed>.json`` in ``--dir`` (keys
+Reads every ``<dataset>_<arch>_<method>_s<seed>.json`` (or ``.results.json``) in ``--dir`` (keys
 ``test_metrics``, ``best_step``, ``final_step``, ``early_stopped``) and prints
 three sections: one row per run; mean ± sample sd over seeds per
 (dataset, arch, method); and, per non-CE method, its relative change against
@@ -26,7 +26,8 @@ DEFAULT_METRICS = "recall@10,recall@20,ndcg@10,ndcg@20"
 BASELINE = "ce"
 # The method may itself contain underscores (apao_pairwise, apao_b01), so it is
 # whatever lies between the arch and the seed.
-NAME_RE = re.compile(r"^(?P<dataset>[^_]+)_(?P<arch>[^_]+)_(?P<method>.+)_s(?P<seed>\d+)\.json$")
+# benchmarks/reproduce_gpu.sh names its copies <run>.results.json: accepted as is.
+NAME_RE = re.compile(r"^(?P<dataset>[^_]+)_(?P<arch>[^_]+)_(?P<method>.+)_s(?P<seed>\d+)(?:\.results)?\.json$")
 
 
 def header(metric: str) -> str:

@@ -28,7 +28,7 @@ def test_tables_and_relative_change(tmp_path, capsys):
     write_run(tmp_path, "office_t5_ce_s2.json", 0.20)
     write_run(tmp_path, "office_t5_apao_b01_s1.json", 0.25)
     write_run(tmp_path, "office_t5_apao_b01_s2.json", 0.12)
-    write_run(tmp_path, "office_t5_apao_b01_s42.json", 0.05)
+    write_run(tmp_path, "office_t5_apao_b01_s42.results.json", 0.05)  # reproduce_gpu.sh naming
     write_run(tmp_path, "office_t5_ce.json", 0.99)  # no seed: skipped
     out = tmp_path / "summary.md"
 
