@@ -82,6 +82,7 @@ for log in runs/*.log; do
   fi
   tail -c 40000 "$log" > "$out/$name.log"
   [ -f "runs/$name/results.json" ] && cp "runs/$name/results.json" "$out/$name.results.json"
+  [ -f "runs/$name/test_ranks.npy" ] && cp "runs/$name/test_ranks.npy" "$out/$name.test_ranks.npy"
   [ -f "runs/$name/metrics.jsonl" ] && grep '"valid' "runs/$name/metrics.jsonl" | tail -c 200000 > "$out/$name.valid.jsonl"
 done
 [ -f "$out/train_pairwise.log" ] && grep -E "x \(XLA|^\|" "$out/train_pairwise.log"

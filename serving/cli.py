@@ -154,6 +154,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from genrec.split import leave_one_out_split
     from serving.batch_job import load_users
     from training.checkpoint import load_model_for_inference, read_run_config
@@ -169,6 +171,7 @@ def _eval(args: argparse.Namespace) -> int:
     ks = tuple(train_config.eval.ks)
     examples = split.test if args.split == "test" else split.valid
     num_beams = args.num_beams or train_config.eval.num_beams
+    ranks = np.zeros(examples.num_examples, np.int32)
     start = time.perf_counter()
     metrics = evaluate_split(
         model, index, data, examples, num_beams=num_beams,
@@ -176,7 +179,13 @@ def _eval(args: argparse.Namespace) -> int:
         max_examples=args.max_examples, diagnose_unconstrained=args.diagnose,
         diagnose_prefix_survival=args.diagnose,
         normalization=args.normalization or score_normalization(train_config),
+        ranks_out=ranks,
     )
+    if args.save_ranks:
+        from genrec.atomic_files import atomic_open
+
+        with atomic_open(args.save_ranks, "wb") as f:
+            np.save(f, ranks[: int(metrics["num_examples"])])
     seconds = time.perf_counter() - start
     popularity = popularity_baseline(data.sid_codes, split.train.targets,
                                      examples.targets[: int(metrics["num_examples"])], ks=ks)
@@ -272,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--normalization", choices=("vocab", "trie"), default=None,
                           help="softmax support of beam scores: whole vocabulary or valid trie children "
                                "(default: the run's; 'trie' after MSL training)")
+    evaluate.add_argument("--save-ranks", default=None, metavar="FILE.npy",
+                          help="write each example's rank of the target in the beam (0 = missed), "
+                               "for paired comparisons (benchmarks/compare_runs.py)")
     evaluate.set_defaults(handler=_eval)
 
     index = commands.add_parser(

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 
+import numpy as np
 import pytest
 
 from constrained.index import TrieIndex
@@ -85,12 +86,16 @@ def test_eval_and_recommend_on_demo_workdir(demo_run, tmp_path, capsys):
     assert metrics["split"] == "valid" and metrics["metrics"]["num_examples"] == 64
     assert 0.0 <= metrics["metrics"]["ndcg@10"] <= metrics["metrics"]["recall@10"] <= 1.0
 
-    assert main(["eval", "--workdir", str(workdir), "--split", "valid", "--max-examples", "32", "--diagnose"]) == 0
+    ranks_file = tmp_path / "ranks.npy"
+    assert main(["eval", "--workdir", str(workdir), "--split", "valid", "--max-examples", "32", "--diagnose",
+                 "--save-ranks", str(ranks_file)]) == 0
     out = capsys.readouterr().out
     diagnosed = json.loads(out.strip().splitlines()[-1])["metrics"]
     levels = sorted(key for key in diagnosed if key.startswith("prefix_in_beam@"))
     assert len(levels) >= 2 and "target prefix still in the" in out
     assert 0.0 <= diagnosed["unconstrained_valid_fraction"] <= 1.0
+    ranks = np.load(ranks_file)
+    assert ranks.shape == (32,) and np.mean((ranks >= 1) & (ranks <= 10)) == diagnosed["recall@10"]
 
     out_dir = tmp_path / "recs"
     assert main(["recommend", "--workdir", str(workdir), "--out", str(out_dir), "--users-per-shard", "50",

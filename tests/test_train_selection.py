@@ -5,6 +5,7 @@ when asked), and every evaluation logs valid_ce."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from training.config import load_config_file
@@ -32,3 +33,7 @@ def test_best_checkpoint_follows_the_selection_metric(tmp_path, metric):
     best = min(scores) if metric == "valid_ce" else max(scores)
     assert result.best_step == valid[scores.index(best)]["step"]  # first of ties, as the loop keeps it
     assert result.best_valid_metrics[metric] == pytest.approx(best)
+    # Per-user test ranks are saved and give the reported test metrics.
+    ranks = np.load(tmp_path / "test_ranks.npy")
+    assert ranks.shape == (int(result.test_metrics["num_examples"]),)
+    assert np.mean((ranks >= 1) & (ranks <= 10)) == pytest.approx(result.test_metrics["recall@10"])

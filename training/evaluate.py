@@ -332,6 +332,7 @@ def evaluate_split(
     diagnose_unconstrained: bool = False,
     diagnose_prefix_survival: bool = False,
     normalization: str = "vocab",
+    ranks_out: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Recall@k / NDCG@k of ``model`` on one leave-one-out split.
 
@@ -357,6 +358,10 @@ def evaluate_split(
         ``recall@num_beams``). Costs one extra ``t``-level search per ``t < L``.
       normalization: beam scores' softmax support, ``"vocab"`` or ``"trie"``
         (``training.config.score_normalization`` picks it for a run).
+      ranks_out: optional ``int[>= n]`` array that receives each example's
+        1-based rank of the target SID in the beam (0 = not in it), for paired
+        comparisons of two models on the same users
+        (``benchmarks/compare_runs.py``).
 
     Returns:
       ``{"recall@5": ..., "ndcg@5": ..., ..., "num_examples": n}`` (floats),
@@ -433,6 +438,8 @@ def evaluate_split(
         pending = (start, stop, output)
     collect(*pending)
 
+    if ranks_out is not None:
+        ranks_out[:num_examples] = ranks
     metrics = ranking_metrics(ranks, ks)
     if diagnose_unconstrained:
         metrics["unconstrained_valid_fraction"] = num_in_catalogue / float(num_examples * num_beams)

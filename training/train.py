@@ -13,8 +13,9 @@ Outputs in the workdir: ``config.json``, ``vocab.json``, ``catalogue.npz``,
 ``checkpoints/``, ``best/``, ``metrics.jsonl`` (one JSON record per logged
 step / evaluation), ``tensorboard/`` (the same scalars as TensorBoard event
 files, tags ``kind/key``; written without TensorBoard, training/tb_events.py),
-``results.json`` (test metrics of the best checkpoint) and ``curves.png`` when
-matplotlib is installed.
+``results.json`` (test metrics of the best checkpoint), ``test_ranks.npy``
+(each test user's rank of the target in the beam, 0 = missed) and
+``curves.png`` when matplotlib is installed.
 
 Resume is exact: a run killed at any point and restarted with the same
 command continues from its newest checkpoint and reaches bit-identical
@@ -73,8 +74,9 @@ METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
 CURVES_FILE = "curves.png"
 TENSORBOARD_DIR = "tensorboard"
+TEST_RANKS_FILE = "test_ranks.npy"
 # What --no-resume removes from a workdir (only files this module writes).
-_RUN_OUTPUTS = ("checkpoints", "best", METRICS_FILE, RESULTS_FILE, CURVES_FILE, TENSORBOARD_DIR)
+_RUN_OUTPUTS = ("checkpoints", "best", METRICS_FILE, RESULTS_FILE, CURVES_FILE, TENSORBOARD_DIR, TEST_RANKS_FILE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -317,13 +319,13 @@ def train(
     eval_index, _ = build_eval_index(data.sid_codes, vocab)
 
     def evaluate(state: nnx.State, split_arrays: SplitArrays, max_examples: int | None,
-                 with_ce: bool = False) -> dict[str, float]:
+                 with_ce: bool = False, ranks_out: np.ndarray | None = None) -> dict[str, float]:
         eval_model = nnx.merge(graphdef, state)
         metrics = evaluate_split(
             eval_model, eval_index, data, split_arrays,
             num_beams=config.eval.num_beams, batch_size=config.eval.batch_size,
             ks=tuple(config.eval.ks), max_examples=max_examples,
-            normalization=score_normalization(config),
+            normalization=score_normalization(config), ranks_out=ranks_out,
         )
         if with_ce:
             # Logged at every validation (cheap: one teacher-forced pass); selects
@@ -408,7 +410,11 @@ def train(
     if best_meta is not None:
         params, _ = checkpointer.restore_params(params, "best")
         state = nnx.merge_state(params, rest)
-    test_metrics = evaluate(state, split.test, None)
+    test_ranks = np.zeros(split.test.num_examples, np.int32)
+    test_metrics = evaluate(state, split.test, None, ranks_out=test_ranks)
+    if is_primary:  # per-user ranks, for paired comparisons of runs (benchmarks/compare_runs.py)
+        with atomic_open(workdir / TEST_RANKS_FILE, "wb") as f:
+            np.save(f, test_ranks)
     metrics_log.write({"step": progress.step, "kind": "test", **test_metrics})
     logger.info("test (%s checkpoint, step %s): %s", "best" if best_meta else "final",
                 best_meta["progress"]["step"] if best_meta else progress.step, _format_metrics(test_metrics))
