@@ -154,50 +154,49 @@ def _nan_to_neg_inf(logp: jax.Array) -> jax.Array:
     return jnp.where(jnp.isnan(logp), -jnp.inf, logp)
 
 
-def _candidate_log_probs(
-    logits: jax.Array, token_ids: jax.Array, trie_valid: jax.Array | None = None
-) -> jax.Array:
-    """log_softmax(logits) read at token_ids, without writing the full
-    [batch, beams, vocab] log-prob array: one reduction plus one gather.
-
-    logits: float[batch, beams, vocab]; token_ids: int[batch, beams, width].
-    trie_valid: optional bool[batch, beams, width]; when given, the softmax
-    runs over the valid candidates only (``normalization="trie"``).
-    NaN anywhere in the normalising set makes that row's log-probs -inf.
-    """
-    logits = logits.astype(jnp.float32)
-    gathered = jnp.take_along_axis(logits, token_ids, axis=-1)
-    if trie_valid is None:
-        log_norm = jax.nn.logsumexp(logits, axis=-1, keepdims=True)
-    else:
-        log_norm = _masked_logsumexp(gathered, trie_valid)
-    return _nan_to_neg_inf(gathered - log_norm)
-
-
 Normalization = Literal["vocab", "trie"]
 
 
-def _check_normalization(normalization: str) -> None:
+def check_normalization(normalization: str) -> None:
+    """Raises ValueError unless ``normalization`` is ``"vocab"`` or ``"trie"``."""
     if normalization not in ("vocab", "trie"):
         raise ValueError(f"normalization={normalization!r}; expected 'vocab' or 'trie'")
 
 
-def _slice_log_probs(
-    logits: jax.Array, offset: int, width: int, valid: jax.Array, normalization: str
+def _normalized_log_probs(
+    logits: jax.Array, picked: jax.Array, valid: jax.Array | None, normalization: str
 ) -> jax.Array:
-    """Log-probs of the codes ``offset..offset+width`` of ``logits: float[..., vocab]``.
+    """Log-probs of the candidate logits ``picked: float32[..., width]`` read from ``logits: float32[..., vocab]``.
 
-    ``normalization="vocab"`` normalises over the whole vocabulary,
-    ``"trie"`` over the codes where ``valid: bool[..., width]`` (broadcast) is
-    True. NaN anywhere in the normalising set makes the row -inf.
+    ``normalization="vocab"`` normalises over the whole vocabulary row,
+    ``"trie"`` over the candidates where ``valid: bool[..., width]``
+    (broadcast) is True. NaN anywhere in the normalising set makes the row -inf.
     """
-    logits = logits.astype(jnp.float32)
-    codes = lax.dynamic_slice_in_dim(logits, offset, width, axis=-1)
     if normalization == "vocab":
         log_norm = jax.nn.logsumexp(logits, axis=-1, keepdims=True)
     else:
-        log_norm = _masked_logsumexp(codes, valid)
-    return _nan_to_neg_inf(codes - log_norm)
+        log_norm = _masked_logsumexp(picked, valid)
+    return _nan_to_neg_inf(picked - log_norm)
+
+
+def _slice_log_probs(
+    logits: jax.Array, offset: int, width: int, valid: jax.Array | None, normalization: str
+) -> jax.Array:
+    """Log-probs of the codes ``offset..offset+width`` of ``logits: float[..., vocab]`` (a dense level)."""
+    logits = logits.astype(jnp.float32)
+    picked = lax.dynamic_slice_in_dim(logits, offset, width, axis=-1)
+    return _normalized_log_probs(logits, picked, valid, normalization)
+
+
+def _candidate_log_probs(
+    logits: jax.Array, token_ids: jax.Array, valid: jax.Array, normalization: str
+) -> jax.Array:
+    """Log-probs of ``token_ids: int[batch, beams, width]`` (a CSR level) from
+    ``logits: float[batch, beams, vocab]``, without writing the full log-prob
+    array: one reduction plus one gather."""
+    logits = logits.astype(jnp.float32)
+    picked = jnp.take_along_axis(logits, token_ids, axis=-1)
+    return _normalized_log_probs(logits, picked, valid, normalization)
 
 
 def _masked_logsumexp(values: jax.Array, valid: jax.Array) -> jax.Array:
@@ -322,7 +321,7 @@ def constrained_beam_search(
     Returns:
       BeamSearchOutput, beams sorted by score, best first.
     """
-    _check_normalization(normalization)
+    check_normalization(normalization)
     meta = index.meta
     num_levels = meta.num_levels
     leaves = jax.tree_util.tree_leaves(beam_cache)
@@ -378,9 +377,7 @@ def constrained_beam_search(
             states = index.dense2_next[parent_level0, new_codes]
         else:
             cand_codes, cand_next, cand_ok = csr_children(index, level, jnp.maximum(states, 0))
-            cand_logp = _candidate_log_probs(
-                logits, cand_codes + meta.token_offsets[level], cand_ok if normalization == "trie" else None
-            )
+            cand_logp = _candidate_log_probs(logits, cand_codes + meta.token_offsets[level], cand_ok, normalization)
             if keep is not None:
                 cand_ok &= keep(cand_next, level == num_levels - 1)
             cand_scores = scores[..., None] + jnp.where(cand_ok, cand_logp, -jnp.inf)
@@ -438,11 +435,7 @@ def unconstrained_beam_search(
         width = codebook_sizes[level]
         if level == 0:
             logits = logits[:, :1]  # all beams hold the empty prefix
-        logits = logits.astype(jnp.float32)
-        cand_logp = _nan_to_neg_inf(
-            lax.dynamic_slice_in_dim(logits, token_offsets[level], width, axis=-1)
-            - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
-        )
+        cand_logp = _slice_log_probs(logits, token_offsets[level], width, None, "vocab")
         cand_scores = scores[:, : cand_logp.shape[1], None] + cand_logp
         scores, parent, new_codes = _select(cand_scores, num_beams)
         code_buffer = jnp.concatenate(

@@ -50,6 +50,7 @@ from typing import Any, Literal
 import numpy as np
 from flax import nnx
 
+from constrained.beam_search import check_normalization
 from genrec.split import DEFAULT_MAX_HISTORY
 from genrec.vocab import SIDVocabulary
 from training.evaluate import build_eval_index, decode_batch, history_tokens
@@ -134,8 +135,7 @@ class Recommender:
             )
         if num_beams < 1 or batch_size < 1:
             raise ValueError(f"num_beams={num_beams} and batch_size={batch_size} must be >= 1")
-        if normalization not in ("vocab", "trie"):
-            raise ValueError(f"normalization={normalization!r}; expected 'vocab' or 'trie'")
+        check_normalization(normalization)
         config = getattr(model, "config", None)
         if config is not None:
             if config.vocab_size != vocab.vocab_size or config.num_levels != vocab.num_levels:
