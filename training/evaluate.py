@@ -319,6 +319,31 @@ def _catalogue_membership(sid_codes: np.ndarray, codebook_sizes: Sequence[int]):
     return contains
 
 
+def _num_examples(split_arrays: SplitArrays, max_examples: int | None) -> int:
+    """Examples to evaluate: all, or the first ``max_examples``; raises if none."""
+    num_examples = split_arrays.num_examples
+    if max_examples is not None:
+        num_examples = min(num_examples, int(max_examples))
+    if num_examples == 0:
+        raise ValueError("the split has no examples to evaluate")
+    return num_examples
+
+
+def _padded_batches(split_arrays: SplitArrays, num_examples: int, batch_size: int):
+    """Yields ``(start, stop, histories int32[batch_size, H], targets int32[batch_size])``
+    over the first ``num_examples`` examples; the last batch is padded to the
+    compiled shape with empty histories (-1) and target row 0, to be ignored."""
+    for start in range(0, num_examples, batch_size):
+        stop = min(start + batch_size, num_examples)
+        rows = np.asarray(split_arrays.histories[start:stop])
+        targets = np.asarray(split_arrays.targets[start:stop])
+        pad = batch_size - (stop - start)
+        if pad:
+            rows = np.concatenate([rows, np.full((pad, rows.shape[1]), -1, rows.dtype)])
+            targets = np.concatenate([targets, np.zeros(pad, targets.dtype)])
+        yield start, stop, rows, targets
+
+
 def evaluate_split(
     model: nnx.Module,
     index: TrieIndex,
@@ -381,12 +406,7 @@ def evaluate_split(
             f"the index's token offsets {tuple(index.token_offsets)} differ from the vocabulary's "
             f"{tuple(data.vocab.level_offsets)}; build it with build_eval_index(data.sid_codes, data.vocab)"
         )
-    num_examples = split_arrays.num_examples
-    if max_examples is not None:
-        num_examples = min(num_examples, int(max_examples))
-    if num_examples == 0:
-        raise ValueError("the split has no examples to evaluate")
-    histories = np.asarray(split_arrays.histories[:num_examples])
+    num_examples = _num_examples(split_arrays, max_examples)
     targets = np.asarray(split_arrays.targets[:num_examples])
     batch_size = min(batch_size, num_examples)
 
@@ -410,11 +430,7 @@ def evaluate_split(
         beam_valid = np.asarray(output.valid)[: stop - start]
         ranks[start:stop] = hit_ranks(beam_codes, beam_valid, target_codes[start:stop])
 
-    for start in range(0, num_examples, batch_size):
-        stop = min(start + batch_size, num_examples)
-        rows = histories[start:stop]
-        if stop - start < batch_size:  # pad to the compiled shape with empty histories
-            rows = np.concatenate([rows, np.full((batch_size - rows.shape[0], rows.shape[1]), -1, rows.dtype)])
+    for start, stop, rows, _ in _padded_batches(split_arrays, num_examples, batch_size):
         tokens, mask = history_tokens(rows, item_tokens)
         output = decode_batch(graphdef, state, device_index, tokens, mask, num_beams=num_beams,
                               normalization=normalization)
@@ -481,23 +497,13 @@ def validation_ce(
     padded and the padding excluded, so the value does not depend on
     ``batch_size``.
     """
-    num_examples = split_arrays.num_examples if max_examples is None else min(split_arrays.num_examples, max_examples)
-    if num_examples == 0:
-        raise ValueError("the split has no examples to evaluate")
+    num_examples = _num_examples(split_arrays, max_examples)
     batch_size = min(batch_size, num_examples)
     item_tokens = data.vocab.codes_to_tokens(data.sid_codes)
     graphdef, state = nnx.split(model)
-    total = 0.0
-    for start in range(0, num_examples, batch_size):
-        stop = min(start + batch_size, num_examples)
-        rows = np.asarray(split_arrays.histories[start:stop])
-        targets = np.asarray(split_arrays.targets[start:stop])
-        real = np.ones(batch_size, bool)
-        if stop - start < batch_size:
-            pad = batch_size - (stop - start)
-            rows = np.concatenate([rows, np.full((pad, rows.shape[1]), -1, rows.dtype)])
-            targets = np.concatenate([targets, np.zeros(pad, targets.dtype)])
-            real[stop - start:] = False
+    batch_sums = []  # device scalars: one host sync at the end, not one per batch
+    for start, stop, rows, targets in _padded_batches(split_arrays, num_examples, batch_size):
         tokens, mask = history_tokens(rows, item_tokens)
-        total += float(_target_nll_sum(graphdef, state, tokens, mask, item_tokens[targets], real))
-    return total / num_examples
+        real = np.arange(batch_size) < stop - start
+        batch_sums.append(_target_nll_sum(graphdef, state, tokens, mask, item_tokens[targets], real))
+    return float(sum(float(x) for x in jax.device_get(batch_sums))) / num_examples
