@@ -102,7 +102,7 @@ class SIDRecommender(nnx.Module):
           float32[batch, num_candidates, num_levels - 1, vocab_size], where
           entry t-1 (input y_t) predicts y_{t+1}.
         """
-        layers.shift_targets_right(self.config, target_tokens)  # shape check
+        layers.check_target_tokens(self.config, target_tokens)
         batch, num_candidates, num_levels = target_tokens.shape
         bos = jnp.full((batch, 1, 1), BOS_ID, jnp.int32)
         cache = self.init_beam_cache(shared, 1)

@@ -410,6 +410,15 @@ def check_decode_step(config: ModelConfig, step: int) -> None:
         )
 
 
+def check_target_tokens(config: ModelConfig, target_tokens: jax.Array) -> None:
+    """Raises ValueError unless target_tokens is [batch, num_candidates, num_levels]."""
+    if target_tokens.ndim != 3 or target_tokens.shape[-1] != config.num_levels:
+        raise ValueError(
+            "score_targets() / score_candidates() want target_tokens int32[batch, num_candidates,"
+            f" num_levels={config.num_levels}]; got shape {target_tokens.shape}."
+        )
+
+
 def shift_targets_right(config: ModelConfig, target_tokens: jax.Array) -> jax.Array:
     """Decoder inputs for teacher forcing.
 
@@ -419,10 +428,6 @@ def shift_targets_right(config: ModelConfig, target_tokens: jax.Array) -> jax.Ar
     Returns:
       int32[batch, num_candidates, num_levels]: [BOS, y_1..y_{L-1}].
     """
-    if target_tokens.ndim != 3 or target_tokens.shape[-1] != config.num_levels:
-        raise ValueError(
-            "score_targets() wants target_tokens int32[batch, num_candidates,"
-            f" num_levels={config.num_levels}]; got shape {target_tokens.shape}."
-        )
+    check_target_tokens(config, target_tokens)
     bos = jnp.full(target_tokens.shape[:-1] + (1,), BOS_ID, target_tokens.dtype)
     return jnp.concatenate([bos, target_tokens[..., :-1]], axis=-1)
