@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The reproduction table of docs/results.md on a 2-GPU host, in one or more
+# The reproduction table of docs/results.md on a multi-GPU host, in one or more
 # device calls: a fixed list of trainings (T5 4.6M, fp32), two lanes per GPU,
 # each lane running its trainings one after another. Every training resumes
 # from its workdir (runs/<name>), so calling the script again on the same
@@ -11,8 +11,11 @@
 #     SECONDS  wall-clock budget of this call; trainings are stopped before it
 #     --final  evaluate (test split, best checkpoint) any run the budget cut
 #     --bench  first time CE vs APAO-pairwise train steps on GPU 0 (alone)
-#     --diagnose  for every finished run, also `genrec eval --split test --diagnose`
-#              (prefix survival per level, unconstrained validity) into OUT
+#     --diagnose  after each finished run, also `genrec eval --split test --diagnose`
+#              (prefix survival per level, unconstrained validity) into OUT, on
+#              the lane's GPU
+# Lanes: LANE_GPU<g>_A and LANE_GPU<g>_B for every GPU g the host has (one job
+# per line, name|config|dataset|overrides); GPUs 0 and 1 have defaults below.
 # The device tool brings back only a few files from $OUT, so write elsewhere
 # and pack:  bash benchmarks/reproduce_gpu.sh /tmp/r 540 --final; tar czf $OUT/all.tgz -C /tmp r
 set -uo pipefail
@@ -46,40 +49,62 @@ run_lane() {  # gpu lane-spec
   local gpu=$1 spec=$2 name cfg data extra left
   while IFS='|' read -r name cfg data extra; do
     [ -z "$name" ] && continue
-    [ -f "runs/$name/results.json" ] && continue
-    left=$(( deadline - $(date +%s) - 15 ))
-    [ "$left" -lt 30 ] && break
-    # shellcheck disable=SC2086
-    CUDA_VISIBLE_DEVICES=$gpu timeout "$left" python3 -m training.train --config "tpu_configs/$cfg.py" \
-      --workdir "runs/$name" --set "data.data_dir=data_local/$data" $extra >> "runs/$name.log" 2>&1
-    echo "$(date +%T) $name: train exit $? (gpu $gpu)"
+    if [ ! -f "runs/$name/results.json" ]; then
+      left=$(( deadline - $(date +%s) - 15 ))
+      [ "$left" -lt 30 ] && break
+      # shellcheck disable=SC2086
+      CUDA_VISIBLE_DEVICES=$gpu timeout "$left" python3 -m training.train --config "tpu_configs/$cfg.py" \
+        --workdir "runs/$name" --set "data.data_dir=data_local/$data" $extra >> "runs/$name.log" 2>&1
+      echo "$(date +%T) $name: train exit $? (gpu $gpu)"
+    fi
+    if [ "$diagnose" = 1 ] && [ -f "runs/$name/results.json" ] && [ ! -s "$out/$name.diagnose.txt" ]; then
+      left=$(( deadline - $(date +%s) - 10 ))
+      [ "$left" -lt 30 ] && break
+      CUDA_VISIBLE_DEVICES=$gpu timeout "$left" python3 -m serving.cli eval --workdir "runs/$name" --split test \
+        --diagnose > "$out/$name.diagnose.txt" 2>&1
+    fi
   done <<< "$spec"
 }
 
-if [ "$bench" = 1 ]; then
-  (
-    CUDA_VISIBLE_DEVICES=0 timeout 240 python3 benchmarks/train_throughput.py --data data_local/Beauty \
-      --kinds ce,apao_pairwise,apao_pairwise@20 --dtypes float32,bfloat16 --batch-sizes 1024 --devices 1 \
-      --steps 20 --out "$out/train_pairwise.json" > "$out/train_pairwise.log" 2>&1
-    echo "$(date +%T) pairwise benchmark exit $?"
-    run_lane 0 "$LANE_GPU0_A" & run_lane 0 "$LANE_GPU0_B" & wait
-  ) &
-else
-  run_lane 0 "$LANE_GPU0_A" & run_lane 0 "$LANE_GPU0_B" &
-fi
-run_lane 1 "$LANE_GPU1_A" & run_lane 1 "$LANE_GPU1_B" &
+final_evals() {  # gpu lane-spec...: test-evaluate the best checkpoint of runs the budget cut
+  local gpu=$1 name rest; shift
+  for spec in "$@"; do
+    while IFS='|' read -r name rest; do
+      [ -z "$name" ] && continue
+      if [ ! -f "runs/$name/results.json" ] && [ -d "runs/$name/best" ]; then
+        CUDA_VISIBLE_DEVICES=$gpu python3 -m serving.cli eval --workdir "runs/$name" --split test --save-ranks \
+          "runs/$name/test_ranks.npy" > "$out/$name.test_eval.txt" 2>&1
+      fi
+    done <<< "$spec"
+  done
+}
+
+num_gpus=$(nvidia-smi -L | grep -c '^GPU')
+lane() { local var="LANE_GPU$1_$2"; printf '%s' "${!var-}"; }
+for (( g = 0; g < num_gpus; g++ )); do
+  if [ "$g" = 0 ] && [ "$bench" = 1 ]; then
+    (
+      CUDA_VISIBLE_DEVICES=0 timeout 240 python3 benchmarks/train_throughput.py --data data_local/Beauty \
+        --kinds ce,apao_pairwise,apao_pairwise@20 --dtypes float32,bfloat16 --batch-sizes 1024 --devices 1 \
+        --steps 20 --out "$out/train_pairwise.json" > "$out/train_pairwise.log" 2>&1
+      echo "$(date +%T) pairwise benchmark exit $?"
+      run_lane 0 "$(lane 0 A)" & run_lane 0 "$(lane 0 B)" & wait
+    ) &
+  else
+    run_lane "$g" "$(lane "$g" A)" & run_lane "$g" "$(lane "$g" B)" &
+  fi
+done
 wait
+
+if [ "$final" = 1 ]; then
+  for (( g = 0; g < num_gpus; g++ )); do
+    final_evals "$g" "$(lane "$g" A)" "$(lane "$g" B)" &
+  done
+  wait
+fi
 
 for log in runs/*.log; do
   name=$(basename "$log" .log)
-  if [ "$final" = 1 ] && [ ! -f "runs/$name/results.json" ] && [ -d "runs/$name/best" ]; then
-    # Cut by the budget: the best checkpoint so far, on the test split.
-    CUDA_VISIBLE_DEVICES=0 python3 -m serving.cli eval --workdir "runs/$name" --split test > "$out/$name.test_eval.txt" 2>&1
-  fi
-  if [ "$diagnose" = 1 ] && [ -f "runs/$name/results.json" ]; then
-    CUDA_VISIBLE_DEVICES=0 python3 -m serving.cli eval --workdir "runs/$name" --split test --diagnose \
-      > "$out/$name.diagnose.txt" 2>&1
-  fi
   tail -c 40000 "$log" > "$out/$name.log"
   [ -f "runs/$name/results.json" ] && cp "runs/$name/results.json" "$out/$name.results.json"
   [ -f "runs/$name/test_ranks.npy" ] && cp "runs/$name/test_ranks.npy" "$out/$name.test_ranks.npy"
