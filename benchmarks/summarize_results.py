@@ -8,8 +8,14 @@ Reads every ``<dataset>_<arch>_<method>_s<seed>.json`` (or ``.results.json``) in
 three sections: one row per run; mean ± sample sd over seeds per
 (dataset, arch, method); and, per non-CE method, its relative change against
 the CE mean of the same dataset and arch, with how many of its seeds beat the
-best CE seed or fall below the worst one. ``--out FILE`` also writes the same
-text to FILE (atomically).
+best CE seed or fall below the worst one. A method with a variant suffix is
+compared with CE of the same variant where there is one (``apao_vce`` with
+``ce_vce``), else with plain CE. If ``--dir`` has a ``diagnose/`` folder of
+``<run>.diagnose.txt`` files (``genrec eval --diagnose`` output, as
+benchmarks/reproduce_gpu.sh saves them), a fourth section gives, per group, the
+mean share of test users whose target prefix survives each beam level and the
+share of valid items in the unconstrained beam. ``--out FILE`` also writes the
+same text to FILE (atomically).
 """
 
 import argparse
@@ -79,6 +85,55 @@ def table(head: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(r) + " |" for r in [head, ["---"] * len(head), *rows]]
 
 
+def baseline_of(method: str, methods: set[str]) -> str | None:
+    """The CE group ``method`` is compared with: ``ce_<suffix>`` for the longest
+    variant suffix that has one (``apao_pairwise_vce`` -> ``ce_vce``), else ``ce``."""
+    if method == BASELINE:
+        return None
+    parts = method.split("_")
+    for i in range(1, len(parts)):
+        candidate = "_".join([BASELINE, *parts[i:]])
+        if candidate in methods and candidate != method:
+            return candidate
+    return BASELINE if BASELINE in methods else None
+
+
+def load_diagnoses(folder: Path) -> dict[str, dict]:
+    """``{run name: metrics}`` from the last JSON line of each ``diagnose/*.diagnose.txt``."""
+    found = {}
+    for path in sorted((folder / "diagnose").glob("*.diagnose.txt")):
+        json_lines = [ln for ln in path.read_text().splitlines() if ln.startswith("{")]
+        if not json_lines:
+            print(f"warning: skipping {path.name}: no JSON line", file=sys.stderr)
+            continue
+        found[path.name.removesuffix(".diagnose.txt")] = json.loads(json_lines[-1])["metrics"]
+    return found
+
+
+def survival_section(folder: Path) -> list[str]:
+    diagnoses = load_diagnoses(folder)
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for name, metrics in diagnoses.items():
+        m = NAME_RE.match(name + ".json")
+        if m:
+            groups.setdefault((m["dataset"], m["arch"], m["method"]), []).append(metrics)
+    if not groups:
+        return []
+    levels = sorted({int(k.split("@")[1]) for ms in groups.values() for m in ms
+                     for k in m if k.startswith("prefix_in_beam@")})
+    lines = ["", "### Prefix survival (test, mean over the runs diagnosed)", "",
+             "Share of test users whose target's length-t prefix is still among the beams "
+             "after level t; last column: share of generated SIDs that are items when the "
+             "search runs unconstrained.", ""]
+    lines += table(
+        ["dataset", "arch", "method", "runs", *(f"level {t}" for t in levels), "unconstrained valid"],
+        [[d, a, m, str(len(ms)),
+          *(f"{np.mean([x[f'prefix_in_beam@{t}'] for x in ms]):.4f}" for t in levels),
+          f"{np.mean([x['unconstrained_valid_fraction'] for x in ms]):.4f}"]
+         for (d, a, m), ms in sorted(groups.items())])
+    return lines
+
+
 def summarize(folder: Path, metrics: list[str]) -> str:
     runs = load_runs(folder, metrics)
     groups: dict[tuple[str, str, str], list[dict]] = {}
@@ -104,9 +159,10 @@ def summarize(folder: Path, metrics: list[str]) -> str:
 
     lines += ["", f"### Relative to {BASELINE.upper()} (mean over seeds)", ""]
     for (d, a, m), rs in groups.items():
-        base = groups.get((d, a, BASELINE))
-        if m == BASELINE or base is None:
+        base_method = baseline_of(m, {mm for dd, aa, mm in groups if (dd, aa) == (d, a)})
+        if base_method is None:
             continue
+        base = groups[(d, a, base_method)]
         changes, spread = [], []
         for k in metrics:
             ours = [r["test"][k] for r in rs]
@@ -119,9 +175,10 @@ def summarize(folder: Path, metrics: list[str]) -> str:
             above = sum(v > max(ref) for v in ours)
             below = sum(v < min(ref) for v in ours)
             spread.append(f"{short(k)} {above}/{below}")
-        lines.append(f"- {d} {a} {m} vs {BASELINE}: {', '.join(changes)}; "
-                     f"seeds above best / below worst {BASELINE} seed "
+        lines.append(f"- {d} {a} {m} vs {base_method}: {', '.join(changes)}; "
+                     f"seeds above best / below worst {base_method} seed "
                      f"({len(rs)} vs {len(base)} seeds): {', '.join(spread)}")
+    lines += survival_section(folder)
     return "\n".join(lines) + "\n"
 
 

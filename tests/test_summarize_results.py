@@ -66,3 +66,40 @@ def test_single_seed_and_errors(tmp_path, capsys):
     empty.mkdir()
     with pytest.raises(SystemExit, match="no result files"):
         summarize_results.main(["--dir", str(empty)])
+
+
+def test_variant_baseline_and_prefix_survival(tmp_path, capsys):
+    write_run(tmp_path, "office_t5_ce_s1.json", 0.10)
+    write_run(tmp_path, "office_t5_ce_vce_s1.json", 0.20)
+    write_run(tmp_path, "office_t5_apao_vce_s1.json", 0.30)
+    write_run(tmp_path, "office_t5_apao_b01_s1.json", 0.05)
+    diag = tmp_path / "diagnose"
+    diag.mkdir()
+    for name, survive in [("office_t5_ce_s1", 0.4), ("office_t5_apao_vce_s1", 0.5),
+                          ("office_t5_apao_vce_s2", 0.7)]:
+        metrics = {"recall@10": 0.1, "unconstrained_valid_fraction": survive / 2,
+                   "prefix_in_beam@1": survive, "prefix_in_beam@2": survive / 4}
+        (diag / f"{name}.diagnose.txt").write_text(
+            "a table the CLI prints\n" + json.dumps({"split": "test", "metrics": metrics}) + "\n")
+    (diag / "broken.diagnose.txt").write_text("no json here\n")
+
+    assert summarize_results.main(["--dir", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    text = captured.out
+    # apao_vce is compared with ce_vce (+50%), apao_b01 with plain ce (-50%).
+    assert "- office t5 apao_vce vs ce_vce: R@10 +50.0%" in text
+    assert "- office t5 apao_b01 vs ce: R@10 -50.0%" in text
+    assert "- office t5 ce_vce vs ce: R@10 +100.0%" in text
+    # Survival is averaged over the diagnosed runs of a group (0.5 and 0.7).
+    assert "| office | t5 | apao_vce | 2 | 0.6000 | 0.1500 | 0.3000 |" in text
+    assert "| office | t5 | ce | 1 | 0.4000 | 0.1000 | 0.2000 |" in text
+    assert "skipping broken.diagnose.txt" in captured.err
+
+
+def test_baseline_of():
+    methods = {"ce", "ce_vce", "apao", "apao_vce", "apao_pairwise_vce"}
+    assert summarize_results.baseline_of("ce", methods) is None
+    assert summarize_results.baseline_of("apao", methods) == "ce"
+    assert summarize_results.baseline_of("apao_pairwise_vce", methods) == "ce_vce"
+    assert summarize_results.baseline_of("ce_vce", methods) == "ce"
+    assert summarize_results.baseline_of("apao", {"apao"}) is None
