@@ -6,8 +6,10 @@ against, with temperature 1.0 (the value the paper reports for T5 on Beauty);
 docs/losses.md gives the exact definition. Everything else as
 gpu_beauty_t5_ce.py.
 
-Expected result: to be measured. Published bar: the paper's strongest T5
-baseline on Beauty (MSL or two-stage S-DPO) has Recall@10 0.0606.
+Expected result (test, 1 seed on H200, scored with the trie-normalised beam
+search, docs/results.md): Recall@10 0.0587, Recall@20 0.0879, NDCG@10 0.0309,
+NDCG@20 0.0383. Published bar: the paper's strongest T5 baseline on Beauty
+(MSL or two-stage S-DPO) has Recall@10 0.0606.
 
 Command:
     python -m training.train --config tpu_configs/gpu_beauty_t5_msl.py --workdir runs/beauty_t5_msl

@@ -7,7 +7,10 @@ as gpu_office_t5_ce.py. APAO pointwise for this backbone is one override away:
 ``--set loss.kind=apao_pointwise --set loss.beta=0.4 --set loss.eta=5e-4``
 (the paper's best pair for Llama on Office; published Recall@10 0.0559).
 
-Expected result: to be measured. Published bar, test split: Recall@10 0.0469 (paper).
+Expected result (test, 1 seed on H200, docs/results.md): Recall@10 0.0567,
+Recall@20 0.0928, NDCG@10 0.0306, NDCG@20 0.0396; with the APAO override
+above 0.0559 / 0.0901 / 0.0286 / 0.0373. Published bar: Recall@10 0.0469
+(paper; APAO 0.0559).
 
 Command:
     python -m training.train --config tpu_configs/gpu_office_llama_ce.py --workdir runs/office_llama_ce

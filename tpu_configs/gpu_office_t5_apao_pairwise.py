@@ -9,8 +9,11 @@ Each step scores 1 + 100 candidate SIDs per history, encoded once
 (logits [1024, 101, 4, 1026] float32, ~1.7 GB). Model, optimizer, data and
 evaluation as gpu_office_t5_ce.py.
 
-Expected result: to be measured. Published bar, test split: Recall@10 0.0671
-(paper). Reported cost in the paper: 163 s an epoch on one A100 (CE: 15 s).
+Expected result (test, 1 seed on H200, docs/results.md): Recall@10 0.0534,
+Recall@20 0.0936, NDCG@10 0.0268, NDCG@20 0.0368 (beta 0.3); with
+``--set loss.beta=0.1``: 0.0575 / 0.0991 / 0.0285 / 0.0389. Both below CE.
+Published bar: Recall@10 0.0671 (paper). Reported cost in the paper: 163 s
+an epoch on one A100 (CE: 15 s).
 
 Command:
     python -m training.train --config tpu_configs/gpu_office_t5_apao_pairwise.py --workdir runs/office_t5_pairwise
