@@ -46,3 +46,68 @@ def test_cli_on_rank_files(tmp_path, capsys):
     np.save(tmp_path / "short.npy", np.zeros(10, np.int32))
     assert compare_runs.main(["--a", str(paths["a1"]), "--b", str(tmp_path / "short.npy")]) == 2
     assert "users" in capsys.readouterr().err
+
+
+def _runs(rates, num_users, rng):
+    """``float[runs, users]`` recall of runs whose hit rate is ``rates[r]``, users independent."""
+    return (rng.random((len(rates), num_users)) < np.asarray(rates)[:, None]).astype(float)
+
+
+def test_user_bootstrap_is_overconfident_under_seed_variance_and_runs_users_is_not():
+    # Both groups' run hit rates come from the same wide spread (0.04..0.22, i.e. seed variance),
+    # B's five happen to sit 0.02 higher: a seed artefact, not a method gain.
+    rng = np.random.default_rng(0)
+    a = _runs([0.04, 0.08, 0.12, 0.16, 0.20], 5000, rng)
+    b = _runs([0.06, 0.10, 0.14, 0.18, 0.22], 5000, rng)
+    users = compare_runs.paired_bootstrap(a, b, num_resamples=2000, seed=1, resample="users")
+    both = compare_runs.paired_bootstrap(a, b, num_resamples=2000, seed=1, resample="runs+users")
+    assert users["resample"] == "users" and both["resample"] == "runs+users"
+    assert users["diff"] == both["diff"] == pytest.approx(b.mean() - a.mean())
+    assert users["low"] > 0 and users["p_b_not_better"] < 0.001  # "significant" from users alone
+    assert both["low"] < 0 < both["high"] and 0.1 < both["p_b_not_better"] < 0.5
+    assert both["high"] - both["low"] > 5 * (users["high"] - users["low"])
+    # auto picks runs+users here (same user draws, same run draws: identical result)
+    auto = compare_runs.paired_bootstrap(a, b, num_resamples=2000, seed=1, resample="auto")
+    assert auto == both
+    # several metrics share one draw: each result equals its own call with the same seed
+    many = compare_runs.paired_bootstrap_many([(a, b), (a / 2, b / 2)], num_resamples=2000, seed=1, resample="auto")
+    assert many[0] == pytest.approx(both)
+    assert (many[1]["low"], many[1]["high"]) == pytest.approx((both["low"] / 2, both["high"] / 2))
+
+
+def test_runs_users_still_detects_a_large_gain():
+    rng = np.random.default_rng(2)
+    rates = np.array([0.08, 0.09, 0.10, 0.11, 0.12])
+    a = _runs(rates, 3000, rng)
+    b = np.maximum(a, _runs(np.full(5, 0.10), 3000, rng))  # every B run hits A's users plus ~10% more
+    result = compare_runs.paired_bootstrap(a, b, num_resamples=2000, seed=1, resample="runs+users")
+    # worst B resample (its weakest run) still beats the best A resample (its strongest run)
+    assert b.mean(axis=1).min() > a.mean(axis=1).max()
+    assert result["low"] > 0 and result["p_b_not_better"] == 0.0
+
+
+def test_one_run_per_group_falls_back_to_users(tmp_path, capsys):
+    assert compare_runs.resolve_resample("auto", 1, 5) == "users"
+    assert compare_runs.resolve_resample("auto", 2, 2) == "runs+users"
+    assert compare_runs.resolve_resample("users", 5, 5) == "users"
+    with pytest.raises(ValueError, match="resample"):
+        compare_runs.resolve_resample("seeds", 2, 2)
+    # with one run per group, resampling runs changes nothing: same user draws, same result
+    rng = np.random.default_rng(4)
+    a, b = _runs([0.1], 400, rng), _runs([0.15], 400, rng)
+    users = compare_runs.paired_bootstrap(a, b, num_resamples=500, seed=3, resample="users")
+    both = compare_runs.paired_bootstrap(a, b, num_resamples=500, seed=3, resample="runs+users")
+    assert both["low"] == pytest.approx(users["low"]) and both["high"] == pytest.approx(users["high"])
+    paths = []
+    for name in ("a", "b"):
+        paths.append(tmp_path / f"{name}.npy")
+        np.save(paths[-1], rng.integers(0, 21, size=300).astype(np.int32))
+    assert compare_runs.main(["--a", str(paths[0]), "--b", str(paths[1]), "--resamples", "200"]) == 0
+    captured = capsys.readouterr()
+    assert "resampling: users (" in captured.out and "runs+users" not in captured.out
+    assert "falls back" in captured.err and "seed-to-seed variance is NOT included" in captured.err
+    assert compare_runs.main(["--a", str(paths[0]), str(paths[1]), "--b", str(paths[1]), str(paths[0]),
+                              "--resamples", "200"]) == 0
+    captured = capsys.readouterr()
+    assert "A: 2 run(s), B: 2 run(s), 300 users" in captured.out and "resampling: runs+users (" in captured.out
+    assert captured.err == ""
