@@ -39,6 +39,28 @@ Recall@10 with P(B <= A) = 0.009 under runs+users (0.002 under users). Read
 the interval as a lower bound on the real uncertainty, and prefer 5+ runs per
 group before calling a difference real.
 
+The permutation test over run labels (column ``perm. p (runs)``, shown when
+both groups have >= 2 runs) treats the runs, i.e. the seeds, as the unit of
+replication. Each run is summarised by its run-level metric (mean over users);
+the statistic is mean over B's runs - mean over A's runs. Under "the method
+makes no difference" the labels A/B are exchangeable, so every one of the
+C(nA + nB, nB) ways to split the runs into groups of the same sizes is equally
+likely; the p-value is the share of those splits (the observed one included)
+whose statistic is >= the observed one: one-sided, small when B beats A, like
+``P(B <= A)``. It is exact (all splits enumerated) up to 20,000 splits, beyond
+that it uses 20,000 random splits from ``--seed`` (p = (1 + hits) / (1 +
+20,000)) and says so. It needs no model of the seed variance (the spread of all
+runs, pooled, is the reference) and none of the users, but it is coarse: the
+smallest attainable p is 1 / C(nA + nB, nB) (2 vs 2 runs: 1/6 = 0.167; 3 vs
+3: 1/20 = 0.05; 5 vs 5: 1/252 = 0.004), printed under the table. This is the
+test to trust for a method comparison when seed variance dominates (it does
+here); the bootstrap intervals describe the size of the difference, not
+whether it is real. The CE 2 vs 2 split above gets perm. p = 0.167 on every
+metric: both B runs beat both A runs, which a seed shuffle does 1 time in 6,
+far from the runs+users bootstrap's 0.009. With 2 runs per group no split can
+be significant; use 4+ vs 4+ (1/70 = 0.014) to be able to reach p < 0.05 with
+room to spare.
+
 Run:
     python benchmarks/compare_runs.py --a runs/office_t5_ce_s*/test_ranks.npy --b runs/office_t5_apao_s*/test_ranks.npy
 """
@@ -46,6 +68,8 @@ Run:
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 import sys
 from collections.abc import Sequence
 
@@ -53,6 +77,7 @@ import numpy as np
 
 DEFAULT_METRICS = "recall@10,recall@20,ndcg@10,ndcg@20"
 RESAMPLE_MODES = ("auto", "users", "runs+users")
+MAX_REASSIGNMENTS = 20_000  # beyond this many splits of the runs, the permutation test samples them at random
 _CHUNK_ELEMENTS = 1 << 22  # resamples x users drawn at a time (bounds memory to a few x 32 MiB)
 _MODE_TEXT = {"runs+users": "runs within each group and users (paired), seed variance included",
               "users": "users only (paired, runs averaged per group), seed variance NOT included"}
@@ -159,6 +184,81 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, num_resamples: int, seed: 
     return paired_bootstrap_many([(a, b)], num_resamples=num_resamples, seed=seed, resample=resample)[0]
 
 
+def run_permutation_test_many(pairs: Sequence[tuple[np.ndarray, np.ndarray]], *,
+                              max_reassignments: int = MAX_REASSIGNMENTS,
+                              seed: int = 0) -> list[dict[str, float | int | bool]]:
+    """:func:`run_permutation_test` of several ``(a, b)`` pairs (e.g. one per metric) over the same runs.
+
+    All pairs see the same reassignments of the run labels, so each result equals
+    ``run_permutation_test(a, b, ...)`` with the same ``max_reassignments`` and ``seed``.
+    """
+    groups = []
+    for a, b in pairs:
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        if a.ndim != b.ndim or a.ndim not in (1, 2) or (a.ndim == 2 and a.shape[1] != b.shape[1]):
+            raise ValueError(f"groups must be [runs] or [runs, users] over the same users, got {a.shape} and {b.shape}")
+        if a.ndim == 2:  # run-level metric: mean over users
+            a, b = a.mean(axis=1), b.mean(axis=1)
+        groups.append((a, b))
+    if not groups:
+        return []
+    if len({(a.shape, b.shape) for a, b in groups}) != 1:
+        raise ValueError("every pair must cover the same runs")
+    runs_a, runs_b = len(groups[0][0]), len(groups[0][1])
+    if runs_a < 1 or runs_b < 1:
+        raise ValueError(f"each group needs at least one run, got {runs_a} and {runs_b}")
+    if max_reassignments < 1:
+        raise ValueError(f"max_reassignments must be >= 1, got {max_reassignments}")
+    total = runs_a + runs_b
+    count = math.comb(total, runs_b)
+    exact = count <= max_reassignments
+    if exact:  # every split; B takes the runs at these indices of [A's runs, B's runs], A the rest
+        b_index = np.array(list(itertools.combinations(range(total), runs_b)), dtype=np.int64)
+    else:  # random splits (first runs_b of a random permutation go to B); the observed one is added below
+        rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])  # not the bootstrap's streams
+        order = rng.permuted(np.tile(np.arange(total), (max_reassignments, 1)), axis=1)
+        b_index = order[:, :runs_b]
+    values = np.stack([np.concatenate([a, b]) for a, b in groups])  # [pairs, runs_a + runs_b]
+    totals = values.sum(axis=1, keepdims=True)
+    b_sums = values[:, b_index].sum(axis=2)  # [pairs, reassignments]
+    stats = b_sums / runs_b - (totals - b_sums) / runs_a
+    results = []
+    for (a, b), pair_stats in zip(groups, stats):
+        observed = float(b.mean() - a.mean())
+        # the same sums in another order may differ in the last bits: a split that ties the observed one counts
+        tolerance = 1e-9 * max(1.0, float(np.abs(pair_stats).max()))
+        hits = int(np.count_nonzero(pair_stats >= observed - tolerance))
+        if exact:  # the observed split is one of the enumerated ones, so hits >= 1
+            p, num = hits / count, count
+        else:
+            p, num = (1 + hits) / (1 + max_reassignments), 1 + max_reassignments
+        results.append({"diff": observed, "p": p, "min_p": 1.0 / num, "num_reassignments": num,
+                        "num_splits": count, "exact": exact})
+    return results
+
+
+def run_permutation_test(a: np.ndarray, b: np.ndarray, *, max_reassignments: int = MAX_REASSIGNMENTS,
+                         seed: int = 0) -> dict[str, float | int | bool]:
+    """Permutation test over run labels: are B's runs better than A's, with the runs (seeds) as the unit?
+
+    ``a``, ``b``: run-level values ``float[runs]``, or per-user values ``float[runs, users]``
+    (averaged over users first). The statistic is mean of ``b`` - mean of ``a``; the p-value is the
+    share of the C(runs_a + runs_b, runs_b) reassignments of the run labels (the observed one
+    included) whose statistic is >= the observed one, so it is small when B is better. When that
+    count exceeds ``max_reassignments``, that many random reassignments (from ``seed``) are used
+    instead and p = (1 + hits) / (1 + max_reassignments).
+    Returns ``diff`` (observed statistic), ``p``, ``min_p`` (smallest attainable p,
+    1 / num_reassignments), ``num_reassignments`` (observed one included), ``num_splits``
+    (C(runs_a + runs_b, runs_b)) and ``exact`` (all splits enumerated).
+    """
+    return run_permutation_test_many([(a, b)], max_reassignments=max_reassignments, seed=seed)[0]
+
+
+def _format_p(p: float) -> str:
+    """3 decimals, or 2 significant digits below 0.001 (a sampled permutation p can be 1/20001)."""
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--a", nargs="+", required=True, help="test_ranks.npy files of group A (e.g. CE seeds)")
@@ -190,17 +290,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         pairs = [(per_user_metric(group_a, m), per_user_metric(group_b, m)) for m in metrics]  # [runs, users]
         rows = list(zip(metrics, paired_bootstrap_many(pairs, num_resamples=args.resamples, seed=args.seed,
                                                        resample=resample)))
+        with_perm = min(runs_a, runs_b) >= 2
+        perm = run_permutation_test_many(pairs, seed=args.seed) if with_perm else [None] * len(pairs)
     except (ValueError, OSError) as error:
         print(f"compare_runs: {error}", file=sys.stderr)
         return 2
     print(f"A: {runs_a} run(s), B: {runs_b} run(s), {group_a.shape[1]} users, "
           f"paired bootstrap, resampling: {resample} ({_MODE_TEXT[resample]}; {args.resamples} resamples)")
-    print("| metric | A | B | B - A | 95% interval | relative | P(B <= A) |")
-    print("|---|---|---|---|---|---|---|")
-    for metric, r in rows:
+    print("| metric | A | B | B - A | 95% interval | relative | P(B <= A) | perm. p (runs) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (metric, r), q in zip(rows, perm):
         relative = r["diff"] / r["mean_a"] if r["mean_a"] else float("nan")
         print(f"| {metric} | {r['mean_a']:.4f} | {r['mean_b']:.4f} | {r['diff']:+.4f} | "
-              f"[{r['low']:+.4f}, {r['high']:+.4f}] | {relative:+.1%} | {r['p_b_not_better']:.3f} |")
+              f"[{r['low']:+.4f}, {r['high']:+.4f}] | {relative:+.1%} | {r['p_b_not_better']:.3f} | "
+              f"{'n/a' if q is None else _format_p(q['p'])} |")
+    if with_perm:
+        q = perm[0]
+        how = (f"exact, all C({runs_a + runs_b}, {runs_b}) = {q['num_splits']} reassignments" if q["exact"] else
+               f"{q['num_reassignments'] - 1} random reassignments (seed {args.seed}) + the observed one, "
+               f"out of C({runs_a + runs_b}, {runs_b}) = {q['num_splits']}")
+        print(f"perm. p (runs): permutation test over run labels (seeds are the unit), share of reassignments "
+              f"with B - A >= observed; {how}; smallest attainable p = 1/{q['num_reassignments']} = "
+              f"{_format_p(q['min_p'])}")
+    else:
+        print(f"perm. p (runs): n/a, the permutation test over run labels needs >= 2 runs per group "
+              f"(A has {runs_a}, B {runs_b})")
     return 0
 
 

@@ -2,6 +2,7 @@
 finds a real difference and not a fake one, and the CLI on rank files."""
 
 import importlib.util
+import math
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +112,91 @@ def test_one_run_per_group_falls_back_to_users(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "A: 2 run(s), B: 2 run(s), 300 users" in captured.out and "resampling: runs+users (" in captured.out
     assert captured.err == ""
+
+
+def _users_with_means(means, num_users=20):
+    """``float[runs, users]`` 0/1 rows whose means are exactly ``means`` (multiples of 1/num_users)."""
+    counts = np.rint(np.asarray(means) * num_users).astype(int)
+    return (np.arange(num_users)[None, :] < counts[:, None]).astype(float)
+
+
+def test_permutation_test_exact_by_hand():
+    # A's runs 0.10, 0.30; B's 0.20, 0.40: observed B - A = 0.30 - 0.20 = +0.10. The 6 splits
+    # (B's pair -> B - A): {.1,.2} -0.20, {.1,.3} -0.10, {.1,.4} 0, {.2,.3} 0, {.2,.4} +0.10 (observed),
+    # {.3,.4} +0.20, so 2 of 6 are >= +0.10.
+    a, b = _users_with_means([0.10, 0.30]), _users_with_means([0.20, 0.40])
+    result = compare_runs.run_permutation_test(a, b)
+    assert result["diff"] == pytest.approx(0.10)
+    assert result["p"] == pytest.approx(2 / 6) and result["min_p"] == pytest.approx(1 / 6)
+    assert result["num_reassignments"] == result["num_splits"] == 6 and result["exact"]
+    # run-level values give the same; swapping the groups gives the mirror image: 5 of 6 are >= -0.10
+    assert compare_runs.run_permutation_test([0.10, 0.30], [0.20, 0.40]) == result
+    assert compare_runs.run_permutation_test(b, a)["p"] == pytest.approx(5 / 6)
+    # 1 vs 2: C(3, 2) = 3 splits; B = {0.2, 0.3} vs A = {0.1} is the largest of -> p = 1/3
+    one = compare_runs.run_permutation_test([0.1], [0.2, 0.3])
+    assert one["p"] == pytest.approx(1 / 3) and one["num_splits"] == 3
+    # a tie with the observed split counts: all runs equal -> every split ties, p = 1
+    assert compare_runs.run_permutation_test([0.1, 0.1], [0.1, 0.1])["p"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("runs_a,runs_b", [(2, 2), (3, 3), (5, 5), (2, 4)])
+def test_permutation_p_is_minimal_when_every_b_run_beats_every_a_run(runs_a, runs_b):
+    rng = np.random.default_rng(runs_a * 10 + runs_b)
+    a = _runs(rng.uniform(0.05, 0.10, runs_a), 2000, rng)
+    b = _runs(rng.uniform(0.14, 0.20, runs_b), 2000, rng)
+    assert b.mean(axis=1).min() > a.mean(axis=1).max()
+    result = compare_runs.run_permutation_test(a, b)
+    expected = 1 / math.comb(runs_a + runs_b, runs_b)
+    assert result["exact"] and result["p"] == pytest.approx(expected) and result["min_p"] == pytest.approx(expected)
+    # and the reverse direction is as large as it gets
+    assert compare_runs.run_permutation_test(b, a)["p"] == pytest.approx(1.0)
+
+
+def test_permutation_test_is_not_fooled_by_a_seed_artefact():
+    # The construction of the users-bootstrap test above: same spread of run hit rates in both groups,
+    # B's five 0.02 higher. 252 splits; B - A >= observed for a large share of them.
+    rng = np.random.default_rng(0)
+    a = _runs([0.04, 0.08, 0.12, 0.16, 0.20], 5000, rng)
+    b = _runs([0.06, 0.10, 0.14, 0.18, 0.22], 5000, rng)
+    result = compare_runs.run_permutation_test(a, b)
+    assert result["num_splits"] == 252 and result["diff"] > 0
+    assert 0.2 < result["p"] < 0.6
+    # A and B drawn from one distribution of runs (interleaved halves of 8 sorted rates): p not small
+    rates = np.linspace(0.05, 0.20, 8)
+    runs = _runs(rates, 3000, np.random.default_rng(5))
+    same = compare_runs.run_permutation_test(runs[[0, 3, 4, 7]], runs[[1, 2, 5, 6]])
+    assert same["num_splits"] == 70 and same["p"] > 0.3
+
+
+def test_permutation_test_samples_when_there_are_too_many_splits():
+    rng = np.random.default_rng(6)
+    a, b = rng.uniform(0.0, 1.0, 8), rng.uniform(0.5, 1.5, 8)  # C(16, 8) = 12870 splits
+    exact = compare_runs.run_permutation_test(a, b)
+    assert exact["exact"] and exact["num_reassignments"] == 12870
+    sampled = compare_runs.run_permutation_test(a, b, max_reassignments=5000, seed=1)
+    assert not sampled["exact"] and sampled["num_splits"] == 12870
+    assert sampled["num_reassignments"] == 5001 and sampled["min_p"] == pytest.approx(1 / 5001)
+    assert sampled["p"] == pytest.approx(exact["p"], abs=0.005)  # 5000 draws: standard error ~0.001 here
+    assert compare_runs.run_permutation_test(a, b, max_reassignments=5000, seed=1) == sampled
+    # several metrics share the reassignments: each equals its own call
+    many = compare_runs.run_permutation_test_many([(a, b), (a * 2, b * 2)], max_reassignments=5000, seed=1)
+    assert many[0] == sampled and many[1]["p"] == sampled["p"]
+
+
+def test_cli_prints_the_permutation_column(tmp_path, capsys):
+    rng = np.random.default_rng(7)
+    paths = []
+    for rate_hi in (0.3, 0.35, 0.6, 0.65):  # A: two weak runs, B: two strong ones
+        ranks = np.where(rng.random(400) < rate_hi, rng.integers(1, 11, size=400), 0)
+        paths.append(tmp_path / f"r{len(paths)}.npy")
+        np.save(paths[-1], ranks.astype(np.int32))
+    args = ["--a", str(paths[0]), str(paths[1]), "--b", str(paths[2]), str(paths[3]), "--resamples", "200"]
+    assert compare_runs.main(args) == 0
+    out = capsys.readouterr().out
+    assert "| P(B <= A) | perm. p (runs) |" in out
+    assert "| 0.167 |" in out.splitlines()[3]  # recall@10: both B runs beat both A runs -> 1/6
+    assert "exact, all C(4, 2) = 6 reassignments; smallest attainable p = 1/6 = 0.167" in out
+    assert compare_runs.main(["--a", str(paths[0]), "--b", str(paths[2]), "--resamples", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "| perm. p (runs) |" in out and all(line.endswith("| n/a |") for line in out.splitlines()[3:7])
+    assert "perm. p (runs): n/a" in out and "reassignments;" not in out
