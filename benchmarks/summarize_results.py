@@ -8,7 +8,9 @@ Reads every ``<dataset>_<arch>_<method>_s<seed>.json`` (or ``.results.json``) in
 three sections: one row per run; mean ± sample sd over seeds per
 (dataset, arch, method); and, per non-CE method, its relative change against
 the CE mean of the same dataset and arch, with how many of its seeds beat the
-best CE seed or fall below the worst one. A method with a variant suffix is
+best CE seed or fall below the worst one, and (with 2+ seeds on both sides)
+the p-value of compare_runs.py's permutation test over run labels on R@10
+(small when the method beats CE; seeds are the unit). A method with a variant suffix is
 compared with CE of the same variant where there is one (``apao_vce`` with
 ``ce_vce``), else with plain CE. If ``--dir`` has a ``diagnose/`` folder of
 ``<run>.diagnose.txt`` files (``genrec eval --diagnose`` output, as
@@ -26,6 +28,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+# compare_runs.py sits beside this script; benchmarks/ is not a package.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_runs import run_permutation_test  # noqa: E402
 
 DEFAULT_DIR = "docs/results_raw/2026-11-26"
 DEFAULT_METRICS = "recall@10,recall@20,ndcg@10,ndcg@20"
@@ -175,9 +181,16 @@ def summarize(folder: Path, metrics: list[str]) -> str:
             above = sum(v > max(ref) for v in ours)
             below = sum(v < min(ref) for v in ours)
             spread.append(f"{short(k)} {above}/{below}")
+        perm = ""
+        if len(rs) >= 2 and len(base) >= 2:
+            k = metrics[0]
+            test = run_permutation_test(np.array([r["test"][k] for r in base]),
+                                        np.array([r["test"][k] for r in rs]))
+            perm = (f"; permutation p over seeds ({short(k)}) {test['p']:.3f}"
+                    f" (smallest attainable {test['min_p']:.3f})")
         lines.append(f"- {d} {a} {m} vs {base_method}: {', '.join(changes)}; "
                      f"seeds above best / below worst {base_method} seed "
-                     f"({len(rs)} vs {len(base)} seeds): {', '.join(spread)}")
+                     f"({len(rs)} vs {len(base)} seeds): {', '.join(spread)}{perm}")
     lines += survival_section(folder)
     return "\n".join(lines) + "\n"
 

@@ -49,6 +49,10 @@ def test_tables_and_relative_change(tmp_path, capsys):
     assert ("- office t5 apao_b01 vs ce: R@10 -6.7%, R@20 -6.7%, N@10 -6.7%, N@20 -6.7%; "
             "seeds above best / below worst ce seed (3 vs 2 seeds): "
             "R@10 1/1, R@20 1/1, N@10 1/1, N@20 1/1") in text
+    # Run-level permutation test on R@10: of the C(5, 2) = 10 ways to pick CE's two
+    # seeds from {0.10, 0.20, 0.25, 0.12, 0.05}, those with CE sum <= 0.30 (six,
+    # the two ties at 0.30 included) give apao_b01 - ce >= the observed -0.01.
+    assert "permutation p over seeds (R@10) 0.600 (smallest attainable 0.100)" in text
     assert "ce vs ce" not in text
 
 

@@ -1,7 +1,7 @@
 # Lanes for benchmarks/reproduce_gpu.sh on a 4-GPU host (two lanes per GPU):
-# the runs listed under "Next runs" in docs/results.md, three device calls of
+# the 24 runs of docs/results.md made on 2026-11-26, three device calls of
 # ~9 min on the same warm machine. Usage on the device machine:
-#   source benchmarks/lanes/next_runs.sh
+#   source benchmarks/lanes/2026-11-26_4gpu.sh
 #   bash benchmarks/reproduce_gpu.sh /tmp/r 540 --diagnose; tar czf $OUT/all.tgz -C /tmp r
 #   (again on the same warm machine; the last call with --final to evaluate cut runs)
 # Format per line: name|config|dataset|overrides. Most important runs first.

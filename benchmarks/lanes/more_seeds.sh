@@ -1,0 +1,41 @@
+# Lanes for benchmarks/reproduce_gpu.sh on a 4-GPU host: more seeds of CE and
+# APAO pointwise on both datasets, so that "APAO beats CE" can be decided with
+# the run-level permutation test (docs/results.md, "What this shows"). Office
+# seeds 6-15 (CE) and 7-16 (APAO), Beauty seeds 4-8 of each: 30 runs, about
+# 28 minutes of a 4 x H200 host in three calls on the same warm machine:
+#   source benchmarks/lanes/more_seeds.sh
+#   bash benchmarks/reproduce_gpu.sh /tmp/r 565; tar czf $OUT/all.tgz -C /tmp r
+#   (twice more; the last call with --final to evaluate cut runs)
+# Then copy r/*.results.json to docs/results_raw/<date>/ (named <run>.json) and
+# r/*.test_ranks.npy to its ranks/, and rerun benchmarks/summarize_results.py.
+# Format per line: name|config|dataset|overrides.
+export LANE_GPU0_A='beauty_t5_ce_s4|gpu_beauty_t5_ce|Beauty|--set seed=4
+beauty_t5_apao_s6|gpu_beauty_t5_apao|Beauty|--set seed=6'
+export LANE_GPU0_B='office_t5_ce_s6|gpu_office_t5_ce|Office|--set seed=6
+office_t5_apao_s8|gpu_office_t5_apao|Office|--set seed=8
+office_t5_ce_s9|gpu_office_t5_ce|Office|--set seed=9
+office_t5_apao_s11|gpu_office_t5_apao|Office|--set seed=11
+office_t5_ce_s12|gpu_office_t5_ce|Office|--set seed=12
+office_t5_apao_s14|gpu_office_t5_apao|Office|--set seed=14
+office_t5_ce_s15|gpu_office_t5_ce|Office|--set seed=15'
+export LANE_GPU1_A='beauty_t5_apao_s4|gpu_beauty_t5_apao|Beauty|--set seed=4
+beauty_t5_ce_s7|gpu_beauty_t5_ce|Beauty|--set seed=7'
+export LANE_GPU1_B='office_t5_apao_s7|gpu_office_t5_apao|Office|--set seed=7
+office_t5_ce_s8|gpu_office_t5_ce|Office|--set seed=8
+office_t5_apao_s10|gpu_office_t5_apao|Office|--set seed=10
+office_t5_ce_s11|gpu_office_t5_ce|Office|--set seed=11
+office_t5_apao_s13|gpu_office_t5_apao|Office|--set seed=13
+office_t5_ce_s14|gpu_office_t5_ce|Office|--set seed=14
+office_t5_apao_s16|gpu_office_t5_apao|Office|--set seed=16'
+export LANE_GPU2_A='beauty_t5_ce_s5|gpu_beauty_t5_ce|Beauty|--set seed=5
+beauty_t5_apao_s7|gpu_beauty_t5_apao|Beauty|--set seed=7'
+export LANE_GPU2_B='office_t5_ce_s7|gpu_office_t5_ce|Office|--set seed=7
+office_t5_apao_s9|gpu_office_t5_apao|Office|--set seed=9
+office_t5_ce_s10|gpu_office_t5_ce|Office|--set seed=10
+office_t5_apao_s12|gpu_office_t5_apao|Office|--set seed=12
+office_t5_ce_s13|gpu_office_t5_ce|Office|--set seed=13
+office_t5_apao_s15|gpu_office_t5_apao|Office|--set seed=15'
+export LANE_GPU3_A='beauty_t5_apao_s5|gpu_beauty_t5_apao|Beauty|--set seed=5
+beauty_t5_ce_s8|gpu_beauty_t5_ce|Beauty|--set seed=8'
+export LANE_GPU3_B='beauty_t5_ce_s6|gpu_beauty_t5_ce|Beauty|--set seed=6
+beauty_t5_apao_s8|gpu_beauty_t5_apao|Beauty|--set seed=8'
