@@ -2,8 +2,9 @@
 
 Reproduces: the "T5 / APAO pairwise" cell of APAO (arXiv 2603.02730) Table 1:
 CE + beta * sum_m w_m L_m with the pairwise prefix loss over 100 uniform
-negatives per example (docs/losses.md). Negatives are resampled every step
-(the reference code resamples every epoch). beta 0.3, eta 1e-4: the pointwise
+negatives per example (docs/losses.md). Each example gets fresh negatives each
+epoch, drawn with its batch (the reference code draws all of an epoch's at
+its start: the same law). beta 0.3, eta 1e-4: the pointwise
 optimum for T5 on Office; the paper's best pairwise pair is not in our notes.
 Each step scores 1 + 100 candidate SIDs per history, encoded once
 (logits [1024, 101, 4, 1026] float32, ~1.7 GB). Model, optimizer, data and
