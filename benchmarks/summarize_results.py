@@ -36,6 +36,10 @@ from compare_runs import run_permutation_test  # noqa: E402
 DEFAULT_DIR = "docs/results_raw/2026-11-26"
 DEFAULT_METRICS = "recall@10,recall@20,ndcg@10,ndcg@20"
 BASELINE = "ce"
+# The best checkpoint's validation figure, shown beside the test ones: a method
+# whose validation score matches CE's but whose test score does not has a
+# validation-to-test gap, not a fitting problem.
+VALID_METRIC = "ndcg@10"
 # The method may itself contain underscores (apao_pairwise, apao_b01), so it is
 # whatever lies between the arch and the seed.
 # benchmarks/reproduce_gpu.sh names its copies <run>.results.json: accepted as is.
@@ -72,7 +76,8 @@ def load_runs(folder: Path, metrics: list[str]) -> list[dict]:
         missing = [k for k in metrics if k not in test]
         if missing:
             raise SystemExit(f"error: {path} test_metrics lacks {', '.join(missing)}")
-        runs.append(dict(m.groupdict(), seed=int(m["seed"]), test=test,
+        valid = data.get("best_valid_metrics") or {}
+        runs.append(dict(m.groupdict(), seed=int(m["seed"]), test=test, valid=valid.get(VALID_METRIC),
                          best_step=data.get("best_step"), final_step=data.get("final_step"),
                          early_stopped=data.get("early_stopped")))
     if not runs:
@@ -85,6 +90,15 @@ def mean_sd(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.4f}"
     return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
+def valid_cells(runs: list[dict]) -> list[str]:
+    """Mean validation figure of the best checkpoints and mean per-run test / validation ratio."""
+    valid = [r["valid"] for r in runs if r["valid"]]
+    if len(valid) < len(runs) or VALID_METRIC not in runs[0]["test"]:
+        return ["?", "?"]
+    ratio = [r["test"][VALID_METRIC] / r["valid"] for r in runs]
+    return [mean_sd(valid), f"{np.mean(ratio):.2f}"]
 
 
 def table(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -150,17 +164,20 @@ def summarize(folder: Path, metrics: list[str]) -> str:
              "### Per run", ""]
     lines += table(
         ["dataset", "arch", "method", "seed", *map(header, metrics),
-         "best step / final step", "early stopped"],
+         f"valid {header(VALID_METRIC)}", "best step / final step", "early stopped"],
         [[r["dataset"], r["arch"], r["method"], str(r["seed"]),
           *(f"{r['test'][k]:.4f}" for k in metrics),
+          "?" if r["valid"] is None else f"{r['valid']:.4f}",
           f"{r['best_step']} / {r['final_step']}",
           {True: "yes", False: "no"}.get(r["early_stopped"], "?")] for r in runs])
 
     lines += ["", "### Mean over seeds", ""]
     lines += table(
-        ["dataset", "arch", "method", "seeds (n)", *map(header, metrics)],
+        ["dataset", "arch", "method", "seeds (n)", *map(header, metrics),
+         f"valid {header(VALID_METRIC)}", f"test / valid {header(VALID_METRIC)}"],
         [[d, a, m, f"{', '.join(str(r['seed']) for r in rs)} ({len(rs)})",
-          *(mean_sd([r["test"][k] for r in rs]) for k in metrics)]
+          *(mean_sd([r["test"][k] for r in rs]) for k in metrics),
+          *valid_cells(rs)]
          for (d, a, m), rs in groups.items()])
 
     lines += ["", f"### Relative to {BASELINE.upper()} (mean over seeds)", ""]

@@ -42,9 +42,10 @@ def test_tables_and_relative_change(tmp_path, capsys):
 
     # ce: 0.10, 0.20 -> mean 0.15, sd 0.0707; apao_b01: mean 0.14, sd sqrt(0.0103).
     assert ("| office | t5 | ce | 1, 2 (2) | 0.1500 ± 0.0707 | 0.3000 ± 0.1414 "
-            "| 0.0750 ± 0.0354 | 0.1500 ± 0.0707 |") in text
+            "| 0.0750 ± 0.0354 | 0.1500 ± 0.0707 | 0.0750 ± 0.0354 | 1.00 |") in text
     assert "| office | t5 | apao_b01 | 1, 2, 42 (3) | 0.1400 ± 0.1015 |" in text
-    assert "| office | t5 | apao_b01 | 42 | 0.0500 | 0.1000 | 0.0250 | 0.0500 | 10 / 20 | yes |" in text
+    # The validation column is the best checkpoint's NDCG@10 (here equal to the test one).
+    assert "| office | t5 | apao_b01 | 42 | 0.0500 | 0.1000 | 0.0250 | 0.0500 | 0.0250 | 10 / 20 | yes |" in text
     # 0.14 / 0.15 - 1 = -6.7%; one seed above 0.20, one below 0.10.
     assert ("- office t5 apao_b01 vs ce: R@10 -6.7%, R@20 -6.7%, N@10 -6.7%, N@20 -6.7%; "
             "seeds above best / below worst ce seed (3 vs 2 seeds): "
@@ -58,9 +59,13 @@ def test_tables_and_relative_change(tmp_path, capsys):
 
 def test_single_seed_and_errors(tmp_path, capsys):
     write_run(tmp_path, "beauty_t5_msl_s42.json", 0.0612)
+    # A run whose best validation NDCG@10 is half its test one: ratio 2.00.
+    data = json.loads((tmp_path / "beauty_t5_msl_s42.json").read_text())
+    data["best_valid_metrics"]["ndcg@10"] = 0.0153
+    (tmp_path / "beauty_t5_msl_s42.json").write_text(json.dumps(data))
     assert summarize_results.main(["--dir", str(tmp_path), "--metrics", "recall@10"]) == 0
     text = capsys.readouterr().out
-    assert "| beauty | t5 | msl | 42 (1) | 0.0612 |" in text
+    assert "| beauty | t5 | msl | 42 (1) | 0.0612 | 0.0153 | 2.00 |" in text
     assert "vs ce" not in text  # no CE runs to compare with
 
     (tmp_path / "beauty_t5_ce_s1.json").write_text(json.dumps({"best_step": 1}))
