@@ -1,0 +1,146 @@
+"""Where two groups of runs differ: test metrics by how popular each test
+user's target item is.
+
+An aggregate Recall@10 can hide a trade: a method may find more long-tail
+targets and fewer popular ones. This script splits the test users by the
+popularity of their target (how many training examples of the leave-one-out
+split have that item as their target) at the given percentiles, and for each
+bucket prints both groups' mean metric over their runs (± sd over runs) and
+the p-value of compare_runs.py's permutation test over run labels (small when
+B beats A in that bucket; seeds are the unit).
+
+Each group is a set of ``test_ranks.npy`` files (one per run, written by
+``training.train`` or ``genrec eval --save-ranks``) of the same dataset, split
+and users, in the order ``genrec.split.leave_one_out_split`` gives them.
+
+Run:
+    python benchmarks/popularity_buckets.py --data data_local/Office \\
+        --a 'docs/results_raw/2026-11-26/ranks/office_t5_ce_s*' \\
+        --b 'docs/results_raw/2026-11-26/ranks/office_t5_apao_s*'
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+# compare_runs.py sits beside this script; benchmarks/ is not a package.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_runs import load_group, per_user_metric, run_permutation_test  # noqa: E402
+
+DEFAULT_METRICS = "recall@10,ndcg@10"
+DEFAULT_PERCENTILES = "50,90"
+
+
+def target_popularity(sequences: Sequence[np.ndarray], max_history: int = 20) -> np.ndarray:
+    """``int64[num_test_users]``: for each test example, how many training examples
+    have its target item as their target (leave-one-out split of ``sequences``)."""
+    from genrec.split import leave_one_out_split  # the project's split, so the order matches the ranks
+
+    split = leave_one_out_split(sequences, max_history)
+    num_items = int(max(seq.max() for seq in sequences)) + 1
+    counts = np.bincount(split.train.targets, minlength=num_items)
+    return counts[split.test.targets].astype(np.int64)
+
+
+def bucket_masks(popularity: np.ndarray, percentiles: Sequence[float]) -> list[tuple[str, np.ndarray]]:
+    """``[(label, bool[users])]``: users whose target's popularity lies in each
+    interval between consecutive percentile thresholds (upper bound included),
+    then all users. Labels give the count range, e.g. ``"14-51"``."""
+    if len(popularity) == 0:
+        raise ValueError("no test users")
+    if any(not 0 < p < 100 for p in percentiles) or list(percentiles) != sorted(set(percentiles)):
+        raise ValueError(f"percentiles must be increasing and inside (0, 100), got {list(percentiles)}")
+    thresholds = np.percentile(popularity, percentiles)
+    edges = [-np.inf, *thresholds, np.inf]
+    buckets = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        mask = (popularity > low) & (popularity <= high)
+        if not mask.any():
+            continue
+        values = popularity[mask]
+        buckets.append((f"{values.min()}-{values.max()}", mask))
+    buckets.append(("all", np.ones_like(popularity, dtype=bool)))
+    return buckets
+
+
+def bucket_table(ranks_a: np.ndarray, ranks_b: np.ndarray, popularity: np.ndarray, metric: str,
+                 percentiles: Sequence[float], seed: int = 0) -> list[dict]:
+    """One row per bucket: users, popularity range, each group's mean and sd over runs
+    of the bucket's mean ``metric``, B - A relative, and the run-label permutation p."""
+    if ranks_a.shape[1] != len(popularity) or ranks_b.shape[1] != len(popularity):
+        raise ValueError(f"ranks cover {ranks_a.shape[1]} / {ranks_b.shape[1]} users, "
+                         f"the data's test split {len(popularity)}")
+    per_user_a, per_user_b = per_user_metric(ranks_a, metric), per_user_metric(ranks_b, metric)
+    rows = []
+    for label, mask in bucket_masks(popularity, percentiles):
+        run_a, run_b = per_user_a[:, mask].mean(axis=1), per_user_b[:, mask].mean(axis=1)  # [runs]
+        perm = (run_permutation_test(run_a, run_b, seed=seed)
+                if min(len(run_a), len(run_b)) >= 2 else None)
+        rows.append({"bucket": label, "users": int(mask.sum()), "a": run_a, "b": run_b,
+                     "relative": run_b.mean() / run_a.mean() - 1 if run_a.mean() else float("nan"),
+                     "p": None if perm is None else perm["p"],
+                     "min_p": None if perm is None else perm["min_p"]})
+    return rows
+
+
+def _mean_sd(values: np.ndarray) -> str:
+    return f"{values.mean():.4f}" if len(values) == 1 else f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+
+
+def _paths(patterns: Sequence[str]) -> list[str]:
+    paths = sorted({p for pattern in patterns for p in (glob.glob(pattern) or glob.glob(pattern + "*.npy"))})
+    if not paths:
+        raise ValueError(f"no file matches {list(patterns)}")
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="dataset directory (NAME.inter.json + NAME.index.*.json)")
+    parser.add_argument("--a", nargs="+", required=True, help="test_ranks.npy files or globs of group A")
+    parser.add_argument("--b", nargs="+", required=True, help="test_ranks.npy files or globs of group B")
+    parser.add_argument("--metrics", default=DEFAULT_METRICS)
+    parser.add_argument("--percentiles", default=DEFAULT_PERCENTILES,
+                        help="bucket edges, percentiles of the test targets' training counts")
+    parser.add_argument("--max-history", type=int, default=20, help="as in the runs' data config")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        from genrec.datasets import load_sid_dataset
+
+        paths_a, paths_b = _paths(args.a), _paths(args.b)
+        ranks_a, ranks_b = load_group(paths_a), load_group(paths_b)
+        data = load_sid_dataset(args.data)
+        popularity = target_popularity(data.sequences, args.max_history)
+        percentiles = [float(p) for p in args.percentiles.split(",") if p.strip()]
+        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+        tables = {m: bucket_table(ranks_a, ranks_b, popularity, m, percentiles, args.seed) for m in metrics}
+    except (ValueError, OSError) as error:
+        print(f"popularity_buckets: {error}", file=sys.stderr)
+        return 2
+    print(f"A: {len(paths_a)} run(s), B: {len(paths_b)} run(s), {len(popularity)} test users of {args.data}; "
+          f"buckets by the target's count as a training target, at percentiles {args.percentiles}")
+    for metric, rows in tables.items():
+        print()
+        print(f"| {metric} | users | A (mean ± sd over runs) | B | B vs A | perm. p (runs) |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            p = "n/a" if r["p"] is None else f"{r['p']:.3f}"
+            print(f"| {r['bucket']} | {r['users']} | {_mean_sd(r['a'])} | {_mean_sd(r['b'])} | "
+                  f"{r['relative']:+.1%} | {p} |")
+    first = next(iter(tables.values()))[0]
+    if first["min_p"] is not None:
+        print(f"\nperm. p: share of the reassignments of run labels with B - A >= observed in that bucket "
+              f"(smallest attainable {first['min_p']:.3f}); one test per bucket and metric, not corrected "
+              f"for multiplicity")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

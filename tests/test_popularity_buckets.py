@@ -1,0 +1,85 @@
+"""benchmarks/popularity_buckets.py: target popularity from the leave-one-out
+split, bucket edges, per-bucket metrics and permutation p-values by hand, and
+the CLI on a tiny dataset."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "popularity_buckets.py"
+_spec = importlib.util.spec_from_file_location("popularity_buckets", _PATH)
+popularity_buckets = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(popularity_buckets)
+
+# Training targets are s[1..n-3] of each user (genrec/split.py): u0 gives items
+# 1, 2; u1 gives 2, 1; u2 none; u3 gives 1. So item 1 is a training target 3
+# times, item 2 twice, items 0 and 3 never. Test targets (last items): 1, 2, 3, 0.
+SEQUENCES = [np.array(s) for s in ([0, 1, 2, 3, 1], [1, 2, 1, 2, 2], [0, 2, 3], [3, 1, 2, 0])]
+POPULARITY = [3, 2, 0, 0]
+# Two runs per group over the 4 test users (1-based rank of the target, 0 = missed).
+RANKS_A = np.array([[1, 0, 0, 0], [2, 0, 0, 0]])
+RANKS_B = np.array([[0, 0, 5, 1], [0, 0, 3, 0]])
+
+
+def test_target_popularity_counts_training_targets():
+    np.testing.assert_array_equal(popularity_buckets.target_popularity(SEQUENCES), POPULARITY)
+
+
+def test_bucket_masks():
+    buckets = popularity_buckets.bucket_masks(np.array(POPULARITY), [50])  # median of [3, 2, 0, 0] is 1
+    assert [label for label, _ in buckets] == ["0-0", "2-3", "all"]
+    np.testing.assert_array_equal(buckets[0][1], [False, False, True, True])
+    np.testing.assert_array_equal(buckets[1][1], [True, True, False, False])
+    assert buckets[2][1].all()
+    with pytest.raises(ValueError, match="increasing"):
+        popularity_buckets.bucket_masks(np.array(POPULARITY), [90, 50])
+    with pytest.raises(ValueError, match="no test users"):
+        popularity_buckets.bucket_masks(np.array([], np.int64), [50])
+
+
+def test_bucket_table_by_hand():
+    rows = popularity_buckets.bucket_table(RANKS_A, RANKS_B, np.array(POPULARITY), "recall@10", [50])
+    tail, head, everyone = rows
+    # Tail (users 2, 3): A finds neither in both runs; B finds both, then one.
+    np.testing.assert_allclose(tail["a"], [0, 0])
+    np.testing.assert_allclose(tail["b"], [1.0, 0.5])
+    # Only the observed split of the run labels gives B - A >= 0.75: p = 1/6.
+    assert tail["p"] == pytest.approx(1 / 6) and tail["min_p"] == pytest.approx(1 / 6)
+    # Head (users 0, 1): A finds user 0 in both runs, B nobody: every split is >= the observed one.
+    np.testing.assert_allclose(head["a"], [0.5, 0.5])
+    assert head["relative"] == pytest.approx(-1.0) and head["p"] == pytest.approx(1.0)
+    # All users: A 0.25, 0.25; B 0.5, 0.25 (+50%); the 3 splits putting the 0.5 run in B tie the observed one.
+    assert everyone["users"] == 4 and everyone["relative"] == pytest.approx(0.5)
+    assert everyone["p"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="cover"):
+        popularity_buckets.bucket_table(RANKS_A[:, :3], RANKS_B[:, :3], np.array(POPULARITY), "recall@10", [50])
+
+
+def test_cli_on_a_tiny_dataset(tmp_path, capsys):
+    data_dir = tmp_path / "toy"
+    data_dir.mkdir()
+    codes = {"i0": ["<a_0>", "<b_0>"], "i1": ["<a_0>", "<b_1>"], "i2": ["<a_1>", "<b_0>"], "i3": ["<a_1>", "<b_1>"]}
+    (data_dir / "toy.index.rq-kmeans.json").write_text(json.dumps(codes))
+    (data_dir / "toy.inter.json").write_text(json.dumps(
+        {f"u{u}": [f"i{i}" for i in seq.tolist()] for u, seq in enumerate(SEQUENCES)}))
+    paths = {}
+    for group, ranks in (("a", RANKS_A), ("b", RANKS_B)):
+        paths[group] = []
+        for run, row in enumerate(ranks):
+            path = tmp_path / f"{group}_s{run}.test_ranks.npy"
+            np.save(path, row.astype(np.int32))
+            paths[group].append(str(path))
+
+    assert popularity_buckets.main(["--data", str(data_dir), "--a", *paths["a"], "--b", str(tmp_path / "b_s*"),
+                                    "--metrics", "recall@10", "--percentiles", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "A: 2 run(s), B: 2 run(s), 4 test users" in out
+    assert "| 0-0 | 2 | 0.0000 ± 0.0000 | 0.7500 ± 0.3536 |" in out and "| 0.167 |" in out
+    assert "| all | 4 | 0.2500 ± 0.0000 | 0.3750 ± 0.1768 | +50.0% | 0.500 |" in out
+
+    assert popularity_buckets.main(["--data", str(data_dir), "--a", str(tmp_path / "absent*"),
+                                    "--b", *paths["b"]]) == 2
+    assert "no file matches" in capsys.readouterr().err
