@@ -81,12 +81,15 @@ def test_sharded_step_equals_single_device_step(setup):
     assert max(jax.tree.leaves(moved)) > 1e-3
 
 
-def test_pairwise_loss_with_shared_bos_position_equals_loss_on_full_candidate_logits(setup):
-    """compute_loss decodes the BOS position once per example; without dropout
-    that must give the objective on every candidate's full teacher-forced logits."""
+@pytest.mark.parametrize("share_bos_position", [True, False])
+def test_pairwise_loss_with_shared_bos_position_equals_loss_on_full_candidate_logits(setup, share_bos_position):
+    """compute_loss decodes the BOS position once per example (or, with
+    share_bos_position=False, every candidate in full); without dropout both
+    must give the objective on every candidate's full teacher-forced logits."""
     data, batches, model_config = setup
     model_config = dataclasses.replace(model_config, dropout_rate=0.0)
-    loss_config = LossConfig(kind="apao_pairwise", beta=0.3, eta=1e-3, neg_k=5, ce_tau=1.5)
+    loss_config = LossConfig(kind="apao_pairwise", beta=0.3, eta=1e-3, neg_k=5, ce_tau=1.5,
+                             share_bos_position=share_bos_position)
     catalogue = make_catalogue(data.sid_codes, data.vocab, loss_config)
     batch = {key: jnp.asarray(value) for key, value in batches.batch_at(1).items()}
     model = build_model(model_config, rngs=nnx.Rngs(params=0, dropout=0))

@@ -72,6 +72,14 @@ class LossConfig:
       dedup_negative_prefixes: when the objective builds ``prefix_match`` from
         negative tokens, also mask a negative whose ``t``-prefix repeats an
         earlier negative's (the reference code does; the issue's spec does not).
+      share_bos_position: ``"apao_pairwise"`` only. True (default): the
+        training step decodes the BOS position, which depends on the history
+        alone, once per example and shares it with all ``1 + neg_k``
+        candidates (1/L less decoder work; one dropout mask at that position
+        per example). False: every candidate is decoded in full, with its own
+        dropout masks, as the reference code does. Without dropout the two
+        give the same loss; the option exists to test whether the shared
+        dropout mask matters for the model trained.
     """
 
     kind: LossKind = "ce"
@@ -84,6 +92,7 @@ class LossConfig:
     use_ce: bool = True
     num_prefixes: int | None = None
     dedup_negative_prefixes: bool = False
+    share_bos_position: bool = True
 
     def __post_init__(self):
         if self.kind not in LOSS_KINDS:

@@ -1,0 +1,22 @@
+# Lanes for benchmarks/reproduce_gpu.sh on a 4-GPU host: does the shared BOS
+# position (one dropout mask per example at level 1 for all 1 + neg_k
+# candidates) explain why APAO pairwise loses to CE (docs/results.md)?
+# Office, beta 0.1, seeds 1-3, shared (default) vs per-candidate decoding as
+# the reference code does (loss.share_bos_position=false; ~1.1x the step
+# cost). A pairwise run takes ~6 GPU-minutes alone, ~10 with a lane partner:
+# 6 runs, about 20 minutes of a 4 x H200 host in two or three calls:
+#   source benchmarks/lanes/pairwise_ab.sh
+#   bash benchmarks/reproduce_gpu.sh /tmp/r 565; tar czf $OUT/all.tgz -C /tmp r
+#   (again on the same warm machine, the last call with --final)
+# Compare with benchmarks/compare_runs.py (3 vs 3: smallest permutation p 0.05).
+export LANE_GPU0_A='office_t5_apao_pairwise_b01_s1|gpu_office_t5_apao_pairwise|Office|--set loss.beta=0.1 --set seed=1'
+export LANE_GPU0_B='office_t5_apao_pairwise_b01_unshared_s1|gpu_office_t5_apao_pairwise|Office|--set loss.beta=0.1 --set seed=1 --set loss.share_bos_position=false'
+export LANE_GPU1_A='office_t5_apao_pairwise_b01_s2|gpu_office_t5_apao_pairwise|Office|--set loss.beta=0.1 --set seed=2'
+export LANE_GPU1_B='office_t5_apao_pairwise_b01_unshared_s2|gpu_office_t5_apao_pairwise|Office|--set loss.beta=0.1 --set seed=2 --set loss.share_bos_position=false'
+export LANE_GPU2_A='office_t5_apao_pairwise_b01_s3|gpu_office_t5_apao_pairwise|Office|--set loss.beta=0.1 --set seed=3'
+export LANE_GPU2_B='office_t5_apao_pairwise_b01_unshared_s3|gpu_office_t5_apao_pairwise|Office|--set loss.beta=0.1 --set seed=3 --set loss.share_bos_position=false'
+# GPU 3: more CE / APAO seeds on Office (not in lanes/more_seeds.sh).
+export LANE_GPU3_A='office_t5_ce_s3|gpu_office_t5_ce|Office|--set seed=3
+office_t5_apao_s17|gpu_office_t5_apao|Office|--set seed=17'
+export LANE_GPU3_B='office_t5_ce_s16|gpu_office_t5_ce|Office|--set seed=16
+office_t5_apao_s18|gpu_office_t5_apao|Office|--set seed=18'
