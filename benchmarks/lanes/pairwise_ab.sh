@@ -2,8 +2,9 @@
 # position (one dropout mask per example at level 1 for all 1 + neg_k
 # candidates) explain why APAO pairwise loses to CE (docs/results.md)?
 # Office, beta 0.1, seeds 1-3, shared (default) vs per-candidate decoding as
-# the reference code does (loss.share_bos_position=false; ~1.1x the step
-# cost). A pairwise run takes ~6 GPU-minutes alone, ~10 with a lane partner:
+# the reference code does (loss.share_bos_position=false; its step cost 4.9x
+# CE in bfloat16 before the shared-BOS change, 4.6x after: docs/benchmarks.md,
+# two separate runs). A pairwise run takes ~6 GPU-minutes alone, ~10 with a lane partner:
 # 6 runs, about 20 minutes of a 4 x H200 host in two or three calls:
 #   source benchmarks/lanes/pairwise_ab.sh
 #   bash benchmarks/reproduce_gpu.sh /tmp/r 565; tar czf $OUT/all.tgz -C /tmp r
