@@ -6,8 +6,8 @@
 #   source benchmarks/lanes/more_seeds.sh
 #   bash benchmarks/reproduce_gpu.sh /tmp/r 565; tar czf $OUT/all.tgz -C /tmp r
 #   (twice more; the last call with --final to evaluate cut runs)
-# Then copy r/*.results.json to docs/results_raw/<date>/ (named <run>.json) and
-# r/*.test_ranks.npy to its ranks/, and rerun benchmarks/summarize_results.py.
+# Then, here: python3 benchmarks/collect_results.py <files_at>/r docs/results_raw/<date>
+# and rerun benchmarks/summarize_results.py on that folder.
 # Format per line: name|config|dataset|overrides.
 export LANE_GPU0_A='beauty_t5_ce_s4|gpu_beauty_t5_ce|Beauty|--set seed=4
 beauty_t5_apao_s6|gpu_beauty_t5_apao|Beauty|--set seed=6'

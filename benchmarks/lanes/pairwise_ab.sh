@@ -9,7 +9,8 @@
 #   source benchmarks/lanes/pairwise_ab.sh
 #   bash benchmarks/reproduce_gpu.sh /tmp/r 565; tar czf $OUT/all.tgz -C /tmp r
 #   (again on the same warm machine, the last call with --final)
-# Compare with benchmarks/compare_runs.py (3 vs 3: smallest permutation p 0.05).
+# Then, here: python3 benchmarks/collect_results.py <files_at>/r docs/results_raw/<date>,
+# and benchmarks/compare_runs.py (3 vs 3: smallest permutation p 0.05).
 export LANE_GPU0_A='office_t5_apao_pairwise_b01_s1|gpu_office_t5_apao_pairwise|Office|--set loss.beta=0.1 --set seed=1'
 export LANE_GPU0_B='office_t5_apao_pairwise_b01_unshared_s1|gpu_office_t5_apao_pairwise|Office|--set loss.beta=0.1 --set seed=1 --set loss.share_bos_position=false'
 export LANE_GPU1_A='office_t5_apao_pairwise_b01_s2|gpu_office_t5_apao_pairwise|Office|--set loss.beta=0.1 --set seed=2'

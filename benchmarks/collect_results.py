@@ -1,0 +1,74 @@
+"""Copy what benchmarks/reproduce_gpu.sh brought back into a results folder
+that benchmarks/summarize_results.py, compare_runs.py and popularity_buckets.py
+read, so no file is renamed by hand.
+
+    python benchmarks/collect_results.py FETCHED_DIR docs/results_raw/<date>
+
+From FETCHED_DIR (the unpacked ``r/`` of ``$OUT/all.tgz``):
+``<run>.results.json`` -> ``DEST/<run>.json``, ``<run>.test_ranks.npy`` ->
+``DEST/ranks/``, ``<run>.diagnose.txt`` -> ``DEST/diagnose/`` (only those with
+a JSON line, i.e. a finished ``genrec eval --diagnose``). A file already in
+DEST with other contents is not overwritten unless ``--overwrite``; the run
+names must follow ``<dataset>_<arch>_<method>_s<seed>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+RUN_RE = re.compile(r"^[^_]+_[^_]+_.+_s\d+$")
+KINDS = ((".results.json", "", ".json"), (".test_ranks.npy", "ranks", ".test_ranks.npy"),
+         (".diagnose.txt", "diagnose", ".diagnose.txt"))
+
+
+def plan(src: Path, dest: Path) -> list[tuple[Path, Path]]:
+    """``[(source, destination)]`` for every result file of a well-named run in ``src``."""
+    moves = []
+    for suffix, sub, new_suffix in KINDS:
+        for path in sorted(src.glob(f"*{suffix}")):
+            run = path.name[: -len(suffix)]
+            if not RUN_RE.match(run):
+                print(f"collect_results: skipping {path.name}: run name is not "
+                      "<dataset>_<arch>_<method>_s<seed>", file=sys.stderr)
+                continue
+            if suffix == ".diagnose.txt" and "{" not in path.read_text():
+                print(f"collect_results: skipping {path.name}: no result line (unfinished?)", file=sys.stderr)
+                continue
+            moves.append((path, dest / sub / f"{run}{new_suffix}"))
+    return moves
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("src", type=Path, help="folder with <run>.results.json etc.")
+    parser.add_argument("dest", type=Path, help="results folder, e.g. docs/results_raw/<date>")
+    parser.add_argument("--overwrite", action="store_true", help="replace differing files in dest")
+    args = parser.parse_args(argv)
+    if not args.src.is_dir():
+        print(f"collect_results: {args.src} is not a folder", file=sys.stderr)
+        return 2
+    moves = plan(args.src, args.dest)
+    if not moves:
+        print(f"collect_results: no result files in {args.src}", file=sys.stderr)
+        return 2
+    conflicts = [d for s, d in moves if d.exists() and not filecmp.cmp(s, d, shallow=False)]
+    if conflicts and not args.overwrite:
+        print("collect_results: these differ from what is already there (use --overwrite): "
+              + ", ".join(str(c) for c in conflicts), file=sys.stderr)
+        return 2
+    for source, target in moves:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    runs = sum(1 for s, _ in moves if s.name.endswith(".results.json"))
+    print(f"copied {len(moves)} files ({runs} runs) into {args.dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""benchmarks/collect_results.py: renames and folders as summarize_results and
+compare_runs expect, skips badly named runs and unfinished diagnoses, and does
+not overwrite different results unless asked."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "collect_results.py"
+_spec = importlib.util.spec_from_file_location("collect_results", _PATH)
+collect_results = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(collect_results)
+
+
+def test_collects_and_refuses_to_overwrite(tmp_path, capsys):
+    src, dest = tmp_path / "r", tmp_path / "raw"
+    src.mkdir()
+    (src / "office_t5_ce_s1.results.json").write_text(json.dumps({"test_metrics": {"recall@10": 0.1}}))
+    np.save(src / "office_t5_ce_s1.test_ranks.npy", np.array([1, 0, 3], np.int32))
+    (src / "office_t5_ce_s1.diagnose.txt").write_text('table\n{"split": "test", "metrics": {}}\n')
+    (src / "office_t5_apao_s2.diagnose.txt").write_text("Traceback: killed\n")
+    (src / "scratch.results.json").write_text("{}")
+    (src / "office_t5_ce_s1.log").write_text("not collected")
+
+    assert collect_results.main([str(src), str(dest)]) == 0
+    captured = capsys.readouterr()
+    assert "copied 3 files (1 runs)" in captured.out
+    assert "skipping scratch.results.json" in captured.err and "skipping office_t5_apao_s2" in captured.err
+    assert json.loads((dest / "office_t5_ce_s1.json").read_text())["test_metrics"]["recall@10"] == 0.1
+    np.testing.assert_array_equal(np.load(dest / "ranks" / "office_t5_ce_s1.test_ranks.npy"), [1, 0, 3])
+    assert (dest / "diagnose" / "office_t5_ce_s1.diagnose.txt").exists()
+    assert not (dest / "office_t5_apao_s2.diagnose.txt").exists()
+
+    # The same files again: nothing differs, fine. A changed result: refused, then forced.
+    assert collect_results.main([str(src), str(dest)]) == 0
+    (src / "office_t5_ce_s1.results.json").write_text(json.dumps({"test_metrics": {"recall@10": 0.2}}))
+    assert collect_results.main([str(src), str(dest)]) == 2
+    assert "use --overwrite" in capsys.readouterr().err
+    assert json.loads((dest / "office_t5_ce_s1.json").read_text())["test_metrics"]["recall@10"] == 0.1
+    assert collect_results.main([str(src), str(dest), "--overwrite"]) == 0
+    assert json.loads((dest / "office_t5_ce_s1.json").read_text())["test_metrics"]["recall@10"] == 0.2
+    assert collect_results.main([str(tmp_path / "absent"), str(dest)]) == 2
