@@ -11,7 +11,11 @@ B beats A in that bucket; seeds are the unit).
 
 Each group is a set of ``test_ranks.npy`` files (one per run, written by
 ``training.train`` or ``genrec eval --save-ranks``) of the same dataset, split
-and users, in the order ``genrec.split.leave_one_out_split`` gives them.
+and users, in the order ``genrec.split.leave_one_out_split`` gives them. With
+``--prefix-ranks`` the files are ``genrec eval --diagnose --save-prefix-ranks``
+outputs (``int[levels, users]``) and the metrics are ``prefix_in_beam@t``: the
+share of users whose target's length-``t`` prefix is still among the beams
+after level ``t`` (does a method keep long-tail targets alive longer?).
 
 Run:
     python benchmarks/popularity_buckets.py --data data_local/Office \\
@@ -73,10 +77,16 @@ def bucket_table(ranks_a: np.ndarray, ranks_b: np.ndarray, popularity: np.ndarra
                  percentiles: Sequence[float], seed: int = 0) -> list[dict]:
     """One row per bucket: users, popularity range, each group's mean and sd over runs
     of the bucket's mean ``metric``, B - A relative, and the run-label permutation p."""
-    if ranks_a.shape[1] != len(popularity) or ranks_b.shape[1] != len(popularity):
-        raise ValueError(f"ranks cover {ranks_a.shape[1]} / {ranks_b.shape[1]} users, "
+    return bucket_table_values(per_user_metric(ranks_a, metric), per_user_metric(ranks_b, metric),
+                               popularity, percentiles, seed)
+
+
+def bucket_table_values(per_user_a: np.ndarray, per_user_b: np.ndarray, popularity: np.ndarray,
+                        percentiles: Sequence[float], seed: int = 0) -> list[dict]:
+    """:func:`bucket_table` on per-user values ``float[runs, users]`` of any metric."""
+    if per_user_a.shape[1] != len(popularity) or per_user_b.shape[1] != len(popularity):
+        raise ValueError(f"ranks cover {per_user_a.shape[1]} / {per_user_b.shape[1]} users, "
                          f"the data's test split {len(popularity)}")
-    per_user_a, per_user_b = per_user_metric(ranks_a, metric), per_user_metric(ranks_b, metric)
     rows = []
     for label, mask in bucket_masks(popularity, percentiles):
         run_a, run_b = per_user_a[:, mask].mean(axis=1), per_user_b[:, mask].mean(axis=1)  # [runs]
@@ -87,6 +97,25 @@ def bucket_table(ranks_a: np.ndarray, ranks_b: np.ndarray, popularity: np.ndarra
                      "p": None if perm is None else perm["p"],
                      "min_p": None if perm is None else perm["min_p"]})
     return rows
+
+
+def load_prefix_group(paths: Sequence[str]) -> np.ndarray:
+    """``int[runs, levels, users]`` prefix ranks of one group (``--save-prefix-ranks`` files)."""
+    arrays = [np.load(path) for path in paths]
+    if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 2:
+        raise ValueError(f"prefix-rank files must all be int[levels, users] of one shape, got "
+                         f"{sorted({a.shape for a in arrays})}")
+    return np.stack(arrays)
+
+
+def survival_values(prefix_ranks: np.ndarray, metric: str) -> np.ndarray:
+    """``float[runs, users]``: 1 where the target's length-``t`` prefix survived level ``t``
+    (``metric`` = ``prefix_in_beam@t``), from ``int[runs, levels, users]`` prefix ranks."""
+    name, _, level = metric.partition("@")
+    if name != "prefix_in_beam" or not level.isdigit() or not 1 <= int(level) <= prefix_ranks.shape[1]:
+        raise ValueError(f"metric {metric!r}: with --prefix-ranks use prefix_in_beam@t, "
+                         f"t in 1..{prefix_ranks.shape[1]}")
+    return (prefix_ranks[:, int(level) - 1] > 0).astype(np.float64)
 
 
 def _mean_sd(values: np.ndarray) -> str:
@@ -105,7 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="dataset directory (NAME.inter.json + NAME.index.*.json)")
     parser.add_argument("--a", nargs="+", required=True, help="test_ranks.npy files or globs of group A")
     parser.add_argument("--b", nargs="+", required=True, help="test_ranks.npy files or globs of group B")
-    parser.add_argument("--metrics", default=DEFAULT_METRICS)
+    parser.add_argument("--metrics", default=None,
+                        help=f"default {DEFAULT_METRICS}; with --prefix-ranks, prefix_in_beam@1,..,@levels")
+    parser.add_argument("--prefix-ranks", action="store_true",
+                        help="the files are --save-prefix-ranks outputs: compare prefix survival per level")
     parser.add_argument("--percentiles", default=DEFAULT_PERCENTILES,
                         help="bucket edges, percentiles of the test targets' training counts")
     parser.add_argument("--max-history", type=int, default=20, help="as in the runs' data config")
@@ -115,12 +147,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         from genrec.datasets import load_sid_dataset
 
         paths_a, paths_b = _paths(args.a), _paths(args.b)
-        ranks_a, ranks_b = load_group(paths_a), load_group(paths_b)
         data = load_sid_dataset(args.data)
         popularity = target_popularity(data.sequences, args.max_history)
         percentiles = [float(p) for p in args.percentiles.split(",") if p.strip()]
-        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-        tables = {m: bucket_table(ranks_a, ranks_b, popularity, m, percentiles, args.seed) for m in metrics}
+        tables = {}
+        if args.prefix_ranks:
+            prefix_a, prefix_b = load_prefix_group(paths_a), load_prefix_group(paths_b)
+            metrics = (args.metrics.split(",") if args.metrics else
+                       [f"prefix_in_beam@{t}" for t in range(1, prefix_a.shape[1] + 1)])
+            for metric in (m.strip() for m in metrics if m.strip()):
+                tables[metric] = bucket_table_values(survival_values(prefix_a, metric),
+                                                     survival_values(prefix_b, metric),
+                                                     popularity, percentiles, args.seed)
+        else:
+            ranks_a, ranks_b = load_group(paths_a), load_group(paths_b)
+            metrics = (args.metrics or DEFAULT_METRICS).split(",")
+            for metric in (m.strip() for m in metrics if m.strip()):
+                tables[metric] = bucket_table(ranks_a, ranks_b, popularity, metric, percentiles, args.seed)
     except (ValueError, OSError) as error:
         print(f"popularity_buckets: {error}", file=sys.stderr)
         return 2

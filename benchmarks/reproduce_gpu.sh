@@ -12,7 +12,8 @@
 #     --final  evaluate (test split, best checkpoint) any run the budget cut
 #     --bench  first time CE vs APAO-pairwise train steps on GPU 0 (alone)
 #     --diagnose  after each finished run, also `genrec eval --split test --diagnose`
-#              (prefix survival per level, unconstrained validity) into OUT, on
+#              (prefix survival per level, unconstrained validity, and each
+#              user's prefix ranks as <run>.prefix_ranks.npy) into OUT, on
 #              the lane's GPU
 # Lanes: LANE_GPU<g>_A and LANE_GPU<g>_B for every GPU g the host has (one job
 # per line, name|config|dataset|overrides); GPUs 0 and 1 have defaults below.
@@ -61,7 +62,7 @@ run_lane() {  # gpu lane-spec
       left=$(( deadline - $(date +%s) - 10 ))
       [ "$left" -lt 30 ] && break
       CUDA_VISIBLE_DEVICES=$gpu timeout "$left" python3 -m serving.cli eval --workdir "runs/$name" --split test \
-        --diagnose > "$out/$name.diagnose.txt" 2>&1
+        --diagnose --save-prefix-ranks "$out/$name.prefix_ranks.npy" > "$out/$name.diagnose.txt" 2>&1
     fi
   done <<< "$spec"
 }

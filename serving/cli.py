@@ -154,6 +154,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    if args.save_prefix_ranks and not args.diagnose:
+        raise ValueError("--save-prefix-ranks needs --diagnose")
     import numpy as np
 
     from genrec.split import leave_one_out_split
@@ -172,6 +174,7 @@ def _eval(args: argparse.Namespace) -> int:
     examples = split.test if args.split == "test" else split.valid
     num_beams = args.num_beams or train_config.eval.num_beams
     ranks = np.zeros(examples.num_examples, np.int32)
+    prefix_ranks = np.zeros((vocab.num_levels, examples.num_examples), np.int32) if args.save_prefix_ranks else None
     start = time.perf_counter()
     metrics = evaluate_split(
         model, index, data, examples, num_beams=num_beams,
@@ -179,13 +182,17 @@ def _eval(args: argparse.Namespace) -> int:
         max_examples=args.max_examples, diagnose_unconstrained=args.diagnose,
         diagnose_prefix_survival=args.diagnose,
         normalization=args.normalization or score_normalization(train_config),
-        ranks_out=ranks,
+        ranks_out=ranks, prefix_ranks_out=prefix_ranks,
     )
-    if args.save_ranks:
-        from genrec.atomic_files import atomic_open
+    from genrec.atomic_files import atomic_open
 
+    num_done = int(metrics["num_examples"])
+    if args.save_ranks:
         with atomic_open(args.save_ranks, "wb") as f:
-            np.save(f, ranks[: int(metrics["num_examples"])])
+            np.save(f, ranks[:num_done])
+    if args.save_prefix_ranks:
+        with atomic_open(args.save_prefix_ranks, "wb") as f:
+            np.save(f, prefix_ranks[:, :num_done])
     seconds = time.perf_counter() - start
     popularity = popularity_baseline(data.sid_codes, split.train.targets,
                                      examples.targets[: int(metrics["num_examples"])], ks=ks)
@@ -284,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--save-ranks", default=None, metavar="FILE.npy",
                           help="write each example's rank of the target in the beam (0 = missed), "
                                "for paired comparisons (benchmarks/compare_runs.py)")
+    evaluate.add_argument("--save-prefix-ranks", default=None, metavar="FILE.npy",
+                          help="with --diagnose: write int32[levels, examples], row t-1 = rank of the "
+                               "target's length-t prefix among the beams after level t (0 = pruned), "
+                               "for survival by user group (benchmarks/popularity_buckets.py)")
     evaluate.set_defaults(handler=_eval)
 
     index = commands.add_parser(

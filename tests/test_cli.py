@@ -86,9 +86,12 @@ def test_eval_and_recommend_on_demo_workdir(demo_run, tmp_path, capsys):
     assert metrics["split"] == "valid" and metrics["metrics"]["num_examples"] == 64
     assert 0.0 <= metrics["metrics"]["ndcg@10"] <= metrics["metrics"]["recall@10"] <= 1.0
 
-    ranks_file = tmp_path / "ranks.npy"
+    ranks_file, prefix_file = tmp_path / "ranks.npy", tmp_path / "prefix_ranks.npy"
+    assert main(["eval", "--workdir", str(workdir), "--split", "valid", "--max-examples", "32",
+                 "--save-prefix-ranks", str(prefix_file)]) == 1
+    assert "--save-prefix-ranks needs --diagnose" in capsys.readouterr().err
     assert main(["eval", "--workdir", str(workdir), "--split", "valid", "--max-examples", "32", "--diagnose",
-                 "--save-ranks", str(ranks_file)]) == 0
+                 "--save-ranks", str(ranks_file), "--save-prefix-ranks", str(prefix_file)]) == 0
     out = capsys.readouterr().out
     diagnosed = json.loads(out.strip().splitlines()[-1])["metrics"]
     levels = sorted(key for key in diagnosed if key.startswith("prefix_in_beam@"))
@@ -96,6 +99,12 @@ def test_eval_and_recommend_on_demo_workdir(demo_run, tmp_path, capsys):
     assert 0.0 <= diagnosed["unconstrained_valid_fraction"] <= 1.0
     ranks = np.load(ranks_file)
     assert ranks.shape == (32,) and np.mean((ranks >= 1) & (ranks <= 10)) == diagnosed["recall@10"]
+    # Per-user prefix ranks: row t-1 reproduces prefix_in_beam@t, the last row is the final rank.
+    prefix_ranks = np.load(prefix_file)
+    assert prefix_ranks.shape == (len(levels), 32)
+    np.testing.assert_array_equal(prefix_ranks[-1], ranks)
+    for t in range(1, len(levels) + 1):
+        assert np.mean(prefix_ranks[t - 1] > 0) == diagnosed[f"prefix_in_beam@{t}"]
 
     out_dir = tmp_path / "recs"
     assert main(["recommend", "--workdir", str(workdir), "--out", str(out_dir), "--users-per-shard", "50",

@@ -234,6 +234,13 @@ def test_prefix_survival_is_monotone_and_matches_first_level_by_hand():
                              diagnose_prefix_survival=True)
     survival = [metrics[f"prefix_in_beam@{t}"] for t in (1, 2, 3)]
     assert survival[0] >= survival[1] >= survival[2] == metrics["recall@3"]
+    prefix_ranks = np.full((3, len(split.test.targets)), -1)
+    evaluate_split(model, index, data, split.test, num_beams=num_beams, batch_size=16, ks=(1, 3),
+                   diagnose_prefix_survival=True, prefix_ranks_out=prefix_ranks)
+    assert [np.mean(prefix_ranks[t] > 0) for t in range(3)] == survival
+    assert ((prefix_ranks >= 0) & (prefix_ranks <= num_beams)).all()
+    with pytest.raises(ValueError, match="needs diagnose_prefix_survival"):
+        evaluate_split(model, index, data, split.test, num_beams=num_beams, ks=(1,), prefix_ranks_out=prefix_ranks)
 
     # Level 1 by hand: the target's first code is among the top-3 valid first codes.
     item_tokens = data.vocab.codes_to_tokens(data.sid_codes)

@@ -83,3 +83,38 @@ def test_cli_on_a_tiny_dataset(tmp_path, capsys):
     assert popularity_buckets.main(["--data", str(data_dir), "--a", str(tmp_path / "absent*"),
                                     "--b", *paths["b"]]) == 2
     assert "no file matches" in capsys.readouterr().err
+
+
+def test_prefix_survival_by_bucket(tmp_path, capsys):
+    # int[levels=2, users=4] per run: level-1 survival A: users {0}, {0, 1}; B: {2, 3} twice.
+    prefix_a = np.array([[[3, 0, 0, 0], [1, 0, 0, 0]], [[2, 5, 0, 0], [2, 0, 0, 0]]])
+    prefix_b = np.array([[[0, 0, 1, 4], [0, 0, 1, 0]], [[0, 0, 2, 2], [0, 0, 0, 2]]])
+    values = popularity_buckets.survival_values(prefix_a, "prefix_in_beam@1")
+    np.testing.assert_array_equal(values, [[1, 0, 0, 0], [1, 1, 0, 0]])
+    with pytest.raises(ValueError, match="prefix_in_beam@t, t in 1..2"):
+        popularity_buckets.survival_values(prefix_a, "prefix_in_beam@3")
+    tail, head, everyone = popularity_buckets.bucket_table_values(
+        values, popularity_buckets.survival_values(prefix_b, "prefix_in_beam@1"), np.array(POPULARITY), [50])
+    np.testing.assert_allclose(tail["b"], [1.0, 1.0])  # users 2 and 3 survive in both B runs
+    np.testing.assert_allclose(head["a"], [0.5, 1.0])
+    assert tail["p"] == pytest.approx(1 / 6)
+
+    data_dir = tmp_path / "toy"
+    data_dir.mkdir()
+    codes = {f"i{i}": [f"<a_{i // 2}>", f"<b_{i % 2}>"] for i in range(4)}
+    (data_dir / "toy.index.rq-kmeans.json").write_text(json.dumps(codes))
+    (data_dir / "toy.inter.json").write_text(json.dumps(
+        {f"u{u}": [f"i{i}" for i in seq.tolist()] for u, seq in enumerate(SEQUENCES)}))
+    for group, arrays in (("a", prefix_a), ("b", prefix_b)):
+        for run, array in enumerate(arrays):
+            np.save(tmp_path / f"{group}_s{run}.prefix_ranks.npy", array.astype(np.int32))
+    assert popularity_buckets.main(["--data", str(data_dir), "--prefix-ranks", "--percentiles", "50",
+                                    "--a", str(tmp_path / "a_s*"), "--b", str(tmp_path / "b_s*")]) == 0
+    out = capsys.readouterr().out
+    assert "| prefix_in_beam@1 |" in out and "| prefix_in_beam@2 |" in out
+    assert "| 0-0 | 2 | 0.0000 ± 0.0000 | 1.0000 ± 0.0000 |" in out
+    # Plain rank files are refused in --prefix-ranks mode (and vice versa the shapes differ).
+    np.save(tmp_path / "flat.npy", np.array([1, 0, 0, 0], np.int32))
+    assert popularity_buckets.main(["--data", str(data_dir), "--prefix-ranks", "--a", str(tmp_path / "flat.npy"),
+                                    "--b", str(tmp_path / "b_s*")]) == 2
+    assert "int[levels, users]" in capsys.readouterr().err

@@ -358,6 +358,7 @@ def evaluate_split(
     diagnose_prefix_survival: bool = False,
     normalization: str = "vocab",
     ranks_out: np.ndarray | None = None,
+    prefix_ranks_out: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Recall@k / NDCG@k of ``model`` on one leave-one-out split.
 
@@ -387,6 +388,11 @@ def evaluate_split(
         1-based rank of the target SID in the beam (0 = not in it), for paired
         comparisons of two models on the same users
         (``benchmarks/compare_runs.py``).
+      prefix_ranks_out: optional ``int[num_levels, >= n]`` array (needs
+        ``diagnose_prefix_survival``): row ``t-1`` receives each example's rank
+        of its target's length-``t`` prefix among the beams after level ``t``
+        (0 = pruned); the last row is the final rank (as ``ranks_out``). For
+        prefix survival by user group (``benchmarks/popularity_buckets.py``).
 
     Returns:
       ``{"recall@5": ..., "ndcg@5": ..., ..., "num_examples": n}`` (floats),
@@ -406,6 +412,8 @@ def evaluate_split(
             f"the index's token offsets {tuple(index.token_offsets)} differ from the vocabulary's "
             f"{tuple(data.vocab.level_offsets)}; build it with build_eval_index(data.sid_codes, data.vocab)"
         )
+    if prefix_ranks_out is not None and not diagnose_prefix_survival:
+        raise ValueError("prefix_ranks_out needs diagnose_prefix_survival=True")
     num_examples = _num_examples(split_arrays, max_examples)
     targets = np.asarray(split_arrays.targets[:num_examples])
     batch_size = min(batch_size, num_examples)
@@ -456,6 +464,9 @@ def evaluate_split(
 
     if ranks_out is not None:
         ranks_out[:num_examples] = ranks
+    if prefix_ranks_out is not None:
+        prefix_ranks_out[:-1, :num_examples] = prefix_ranks
+        prefix_ranks_out[-1, :num_examples] = ranks
     metrics = ranking_metrics(ranks, ks)
     if diagnose_unconstrained:
         metrics["unconstrained_valid_fraction"] = num_in_catalogue / float(num_examples * num_beams)
