@@ -4,7 +4,7 @@
 # seeds 6-15 (CE) and 7-16 (APAO), Beauty seeds 4-8 of each: 30 runs, about
 # 28 minutes of a 4 x H200 host in three calls on the same warm machine:
 #   source benchmarks/lanes/more_seeds.sh
-#   bash benchmarks/reproduce_gpu.sh /tmp/r 565; tar czf $OUT/all.tgz -C /tmp r
+#   bash benchmarks/reproduce_gpu.sh /tmp/r 565 --diagnose; tar czf $OUT/all.tgz -C /tmp r
 #   (twice more; the last call with --final to evaluate cut runs)
 # Then, here: python3 benchmarks/collect_results.py <files_at>/r docs/results_raw/<date>
 # and rerun benchmarks/summarize_results.py on that folder.

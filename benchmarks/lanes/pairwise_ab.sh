@@ -7,7 +7,7 @@
 # two separate runs). A pairwise run takes ~6 GPU-minutes alone, ~10 with a lane partner:
 # 6 runs, about 20 minutes of a 4 x H200 host in two or three calls:
 #   source benchmarks/lanes/pairwise_ab.sh
-#   bash benchmarks/reproduce_gpu.sh /tmp/r 565; tar czf $OUT/all.tgz -C /tmp r
+#   bash benchmarks/reproduce_gpu.sh /tmp/r 565 --diagnose; tar czf $OUT/all.tgz -C /tmp r
 #   (again on the same warm machine, the last call with --final)
 # Then, here: python3 benchmarks/collect_results.py <files_at>/r docs/results_raw/<date>,
 # and benchmarks/compare_runs.py (3 vs 3: smallest permutation p 0.05).
