@@ -17,6 +17,7 @@
 #              the lane's GPU
 # Lanes: LANE_GPU<g>_A and LANE_GPU<g>_B for every GPU g the host has (one job
 # per line, name|config|dataset|overrides); GPUs 0 and 1 have defaults below.
+# Lanes for GPUs the host lacks run after those of GPU g % num_gpus.
 # The device tool brings back only a few files from $OUT, so write elsewhere
 # and pack:  bash benchmarks/reproduce_gpu.sh /tmp/r 540 --final; tar czf $OUT/all.tgz -C /tmp r
 set -uo pipefail
@@ -81,6 +82,16 @@ final_evals() {  # gpu lane-spec...: test-evaluate the best checkpoint of runs t
 }
 
 num_gpus=$(nvidia-smi -L | grep -c '^GPU')
+# Lanes written for more GPUs than this host has are appended to the lanes of
+# GPU g % num_gpus (same letter), so no run is silently dropped.
+for (( g = num_gpus; g < 16; g++ )); do
+  for l in A B; do
+    var="LANE_GPU${g}_$l"; [ -z "${!var-}" ] && continue
+    host="LANE_GPU$(( g % num_gpus ))_$l"
+    printf -v "$host" '%s\n%s' "${!host-}" "${!var}"
+    echo "lanes of GPU $g ($l) appended to GPU $(( g % num_gpus )): this host has $num_gpus GPU(s)"
+  done
+done
 lane() { local var="LANE_GPU$1_$2"; printf '%s' "${!var-}"; }
 for (( g = 0; g < num_gpus; g++ )); do
   if [ "$g" = 0 ] && [ "$bench" = 1 ]; then
