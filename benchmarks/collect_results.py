@@ -6,7 +6,7 @@ read, so no file is renamed by hand.
 
 From FETCHED_DIR (the unpacked ``r/`` of ``$OUT/all.tgz``):
 ``<run>.results.json`` -> ``DEST/<run>.json``, ``<run>.test_ranks.npy`` ->
-``DEST/ranks/`` (and ``<run>.prefix_ranks.npy``), ``<run>.diagnose.txt`` ->
+``DEST/ranks/`` (and ``<run>.prefix_ranks.npy``, ``<run>.valid_ranks.npy``), ``<run>.diagnose.txt`` ->
 ``DEST/diagnose/`` (only those with
 a JSON line, i.e. a finished ``genrec eval --diagnose``). A file already in
 DEST with other contents is not overwritten unless ``--overwrite``; the run
@@ -25,7 +25,8 @@ from pathlib import Path
 
 RUN_RE = re.compile(r"^[^_]+_[^_]+_.+_s\d+$")
 KINDS = ((".results.json", "", ".json"), (".test_ranks.npy", "ranks", ".test_ranks.npy"),
-         (".prefix_ranks.npy", "ranks", ".prefix_ranks.npy"), (".diagnose.txt", "diagnose", ".diagnose.txt"))
+         (".prefix_ranks.npy", "ranks", ".prefix_ranks.npy"), (".valid_ranks.npy", "ranks", ".valid_ranks.npy"),
+         (".diagnose.txt", "diagnose", ".diagnose.txt"))
 
 
 def plan(src: Path, dest: Path) -> list[tuple[Path, Path]]:

@@ -41,15 +41,18 @@ DEFAULT_METRICS = "recall@10,ndcg@10"
 DEFAULT_PERCENTILES = "50,90"
 
 
-def target_popularity(sequences: Sequence[np.ndarray], max_history: int = 20) -> np.ndarray:
-    """``int64[num_test_users]``: for each test example, how many training examples
-    have its target item as their target (leave-one-out split of ``sequences``)."""
+def target_popularity(sequences: Sequence[np.ndarray], max_history: int = 20, split: str = "test") -> np.ndarray:
+    """``int64[num_users]``: for each example of ``split`` ("test" or "valid"), how many
+    training examples have its target item as their target (leave-one-out split of
+    ``sequences``)."""
     from genrec.split import leave_one_out_split  # the project's split, so the order matches the ranks
 
-    split = leave_one_out_split(sequences, max_history)
+    if split not in ("test", "valid"):
+        raise ValueError(f"split {split!r}: expected 'test' or 'valid'")
+    parts = leave_one_out_split(sequences, max_history)
     num_items = int(max(seq.max() for seq in sequences)) + 1
-    counts = np.bincount(split.train.targets, minlength=num_items)
-    return counts[split.test.targets].astype(np.int64)
+    counts = np.bincount(parts.train.targets, minlength=num_items)
+    return counts[getattr(parts, split).targets].astype(np.int64)
 
 
 def bucket_masks(popularity: np.ndarray, percentiles: Sequence[float]) -> list[tuple[str, np.ndarray]]:
@@ -141,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--percentiles", default=DEFAULT_PERCENTILES,
                         help="bucket edges, percentiles of the test targets' training counts")
     parser.add_argument("--max-history", type=int, default=20, help="as in the runs' data config")
+    parser.add_argument("--split", choices=("test", "valid"), default="test",
+                        help="the split the rank files cover (valid: genrec eval --split valid --save-ranks; "
+                             "files of the first N users, as --max-examples evaluates, are accepted)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
@@ -148,7 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         paths_a, paths_b = _paths(args.a), _paths(args.b)
         data = load_sid_dataset(args.data)
-        popularity = target_popularity(data.sequences, args.max_history)
+        popularity = target_popularity(data.sequences, args.max_history, args.split)
+        num_users = (load_prefix_group(paths_a) if args.prefix_ranks else load_group(paths_a)).shape[-1]
+        if num_users < len(popularity):  # an evaluation with --max-examples covers the first users
+            popularity = popularity[:num_users]
         percentiles = [float(p) for p in args.percentiles.split(",") if p.strip()]
         tables = {}
         if args.prefix_ranks:
@@ -167,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as error:
         print(f"popularity_buckets: {error}", file=sys.stderr)
         return 2
-    print(f"A: {len(paths_a)} run(s), B: {len(paths_b)} run(s), {len(popularity)} test users of {args.data}; "
+    print(f"A: {len(paths_a)} run(s), B: {len(paths_b)} run(s), {len(popularity)} {args.split} users of {args.data}; "
           f"buckets by the target's count as a training target, at percentiles {args.percentiles}")
     for metric, rows in tables.items():
         print()

@@ -13,8 +13,9 @@
 #     --bench  first time CE vs APAO-pairwise train steps on GPU 0 (alone)
 #     --diagnose  after each finished run, also `genrec eval --split test --diagnose`
 #              (prefix survival per level, unconstrained validity, and each
-#              user's prefix ranks as <run>.prefix_ranks.npy) into OUT, on
-#              the lane's GPU
+#              user's prefix ranks as <run>.prefix_ranks.npy) into OUT, and the
+#              best checkpoint's ranks on every validation user
+#              (<run>.valid_ranks.npy), on the lane's GPU
 # Lanes: LANE_GPU<g>_A and LANE_GPU<g>_B for every GPU g the host has (one job
 # per line, name|config|dataset|overrides); GPUs 0 and 1 have defaults below.
 # Lanes for GPUs the host lacks run after those of GPU g % num_gpus.
@@ -64,6 +65,10 @@ run_lane() {  # gpu lane-spec
       [ "$left" -lt 30 ] && break
       CUDA_VISIBLE_DEVICES=$gpu timeout "$left" python3 -m serving.cli eval --workdir "runs/$name" --split test \
         --diagnose --save-prefix-ranks "$out/$name.prefix_ranks.npy" > "$out/$name.diagnose.txt" 2>&1
+      left=$(( deadline - $(date +%s) - 10 ))
+      [ "$left" -lt 20 ] && break
+      CUDA_VISIBLE_DEVICES=$gpu timeout "$left" python3 -m serving.cli eval --workdir "runs/$name" --split valid \
+        --save-ranks "$out/$name.valid_ranks.npy" > /dev/null 2>&1
     fi
   done <<< "$spec"
 }

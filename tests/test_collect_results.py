@@ -20,6 +20,7 @@ def test_collects_and_refuses_to_overwrite(tmp_path, capsys):
     (src / "office_t5_ce_s1.results.json").write_text(json.dumps({"test_metrics": {"recall@10": 0.1}}))
     np.save(src / "office_t5_ce_s1.test_ranks.npy", np.array([1, 0, 3], np.int32))
     np.save(src / "office_t5_ce_s1.prefix_ranks.npy", np.array([[2, 4, 1], [1, 0, 3]], np.int32))
+    np.save(src / "office_t5_ce_s1.valid_ranks.npy", np.array([0, 0, 7], np.int32))
     (src / "office_t5_ce_s1.diagnose.txt").write_text('table\n{"split": "test", "metrics": {}}\n')
     (src / "office_t5_apao_s2.diagnose.txt").write_text("Traceback: killed\n")
     (src / "scratch.results.json").write_text("{}")
@@ -27,11 +28,12 @@ def test_collects_and_refuses_to_overwrite(tmp_path, capsys):
 
     assert collect_results.main([str(src), str(dest)]) == 0
     captured = capsys.readouterr()
-    assert "copied 4 files (1 runs)" in captured.out
+    assert "copied 5 files (1 runs)" in captured.out
     assert "skipping scratch.results.json" in captured.err and "skipping office_t5_apao_s2" in captured.err
     assert json.loads((dest / "office_t5_ce_s1.json").read_text())["test_metrics"]["recall@10"] == 0.1
     np.testing.assert_array_equal(np.load(dest / "ranks" / "office_t5_ce_s1.test_ranks.npy"), [1, 0, 3])
     assert np.load(dest / "ranks" / "office_t5_ce_s1.prefix_ranks.npy").shape == (2, 3)
+    np.testing.assert_array_equal(np.load(dest / "ranks" / "office_t5_ce_s1.valid_ranks.npy"), [0, 0, 7])
     assert (dest / "diagnose" / "office_t5_ce_s1.diagnose.txt").exists()
     assert not (dest / "office_t5_apao_s2.diagnose.txt").exists()
 

@@ -26,6 +26,10 @@ RANKS_B = np.array([[0, 0, 5, 1], [0, 0, 3, 0]])
 
 def test_target_popularity_counts_training_targets():
     np.testing.assert_array_equal(popularity_buckets.target_popularity(SEQUENCES), POPULARITY)
+    # Validation targets (second-to-last items): 3, 2, 2, 2.
+    np.testing.assert_array_equal(popularity_buckets.target_popularity(SEQUENCES, split="valid"), [0, 2, 2, 2])
+    with pytest.raises(ValueError, match="'test' or 'valid'"):
+        popularity_buckets.target_popularity(SEQUENCES, split="train")
 
 
 def test_bucket_masks():
@@ -79,6 +83,19 @@ def test_cli_on_a_tiny_dataset(tmp_path, capsys):
     assert "A: 2 run(s), B: 2 run(s), 4 test users" in out
     assert "| 0-0 | 2 | 0.0000 ± 0.0000 | 0.7500 ± 0.3536 |" in out and "| 0.167 |" in out
     assert "| all | 4 | 0.2500 ± 0.0000 | 0.3750 ± 0.1768 | +50.0% | 0.500 |" in out
+
+    # Validation ranks of the first 3 users only (an evaluation with --max-examples 3):
+    # valid popularity [0, 2, 2], 40th percentile 1.6 -> buckets "0-0" (user 0) and "2-2" (users 1, 2).
+    for group, ranks in (("a", RANKS_A), ("b", RANKS_B)):
+        for run, row in enumerate(ranks):
+            np.save(tmp_path / f"{group}_s{run}.valid_ranks.npy", row[:3].astype(np.int32))
+    assert popularity_buckets.main(["--data", str(data_dir), "--split", "valid", "--metrics", "recall@10",
+                                    "--percentiles", "40", "--a", str(tmp_path / "a_s*.valid_ranks.npy"),
+                                    "--b", str(tmp_path / "b_s*.valid_ranks.npy")]) == 0
+    out = capsys.readouterr().out
+    assert "3 valid users" in out
+    assert "| 0-0 | 1 | 1.0000 ± 0.0000 | 0.0000 ± 0.0000 | -100.0% |" in out
+    assert "| 2-2 | 2 | 0.0000 ± 0.0000 | 0.5000 ± 0.0000 |" in out  # B finds user 2 in both runs
 
     assert popularity_buckets.main(["--data", str(data_dir), "--a", str(tmp_path / "absent*"),
                                     "--b", *paths["b"]]) == 2
