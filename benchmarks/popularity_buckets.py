@@ -153,26 +153,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         from genrec.datasets import load_sid_dataset
 
         paths_a, paths_b = _paths(args.a), _paths(args.b)
+        load = load_prefix_group if args.prefix_ranks else load_group
+        group_a, group_b = load(paths_a), load(paths_b)  # [runs, (levels,) users]
         data = load_sid_dataset(args.data)
         popularity = target_popularity(data.sequences, args.max_history, args.split)
-        num_users = (load_prefix_group(paths_a) if args.prefix_ranks else load_group(paths_a)).shape[-1]
-        if num_users < len(popularity):  # an evaluation with --max-examples covers the first users
-            popularity = popularity[:num_users]
+        if group_a.shape[-1] < len(popularity):  # an evaluation with --max-examples covers the first users
+            popularity = popularity[: group_a.shape[-1]]
         percentiles = [float(p) for p in args.percentiles.split(",") if p.strip()]
-        tables = {}
         if args.prefix_ranks:
-            prefix_a, prefix_b = load_prefix_group(paths_a), load_prefix_group(paths_b)
-            metrics = (args.metrics.split(",") if args.metrics else
-                       [f"prefix_in_beam@{t}" for t in range(1, prefix_a.shape[1] + 1)])
-            for metric in (m.strip() for m in metrics if m.strip()):
-                tables[metric] = bucket_table_values(survival_values(prefix_a, metric),
-                                                     survival_values(prefix_b, metric),
-                                                     popularity, percentiles, args.seed)
+            metrics = args.metrics or ",".join(f"prefix_in_beam@{t}" for t in range(1, group_a.shape[1] + 1))
+            tables = {m: bucket_table_values(survival_values(group_a, m), survival_values(group_b, m),
+                                             popularity, percentiles, args.seed)
+                      for m in (m.strip() for m in metrics.split(",")) if m}
         else:
-            ranks_a, ranks_b = load_group(paths_a), load_group(paths_b)
-            metrics = (args.metrics or DEFAULT_METRICS).split(",")
-            for metric in (m.strip() for m in metrics if m.strip()):
-                tables[metric] = bucket_table(ranks_a, ranks_b, popularity, metric, percentiles, args.seed)
+            tables = {m: bucket_table(group_a, group_b, popularity, m, percentiles, args.seed)
+                      for m in (m.strip() for m in (args.metrics or DEFAULT_METRICS).split(",")) if m}
     except (ValueError, OSError) as error:
         print(f"popularity_buckets: {error}", file=sys.stderr)
         return 2
