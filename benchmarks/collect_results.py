@@ -6,7 +6,8 @@ read, so no file is renamed by hand.
 
 From FETCHED_DIR (the unpacked ``r/`` of ``$OUT/all.tgz``):
 ``<run>.results.json`` -> ``DEST/<run>.json``, ``<run>.test_ranks.npy`` ->
-``DEST/ranks/`` (and ``<run>.prefix_ranks.npy``, ``<run>.valid_ranks.npy``), ``<run>.diagnose.txt`` ->
+``DEST/ranks/``, ``<run>.prefix_ranks.npy`` -> ``DEST/prefix_ranks/``,
+``<run>.valid_ranks.npy`` -> ``DEST/valid_ranks/``, ``<run>.diagnose.txt`` ->
 ``DEST/diagnose/`` (only those with
 a JSON line, i.e. a finished ``genrec eval --diagnose``). A file already in
 DEST with other contents is not overwritten unless ``--overwrite``; the run
@@ -24,8 +25,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 RUN_RE = re.compile(r"^[^_]+_[^_]+_.+_s\d+$")
+# Each kind of rank file has its own folder, so a glob like ranks/<run>.* never
+# mixes test ranks with validation or prefix ranks.
 KINDS = ((".results.json", "", ".json"), (".test_ranks.npy", "ranks", ".test_ranks.npy"),
-         (".prefix_ranks.npy", "ranks", ".prefix_ranks.npy"), (".valid_ranks.npy", "ranks", ".valid_ranks.npy"),
+         (".prefix_ranks.npy", "prefix_ranks", ".prefix_ranks.npy"),
+         (".valid_ranks.npy", "valid_ranks", ".valid_ranks.npy"),
          (".diagnose.txt", "diagnose", ".diagnose.txt"))
 
 
@@ -39,7 +43,9 @@ def plan(src: Path, dest: Path) -> list[tuple[Path, Path]]:
                 print(f"collect_results: skipping {path.name}: run name is not "
                       "<dataset>_<arch>_<method>_s<seed>", file=sys.stderr)
                 continue
-            if suffix == ".diagnose.txt" and "{" not in path.read_text():
+            # The rule summarize_results.py reads them by: a line that starts with "{".
+            if suffix == ".diagnose.txt" and not any(
+                    line.startswith("{") for line in path.read_text().splitlines()):
                 print(f"collect_results: skipping {path.name}: no result line (unfinished?)", file=sys.stderr)
                 continue
             moves.append((path, dest / sub / f"{run}{new_suffix}"))

@@ -100,8 +100,12 @@ def load_group(paths: Sequence[str]) -> np.ndarray:
     if not paths:
         raise ValueError("a group needs at least one test_ranks.npy file")
     arrays = [np.load(path) for path in paths]
+    for path, array in zip(paths, arrays):
+        if array.ndim != 1:
+            raise ValueError(f"{path}: expected int[users] test ranks, got shape {array.shape} "
+                             "(prefix ranks are int[levels, users]: popularity_buckets.py --prefix-ranks)")
     lengths = {a.shape for a in arrays}
-    if len(lengths) != 1 or arrays[0].ndim != 1:
+    if len(lengths) != 1:
         raise ValueError(f"rank files differ in shape ({sorted(lengths)}); compare runs on the same test split")
     return np.stack(arrays)
 

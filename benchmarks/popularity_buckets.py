@@ -36,6 +36,7 @@ import numpy as np
 # compare_runs.py sits beside this script; benchmarks/ is not a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_runs import load_group, per_user_metric, run_permutation_test  # noqa: E402
+from summarize_results import mean_sd  # noqa: E402
 
 DEFAULT_METRICS = "recall@10,ndcg@10"
 DEFAULT_PERCENTILES = "50,90"
@@ -121,10 +122,6 @@ def survival_values(prefix_ranks: np.ndarray, metric: str) -> np.ndarray:
     return (prefix_ranks[:, int(level) - 1] > 0).astype(np.float64)
 
 
-def _mean_sd(values: np.ndarray) -> str:
-    return f"{values.mean():.4f}" if len(values) == 1 else f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
-
-
 def _paths(patterns: Sequence[str]) -> list[str]:
     paths = sorted({p for pattern in patterns for p in (glob.glob(pattern) or glob.glob(pattern + "*.npy"))})
     if not paths:
@@ -142,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prefix-ranks", action="store_true",
                         help="the files are --save-prefix-ranks outputs: compare prefix survival per level")
     parser.add_argument("--percentiles", default=DEFAULT_PERCENTILES,
-                        help="bucket edges, percentiles of the test targets' training counts")
+                        help="bucket edges, percentiles of the targets' training counts")
     parser.add_argument("--max-history", type=int, default=20, help="as in the runs' data config")
     parser.add_argument("--split", choices=("test", "valid"), default="test",
                         help="the split the rank files cover (valid: genrec eval --split valid --save-ranks; "
@@ -152,13 +149,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from genrec.datasets import load_sid_dataset
 
+        if args.prefix_ranks and args.split != "test":
+            raise ValueError("--prefix-ranks files cover the test split (genrec eval --split test --diagnose)")
         paths_a, paths_b = _paths(args.a), _paths(args.b)
         load = load_prefix_group if args.prefix_ranks else load_group
         group_a, group_b = load(paths_a), load(paths_b)  # [runs, (levels,) users]
         data = load_sid_dataset(args.data)
         popularity = target_popularity(data.sequences, args.max_history, args.split)
-        if group_a.shape[-1] < len(popularity):  # an evaluation with --max-examples covers the first users
-            popularity = popularity[: group_a.shape[-1]]
+        num_users = group_a.shape[-1]
+        if args.split == "valid" and num_users < len(popularity):
+            # genrec eval --max-examples N evaluates the first N validation users.
+            print(f"popularity_buckets: note: the rank files cover the first {num_users} of "
+                  f"{len(popularity)} validation users", file=sys.stderr)
+            popularity = popularity[:num_users]
         percentiles = [float(p) for p in args.percentiles.split(",") if p.strip()]
         if args.prefix_ranks:
             metrics = args.metrics or ",".join(f"prefix_in_beam@{t}" for t in range(1, group_a.shape[1] + 1))
@@ -168,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             tables = {m: bucket_table(group_a, group_b, popularity, m, percentiles, args.seed)
                       for m in (m.strip() for m in (args.metrics or DEFAULT_METRICS).split(",")) if m}
+        if not tables:
+            raise ValueError(f"no metric in --metrics {args.metrics!r}")
     except (ValueError, OSError) as error:
         print(f"popularity_buckets: {error}", file=sys.stderr)
         return 2
@@ -179,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("|---|---|---|---|---|---|")
         for r in rows:
             p = "n/a" if r["p"] is None else f"{r['p']:.3f}"
-            print(f"| {r['bucket']} | {r['users']} | {_mean_sd(r['a'])} | {_mean_sd(r['b'])} | "
+            print(f"| {r['bucket']} | {r['users']} | {mean_sd(list(r['a']))} | {mean_sd(list(r['b']))} | "
                   f"{r['relative']:+.1%} | {p} |")
     first = next(iter(tables.values()))[0]
     if first["min_p"] is not None:

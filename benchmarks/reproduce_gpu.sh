@@ -60,15 +60,19 @@ run_lane() {  # gpu lane-spec
         --workdir "runs/$name" --set "data.data_dir=data_local/$data" $extra >> "runs/$name.log" 2>&1
       echo "$(date +%T) $name: train exit $? (gpu $gpu)"
     fi
-    if [ "$diagnose" = 1 ] && [ -f "runs/$name/results.json" ] && [ ! -s "$out/$name.diagnose.txt" ]; then
+    # Each diagnosis step is redone until its own output exists (a call cut in
+    # the middle leaves it for the next call).
+    if [ "$diagnose" = 1 ] && [ -f "runs/$name/results.json" ] && [ ! -f "$out/$name.prefix_ranks.npy" ]; then
       left=$(( deadline - $(date +%s) - 10 ))
       [ "$left" -lt 30 ] && break
       CUDA_VISIBLE_DEVICES=$gpu timeout "$left" python3 -m serving.cli eval --workdir "runs/$name" --split test \
         --diagnose --save-prefix-ranks "$out/$name.prefix_ranks.npy" > "$out/$name.diagnose.txt" 2>&1
+    fi
+    if [ "$diagnose" = 1 ] && [ -f "runs/$name/results.json" ] && [ ! -f "$out/$name.valid_ranks.npy" ]; then
       left=$(( deadline - $(date +%s) - 10 ))
       [ "$left" -lt 20 ] && break
       CUDA_VISIBLE_DEVICES=$gpu timeout "$left" python3 -m serving.cli eval --workdir "runs/$name" --split valid \
-        --save-ranks "$out/$name.valid_ranks.npy" > /dev/null 2>&1
+        --save-ranks "$out/$name.valid_ranks.npy" > "$out/$name.valid_eval.txt" 2>&1
     fi
   done <<< "$spec"
 }
@@ -86,7 +90,8 @@ final_evals() {  # gpu lane-spec...: test-evaluate the best checkpoint of runs t
   done
 }
 
-num_gpus=$(nvidia-smi -L | grep -c '^GPU')
+num_gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+if [ "$num_gpus" -lt 1 ]; then echo "reproduce_gpu.sh: no GPU found (nvidia-smi -L)"; exit 2; fi
 # Lanes written for more GPUs than this host has are appended to the lanes of
 # GPU g % num_gpus (same letter), so no run is silently dropped.
 for (( g = num_gpus; g < 16; g++ )); do

@@ -94,9 +94,9 @@ def mean_sd(values: list[float]) -> str:
 
 def valid_cells(runs: list[dict]) -> list[str]:
     """Mean validation figure of the best checkpoints and mean per-run test / validation ratio."""
-    valid = [r["valid"] for r in runs if r["valid"]]
-    if len(valid) < len(runs) or VALID_METRIC not in runs[0]["test"]:
-        return ["?", "?"]
+    valid = [r["valid"] for r in runs if r["valid"] is not None]
+    if len(valid) < len(runs) or VALID_METRIC not in runs[0]["test"] or not all(valid):
+        return ["?" if len(valid) < len(runs) else mean_sd(valid), "?"]
     ratio = [r["test"][VALID_METRIC] / r["valid"] for r in runs]
     return [mean_sd(valid), f"{np.mean(ratio):.2f}"]
 

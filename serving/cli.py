@@ -195,7 +195,7 @@ def _eval(args: argparse.Namespace) -> int:
             np.save(f, prefix_ranks[:, :num_done])
     seconds = time.perf_counter() - start
     popularity = popularity_baseline(data.sid_codes, split.train.targets,
-                                     examples.targets[: int(metrics["num_examples"])], ks=ks)
+                                     examples.targets[:num_done], ks=ks)
     keys = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")]
     print(f"{args.split} split of {data.name or 'the training data'}: {int(metrics['num_examples'])} examples, "
           f"{num_beams} beams, {args.which} checkpoint, {seconds:.1f} s")

@@ -22,7 +22,7 @@ def test_collects_and_refuses_to_overwrite(tmp_path, capsys):
     np.save(src / "office_t5_ce_s1.prefix_ranks.npy", np.array([[2, 4, 1], [1, 0, 3]], np.int32))
     np.save(src / "office_t5_ce_s1.valid_ranks.npy", np.array([0, 0, 7], np.int32))
     (src / "office_t5_ce_s1.diagnose.txt").write_text('table\n{"split": "test", "metrics": {}}\n')
-    (src / "office_t5_apao_s2.diagnose.txt").write_text("Traceback: killed\n")
+    (src / "office_t5_apao_s2.diagnose.txt").write_text("Traceback: killed in f({'a': 1})\n")
     (src / "scratch.results.json").write_text("{}")
     (src / "office_t5_ce_s1.log").write_text("not collected")
 
@@ -32,8 +32,9 @@ def test_collects_and_refuses_to_overwrite(tmp_path, capsys):
     assert "skipping scratch.results.json" in captured.err and "skipping office_t5_apao_s2" in captured.err
     assert json.loads((dest / "office_t5_ce_s1.json").read_text())["test_metrics"]["recall@10"] == 0.1
     np.testing.assert_array_equal(np.load(dest / "ranks" / "office_t5_ce_s1.test_ranks.npy"), [1, 0, 3])
-    assert np.load(dest / "ranks" / "office_t5_ce_s1.prefix_ranks.npy").shape == (2, 3)
-    np.testing.assert_array_equal(np.load(dest / "ranks" / "office_t5_ce_s1.valid_ranks.npy"), [0, 0, 7])
+    assert np.load(dest / "prefix_ranks" / "office_t5_ce_s1.prefix_ranks.npy").shape == (2, 3)
+    np.testing.assert_array_equal(np.load(dest / "valid_ranks" / "office_t5_ce_s1.valid_ranks.npy"), [0, 0, 7])
+    assert sorted(p.name for p in (dest / "ranks").iterdir()) == ["office_t5_ce_s1.test_ranks.npy"]
     assert (dest / "diagnose" / "office_t5_ce_s1.diagnose.txt").exists()
     assert not (dest / "office_t5_apao_s2.diagnose.txt").exists()
 

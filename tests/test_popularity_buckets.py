@@ -97,6 +97,17 @@ def test_cli_on_a_tiny_dataset(tmp_path, capsys):
     assert "| 0-0 | 1 | 1.0000 ± 0.0000 | 0.0000 ± 0.0000 | -100.0% |" in out
     assert "| 2-2 | 2 | 0.0000 ± 0.0000 | 0.5000 ± 0.0000 |" in out  # B finds user 2 in both runs
 
+    # On the test split a file of fewer users is an error (wrong data or split), not a subset.
+    assert popularity_buckets.main(["--data", str(data_dir), "--a", str(tmp_path / "a_s*.valid_ranks.npy"),
+                                    "--b", str(tmp_path / "b_s*.valid_ranks.npy")]) == 2
+    assert "cover 3 / 3 users, the data's test split 4" in capsys.readouterr().err
+    assert popularity_buckets.main(["--data", str(data_dir), "--metrics", ",", "--a", *paths["a"],
+                                    "--b", *paths["b"]]) == 2
+    assert "no metric" in capsys.readouterr().err
+    assert popularity_buckets.main(["--data", str(data_dir), "--prefix-ranks", "--split", "valid",
+                                    "--a", *paths["a"], "--b", *paths["b"]]) == 2
+    assert "cover the test split" in capsys.readouterr().err
+
     assert popularity_buckets.main(["--data", str(data_dir), "--a", str(tmp_path / "absent*"),
                                     "--b", *paths["b"]]) == 2
     assert "no file matches" in capsys.readouterr().err

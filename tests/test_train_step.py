@@ -110,6 +110,22 @@ def test_pairwise_loss_with_shared_bos_position_equals_loss_on_full_candidate_lo
     assert float(loss) > float(aux["ce_loss"])  # the prefix term is really there
 
 
+def test_unshared_pairwise_decoding_draws_dropout_per_candidate(setup):
+    """share_bos_position=False decodes candidates with model(...): with dropout on,
+    identical candidates must get different first-position logits (one mask each),
+    which is the reference code's behaviour the option reproduces."""
+    data, batches, model_config = setup  # dropout 0.1
+    model = build_model(model_config, rngs=nnx.Rngs(params=0, dropout=1))
+    batch = {key: jnp.asarray(value) for key, value in batches.batch_at(1).items()}
+    same = jnp.repeat(batch["target_tokens"][:, None], 3, axis=1)  # [B, 3, L], three copies
+    logits = nnx.jit(lambda m, *a: m(*a, deterministic=False))(
+        model, batch["history_tokens"], batch["history_mask"], same)
+    assert not np.allclose(logits[:, 0, 0], logits[:, 1, 0], atol=1e-4)
+    # Without dropout the copies agree: the difference above is the masks, nothing else.
+    logits = nnx.jit(lambda m, *a: m(*a))(model, batch["history_tokens"], batch["history_mask"], same)
+    np.testing.assert_allclose(logits[:, 0, 0], logits[:, 1, 0], rtol=1e-5, atol=1e-5)
+
+
 def test_step_trains_and_skips_nonfinite_updates(setup):
     data, batches, model_config = setup
     loss_config = LossConfig(kind="ce")
