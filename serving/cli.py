@@ -197,7 +197,7 @@ def _eval(args: argparse.Namespace) -> int:
     popularity = popularity_baseline(data.sid_codes, split.train.targets,
                                      examples.targets[:num_done], ks=ks)
     keys = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")]
-    print(f"{args.split} split of {data.name or 'the training data'}: {int(metrics['num_examples'])} examples, "
+    print(f"{args.split} split of {data.name or 'the training data'}: {num_done} examples, "
           f"{num_beams} beams, {args.which} checkpoint, {seconds:.1f} s")
     print(_metrics_table({"genrec": metrics, "popularity": popularity}, keys))
     if args.diagnose:

@@ -144,32 +144,33 @@ def compute_loss(
     example_mask = batch["example_mask"]  # [B]
     vocab_size = model.config.vocab_size
     kwargs: dict[str, Any] = {}
-    if loss_config.kind == "apao_pairwise":
+    pairwise = loss_config.kind == "apao_pairwise"
+    if pairwise:
         neg_items = sample_negatives(
             negatives_rng, catalogue.num_items, batch["target_items"], loss_config.neg_k
         )  # [B, K]
         neg_tokens = jnp.take(catalogue.sid_tokens, neg_items, axis=0)  # [B, K, L]
         candidates = jnp.concatenate([target_tokens[:, None], neg_tokens], axis=1)  # [B, 1+K, L]
         kwargs.update(neg_tokens=neg_tokens, num_distinct_prefixes=catalogue.num_distinct_prefixes)
-        if loss_config.share_bos_position:
-            # One encoding per history and one decode of the shared BOS position,
-            # shared by every candidate; positions 1..L-1 per candidate.
-            shared = model.encode(batch["history_tokens"], batch["history_mask"], deterministic=False)
-            first_logits, rest_logits = model.score_candidates(shared, candidates, deterministic=False)
-            pos_logits = jnp.concatenate([first_logits[:, None], rest_logits[:, 0]], axis=1)  # [B, L, V]
-            first_logprobs = jax.nn.log_softmax(first_logits.astype(jnp.float32) / loss_config.ce_tau, axis=-1)
-            neg_first = jnp.take_along_axis(first_logprobs, neg_tokens[:, :, 0], axis=1)  # [B, K]
-            neg_rest = token_log_probs(rest_logits[:, 1:], neg_tokens[:, :, 1:], loss_config.ce_tau)  # [B, K, L-1]
-            kwargs["neg_token_logprobs"] = jnp.concatenate([neg_first[:, :, None], neg_rest], axis=2)  # [B, K, L]
-        else:
-            # One encoding per history; every candidate decoded in full, with its own dropout masks.
-            logits = model(batch["history_tokens"], batch["history_mask"], candidates, deterministic=False)
-            pos_logits = logits[:, 0]  # [B, L, V]
-            kwargs["neg_logits"] = logits[:, 1:]  # [B, K, L, V]
     else:
-        # One encoding per history (model(...) = encode + score_targets).
-        logits = model(batch["history_tokens"], batch["history_mask"], target_tokens[:, None], deterministic=False)
+        candidates = target_tokens[:, None]  # [B, 1, L]
+    if pairwise and loss_config.share_bos_position:
+        # One encoding per history and one decode of the shared BOS position,
+        # shared by every candidate; positions 1..L-1 per candidate.
+        shared = model.encode(batch["history_tokens"], batch["history_mask"], deterministic=False)
+        first_logits, rest_logits = model.score_candidates(shared, candidates, deterministic=False)
+        pos_logits = jnp.concatenate([first_logits[:, None], rest_logits[:, 0]], axis=1)  # [B, L, V]
+        first_logprobs = jax.nn.log_softmax(first_logits.astype(jnp.float32) / loss_config.ce_tau, axis=-1)
+        neg_first = jnp.take_along_axis(first_logprobs, neg_tokens[:, :, 0], axis=1)  # [B, K]
+        neg_rest = token_log_probs(rest_logits[:, 1:], neg_tokens[:, :, 1:], loss_config.ce_tau)  # [B, K, L-1]
+        kwargs["neg_token_logprobs"] = jnp.concatenate([neg_first[:, :, None], neg_rest], axis=2)  # [B, K, L]
+    else:
+        # One encoding per history (model(...) = encode + score_targets); every
+        # candidate decoded in full, with its own dropout masks.
+        logits = model(batch["history_tokens"], batch["history_mask"], candidates, deterministic=False)  # [B, C, L, V]
         pos_logits = logits[:, 0]  # [B, L, V]
+        if pairwise:
+            kwargs["neg_logits"] = logits[:, 1:]  # [B, K, L, V]
     if loss_config.kind == "msl":
         if catalogue.trie is None:
             raise ValueError("loss.kind='msl' needs a Catalogue with a trie (make_catalogue builds it)")
