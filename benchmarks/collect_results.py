@@ -24,6 +24,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+# summarize_results.py sits beside this script; benchmarks/ is not a package.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from summarize_results import diagnosis_metrics  # noqa: E402
+
 RUN_RE = re.compile(r"^[^_]+_[^_]+_.+_s\d+$")
 # Each kind of rank file has its own folder, so a glob like ranks/<run>.* never
 # mixes test ranks with validation or prefix ranks.
@@ -43,9 +47,7 @@ def plan(src: Path, dest: Path) -> list[tuple[Path, Path]]:
                 print(f"collect_results: skipping {path.name}: run name is not "
                       "<dataset>_<arch>_<method>_s<seed>", file=sys.stderr)
                 continue
-            # The rule summarize_results.py reads them by: a line that starts with "{".
-            if suffix == ".diagnose.txt" and not any(
-                    line.startswith("{") for line in path.read_text().splitlines()):
+            if suffix == ".diagnose.txt" and diagnosis_metrics(path) is None:
                 print(f"collect_results: skipping {path.name}: no result line (unfinished?)", file=sys.stderr)
                 continue
             moves.append((path, dest / sub / f"{run}{new_suffix}"))

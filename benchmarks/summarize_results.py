@@ -118,15 +118,22 @@ def baseline_of(method: str, methods: set[str]) -> str | None:
     return BASELINE if BASELINE in methods else None
 
 
+def diagnosis_metrics(path: Path) -> dict | None:
+    """The metrics of a ``genrec eval --diagnose`` output file (its last line that
+    starts with ``{``), or None when it has none (the evaluation did not finish)."""
+    json_lines = [ln for ln in Path(path).read_text().splitlines() if ln.startswith("{")]
+    return json.loads(json_lines[-1])["metrics"] if json_lines else None
+
+
 def load_diagnoses(folder: Path) -> dict[str, dict]:
-    """``{run name: metrics}`` from the last JSON line of each ``diagnose/*.diagnose.txt``."""
+    """``{run name: metrics}`` from each ``diagnose/*.diagnose.txt``."""
     found = {}
     for path in sorted((folder / "diagnose").glob("*.diagnose.txt")):
-        json_lines = [ln for ln in path.read_text().splitlines() if ln.startswith("{")]
-        if not json_lines:
+        metrics = diagnosis_metrics(path)
+        if metrics is None:
             print(f"warning: skipping {path.name}: no JSON line", file=sys.stderr)
             continue
-        found[path.name.removesuffix(".diagnose.txt")] = json.loads(json_lines[-1])["metrics"]
+        found[path.name.removesuffix(".diagnose.txt")] = metrics
     return found
 
 
