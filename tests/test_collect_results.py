@@ -2,16 +2,13 @@
 compare_runs expect, skips badly named runs and unfinished diagnoses, and does
 not overwrite different results unless asked."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "collect_results.py"
-_spec = importlib.util.spec_from_file_location("collect_results", _PATH)
-collect_results = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(collect_results)
+from benchmark_scripts import load_script
+
+collect_results = load_script("collect_results")
 
 
 def test_collects_and_refuses_to_overwrite(tmp_path, capsys):

@@ -1,17 +1,14 @@
 """benchmarks/compare_runs.py: per-user metrics by hand, the paired bootstrap
 finds a real difference and not a fake one, and the CLI on rank files."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_runs.py"
-_spec = importlib.util.spec_from_file_location("compare_runs", _PATH)
-compare_runs = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(compare_runs)
+from benchmark_scripts import load_script
+
+compare_runs = load_script("compare_runs")
 
 
 def test_per_user_metric_by_hand():

@@ -2,17 +2,14 @@
 split, bucket edges, per-bucket metrics and permutation p-values by hand, and
 the CLI on a tiny dataset."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "popularity_buckets.py"
-_spec = importlib.util.spec_from_file_location("popularity_buckets", _PATH)
-popularity_buckets = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(popularity_buckets)
+from benchmark_scripts import load_script
+
+popularity_buckets = load_script("popularity_buckets")
 
 # Training targets are s[1..n-3] of each user (genrec/split.py): u0 gives items
 # 1, 2; u1 gives 2, 1; u2 none; u3 gives 1. So item 1 is a training target 3
@@ -62,13 +59,19 @@ def test_bucket_table_by_hand():
         popularity_buckets.bucket_table(RANKS_A[:, :3], RANKS_B[:, :3], np.array(POPULARITY), "recall@10", [50])
 
 
-def test_cli_on_a_tiny_dataset(tmp_path, capsys):
-    data_dir = tmp_path / "toy"
+def write_toy_dataset(folder):
+    """SEQUENCES as dataset ``toy`` (items i0..i3, rows 0..3 in index order) in ``folder/toy``."""
+    data_dir = folder / "toy"
     data_dir.mkdir()
-    codes = {"i0": ["<a_0>", "<b_0>"], "i1": ["<a_0>", "<b_1>"], "i2": ["<a_1>", "<b_0>"], "i3": ["<a_1>", "<b_1>"]}
+    codes = {f"i{i}": [f"<a_{i // 2}>", f"<b_{i % 2}>"] for i in range(4)}
     (data_dir / "toy.index.rq-kmeans.json").write_text(json.dumps(codes))
     (data_dir / "toy.inter.json").write_text(json.dumps(
         {f"u{u}": [f"i{i}" for i in seq.tolist()] for u, seq in enumerate(SEQUENCES)}))
+    return data_dir
+
+
+def test_cli_on_a_tiny_dataset(tmp_path, capsys):
+    data_dir = write_toy_dataset(tmp_path)
     paths = {}
     for group, ranks in (("a", RANKS_A), ("b", RANKS_B)):
         paths[group] = []
@@ -127,12 +130,7 @@ def test_prefix_survival_by_bucket(tmp_path, capsys):
     np.testing.assert_allclose(head["a"], [0.5, 1.0])
     assert tail["p"] == pytest.approx(1 / 6)
 
-    data_dir = tmp_path / "toy"
-    data_dir.mkdir()
-    codes = {f"i{i}": [f"<a_{i // 2}>", f"<b_{i % 2}>"] for i in range(4)}
-    (data_dir / "toy.index.rq-kmeans.json").write_text(json.dumps(codes))
-    (data_dir / "toy.inter.json").write_text(json.dumps(
-        {f"u{u}": [f"i{i}" for i in seq.tolist()] for u, seq in enumerate(SEQUENCES)}))
+    data_dir = write_toy_dataset(tmp_path)
     for group, arrays in (("a", prefix_a), ("b", prefix_b)):
         for run, array in enumerate(arrays):
             np.save(tmp_path / f"{group}_s{run}.prefix_ranks.npy", array.astype(np.int32))

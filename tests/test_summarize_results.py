@@ -1,17 +1,14 @@
 """benchmarks/summarize_results.py: mean ± sd cells, the relative-to-CE line,
 and skipping of badly named files, on a few fake result files."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "summarize_results.py"
-# benchmarks/ is not a package, so load the script by path.
-_spec = importlib.util.spec_from_file_location("summarize_results", SCRIPT)
-summarize_results = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(summarize_results)
+from benchmark_scripts import load_script
+
+summarize_results = load_script("summarize_results")
 
 
 def write_run(folder: Path, name: str, r10: float) -> None:
