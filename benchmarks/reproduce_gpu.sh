@@ -60,21 +60,25 @@ run_lane() {  # gpu lane-spec
         --workdir "runs/$name" --set "data.data_dir=data_local/$data" $extra >> "runs/$name.log" 2>&1
       echo "$(date +%T) $name: train exit $? (gpu $gpu)"
     fi
-    # Each diagnosis step is redone until its own output exists (a call cut in
-    # the middle leaves it for the next call).
-    if [ "$diagnose" = 1 ] && [ -f "runs/$name/results.json" ] && [ ! -f "$out/$name.prefix_ranks.npy" ]; then
-      left=$(( deadline - $(date +%s) - 10 ))
-      [ "$left" -lt 30 ] && break
-      CUDA_VISIBLE_DEVICES=$gpu timeout "$left" python3 -m serving.cli eval --workdir "runs/$name" --split test \
-        --diagnose --save-prefix-ranks "$out/$name.prefix_ranks.npy" > "$out/$name.diagnose.txt" 2>&1
-    fi
-    if [ "$diagnose" = 1 ] && [ -f "runs/$name/results.json" ] && [ ! -f "$out/$name.valid_ranks.npy" ]; then
-      left=$(( deadline - $(date +%s) - 10 ))
-      [ "$left" -lt 20 ] && break
-      CUDA_VISIBLE_DEVICES=$gpu timeout "$left" python3 -m serving.cli eval --workdir "runs/$name" --split valid \
-        --save-ranks "$out/$name.valid_ranks.npy" > "$out/$name.valid_eval.txt" 2>&1
+    if [ "$diagnose" = 1 ] && [ -f "runs/$name/results.json" ]; then
+      eval_until_done "$gpu" "$name" 30 "$out/$name.prefix_ranks.npy" "$out/$name.diagnose.txt" \
+        --split test --diagnose --save-prefix-ranks "$out/$name.prefix_ranks.npy" || break
+      eval_until_done "$gpu" "$name" 20 "$out/$name.valid_ranks.npy" "$out/$name.valid_eval.txt" \
+        --split valid --save-ranks "$out/$name.valid_ranks.npy" || break
     fi
   done <<< "$spec"
+}
+
+# gpu run min-seconds done-file log eval-args...: `genrec eval` of the run's best
+# checkpoint unless done-file exists already (a call cut in the middle leaves the
+# step to the next call); fails when fewer than min-seconds of budget remain.
+eval_until_done() {
+  local gpu=$1 name=$2 min=$3 done_file=$4 log=$5 left; shift 5
+  [ -f "$done_file" ] && return 0
+  left=$(( deadline - $(date +%s) - 10 ))
+  [ "$left" -lt "$min" ] && return 1
+  CUDA_VISIBLE_DEVICES=$gpu timeout "$left" python3 -m serving.cli eval --workdir "runs/$name" "$@" > "$log" 2>&1
+  return 0
 }
 
 final_evals() {  # gpu lane-spec...: test-evaluate the best checkpoint of runs the budget cut
