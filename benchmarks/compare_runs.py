@@ -95,13 +95,19 @@ def per_user_metric(ranks: np.ndarray, metric: str) -> np.ndarray:
     return np.where(hit, 1.0 / np.log2(np.maximum(ranks, 1) + 1.0), 0.0)
 
 
-def load_group(paths: Sequence[str]) -> np.ndarray:
-    """``int[runs, users]`` ranks of one group; every file must cover the same users."""
+def load_group(paths: Sequence[str], *, prefix_ranks: bool = False) -> np.ndarray:
+    """``int[runs, users]`` ranks of one group; every file must cover the same users.
+
+    ``prefix_ranks=True``: the files are ``genrec eval --save-prefix-ranks`` outputs,
+    ``int[levels, users]`` each, and the result is ``int[runs, levels, users]``.
+    """
     if not paths:
-        raise ValueError("a group needs at least one test_ranks.npy file")
+        raise ValueError("a group needs at least one rank file")
     arrays = [np.load(path) for path in paths]
     for path, array in zip(paths, arrays):
-        if array.ndim != 1:
+        if prefix_ranks and array.ndim != 2:
+            raise ValueError(f"{path}: expected int[levels, users] prefix ranks, got shape {array.shape}")
+        if not prefix_ranks and array.ndim != 1:
             raise ValueError(f"{path}: expected int[users] test ranks, got shape {array.shape} "
                              "(prefix ranks are int[levels, users]: popularity_buckets.py --prefix-ranks)")
     lengths = {a.shape for a in arrays}

@@ -103,15 +103,6 @@ def bucket_table_values(per_user_a: np.ndarray, per_user_b: np.ndarray, populari
     return rows
 
 
-def load_prefix_group(paths: Sequence[str]) -> np.ndarray:
-    """``int[runs, levels, users]`` prefix ranks of one group (``--save-prefix-ranks`` files)."""
-    arrays = [np.load(path) for path in paths]
-    if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 2:
-        raise ValueError(f"prefix-rank files must all be int[levels, users] of one shape, got "
-                         f"{sorted({a.shape for a in arrays})}")
-    return np.stack(arrays)
-
-
 def survival_values(prefix_ranks: np.ndarray, metric: str) -> np.ndarray:
     """``float[runs, users]``: 1 where the target's length-``t`` prefix survived level ``t``
     (``metric`` = ``prefix_in_beam@t``), from ``int[runs, levels, users]`` prefix ranks."""
@@ -152,8 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.prefix_ranks and args.split != "test":
             raise ValueError("--prefix-ranks files cover the test split (genrec eval --split test --diagnose)")
         paths_a, paths_b = _paths(args.a), _paths(args.b)
-        load = load_prefix_group if args.prefix_ranks else load_group
-        group_a, group_b = load(paths_a), load(paths_b)  # [runs, (levels,) users]
+        group_a = load_group(paths_a, prefix_ranks=args.prefix_ranks)  # [runs, (levels,) users]
+        group_b = load_group(paths_b, prefix_ranks=args.prefix_ranks)
         data = load_sid_dataset(args.data)
         popularity = target_popularity(data.sequences, args.max_history, args.split)
         num_users = group_a.shape[-1]
