@@ -4,10 +4,10 @@ Reproduces: the "T5 / APAO pointwise" cell of APAO (arXiv 2603.02730)
 Table 1 on Beauty, with beta 0.1, eta 1e-5 (the paper's best pair for T5 on
 Beauty). Everything else as gpu_beauty_t5_ce.py.
 
-Expected result (test, 4 seeds on H200, docs/results.md): Recall@10 0.0588 ±
-0.0010, Recall@20 0.0882, NDCG@10 0.0313, NDCG@20 0.0387 - level with
-gpu_beauty_t5_ce.py (paired over users and seeds: +1.2% R@10, not
-significant). Published bar: Recall@10 0.0637 (paper).
+Expected result (test, 7 seeds on H200, docs/results.md): Recall@10 0.0582 ±
+0.0010, Recall@20 0.0871, NDCG@10 0.0312, NDCG@20 0.0385 - level with
+gpu_beauty_t5_ce.py (9 seeds: -0.4% R@10, permutation p over seeds 0.64).
+Published bar: Recall@10 0.0637 (paper).
 
 Command:
     python -m training.train --config tpu_configs/gpu_beauty_t5_apao.py --workdir runs/beauty_t5_apao

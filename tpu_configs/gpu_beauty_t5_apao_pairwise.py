@@ -11,7 +11,7 @@ costs 4.4x a CE step in float32 (docs/benchmarks.md) and a full float32 run
 (~75 epochs of 129 steps before early stopping) does not fit one device call.
 
 Expected result (test, 1 seed on H200, docs/results.md): Recall@10 0.0565,
-Recall@20 0.0843, NDCG@10 0.0303, NDCG@20 0.0373 (3.6% below CE); about 25
+Recall@20 0.0843, NDCG@10 0.0303, NDCG@20 0.0373 (3.4% below CE); about 25
 minutes on an H200 shared with a second training. Published bar: Recall@10
 0.0639 (paper, APAO pairwise).
 

@@ -8,8 +8,8 @@ batch 1024, up to 200 epochs, early stopping patience 20 on validation
 NDCG@10, 20 beams. Validation uses the first 5,000 of 22,363 users each epoch
 (for speed); the final test uses all.
 
-Expected result (test, 4 seeds on H200, docs/results.md): Recall@10 0.0586 ±
-0.0012, Recall@20 0.0876, NDCG@10 0.0314, NDCG@20 0.0387; best epoch 45-69,
+Expected result (test, 9 seeds on H200, docs/results.md): Recall@10 0.0585 ±
+0.0014, Recall@20 0.0868, NDCG@10 0.0314, NDCG@20 0.0386; best epoch 37-69,
 about 5 GPU-minutes. Published bar: Recall@10 0.0611 (paper).
 
 Data: ``data/Beauty`` relative to the working directory, or

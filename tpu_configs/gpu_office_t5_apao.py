@@ -5,9 +5,10 @@ Table 1: CE + beta * sum_m w_m L_m over SID prefixes m = 1..4 with adaptive
 worst-prefix weights, beta 0.3, eta 1e-4 (the best pair the paper reports for
 T5 on Office). Model, optimizer, data and evaluation as gpu_office_t5_ce.py.
 
-Expected result (test, 7 seeds on H200, docs/results.md): Recall@10 0.0630 ±
-0.0034, Recall@20 0.1031, NDCG@10 0.0316, NDCG@20 0.0417 - level with
-gpu_office_t5_ce.py within the seed spread. Published bar: Recall@10 0.0667
+Expected result (test, 16 seeds on H200, docs/results.md): Recall@10 0.0612 ±
+0.0033 (seeds from 0.0550 to 0.0681), Recall@20 0.1002, NDCG@10 0.0309,
+NDCG@20 0.0407 - level with gpu_office_t5_ce.py (14 seeds: -0.2% R@10,
+permutation p over seeds 0.56). Published bar: Recall@10 0.0667
 (paper); the APAO reference code on one H100 (one seed): Recall@10 0.0654,
 Recall@20 0.1036, NDCG@10 0.0327, NDCG@20 0.0423 (best epoch 48).
 

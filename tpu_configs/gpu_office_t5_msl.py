@@ -8,7 +8,7 @@ gpu_office_t5_ce.py.
 
 Expected result (test, 2 seeds on H200, scored with the trie-normalised beam
 search, docs/results.md): Recall@10 0.0569, Recall@20 0.0919, NDCG@10 0.0291,
-NDCG@20 0.0379 (10% below CE). Published bar: Recall@10 0.0638 for the
+NDCG@20 0.0379 (7% below CE). Published bar: Recall@10 0.0638 for the
 strongest baseline on Office (MSL or two-stage S-DPO; the table slice we
 have does not say which).
 

@@ -1,0 +1,59 @@
+"""benchmarks/lanes/*.sh: every run a lane file names would start on the GPU host.
+
+A typo in a lane (a config that does not exist, a misspelt ``--set`` key, a
+run name the result scripts cannot parse, the same run twice) is found only
+after the device machine has started and spent its time; these checks find
+it here, on the CPU, by sourcing each file with bash and loading each run's
+config with its overrides.
+"""
+
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.benchmark_scripts import load_script
+from training.config import load_config_file
+
+REPO = Path(__file__).resolve().parents[1]
+LANE_FILES = sorted((REPO / "benchmarks" / "lanes").glob("*.sh"))
+DATASETS = {"Office", "Beauty"}
+
+
+def lane_runs(path: Path) -> list[tuple[str, str, str, str]]:
+    """Source ``path`` in a clean bash and return every ``name|config|dataset|overrides`` line."""
+    script = f"source {shlex.quote(str(path))}; for v in ${{!LANE_GPU@}}; do printf '%s\\n' \"${{!v}}\"; done"
+    out = subprocess.run(["bash", "--noprofile", "--norc", "-c", script], capture_output=True, text=True,
+                         check=True, env={"PATH": "/usr/bin:/bin"}).stdout
+    runs = []
+    for line in out.splitlines():
+        if line.strip():
+            fields = line.split("|")
+            assert len(fields) == 4, (path.name, line)
+            runs.append(tuple(fields))
+    return runs
+
+
+def test_lane_files_exist():
+    assert LANE_FILES, "benchmarks/lanes/ holds the lane files reproduce_gpu.sh runs"
+
+
+@pytest.mark.parametrize("path", LANE_FILES, ids=lambda p: p.name)
+def test_every_lane_run_loads(path):
+    run_re = load_script("collect_results").RUN_RE
+    runs = lane_runs(path)
+    assert runs, f"{path.name} defines no LANE_GPU<g>_<A|B> run"
+    names = [name for name, *_ in runs]
+    assert len(names) == len(set(names)), f"{path.name} names a run twice"
+    for name, config, dataset, overrides in runs:
+        assert run_re.match(name), f"{name}: not <dataset>_<arch>_<method>_s<seed>"
+        assert name.startswith(dataset.lower() + "_"), f"{name} runs on {dataset}"
+        assert dataset in DATASETS, name
+        config_path = REPO / "tpu_configs" / f"{config}.py"
+        assert config_path.is_file(), f"{name}: no tpu_configs/{config}.py"
+        words = shlex.split(overrides)
+        assert words[0::2] == ["--set"] * (len(words) // 2) and len(words) % 2 == 0, (name, overrides)
+        loaded = load_config_file(config_path, words[1::2])
+        seed = int(name.rsplit("_s", 1)[1])
+        assert loaded.seed == seed, f"{name}: the name says seed {seed}, the overrides give {loaded.seed}"
