@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The reproduction table of docs/results.md on a multi-GPU host, in one or more
-# device calls: a fixed list of trainings (T5 4.6M, fp32), two lanes per GPU,
-# each lane running its trainings one after another. Every training resumes
-# from its workdir (runs/<name>), so calling the script again on the same
-# (still warm) machine continues where the previous call's time limit cut it;
-# finished runs are skipped.
+# device calls: a list of trainings (T5 4.6M, fp32) run by two workers per GPU
+# that pull the next unclaimed run from one shared queue, so a GPU whose runs
+# end early takes over runs another GPU would have had (Office runs take ~4
+# minutes, Beauty runs ~9). Every training resumes from its workdir
+# (runs/<name>), so calling the script again on the same (still warm) machine
+# continues where the previous call's time limit cut it; finished runs are
+# skipped.
 #
 # Usage (repo root, data copied to data_local/):
 #   bash benchmarks/reproduce_gpu.sh OUT_DIR SECONDS [--final] [--bench]
@@ -15,10 +17,15 @@
 #              (prefix survival per level, unconstrained validity, and each
 #              user's prefix ranks as <run>.prefix_ranks.npy) into OUT, and the
 #              best checkpoint's ranks on every validation user
-#              (<run>.valid_ranks.npy), on the lane's GPU
-# Lanes: LANE_GPU<g>_A and LANE_GPU<g>_B for every GPU g the host has (one job
-# per line, name|config|dataset|overrides); GPUs 0 and 1 have defaults below.
-# Lanes for GPUs the host lacks run after those of GPU g % num_gpus.
+#              (<run>.valid_ranks.npy), on the worker's GPU
+# Runs: LANE_GPU<g>_A and LANE_GPU<g>_B (g = 0..15; one job per line,
+# name|config|dataset|overrides); GPUs 0 and 1 have defaults below. The queue
+# takes the lanes' first lines, then their second lines, and so on (lanes in
+# the order GPU0_A, GPU0_B, GPU1_A, ...), so with runs of equal length each
+# lane's runs still start in their written order; which GPU runs a job is
+# decided when a worker becomes free, and runs unfinished when a call ends
+# (already resumed from their checkpoints) come first in the next call
+# because they were first in the queue.
 # The device tool brings back only a few files from $OUT, so write elsewhere
 # and pack:  bash benchmarks/reproduce_gpu.sh /tmp/r 540 --final; tar czf $OUT/all.tgz -C /tmp r
 set -uo pipefail
@@ -48,25 +55,37 @@ LANE_GPU1_B="${LANE_GPU1_B-office_t5_apao_s1|gpu_office_t5_apao|Office|--set see
 office_t5_apao_s2|gpu_office_t5_apao|Office|--set seed=2
 office_t5_apao_pairwise|gpu_office_t5_apao_pairwise|Office|}"
 
-run_lane() {  # gpu lane-spec
-  local gpu=$1 spec=$2 name cfg data extra left
+# gpu name config dataset overrides: train (resuming) unless finished, then the
+# --diagnose evaluations; fails when the budget left is too small to start.
+run_job() {
+  local gpu=$1 name=$2 cfg=$3 data=$4 extra=$5 left rc
+  if [ ! -f "runs/$name/results.json" ]; then
+    left=$(( deadline - $(date +%s) - 15 ))
+    [ "$left" -lt 30 ] && return 1
+    # shellcheck disable=SC2086
+    CUDA_VISIBLE_DEVICES=$gpu timeout "$left" python3 -m training.train --config "tpu_configs/$cfg.py" \
+      --workdir "runs/$name" --set "data.data_dir=data_local/$data" $extra >> "runs/$name.log" 2>&1
+    rc=$?  # before $(date) below, which would reset $?
+    echo "$(date +%T) $name: train exit $rc (gpu $gpu; 124 = stopped by the budget, resumes next call)"
+  fi
+  if [ "$diagnose" = 1 ] && [ -f "runs/$name/results.json" ]; then
+    eval_until_done "$gpu" "$name" 30 "$out/$name.prefix_ranks.npy" "$out/$name.diagnose.txt" \
+      --split test --diagnose --save-prefix-ranks "$out/$name.prefix_ranks.npy" || return 1
+    eval_until_done "$gpu" "$name" 20 "$out/$name.valid_ranks.npy" "$out/$name.valid_eval.txt" \
+      --split valid --save-ranks "$out/$name.valid_ranks.npy" || return 1
+  fi
+  return 0
+}
+
+# gpu: take the first job of the queue no worker has claimed (mkdir is atomic),
+# run it, repeat; stop at the end of the queue or when the budget runs out.
+worker() {
+  local gpu=$1 name cfg data extra
   while IFS='|' read -r name cfg data extra; do
     [ -z "$name" ] && continue
-    if [ ! -f "runs/$name/results.json" ]; then
-      left=$(( deadline - $(date +%s) - 15 ))
-      [ "$left" -lt 30 ] && break
-      # shellcheck disable=SC2086
-      CUDA_VISIBLE_DEVICES=$gpu timeout "$left" python3 -m training.train --config "tpu_configs/$cfg.py" \
-        --workdir "runs/$name" --set "data.data_dir=data_local/$data" $extra >> "runs/$name.log" 2>&1
-      echo "$(date +%T) $name: train exit $? (gpu $gpu)"
-    fi
-    if [ "$diagnose" = 1 ] && [ -f "runs/$name/results.json" ]; then
-      eval_until_done "$gpu" "$name" 30 "$out/$name.prefix_ranks.npy" "$out/$name.diagnose.txt" \
-        --split test --diagnose --save-prefix-ranks "$out/$name.prefix_ranks.npy" || break
-      eval_until_done "$gpu" "$name" 20 "$out/$name.valid_ranks.npy" "$out/$name.valid_eval.txt" \
-        --split valid --save-ranks "$out/$name.valid_ranks.npy" || break
-    fi
-  done <<< "$spec"
+    mkdir "$claims/$name" 2>/dev/null || continue
+    run_job "$gpu" "$name" "$cfg" "$data" "$extra" || break
+  done < "$queue"
 }
 
 # gpu run min-seconds done-file log eval-args...: `genrec eval` of the run's best
@@ -81,32 +100,43 @@ eval_until_done() {
   return 0
 }
 
-final_evals() {  # gpu lane-spec...: test-evaluate the best checkpoint of runs the budget cut
-  local gpu=$1 name rest; shift
-  for spec in "$@"; do
-    while IFS='|' read -r name rest; do
-      [ -z "$name" ] && continue
-      if [ ! -f "runs/$name/results.json" ] && [ -d "runs/$name/best" ]; then
-        CUDA_VISIBLE_DEVICES=$gpu python3 -m serving.cli eval --workdir "runs/$name" --split test --save-ranks \
-          "runs/$name/test_ranks.npy" > "$out/$name.test_eval.txt" 2>&1
-      fi
-    done <<< "$spec"
-  done
+final_evals() {  # gpu stride: test-evaluate the best checkpoint of the runs the budget cut
+  local gpu=$1 stride=$2 i=0 name rest
+  while IFS='|' read -r name rest; do
+    [ -z "$name" ] && continue
+    i=$(( i + 1 ))
+    [ $(( (i - 1) % stride )) = "$gpu" ] || continue
+    if [ ! -f "runs/$name/results.json" ] && [ -d "runs/$name/best" ]; then
+      CUDA_VISIBLE_DEVICES=$gpu python3 -m serving.cli eval --workdir "runs/$name" --split test --save-ranks \
+        "runs/$name/test_ranks.npy" > "$out/$name.test_eval.txt" 2>&1
+    fi
+  done < "$queue"
 }
 
 num_gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 if [ "$num_gpus" -lt 1 ]; then echo "reproduce_gpu.sh: no GPU found (nvidia-smi -L)"; exit 2; fi
-# Lanes written for more GPUs than this host has are appended to the lanes of
-# GPU g % num_gpus (same letter), so no run is silently dropped.
-for (( g = num_gpus; g < 16; g++ )); do
+# The queue: line r of every lane, r = 1, 2, ...; a run named twice is a mistake.
+queue=runs/queue.txt claims=runs/claims
+rm -rf "$claims"; mkdir -p "$claims"  # no worker of an earlier call is alive
+lanes=()
+for (( g = 0; g < 16; g++ )); do
   for l in A B; do
-    var="LANE_GPU${g}_$l"; [ -z "${!var-}" ] && continue
-    host="LANE_GPU$(( g % num_gpus ))_$l"
-    printf -v "$host" '%s\n%s' "${!host-}" "${!var}"
-    echo "lanes of GPU $g ($l) appended to GPU $(( g % num_gpus )): this host has $num_gpus GPU(s)"
+    var="LANE_GPU${g}_$l"; [ -n "${!var-}" ] && lanes+=("${!var}")
   done
 done
-lane() { local var="LANE_GPU$1_$2"; printf '%s' "${!var-}"; }
+: > "$queue"
+for (( r = 1; ; r++ )); do
+  added=0
+  for spec in "${lanes[@]}"; do
+    line=$(printf '%s\n' "$spec" | grep -v '^[[:space:]]*$' | sed -n "${r}p")
+    [ -n "$line" ] && { printf '%s\n' "$line" >> "$queue"; added=1; }
+  done
+  [ "$added" = 0 ] && break
+done
+dupes=$(cut -d'|' -f1 "$queue" | sort | uniq -d)
+if [ -n "$dupes" ]; then echo "reproduce_gpu.sh: runs named twice: $dupes"; exit 2; fi
+echo "$(wc -l < "$queue") runs in the queue, $(( 2 * num_gpus )) workers on $num_gpus GPU(s)"
+
 for (( g = 0; g < num_gpus; g++ )); do
   if [ "$g" = 0 ] && [ "$bench" = 1 ]; then
     (
@@ -114,17 +144,17 @@ for (( g = 0; g < num_gpus; g++ )); do
         --kinds ce,apao_pairwise,apao_pairwise@20 --dtypes float32,bfloat16 --batch-sizes 1024 --devices 1 \
         --steps 20 --out "$out/train_pairwise.json" > "$out/train_pairwise.log" 2>&1
       echo "$(date +%T) pairwise benchmark exit $?"
-      run_lane 0 "$(lane 0 A)" & run_lane 0 "$(lane 0 B)" & wait
+      worker 0 & worker 0 & wait
     ) &
   else
-    run_lane "$g" "$(lane "$g" A)" & run_lane "$g" "$(lane "$g" B)" &
+    worker "$g" & worker "$g" &
   fi
 done
 wait
 
 if [ "$final" = 1 ]; then
   for (( g = 0; g < num_gpus; g++ )); do
-    final_evals "$g" "$(lane "$g" A)" "$(lane "$g" B)" &
+    final_evals "$g" "$num_gpus" &
   done
   wait
 fi

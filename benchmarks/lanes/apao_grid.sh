@@ -6,7 +6,8 @@
 # pair did not beat CE in our runs (docs/results.md, "What this shows"); this
 # asks whether any pair does. Seeds vary slowest, so a cut session still has
 # every grid point at seed 1. An Office run takes ~3.5 min sharing its GPU, plus
-# ~0.5 min of diagnosis: 4-5 runs a lane, ~20 minutes of one 4 x H200 host:
+# ~0.5 min of diagnosis: 36 runs over 8 workers (two a GPU, one shared queue),
+# ~20 minutes of one 4 x H200 host:
 #   source benchmarks/lanes/apao_grid.sh
 #   bash benchmarks/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
 #   (again on the same warm machine, the last call with --final)
