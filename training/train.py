@@ -21,7 +21,9 @@ Resume is exact: a run killed at any point and restarted with the same
 command continues from its newest checkpoint and reaches bit-identical
 parameters (batch ``k``, dropout masks and negatives are pure functions of
 ``(seed, k)``; parameters, optimizer state and early-stopping counters are in
-the checkpoint).
+the checkpoint). SIGTERM (preemption, a scheduler, ``timeout``) does not
+lose the steps since the last periodic checkpoint: the loop finishes its step,
+saves it and exits with status 143 (training/preemption.py).
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ from training.checkpoint import (
 from training.evaluate import build_eval_index, evaluate_split, popularity_baseline, validation_ce
 from training.config import VALID_CE, DataConfig, TrainConfig, load_config_file, override_keys, score_normalization
 from training.optim import make_optimizer
+from training.preemption import EXIT_CODE as INTERRUPTED_EXIT_CODE
+from training.preemption import StopOnSigterm, TrainingInterrupted
 from training.tb_events import EventWriter
 from training.train_step import make_catalogue, make_data_mesh, make_train_step, replicate, shard_batch
 
@@ -342,66 +346,76 @@ def train(
     window: list[dict[str, jax.Array]] = []
     window_start = time.perf_counter()
     step = progress.step
-    while not progress.finished and step < total_steps:
-        batch = shard_batch(next(train_batches), mesh)
-        state, opt_state, step_metrics = train_step(
-            graphdef, state, opt_state, batch, jax.random.fold_in(base_key, step), catalogue
-        )
-        step += 1
-        window.append(step_metrics)
+    # SIGTERM (preemption, timeout, scheduler) stops the loop after a step, with a checkpoint.
+    with StopOnSigterm() as stop_signal:
+        while not progress.finished and step < total_steps:
+            batch = shard_batch(next(train_batches), mesh)
+            state, opt_state, step_metrics = train_step(
+                graphdef, state, opt_state, batch, jax.random.fold_in(base_key, step), catalogue
+            )
+            step += 1
+            window.append(step_metrics)
 
-        if step % config.log_every == 0 or step == total_steps:
-            host_window = jax.device_get(window)  # waits for the window's steps to finish
-            record = _summarize(host_window, step, steps_per_epoch, schedule, time.perf_counter() - window_start,
-                                config.batch_size)
-            metrics_log.write(record)
-            logger.info(_progress_line(record, total_steps))
-            if record["nonfinite_consecutive"] >= config.optimizer.max_consecutive_nonfinite:
+            if step % config.log_every == 0 or step == total_steps:
+                host_window = jax.device_get(window)  # waits for the window's steps to finish
+                record = _summarize(host_window, step, steps_per_epoch, schedule, time.perf_counter() - window_start,
+                                    config.batch_size)
+                metrics_log.write(record)
+                logger.info(_progress_line(record, total_steps))
+                if record["nonfinite_consecutive"] >= config.optimizer.max_consecutive_nonfinite:
+                    checkpointer.close()
+                    metrics_log.close()
+                    raise FloatingPointError(
+                        f"{record['nonfinite_consecutive']} consecutive steps had non-finite gradients "
+                        f"(up to step {step}); lower optimizer.learning_rate or check the data"
+                    )
+                window, window_start = [], time.perf_counter()
+
+            stop_early = False
+            if eval_every and (step % eval_every == 0 or step == total_steps):
+                eval_start = time.perf_counter()
+                valid_metrics = evaluate(state, split.valid, config.eval.max_examples, with_ce=True)
+                window_start += time.perf_counter() - eval_start  # throughput counts training time only
+                metrics_log.write({"step": step, "kind": "valid", **valid_metrics})
+                score = valid_metrics[selection_metric]
+                if progress.best_metric is None:
+                    improved = True
+                elif selection_metric == VALID_CE:
+                    improved = score < progress.best_metric
+                else:
+                    improved = score > progress.best_metric
+                if improved:
+                    progress = dataclasses.replace(progress, best_metric=score, best_step=step,
+                                                   evals_without_improvement=0)
+                else:
+                    progress = dataclasses.replace(progress, evals_without_improvement=progress.evals_without_improvement + 1)
+                logger.info("step %d valid %s %s", step, _format_metrics(valid_metrics),
+                            "(new best)" if improved else f"(best {progress.best_metric:.4f} at step {progress.best_step})")
+                patience = config.early_stopping_patience
+                stop_early = patience is not None and progress.evals_without_improvement >= patience
+                if improved:
+                    checkpointer.save_best(nnx.split_state(state, nnx.Param, ...)[0],
+                                           dataclasses.replace(progress, step=step), valid_metrics)
+
+            finished = stop_early or step == total_steps
+            progress = dataclasses.replace(progress, step=step, data_step=train_batches.step,
+                                           finished=finished, early_stopped=stop_early)
+            if finished or step % checkpoint_every == 0:
+                checkpointer.save(nnx.split_state(state, nnx.Param, ...)[0], opt_state, progress)
+            if stop_early:
+                logger.info("early stopping at step %d: no better validation %s in %d evaluations",
+                            step, selection_metric, config.early_stopping_patience)
+            if debug_kill_at_step is not None and step == debug_kill_at_step:
+                checkpointer.wait()
+                os.kill(os.getpid(), signal.SIGKILL)
+            if not finished and stop_signal.requested(step):
+                if step % checkpoint_every != 0:
+                    checkpointer.save(nnx.split_state(state, nnx.Param, ...)[0], opt_state, progress)
+                checkpointer.wait()
                 checkpointer.close()
                 metrics_log.close()
-                raise FloatingPointError(
-                    f"{record['nonfinite_consecutive']} consecutive steps had non-finite gradients "
-                    f"(up to step {step}); lower optimizer.learning_rate or check the data"
-                )
-            window, window_start = [], time.perf_counter()
-
-        stop_early = False
-        if eval_every and (step % eval_every == 0 or step == total_steps):
-            eval_start = time.perf_counter()
-            valid_metrics = evaluate(state, split.valid, config.eval.max_examples, with_ce=True)
-            window_start += time.perf_counter() - eval_start  # throughput counts training time only
-            metrics_log.write({"step": step, "kind": "valid", **valid_metrics})
-            score = valid_metrics[selection_metric]
-            if progress.best_metric is None:
-                improved = True
-            elif selection_metric == VALID_CE:
-                improved = score < progress.best_metric
-            else:
-                improved = score > progress.best_metric
-            if improved:
-                progress = dataclasses.replace(progress, best_metric=score, best_step=step,
-                                               evals_without_improvement=0)
-            else:
-                progress = dataclasses.replace(progress, evals_without_improvement=progress.evals_without_improvement + 1)
-            logger.info("step %d valid %s %s", step, _format_metrics(valid_metrics),
-                        "(new best)" if improved else f"(best {progress.best_metric:.4f} at step {progress.best_step})")
-            patience = config.early_stopping_patience
-            stop_early = patience is not None and progress.evals_without_improvement >= patience
-            if improved:
-                checkpointer.save_best(nnx.split_state(state, nnx.Param, ...)[0],
-                                       dataclasses.replace(progress, step=step), valid_metrics)
-
-        finished = stop_early or step == total_steps
-        progress = dataclasses.replace(progress, step=step, data_step=train_batches.step,
-                                       finished=finished, early_stopped=stop_early)
-        if finished or step % checkpoint_every == 0:
-            checkpointer.save(nnx.split_state(state, nnx.Param, ...)[0], opt_state, progress)
-        if stop_early:
-            logger.info("early stopping at step %d: no better validation %s in %d evaluations",
-                        step, selection_metric, config.early_stopping_patience)
-        if debug_kill_at_step is not None and step == debug_kill_at_step:
-            checkpointer.wait()
-            os.kill(os.getpid(), signal.SIGKILL)
+                logger.warning("stopped at step %d with a checkpoint; run the same command to resume", step)
+                raise TrainingInterrupted(step)
     checkpointer.wait()
 
     # --- Final evaluation: test split, best checkpoint ----------------------
@@ -558,7 +572,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config_file(args.config, args.overrides)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
-    result = train(config, args.workdir, resume=not args.no_resume, debug_kill_at_step=args.debug_kill_at_step)
+    try:
+        result = train(config, args.workdir, resume=not args.no_resume, debug_kill_at_step=args.debug_kill_at_step)
+    except TrainingInterrupted as stopped:
+        print(json.dumps({"interrupted_at_step": stopped.step}))
+        return INTERRUPTED_EXIT_CODE
     print(json.dumps({"test": result.test_metrics, "popularity_test": result.popularity_test_metrics,
                       "best_step": result.best_step, "final_step": result.final_step}))
     return 0

@@ -1,0 +1,85 @@
+"""Stopping a training run cleanly on SIGTERM.
+
+Preemptible TPU VMs and spot GPU hosts, batch schedulers and ``timeout`` all
+send SIGTERM before they kill a job. Without a handler the process dies at
+once and the run loses everything since its last periodic checkpoint (an
+epoch by default). With :class:`StopOnSigterm` active, SIGTERM only sets a
+flag; the train loop checks it after every step, saves a checkpoint of that
+step, waits for it to be committed and raises :class:`TrainingInterrupted`.
+Running the same command again resumes exactly from that step.
+
+Single process: the handler is a Python signal handler, installed only when
+training runs in the main thread (Python allows no other), and the previous
+handler is restored on exit. Several processes (``jax.distributed``): every
+process must save at the same step, so the decision comes from JAX's
+preemption sync service (``multihost_utils.reached_preemption_sync_point``),
+which receives the notice on any process and picks one step for all; no
+Python handler is installed there, as it would replace the service's own.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+import jax
+from jax.experimental import multihost_utils
+
+logger = logging.getLogger(__name__)
+
+EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
+
+
+class TrainingInterrupted(Exception):
+    """The run stopped on SIGTERM after saving a checkpoint of step ``step``; rerun to resume."""
+
+    def __init__(self, step: int):
+        super().__init__(f"stopped by SIGTERM at step {step}, checkpoint saved; run the same command to resume")
+        self.step = step
+
+
+class StopOnSigterm:
+    """Context manager: while active, SIGTERM asks the train loop to stop after its current step.
+
+    ``requested(step)`` is called once per step, with the same step on every
+    process; it returns True at the step where the run should checkpoint and stop.
+    """
+
+    def __init__(self) -> None:
+        self._flag = threading.Event()
+        self._previous = None
+        self._installed = False
+        self._multiprocess = False
+        self._warned = False
+
+    def __enter__(self) -> StopOnSigterm:
+        self._multiprocess = jax.process_count() > 1
+        if not self._multiprocess and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._installed = False
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        if not self._flag.is_set():
+            logger.warning("SIGTERM received: stopping after the current step with a checkpoint")
+        self._flag.set()
+
+    def requested(self, step: int) -> bool:
+        """Whether to checkpoint and stop after ``step`` (a SIGTERM arrived, on any process)."""
+        if not self._multiprocess:
+            return self._flag.is_set()
+        try:
+            return multihost_utils.reached_preemption_sync_point(step)
+        except RuntimeError as error:  # the preemption service is off in this jax.distributed setup
+            if not self._warned:
+                logger.warning("no preemption sync service (%s): SIGTERM will not checkpoint", error)
+                self._warned = True
+            return False
