@@ -9,7 +9,9 @@ From FETCHED_DIR (the unpacked ``r/`` of ``$OUT/all.tgz``):
 ``DEST/ranks/``, ``<run>.prefix_ranks.npy`` -> ``DEST/prefix_ranks/``,
 ``<run>.valid_ranks.npy`` -> ``DEST/valid_ranks/``, ``<run>.diagnose.txt`` ->
 ``DEST/diagnose/`` (only those with
-a JSON line, i.e. a finished ``genrec eval --diagnose``). A file already in
+a JSON line, i.e. a finished ``genrec eval --diagnose``), ``<run>.valid.jsonl``
+(the validation records of ``metrics.jsonl``: every evaluation's metrics and
+``valid_ce``) -> ``DEST/valid_curves/`` (only of runs with a results file). A file already in
 DEST with other contents is not overwritten unless ``--overwrite``; the run
 names must follow ``<dataset>_<arch>_<method>_s<seed>``.
 """
@@ -34,7 +36,8 @@ RUN_RE = re.compile(r"^[^_]+_[^_]+_.+_s\d+$")
 KINDS = ((".results.json", "", ".json"), (".test_ranks.npy", "ranks", ".test_ranks.npy"),
          (".prefix_ranks.npy", "prefix_ranks", ".prefix_ranks.npy"),
          (".valid_ranks.npy", "valid_ranks", ".valid_ranks.npy"),
-         (".diagnose.txt", "diagnose", ".diagnose.txt"))
+         (".diagnose.txt", "diagnose", ".diagnose.txt"),
+         (".valid.jsonl", "valid_curves", ".valid.jsonl"))
 
 
 def plan(src: Path, dest: Path) -> list[tuple[Path, Path]]:
@@ -49,6 +52,9 @@ def plan(src: Path, dest: Path) -> list[tuple[Path, Path]]:
                 continue
             if suffix == ".diagnose.txt" and diagnosis_metrics(path) is None:
                 print(f"collect_results: skipping {path.name}: no result line (unfinished?)", file=sys.stderr)
+                continue
+            if suffix == ".valid.jsonl" and not (src / f"{run}.results.json").exists():
+                print(f"collect_results: skipping {path.name}: the run has no results.json (cut?)", file=sys.stderr)
                 continue
             moves.append((path, dest / sub / f"{run}{new_suffix}"))
     return moves
