@@ -70,3 +70,41 @@ def test_two_processes_equal_one_process(tmp_path):
     steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()
              if json.loads(line)["kind"] == "valid"]
     assert steps == [4, 8]
+
+
+def test_sigterm_to_one_process_stops_both_at_one_checkpointed_step(tmp_path):
+    """A preemption notice reaches one process (SIGTERM to process 1 only): JAX's
+    preemption sync service picks one step, both processes save it together and
+    exit 143, so the run can resume from a consistent checkpoint."""
+    import signal
+    import time
+
+    from training.preemption import EXIT_CODE
+
+    workdir = tmp_path / "run"
+    overrides = OVERRIDES + ["num_steps=300", "eval_every=150", "log_every=1", "checkpoint.every_steps=1000"]
+    port = _free_port()
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "training.train", "--config", SMOKE, "--workdir", str(workdir), "--no-resume",
+               "--distributed", "--coordinator", f"localhost:{port}", "--num-processes", "2"]
+    for override in overrides:
+        command += ["--set", override]
+    logs = [tmp_path / f"process{i}.log" for i in range(2)]
+    processes = []
+    for i in range(2):
+        with open(logs[i], "w") as log:
+            processes.append(subprocess.Popen(command + ["--process-id", str(i)], cwd=REPO, env=env,
+                                              stdout=log, stderr=subprocess.STDOUT))
+    deadline = time.monotonic() + 300
+    while "step 5/300" not in logs[0].read_text():
+        assert time.monotonic() < deadline and processes[0].poll() is None, logs[0].read_text()[-4000:]
+        time.sleep(0.2)
+    processes[1].send_signal(signal.SIGTERM)
+    for process, log in zip(processes, logs):
+        assert process.wait(timeout=300) == EXIT_CODE, log.read_text()[-4000:]
+    stopped = {json.loads(log.read_text().splitlines()[-1])["interrupted_at_step"] for log in logs}
+    assert len(stopped) == 1
+    (step,) = stopped
+    assert 5 <= step < 150
+    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [step]
