@@ -145,3 +145,12 @@ def test_no_gpu_exits_2(fake_host, tmp_path):
     result = run_script(work, env, LANES)
     assert result.returncode == 2
     assert "no GPU" in result.stdout
+
+
+def test_bench_runs_first_on_gpu_0_then_its_workers_join(fake_host):
+    work, env, log = fake_host
+    result = run_script(work, env, LANES, "--bench")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pairwise benchmark exit 0" in result.stdout
+    trained = logged(log, "train")
+    assert len(trained) == 8 and len({name for name, _ in trained}) == 8
