@@ -16,7 +16,9 @@ compared with CE of the same variant where there is one (``apao_vce`` with
 ``<run>.diagnose.txt`` files (``genrec eval --diagnose`` output, as
 benchmarks/reproduce_gpu.sh saves them), a fourth section gives, per group, the
 mean share of test users whose target prefix survives each beam level and the
-share of valid items in the unconstrained beam. ``--out FILE`` also writes the
+share of valid items in the unconstrained beam. A ``valid_curves/`` folder of
+``<run>.valid.jsonl`` (the runs' validation records) adds a fifth: the lowest
+validation token cross-entropy per group, against CE's. ``--out FILE`` also writes the
 same text to FILE (atomically).
 """
 
@@ -40,6 +42,7 @@ BASELINE = "ce"
 # whose validation score matches CE's but whose test score does not has a
 # validation-to-test gap, not a fitting problem.
 VALID_METRIC = "ndcg@10"
+VALID_CE = "valid_ce"  # the validation records' mean token cross-entropy (training/train.py)
 # The method may itself contain underscores (apao_pairwise, apao_b01), so it is
 # whatever lies between the arch and the seed.
 # benchmarks/reproduce_gpu.sh names its copies <run>.results.json: accepted as is.
@@ -161,6 +164,54 @@ def survival_section(folder: Path) -> list[str]:
     return lines
 
 
+def load_valid_curves(folder: Path) -> dict[str, list[dict]]:
+    """``{run name: validation records}`` from each ``valid_curves/<run>.valid.jsonl``."""
+    curves = {}
+    for path in sorted((folder / "valid_curves").glob("*.valid.jsonl")):
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        records = [r for r in records if r.get("kind") == "valid" and VALID_CE in r]
+        if records:
+            curves[path.name.removesuffix(".valid.jsonl")] = records
+    return curves
+
+
+def valid_ce_section(folder: Path) -> list[str]:
+    """Per group: the lowest validation token CE its runs reached and the CE at the
+    selected checkpoint (highest validation NDCG@10, or lowest CE for ``_vce``);
+    per non-CE group, the gap to its CE group with a permutation p (small when
+    the method's lowest CE is above CE's, i.e. it fits held-out tokens worse)."""
+    groups: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    for name, records in load_valid_curves(folder).items():
+        m = NAME_RE.match(name + ".json")
+        if not m:
+            continue
+        select_ce = m["method"].endswith("_vce")
+        best = (min(records, key=lambda r: r[VALID_CE]) if select_ce
+                else max(records, key=lambda r: r.get(VALID_METRIC, -1.0)))
+        groups.setdefault((m["dataset"], m["arch"], m["method"]), []).append(
+            (min(r[VALID_CE] for r in records), best[VALID_CE]))
+    if not groups:
+        return []
+    lines = ["", "### Validation cross-entropy (runs with saved validation curves)", "",
+             "Mean token cross-entropy of the validation targets (nats, teacher-forced): the lowest "
+             "each run reached, and at the checkpoint it selected.", ""]
+    rows = []
+    for (d, a, m), values in sorted(groups.items()):
+        lowest = [v[0] for v in values]
+        row = [d, a, m, str(len(values)), mean_sd(lowest), mean_sd([v[1] for v in values])]
+        base_method = baseline_of(m, {mm for dd, aa, mm in groups if (dd, aa) == (d, a)})
+        if base_method is not None and len(values) >= 2 and len(groups[(d, a, base_method)]) >= 2:
+            base = np.array([v[0] for v in groups[(d, a, base_method)]])
+            test = run_permutation_test(base, np.array(lowest))
+            row.append(f"{np.mean(lowest) - base.mean():+.4f} vs {base_method}, p {test['p']:.4f}")
+        else:
+            row.append("")
+        rows.append(row)
+    lines += table(["dataset", "arch", "method", "runs", "lowest", "at the selected checkpoint",
+                    "lowest minus CE's (p: above CE)"], rows)
+    return lines
+
+
 def summarize(folder: Path, metrics: list[str]) -> str:
     runs = load_runs(folder, metrics)
     groups: dict[tuple[str, str, str], list[dict]] = {}
@@ -216,6 +267,7 @@ def summarize(folder: Path, metrics: list[str]) -> str:
                      f"seeds above best / below worst {base_method} seed "
                      f"({len(rs)} vs {len(base)} seeds): {', '.join(spread)}{perm}")
     lines += survival_section(folder)
+    lines += valid_ce_section(folder)
     return "\n".join(lines) + "\n"
 
 

@@ -109,3 +109,33 @@ def test_baseline_of():
     assert summarize_results.baseline_of("apao_pairwise_vce", methods) == "ce_vce"
     assert summarize_results.baseline_of("ce_vce", methods) == "ce"
     assert summarize_results.baseline_of("apao", {"apao"}) is None
+
+
+def test_valid_ce_section(tmp_path, capsys):
+    curves = tmp_path / "valid_curves"
+    curves.mkdir()
+
+    def write_curve(name, points):  # points: (ndcg@10, valid_ce) per evaluation
+        lines = [json.dumps({"step": 38 * (i + 1), "kind": "valid", "ndcg@10": n, "valid_ce": ce})
+                 for i, (n, ce) in enumerate(points)]
+        (curves / f"{name}.valid.jsonl").write_text("\n".join(lines) + "\n")
+
+    for seed, low in ((1, 2.0), (2, 2.1)):
+        write_run(tmp_path, f"office_t5_ce_s{seed}.json", 0.1)
+        write_curve(f"office_t5_ce_s{seed}", [(0.01, 3.0), (0.05, low + 0.1), (0.04, low)])
+    for seed, low in ((1, 2.3), (2, 2.4)):
+        write_run(tmp_path, f"office_t5_apao_s{seed}.json", 0.1)
+        write_curve(f"office_t5_apao_s{seed}", [(0.02, 3.1), (0.06, low)])
+    write_run(tmp_path, "office_t5_ce_vce_s1.json", 0.1)
+    write_curve("office_t5_ce_vce_s1", [(0.05, 2.5), (0.01, 2.2)])  # _vce selects the lowest CE
+
+    assert summarize_results.main(["--dir", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    section = text[text.index("### Validation cross-entropy"):]
+    rows = {line.split(" | ")[2]: line for line in section.splitlines() if line.startswith("| office")}
+    # Lowest CE: ce 2.0, 2.1; apao 2.3, 2.4. At the selected checkpoint (best ndcg@10): ce 2.1, 2.2.
+    assert "| 2.0500 ± 0.0707 | 2.1500 ± 0.0707 |" in rows["ce"]
+    assert "| 2.3500 ± 0.0707 | 2.3500 ± 0.0707 |" in rows["apao"]
+    # apao above both ce runs: the smallest p 2 vs 2 runs allow, 1/6.
+    assert "+0.3000 vs ce, p 0.1667" in rows["apao"]
+    assert "| 2.2000 | 2.2000 |" in rows["ce_vce"]
