@@ -235,6 +235,12 @@ def train(
 
     Returns:
       The :class:`TrainResult`.
+
+    Raises:
+      TrainingInterrupted: SIGTERM arrived; the step it stopped at is
+        checkpointed and calling ``train`` again (``resume=True``) continues.
+      FloatingPointError: ``optimizer.max_consecutive_nonfinite`` steps in a row
+        had non-finite gradients.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
