@@ -1,7 +1,8 @@
 """SIGTERM stops `genrec train` after the current step with a checkpoint of that
 step (not the last periodic one), exit status 143; rerunning resumes exactly:
 the parameters and results equal an uninterrupted run's, and train() leaves
-the process's SIGTERM handler as it found it."""
+the process's SIGTERM handler as it found it. In process: SIGTERM and a first
+SIGINT set the stop request, a second SIGINT aborts, the handlers are restored."""
 
 import json
 import os
@@ -12,11 +13,12 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 from flax import nnx
 
 from training.checkpoint import load_model_for_inference
 from training.config import load_config_file
-from training.preemption import EXIT_CODE
+from training.preemption import EXIT_CODE, StopOnSigterm, TrainingInterrupted
 from training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,3 +66,21 @@ def test_sigterm_checkpoints_the_current_step_and_resumes_exactly(tmp_path):
                                               nnx.Param))):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
 
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stop_handler_flags_then_restores(signum):
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    with StopOnSigterm() as stop:
+        assert not stop.requested(1)
+        os.kill(os.getpid(), signum)  # delivered to the main thread before kill returns
+        assert stop.requested(2) and stop.signum == signum
+        if signum == signal.SIGINT:  # a second Ctrl-C aborts at once
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+        else:  # a second SIGTERM changes nothing
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.requested(3)
+    assert {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)} == before
+    assert TrainingInterrupted(7, signum).exit_code == 128 + signum
+    assert TrainingInterrupted(7).exit_code == EXIT_CODE == 143

@@ -1,4 +1,4 @@
-"""Stopping a training run cleanly on SIGTERM.
+"""Stopping a training run cleanly on SIGTERM (and on a first Ctrl-C).
 
 Preemptible TPU VMs and spot GPU hosts, batch schedulers and ``timeout`` all
 send SIGTERM before they kill a job. Without a handler the process dies at
@@ -6,15 +6,18 @@ once and the run loses everything since its last periodic checkpoint (an
 epoch by default). With :class:`StopOnSigterm` active, SIGTERM only sets a
 flag; the train loop checks it after every step, saves a checkpoint of that
 step, waits for it to be committed and raises :class:`TrainingInterrupted`.
-Running the same command again resumes exactly from that step.
+Running the same command again resumes exactly from that step. A first
+Ctrl-C (SIGINT) does the same; a second one raises ``KeyboardInterrupt`` at
+once, for when the step itself hangs.
 
-Single process: the handler is a Python signal handler, installed only when
+Single process: the handlers are Python signal handlers, installed only when
 training runs in the main thread (Python allows no other), and the previous
-handler is restored on exit. Several processes (``jax.distributed``): every
+handlers are restored on exit. Several processes (``jax.distributed``): every
 process must save at the same step, so the decision comes from JAX's
 preemption sync service (``multihost_utils.reached_preemption_sync_point``),
 which receives the notice on any process and picks one step for all; no
-Python handler is installed there, as it would replace the service's own.
+Python handler is installed there, as it would replace the service's own
+(Ctrl-C then keeps Python's default, ``KeyboardInterrupt``).
 """
 
 from __future__ import annotations
@@ -29,19 +32,26 @@ from jax.experimental import multihost_utils
 
 logger = logging.getLogger(__name__)
 
-EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
+EXIT_CODE = 128 + signal.SIGTERM  # genrec train's exit status after SIGTERM (as a shell reports a kill by it)
 
 
 class TrainingInterrupted(Exception):
-    """The run stopped on SIGTERM after saving a checkpoint of step ``step``; rerun to resume."""
+    """The run stopped on a signal after saving a checkpoint of step ``step``; rerun to resume.
 
-    def __init__(self, step: int):
-        super().__init__(f"stopped by SIGTERM at step {step}, checkpoint saved; run the same command to resume")
+    ``exit_code`` is what a shell reports for a process ended by that signal
+    (143 for SIGTERM, 130 for SIGINT); ``genrec train`` exits with it.
+    """
+
+    def __init__(self, step: int, signum: int = signal.SIGTERM):
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} at step {step}, checkpoint saved; run the same command to resume")
         self.step = step
+        self.exit_code = 128 + signum
 
 
 class StopOnSigterm:
-    """Context manager: while active, SIGTERM asks the train loop to stop after its current step.
+    """Context manager: while active, SIGTERM or a first SIGINT asks the train loop to stop
+    after its current step.
 
     ``requested(step)`` is called once per step, with the same step on every
     process; it returns True at the step where the run should checkpoint and stop.
@@ -49,27 +59,33 @@ class StopOnSigterm:
 
     def __init__(self) -> None:
         self._flag = threading.Event()
-        self._previous = None
-        self._installed = False
+        self._previous: dict[int, object] = {}
+        self.signum: int = signal.SIGTERM  # the signal that asked to stop (preemption: SIGTERM)
         self._multiprocess = False
         self._warned = False
 
     def __enter__(self) -> StopOnSigterm:
         self._multiprocess = jax.process_count() > 1
         if not self._multiprocess and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-            self._installed = True
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self._installed:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._installed = False
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        del signum, frame
-        if not self._flag.is_set():
-            logger.warning("SIGTERM received: stopping after the current step with a checkpoint")
+        del frame
+        name = signal.Signals(signum).name
+        if self._flag.is_set():
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
+        logger.warning("%s received: stopping after the current step with a checkpoint%s", name,
+                       " (Ctrl-C again to abort at once)" if signum == signal.SIGINT else "")
+        self.signum = signum
         self._flag.set()
 
     def requested(self, step: int) -> bool:

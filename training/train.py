@@ -65,7 +65,6 @@ from training.checkpoint import (
 from training.evaluate import build_eval_index, evaluate_split, popularity_baseline, validation_ce
 from training.config import VALID_CE, DataConfig, TrainConfig, load_config_file, override_keys, score_normalization
 from training.optim import make_optimizer
-from training.preemption import EXIT_CODE as INTERRUPTED_EXIT_CODE
 from training.preemption import StopOnSigterm, TrainingInterrupted
 from training.tb_events import EventWriter
 from training.train_step import make_catalogue, make_data_mesh, make_train_step, replicate, shard_batch
@@ -237,7 +236,7 @@ def train(
       The :class:`TrainResult`.
 
     Raises:
-      TrainingInterrupted: SIGTERM arrived; the step it stopped at is
+      TrainingInterrupted: SIGTERM (or a first Ctrl-C) arrived; the step it stopped at is
         checkpointed and calling ``train`` again (``resume=True``) continues.
       FloatingPointError: ``optimizer.max_consecutive_nonfinite`` steps in a row
         had non-finite gradients.
@@ -421,7 +420,7 @@ def train(
                 checkpointer.close()
                 metrics_log.close()
                 logger.warning("stopped at step %d with a checkpoint; run the same command to resume", step)
-                raise TrainingInterrupted(step)
+                raise TrainingInterrupted(step, stop_signal.signum)
     checkpointer.wait()
 
     # --- Final evaluation: test split, best checkpoint ----------------------
@@ -582,7 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = train(config, args.workdir, resume=not args.no_resume, debug_kill_at_step=args.debug_kill_at_step)
     except TrainingInterrupted as stopped:
         print(json.dumps({"interrupted_at_step": stopped.step}))
-        return INTERRUPTED_EXIT_CODE
+        return stopped.exit_code
     print(json.dumps({"test": result.test_metrics, "popularity_test": result.popularity_test_metrics,
                       "best_step": result.best_step, "final_step": result.final_step}))
     return 0
