@@ -397,6 +397,30 @@ def test_adaptive_weights_zero_non_finite_uniform_fallback_and_no_overflow():
     np.testing.assert_array_equal(grad, [0.0, 0.0])
 
 
+def test_running_weights_follow_the_numpy_recurrence():
+    """LossConfig.running_weights: w_k = normalise(w_{k-1} * exp(eta * b_k)) from
+    uniform, i.e. proportional to exp(eta * sum of the b's); zero stays zero."""
+    rng = np.random.default_rng(0)
+    eta = 0.05
+    w = jnp.full(4, 0.25)
+    total = np.zeros(4)
+    for _ in range(5):
+        b = rng.uniform(0.5, 4.0, 4)
+        total += b
+        w = adaptive_prefix_weights(jnp.asarray(b, jnp.float32), eta, prior=w)
+        expected = np.exp(eta * (total - total.max()))
+        np.testing.assert_allclose(w, expected / expected.sum(), rtol=1e-5)
+    np.testing.assert_allclose(adaptive_prefix_weights(jnp.ones(3), 0.0, prior=jnp.asarray([0.2, 0.3, 0.5])),
+                               [0.2, 0.3, 0.5], rtol=1e-6)  # eta 0: the prior stays
+    held = adaptive_prefix_weights(jnp.asarray([1.0, jnp.nan, 2.0]), 1.0, prior=jnp.asarray([0.0, 0.5, 0.5]))
+    assert float(held[0]) == 0.0 and float(held[2]) > float(held[1]) > 0.0  # NaN loss counts as 0
+    np.testing.assert_allclose(adaptive_prefix_weights(jnp.ones(2), 1.0, prior=jnp.zeros(2)), [0.5, 0.5])
+    with pytest.raises(ValueError, match="prior has shape"):
+        adaptive_prefix_weights(jnp.ones(3), 1.0, prior=jnp.ones(2))
+    with pytest.raises(ValueError, match="running_weights"):
+        LossConfig(kind="ce", running_weights=True)
+
+
 # ---------------------------------------------------------------------------
 # Negatives, prefix masks, catalogue counts
 # ---------------------------------------------------------------------------

@@ -95,3 +95,27 @@ def test_early_stopping_then_resume_gives_the_same_result_without_training(tmp_p
     second = train(config, tmp_path, resume=True)
     assert second == first
     assert (tmp_path / "metrics.jsonl").read_text().splitlines() == lines_before
+
+
+def test_running_prefix_weights_survive_a_resume(tmp_path):
+    """loss.running_weights keeps the adaptive weights in the optimizer state: a
+    run stopped at step 4 and continued to 8 equals a run of 8 steps (constant
+    learning rate, so the schedule does not depend on the planned length)."""
+    extra = ["loss.kind=apao_pointwise", "loss.running_weights=true", "loss.eta=0.5",
+             "optimizer.schedule=constant", "optimizer.warmup_fraction=0.0", "early_stopping_patience=none"]
+    overrides = [o for o in OVERRIDES if not o.startswith(("loss.", "num_steps"))] + extra
+    short = load_config_file(REPO / SMOKE, overrides + ["num_steps=4"])
+    full = load_config_file(REPO / SMOKE, overrides + [f"num_steps={NUM_STEPS}"])
+    train(short, tmp_path / "resumed", resume=False)
+    resumed = train(full, tmp_path / "resumed", resume=True)
+    reference = train(full, tmp_path / "reference", resume=False)
+    assert resumed.final_step == reference.final_step == NUM_STEPS
+    weights = [r["prefix_weights"] for r in _records(tmp_path / "reference", "train")]
+    assert max(abs(w - 0.25) for w in weights[-1]) > 0.01  # the weights moved away from uniform
+    np.testing.assert_allclose([r["prefix_weights"] for r in _records(tmp_path / "resumed", "train")][-1],
+                               weights[-1], rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(nnx.state(load_model_for_inference(tmp_path / "resumed", which="latest")[0],
+                                              nnx.Param)),
+                    jax.tree.leaves(nnx.state(load_model_for_inference(tmp_path / "reference", which="latest")[0],
+                                              nnx.Param))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)

@@ -18,7 +18,9 @@ from training.config import OptimizerConfig
 from training.losses import LossConfig, apao_objective, sample_negatives
 from training.optim import make_optimizer
 from training.train_step import (
+    RunningWeightsState,
     compute_loss,
+    init_opt_state,
     make_catalogue,
     make_data_mesh,
     make_train_step,
@@ -155,6 +157,38 @@ def test_step_trains_and_skips_nonfinite_updates(setup):
     jax.tree.map(np.testing.assert_array_equal, _params(new_state), _params(poisoned))
     for new, old in zip(jax.tree.leaves(new_opt_state.inner_state), jax.tree.leaves(opt_state.inner_state)):
         np.testing.assert_array_equal(new, old)
+
+
+def test_running_weights_are_carried_by_the_step(setup):
+    """loss.running_weights: the step uses the carried weights (uniform at first),
+    updates them with this batch's prefix losses, and keeps them in its state."""
+    data, batches, model_config = setup
+    loss_config = LossConfig(kind="apao_pointwise", beta=0.3, eta=0.2, running_weights=True)
+    optimizer, _ = make_optimizer(OptimizerConfig(learning_rate=1e-3, warmup_fraction=0.0), total_steps=10)
+    catalogue = make_catalogue(data.sid_codes, data.vocab, loss_config)
+    mesh = make_data_mesh(BATCH, 1)
+    step = make_train_step(loss_config, optimizer, mesh, donate=False)
+    graphdef, state = nnx.split(build_model(model_config, rngs=nnx.Rngs(params=0, dropout=0)))
+    opt_state = init_opt_state(optimizer, nnx.split_state(state, nnx.Param, ...)[0], loss_config, data.num_levels)
+    assert isinstance(opt_state, RunningWeightsState)
+    np.testing.assert_allclose(opt_state.prefix_weights, np.full(data.num_levels, 1 / data.num_levels))
+    total = np.zeros(data.num_levels)
+    for i in range(3):
+        state, opt_state, metrics = step(graphdef, state, opt_state, shard_batch(batches.batch_at(i), mesh),
+                                         jax.random.key(i), catalogue)
+        total += np.asarray(metrics["prefix_losses"], np.float64)
+        expected = np.exp(loss_config.eta * (total - total.max()))
+        np.testing.assert_allclose(opt_state.prefix_weights, expected / expected.sum(), rtol=1e-5)
+        np.testing.assert_allclose(metrics["prefix_weights"], opt_state.prefix_weights, rtol=1e-6)
+    # The same step without the option recomputes weights from the batch alone (b / sum b, ~ b).
+    plain = dataclasses.replace(loss_config, running_weights=False)
+    graphdef, state = nnx.split(build_model(model_config, rngs=nnx.Rngs(params=0, dropout=0)))
+    plain_state = init_opt_state(optimizer, nnx.split_state(state, nnx.Param, ...)[0], plain, data.num_levels)
+    _, _, metrics = make_train_step(plain, optimizer, mesh, donate=False)(
+        graphdef, state, plain_state, shard_batch(batches.batch_at(0), mesh), jax.random.key(0), catalogue)
+    b = np.asarray(metrics["prefix_losses"])
+    np.testing.assert_allclose(metrics["prefix_weights"], b * np.exp(0.2 * b) / (b * np.exp(0.2 * b)).sum(),
+                               rtol=1e-5)
 
 
 def test_msl_masks_come_from_the_catalogue_trie(setup):

@@ -80,6 +80,14 @@ class LossConfig:
         dropout masks, as the reference code does. Without dropout the two
         give the same loss; the option exists to test whether the shared
         dropout mask matters for the model trained.
+      running_weights: APAO kinds only. False (default, the issue's spec and
+        the reference code): the adaptive weights are recomputed from each
+        batch's prefix losses alone. True: they carry over from step to step,
+        ``w <- w_prev * exp(eta * b)`` normalised, starting uniform, as one
+        description of the paper's method has it; then ``eta`` accumulates
+        over the run instead of acting within one batch, where it barely
+        moves the weights. The train step keeps ``w`` in its optimizer state
+        (``training.train_step.init_opt_state``), so it is checkpointed.
     """
 
     kind: LossKind = "ce"
@@ -93,6 +101,7 @@ class LossConfig:
     num_prefixes: int | None = None
     dedup_negative_prefixes: bool = False
     share_bos_position: bool = True
+    running_weights: bool = False
 
     def __post_init__(self):
         if self.kind not in LOSS_KINDS:
@@ -110,6 +119,8 @@ class LossConfig:
             )
         if self.kind in ("ce", "msl") and not self.use_ce:
             raise ValueError(f"LossConfig.use_ce=False only applies to APAO kinds, not {self.kind!r}")
+        if self.kind in ("ce", "msl") and self.running_weights:
+            raise ValueError(f"LossConfig.running_weights=True only applies to APAO kinds, not {self.kind!r}")
 
     def resolve_num_prefixes(self, sid_length: int) -> int:
         """Number of prefix lengths ``P`` for targets of length ``sid_length``."""
@@ -414,7 +425,9 @@ def pairwise_prefix_losses(
     return _masked_batch_mean(per_example, example_mask)
 
 
-def adaptive_prefix_weights(prefix_losses: jax.Array, eta: float = 0.0) -> jax.Array:
+def adaptive_prefix_weights(
+    prefix_losses: jax.Array, eta: float = 0.0, prior: jax.Array | None = None
+) -> jax.Array:
     """Adaptive worst-prefix weights (no gradient flows through them).
 
     With ``b = stop_gradient(L)`` and non-finite entries of ``L`` set to 0::
@@ -426,15 +439,32 @@ def adaptive_prefix_weights(prefix_losses: jax.Array, eta: float = 0.0) -> jax.A
     ``b_t <= 0`` (a zeroed NaN/inf loss; the prefix losses are otherwise >= 0)
     get weight 0; if every ``b_t <= 0`` the weights are uniform ``1/P``.
 
+    With ``prior`` (``LossConfig.running_weights``: the previous step's
+    weights) the first step uses ``prior`` instead of ``b / sum(b)``::
+
+        w = prior * exp(eta * b);  w = w / sum(w)
+
+    so over steps ``w`` is proportional to ``exp(eta * sum of the b's)``
+    times the starting weights. Entries with ``prior <= 0`` stay 0; an
+    all-zero prior gives uniform weights.
+
     Args:
       prefix_losses: ``[P]``.
-      eta: sharpness; 0 gives ``w = b / sum(b)``.
+      eta: sharpness; 0 gives ``w = b / sum(b)`` (``w = prior`` with a prior).
+      prior: optional ``[P]`` non-negative weights of the previous step.
 
     Returns:
       float32 ``[P]``, non-negative, summing to 1.
     """
     losses = jax.lax.stop_gradient(prefix_losses.astype(jnp.float32))
     base = jnp.where(jnp.isfinite(losses), losses, 0.0)
+    if prior is not None:
+        if prior.shape != losses.shape:
+            raise ValueError(f"adaptive_prefix_weights: prior has shape {prior.shape}, losses {losses.shape}")
+        prior = jax.lax.stop_gradient(prior.astype(jnp.float32))
+        kept = prior > 0
+        log_weights = jnp.where(kept, jnp.log(jnp.where(kept, prior, 1.0)) + eta * base, -jnp.inf)
+        return jax.nn.softmax(jnp.where(kept.any(), log_weights, 0.0))
     positive = base > 0
     log_weights = jnp.where(positive, jnp.log(jnp.where(positive, base, 1.0)) + eta * base, -jnp.inf)
     log_weights = jnp.where(positive.any(), log_weights, 0.0)  # all zero -> uniform
@@ -544,6 +574,7 @@ def apao_objective(
     neg_tokens: jax.Array | None = None,
     prefix_match: jax.Array | None = None,
     num_distinct_prefixes: jax.Array | None = None,
+    prior_prefix_weights: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, Any]]:
     """Total training loss of any kind, and what to log.
 
@@ -575,6 +606,8 @@ def apao_objective(
         ``prefix_match_from_tokens(targets, neg_tokens,
         mask_repeated_negatives=config.dedup_negative_prefixes)``.
       num_distinct_prefixes: int ``[>= P]``; required for ``"apao_pairwise"``.
+      prior_prefix_weights: ``[P]``, the previous step's ``prefix_weights``;
+        required with ``config.running_weights`` (ignored otherwise).
 
     Returns:
       ``(total_loss, aux)``. ``aux`` always holds ``total_loss``, ``ce_loss``
@@ -673,7 +706,11 @@ def apao_objective(
         )
 
     finite_prefix_losses = jnp.where(jnp.isfinite(prefix_losses), prefix_losses, 0.0)
-    prefix_weights = adaptive_prefix_weights(prefix_losses, config.eta)
+    if config.running_weights and prior_prefix_weights is None:
+        raise ValueError("apao_objective: LossConfig.running_weights needs prior_prefix_weights [P]")
+    prefix_weights = adaptive_prefix_weights(
+        prefix_losses, config.eta, prior_prefix_weights if config.running_weights else None
+    )
     weighted_prefix_loss = (prefix_weights * finite_prefix_losses).sum()
     total = config.beta * weighted_prefix_loss
     if config.use_ce:

@@ -67,7 +67,14 @@ from training.config import VALID_CE, DataConfig, TrainConfig, load_config_file,
 from training.optim import make_optimizer
 from training.preemption import StopOnSigterm, TrainingInterrupted
 from training.tb_events import EventWriter
-from training.train_step import make_catalogue, make_data_mesh, make_train_step, replicate, shard_batch
+from training.train_step import (
+    init_opt_state,
+    make_catalogue,
+    make_data_mesh,
+    make_train_step,
+    replicate,
+    shard_batch,
+)
 
 __all__ = ["TrainResult", "load_data", "main", "train"]
 
@@ -282,7 +289,7 @@ def train(
     # --- Optimizer ---------------------------------------------------------
     optimizer, schedule = make_optimizer(config.optimizer, total_steps)
     params = nnx.split_state(state, nnx.Param, ...)[0]
-    opt_state = optimizer.init(params)
+    opt_state = init_opt_state(optimizer, params, config.loss, data.sid_codes.shape[1])
 
     # --- Devices: batch sharded over "data", everything else replicated ------
     mesh = make_data_mesh(config.batch_size, config.num_devices)

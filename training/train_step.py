@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -127,6 +127,7 @@ def compute_loss(
     catalogue: Catalogue,
     negatives_rng: jax.Array,
     loss_config: LossConfig,
+    prior_prefix_weights: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Training loss of ``batch`` under ``model`` (in training mode) and the loss's aux dict.
 
@@ -136,6 +137,8 @@ def compute_loss(
       catalogue: see :class:`Catalogue`.
       negatives_rng: key for ``apao_pairwise``'s negatives.
       loss_config: the objective (static).
+      prior_prefix_weights: ``[P]`` carried adaptive weights, with
+        ``loss_config.running_weights`` (see :class:`RunningWeightsState`).
 
     Returns:
       ``(loss, aux)`` of ``training.losses.apao_objective``.
@@ -177,7 +180,29 @@ def compute_loss(
         from constrained.masks import valid_next_token_mask
 
         kwargs["valid_next_mask"] = valid_next_token_mask(catalogue.trie, batch["target_codes"], vocab_size)
-    return apao_objective(pos_logits, target_tokens, config=loss_config, example_mask=example_mask, **kwargs)
+    return apao_objective(pos_logits, target_tokens, config=loss_config, example_mask=example_mask,
+                          prior_prefix_weights=prior_prefix_weights, **kwargs)
+
+
+class RunningWeightsState(NamedTuple):
+    """Optimizer state of a run with ``LossConfig.running_weights``: the optax
+    state plus the adaptive prefix weights carried from step to step (a pytree,
+    so checkpoints and replication treat it like any optimizer state)."""
+
+    optimizer: Any
+    prefix_weights: jax.Array  # [P] float32, non-negative, sums to 1
+
+
+def init_opt_state(
+    optimizer: optax.GradientTransformation, params: nnx.State, loss_config: LossConfig, sid_length: int
+) -> Any:
+    """``optimizer.init(params)``, wrapped in :class:`RunningWeightsState` with
+    uniform weights over the ``P`` prefix lengths when ``loss_config.running_weights``."""
+    opt_state = optimizer.init(params)
+    if not loss_config.running_weights:
+        return opt_state
+    num_prefixes = loss_config.resolve_num_prefixes(sid_length)
+    return RunningWeightsState(opt_state, jnp.full((num_prefixes,), 1.0 / num_prefixes, jnp.float32))
 
 
 # ---------------------------------------------------------------------------
@@ -198,23 +223,32 @@ def _train_step(
 ) -> tuple[nnx.State, Any, dict[str, jax.Array]]:
     params, rest = nnx.split_state(state, nnx.Param, ...)
     dropout_rng, negatives_rng = jax.random.split(rng)
+    running = loss_config.running_weights
+    inner_state = opt_state.optimizer if running else opt_state
+    prior = opt_state.prefix_weights if running else None
 
     def loss_fn(params):
         model = nnx.merge(graphdef, params, rest, copy=True)
         # Dropout masks depend on the step's key only (exact resume, no carried RNG state).
         nnx.reseed(model, dropout=dropout_rng)
-        return compute_loss(model, batch, catalogue, negatives_rng, loss_config)
+        return compute_loss(model, batch, catalogue, negatives_rng, loss_config, prior)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
+    updates, inner_state = optimizer.update(grads, inner_state, params)
     params = optax.apply_updates(params, updates)
+    if running:
+        # A skipped step (non-finite gradient) leaves the carried weights as they were.
+        weights = jnp.where(inner_state.last_finite, aux["prefix_weights"], prior)
+        opt_state = RunningWeightsState(inner_state, weights)
+    else:
+        opt_state = inner_state
     metrics = {
         **aux,
         "loss": loss,
         "grad_norm": jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(grads))),
-        "update_skipped": ~opt_state.last_finite,
+        "update_skipped": ~inner_state.last_finite,
         "num_real_examples": batch["example_mask"].sum(),
-        **nonfinite_counts(opt_state),
+        **nonfinite_counts(inner_state),
     }
     return nnx.merge_state(params, rest), opt_state, metrics
 
@@ -236,7 +270,7 @@ def make_train_step(
         (the inputs are invalid afterwards).
 
     The step's arguments: ``graphdef`` (static) and ``state`` from
-    ``nnx.split(model)``; ``opt_state = optimizer.init(params)`` for
+    ``nnx.split(model)``; ``opt_state = init_opt_state(optimizer, params, loss_config, L)`` for
     ``params = nnx.split_state(state, nnx.Param, ...)[0]``; ``batch`` from
     :func:`shard_batch`; ``rng`` a key, ``fold_in(seed key, step)``;
     ``catalogue`` from :func:`make_catalogue` (replicated). ``metrics`` holds
