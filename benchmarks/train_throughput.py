@@ -27,7 +27,14 @@ from genrec.split import leave_one_out_split
 from training.config import ModelSpec, OptimizerConfig
 from training.losses import LossConfig
 from training.optim import make_optimizer
-from training.train_step import make_catalogue, make_data_mesh, make_train_step, replicate, shard_batch
+from training.train_step import (
+    init_opt_state,
+    make_catalogue,
+    make_data_mesh,
+    make_train_step,
+    replicate,
+    shard_batch,
+)
 
 
 def load_data(path):
@@ -84,7 +91,7 @@ def main(argv=None):
                     graphdef, state = nnx.split(model)
                     params = nnx.split_state(state, nnx.Param, ...)[0]
                     optimizer, _ = make_optimizer(OptimizerConfig(), 10_000)
-                    opt_state = optimizer.init(params)
+                    opt_state = init_opt_state(optimizer, params, loss_config, data.vocab.num_levels)
                     state, opt_state = replicate(state, mesh), replicate(opt_state, mesh)
                     catalogue = replicate(catalogue_host, mesh)
                     step = make_train_step(loss_config, optimizer, mesh)
