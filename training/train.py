@@ -65,7 +65,7 @@ from training.checkpoint import (
 from training.evaluate import build_eval_index, evaluate_split, popularity_baseline, validation_ce
 from training.config import VALID_CE, DataConfig, TrainConfig, load_config_file, override_keys, score_normalization
 from training.optim import make_optimizer
-from training.preemption import StopOnSigterm, TrainingInterrupted
+from training.preemption import StopOnSignal, TrainingInterrupted
 from training.tb_events import EventWriter
 from training.train_step import (
     init_opt_state,
@@ -359,7 +359,7 @@ def train(
     window_start = time.perf_counter()
     step = progress.step
     # SIGTERM (preemption, timeout, scheduler) stops the loop after a step, with a checkpoint.
-    with StopOnSigterm() as stop_signal:
+    with StopOnSignal() as stop_signal:
         while not progress.finished and step < total_steps:
             batch = shard_batch(next(train_batches), mesh)
             state, opt_state, step_metrics = train_step(
@@ -410,9 +410,10 @@ def train(
                                            dataclasses.replace(progress, step=step), valid_metrics)
 
             finished = stop_early or step == total_steps
+            interrupted = not finished and stop_signal.requested(step)
             progress = dataclasses.replace(progress, step=step, data_step=train_batches.step,
                                            finished=finished, early_stopped=stop_early)
-            if finished or step % checkpoint_every == 0:
+            if finished or interrupted or step % checkpoint_every == 0:
                 checkpointer.save(nnx.split_state(state, nnx.Param, ...)[0], opt_state, progress)
             if stop_early:
                 logger.info("early stopping at step %d: no better validation %s in %d evaluations",
@@ -420,9 +421,7 @@ def train(
             if debug_kill_at_step is not None and step == debug_kill_at_step:
                 checkpointer.wait()
                 os.kill(os.getpid(), signal.SIGKILL)
-            if not finished and stop_signal.requested(step):
-                if step % checkpoint_every != 0:
-                    checkpointer.save(nnx.split_state(state, nnx.Param, ...)[0], opt_state, progress)
+            if interrupted:
                 checkpointer.wait()
                 checkpointer.close()
                 metrics_log.close()
