@@ -458,15 +458,14 @@ def adaptive_prefix_weights(
     """
     losses = jax.lax.stop_gradient(prefix_losses.astype(jnp.float32))
     base = jnp.where(jnp.isfinite(losses), losses, 0.0)
+    # The first factor: b itself (its normalisation cancels in the softmax) or the prior.
+    first = base
     if prior is not None:
         if prior.shape != losses.shape:
             raise ValueError(f"adaptive_prefix_weights: prior has shape {prior.shape}, losses {losses.shape}")
-        prior = jax.lax.stop_gradient(prior.astype(jnp.float32))
-        kept = prior > 0
-        log_weights = jnp.where(kept, jnp.log(jnp.where(kept, prior, 1.0)) + eta * base, -jnp.inf)
-        return jax.nn.softmax(jnp.where(kept.any(), log_weights, 0.0))
-    positive = base > 0
-    log_weights = jnp.where(positive, jnp.log(jnp.where(positive, base, 1.0)) + eta * base, -jnp.inf)
+        first = jax.lax.stop_gradient(prior.astype(jnp.float32))
+    positive = first > 0
+    log_weights = jnp.where(positive, jnp.log(jnp.where(positive, first, 1.0)) + eta * base, -jnp.inf)
     log_weights = jnp.where(positive.any(), log_weights, 0.0)  # all zero -> uniform
     return jax.nn.softmax(log_weights)
 
