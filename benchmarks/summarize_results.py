@@ -140,13 +140,19 @@ def load_diagnoses(folder: Path) -> dict[str, dict]:
     return found
 
 
-def survival_section(folder: Path) -> list[str]:
-    diagnoses = load_diagnoses(folder)
-    groups: dict[tuple[str, str, str], list[dict]] = {}
-    for name, metrics in diagnoses.items():
+def group_by_run(per_run: dict[str, object]) -> dict[tuple[str, str, str], list]:
+    """``{(dataset, arch, method): [value of each run]}`` from ``{run name: value}``;
+    names that are not ``<dataset>_<arch>_<method>_s<seed>`` are left out."""
+    groups: dict[tuple[str, str, str], list] = {}
+    for name, value in per_run.items():
         m = NAME_RE.match(name + ".json")
         if m:
-            groups.setdefault((m["dataset"], m["arch"], m["method"]), []).append(metrics)
+            groups.setdefault((m["dataset"], m["arch"], m["method"]), []).append(value)
+    return groups
+
+
+def survival_section(folder: Path) -> list[str]:
+    groups = group_by_run(load_diagnoses(folder))
     if not groups:
         return []
     levels = sorted({int(k.split("@")[1]) for ms in groups.values() for m in ms
@@ -180,16 +186,14 @@ def valid_ce_section(folder: Path) -> list[str]:
     selected checkpoint (highest validation NDCG@10, or lowest CE for ``_vce``);
     per non-CE group, the gap to its CE group with a permutation p (small when
     the method's lowest CE is above CE's, i.e. it fits held-out tokens worse)."""
-    groups: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
-    for name, records in load_valid_curves(folder).items():
-        m = NAME_RE.match(name + ".json")
-        if not m:
-            continue
-        select_ce = m["method"].endswith("_vce")
-        best = (min(records, key=lambda r: r[VALID_CE]) if select_ce
-                else max(records, key=lambda r: r.get(VALID_METRIC, -1.0)))
-        groups.setdefault((m["dataset"], m["arch"], m["method"]), []).append(
-            (min(r[VALID_CE] for r in records), best[VALID_CE]))
+    groups = {}
+    for (d, a, m), curves in group_by_run(load_valid_curves(folder)).items():
+        values = []
+        for records in curves:
+            best = (min(records, key=lambda r: r[VALID_CE]) if m.endswith("_vce")
+                    else max(records, key=lambda r: r.get(VALID_METRIC, -1.0)))
+            values.append((min(r[VALID_CE] for r in records), best[VALID_CE]))
+        groups[(d, a, m)] = values
     if not groups:
         return []
     lines = ["", "### Validation cross-entropy (runs with saved validation curves)", "",
