@@ -5,9 +5,11 @@ rows, Orbax checkpoints written together, files written once)."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -15,6 +17,7 @@ import numpy as np
 
 from training.checkpoint import load_model_for_inference
 from training.config import load_config_file
+from training.preemption import EXIT_CODE
 from training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,18 +44,24 @@ def _params(workdir):
     return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
 
 
+def _two_process_command(workdir, overrides):
+    """``(command without --process-id, env)`` of a 2-process CLI run, 4 CPU devices each."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "training.train", "--config", SMOKE, "--workdir", str(workdir), "--no-resume",
+               "--distributed", "--coordinator", f"localhost:{_free_port()}", "--num-processes", "2"]
+    for override in overrides:
+        command += ["--set", override]
+    return command, env
+
+
 def test_two_processes_equal_one_process(tmp_path):
     assert jax.device_count() == 8
     config = load_config_file(REPO / SMOKE, OVERRIDES)
     reference = train(config, tmp_path / "one", resume=False)
 
     workdir = tmp_path / "two"
-    port = _free_port()
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    command = [sys.executable, "-m", "training.train", "--config", SMOKE, "--workdir", str(workdir), "--no-resume",
-               "--distributed", "--coordinator", f"localhost:{port}", "--num-processes", "2"]
-    for override in OVERRIDES:
-        command += ["--set", override]
+    command, env = _two_process_command(workdir, OVERRIDES)
     processes = [subprocess.Popen(command + ["--process-id", str(i)], cwd=REPO, env=env, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
     outputs = [p.communicate(timeout=600)[0] for p in processes]
@@ -76,20 +85,9 @@ def test_sigterm_to_one_process_stops_both_at_one_checkpointed_step(tmp_path):
     """A preemption notice reaches one process (SIGTERM to process 1 only): JAX's
     preemption sync service picks one step, both processes save it together and
     exit 143, so the run can resume from a consistent checkpoint."""
-    import signal
-    import time
-
-    from training.preemption import EXIT_CODE
-
     workdir = tmp_path / "run"
     overrides = OVERRIDES + ["num_steps=300", "eval_every=150", "log_every=1", "checkpoint.every_steps=1000"]
-    port = _free_port()
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-           "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "training.train", "--config", SMOKE, "--workdir", str(workdir), "--no-resume",
-               "--distributed", "--coordinator", f"localhost:{port}", "--num-processes", "2"]
-    for override in overrides:
-        command += ["--set", override]
+    command, env = _two_process_command(workdir, overrides)
     logs = [tmp_path / f"process{i}.log" for i in range(2)]
     processes = []
     for i in range(2):

@@ -18,7 +18,7 @@ from flax import nnx
 
 from training.checkpoint import load_model_for_inference
 from training.config import load_config_file
-from training.preemption import EXIT_CODE, StopOnSigterm, TrainingInterrupted
+from training.preemption import EXIT_CODE, StopOnSignal, TrainingInterrupted
 from training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def test_sigterm_checkpoints_the_current_step_and_resumes_exactly(tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_stop_handler_flags_then_restores(signum):
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    with StopOnSigterm() as stop:
+    with StopOnSignal() as stop:
         assert not stop.requested(1)
         os.kill(os.getpid(), signum)  # delivered to the main thread before kill returns
         assert stop.requested(2) and stop.signum == signum

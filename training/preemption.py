@@ -3,7 +3,7 @@
 Preemptible TPU VMs and spot GPU hosts, batch schedulers and ``timeout`` all
 send SIGTERM before they kill a job. Without a handler the process dies at
 once and the run loses everything since its last periodic checkpoint (an
-epoch by default). With :class:`StopOnSigterm` active, SIGTERM only sets a
+epoch by default). With :class:`StopOnSignal` active, SIGTERM only sets a
 flag; the train loop checks it after every step, saves a checkpoint of that
 step, waits for it to be committed and raises :class:`TrainingInterrupted`.
 Running the same command again resumes exactly from that step. A first
@@ -49,7 +49,7 @@ class TrainingInterrupted(Exception):
         self.exit_code = 128 + signum
 
 
-class StopOnSigterm:
+class StopOnSignal:
     """Context manager: while active, SIGTERM or a first SIGINT asks the train loop to stop
     after its current step.
 
@@ -64,7 +64,7 @@ class StopOnSigterm:
         self._multiprocess = False
         self._warned = False
 
-    def __enter__(self) -> StopOnSigterm:
+    def __enter__(self) -> StopOnSignal:
         self._multiprocess = jax.process_count() > 1
         if not self._multiprocess and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
