@@ -11,7 +11,9 @@ From FETCHED_DIR (the unpacked ``r/`` of ``$OUT/all.tgz``):
 ``DEST/diagnose/`` (only those with
 a JSON line, i.e. a finished ``genrec eval --diagnose``), ``<run>.valid.jsonl``
 (the validation records of ``metrics.jsonl``: every evaluation's metrics and
-``valid_ce``) -> ``DEST/valid_curves/`` (only of runs with a results file). A file already in
+``valid_ce``) -> ``DEST/valid_curves/`` and ``<run>.train.jsonl`` (every 20th
+training record: losses, prefix losses and weights) -> ``DEST/train_curves/``
+(both only of runs with a results file). A file already in
 DEST with other contents is not overwritten unless ``--overwrite``; the run
 names must follow ``<dataset>_<arch>_<method>_s<seed>``.
 """
@@ -37,7 +39,8 @@ KINDS = ((".results.json", "", ".json"), (".test_ranks.npy", "ranks", ".test_ran
          (".prefix_ranks.npy", "prefix_ranks", ".prefix_ranks.npy"),
          (".valid_ranks.npy", "valid_ranks", ".valid_ranks.npy"),
          (".diagnose.txt", "diagnose", ".diagnose.txt"),
-         (".valid.jsonl", "valid_curves", ".valid.jsonl"))
+         (".valid.jsonl", "valid_curves", ".valid.jsonl"),
+         (".train.jsonl", "train_curves", ".train.jsonl"))
 
 
 def plan(src: Path, dest: Path) -> list[tuple[Path, Path]]:
@@ -53,7 +56,7 @@ def plan(src: Path, dest: Path) -> list[tuple[Path, Path]]:
             if suffix == ".diagnose.txt" and diagnosis_metrics(path) is None:
                 print(f"collect_results: skipping {path.name}: no result line (unfinished?)", file=sys.stderr)
                 continue
-            if suffix == ".valid.jsonl" and not (src / f"{run}.results.json").exists():
+            if suffix in (".valid.jsonl", ".train.jsonl") and not (src / f"{run}.results.json").exists():
                 print(f"collect_results: skipping {path.name}: the run has no results.json (cut?)", file=sys.stderr)
                 continue
             moves.append((path, dest / sub / f"{run}{new_suffix}"))

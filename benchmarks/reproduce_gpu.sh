@@ -166,6 +166,11 @@ for log in runs/*.log; do
   [ -f "runs/$name/results.json" ] && cp "runs/$name/results.json" "$out/$name.results.json"
   [ -f "runs/$name/test_ranks.npy" ] && cp "runs/$name/test_ranks.npy" "$out/$name.test_ranks.npy"
   [ -f "runs/$name/metrics.jsonl" ] && grep '"valid' "runs/$name/metrics.jsonl" | tail -c 200000 > "$out/$name.valid.jsonl"
+  # Every 20th training record and the last (prefix losses and weights over
+  # the run); the full file is ~40x larger.
+  [ -f "runs/$name/metrics.jsonl" ] && grep '"kind": "train"' "runs/$name/metrics.jsonl" \
+    | awk '{ printed = (NR % 20 == 1); if (printed) print; last = $0 } END { if (NR && !printed) print last }' \
+    | tail -c 400000 > "$out/$name.train.jsonl"
 done
 [ -f "$out/train_pairwise.log" ] && grep -E "x \(XLA|^\|" "$out/train_pairwise.log"
 grep -h "test (" "$out"/*.log | tail -n 30

@@ -3,6 +3,7 @@ with a fake ``nvidia-smi`` (two GPUs) and a fake ``python3`` that stands in for
 training and evaluation: every run once, in the queue's order, on either GPU,
 finished runs skipped on the next call, a run named twice refused."""
 
+import json
 import os
 import stat
 import subprocess
@@ -32,6 +33,9 @@ if [ "$2" = "training.train" ]; then
   echo "train $name $CUDA_VISIBLE_DEVICES" >> "$FAKE_LOG"
   case "$name" in *slow*) sleep 1.5 ;; *) sleep 0.2 ;; esac
   mkdir -p "$workdir"; echo '{}' > "$workdir/results.json"
+  for i in $(seq 1 45); do
+    echo "{\\"step\\": $i, \\"kind\\": \\"train\\"}"; if (( i % 20 == 0 )); then echo "{\\"step\\": $i, \\"kind\\": \\"valid\\"}"; fi
+  done > "$workdir/metrics.jsonl"
 else
   echo "eval $name $CUDA_VISIBLE_DEVICES" >> "$FAKE_LOG"
   for f in "${outputs[@]}"; do echo fake > "$f"; done
@@ -97,6 +101,11 @@ def test_queue_runs_every_job_once_in_round_robin_order(fake_host):
     for name in queue:
         assert (work / "runs" / name / "results.json").is_file()
         assert (work / "out" / f"{name}.results.json").is_file()
+        # Every 20th training record and the last; validation records apart.
+        train_steps = [json.loads(line)["step"] for line in (work / "out" / f"{name}.train.jsonl").open()]
+        assert train_steps == [1, 21, 41, 45]
+        valid_steps = [json.loads(line)["step"] for line in (work / "out" / f"{name}.valid.jsonl").open()]
+        assert valid_steps == [20, 40]
     assert "train exit 0" in result.stdout
 
 
