@@ -18,7 +18,9 @@ benchmarks/reproduce_gpu.sh saves them), a fourth section gives, per group, the
 mean share of test users whose target prefix survives each beam level and the
 share of valid items in the unconstrained beam. A ``valid_curves/`` folder of
 ``<run>.valid.jsonl`` (the runs' validation records) adds a fifth: the lowest
-validation token cross-entropy per group, against CE's. ``--out FILE`` also writes the
+validation token cross-entropy per group, against CE's, and a ``train_curves/``
+folder of ``<run>.train.jsonl`` (training records) a sixth: the prefix weights
+each group trained with. ``--out FILE`` also writes the
 same text to FILE (atomically).
 """
 
@@ -216,6 +218,63 @@ def valid_ce_section(folder: Path) -> list[str]:
     return lines
 
 
+def load_train_curves(folder: Path) -> dict[str, list[dict]]:
+    """``{run name: training records with prefix weights}`` from ``train_curves/<run>.train.jsonl``."""
+    curves = {}
+    for path in sorted((folder / "train_curves").glob("*.train.jsonl")):
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        records = [r for r in records if r.get("kind") == "train" and r.get("prefix_weights")]
+        if records:
+            curves[path.name.removesuffix(".train.jsonl")] = sorted(records, key=lambda r: r["step"])
+    return curves
+
+
+def _at_step(records: list[dict], step: int | None) -> dict:
+    """The last record at or before ``step`` (the first record if none; the last if ``step`` is None)."""
+    if step is None:
+        return records[-1]
+    before = [r for r in records if r["step"] <= step]
+    return before[-1] if before else records[0]
+
+
+def prefix_weights_section(folder: Path) -> list[str]:
+    """Per group: the adaptive prefix weights and prefix losses (means over the
+    runs) in the first saved training record and in the last one at or before
+    the run's best checkpoint: what weighting each method actually trained with."""
+    curves = load_train_curves(folder)
+    best_steps = {}
+    for name in curves:
+        path = folder / f"{name}.json"
+        if path.exists():
+            best_steps[name] = json.loads(path.read_text()).get("best_step")
+    groups = group_by_run({name: (records, best_steps.get(name)) for name, records in curves.items()})
+    if not groups:
+        return []
+
+    def cell(vectors: list[list[float]]) -> str:
+        return " / ".join(f"{v:.3f}" for v in np.mean(np.array(vectors, np.float64), axis=0))
+
+    rows = []
+    for (d, a, m), runs in sorted(groups.items()):
+        lengths = {len(records[0]["prefix_weights"]) for records, _ in runs}
+        if len(lengths) != 1:
+            continue  # runs with different prefix counts do not average
+        first = [records[0] for records, _ in runs]
+        at_best = [_at_step(records, best) for records, best in runs]
+        rows.append([d, a, m, str(len(runs)), f"{np.mean([r['step'] for r in first]):.0f}",
+                     cell([r["prefix_weights"] for r in first]),
+                     f"{np.mean([r['step'] for r in at_best]):.0f}",
+                     cell([r["prefix_weights"] for r in at_best]),
+                     cell([r["prefix_losses"] for r in at_best])])
+    lines = ["", "### Prefix weights (runs with saved training records)", "",
+             "Adaptive prefix weights w_1 / ... / w_P (mean over runs) in the first saved training "
+             "record and in the last one at or before the best checkpoint, with the prefix losses "
+             "there (nats, mean over the logging window).", ""]
+    lines += table(["dataset", "arch", "method", "runs", "first step", "weights there",
+                    "step at best", "weights there", "prefix losses there"], rows)
+    return lines
+
+
 def summarize(folder: Path, metrics: list[str]) -> str:
     runs = load_runs(folder, metrics)
     groups: dict[tuple[str, str, str], list[dict]] = {}
@@ -272,6 +331,7 @@ def summarize(folder: Path, metrics: list[str]) -> str:
                      f"({len(rs)} vs {len(base)} seeds): {', '.join(spread)}{perm}")
     lines += survival_section(folder)
     lines += valid_ce_section(folder)
+    lines += prefix_weights_section(folder)
     return "\n".join(lines) + "\n"
 
 

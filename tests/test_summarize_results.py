@@ -139,3 +139,27 @@ def test_valid_ce_section(tmp_path, capsys):
     # apao above both ce runs: the smallest p 2 vs 2 runs allow, 1/6.
     assert "+0.3000 vs ce, p 0.1667" in rows["apao"]
     assert "| 2.2000 | 2.2000 |" in rows["ce_vce"]
+
+
+def test_prefix_weights_section(tmp_path, capsys):
+    curves = tmp_path / "train_curves"
+    curves.mkdir()
+
+    def write_curve(name, weights_by_step):
+        lines = [json.dumps({"step": step, "kind": "train", "prefix_weights": w, "prefix_losses": [3.0, 2.0]})
+                 for step, w in weights_by_step]
+        (curves / f"{name}.train.jsonl").write_text("\n".join(lines) + "\n")
+
+    # best_step is 10 (write_run): the record at step 5 is the last at or before it.
+    write_run(tmp_path, "office_t5_apao_running_s1.json", 0.1)
+    write_curve("office_t5_apao_running_s1", [(1, [0.5, 0.5]), (5, [0.6, 0.4]), (15, [0.9, 0.1])])
+    write_run(tmp_path, "office_t5_apao_running_s2.json", 0.1)
+    write_curve("office_t5_apao_running_s2", [(1, [0.5, 0.5]), (10, [0.7, 0.3]), (20, [0.9, 0.1])])
+    write_run(tmp_path, "office_t5_ce_s1.json", 0.1)
+    (curves / "office_t5_ce_s1.train.jsonl").write_text(json.dumps({"step": 1, "kind": "train"}) + "\n")
+
+    assert summarize_results.main(["--dir", str(tmp_path)]) == 0
+    section = capsys.readouterr().out.split("### Prefix weights")[1]
+    rows = [line for line in section.splitlines() if line.startswith("| office")]
+    # CE logs no prefix weights: no row. Running: first 0.5 / 0.5; at best (steps 5 and 10) 0.65 / 0.35.
+    assert rows == ["| office | t5 | apao_running | 2 | 1 | 0.500 / 0.500 | 8 | 0.650 / 0.350 | 3.000 / 2.000 |"]
