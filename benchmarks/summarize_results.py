@@ -223,7 +223,8 @@ def load_train_curves(folder: Path) -> dict[str, list[dict]]:
     curves = {}
     for path in sorted((folder / "train_curves").glob("*.train.jsonl")):
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        records = [r for r in records if r.get("kind") == "train" and r.get("prefix_weights")]
+        # CE and MSL log all-zero prefix weights: no adaptive weighting to show.
+        records = [r for r in records if r.get("kind") == "train" and any(r.get("prefix_weights") or [])]
         if records:
             curves[path.name.removesuffix(".train.jsonl")] = sorted(records, key=lambda r: r["step"])
     return curves

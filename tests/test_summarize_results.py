@@ -156,7 +156,7 @@ def test_prefix_weights_section(tmp_path, capsys):
     write_run(tmp_path, "office_t5_apao_running_s2.json", 0.1)
     write_curve("office_t5_apao_running_s2", [(1, [0.5, 0.5]), (10, [0.7, 0.3]), (20, [0.9, 0.1])])
     write_run(tmp_path, "office_t5_ce_s1.json", 0.1)
-    (curves / "office_t5_ce_s1.train.jsonl").write_text(json.dumps({"step": 1, "kind": "train"}) + "\n")
+    write_curve("office_t5_ce_s1", [(1, [0.0, 0.0]), (10, [0.0, 0.0])])  # what CE logs
 
     assert summarize_results.main(["--dir", str(tmp_path)]) == 0
     section = capsys.readouterr().out.split("### Prefix weights")[1]
