@@ -6,7 +6,8 @@ Office), but the worst-prefix weights are carried from step to step,
 (``LossConfig.running_weights``, docs/losses.md). With the per-batch weights
 of the spec and the reference code, ``w ~ b exp(eta * b)``, eta moves the
 weights by under 0.3%; here it acts through the sum over steps, while the
-weights stay near uniform (extreme ratio about 1.35 after ~2,000 steps).
+weights stay near uniform (an extreme ratio of about 1.35-1.6 after ~2,000
+steps, docs/losses.md).
 
 Expected result (test, 6 seeds on H200, docs/results.md): Recall@10 0.0647 ±
 0.0020 (seeds from 0.0626 to 0.0683), Recall@20 0.1041, NDCG@10 0.0327,
