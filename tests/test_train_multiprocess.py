@@ -8,9 +8,7 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -19,9 +17,7 @@ from training.checkpoint import load_model_for_inference
 from training.config import load_config_file
 from training.preemption import EXIT_CODE
 from training.train import train
-
-REPO = Path(__file__).resolve().parents[1]
-SMOKE = "tpu_configs/cpu_smoke.py"
+from train_cli import REPO, SMOKE, train_command
 OVERRIDES = [
     "data.synthetic.num_users=100", "data.synthetic.num_items=120", "data.synthetic.codebook_size=8",
     "model.num_encoder_layers=1", "model.num_decoder_layers=1", "model.dropout_rate=0.1",
@@ -48,10 +44,8 @@ def _two_process_command(workdir, overrides):
     """``(command without --process-id, env)`` of a 2-process CLI run, 4 CPU devices each."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
            "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "training.train", "--config", SMOKE, "--workdir", str(workdir), "--no-resume",
-               "--distributed", "--coordinator", f"localhost:{_free_port()}", "--num-processes", "2"]
-    for override in overrides:
-        command += ["--set", override]
+    command = train_command(workdir, overrides, "--no-resume", "--distributed",
+                            "--coordinator", f"localhost:{_free_port()}", "--num-processes", "2")
     return command, env
 
 

@@ -7,8 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -17,9 +15,8 @@ from flax import nnx
 from training.checkpoint import load_model_for_inference
 from training.config import load_config_file
 from training.train import train
+from train_cli import REPO, SMOKE, train_command
 
-REPO = Path(__file__).resolve().parents[1]
-SMOKE = "tpu_configs/cpu_smoke.py"
 NUM_STEPS, KILL_AT = 8, 4
 OVERRIDES = [
     "data.synthetic.num_users=120", "data.synthetic.num_items=150", "data.synthetic.codebook_size=8",
@@ -46,10 +43,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path):
 
     # The same run through the CLI, killed by SIGKILL right after the step-4 checkpoint ...
     resumed_dir = tmp_path / "resumed"
-    command = [sys.executable, "-m", "training.train", "--config", SMOKE, "--workdir", str(resumed_dir),
-               "--debug-kill-at-step", str(KILL_AT)]
-    for override in OVERRIDES:
-        command += ["--set", override]
+    command = train_command(resumed_dir, OVERRIDES, "--debug-kill-at-step", str(KILL_AT))
     killed = subprocess.run(command, cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:] + killed.stderr[-3000:]
     saved_steps = sorted(int(p.name) for p in (resumed_dir / "checkpoints").iterdir() if p.name.isdigit())

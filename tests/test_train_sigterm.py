@@ -8,8 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -20,9 +18,8 @@ from training.checkpoint import load_model_for_inference
 from training.config import load_config_file
 from training.preemption import EXIT_CODE, StopOnSignal, TrainingInterrupted
 from training.train import train
+from train_cli import REPO, SMOKE, train_command
 
-REPO = Path(__file__).resolve().parents[1]
-SMOKE = "tpu_configs/cpu_smoke.py"
 NUM_STEPS = 100
 OVERRIDES = [
     "data.synthetic.num_users=120", "data.synthetic.num_items=150", "data.synthetic.codebook_size=8",
@@ -34,9 +31,7 @@ OVERRIDES = [
 
 def test_sigterm_checkpoints_the_current_step_and_resumes_exactly(tmp_path):
     workdir = tmp_path / "run"
-    command = [sys.executable, "-m", "training.train", "--config", SMOKE, "--workdir", str(workdir)]
-    for override in OVERRIDES:
-        command += ["--set", override]
+    command = train_command(workdir, OVERRIDES)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
