@@ -8,10 +8,11 @@
 #   permutation p < 0.05 over runs, from docs/results_raw/2026-11-26/ranks:
 #   compare_runs.py --a office_t5_ce_s*.* --b office_t5_apao_running_s{7..14}.*
 # - office_t5_apao_uniform, seeds 1-6: the same with eta 0, i.e. fixed uniform
-#   prefix weights. Equal to running -> the gain is the near-uniform weighting,
-#   not eta's adaptation.
+#   prefix weights. Equal to running -> the gain comes from leaning less on
+#   the first prefix than the per-batch rule does (first / last weight 1.7
+#   running, 2.7 per batch at step 2,000), not from eta's adaptation.
 # - beauty_t5_apao_running, seeds 1-6 (the paper's Beauty pair beta 0.1,
-#   eta 1e-5: in effect uniform weights) against 9 Beauty CE seeds.
+#   eta 1e-5: close to uniform weights, ratio ~1.2) against 9 Beauty CE seeds.
 # Beauty runs (~10 min with a GPU partner) lead the queue so they are not the
 # tail; Office runs ~4 min. 20 runs, ~18 minutes of one 4 x H200 host:
 #   source benchmarks/lanes/running_confirm.sh

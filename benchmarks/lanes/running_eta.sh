@@ -2,10 +2,11 @@
 # running_confirm.sh: how much adaptation do running weights want?
 # tpu_configs/gpu_office_t5_apao_running.py (beta 0.3) at eta 3e-5, 5e-4 (the
 # ends of the paper's grid) and 2e-3 (past it), Office seeds 1-6 each: 18
-# runs. Over ~2,000 steps with the first and last prefix losses ~2 nats apart
-# the extreme weight ratio is e^{eta * 4000}: 1.1 at 3e-5, 7 at 5e-4, ~3,000
-# at 2e-3 (the worst prefix alone). Compare with apao_running (eta 1e-4,
-# ratio 1.35-1.6) and apao_uniform (eta 0) of running_confirm.sh. Office runs
+# runs. At eta 1e-4 the first / last weight ratio measured at step 2,000 is
+# 1.67 (benchmarks/trace_prefix_weights.sh); its log scales with eta, so
+# ~1.17 at 3e-5, ~13 at 5e-4 and ~3e4 at 2e-3 (the worst prefix alone).
+# Per-batch weights: 2.7. Compare with apao_running (eta 1e-4) and
+# apao_uniform (eta 0, ratio 1) of running_confirm.sh. Office runs
 # take ~4 min sharing a GPU: ~10 minutes of one 4 x H200 host:
 #   source benchmarks/lanes/running_eta.sh
 #   bash benchmarks/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
