@@ -13,11 +13,10 @@ import time
 import jax
 import numpy as np
 
-from training.checkpoint import load_model_for_inference
 from training.config import load_config_file
 from training.preemption import EXIT_CODE
 from training.train import train
-from train_cli import REPO, SMOKE, train_command
+from train_cli import REPO, SMOKE, assert_same_latest_params, train_command
 OVERRIDES = [
     "data.synthetic.num_users=100", "data.synthetic.num_items=120", "data.synthetic.codebook_size=8",
     "model.num_encoder_layers=1", "model.num_decoder_layers=1", "model.dropout_rate=0.1",
@@ -31,13 +30,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("localhost", 0))
         return sock.getsockname()[1]
-
-
-def _params(workdir):
-    model = load_model_for_inference(workdir, "latest")[0]
-    from flax import nnx
-
-    return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
 
 
 def _two_process_command(workdir, overrides):
@@ -67,8 +59,7 @@ def test_two_processes_equal_one_process(tmp_path):
     assert results["best_step"] == reference.best_step and results["final_step"] == 8
     for key, value in reference.test_metrics.items():
         np.testing.assert_allclose(results["test_metrics"][key], value, rtol=1e-5, atol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=5e-5),
-                 _params(workdir), _params(tmp_path / "one"))
+    assert_same_latest_params(workdir, tmp_path / "one", rtol=1e-5, atol=5e-5)
     # Every record once (only process 0 writes the metrics log).
     steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()
              if json.loads(line)["kind"] == "valid"]

@@ -8,14 +8,11 @@ import os
 import signal
 import subprocess
 
-import jax
 import numpy as np
-from flax import nnx
 
-from training.checkpoint import load_model_for_inference
 from training.config import load_config_file
 from training.train import train
-from train_cli import REPO, SMOKE, train_command
+from train_cli import REPO, SMOKE, assert_same_latest_params, train_command
 
 NUM_STEPS, KILL_AT = 8, 4
 OVERRIDES = [
@@ -53,11 +50,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path):
     resumed = train(config, resumed_dir, resume=True)
     assert resumed.final_step == NUM_STEPS
 
-    reference_model = load_model_for_inference(reference_dir, which="latest")[0]
-    resumed_model = load_model_for_inference(resumed_dir, which="latest")[0]
-    for a, b in zip(jax.tree.leaves(nnx.state(reference_model, nnx.Param)),
-                    jax.tree.leaves(nnx.state(resumed_model, nnx.Param))):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+    assert_same_latest_params(reference_dir, resumed_dir)
 
     # metrics.jsonl reads as one run: no repeated steps, same losses as the reference.
     reference_train, resumed_train = _records(reference_dir, "train"), _records(resumed_dir, "train")
@@ -108,8 +101,4 @@ def test_running_prefix_weights_survive_a_resume(tmp_path):
     assert max(abs(w - 0.25) for w in weights[-1]) > 0.01  # the weights moved away from uniform
     np.testing.assert_allclose([r["prefix_weights"] for r in _records(tmp_path / "resumed", "train")][-1],
                                weights[-1], rtol=1e-6)
-    for a, b in zip(jax.tree.leaves(nnx.state(load_model_for_inference(tmp_path / "resumed", which="latest")[0],
-                                              nnx.Param)),
-                    jax.tree.leaves(nnx.state(load_model_for_inference(tmp_path / "reference", which="latest")[0],
-                                              nnx.Param))):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+    assert_same_latest_params(tmp_path / "resumed", tmp_path / "reference")

@@ -9,16 +9,12 @@ import os
 import signal
 import subprocess
 
-import jax
-import numpy as np
 import pytest
-from flax import nnx
 
-from training.checkpoint import load_model_for_inference
 from training.config import load_config_file
 from training.preemption import EXIT_CODE, StopOnSignal, TrainingInterrupted
 from training.train import train
-from train_cli import REPO, SMOKE, train_command
+from train_cli import REPO, SMOKE, assert_same_latest_params, train_command
 
 NUM_STEPS = 100
 OVERRIDES = [
@@ -56,10 +52,7 @@ def test_sigterm_checkpoints_the_current_step_and_resumes_exactly(tmp_path):
     reference = train(config, tmp_path / "reference", resume=False)
     assert resumed.final_step == reference.final_step == NUM_STEPS
     assert resumed.test_metrics == reference.test_metrics
-    for a, b in zip(jax.tree.leaves(nnx.state(load_model_for_inference(workdir, which="latest")[0], nnx.Param)),
-                    jax.tree.leaves(nnx.state(load_model_for_inference(tmp_path / "reference", which="latest")[0],
-                                              nnx.Param))):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+    assert_same_latest_params(workdir, tmp_path / "reference")
 
 
 
