@@ -29,6 +29,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,8 @@ def load_runs(folder: Path, metrics: list[str]) -> list[dict]:
         if missing:
             raise SystemExit(f"error: {path} test_metrics lacks {', '.join(missing)}")
         valid = data.get("best_valid_metrics") or {}
-        runs.append(dict(m.groupdict(), seed=int(m["seed"]), test=test, valid=valid.get(VALID_METRIC),
+        name = path.name.removesuffix(".json").removesuffix(".results")
+        runs.append(dict(m.groupdict(), name=name, seed=int(m["seed"]), test=test, valid=valid.get(VALID_METRIC),
                          best_step=data.get("best_step"), final_step=data.get("final_step"),
                          early_stopped=data.get("early_stopped")))
     if not runs:
@@ -172,14 +174,16 @@ def survival_section(folder: Path) -> list[str]:
     return lines
 
 
-def load_valid_curves(folder: Path) -> dict[str, list[dict]]:
-    """``{run name: validation records}`` from each ``valid_curves/<run>.valid.jsonl``."""
+def load_curves(folder: Path, kind: str, keep: Callable[[dict], bool]) -> dict[str, list[dict]]:
+    """``{run name: records in step order}`` from each ``<kind>_curves/<run>.<kind>.jsonl``
+    of ``folder`` (as collect_results.py files them), keeping the records with
+    ``keep(record)``; a run with none kept is left out."""
     curves = {}
-    for path in sorted((folder / "valid_curves").glob("*.valid.jsonl")):
+    for path in sorted((folder / f"{kind}_curves").glob(f"*.{kind}.jsonl")):
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        records = [r for r in records if r.get("kind") == "valid" and VALID_CE in r]
+        records = [r for r in records if r.get("kind") == kind and keep(r)]
         if records:
-            curves[path.name.removesuffix(".valid.jsonl")] = records
+            curves[path.name.removesuffix(f".{kind}.jsonl")] = sorted(records, key=lambda r: r["step"])
     return curves
 
 
@@ -189,7 +193,7 @@ def valid_ce_section(folder: Path) -> list[str]:
     per non-CE group, the gap to its CE group with a permutation p (small when
     the method's lowest CE is above CE's, i.e. it fits held-out tokens worse)."""
     groups = {}
-    for (d, a, m), curves in group_by_run(load_valid_curves(folder)).items():
+    for (d, a, m), curves in group_by_run(load_curves(folder, "valid", lambda r: VALID_CE in r)).items():
         values = []
         for records in curves:
             best = (min(records, key=lambda r: r[VALID_CE]) if m.endswith("_vce")
@@ -218,18 +222,6 @@ def valid_ce_section(folder: Path) -> list[str]:
     return lines
 
 
-def load_train_curves(folder: Path) -> dict[str, list[dict]]:
-    """``{run name: training records with prefix weights}`` from ``train_curves/<run>.train.jsonl``."""
-    curves = {}
-    for path in sorted((folder / "train_curves").glob("*.train.jsonl")):
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        # CE and MSL log all-zero prefix weights: no adaptive weighting to show.
-        records = [r for r in records if r.get("kind") == "train" and any(r.get("prefix_weights") or [])]
-        if records:
-            curves[path.name.removesuffix(".train.jsonl")] = sorted(records, key=lambda r: r["step"])
-    return curves
-
-
 def _at_step(records: list[dict], step: int | None) -> dict:
     """The last record at or before ``step`` (the first record if none; the last if ``step`` is None)."""
     if step is None:
@@ -238,16 +230,13 @@ def _at_step(records: list[dict], step: int | None) -> dict:
     return before[-1] if before else records[0]
 
 
-def prefix_weights_section(folder: Path) -> list[str]:
+def prefix_weights_section(folder: Path, best_steps: dict[str, int | None]) -> list[str]:
     """Per group: the adaptive prefix weights and prefix losses (means over the
     runs) in the first saved training record and in the last one at or before
-    the run's best checkpoint: what weighting each method actually trained with."""
-    curves = load_train_curves(folder)
-    best_steps = {}
-    for name in curves:
-        path = folder / f"{name}.json"
-        if path.exists():
-            best_steps[name] = json.loads(path.read_text()).get("best_step")
+    the run's best checkpoint (``best_steps``: run name -> best step): what
+    weighting each method actually trained with."""
+    # CE and MSL log all-zero prefix weights: no adaptive weighting to show.
+    curves = load_curves(folder, "train", lambda r: any(r.get("prefix_weights") or []))
     groups = group_by_run({name: (records, best_steps.get(name)) for name, records in curves.items()})
     if not groups:
         return []
@@ -332,7 +321,7 @@ def summarize(folder: Path, metrics: list[str]) -> str:
                      f"({len(rs)} vs {len(base)} seeds): {', '.join(spread)}{perm}")
     lines += survival_section(folder)
     lines += valid_ce_section(folder)
-    lines += prefix_weights_section(folder)
+    lines += prefix_weights_section(folder, {r["name"]: r["best_step"] for r in runs})
     return "\n".join(lines) + "\n"
 
 
