@@ -264,7 +264,43 @@ def run_permutation_test(a: np.ndarray, b: np.ndarray, *, max_reassignments: int
     return run_permutation_test_many([(a, b)], max_reassignments=max_reassignments, seed=seed)[0]
 
 
-def _format_p(p: float) -> str:
+def seed_matched_test(a: dict[int, float], b: dict[int, float], *,
+                      max_flips: int = MAX_REASSIGNMENTS, seed: int = 0) -> dict[str, float | int | bool]:
+    """Sign-flip test over the seeds both groups ran: is B better than A at the same seed?
+
+    ``a``, ``b``: run-level values by training seed. A seed fixes the model's initial
+    parameters and the order of the training batches for every method, so a seed where
+    both groups ran is a matched pair; comparing a variant's seeds with the baseline's
+    mean over *other* seeds mixes a seed-batch effect into the difference (docs/results.md).
+    The statistic is the mean over shared seeds of ``b[s] - a[s]``. Under "no difference"
+    each pair's sign is exchangeable, so p is the share of the 2^n sign patterns (the
+    observed one included) whose mean is >= the observed one: one-sided, small when B
+    is better. Beyond ``max_flips`` patterns, that many random ones (from ``seed``) plus
+    the observed one are used. Returns ``diff``, ``p``, ``min_p``, ``seeds`` (the number
+    of shared seeds), ``mean_a`` (A's mean over those seeds) and ``exact``.
+    """
+    shared = sorted(set(a) & set(b))
+    if not shared:
+        raise ValueError(f"no seed in common: A has {sorted(a)}, B has {sorted(b)}")
+    if max_flips < 1:
+        raise ValueError(f"max_flips must be >= 1, got {max_flips}")
+    diffs = np.array([b[s] - a[s] for s in shared], np.float64)
+    n = len(diffs)
+    exact = 2 ** n <= max_flips
+    if exact:
+        signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)  # [2^n, n], every pattern
+    else:
+        rng = np.random.default_rng(seed)
+        signs = np.concatenate([np.ones((1, n), np.int64), rng.choice([-1, 1], size=(max_flips, n))])
+    stats = (signs * diffs).mean(axis=1)
+    observed = float(diffs.mean())
+    tolerance = 1e-9 * max(1.0, float(np.abs(stats).max()))
+    hits = int(np.count_nonzero(stats >= observed - tolerance))
+    return {"diff": observed, "p": hits / len(signs), "min_p": 1 / len(signs), "seeds": n,
+            "mean_a": float(np.mean([a[s] for s in shared])), "exact": exact}
+
+
+def format_p(p: float) -> str:
     """3 decimals, or 2 significant digits below 0.001 (a sampled permutation p can be 1/20001)."""
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
@@ -313,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         relative = r["diff"] / r["mean_a"] if r["mean_a"] else float("nan")
         print(f"| {metric} | {r['mean_a']:.4f} | {r['mean_b']:.4f} | {r['diff']:+.4f} | "
               f"[{r['low']:+.4f}, {r['high']:+.4f}] | {relative:+.1%} | {r['p_b_not_better']:.3f} | "
-              f"{'n/a' if q is None else _format_p(q['p'])} |")
+              f"{'n/a' if q is None else format_p(q['p'])} |")
     if with_perm:
         q = perm[0]
         how = (f"exact, all C({runs_a + runs_b}, {runs_b}) = {q['num_splits']} reassignments" if q["exact"] else
@@ -321,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                f"out of C({runs_a + runs_b}, {runs_b}) = {q['num_splits']}")
         print(f"perm. p (runs): permutation test over run labels (seeds are the unit), share of reassignments "
               f"with B - A >= observed; {how}; smallest attainable p = 1/{q['num_reassignments']} = "
-              f"{_format_p(q['min_p'])}")
+              f"{format_p(q['min_p'])}")
     else:
         print(f"perm. p (runs): n/a, the permutation test over run labels needs >= 2 runs per group "
               f"(A has {runs_a}, B {runs_b})")

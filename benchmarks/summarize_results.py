@@ -10,7 +10,10 @@ three sections: one row per run; mean ± sample sd over seeds per
 the CE mean of the same dataset and arch, with how many of its seeds beat the
 best CE seed or fall below the worst one, and (with 2+ seeds on both sides)
 the p-value of compare_runs.py's permutation test over run labels on R@10
-(small when the method beats CE; seeds are the unit). A method with a variant suffix is
+(small when the method beats CE; seeds are the unit), and, over the seeds both
+ran (2+), the seed-matched difference with its sign-flip p
+(compare_runs.seed_matched_test: a seed fixes initial parameters and data
+order for every method). A method with a variant suffix is
 compared with CE of the same variant where there is one (``apao_vce`` with
 ``ce_vce``), else with plain CE. If ``--dir`` has a ``diagnose/`` folder of
 ``<run>.diagnose.txt`` files (``genrec eval --diagnose`` output, as
@@ -36,7 +39,7 @@ import numpy as np
 
 # compare_runs.py sits beside this script; benchmarks/ is not a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_runs import run_permutation_test  # noqa: E402
+from compare_runs import format_p, run_permutation_test, seed_matched_test  # noqa: E402
 
 DEFAULT_DIR = "docs/results_raw/2026-11-26"
 DEFAULT_METRICS = "recall@10,recall@20,ndcg@10,ndcg@20"
@@ -315,7 +318,14 @@ def summarize(folder: Path, metrics: list[str]) -> str:
             test = run_permutation_test(np.array([r["test"][k] for r in base]),
                                         np.array([r["test"][k] for r in rs]))
             perm = (f"; permutation p over seeds ({short(k)}) {test['p']:.3f}"
-                    f" (smallest attainable {test['min_p']:.3f})")
+                    f" (smallest attainable {format_p(test['min_p'])})")
+            matched = seed_matched_test({r["seed"]: r["test"][k] for r in base},
+                                        {r["seed"]: r["test"][k] for r in rs}) \
+                if {r["seed"] for r in base} & {r["seed"] for r in rs} else None
+            if matched is not None and matched["seeds"] >= 2:
+                rel = 100 * matched["diff"] / matched["mean_a"] if matched["mean_a"] else float("nan")
+                perm += (f"; seed-matched ({matched['seeds']} shared seeds, {base_method} mean there "
+                         f"{matched['mean_a']:.4f}) {short(k)} {rel:+.1f}%, sign-flip p {matched['p']:.3f}")
         lines.append(f"- {d} {a} {m} vs {base_method}: {', '.join(changes)}; "
                      f"seeds above best / below worst {base_method} seed "
                      f"({len(rs)} vs {len(base)} seeds): {', '.join(spread)}{perm}")

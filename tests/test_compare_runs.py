@@ -1,6 +1,7 @@
 """benchmarks/compare_runs.py: per-user metrics by hand, the paired bootstrap
 finds a real difference and not a fake one, and the CLI on rank files."""
 
+import itertools
 import math
 
 import numpy as np
@@ -197,3 +198,49 @@ def test_cli_prints_the_permutation_column(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| perm. p (runs) |" in out and all(line.endswith("| n/a |") for line in out.splitlines()[3:7])
     assert "perm. p (runs): n/a" in out and "reassignments;" not in out
+
+
+def _sign_flip_reference(diffs):
+    """Plain loop over every sign pattern: share whose mean is >= the observed mean."""
+    observed = np.mean(diffs)
+    patterns = list(itertools.product([1, -1], repeat=len(diffs)))
+    return sum(np.mean(np.multiply(s, diffs)) >= observed - 1e-12 for s in patterns) / len(patterns)
+
+
+def test_seed_matched_test_equals_a_loop_over_sign_patterns():
+    rng = np.random.default_rng(7)
+    for n in (1, 3, 6, 9):
+        seeds = rng.choice(50, size=n, replace=False)
+        a = {int(s): float(rng.normal(0.06, 0.003)) for s in seeds}
+        b = {int(s): float(rng.normal(0.061, 0.003)) for s in seeds}
+        a[999] = 0.5  # a seed only A ran is ignored
+        result = compare_runs.seed_matched_test(a, b)
+        diffs = [b[s] - a[s] for s in sorted(b)]
+        assert result["seeds"] == n and result["exact"]
+        assert result["diff"] == pytest.approx(np.mean(diffs))
+        assert result["mean_a"] == pytest.approx(np.mean([a[s] for s in b]))
+        assert result["p"] == pytest.approx(_sign_flip_reference(diffs))
+        assert result["min_p"] == pytest.approx(0.5 ** n)
+
+
+def test_seed_matched_test_pairs_by_seed_not_by_position():
+    # B is A plus 0.001 at every seed, with a large spread across seeds: each pair says B is better
+    a = {1: 0.050, 2: 0.070, 3: 0.060, 4: 0.065, 5: 0.055}
+    b = {s: v + 0.001 for s, v in a.items()}
+    result = compare_runs.seed_matched_test(a, b)
+    assert result["p"] == pytest.approx(1 / 32) and result["diff"] == pytest.approx(0.001)
+    # the run-label permutation test, blind to the pairing, sees nothing
+    assert compare_runs.run_permutation_test(list(a.values()), list(b.values()))["p"] > 0.3
+    with pytest.raises(ValueError, match="no seed in common"):
+        compare_runs.seed_matched_test({1: 0.1}, {2: 0.1})
+
+
+def test_seed_matched_test_samples_beyond_max_flips():
+    rng = np.random.default_rng(3)
+    a = {s: float(rng.normal(0.06, 0.003)) for s in range(12)}
+    b = {s: float(rng.normal(0.06, 0.003)) for s in range(12)}
+    exact = compare_runs.seed_matched_test(a, b)
+    sampled = compare_runs.seed_matched_test(a, b, max_flips=2000, seed=1)
+    assert exact["exact"] and not sampled["exact"]
+    assert sampled["min_p"] == pytest.approx(1 / 2001)
+    assert sampled["p"] == pytest.approx(exact["p"], abs=0.04)

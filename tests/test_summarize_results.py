@@ -51,6 +51,10 @@ def test_tables_and_relative_change(tmp_path, capsys):
     # seeds from {0.10, 0.20, 0.25, 0.12, 0.05}, those with CE sum <= 0.30 (six,
     # the two ties at 0.30 included) give apao_b01 - ce >= the observed -0.01.
     assert "permutation p over seeds (R@10) 0.600 (smallest attainable 0.100)" in text
+    # Seeds 1 and 2 are shared: differences +0.15 and -0.08, mean +0.035 on CE's 0.15 there
+    # (+23.3%); of the 4 sign patterns, (+,+) and (+,-) reach +0.035 -> p 0.5.
+    assert ("seed-matched (2 shared seeds, ce mean there 0.1500) R@10 +23.3%, "
+            "sign-flip p 0.500") in text
     assert "ce vs ce" not in text
 
 
