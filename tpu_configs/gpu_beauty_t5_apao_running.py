@@ -6,12 +6,14 @@ Beauty), but the worst-prefix weights are carried from step to step,
 (``LossConfig.running_weights``, docs/losses.md). At eta 1e-5 over a
 Beauty run (~7,000 steps) the first / last weight ratio reaches only about
 1.2 (Office at eta 1e-4: 1.7 after 2,000 steps), so this is close to APAO
-with fixed uniform prefix weights. The Office counterpart,
-gpu_office_t5_apao_running.py, beat CE by 5.6% over 6 seeds.
+with fixed uniform prefix weights. Measured at the runs' best checkpoints
+(~6,800 steps): 0.268 / 0.256 / 0.242 / 0.234.
 
-Expected result (test): to be measured (benchmarks/lanes/running_confirm.sh).
-Published bar: Recall@10 0.0637 (paper, APAO pointwise); this repository's
-CE on Beauty: 0.0585 (gpu_beauty_t5_ce.py, 9 seeds).
+Expected result (test, 6 seeds on H100, docs/results.md): Recall@10 0.0571 ±
+0.0017, Recall@20 0.0858, NDCG@10 0.0307, NDCG@20 0.0380 - 2.4% below
+gpu_beauty_t5_ce.py (0.0585, 9 seeds; permutation p over seeds 0.95), like the
+Office counterpart no gain over CE (benchmarks/lanes/running_confirm.sh).
+Published bar: Recall@10 0.0637 (paper, APAO pointwise); this is 10.4% below it.
 
 Command:
     python -m training.train --config tpu_configs/gpu_beauty_t5_apao_running.py --workdir runs/beauty_t5_apao_running

@@ -9,12 +9,12 @@ weights by under 0.3%; here it acts through the sum over steps. Measured at
 step 2,000: weights 0.34 / 0.25 / 0.21 / 0.20 against the per-batch rule's
 0.41 / 0.26 / 0.18 / 0.15 (docs/results.md).
 
-Expected result (test, 6 seeds on H200, docs/results.md): Recall@10 0.0647 ±
-0.0020 (seeds from 0.0626 to 0.0683), Recall@20 0.1041, NDCG@10 0.0327,
-NDCG@20 0.0426 - +5.6% R@10 over gpu_office_t5_ce.py (14 seeds; permutation
-p over seeds 0.017) and above the per-batch weights of gpu_office_t5_apao.py
-(16 seeds, 0.0612). One of six variants tried in the same batch of runs, so
-not yet confirmed: benchmarks/lanes/running_confirm.sh runs fresh seeds.
+Expected result (test, 14 seeds on H200 + H100): Recall@10 0.0617 ± 0.0042,
+Recall@20 0.1005, NDCG@10 0.0311, NDCG@20 0.0408 (docs/results.md): level
+with gpu_office_t5_ce.py (0.0613, 14 seeds; +0.6%, permutation p over seeds
+0.41; seed-matched +0.7%, sign-flip p 0.38). Seeds 1-6 gave 0.0647 (+5.6%,
+p 0.017), but the pre-registered confirmation on fresh seeds 7-14 failed:
+0.0594, -2.3% against CE (benchmarks/lanes/running_confirm.sh).
 Published bar: Recall@10 0.0667 (paper, APAO pointwise).
 
 Command:

@@ -14,6 +14,8 @@
 # Then, here: python3 benchmarks/collect_results.py <files_at>/r docs/results_raw/2026-11-26
 # and summarize_results.py (its prefix-weights table shows the weights each
 # eta reached).
+# Status: the sixth session ran seeds 1-4 of eta 3e-5 and 5e-4 only (lanes set
+# inline, docs/results.md); eta_confirm.sh supersedes the rest of this file.
 # Format per line: name|config|dataset|overrides.
 export LANE_GPU0_A='office_t5_apao_running_e3e5_s1|gpu_office_t5_apao_running|Office|--set loss.eta=3e-5 --set seed=1
 office_t5_apao_running_e2e3_s3|gpu_office_t5_apao_running|Office|--set loss.eta=2e-3 --set seed=3
