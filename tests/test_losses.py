@@ -17,6 +17,7 @@ from training.losses import (
     pairwise_prefix_losses,
     pairwise_prefix_losses_per_example,
     pointwise_prefix_losses,
+    pointwise_token_weights,
     prefix_match_from_tokens,
     sample_negatives,
     target_outside_mask_fraction,
@@ -586,6 +587,43 @@ def test_objective_matches_numpy_and_has_finite_gradients(config):
             assert aux[key].shape == (num_prefixes,)
     if config.kind == "msl":
         assert float(aux["msl_target_outside_mask_fraction"]) == 0.0
+
+
+@pytest.mark.parametrize("config", [
+    LossConfig(kind="apao_pointwise", beta=0.3, eta=1e-4),
+    LossConfig(kind="apao_pointwise", beta=0.7, eta=2.0, prefix_tau=0.5, ce_tau=1.5, num_prefixes=3),
+    LossConfig(kind="apao_pointwise", beta=0.4, eta=0.5, use_ce=False),
+    LossConfig(kind="apao_pointwise", beta=0.2, eta=3.0, running_weights=True),
+], ids=["paper", "tau-P3", "no-ce", "running"])
+def test_pointwise_objective_has_the_gradient_of_level_weighted_ce(config):
+    # The identity behind docs/losses.md "Pointwise APAO is level-weighted CE": with the step's
+    # weights, grad(total) == grad(-sum_j c_j mean_b l_bj), c = pointwise_token_weights(...).
+    logits, targets, *_ = objective_inputs(11)
+    mask, targets = jnp.asarray(EXAMPLE_MASK), jnp.asarray(targets)
+    prior = jnp.asarray([0.4, 0.3, 0.2, 0.1][: config.num_prefixes or SID_LEN])
+    prior = prior / prior.sum()
+
+    def total(pos_logits):
+        return apao_objective(pos_logits, targets, config=config, example_mask=mask,
+                              prior_prefix_weights=prior)
+
+    (_, aux), grad = jax.value_and_grad(total, has_aux=True)(jnp.asarray(logits))
+    coefficients = pointwise_token_weights(np.asarray(aux["prefix_weights"]), sid_length=SID_LEN,
+                                           beta=config.beta, prefix_tau=config.prefix_tau, use_ce=config.use_ce)
+    assert coefficients.shape == (SID_LEN,)
+
+    def level_weighted_ce(pos_logits):
+        l = token_log_probs(pos_logits, targets, config.ce_tau)  # [batch, T]
+        per_level = (jnp.where(mask[:, None], -l, 0.0)).sum(axis=0) / mask.sum()
+        return (jnp.asarray(coefficients, jnp.float32) * per_level).sum()
+
+    np.testing.assert_allclose(grad, jax.grad(level_weighted_ce)(jnp.asarray(logits)), rtol=2e-4, atol=1e-7)
+    # By hand for P = T = 4, beta 1, tau 1, with CE: c_4 = 1/4 + w_4/4, c_1 = 1/4 + w_1 + w_2/2 + w_3/3 + w_4/4.
+    w = np.array([0.1, 0.2, 0.3, 0.4])
+    np.testing.assert_allclose(pointwise_token_weights(w, sid_length=4, beta=1.0),
+                               [0.25 + 0.1 + 0.1 + 0.1 + 0.1, 0.25 + 0.1 + 0.1 + 0.1, 0.25 + 0.1 + 0.1, 0.25 + 0.1])
+    with pytest.raises(ValueError, match="prefix weights"):
+        pointwise_token_weights(np.ones(5) / 5, sid_length=4, beta=1.0)
 
 
 def test_objective_pairwise_precomputed_inputs_equal_token_path():

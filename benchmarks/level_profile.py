@@ -1,0 +1,196 @@
+"""APAO pointwise as level-weighted token CE: the level weights each run trained
+with, and whether test Recall@10 follows them.
+
+The pointwise objective ``CE + beta sum_t w_t L_t`` has, for the step's
+weights ``w``, the gradient of ``-sum_j c_j mean_b l_bj`` with
+``c = training.losses.pointwise_token_weights(w, ...)`` (docs/losses.md). Every
+pointwise variant (beta, eta, per-batch or running weights) therefore only
+changes how much each SID level's token counts; CE is ``c_j = 1/T``. Adam
+undoes a common scale of all ``c_j`` (up to gradient clipping), so the
+comparable quantity is the profile ``c / sum(c)``, and mainly the first
+level's share of it.
+
+For each run of ``--dir`` (``<dataset>_<arch>_<method>_s<seed>.json``, as
+summarize_results.py reads them) this script finds the loss settings it ran
+with (the lane line of ``benchmarks/lanes/*.sh`` that names it, else
+``tpu_configs/gpu_<dataset>_<arch>_<method>.py``), and the prefix weights over
+its training: its own ``train_curves/<run>.train.jsonl`` where saved, else a
+stand-in (running weights: the mean of its group's runs that have records;
+per-batch weights: ``traces/<dataset>_<arch>_apao_trace_per_batch.train.jsonl``,
+one beta 0.3 run, whose weights are ~b / sum(b) and so depend little on beta;
+without a trace, the per-batch rule ``b e^{eta b}`` normalised, applied to the
+mean prefix losses ``b`` that the dataset's recorded runs logged).
+It prints, per group, the profile averaged over the records up to the best
+checkpoint and at it, and per (dataset, arch), the least-squares slope of
+test Recall@10 on the first level's averaged share over all CE and pointwise
+runs, with a two-sided permutation p (run values shuffled over shares).
+Runs selected on validation cross-entropy (``_vce``) and other kinds are left out.
+
+Run: python benchmarks/level_profile.py --dir docs/results_raw/2026-11-26
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from summarize_results import load_curves, load_runs  # noqa: E402
+from training.config import load_config_file  # noqa: E402
+from training.losses import pointwise_token_weights  # noqa: E402
+
+METRIC = "recall@10"
+LANE_LINE = re.compile(r"^(?:export LANE_\w+=')?(?P<name>[\w.]+)\|(?P<config>\w+)\|(?P<dataset>\w+)\|(?P<overrides>[^']*)'?$")
+
+
+def lane_settings(lanes_dir: Path) -> dict[str, tuple[str, list[str]]]:
+    """``{run name: (config name, overrides)}`` from every lane file's ``name|config|dataset|overrides`` lines."""
+    settings = {}
+    for path in sorted(lanes_dir.glob("*.sh")):
+        for line in path.read_text().splitlines():
+            m = LANE_LINE.match(line.strip())
+            if m:
+                overrides = [o.strip() for o in m["overrides"].split("--set") if o.strip()]
+                settings[m["name"]] = (m["config"], overrides)
+    return settings
+
+
+def loss_config_of(run: dict, lanes: dict[str, tuple[str, list[str]]], config_dir: Path):
+    """The run's LossConfig, or None when no config can be found for it."""
+    config, overrides = lanes.get(run["name"], (f"gpu_{run['dataset']}_{run['arch']}_{run['method']}", []))
+    path = config_dir / f"{config}.py"
+    if not path.exists():
+        return None
+    return load_config_file(path, overrides).loss
+
+
+def profile(weight_records: list[list[float]] | None, loss, sid_length: int) -> np.ndarray:
+    """``[records, T]`` normalised token-CE level weights (one row of 1/T for CE)."""
+    if loss.kind == "ce" or not weight_records:
+        return np.full((1, sid_length), 1.0 / sid_length)
+    c = pointwise_token_weights(np.asarray(weight_records), sid_length=sid_length, beta=loss.beta,
+                                prefix_tau=loss.prefix_tau, use_ce=loss.use_ce)
+    return c / c.sum(axis=-1, keepdims=True)
+
+
+def slope_test(shares: np.ndarray, values: np.ndarray, *, num_permutations: int = 20_000, seed: int = 0):
+    """Least-squares slope of ``values`` on ``shares`` and its two-sided permutation p."""
+    centred = shares - shares.mean()
+    denominator = (centred ** 2).sum()
+    if denominator == 0:
+        return float("nan"), float("nan")
+    slope = float(centred @ (values - values.mean()) / denominator)
+    rng = np.random.default_rng(seed)
+    shuffled = np.stack([rng.permutation(values) for _ in range(num_permutations)])
+    slopes = shuffled @ centred / denominator
+    p = (1 + np.count_nonzero(np.abs(slopes) >= abs(slope) - 1e-15)) / (1 + num_permutations)
+    return slope, float(p)
+
+
+def fmt(vector: np.ndarray) -> str:
+    return " / ".join(f"{v:.3f}" for v in vector)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dir", default="docs/results_raw/2026-11-26")
+    p.add_argument("--lanes", default=str(REPO / "benchmarks" / "lanes"))
+    p.add_argument("--configs", default=str(REPO / "tpu_configs"))
+    p.add_argument("--sid-length", type=int, default=4)
+    args = p.parse_args(argv)
+    folder = Path(args.dir)
+    lanes = lane_settings(Path(args.lanes))
+    curves = load_curves(folder, "train", lambda r: bool(r.get("prefix_weights")))
+    traces = {path.name.removesuffix(".train.jsonl"): path for path in (folder / "traces").glob("*.train.jsonl")}
+
+    rows = []  # (run, loss, [records, P] weights or None, source)
+    for run in load_runs(folder, [METRIC]):
+        if run["method"].endswith("_vce"):
+            continue
+        loss = loss_config_of(run, lanes, Path(args.configs))
+        if loss is None or loss.kind not in ("ce", "apao_pointwise"):
+            continue
+        records = [r for r in curves.get(run["name"], []) if run["best_step"] is None or r["step"] <= run["best_step"]]
+        rows.append([run, loss, [r["prefix_weights"] for r in records] or None, "own records" if records else None])
+
+    # Stand-ins for the pointwise runs that saved no training records.
+    for row in rows:
+        run, loss, weights, _ = row
+        if loss.kind == "ce" or weights is not None:
+            continue
+        if loss.running_weights:
+            same = [w for r, _, w, s in rows if s == "own records" and
+                    (r["dataset"], r["arch"], r["method"]) == (run["dataset"], run["arch"], run["method"])]
+            if same:
+                length = min(map(len, same))
+                row[2], row[3] = np.mean([np.asarray(w[:length]) for w in same], axis=0).tolist(), "group mean"
+        else:
+            trace = traces.get(f"{run['dataset']}_{run['arch']}_apao_trace_per_batch")
+            if trace is not None:
+                records = [json.loads(line) for line in trace.read_text().splitlines() if line.strip()]
+                records = [r for r in records if r.get("kind") == "train" and r.get("prefix_weights")
+                           and (run["best_step"] is None or r["step"] <= run["best_step"])]
+                row[2], row[3] = [r["prefix_weights"] for r in records], "per-batch trace"
+            else:  # the per-batch rule applied to the prefix losses the dataset's recorded runs logged
+                losses = [[r["prefix_losses"] for r in curves[other["name"]]
+                           if run["best_step"] is None or r["step"] <= run["best_step"]]
+                          for other, *_ in rows if other["name"] in curves
+                          and (other["dataset"], other["arch"]) == (run["dataset"], run["arch"])]
+                if losses:
+                    length = min(map(len, losses))
+                    b = np.mean([np.asarray(x[:length]) for x in losses], axis=0)  # [records, P]
+                    w = b * np.exp(loss.eta * b)
+                    row[2], row[3] = (w / w.sum(axis=-1, keepdims=True)).tolist(), "per-batch rule on logged losses"
+    rows = [row for row in rows if row[1].kind == "ce" or row[2]]
+
+    groups: dict[tuple[str, str, str], list] = {}
+    for row in rows:
+        run = row[0]
+        groups.setdefault((run["dataset"], run["arch"], run["method"]), []).append(row)
+    print("Token-CE level weights c / sum(c) (levels 1-4) that each group trained with, averaged over "
+          "the training records up to the best checkpoint and at the last of them; sum(c) is the scale "
+          "Adam undoes up to clipping.\n")
+    print("| dataset | arch | method | runs | beta | weights from | averaged | at best | sum(c) at best | "
+          f"test {METRIC} |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    per_run = []
+    for (dataset, arch, method), members in groups.items():
+        averaged, at_best, scale = [], [], []
+        for run, loss, weights, _ in members:
+            prof = profile(weights, loss, args.sid_length)
+            averaged.append(prof.mean(axis=0))
+            at_best.append(prof[-1])
+            raw = (pointwise_token_weights(np.asarray(weights[-1]), sid_length=args.sid_length, beta=loss.beta,
+                                           prefix_tau=loss.prefix_tau, use_ce=loss.use_ce)
+                   if loss.kind != "ce" else np.full(args.sid_length, 1.0 / args.sid_length))
+            scale.append(raw.sum())
+            per_run.append((dataset, arch, float(averaged[-1][0]), run["test"][METRIC]))
+        loss = members[0][1]
+        sources = sorted({s for *_, s in members if s})
+        print(f"| {dataset} | {arch} | {method} | {len(members)} | {loss.beta if loss.kind != 'ce' else '-'} | "
+              f"{', '.join(sources) or '-'} | {fmt(np.mean(averaged, axis=0))} | {fmt(np.mean(at_best, axis=0))} | "
+              f"{np.mean(scale):.3f} | {np.mean([m[0]['test'][METRIC] for m in members]):.4f} |")
+
+    print(f"\nTest {METRIC} against the first level's averaged share, over runs (CE and pointwise):\n")
+    print("| dataset | arch | runs | share range | slope per +0.1 share | permutation p (two-sided) |")
+    print("|---|---|---|---|---|---|")
+    for dataset, arch in sorted({(d, a) for d, a, *_ in per_run}):
+        shares = np.array([s for d, a, s, _ in per_run if (d, a) == (dataset, arch)])
+        values = np.array([v for d, a, _, v in per_run if (d, a) == (dataset, arch)])
+        if len(np.unique(shares)) < 2:  # nothing to fit (e.g. CE runs only)
+            continue
+        slope, p_value = slope_test(shares, values)
+        print(f"| {dataset} | {arch} | {len(shares)} | {shares.min():.3f}-{shares.max():.3f} | "
+              f"{0.1 * slope:+.4f} | {p_value:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
