@@ -32,6 +32,7 @@ Run: python benchmarks/level_profile.py --dir docs/results_raw/2026-11-26
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -44,7 +45,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 from summarize_results import load_curves, load_runs  # noqa: E402
 from training.config import load_config_file  # noqa: E402
-from training.losses import pointwise_token_weights  # noqa: E402
+from training.losses import LossConfig, pointwise_token_weights  # noqa: E402
 
 METRIC = "recall@10"
 LANE_LINE = re.compile(r"^(?:export LANE_\w+=')?(?P<name>[\w.]+)\|(?P<config>\w+)\|(?P<dataset>\w+)\|(?P<overrides>[^']*)'?$")
@@ -98,6 +99,75 @@ def fmt(vector: np.ndarray) -> str:
     return " / ".join(f"{v:.3f}" for v in vector)
 
 
+@dataclasses.dataclass
+class TrainedWeights:
+    """One run, its loss settings, and the prefix weights ``[records, P]`` it trained with up
+    to its best checkpoint (None for CE or when unknown), with where they come from."""
+
+    run: dict
+    loss: LossConfig
+    weights: list[list[float]] | None = None
+    source: str | None = None
+
+    @property
+    def group(self) -> tuple[str, str, str]:
+        return self.run["dataset"], self.run["arch"], self.run["method"]
+
+    def until_best(self, records: list[dict]) -> list[dict]:
+        best = self.run["best_step"]
+        return [r for r in records if best is None or r["step"] <= best]
+
+
+def fill_stand_in(entry: TrainedWeights, entries: list[TrainedWeights], curves: dict[str, list[dict]],
+                  traces: dict[str, Path]) -> None:
+    """Weights for a pointwise run that saved no training records (see the module docstring)."""
+    run, loss = entry.run, entry.loss
+    if loss.running_weights:
+        same = [e.weights for e in entries if e.source == "own records" and e.group == entry.group]
+        if same:
+            length = min(map(len, same))
+            entry.weights = np.mean([np.asarray(w[:length]) for w in same], axis=0).tolist()
+            entry.source = "group mean"
+        return
+    trace = traces.get(f"{run['dataset']}_{run['arch']}_apao_trace_per_batch")
+    if trace is not None:
+        records = [json.loads(line) for line in trace.read_text().splitlines() if line.strip()]
+        records = entry.until_best([r for r in records if r.get("kind") == "train" and r.get("prefix_weights")])
+        entry.weights, entry.source = [r["prefix_weights"] for r in records], "per-batch trace"
+        return
+    # The per-batch rule applied to the prefix losses the dataset's recorded runs logged.
+    losses = [[r["prefix_losses"] for r in entry.until_best(curves[e.run["name"]])] for e in entries
+              if e.run["name"] in curves and e.group[:2] == entry.group[:2]]
+    if losses:
+        length = min(map(len, losses))
+        b = np.mean([np.asarray(x[:length]) for x in losses], axis=0)  # [records, P]
+        w = b * np.exp(loss.eta * b)
+        entry.weights = (w / w.sum(axis=-1, keepdims=True)).tolist()
+        entry.source = "per-batch rule on logged losses"
+
+
+def collect(folder: Path, lanes: dict[str, tuple[str, list[str]]], config_dir: Path) -> list[TrainedWeights]:
+    """Every CE and pointwise run of ``folder`` (``_vce`` left out) with the weights it trained with."""
+    curves = load_curves(folder, "train", lambda r: bool(r.get("prefix_weights")))
+    traces = {path.name.removesuffix(".train.jsonl"): path for path in (folder / "traces").glob("*.train.jsonl")}
+    entries = []
+    for run in load_runs(folder, [METRIC]):
+        if run["method"].endswith("_vce"):
+            continue
+        loss = loss_config_of(run, lanes, config_dir)
+        if loss is None or loss.kind not in ("ce", "apao_pointwise"):
+            continue
+        entry = TrainedWeights(run, loss)
+        records = entry.until_best(curves.get(run["name"], []))
+        if records:
+            entry.weights, entry.source = [r["prefix_weights"] for r in records], "own records"
+        entries.append(entry)
+    for entry in entries:
+        if entry.loss.kind != "ce" and entry.weights is None:
+            fill_stand_in(entry, entries, curves, traces)
+    return [e for e in entries if e.loss.kind == "ce" or e.weights]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dir", default="docs/results_raw/2026-11-26")
@@ -105,78 +175,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--configs", default=str(REPO / "tpu_configs"))
     p.add_argument("--sid-length", type=int, default=4)
     args = p.parse_args(argv)
-    folder = Path(args.dir)
-    lanes = lane_settings(Path(args.lanes))
-    curves = load_curves(folder, "train", lambda r: bool(r.get("prefix_weights")))
-    traces = {path.name.removesuffix(".train.jsonl"): path for path in (folder / "traces").glob("*.train.jsonl")}
+    T = args.sid_length
+    entries = collect(Path(args.dir), lane_settings(Path(args.lanes)), Path(args.configs))
 
-    rows = []  # (run, loss, [records, P] weights or None, source)
-    for run in load_runs(folder, [METRIC]):
-        if run["method"].endswith("_vce"):
-            continue
-        loss = loss_config_of(run, lanes, Path(args.configs))
-        if loss is None or loss.kind not in ("ce", "apao_pointwise"):
-            continue
-        records = [r for r in curves.get(run["name"], []) if run["best_step"] is None or r["step"] <= run["best_step"]]
-        rows.append([run, loss, [r["prefix_weights"] for r in records] or None, "own records" if records else None])
-
-    # Stand-ins for the pointwise runs that saved no training records.
-    for row in rows:
-        run, loss, weights, _ = row
-        if loss.kind == "ce" or weights is not None:
-            continue
-        if loss.running_weights:
-            same = [w for r, _, w, s in rows if s == "own records" and
-                    (r["dataset"], r["arch"], r["method"]) == (run["dataset"], run["arch"], run["method"])]
-            if same:
-                length = min(map(len, same))
-                row[2], row[3] = np.mean([np.asarray(w[:length]) for w in same], axis=0).tolist(), "group mean"
-        else:
-            trace = traces.get(f"{run['dataset']}_{run['arch']}_apao_trace_per_batch")
-            if trace is not None:
-                records = [json.loads(line) for line in trace.read_text().splitlines() if line.strip()]
-                records = [r for r in records if r.get("kind") == "train" and r.get("prefix_weights")
-                           and (run["best_step"] is None or r["step"] <= run["best_step"])]
-                row[2], row[3] = [r["prefix_weights"] for r in records], "per-batch trace"
-            else:  # the per-batch rule applied to the prefix losses the dataset's recorded runs logged
-                losses = [[r["prefix_losses"] for r in curves[other["name"]]
-                           if run["best_step"] is None or r["step"] <= run["best_step"]]
-                          for other, *_ in rows if other["name"] in curves
-                          and (other["dataset"], other["arch"]) == (run["dataset"], run["arch"])]
-                if losses:
-                    length = min(map(len, losses))
-                    b = np.mean([np.asarray(x[:length]) for x in losses], axis=0)  # [records, P]
-                    w = b * np.exp(loss.eta * b)
-                    row[2], row[3] = (w / w.sum(axis=-1, keepdims=True)).tolist(), "per-batch rule on logged losses"
-    rows = [row for row in rows if row[1].kind == "ce" or row[2]]
-
-    groups: dict[tuple[str, str, str], list] = {}
-    for row in rows:
-        run = row[0]
-        groups.setdefault((run["dataset"], run["arch"], run["method"]), []).append(row)
+    groups: dict[tuple[str, str, str], list[TrainedWeights]] = {}
+    for entry in entries:
+        groups.setdefault(entry.group, []).append(entry)
     print("Token-CE level weights c / sum(c) (levels 1-4) that each group trained with, averaged over "
           "the training records up to the best checkpoint and at the last of them; sum(c) is the scale "
           "Adam undoes up to clipping.\n")
     print("| dataset | arch | method | runs | beta | weights from | averaged | at best | sum(c) at best | "
           f"test {METRIC} |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    per_run = []
+    per_run = []  # (dataset, arch, averaged level-1 share, test metric)
     for (dataset, arch, method), members in groups.items():
         averaged, at_best, scale = [], [], []
-        for run, loss, weights, _ in members:
-            prof = profile(weights, loss, args.sid_length)
+        for e in members:
+            prof = profile(e.weights, e.loss, T)
             averaged.append(prof.mean(axis=0))
             at_best.append(prof[-1])
-            raw = (pointwise_token_weights(np.asarray(weights[-1]), sid_length=args.sid_length, beta=loss.beta,
-                                           prefix_tau=loss.prefix_tau, use_ce=loss.use_ce)
-                   if loss.kind != "ce" else np.full(args.sid_length, 1.0 / args.sid_length))
-            scale.append(raw.sum())
-            per_run.append((dataset, arch, float(averaged[-1][0]), run["test"][METRIC]))
-        loss = members[0][1]
-        sources = sorted({s for *_, s in members if s})
+            scale.append(1.0 if e.loss.kind == "ce" else pointwise_token_weights(
+                np.asarray(e.weights[-1]), sid_length=T, beta=e.loss.beta, prefix_tau=e.loss.prefix_tau,
+                use_ce=e.loss.use_ce).sum())
+            per_run.append((dataset, arch, float(averaged[-1][0]), e.run["test"][METRIC]))
+        loss = members[0].loss
+        sources = sorted({e.source for e in members if e.source})
         print(f"| {dataset} | {arch} | {method} | {len(members)} | {loss.beta if loss.kind != 'ce' else '-'} | "
               f"{', '.join(sources) or '-'} | {fmt(np.mean(averaged, axis=0))} | {fmt(np.mean(at_best, axis=0))} | "
-              f"{np.mean(scale):.3f} | {np.mean([m[0]['test'][METRIC] for m in members]):.4f} |")
+              f"{np.mean(scale):.3f} | {np.mean([e.run['test'][METRIC] for e in members]):.4f} |")
 
     print(f"\nTest {METRIC} against the first level's averaged share, over runs (CE and pointwise):\n")
     print("| dataset | arch | runs | share range | slope per +0.1 share | permutation p (two-sided) |")

@@ -319,10 +319,9 @@ def summarize(folder: Path, metrics: list[str]) -> str:
                                         np.array([r["test"][k] for r in rs]))
             perm = (f"; permutation p over seeds ({short(k)}) {test['p']:.3f}"
                     f" (smallest attainable {format_p(test['min_p'])})")
-            matched = seed_matched_test({r["seed"]: r["test"][k] for r in base},
-                                        {r["seed"]: r["test"][k] for r in rs}) \
-                if {r["seed"] for r in base} & {r["seed"] for r in rs} else None
-            if matched is not None and matched["seeds"] >= 2:
+            if len({r["seed"] for r in base} & {r["seed"] for r in rs}) >= 2:
+                matched = seed_matched_test({r["seed"]: r["test"][k] for r in base},
+                                            {r["seed"]: r["test"][k] for r in rs})
                 rel = 100 * matched["diff"] / matched["mean_a"] if matched["mean_a"] else float("nan")
                 perm += (f"; seed-matched ({matched['seeds']} shared seeds, {base_method} mean there "
                          f"{matched['mean_a']:.4f}) {short(k)} {rel:+.1f}%, sign-flip p {matched['p']:.3f}")

@@ -2,6 +2,7 @@
 not a package, so the scripts are loaded by path)."""
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -12,5 +13,6 @@ def load_script(name: str) -> ModuleType:
     """``benchmarks/<name>.py`` executed as module ``name``."""
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS_DIR / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
