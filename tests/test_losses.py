@@ -323,6 +323,40 @@ def test_pairwise_single_competing_prefix_and_rescaling():
     np.testing.assert_allclose(got, [[0.0, np.log(3.5) / 2]], rtol=1e-6)
 
 
+def test_pairwise_with_every_competing_prefix_is_the_catalogue_renormalised_prefix_loss():
+    # docs/losses.md: with each competing catalogue prefix as a negative once (all items as
+    # negatives, repeats masked, so c_t = 1) and tau = 1, L_t = -(S_t(pos) - log Z_t) / t, where
+    # Z_t = sum over the catalogue's distinct t-prefixes of p(prefix): the pointwise loss plus log(Z_t) / t.
+    rng = np.random.default_rng(5)
+    vocab, length = 4, 3
+    all_sids = np.array(np.meshgrid(*[np.arange(vocab)] * length, indexing="ij")).reshape(length, -1).T
+    codes = all_sids[rng.choice(len(all_sids), size=20, replace=False)]  # [items, T], distinct
+    table = {}  # a normalised next-token distribution for every prefix
+
+    def log_p(prefix):
+        if prefix not in table:
+            logits = rng.normal(size=vocab) * 2
+            table[prefix] = logits - np.log(np.exp(logits).sum())
+        return table[prefix]
+
+    token_lp = np.array([[log_p(tuple(sid[:j]))[sid[j]] for j in range(length)] for sid in codes])  # [items, T]
+    positive, negatives = 0, np.arange(1, len(codes))
+    match = prefix_match_from_tokens(jnp.asarray(codes[positive][None]), jnp.asarray(codes[negatives][None]),
+                                     mask_repeated_negatives=True)
+    num_distinct = count_distinct_prefixes(codes)
+    got = pairwise_prefix_losses_per_example(
+        jnp.asarray(token_lp[positive][None], jnp.float32), jnp.asarray(token_lp[negatives][None], jnp.float32),
+        match, jnp.asarray(num_distinct), num_prefixes=length, prefix_tau=1.0)[0]
+    scores = np.cumsum(token_lp, axis=1)  # [items, T]
+    for t in range(1, length + 1):
+        distinct = {tuple(sid[:t]): score for sid, score in zip(codes, scores[:, t - 1])}
+        log_z = np.log(np.exp(list(distinct.values())).sum())
+        assert (~np.asarray(match)[0, :, t - 1]).sum() == len(distinct) - 1  # c_t = 1
+        pointwise = -scores[positive, t - 1] / t
+        np.testing.assert_allclose(got[t - 1], pointwise + log_z / t, rtol=1e-5)
+        assert log_z <= 1e-9  # the catalogue holds at most all the model's mass: pairwise <= pointwise
+
+
 def test_pairwise_is_stable_for_extreme_scores():
     pos_lp = np.full((2, SID_LEN), -300.0, np.float32)
     neg_lp = np.full((2, 3, SID_LEN), -1.0, np.float32)
