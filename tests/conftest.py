@@ -1,9 +1,30 @@
-"""Test session set-up: eight fake CPU devices, so data-parallel code is
-exercised on any machine (must happen before jax is imported)."""
+"""Test session set-up (must happen before jax is imported):
 
+- eight fake CPU devices, so data-parallel code is exercised on any machine;
+- one persistent XLA compilation cache for the session, in a fresh temporary
+  folder removed at exit. The end-to-end tests start training processes that
+  compile the same programs again (uninterrupted run, killed run, resumed
+  run); with the shared cache the later ones load them instead. On 2 CPU
+  cores the whole suite took 389 s against 450 s without it (one run each,
+  same machine; test_train_resume.py's kill-and-resume test 23 s against
+  42 s). Set JAX_COMPILATION_CACHE_DIR
+  yourself to choose the folder (it is then kept).
+"""
+
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in flags:
     os.environ["XLA_FLAGS"] = (flags + " --xla_force_host_platform_device_count=8").strip()
+
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache_dir = tempfile.mkdtemp(prefix="genrec-test-xla-cache-")
+    atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
+    # The smoke runs' programs compile in well under the 1 s default threshold.
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
