@@ -63,7 +63,7 @@ def lane_settings(lanes_dir: Path) -> dict[str, tuple[str, list[str]]]:
     return settings
 
 
-def loss_config_of(run: dict, lanes: dict[str, tuple[str, list[str]]], config_dir: Path):
+def loss_config_of(run: dict, lanes: dict[str, tuple[str, list[str]]], config_dir: Path) -> LossConfig | None:
     """The run's LossConfig, or None when no config can be found for it."""
     config, overrides = lanes.get(run["name"], (f"gpu_{run['dataset']}_{run['arch']}_{run['method']}", []))
     path = config_dir / f"{config}.py"
@@ -72,7 +72,7 @@ def loss_config_of(run: dict, lanes: dict[str, tuple[str, list[str]]], config_di
     return load_config_file(path, overrides).loss
 
 
-def profile(weight_records: list[list[float]] | None, loss, sid_length: int) -> np.ndarray:
+def profile(weight_records: list[list[float]] | None, loss: LossConfig, sid_length: int) -> np.ndarray:
     """``[records, T]`` normalised token-CE level weights (one row of 1/T for CE)."""
     if loss.kind == "ce" or not weight_records:
         return np.full((1, sid_length), 1.0 / sid_length)
@@ -81,7 +81,8 @@ def profile(weight_records: list[list[float]] | None, loss, sid_length: int) -> 
     return c / c.sum(axis=-1, keepdims=True)
 
 
-def slope_test(shares: np.ndarray, values: np.ndarray, *, num_permutations: int = 20_000, seed: int = 0):
+def slope_test(shares: np.ndarray, values: np.ndarray, *, num_permutations: int = 20_000,
+               seed: int = 0) -> tuple[float, float]:
     """Least-squares slope of ``values`` on ``shares`` and its two-sided permutation p."""
     centred = shares - shares.mean()
     denominator = (centred ** 2).sum()
