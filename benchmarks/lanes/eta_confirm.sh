@@ -1,5 +1,6 @@
 # Runs for benchmarks/reproduce_gpu.sh on a 4-GPU host: is APAO pointwise
-# with running weights at eta 5e-4 really above CE on Office?
+# with running weights at eta 5e-4 really above CE on Office? And does full
+# validation lift Beauty CE?
 # The sixth session ran eta 5e-4 (tpu_configs/gpu_office_t5_apao_running.py
 # with --set loss.eta=5e-4) on seeds 1-4: R@10 0.0650, +6.1% over CE's 14
 # seeds, permutation p 0.044, the best of nine variants tried by then. Its
@@ -16,25 +17,41 @@
 #   changes gpu_office_t5_ce.py's Expected result (15 seeds).
 # - office_t5_apao_running_e2e3, seeds 1-4: past the paper's eta grid
 #   (weights ~ the worst prefix alone); exploratory, not part of the decision.
-# 15 Office runs, ~4 min each with a GPU partner: ~9 minutes of one 4-GPU host:
+# - beauty_t5_ce_fullval, seeds 1-8 (was beauty_fullval.sh): is Beauty below the
+#   paper (CE 0.0585 vs 0.0611) because the Beauty configs select the
+#   checkpoint and stop early on the first 5,000 of 22,363 validation users
+#   (eval.max_examples=5000)? CE with every validation user, against the 9 CE
+#   seeds of gpu_beauty_t5_ce.py (method ce_fullval in the tables). A full
+#   validation pass costs ~0.5 s of a GPU, so these take ~10 min with a GPU
+#   partner. They come last in each lane: the confirmation runs first.
+# 8 Beauty + 15 Office runs (~4 min each with a GPU partner): ~19 minutes of one
+# 4-GPU host, in two or three calls on the same warm machine:
 #   source benchmarks/lanes/eta_confirm.sh
-#   bash benchmarks/reproduce_gpu.sh /tmp/r 560 --diagnose --final; tar czf $OUT/all.tgz -C /tmp r
-#   (if runs were cut: again on the same warm machine)
+#   bash benchmarks/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
+#   (again, the last call with --final)
 # Then, here: python3 benchmarks/collect_results.py <files_at>/r docs/results_raw/2026-11-26,
-# summarize_results.py, and the Expected result of gpu_office_t5_ce.py.
+# summarize_results.py, and the Expected result of gpu_office_t5_ce.py (15 seeds).
 # Format per line: name|config|dataset|overrides.
 export LANE_GPU0_A='office_t5_apao_running_e5e4_s5|gpu_office_t5_apao_running|Office|--set loss.eta=5e-4 --set seed=5
-office_t5_apao_running_e5e4_s9|gpu_office_t5_apao_running|Office|--set loss.eta=5e-4 --set seed=9'
+office_t5_apao_running_e5e4_s9|gpu_office_t5_apao_running|Office|--set loss.eta=5e-4 --set seed=9
+beauty_t5_ce_fullval_s1|gpu_beauty_t5_ce|Beauty|--set eval.max_examples=none --set seed=1'
 export LANE_GPU0_B='office_t5_apao_running_e5e4_s6|gpu_office_t5_apao_running|Office|--set loss.eta=5e-4 --set seed=6
-office_t5_ce_s3|gpu_office_t5_ce|Office|--set seed=3'
+office_t5_ce_s3|gpu_office_t5_ce|Office|--set seed=3
+beauty_t5_ce_fullval_s2|gpu_beauty_t5_ce|Beauty|--set eval.max_examples=none --set seed=2'
 export LANE_GPU1_A='office_t5_apao_running_e5e4_s7|gpu_office_t5_apao_running|Office|--set loss.eta=5e-4 --set seed=7
-office_t5_apao_running_e5e4_s11|gpu_office_t5_apao_running|Office|--set loss.eta=5e-4 --set seed=11'
+office_t5_apao_running_e5e4_s11|gpu_office_t5_apao_running|Office|--set loss.eta=5e-4 --set seed=11
+beauty_t5_ce_fullval_s3|gpu_beauty_t5_ce|Beauty|--set eval.max_examples=none --set seed=3'
 export LANE_GPU1_B='office_t5_apao_running_e5e4_s8|gpu_office_t5_apao_running|Office|--set loss.eta=5e-4 --set seed=8
-office_t5_apao_running_e2e3_s1|gpu_office_t5_apao_running|Office|--set loss.eta=2e-3 --set seed=1'
+office_t5_apao_running_e2e3_s1|gpu_office_t5_apao_running|Office|--set loss.eta=2e-3 --set seed=1
+beauty_t5_ce_fullval_s4|gpu_beauty_t5_ce|Beauty|--set eval.max_examples=none --set seed=4'
 export LANE_GPU2_A='office_t5_apao_running_e5e4_s10|gpu_office_t5_apao_running|Office|--set loss.eta=5e-4 --set seed=10
-office_t5_apao_running_e5e4_s13|gpu_office_t5_apao_running|Office|--set loss.eta=5e-4 --set seed=13'
+office_t5_apao_running_e5e4_s13|gpu_office_t5_apao_running|Office|--set loss.eta=5e-4 --set seed=13
+beauty_t5_ce_fullval_s5|gpu_beauty_t5_ce|Beauty|--set eval.max_examples=none --set seed=5'
 export LANE_GPU2_B='office_t5_apao_running_e5e4_s12|gpu_office_t5_apao_running|Office|--set loss.eta=5e-4 --set seed=12
-office_t5_apao_running_e2e3_s2|gpu_office_t5_apao_running|Office|--set loss.eta=2e-3 --set seed=2'
+office_t5_apao_running_e2e3_s2|gpu_office_t5_apao_running|Office|--set loss.eta=2e-3 --set seed=2
+beauty_t5_ce_fullval_s6|gpu_beauty_t5_ce|Beauty|--set eval.max_examples=none --set seed=6'
 export LANE_GPU3_A='office_t5_apao_running_e5e4_s14|gpu_office_t5_apao_running|Office|--set loss.eta=5e-4 --set seed=14
-office_t5_apao_running_e2e3_s3|gpu_office_t5_apao_running|Office|--set loss.eta=2e-3 --set seed=3'
-export LANE_GPU3_B='office_t5_apao_running_e2e3_s4|gpu_office_t5_apao_running|Office|--set loss.eta=2e-3 --set seed=4'
+office_t5_apao_running_e2e3_s3|gpu_office_t5_apao_running|Office|--set loss.eta=2e-3 --set seed=3
+beauty_t5_ce_fullval_s7|gpu_beauty_t5_ce|Beauty|--set eval.max_examples=none --set seed=7'
+export LANE_GPU3_B='office_t5_apao_running_e2e3_s4|gpu_office_t5_apao_running|Office|--set loss.eta=2e-3 --set seed=4
+beauty_t5_ce_fullval_s8|gpu_beauty_t5_ce|Beauty|--set eval.max_examples=none --set seed=8'
