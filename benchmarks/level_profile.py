@@ -23,7 +23,8 @@ mean prefix losses ``b`` that the dataset's recorded runs logged).
 It prints, per group, the profile averaged over the records up to the best
 checkpoint and at it, and per (dataset, arch), the least-squares slope of
 test Recall@10 on the first level's averaged share over all CE and pointwise
-runs, with a two-sided permutation p (run values shuffled over shares).
+runs, with a 95% bootstrap interval over runs and a two-sided permutation p
+(run values shuffled over shares).
 Runs selected on validation cross-entropy (``_vce``) and other kinds are left out.
 
 Run: python benchmarks/level_profile.py --dir docs/results_raw/2026-11-26
@@ -82,18 +83,27 @@ def profile(weight_records: list[list[float]] | None, loss: LossConfig, sid_leng
 
 
 def slope_test(shares: np.ndarray, values: np.ndarray, *, num_permutations: int = 20_000,
-               seed: int = 0) -> tuple[float, float]:
-    """Least-squares slope of ``values`` on ``shares`` and its two-sided permutation p."""
+               num_resamples: int = 5_000, seed: int = 0) -> tuple[float, float, float, float]:
+    """Least-squares slope of ``values`` on ``shares``, its two-sided permutation p, and a
+    95% bootstrap interval (runs resampled with replacement; resamples with one distinct
+    share are skipped). Returns ``(slope, p, low, high)``; all NaN when ``shares`` are equal."""
     centred = shares - shares.mean()
     denominator = (centred ** 2).sum()
     if denominator == 0:
-        return float("nan"), float("nan")
+        return (float("nan"),) * 4
     slope = float(centred @ (values - values.mean()) / denominator)
     rng = np.random.default_rng(seed)
     shuffled = np.stack([rng.permutation(values) for _ in range(num_permutations)])
     slopes = shuffled @ centred / denominator
     p = (1 + np.count_nonzero(np.abs(slopes) >= abs(slope) - 1e-15)) / (1 + num_permutations)
-    return slope, float(p)
+    index = rng.integers(0, len(shares), size=(num_resamples, len(shares)))
+    x, y = shares[index], values[index]  # [resamples, runs]
+    x_centred = x - x.mean(axis=1, keepdims=True)
+    spread = (x_centred ** 2).sum(axis=1)
+    keep = spread > 1e-15
+    boot = (x_centred * (y - y.mean(axis=1, keepdims=True))).sum(axis=1)[keep] / spread[keep]
+    low, high = np.quantile(boot, [0.025, 0.975])
+    return slope, float(p), float(low), float(high)
 
 
 def fmt(vector: np.ndarray) -> str:
@@ -206,16 +216,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{np.mean(scale):.3f} | {np.mean([e.run['test'][METRIC] for e in members]):.4f} |")
 
     print(f"\nTest {METRIC} against the first level's averaged share, over runs (CE and pointwise):\n")
-    print("| dataset | arch | runs | share range | slope per +0.1 share | permutation p (two-sided) |")
-    print("|---|---|---|---|---|---|")
+    print("| dataset | arch | runs | share range | slope per +0.1 share | 95% bootstrap interval | "
+          "permutation p (two-sided) |")
+    print("|---|---|---|---|---|---|---|")
     for dataset, arch in sorted({(d, a) for d, a, *_ in per_run}):
         shares = np.array([s for d, a, s, _ in per_run if (d, a) == (dataset, arch)])
         values = np.array([v for d, a, _, v in per_run if (d, a) == (dataset, arch)])
         if len(np.unique(shares)) < 2:  # nothing to fit (e.g. CE runs only)
             continue
-        slope, p_value = slope_test(shares, values)
+        slope, p_value, low, high = slope_test(shares, values)
         print(f"| {dataset} | {arch} | {len(shares)} | {shares.min():.3f}-{shares.max():.3f} | "
-              f"{0.1 * slope:+.4f} | {p_value:.3f} |")
+              f"{0.1 * slope:+.4f} | [{0.1 * low:+.4f}, {0.1 * high:+.4f}] | {p_value:.3f} |")
     return 0
 
 

@@ -64,9 +64,12 @@ def test_profiles_and_slope_on_fake_runs(tmp_path, capsys):
 
 def test_slope_test_finds_a_line_and_not_noise():
     shares = np.linspace(0.25, 0.45, 12)
-    slope, p = level_profile.slope_test(shares, 0.06 + 0.1 * (shares - 0.25), num_permutations=2000)
+    slope, p, low, high = level_profile.slope_test(shares, 0.06 + 0.1 * (shares - 0.25), num_permutations=2000)
     assert slope == pytest.approx(0.1) and p < 0.01
+    assert low == pytest.approx(0.1) and high == pytest.approx(0.1)  # a perfect line: every resample agrees
     rng = np.random.default_rng(0)
-    _, p_null = level_profile.slope_test(shares, rng.normal(0.06, 0.003, 12), num_permutations=2000)
-    assert p_null > 0.05
+    values = rng.normal(0.06, 0.003, 12)
+    slope, p_null, low, high = level_profile.slope_test(shares, values, num_permutations=2000)
+    assert p_null > 0.05 and low < 0 < high and low < slope < high
+    assert slope == pytest.approx(np.polyfit(shares, values, 1)[0])
     assert np.isnan(level_profile.slope_test(np.full(3, 0.25), np.array([0.1, 0.2, 0.3]))[0])
