@@ -35,7 +35,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -44,23 +44,20 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from summarize_results import load_curves, load_runs  # noqa: E402
+from lane_files import lane_runs  # noqa: E402
+from summarize_results import load_curves, load_runs, slashed  # noqa: E402
 from training.config import load_config_file  # noqa: E402
 from training.losses import LossConfig, pointwise_token_weights  # noqa: E402
 
 METRIC = "recall@10"
-LANE_LINE = re.compile(r"^(?:export LANE_\w+=')?(?P<name>[\w.]+)\|(?P<config>\w+)\|(?P<dataset>\w+)\|(?P<overrides>[^']*)'?$")
 
 
 def lane_settings(lanes_dir: Path) -> dict[str, tuple[str, list[str]]]:
-    """``{run name: (config name, overrides)}`` from every lane file's ``name|config|dataset|overrides`` lines."""
+    """``{run name: (config name, overrides)}`` of every run the lane files of ``lanes_dir`` name."""
     settings = {}
     for path in sorted(lanes_dir.glob("*.sh")):
-        for line in path.read_text().splitlines():
-            m = LANE_LINE.match(line.strip())
-            if m:
-                overrides = [o.strip() for o in m["overrides"].split("--set") if o.strip()]
-                settings[m["name"]] = (m["config"], overrides)
+        for name, config, _, overrides in lane_runs(path):
+            settings[name] = (config, shlex.split(overrides)[1::2])  # the values of "--set key=value"
     return settings
 
 
@@ -73,13 +70,12 @@ def loss_config_of(run: dict, lanes: dict[str, tuple[str, list[str]]], config_di
     return load_config_file(path, overrides).loss
 
 
-def profile(weight_records: list[list[float]] | None, loss: LossConfig, sid_length: int) -> np.ndarray:
-    """``[records, T]`` normalised token-CE level weights (one row of 1/T for CE)."""
+def level_weights(weight_records: list[list[float]] | None, loss: LossConfig, sid_length: int) -> np.ndarray:
+    """``[records, T]`` token-CE level weights ``c`` (one row of 1/T for CE)."""
     if loss.kind == "ce" or not weight_records:
         return np.full((1, sid_length), 1.0 / sid_length)
-    c = pointwise_token_weights(np.asarray(weight_records), sid_length=sid_length, beta=loss.beta,
-                                prefix_tau=loss.prefix_tau, use_ce=loss.use_ce)
-    return c / c.sum(axis=-1, keepdims=True)
+    return pointwise_token_weights(np.asarray(weight_records), sid_length=sid_length, beta=loss.beta,
+                                   prefix_tau=loss.prefix_tau, use_ce=loss.use_ce)
 
 
 def slope_test(shares: np.ndarray, values: np.ndarray, *, num_permutations: int = 20_000,
@@ -104,10 +100,6 @@ def slope_test(shares: np.ndarray, values: np.ndarray, *, num_permutations: int 
     boot = (x_centred * (y - y.mean(axis=1, keepdims=True))).sum(axis=1)[keep] / spread[keep]
     low, high = np.quantile(boot, [0.025, 0.975])
     return slope, float(p), float(low), float(high)
-
-
-def fmt(vector: np.ndarray) -> str:
-    return " / ".join(f"{v:.3f}" for v in vector)
 
 
 @dataclasses.dataclass
@@ -202,17 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     for (dataset, arch, method), members in groups.items():
         averaged, at_best, scale = [], [], []
         for e in members:
-            prof = profile(e.weights, e.loss, T)
+            c = level_weights(e.weights, e.loss, T)
+            prof = c / c.sum(axis=-1, keepdims=True)
             averaged.append(prof.mean(axis=0))
             at_best.append(prof[-1])
-            scale.append(1.0 if e.loss.kind == "ce" else pointwise_token_weights(
-                np.asarray(e.weights[-1]), sid_length=T, beta=e.loss.beta, prefix_tau=e.loss.prefix_tau,
-                use_ce=e.loss.use_ce).sum())
+            scale.append(c[-1].sum())
             per_run.append((dataset, arch, float(averaged[-1][0]), e.run["test"][METRIC]))
         loss = members[0].loss
         sources = sorted({e.source for e in members if e.source})
         print(f"| {dataset} | {arch} | {method} | {len(members)} | {loss.beta if loss.kind != 'ce' else '-'} | "
-              f"{', '.join(sources) or '-'} | {fmt(np.mean(averaged, axis=0))} | {fmt(np.mean(at_best, axis=0))} | "
+              f"{', '.join(sources) or '-'} | {slashed(np.mean(averaged, axis=0))} | {slashed(np.mean(at_best, axis=0))} | "
               f"{np.mean(scale):.3f} | {np.mean([e.run['test'][METRIC] for e in members]):.4f} |")
 
     print(f"\nTest {METRIC} against the first level's averaged share, over runs (CE and pointwise):\n")

@@ -96,6 +96,11 @@ def load_runs(folder: Path, metrics: list[str]) -> list[dict]:
     return runs
 
 
+def slashed(vector) -> str:
+    """``0.336 / 0.250 / ...``: a per-prefix or per-level vector in a table cell."""
+    return " / ".join(f"{v:.3f}" for v in vector)
+
+
 def mean_sd(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.4f}"
@@ -245,7 +250,7 @@ def prefix_weights_section(folder: Path, best_steps: dict[str, int | None]) -> l
         return []
 
     def cell(vectors: list[list[float]]) -> str:
-        return " / ".join(f"{v:.3f}" for v in np.mean(np.array(vectors, np.float64), axis=0))
+        return slashed(np.mean(np.array(vectors, np.float64), axis=0))
 
     rows = []
     for (d, a, m), runs in sorted(groups.items()):

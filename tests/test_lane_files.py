@@ -8,7 +8,6 @@ config with its overrides.
 """
 
 import shlex
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,20 +18,7 @@ from training.config import load_config_file
 REPO = Path(__file__).resolve().parents[1]
 LANE_FILES = sorted((REPO / "benchmarks" / "lanes").glob("*.sh"))
 DATASETS = {"Office", "Beauty"}
-
-
-def lane_runs(path: Path) -> list[tuple[str, str, str, str]]:
-    """Source ``path`` in a clean bash and return every ``name|config|dataset|overrides`` line."""
-    script = f"source {shlex.quote(str(path))}; for v in ${{!LANE_GPU@}}; do printf '%s\\n' \"${{!v}}\"; done"
-    out = subprocess.run(["bash", "--noprofile", "--norc", "-c", script], capture_output=True, text=True,
-                         check=True, env={"PATH": "/usr/bin:/bin"}).stdout
-    runs = []
-    for line in out.splitlines():
-        if line.strip():
-            fields = line.split("|")
-            assert len(fields) == 4, (path.name, line)
-            runs.append(tuple(fields))
-    return runs
+lane_runs = load_script("lane_files").lane_runs
 
 
 def test_lane_files_exist():

@@ -56,7 +56,7 @@ def test_profiles_and_slope_on_fake_runs(tmp_path, capsys):
     # beta 0.3 from gpu_office_t5_apao_running.py; the record after the best step (40 > 30) is left out
     c = pointwise_token_weights(np.array([w for _, w in weights[:2]]), sid_length=4, beta=0.3)
     c = c / c.sum(axis=1, keepdims=True)
-    averaged, at_best = level_profile.fmt(c.mean(axis=0)), level_profile.fmt(c[-1])
+    averaged, at_best = level_profile.slashed(c.mean(axis=0)), level_profile.slashed(c[-1])
     assert f"| office | t5 | apao_running_e5e4 | 1 | 0.3 | own records | {averaged} | {at_best} |" in out
     assert "| office | t5 | ce | 2 | - | - | 0.250 / 0.250 / 0.250 / 0.250 |" in out
     assert "| office | t5 | 3 | 0.250-" in out
