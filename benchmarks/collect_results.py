@@ -12,8 +12,9 @@ From FETCHED_DIR (the unpacked ``r/`` of ``$OUT/all.tgz``):
 a JSON line, i.e. a finished ``genrec eval --diagnose``), ``<run>.valid.jsonl``
 (the validation records of ``metrics.jsonl``: every evaluation's metrics and
 ``valid_ce``) -> ``DEST/valid_curves/`` and ``<run>.train.jsonl`` (every 20th
-training record: losses, prefix losses and weights) -> ``DEST/train_curves/``
-(both only of runs with a results file). A file already in
+training record: losses, prefix losses and weights) -> ``DEST/train_curves/``.
+Only runs with a results file are collected: a run cut by the budget has
+none, even where ``--final`` evaluated its best checkpoint so far. A file already in
 DEST with other contents is not overwritten unless ``--overwrite``; the run
 names must follow ``<dataset>_<arch>_<method>_s<seed>``.
 """
@@ -56,7 +57,10 @@ def plan(src: Path, dest: Path) -> list[tuple[Path, Path]]:
             if suffix == ".diagnose.txt" and diagnosis_metrics(path) is None:
                 print(f"collect_results: skipping {path.name}: no result line (unfinished?)", file=sys.stderr)
                 continue
-            if suffix in (".valid.jsonl", ".train.jsonl") and not (src / f"{run}.results.json").exists():
+            # A run cut by the budget has no results.json, yet `--final` may have
+            # evaluated its best checkpoint so far: its ranks must not join the
+            # finished runs' in compare_runs.py while the tables leave it out.
+            if suffix != ".results.json" and not (src / f"{run}.results.json").exists():
                 print(f"collect_results: skipping {path.name}: the run has no results.json (cut?)", file=sys.stderr)
                 continue
             moves.append((path, dest / sub / f"{run}{new_suffix}"))

@@ -25,7 +25,9 @@ checkpoint and at it, and per (dataset, arch), the least-squares slope of
 test Recall@10 on the first level's averaged share over all CE and pointwise
 runs, with a 95% bootstrap interval over runs and a two-sided permutation p
 (run values shuffled over shares).
-Runs selected on validation cross-entropy (``_vce``) and other kinds are left out.
+Runs whose checkpoint was selected another way (on validation cross-entropy,
+``_vce``, or on the full validation split, ``_fullval``) and other kinds are
+left out: the slope compares loss weightings under one selection rule.
 
 Run: python benchmarks/level_profile.py --dir docs/results_raw/2026-11-26
 """
@@ -50,6 +52,9 @@ from training.config import load_config_file  # noqa: E402
 from training.losses import LossConfig, pointwise_token_weights  # noqa: E402
 
 METRIC = "recall@10"
+
+
+OTHER_SELECTION = ("_vce", "_fullval")  # method suffixes of runs selected by another rule
 
 
 def lane_settings(lanes_dir: Path) -> dict[str, tuple[str, list[str]]]:
@@ -150,12 +155,12 @@ def fill_stand_in(entry: TrainedWeights, entries: list[TrainedWeights], curves: 
 
 
 def collect(folder: Path, lanes: dict[str, tuple[str, list[str]]], config_dir: Path) -> list[TrainedWeights]:
-    """Every CE and pointwise run of ``folder`` (``_vce`` left out) with the weights it trained with."""
+    """Every CE and pointwise run of ``folder`` (other selection rules left out) with the weights it trained with."""
     curves = load_curves(folder, "train", lambda r: bool(r.get("prefix_weights")))
     traces = {path.name.removesuffix(".train.jsonl"): path for path in (folder / "traces").glob("*.train.jsonl")}
     entries = []
     for run in load_runs(folder, [METRIC]):
-        if run["method"].endswith("_vce"):
+        if run["method"].endswith(OTHER_SELECTION):
             continue
         loss = loss_config_of(run, lanes, config_dir)
         if loss is None or loss.kind not in ("ce", "apao_pointwise"):

@@ -24,6 +24,7 @@ def test_collects_and_refuses_to_overwrite(tmp_path, capsys):
     (src / "office_t5_ce_s1.log").write_text("not collected")
     (src / "office_t5_ce_s1.valid.jsonl").write_text('{"step": 38, "kind": "valid", "valid_ce": 5.0}\n')
     (src / "office_t5_apao_s2.valid.jsonl").write_text('{"step": 38, "kind": "valid", "valid_ce": 5.1}\n')  # cut run
+    np.save(src / "office_t5_apao_s2.test_ranks.npy", np.array([5, 5, 5], np.int32))  # its --final evaluation
     (src / "office_t5_ce_s1.train.jsonl").write_text('{"step": 10, "kind": "train", "prefix_weights": [0.5, 0.5]}\n')
 
     assert collect_results.main([str(src), str(dest)]) == 0
@@ -39,6 +40,7 @@ def test_collects_and_refuses_to_overwrite(tmp_path, capsys):
     assert not (dest / "office_t5_apao_s2.diagnose.txt").exists()
     assert sorted(p.name for p in (dest / "valid_curves").iterdir()) == ["office_t5_ce_s1.valid.jsonl"]
     assert "skipping office_t5_apao_s2.valid.jsonl" in captured.err
+    assert "skipping office_t5_apao_s2.test_ranks.npy" in captured.err
     assert sorted(p.name for p in (dest / "train_curves").iterdir()) == ["office_t5_ce_s1.train.jsonl"]
 
     # The same files again: nothing differs, fine. A changed result: refused, then forced.

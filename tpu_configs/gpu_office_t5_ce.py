@@ -8,8 +8,8 @@ AdamW lr 5e-4, weight decay 0.01, 1% warmup, cosine decay, batch 1024
 a better validation NDCG@10 (the reference code stops on validation loss),
 constrained beam search with 20 beams.
 
-Expected result (test, 14 seeds on H200, docs/results.md): Recall@10 0.0613 ±
-0.0033 (seeds from 0.0565 to 0.0677), Recall@20 0.0998, NDCG@10 0.0309,
+Expected result (test, 15 seeds on H200/H100, docs/results.md): Recall@10 0.0616 ±
+0.0033 (seeds from 0.0565 to 0.0677), Recall@20 0.0997, NDCG@10 0.0309,
 NDCG@20 0.0405; about 1.5 GPU-minutes. Published bar: Recall@10 0.0608
 (paper); the APAO reference code on one H100 (one seed): Recall@10 0.0599,
 Recall@20 0.0948, NDCG@10 0.0298, NDCG@20 0.0386 (best epoch 50, ~7 min).
