@@ -186,6 +186,9 @@ class EvalConfig:
       batch_size: users decoded per call.
       max_examples: validation examples per evaluation (the first ones), for
         speed; None uses all. The final test evaluation always uses all.
+        The first users of a dataset file need not be typical: Beauty's
+        first 5,000 are its most active and have half the rest's Recall@10
+        (benchmarks/validation_subset.py), which biases checkpoint selection.
       ks: cut-offs of Recall@k / NDCG@k.
       score_normalization: softmax support of the beam scores (see
         ``constrained.beam_search``): ``"vocab"``, ``"trie"`` (valid children
