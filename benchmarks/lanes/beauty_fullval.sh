@@ -10,10 +10,10 @@
 # - beauty_t5_apao_fullval seeds 1-3: APAO pointwise at the paper's Beauty
 #   pair (gpu_beauty_t5_apao.py) under the same rule; summarize_results.py
 #   compares it with ce_fullval. More seeds in a later session.
-# A full-validation Beauty run takes ~20-25 minutes with a GPU partner (~15
-# steps/s over ~10-13k steps, plus one 22k-user validation pass an epoch),
-# so each lane holds one run: ~25 minutes of one 4-GPU host, three calls on
-# the same warm machine:
+# A full-validation Beauty run took ~15-18 minutes with a GPU partner in the
+# seventh session (~15 steps/s over 10-13k steps, plus a ~1.5 s pass over the
+# 22k validation users each epoch), so each lane holds one run: ~20 minutes
+# of one 4-GPU host, three calls on the same warm machine:
 #   source benchmarks/lanes/beauty_fullval.sh
 #   bash benchmarks/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r   # twice
 #   bash benchmarks/reproduce_gpu.sh /tmp/r <what is left> --diagnose --final; tar czf $OUT/all.tgz -C /tmp r
