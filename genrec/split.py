@@ -134,3 +134,38 @@ def leave_one_out_split(
         valid=_gather_examples(flat_items, user_starts, users, user_starts + lengths - 2, max_history),
         test=_gather_examples(flat_items, user_starts, users, user_starts + lengths - 1, max_history),
     )
+
+
+SUBSET_RULES = ("spread", "first")
+
+
+def subset_examples(arrays: SplitArrays, max_examples: int | None, rule: str = "spread") -> SplitArrays:
+    """At most ``max_examples`` examples of ``arrays``, in their order.
+
+    Args:
+      arrays: one split's examples.
+      max_examples: how many to keep; None (or at least ``arrays.num_examples``)
+        keeps all.
+      rule: ``"spread"`` keeps evenly spaced examples over the whole split
+        (the first and the last included); ``"first"`` keeps the leading ones.
+        Examples follow the users' order in the dataset file, which can follow
+        their activity: Beauty's first users are its most active and have
+        half the others' Recall@10, so a leading slice is a biased sample.
+
+    Raises:
+      ValueError: ``max_examples < 1`` or an unknown ``rule``.
+    """
+    if rule not in SUBSET_RULES:
+        raise ValueError(f"subset rule {rule!r}: expected one of {SUBSET_RULES}")
+    if max_examples is not None and max_examples < 1:
+        raise ValueError(f"max_examples={max_examples} must be >= 1 (or None for all)")
+    total = arrays.num_examples
+    if max_examples is None or max_examples >= total:
+        return arrays
+    if rule == "first":
+        rows = np.arange(max_examples)
+    else:
+        # Distinct because the spacing (total - 1) / (max_examples - 1) is > 1.
+        rows = np.round(np.linspace(0, total - 1, max_examples)).astype(np.int64)
+    return SplitArrays(histories=arrays.histories[rows], targets=arrays.targets[rows],
+                       user_rows=arrays.user_rows[rows])

@@ -67,3 +67,28 @@ def test_split_rejects_short_sequences():
         leave_one_out_split([np.arange(5), np.arange(2)])
     with pytest.raises(ValueError, match="max_history"):
         leave_one_out_split([np.arange(5)], max_history=0)
+
+
+def test_subset_examples_spread_and_first():
+    from genrec.split import SplitArrays, subset_examples
+
+    n = 11
+    arrays = SplitArrays(histories=np.arange(n * 2, dtype=np.int32).reshape(n, 2),
+                         targets=np.arange(100, 100 + n, dtype=np.int32),
+                         user_rows=np.arange(n, dtype=np.int32))
+    spread = subset_examples(arrays, 5, "spread")
+    # Evenly spaced over all users, first and last included: rows 0, 2.5->2, 5, 7.5->8, 10.
+    np.testing.assert_array_equal(spread.user_rows, [0, 2, 5, 8, 10])
+    np.testing.assert_array_equal(spread.targets, arrays.targets[[0, 2, 5, 8, 10]])
+    np.testing.assert_array_equal(spread.histories, arrays.histories[[0, 2, 5, 8, 10]])
+    first = subset_examples(arrays, 4, "first")
+    np.testing.assert_array_equal(first.user_rows, [0, 1, 2, 3])
+    # Every size keeps distinct rows in order, so no user counts twice.
+    for size in range(1, n + 1):
+        rows = subset_examples(arrays, size).user_rows
+        assert len(rows) == size and np.all(np.diff(rows) > 0)
+    assert subset_examples(arrays, None) is arrays and subset_examples(arrays, n + 5, "first") is arrays
+    with pytest.raises(ValueError, match="must be >= 1"):
+        subset_examples(arrays, 0)
+    with pytest.raises(ValueError, match="subset rule 'random'"):
+        subset_examples(arrays, 3, "random")

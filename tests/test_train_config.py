@@ -181,6 +181,21 @@ def test_score_normalization_follows_the_loss_unless_set():
     assert score_normalization(config_from_json(payload)) == "trie"
 
 
+def test_eval_subset_defaults_to_spread_and_old_runs_keep_the_first_examples():
+    from training.config import EvalConfig
+
+    assert TrainConfig().eval.subset == "spread"
+    assert apply_overrides(TrainConfig(), ["eval.subset=first"]).eval.subset == "first"
+    with pytest.raises(ValueError, match="eval.subset"):
+        apply_overrides(TrainConfig(), ["eval.subset=random"])
+    with pytest.raises(ValueError, match="eval.subset='random'"):
+        TrainConfig(eval=EvalConfig(subset="random"))
+    # A run file written before the field existed validated on the leading examples.
+    payload = config_to_json(TrainConfig(eval=EvalConfig(max_examples=50)))
+    del payload["train_config"]["eval"]["subset"]
+    assert config_from_json(payload).eval.subset == "first"
+
+
 def test_selection_metric_must_be_a_known_validation_metric():
     from training.config import EvalConfig
 

@@ -24,7 +24,7 @@ def get_config() -> TrainConfig:
         loss=LossConfig(kind="apao_pointwise", beta=0.1, eta=1e-5),
         optimizer=OptimizerConfig(learning_rate=5e-4, weight_decay=0.01, warmup_fraction=0.01, schedule="cosine"),
         # The first 5,000 users: fast but biased (gpu_beauty_t5_ce.py's docstring).
-        eval=EvalConfig(num_beams=20, batch_size=512, max_examples=5000),
+        eval=EvalConfig(num_beams=20, batch_size=512, max_examples=5000, subset="first"),
         batch_size=1024,
         num_epochs=200,
         early_stopping_patience=20,

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from genrec.models import ModelConfig
+from genrec.split import SUBSET_RULES
 from training.losses import LossConfig
 
 __all__ = [
@@ -184,10 +185,13 @@ class EvalConfig:
     Attributes:
       num_beams: beam width (the paper: 20).
       batch_size: users decoded per call.
-      max_examples: validation examples per evaluation (the first ones), for
-        speed; None uses all. The final test evaluation always uses all.
-        The first users of a dataset file need not be typical: Beauty's
-        first 5,000 are its most active and have half the rest's Recall@10
+      max_examples: validation examples per evaluation, for speed; None
+        uses all. The final test evaluation always uses all.
+      subset: which ``max_examples`` validation examples
+        (``genrec.split.subset_examples``): ``"spread"``, evenly spaced over
+        all users, or ``"first"``, the leading ones. The first users of a
+        dataset file need not be typical: Beauty's first 5,000 are its most
+        active and have half the rest's Recall@10
         (benchmarks/validation_subset.py), which biases checkpoint selection.
       ks: cut-offs of Recall@k / NDCG@k.
       score_normalization: softmax support of the beam scores (see
@@ -204,6 +208,7 @@ class EvalConfig:
     num_beams: int = 20
     batch_size: int = 256
     max_examples: int | None = None
+    subset: Literal["spread", "first"] = "spread"
     ks: tuple[int, ...] = (5, 10, 20)
     score_normalization: Literal["auto", "vocab", "trie"] = "auto"
     selection_metric: str = "ndcg@10"
@@ -284,6 +289,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.eval_every={self.eval_every} must be >= 0 (0 = never) or None")
         if not self.eval.ks or min(self.eval.ks) < 1:
             raise ValueError(f"TrainConfig.eval.ks={self.eval.ks} must be non-empty positive cut-offs")
+        if self.eval.subset not in SUBSET_RULES:
+            raise ValueError(f"TrainConfig.eval.subset={self.eval.subset!r}; expected one of {SUBSET_RULES}")
         metric = self.eval.selection_metric
         if metric != VALID_CE:
             name, _, k = metric.partition("@")
@@ -468,7 +475,12 @@ def config_from_json(payload: dict[str, Any], source: str = "<json>") -> TrainCo
             f"{source}: config format_version {payload.get('format_version')!r} is not "
             f"{CONFIG_FORMAT_VERSION}; it was written by another genrec version"
         )
-    return _from_dict(TrainConfig, payload["train_config"], source)
+    train_config = dict(payload["train_config"])
+    if isinstance(train_config.get("eval"), dict) and "subset" not in train_config["eval"]:
+        # Written before eval.subset existed, when the leading slice was the only
+        # rule: a resumed run keeps validating on the examples it started with.
+        train_config["eval"] = {**train_config["eval"], "subset": "first"}
+    return _from_dict(TrainConfig, train_config, source)
 
 
 def _from_dict(cls: type, values: dict[str, Any], source: str) -> Any:

@@ -50,7 +50,7 @@ from flax import nnx
 from genrec.batching import BatchIterator
 from genrec.datasets import InteractionData, load_sid_dataset
 from genrec.models import build_model, count_params
-from genrec.split import LeaveOneOutSplit, SplitArrays, leave_one_out_split
+from genrec.split import LeaveOneOutSplit, SplitArrays, leave_one_out_split, subset_examples
 from genrec.synthetic import make_synthetic_dataset
 from genrec.atomic_files import atomic_open, write_json_atomic
 from training.checkpoint import (
@@ -332,22 +332,22 @@ def train(
 
     # --- Evaluators: constrained beam search over the catalogue trie ---------
     selection_metric = config.eval.selection_metric
+    valid_examples = subset_examples(split.valid, config.eval.max_examples, config.eval.subset)
     eval_index, _ = build_eval_index(data.sid_codes, vocab)
 
-    def evaluate(state: nnx.State, split_arrays: SplitArrays, max_examples: int | None,
-                 with_ce: bool = False, ranks_out: np.ndarray | None = None) -> dict[str, float]:
+    def evaluate(state: nnx.State, split_arrays: SplitArrays, with_ce: bool = False,
+                 ranks_out: np.ndarray | None = None) -> dict[str, float]:
         eval_model = nnx.merge(graphdef, state)
         metrics = evaluate_split(
             eval_model, eval_index, data, split_arrays,
             num_beams=config.eval.num_beams, batch_size=config.eval.batch_size,
-            ks=tuple(config.eval.ks), max_examples=max_examples,
+            ks=tuple(config.eval.ks),
             normalization=score_normalization(config), ranks_out=ranks_out,
         )
         if with_ce:
             # Logged at every validation (cheap: one teacher-forced pass); selects
             # the best checkpoint when eval.selection_metric == "valid_ce".
-            metrics[VALID_CE] = validation_ce(eval_model, data, split_arrays, batch_size=config.eval.batch_size,
-                                              max_examples=max_examples)
+            metrics[VALID_CE] = validation_ce(eval_model, data, split_arrays, batch_size=config.eval.batch_size)
         return {key: float(value) for key, value in metrics.items()}
 
     # --- Loop --------------------------------------------------------------
@@ -386,7 +386,7 @@ def train(
             stop_early = False
             if eval_every and (step % eval_every == 0 or step == total_steps):
                 eval_start = time.perf_counter()
-                valid_metrics = evaluate(state, split.valid, config.eval.max_examples, with_ce=True)
+                valid_metrics = evaluate(state, valid_examples, with_ce=True)
                 window_start += time.perf_counter() - eval_start  # throughput counts training time only
                 metrics_log.write({"step": step, "kind": "valid", **valid_metrics})
                 score = valid_metrics[selection_metric]
@@ -436,7 +436,7 @@ def train(
         params, _ = checkpointer.restore_params(params, "best")
         state = nnx.merge_state(params, rest)
     test_ranks = np.zeros(split.test.num_examples, np.int32)
-    test_metrics = evaluate(state, split.test, None, ranks_out=test_ranks)
+    test_metrics = evaluate(state, split.test, ranks_out=test_ranks)
     if is_primary:  # per-user ranks, for paired comparisons of runs (benchmarks/compare_runs.py)
         with atomic_open(workdir / TEST_RANKS_FILE, "wb") as f:
             np.save(f, test_ranks)
