@@ -37,3 +37,30 @@ def test_best_checkpoint_follows_the_selection_metric(tmp_path, metric):
     ranks = np.load(tmp_path / "test_ranks.npy")
     assert ranks.shape == (int(result.test_metrics["num_examples"]),)
     assert np.mean((ranks >= 1) & (ranks <= 10)) == pytest.approx(result.test_metrics["recall@10"])
+
+
+def test_validation_changes_lists_what_decides_the_best_checkpoint():
+    from training.config import EvalConfig
+    from training.train import validation_changes
+
+    base = EvalConfig(max_examples=100, subset="first")
+    assert validation_changes(base, base) == []
+    assert validation_changes(base, EvalConfig(max_examples=100, subset="spread", batch_size=7)) == [
+        "eval.subset: 'first' -> 'spread'"]  # batch_size does not change the scores
+    assert validation_changes(base, EvalConfig(max_examples=None, selection_metric="valid_ce")) == [
+        "eval.max_examples: 100 -> None", "eval.subset: 'first' -> None",
+        "eval.selection_metric: 'ndcg@10' -> 'valid_ce'"]
+    # Without a subset the rule is moot.
+    assert validation_changes(EvalConfig(subset="first"), EvalConfig(subset="spread")) == []
+
+
+def test_resuming_with_another_validation_subset_warns(tmp_path, caplog):
+    first = load_config_file(REPO / "tpu_configs/cpu_smoke.py",
+                             [o for o in OVERRIDES if not o.startswith("num_steps")] + ["num_steps=6", "eval.subset=first"])
+    train(first, tmp_path, resume=False)
+    spread = load_config_file(REPO / "tpu_configs/cpu_smoke.py",
+                              [o for o in OVERRIDES if not o.startswith("num_steps")] + ["num_steps=9"])
+    with caplog.at_level("WARNING", logger="genrec.train"):
+        result = train(spread, tmp_path, resume=True)
+    assert "resuming with another validation setting (eval.subset: 'first' -> 'spread')" in caplog.text
+    assert result.final_step == 9

@@ -63,7 +63,8 @@ from training.checkpoint import (
     write_run_files,
 )
 from training.evaluate import build_eval_index, evaluate_split, popularity_baseline, validation_ce
-from training.config import VALID_CE, DataConfig, TrainConfig, load_config_file, override_keys, score_normalization
+from training.config import (VALID_CE, DataConfig, EvalConfig, TrainConfig, load_config_file, override_keys,
+                             score_normalization)
 from training.optim import make_optimizer
 from training.preemption import StopOnSignal, TrainingInterrupted
 from training.tb_events import EventWriter
@@ -188,6 +189,21 @@ class MetricsLog:
         return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+# What decides which checkpoint is best: a change across a resume makes the
+# validation scores before and after it incomparable.
+SELECTION_FIELDS = ("num_beams", "max_examples", "subset", "ks", "selection_metric", "score_normalization")
+
+
+def validation_changes(saved: EvalConfig, current: EvalConfig) -> list[str]:
+    """``"eval.field: old -> new"`` for each checkpoint-selection setting that differs
+    (``subset`` only where a subset is taken, i.e. ``max_examples`` is set)."""
+    def setting(config: EvalConfig, name: str) -> Any:
+        return None if name == "subset" and config.max_examples is None else getattr(config, name)
+
+    return [f"eval.{name}: {setting(saved, name)!r} -> {setting(current, name)!r}"
+            for name in SELECTION_FIELDS if setting(saved, name) != setting(current, name)]
+
+
 def _tensorboard_scalars(record: dict[str, Any]) -> dict[str, float]:
     """The TensorBoard scalars of a metrics.jsonl record: ``kind/key``, and ``kind/key/i`` (from 1) for lists.
 
@@ -301,7 +317,10 @@ def train(
 
     # --- Checkpoints: run files, then resume -------------------------------
     if resume and (workdir / CONFIG_FILE).exists():
-        _, saved_model_config = read_run_config(workdir)
+        saved_config, saved_model_config = read_run_config(workdir)
+        for change in validation_changes(saved_config.eval, config.eval):
+            logger.warning("resuming with another validation setting (%s): the best checkpoint so far "
+                           "was chosen under the old one", change)
         if saved_model_config != model_config:
             raise ValueError(
                 f"{workdir}/{CONFIG_FILE} holds a different model ({saved_model_config}) than this "
