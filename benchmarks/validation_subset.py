@@ -34,21 +34,44 @@ from compare_runs import format_p, load_group, per_user_metric  # noqa: E402
 DEFAULT_METRICS = "recall@10,ndcg@10"
 
 
-def data_profile(sequences: Sequence[np.ndarray], max_history: int) -> dict[str, np.ndarray]:
+def data_profile(sequences: Sequence[np.ndarray], max_history: int, sid_codes: np.ndarray) -> dict[str, np.ndarray]:
     """Per validation example (leave-one-out order): ``items_before`` the
-    validation target, ``history_kept`` (at most ``max_history``) and
-    ``target_popularity`` (training examples with the same target item)."""
+    validation target, ``history_kept`` (at most ``max_history``),
+    ``target_popularity`` (training examples with the same target item) and
+    ``same_first_code`` (1 when the target's first SID code is the last
+    history item's: a crude measure of how coherent the sequence is)."""
     from genrec.split import leave_one_out_split  # the project's split, so the order matches the ranks
 
     parts = leave_one_out_split(sequences, max_history)
     num_items = int(max(seq.max() for seq in sequences)) + 1
     counts = np.bincount(parts.train.targets, minlength=num_items)
     items_before = np.array([len(seq) - 2 for seq in sequences], np.int64)
+    last_history_item = parts.valid.histories[:, -1]  # never padding: every user has >= 1 history item
     return {
         "items_before": items_before,
         "history_kept": np.minimum(items_before, max_history),
         "target_popularity": counts[parts.valid.targets].astype(np.int64),
+        "same_first_code": (sid_codes[parts.valid.targets, 0] == sid_codes[last_history_item, 0]).astype(np.int64),
     }
+
+
+LENGTH_EDGES = (1, 4, 6, 9, 13, 21)  # buckets of items before the target: 1-3, 4-5, 6-8, 9-12, 13-20, 21+
+
+
+def by_length_rows(items_before: np.ndarray, values: np.ndarray, first: int) -> list[tuple[str, int, int, float, float]]:
+    """``(bucket, users in the first slice, users in the rest, mean there, mean here)`` per
+    bucket of ``items_before`` (LENGTH_EDGES): does the first slice differ at equal history
+    length? Buckets empty on either side are left out."""
+    in_first = np.arange(values.shape[0]) < first
+    edges = (*LENGTH_EDGES, np.inf)
+    rows = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        bucket = (items_before >= low) & (items_before < high)
+        label = f"{low}+" if high == np.inf else f"{low}-{int(high) - 1}"
+        a, b = bucket & in_first, bucket & ~in_first
+        if a.any() and b.any():
+            rows.append((label, int(a.sum()), int(b.sum()), float(values[a].mean()), float(values[b].mean())))
+    return rows
 
 
 def slice_gap_test(values: np.ndarray, first: int, *, draws: int, seed: int) -> tuple[float, float]:
@@ -90,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"validation_subset: --first {args.first} must lie strictly between 0 and the "
               f"{n} validation examples of {args.data}", file=sys.stderr)
         return 2
-    profile = data_profile(data.sequences, args.max_history)
+    profile = data_profile(data.sequences, args.max_history, data.sid_codes)
     rows = [(name, values) for name, values in profile.items()]
     paths = sorted({path for pattern in args.ranks for path in (glob.glob(pattern) or [pattern])})
     if paths:
@@ -112,13 +135,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, values in rows:
         values = np.asarray(values, np.float64)
         gap, p_value = slice_gap_test(values, args.first, draws=args.draws, seed=args.seed)
-        digits = 4 if "@" in name else 2
+        digits = 4 if "@" in name or name == "same_first_code" else 2
         print(f"| {name} | {values[:args.first].mean():.{digits}f} | {values[args.first:].mean():.{digits}f} | "
               f"{values.mean():.{digits}f} | {gap:+.{digits}f} | {format_p(p_value)} |")
     print(f"\np: two-sided share of {args.draws} random slices of {args.first} examples (seed {args.seed}) "
           f"whose gap to the rest is at least the first slice's, smallest attainable {format_p(1 / (1 + args.draws))}")
     if paths:
         print("runs: " + ", ".join(Path(path).name.split(".")[0] for path in paths))
+        metric_name, metric_values = rows[len(profile)]
+        print(f"\nAt equal history length, {metric_name}:\n")
+        print("| items before the target | users (first / rest) | first slice | rest |")
+        print("|---|---|---|---|")
+        for label, count_first, count_rest, mean_first, mean_rest in by_length_rows(
+                profile["items_before"], np.asarray(metric_values, np.float64), args.first):
+            print(f"| {label} | {count_first} / {count_rest} | {mean_first:.4f} | {mean_rest:.4f} |")
     return 0
 
 

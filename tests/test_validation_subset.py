@@ -15,11 +15,23 @@ validation_subset = load_script("validation_subset")
 def test_data_profile_follows_the_leave_one_out_split():
     # Training targets are s[1..n-3] (genrec/split.py): item 1 twice, item 2 once.
     sequences = [np.array(s) for s in ([0, 1, 2, 3, 1], [2, 1, 0, 3], [3, 2, 0])]
-    profile = validation_subset.data_profile(sequences, max_history=2)
+    sid_codes = np.array([[0, 0], [1, 0], [1, 1], [0, 1]])  # first codes: items 0, 3 -> 0; items 1, 2 -> 1
+    profile = validation_subset.data_profile(sequences, 2, sid_codes)
     np.testing.assert_array_equal(profile["items_before"], [3, 2, 1])
     np.testing.assert_array_equal(profile["history_kept"], [2, 2, 1])
-    # Validation targets (second-to-last items): 3, 0, 2.
+    # Validation targets (second-to-last items): 3, 0, 2; last history items: 2, 1, 3.
     np.testing.assert_array_equal(profile["target_popularity"], [0, 0, 1])
+    np.testing.assert_array_equal(profile["same_first_code"], [0, 0, 0])
+    sid_codes[3, 0] = 1  # now item 3 shares item 2's first code: users 0 (3 after 2) and 2 (2 after 3)
+    np.testing.assert_array_equal(validation_subset.data_profile(sequences, 2, sid_codes)["same_first_code"], [1, 0, 1])
+
+
+def test_by_length_rows_compares_equal_history_lengths():
+    items_before = np.array([1, 2, 4, 1, 5, 30, 7])
+    values = np.array([0.0, 1.0, 0.5, 1.0, 1.0, 1.0, 0.0])
+    # First slice = first 3 users: lengths 1, 2 (bucket 1-3) and 4 (4-5); the rest: 1, 5, 30, 7.
+    assert validation_subset.by_length_rows(items_before, values, 3) == [
+        ("1-3", 2, 1, 0.5, 1.0), ("4-5", 1, 1, 0.5, 1.0)]  # 6-8 and 21+ only in the rest: left out
 
 
 def brute_force_p(values, first, draws, seed):
@@ -76,6 +88,8 @@ def test_cli_reports_a_first_slice_unlike_the_rest(tmp_path, capsys):
     assert "| items_before | 10.00 | 1.00 | 3.25 | +9.00 | 0.005 |" in out
     assert "| recall@10 (mean of 2 runs) | 0.0000 | 1.0000 | 0.7500 | -1.0000 | 0.005 |" in out
     assert "runs: r_s0, r_s1" in out
+    # No history length occurs on both sides here, so the equal-length table is empty.
+    assert out.rstrip().endswith("| items before the target | users (first / rest) | first slice | rest |\n|---|---|---|---|")
 
     assert validation_subset.main([*args, "--ranks", str(tmp_path / "absent.npy")]) == 2
     assert "no such rank file" in capsys.readouterr().err

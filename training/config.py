@@ -190,8 +190,8 @@ class EvalConfig:
       subset: which ``max_examples`` validation examples
         (``genrec.split.subset_examples``): ``"spread"``, evenly spaced over
         all users, or ``"first"``, the leading ones. The first users of a
-        dataset file need not be typical: Beauty's first 5,000 are its most
-        active and have half the rest's Recall@10
+        dataset file need not be typical: Beauty's first 5,000 have about
+        half the others' Recall@10 at every history length
         (benchmarks/validation_subset.py), which biases checkpoint selection.
       ks: cut-offs of Recall@k / NDCG@k.
       score_normalization: softmax support of the beam scores (see

@@ -2,8 +2,8 @@
 # checkpoint (and stopping early) on all 22,363 Beauty validation users,
 # instead of the first 5,000 (eval.max_examples=5000 in the Beauty configs),
 # close Beauty's gap to the paper, and does it change APAO vs CE there?
-# The first 5,000 are Beauty's most active users, with half the others'
-# Recall@10 (benchmarks/validation_subset.py), and the APAO reference code
+# The first 5,000 users are not typical: about half the others' Recall@10
+# at every history length (benchmarks/validation_subset.py); and the APAO reference code
 # validates on every user. The seventh session's eta_confirm.sh ran
 # beauty_t5_ce_fullval seeds 1-8: seeds 1, 5, 8 finished (R@10 0.0601, +3.3%
 # over the 5,000-user CE paired over users, p 0.11; NDCG@10 +4.5%, p 0.025);
