@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -47,11 +46,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 from lane_files import lane_runs  # noqa: E402
-from summarize_results import load_curves, load_runs, slashed  # noqa: E402
+from summarize_results import load_curves, load_runs, read_records, slashed  # noqa: E402
 from training.config import load_config_file  # noqa: E402
 from training.losses import LossConfig, pointwise_token_weights  # noqa: E402
 
 METRIC = "recall@10"
+
+
+def has_weights(record: dict) -> bool:
+    return bool(record.get("prefix_weights"))
 
 
 OTHER_SELECTION = ("_vce", "_fullval")  # method suffixes of runs selected by another rule
@@ -139,8 +142,7 @@ def fill_stand_in(entry: TrainedWeights, entries: list[TrainedWeights], curves: 
         return
     trace = traces.get(f"{run['dataset']}_{run['arch']}_apao_trace_per_batch")
     if trace is not None:
-        records = [json.loads(line) for line in trace.read_text().splitlines() if line.strip()]
-        records = entry.until_best([r for r in records if r.get("kind") == "train" and r.get("prefix_weights")])
+        records = entry.until_best(read_records(trace, "train", has_weights))
         entry.weights, entry.source = [r["prefix_weights"] for r in records], "per-batch trace"
         return
     # The per-batch rule applied to the prefix losses the dataset's recorded runs logged.
@@ -156,7 +158,7 @@ def fill_stand_in(entry: TrainedWeights, entries: list[TrainedWeights], curves: 
 
 def collect(folder: Path, lanes: dict[str, tuple[str, list[str]]], config_dir: Path) -> list[TrainedWeights]:
     """Every CE and pointwise run of ``folder`` (other selection rules left out) with the weights it trained with."""
-    curves = load_curves(folder, "train", lambda r: bool(r.get("prefix_weights")))
+    curves = load_curves(folder, "train", has_weights)
     traces = {path.name.removesuffix(".train.jsonl"): path for path in (folder / "traces").glob("*.train.jsonl")}
     entries = []
     for run in load_runs(folder, [METRIC]):

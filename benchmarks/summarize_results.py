@@ -182,16 +182,22 @@ def survival_section(folder: Path) -> list[str]:
     return lines
 
 
+def read_records(path: Path, kind: str, keep: Callable[[dict], bool]) -> list[dict]:
+    """The ``kind`` records (``"train"`` / ``"valid"``) of a metrics JSONL file with
+    ``keep(record)``, in step order."""
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return sorted((r for r in records if r.get("kind") == kind and keep(r)), key=lambda r: r["step"])
+
+
 def load_curves(folder: Path, kind: str, keep: Callable[[dict], bool]) -> dict[str, list[dict]]:
     """``{run name: records in step order}`` from each ``<kind>_curves/<run>.<kind>.jsonl``
     of ``folder`` (as collect_results.py files them), keeping the records with
     ``keep(record)``; a run with none kept is left out."""
     curves = {}
     for path in sorted((folder / f"{kind}_curves").glob(f"*.{kind}.jsonl")):
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        records = [r for r in records if r.get("kind") == kind and keep(r)]
+        records = read_records(path, kind, keep)
         if records:
-            curves[path.name.removesuffix(f".{kind}.jsonl")] = sorted(records, key=lambda r: r["step"])
+            curves[path.name.removesuffix(f".{kind}.jsonl")] = records
     return curves
 
 

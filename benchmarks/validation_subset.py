@@ -30,6 +30,7 @@ import numpy as np
 # compare_runs.py sits beside this script; benchmarks/ is not a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_runs import format_p, load_group, per_user_metric  # noqa: E402
+from popularity_buckets import target_popularity  # noqa: E402
 
 DEFAULT_METRICS = "recall@10,ndcg@10"
 
@@ -40,18 +41,15 @@ def data_profile(sequences: Sequence[np.ndarray], max_history: int, sid_codes: n
     ``target_popularity`` (training examples with the same target item) and
     ``same_first_code`` (1 when the target's first SID code is the last
     history item's: a crude measure of how coherent the sequence is)."""
-    from genrec.split import leave_one_out_split  # the project's split, so the order matches the ranks
-
-    parts = leave_one_out_split(sequences, max_history)
-    num_items = int(max(seq.max() for seq in sequences)) + 1
-    counts = np.bincount(parts.train.targets, minlength=num_items)
+    # One validation example per user, in user order (genrec.split): target s[-2] after s[-3].
     items_before = np.array([len(seq) - 2 for seq in sequences], np.int64)
-    last_history_item = parts.valid.histories[:, -1]  # never padding: every user has >= 1 history item
+    targets = np.array([seq[-2] for seq in sequences])
+    last_history_item = np.array([seq[-3] for seq in sequences])
     return {
         "items_before": items_before,
         "history_kept": np.minimum(items_before, max_history),
-        "target_popularity": counts[parts.valid.targets].astype(np.int64),
-        "same_first_code": (sid_codes[parts.valid.targets, 0] == sid_codes[last_history_item, 0]).astype(np.int64),
+        "target_popularity": target_popularity(sequences, max_history, split="valid"),
+        "same_first_code": (sid_codes[targets, 0] == sid_codes[last_history_item, 0]).astype(np.int64),
     }
 
 
@@ -114,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{n} validation examples of {args.data}", file=sys.stderr)
         return 2
     profile = data_profile(data.sequences, args.max_history, data.sid_codes)
-    rows = [(name, values) for name, values in profile.items()]
+    rows = list(profile.items())
     paths = sorted({path for pattern in args.ranks for path in (glob.glob(pattern) or [pattern])})
     if paths:
         missing = [path for path in paths if not Path(path).is_file()]
@@ -126,8 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"validation_subset: the rank files cover {ranks.shape[1]} users, {args.data} has "
                   f"{n} validation examples (use the valid_ranks of runs on this data)", file=sys.stderr)
             return 2
-        for metric in args.metrics.split(","):
-            rows.append((f"{metric} (mean of {ranks.shape[0]} runs)", per_user_metric(ranks, metric).mean(axis=0)))
+        metric_rows = [(f"{metric} (mean of {ranks.shape[0]} runs)", per_user_metric(ranks, metric).mean(axis=0))
+                       for metric in args.metrics.split(",")]
+        rows += metric_rows
 
     print(f"{args.data.name}: first {args.first} of {n} validation examples vs the other {n - args.first}\n")
     print("| quantity | first slice | rest | all | first - rest | p (random slices) |")
@@ -142,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"whose gap to the rest is at least the first slice's, smallest attainable {format_p(1 / (1 + args.draws))}")
     if paths:
         print("runs: " + ", ".join(Path(path).name.split(".")[0] for path in paths))
-        metric_name, metric_values = rows[len(profile)]
+        metric_name, metric_values = metric_rows[0]
         print(f"\nAt equal history length, {metric_name}:\n")
         print("| items before the target | users (first / rest) | first slice | rest |")
         print("|---|---|---|---|")
