@@ -18,6 +18,8 @@
 #              user's prefix ranks as <run>.prefix_ranks.npy) into OUT, and the
 #              best checkpoint's ranks on every validation user
 #              (<run>.valid_ranks.npy), on the worker's GPU
+# WORKERS_PER_GPU=1 in the environment runs one training per GPU instead of
+# two (for runs that must finish in a short call, or solo timings).
 # Runs: LANE_GPU<g>_A and LANE_GPU<g>_B (g = 0..15; one job per line,
 # name|config|dataset|overrides); GPUs 0 and 1 have defaults below. The queue
 # takes the lanes' first lines, then their second lines, and so on (lanes in
@@ -39,6 +41,8 @@ mkdir -p "$out" runs
 # Several processes share a GPU: allocate on demand instead of 75% up front.
 export PYTHONPATH=. PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 deadline=$(( $(date +%s) + budget ))
+workers_per_gpu=${WORKERS_PER_GPU:-2}
+case $workers_per_gpu in ''|*[!0-9]*|0) echo "WORKERS_PER_GPU must be a positive integer, got '$workers_per_gpu'"; exit 2 ;; esac
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$out/gpus.txt"
 
 # name|config|dataset|extra overrides (space separated); a lane set in the
@@ -135,7 +139,7 @@ for (( r = 1; ; r++ )); do
 done
 dupes=$(cut -d'|' -f1 "$queue" | sort | uniq -d)
 if [ -n "$dupes" ]; then echo "reproduce_gpu.sh: runs named twice: $dupes"; exit 2; fi
-echo "$(wc -l < "$queue") runs in the queue, $(( 2 * num_gpus )) workers on $num_gpus GPU(s)"
+echo "$(wc -l < "$queue") runs in the queue, $(( workers_per_gpu * num_gpus )) workers on $num_gpus GPU(s)"
 
 for (( g = 0; g < num_gpus; g++ )); do
   if [ "$g" = 0 ] && [ "$bench" = 1 ]; then
@@ -145,10 +149,10 @@ for (( g = 0; g < num_gpus; g++ )); do
         --steps 20 --out "$out/train_pairwise.json" > "$out/train_pairwise.log" 2>&1
       rc=$?  # before $(date) below, which would reset $?
       echo "$(date +%T) pairwise benchmark exit $rc"
-      worker 0 & worker 0 & wait
+      for (( w = 0; w < workers_per_gpu; w++ )); do worker 0 & done; wait
     ) &
   else
-    worker "$g" & worker "$g" &
+    for (( w = 0; w < workers_per_gpu; w++ )); do worker "$g" & done
   fi
 done
 wait

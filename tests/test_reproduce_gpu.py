@@ -163,3 +163,25 @@ def test_bench_runs_first_on_gpu_0_then_its_workers_join(fake_host):
     assert "pairwise benchmark exit 0" in result.stdout
     trained = logged(log, "train")
     assert len(trained) == 8 and len({name for name, _ in trained}) == 8
+
+
+def test_one_worker_per_gpu_gives_each_run_its_own_gpu(fake_host):
+    """WORKERS_PER_GPU=1: two slow runs on two GPUs never share one (with two
+    workers a GPU, both could start on the same GPU)."""
+    work, env, log = fake_host
+    lanes = {"LANE_GPU0_A": job("office_t5_ce_slow1"), "LANE_GPU0_B": job("office_t5_ce_slow2"),
+             "LANE_GPU1_A": "", "LANE_GPU1_B": ""}
+    result = run_script(work, dict(env, WORKERS_PER_GPU="1"), lanes)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 workers on 2 GPU(s)" in result.stdout
+    trained = logged(log, "train")
+    assert sorted(name for name, _ in trained) == ["office_t5_ce_slow1", "office_t5_ce_slow2"]
+    assert sorted(gpu for _, gpu in trained) == ["0", "1"]
+
+
+def test_bad_workers_per_gpu_is_refused(fake_host):
+    work, env, log = fake_host
+    result = run_script(work, dict(env, WORKERS_PER_GPU="0"), LANES)
+    assert result.returncode == 2
+    assert "WORKERS_PER_GPU" in result.stdout
+    assert logged(log, "train") == []
