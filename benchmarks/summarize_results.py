@@ -49,6 +49,10 @@ BASELINE = "ce"
 # validation-to-test gap, not a fitting problem.
 VALID_METRIC = "ndcg@10"
 VALID_CE = "valid_ce"  # the validation records' mean token cross-entropy (training/train.py)
+# Method suffixes that change which users are validated on (``_fullval``: all of
+# them instead of a subset): validation curves of groups that differ in these
+# are over different users, so their validation CE is not compared.
+VALIDATION_SET_SUFFIXES = ("fullval",)
 # The method may itself contain underscores (apao_pairwise, apao_b01), so it is
 # whatever lies between the arch and the seed.
 # benchmarks/reproduce_gpu.sh names its copies <run>.results.json: accepted as is.
@@ -133,6 +137,11 @@ def baseline_of(method: str, methods: set[str]) -> str | None:
     return BASELINE if BASELINE in methods else None
 
 
+def validation_set_of(method: str) -> tuple[str, ...]:
+    """The suffixes of ``method`` that change its validation users (``VALIDATION_SET_SUFFIXES``)."""
+    return tuple(part for part in method.split("_") if part in VALIDATION_SET_SUFFIXES)
+
+
 def diagnosis_metrics(path: Path) -> dict | None:
     """The metrics of a ``genrec eval --diagnose`` output file (its last line that
     starts with ``{``), or None when it has none (the evaluation did not finish)."""
@@ -205,7 +214,8 @@ def valid_ce_section(folder: Path) -> list[str]:
     """Per group: the lowest validation token CE its runs reached and the CE at the
     selected checkpoint (highest validation NDCG@10, or lowest CE for ``_vce``);
     per non-CE group, the gap to its CE group with a permutation p (small when
-    the method's lowest CE is above CE's, i.e. it fits held-out tokens worse)."""
+    the method's lowest CE is above CE's, i.e. it fits held-out tokens worse),
+    when both validated on the same users (``validation_set_of``)."""
     groups = {}
     for (d, a, m), curves in group_by_run(load_curves(folder, "valid", lambda r: VALID_CE in r)).items():
         values = []
@@ -224,7 +234,8 @@ def valid_ce_section(folder: Path) -> list[str]:
         lowest = [v[0] for v in values]
         row = [d, a, m, str(len(values)), mean_sd(lowest), mean_sd([v[1] for v in values])]
         base_method = baseline_of(m, {mm for dd, aa, mm in groups if (dd, aa) == (d, a)})
-        if base_method is not None and len(values) >= 2 and len(groups[(d, a, base_method)]) >= 2:
+        if (base_method is not None and validation_set_of(m) == validation_set_of(base_method)
+                and len(values) >= 2 and len(groups[(d, a, base_method)]) >= 2):
             base = np.array([v[0] for v in groups[(d, a, base_method)]])
             test = run_permutation_test(base, np.array(lowest))
             row.append(f"{np.mean(lowest) - base.mean():+.4f} vs {base_method}, p {test['p']:.4f}")

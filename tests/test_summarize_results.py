@@ -132,6 +132,11 @@ def test_valid_ce_section(tmp_path, capsys):
         write_curve(f"office_t5_apao_s{seed}", [(0.02, 3.1), (0.06, low)])
     write_run(tmp_path, "office_t5_ce_vce_s1.json", 0.1)
     write_curve("office_t5_ce_vce_s1", [(0.05, 2.5), (0.01, 2.2)])  # _vce selects the lowest CE
+    # _fullval validates on other users: compared with ce_fullval, never with ce.
+    for method, lows in (("ce_fullval", (1.5, 1.6)), ("apao_fullval", (1.7, 1.8))):
+        for seed, low in enumerate(lows, start=1):
+            write_run(tmp_path, f"office_t5_{method}_s{seed}.json", 0.1)
+            write_curve(f"office_t5_{method}_s{seed}", [(0.05, low)])
 
     assert summarize_results.main(["--dir", str(tmp_path)]) == 0
     text = capsys.readouterr().out
@@ -143,6 +148,8 @@ def test_valid_ce_section(tmp_path, capsys):
     # apao above both ce runs: the smallest p 2 vs 2 runs allow, 1/6.
     assert "+0.3000 vs ce, p 0.1667" in rows["apao"]
     assert "| 2.2000 | 2.2000 |" in rows["ce_vce"]
+    assert rows["ce_fullval"].endswith("|  |")
+    assert "+0.2000 vs ce_fullval, p 0.1667" in rows["apao_fullval"]
 
 
 def test_prefix_weights_section(tmp_path, capsys):
