@@ -117,14 +117,17 @@ RESULTS_RAW = REPO / "docs" / "results_raw"
 
 def assert_expected_recall_matches_results(config_name: str, doc: str) -> None:
     """The docstring's "Expected result (test, N seed(s) ...): Recall@10 X" is the mean
-    test Recall@10 of docs/results_raw/*/<dataset>_<arch>_<method>_s<seed>.json."""
-    match = re.search(r"Expected result \(test, (\d+) seeds? .*?\): Recall@10 (0\.\d{4})", doc, re.S)
+    test Recall@10 of docs/results_raw/*/<group>_s<seed>.json, where the group is
+    the config's name without ``gpu_`` (<dataset>_<arch>_<method>) unless the
+    parenthesis names the runs (``runs <group>_s*``)."""
+    match = re.search(r"Expected result \(test, (\d+) seeds? (.*?)\):\s+Recall@10 (0\.\d{4})", doc, re.S)
     assert match, "a measured config states 'Expected result (test, N seeds ...): Recall@10 X'"
-    group = config_name.removeprefix("gpu_")
+    named = re.search(r"runs `*(\w+)_s\*", match[2])
+    group = named[1] if named else config_name.removeprefix("gpu_")
     files = sorted(RESULTS_RAW.glob(f"*/{group}_s*.json"))
     values = [json.loads(f.read_text())["test_metrics"]["recall@10"] for f in files]
-    assert len(values) == int(match[1]), (config_name, [f.name for f in files])
-    assert f"{np.mean(values):.4f}" == match[2], (config_name, np.mean(values))
+    assert len(values) == int(match[1]), (config_name, group, [f.name for f in files])
+    assert f"{np.mean(values):.4f}" == match[3], (config_name, group, np.mean(values))
 
 
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.py")), ids=lambda p: p.stem)

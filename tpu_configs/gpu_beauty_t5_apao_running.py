@@ -9,10 +9,13 @@ Beauty run (~7,000 steps) the first / last weight ratio reaches only about
 with fixed uniform prefix weights. Measured at the runs' best checkpoints
 (~6,800 steps): 0.268 / 0.256 / 0.242 / 0.234.
 
-Expected result (test, 6 seeds on H100, docs/results.md): Recall@10 0.0571 ±
-0.0017, Recall@20 0.0858, NDCG@10 0.0307, NDCG@20 0.0380 - 2.4% below
-gpu_beauty_t5_ce.py (0.0585, 9 seeds; permutation p over seeds 0.95), like the
-Office counterpart no gain over CE (benchmarks/lanes/running_confirm.sh).
+Expected result (test, 6 seeds on H100, measured before the Beauty configs
+validated on every user, i.e. with ``--set eval.max_examples=5000 --set
+eval.subset=first``; not yet run with full validation; docs/results.md):
+Recall@10 0.0571 ± 0.0017, Recall@20 0.0858, NDCG@10 0.0307, NDCG@20 0.0380 -
+2.4% below CE under the same rule (beauty_t5_ce: 0.0585, 9 seeds; permutation
+p over seeds 0.95), like the Office counterpart no gain over CE
+(benchmarks/lanes/running_confirm.sh).
 Published bar: Recall@10 0.0637 (paper, APAO pointwise); this is 10.4% below it.
 
 Command:
@@ -29,8 +32,8 @@ def get_config() -> TrainConfig:
         model=ModelSpec(preset="t5_small_rec"),
         loss=LossConfig(kind="apao_pointwise", beta=0.1, eta=1e-5, running_weights=True),
         optimizer=OptimizerConfig(learning_rate=5e-4, weight_decay=0.01, warmup_fraction=0.01, schedule="cosine"),
-        # The first 5,000 users: fast but biased (gpu_beauty_t5_ce.py's docstring).
-        eval=EvalConfig(num_beams=20, batch_size=512, max_examples=5000, subset="first"),
+        # Every validation user: the first 5,000 are not typical (gpu_beauty_t5_ce.py).
+        eval=EvalConfig(num_beams=20, batch_size=512, max_examples=None),
         batch_size=1024,
         num_epochs=200,
         early_stopping_patience=20,
