@@ -1,8 +1,9 @@
 """Is the first-N slice of the validation users a fair stand-in for all of them?
 
-The Beauty configs select the checkpoint and stop early on the first 5,000 of
-22,363 validation users (``eval.max_examples=5000``, for speed). That is only
-harmless if those users look like the rest. This script compares the first
+The Beauty configs selected the checkpoint and stopped early on the first
+5,000 of 22,363 validation users (``eval.max_examples=5000``, for speed) until
+this script showed that slice to be atypical; they validate on every user
+now. A leading slice is only harmless if its users look like the rest. This script compares the first
 ``--first`` validation examples (leave-one-out order, ``genrec.split``) with
 the remaining ones on what the data alone says (items before the validation
 target, history kept by the model, training popularity of the target) and,

@@ -4,10 +4,14 @@
 # Office, beta 0.1, seeds 1-3, shared (default) vs per-candidate decoding as
 # the reference code does (loss.share_bos_position=false; its step cost 4.9x
 # CE in bfloat16 before the shared-BOS change, 4.6x after: docs/benchmarks.md,
-# two separate runs). A pairwise run takes ~6 GPU-minutes alone, ~10 with a lane partner:
-# 6 runs, about 20 minutes of a 4 x H200 host in two or three calls:
+# two separate runs). Timing measured in the eighth session, alone on an H100
+# (WORKERS_PER_GPU=1): 6.3 (shared) / 5.6 (per-candidate) steps/s, ~1,900
+# steps in a 440-second call (all 4 runs cut there, not kept); an Office
+# pairwise run stops at ~2,800-3,300 steps, so ~10-11 minutes alone, more
+# with a lane partner. The 10 runs below take most of a session's 30 device
+# minutes on one 4-GPU host; start them first, in three calls:
 #   source benchmarks/lanes/pairwise_ab.sh
-#   bash benchmarks/reproduce_gpu.sh /tmp/r 565 --diagnose; tar czf $OUT/all.tgz -C /tmp r
+#   bash benchmarks/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
 #   (again on the same warm machine, the last call with --final)
 # Then, here: python3 benchmarks/collect_results.py <files_at>/r docs/results_raw/<date>,
 # and benchmarks/compare_runs.py (3 vs 3: smallest permutation p 0.05).
