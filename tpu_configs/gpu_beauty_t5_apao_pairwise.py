@@ -10,12 +10,12 @@ matmuls (parameters and optimizer state float32), because the pairwise step
 costs 4.4x a CE step in float32 (docs/benchmarks.md) and a full float32 run
 (~75 epochs of 129 steps before early stopping) does not fit one device call.
 
-Expected result (test, 1 seed on H200, measured before the Beauty configs validated on every user, i.e. with
-``--set eval.max_examples=5000 --set eval.subset=first``; not yet run with
-full validation; docs/results.md): Recall@10 0.0565,
-Recall@20 0.0843, NDCG@10 0.0303, NDCG@20 0.0373 (3.4% below CE under the same rule); about 25
-minutes on an H200 shared with a second training. Published bar: Recall@10
-0.0639 (paper, APAO pairwise).
+Expected result (test, 1 seed on H200, measured before the Beauty configs
+validated on every user, i.e. with ``--set eval.max_examples=5000 --set
+eval.subset=first``; not yet run with full validation; docs/results.md):
+Recall@10 0.0565, Recall@20 0.0843, NDCG@10 0.0303, NDCG@20 0.0373 (3.4%
+below CE under the same rule); about 25 minutes on an H200 shared with a
+second training. Published bar: Recall@10 0.0639 (paper, APAO pairwise).
 
 Command:
     python -m training.train --config tpu_configs/gpu_beauty_t5_apao_pairwise.py --workdir runs/beauty_t5_pairwise

@@ -9,9 +9,9 @@ gpu_beauty_t5_ce.py.
 Expected result (test, 1 seed on H200, scored with the trie-normalised beam
 search, measured before the Beauty configs validated on every user, i.e. with
 ``--set eval.max_examples=5000 --set eval.subset=first``; not yet run with
-full validation; docs/results.md): Recall@10 0.0587, Recall@20 0.0879, NDCG@10 0.0309,
-NDCG@20 0.0383. Published bar: the paper's strongest T5 baseline on Beauty
-(MSL or two-stage S-DPO) has Recall@10 0.0606.
+full validation; docs/results.md): Recall@10 0.0587, Recall@20 0.0879,
+NDCG@10 0.0309, NDCG@20 0.0383. Published bar: the paper's strongest T5
+baseline on Beauty (MSL or two-stage S-DPO) has Recall@10 0.0606.
 
 Command:
     python -m training.train --config tpu_configs/gpu_beauty_t5_msl.py --workdir runs/beauty_t5_msl
