@@ -15,6 +15,17 @@
 #   (again on the same warm machine, the last call with --final)
 # Then, here: python3 benchmarks/collect_results.py <files_at>/r docs/results_raw/<date>,
 # and benchmarks/compare_runs.py (3 vs 3: smallest permutation p 0.05).
+# Decided before the runs (eighth session): the shared BOS position explains
+# part of pairwise's deficit iff, from docs/results_raw/<date>/ranks,
+#   compare_runs.py --a office_t5_apao_pairwise_b01_s[1-3].* --b office_t5_apao_pairwise_b01_unshared_s*.*
+# gives per-candidate decoding a higher R@10 with one-sided permutation
+# p = 0.05 (all 3 unshared seeds above all 3 shared ones); it explains the
+# whole deficit only if, in addition, the unshared seeds' mean R@10 is at
+# least CE's (compare_runs.py --a office_t5_ce_s*.* --b <unshared>: B - A >= 0).
+# Our prediction: no difference. Sharing changes only the dropout masks at
+# one of four decoder positions; in deterministic mode the two paths give
+# equal logits (tests/test_models_decoding.py), so the loss and its gradient differ
+# only through dropout noise.
 export LANE_GPU0_A='office_t5_apao_pairwise_b01_s1|gpu_office_t5_apao_pairwise|Office|--set loss.beta=0.1 --set seed=1'
 export LANE_GPU0_B='office_t5_apao_pairwise_b01_unshared_s1|gpu_office_t5_apao_pairwise|Office|--set loss.beta=0.1 --set seed=1 --set loss.share_bos_position=false'
 export LANE_GPU1_A='office_t5_apao_pairwise_b01_s2|gpu_office_t5_apao_pairwise|Office|--set loss.beta=0.1 --set seed=2'
