@@ -2,7 +2,9 @@
 
 UNTESTED ON TPU: written for the layout, never run on a TPU. The same code is
 tested data-parallel on 8 fake CPU devices (tests/test_train_step.py) and on
-two processes (tests/test_train_multiprocess.py).
+two processes (tests/test_train_multiprocess.py), and this file's device
+count, bfloat16 compute and loss run the whole train loop on fake CPU
+devices at a shrunken scale (tests/test_tpu_configs.py).
 
 Layout: a v4-8 exposes 4 JAX devices (megacore chips); 1-D mesh ("data",) over
 the 4, global batch 1024 = 256 examples a chip, parameters and optimizer state

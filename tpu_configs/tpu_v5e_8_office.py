@@ -2,7 +2,9 @@
 
 UNTESTED ON TPU: written for the layout, never run on a TPU. The same code is
 tested data-parallel on 8 fake CPU devices (tests/test_train_step.py) and on
-two processes (tests/test_train_multiprocess.py).
+two processes (tests/test_train_multiprocess.py), and this file's device
+count, bfloat16 compute and loss run the whole train loop on fake CPU
+devices at a shrunken scale (tests/test_tpu_configs.py).
 
 Layout: 1-D mesh ("data",) over the 8 v5e chips (16 GB HBM each); the global
 batch of 1024 is split into 128 examples a chip, parameters and optimizer
