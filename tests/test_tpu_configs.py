@@ -41,11 +41,11 @@ def test_tpu_config_trains_on_its_device_count(path, tmp_path, caplog):
 
     with caplog.at_level("INFO", logger="genrec.train"):
         result = train(config, tmp_path, resume=False)
-    assert f"data parallel over {config.num_devices} cpu device(s), {64 // config.num_devices} examples each" \
-        in caplog.text
-    assert result.final_step == 4
+    per_device = config.batch_size // config.num_devices
+    assert f"data parallel over {config.num_devices} cpu device(s), {per_device} examples each" in caplog.text
+    assert result.final_step == config.num_steps
     assert np.isfinite([result.test_metrics["recall@10"], result.test_metrics["ndcg@10"]]).all()
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if r["kind"] == "train"]
     assert losses and np.isfinite(losses).all()
-    assert json.loads((tmp_path / "results.json").read_text())["final_step"] == 4
+    assert json.loads((tmp_path / "results.json").read_text())["final_step"] == config.num_steps
