@@ -1,0 +1,38 @@
+"""benchmarks/train_step_ablation.py: each variant changes only what it names.
+
+Speed is measured on the GPU, never here; these checks make sure the device
+call will run and that the variants are comparable steps.
+"""
+
+import json
+import math
+
+import pytest
+
+from tests.benchmark_scripts import load_script
+
+ablation = load_script("train_step_ablation")
+
+
+def test_variants_without_dropout_train_identically(tmp_path):
+    # The tiny preset has no dropout, so turning dropout off or drawing the
+    # (unused) masks from another PRNG must leave every step bit-identical.
+    out = tmp_path / "rows.json"
+    ablation.main(["--preset", "tiny", "--batch-size", "8", "--steps", "2", "--rounds", "1",
+                   "--variants", "baseline,no_dropout,rbg", "--out", str(out)])
+    rows = {row["variant"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"baseline", "no_dropout", "rbg"}
+    assert rows["baseline"]["vs_baseline"] == 1.0
+    assert math.isfinite(rows["baseline"]["final_loss"])
+    assert rows["no_dropout"]["final_loss"] == rows["baseline"]["final_loss"]
+    assert rows["rbg"]["final_loss"] == rows["baseline"]["final_loss"]
+    for row in rows.values():
+        assert row["steps_timed"] == 2 and row["step_ms"] > 0
+        assert row["gflop_per_step"] > 0 and row["gbytes_per_step"] > 0
+
+
+def test_unknown_variant_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        ablation.main(["--variants", "baseline,flash"])
+    assert exit_info.value.code == 2
+    assert "flash" in capsys.readouterr().err
