@@ -26,7 +26,7 @@
 # Time: alone on an H100 an Office pairwise run took 9-11 minutes (ninth
 # session: 1,672-2,128 steps to the best checkpoint, +760 of patience). On a
 # 4-GPU host the 7 runs take two rounds, ~25 of the 30 device minutes; on a
-# 2-GPU host about 5 of them finish in a session (runs cut at the end are
+# 2-GPU host 4 of them finish in a session, two rounds (runs cut at the end are
 # not kept: the workdir does not survive the session).
 #   source benchmarks/lanes/pairwise_confirm.sh
 #   WORKERS_PER_GPU=1 bash benchmarks/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
