@@ -16,6 +16,8 @@ removes one suspect:
               matmuls instead of the TF32 default of recent GPUs (slower if
               the step were bound by matmul arithmetic)
   bfloat16    bfloat16 compute (half the bytes of every activation)
+  grad        the baseline's loss and gradients only, no optimizer update
+  forward     the baseline's loss only (no backward pass, no update)
 
 XLA's cost analysis of each compiled step gives its FLOPs and bytes
 accessed; dividing by the measured time gives the achieved TFLOP/s and GB/s,
@@ -41,6 +43,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 # train_throughput.py sits beside this script; benchmarks/ is not a package.
@@ -60,9 +63,28 @@ from training.train_step import (  # noqa: E402
     make_train_step,
     replicate,
     shard_batch,
+    step_loss_fn,
 )
 
-VARIANTS = ("baseline", "no_dropout", "rbg", "f32_dots", "bfloat16")
+VARIANTS = ("baseline", "no_dropout", "rbg", "f32_dots", "bfloat16", "grad", "forward")
+
+
+def make_partial_step(loss_config: LossConfig, part: str):
+    """A jitted function with the train step's signature that runs only the
+    loss (``part="forward"``) or the loss and its gradients (``"grad"``) and
+    returns the state unchanged; the gradients' norm is returned so that XLA
+    cannot drop the backward pass."""
+
+    def partial_step(graphdef, state, opt_state, batch, rng, catalogue):
+        params, rest = nnx.split_state(state, nnx.Param, ...)
+        loss_fn = step_loss_fn(graphdef, rest, batch, rng, catalogue, loss_config)
+        if part == "forward":
+            loss, _ = loss_fn(params)
+            return state, opt_state, {"loss": loss}
+        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return state, opt_state, {"loss": loss, "grad_norm": jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))}
+
+    return jax.jit(partial_step)
 
 
 @dataclasses.dataclass
@@ -101,7 +123,9 @@ def prepare(name: str, *, base_dtype: str, preset: str, data, loss_config: LossC
     opt_state = init_opt_state(optimizer, params, loss_config, data.vocab.num_levels)
     state, opt_state = replicate(state, mesh), replicate(opt_state, mesh)
     key = jax.random.key(0, impl="rbg") if name == "rbg" else jax.random.key(0)
-    prepared = Prepared(name, make_train_step(loss_config, optimizer, mesh), graphdef, state, opt_state, key,
+    step = (make_partial_step(loss_config, name) if name in ("grad", "forward")
+            else make_train_step(loss_config, optimizer, mesh))
+    prepared = Prepared(name, step, graphdef, state, opt_state, key,
                         "float32" if name == "f32_dots" else None, float("nan"), float("nan"))
     with prepared.context():
         compiled = prepared.step.lower(graphdef, state, opt_state, batches[0], key, catalogue).compile()

@@ -31,6 +31,19 @@ def test_variants_without_dropout_train_identically(tmp_path):
         assert row["gflop_per_step"] > 0 and row["gbytes_per_step"] > 0
 
 
+def test_partial_steps_compute_the_step_loss(tmp_path):
+    # forward and grad leave the state as it is, so with the same step key
+    # they see the same parameters and must report the same loss.
+    out = tmp_path / "rows.json"
+    ablation.main(["--preset", "tiny", "--batch-size", "8", "--steps", "2", "--rounds", "1",
+                   "--variants", "grad,forward", "--out", str(out)])
+    rows = {row["variant"]: row for row in json.loads(out.read_text())["rows"]}
+    assert math.isfinite(rows["grad"]["final_loss"])
+    assert rows["forward"]["final_loss"] == pytest.approx(rows["grad"]["final_loss"], rel=1e-5)
+    # No backward pass: XLA counts fewer FLOPs for the loss alone.
+    assert rows["forward"]["gflop_per_step"] < rows["grad"]["gflop_per_step"]
+
+
 def test_unknown_variant_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         ablation.main(["--variants", "baseline,flash"])

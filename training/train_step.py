@@ -59,6 +59,7 @@ __all__ = [
     "make_train_step",
     "replicate",
     "shard_batch",
+    "step_loss_fn",
 ]
 
 DATA_AXIS = "data"
@@ -210,6 +211,33 @@ def init_opt_state(
 # ---------------------------------------------------------------------------
 
 
+def step_loss_fn(
+    graphdef: nnx.GraphDef,
+    rest: nnx.State,
+    batch: Batch,
+    rng: jax.Array,
+    catalogue: Catalogue,
+    loss_config: LossConfig,
+    prior_prefix_weights: jax.Array | None = None,
+) -> Callable[[nnx.State], tuple[jax.Array, dict[str, jax.Array]]]:
+    """The train step's loss as a function of the parameters: ``params -> (loss, aux)``.
+
+    ``rest`` is the model state that is not ``nnx.Param``; ``rng`` the step's
+    key, split here into the dropout key (reseeding every dropout stream) and
+    the negative-sampling key, as the step does. Differentiating it is the
+    step's backward pass (benchmarks time the parts apart with it).
+    """
+    dropout_rng, negatives_rng = jax.random.split(rng)
+
+    def loss_fn(params: nnx.State) -> tuple[jax.Array, dict[str, jax.Array]]:
+        model = nnx.merge(graphdef, params, rest, copy=True)
+        # Dropout masks depend on the step's key only (exact resume, no carried RNG state).
+        nnx.reseed(model, dropout=dropout_rng)
+        return compute_loss(model, batch, catalogue, negatives_rng, loss_config, prior_prefix_weights)
+
+    return loss_fn
+
+
 def _train_step(
     graphdef: nnx.GraphDef,
     state: nnx.State,
@@ -222,17 +250,10 @@ def _train_step(
     optimizer: optax.GradientTransformation,
 ) -> tuple[nnx.State, Any, dict[str, jax.Array]]:
     params, rest = nnx.split_state(state, nnx.Param, ...)
-    dropout_rng, negatives_rng = jax.random.split(rng)
     running = loss_config.running_weights
     inner_state = opt_state.optimizer if running else opt_state
     prior = opt_state.prefix_weights if running else None
-
-    def loss_fn(params):
-        model = nnx.merge(graphdef, params, rest, copy=True)
-        # Dropout masks depend on the step's key only (exact resume, no carried RNG state).
-        nnx.reseed(model, dropout=dropout_rng)
-        return compute_loss(model, batch, catalogue, negatives_rng, loss_config, prior)
-
+    loss_fn = step_loss_fn(graphdef, rest, batch, rng, catalogue, loss_config, prior)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, inner_state = optimizer.update(grads, inner_state, params)
     params = optax.apply_updates(params, updates)
