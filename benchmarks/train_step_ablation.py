@@ -82,7 +82,8 @@ def make_partial_step(loss_config: LossConfig, part: str):
             loss, _ = loss_fn(params)
             return state, opt_state, {"loss": loss}
         (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        return state, opt_state, {"loss": loss, "grad_norm": jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))}
+        grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
+        return state, opt_state, {"loss": loss, "grad_norm": grad_norm}
 
     return jax.jit(partial_step)
 
