@@ -48,23 +48,14 @@ from flax import nnx
 
 # train_throughput.py sits beside this script; benchmarks/ is not a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import load_data  # noqa: E402
+from train_throughput import load_data, placed_train_state  # noqa: E402
 
 from genrec.batching import BatchIterator  # noqa: E402
-from genrec.models import build_model  # noqa: E402
 from genrec.split import leave_one_out_split  # noqa: E402
-from training.config import ModelSpec, OptimizerConfig  # noqa: E402
+from training.config import ModelSpec  # noqa: E402
 from training.losses import LossConfig  # noqa: E402
-from training.optim import make_optimizer  # noqa: E402
-from training.train_step import (  # noqa: E402
-    init_opt_state,
-    make_catalogue,
-    make_data_mesh,
-    make_train_step,
-    replicate,
-    shard_batch,
-    step_loss_fn,
-)
+from training.train_step import make_catalogue, make_data_mesh, make_train_step, replicate  # noqa: E402
+from training.train_step import shard_batch, step_loss_fn  # noqa: E402
 
 VARIANTS = ("baseline", "no_dropout", "rbg", "f32_dots", "bfloat16", "grad", "forward")
 
@@ -117,12 +108,7 @@ def prepare(name: str, *, base_dtype: str, preset: str, data, loss_config: LossC
     model_config = ModelSpec(preset=preset, dtype=dtype).build(data.vocab.vocab_size, data.vocab.num_levels, 20)
     if name == "no_dropout":
         model_config = dataclasses.replace(model_config, dropout_rate=0.0)
-    model = build_model(model_config, rngs=nnx.Rngs(params=0, dropout=1))
-    graphdef, state = nnx.split(model)
-    params = nnx.split_state(state, nnx.Param, ...)[0]
-    optimizer, _ = make_optimizer(OptimizerConfig(), 10_000)
-    opt_state = init_opt_state(optimizer, params, loss_config, data.vocab.num_levels)
-    state, opt_state = replicate(state, mesh), replicate(opt_state, mesh)
+    graphdef, state, opt_state, optimizer = placed_train_state(model_config, loss_config, data.vocab.num_levels, mesh)
     key = jax.random.key(0, impl="rbg") if name == "rbg" else jax.random.key(0)
     step = (make_partial_step(loss_config, name) if name in ("grad", "forward")
             else make_train_step(loss_config, optimizer, mesh))

@@ -47,6 +47,17 @@ def load_data(path):
     return make_synthetic_dataset(num_levels=4, codebook_size=256, num_items=12000, num_users=20000)
 
 
+def placed_train_state(model_config, loss_config, num_levels, mesh):
+    """A fresh model (params seed 0) and AdamW state, replicated over ``mesh``:
+    ``(graphdef, state, opt_state, optimizer)``."""
+    model = build_model(model_config, rngs=nnx.Rngs(params=0, dropout=1))
+    graphdef, state = nnx.split(model)
+    params = nnx.split_state(state, nnx.Param, ...)[0]
+    optimizer, _ = make_optimizer(OptimizerConfig(), 10_000)
+    opt_state = init_opt_state(optimizer, params, loss_config, num_levels)
+    return graphdef, replicate(state, mesh), replicate(opt_state, mesh), optimizer
+
+
 def time_steps(step, graphdef, state, opt_state, batches, catalogue, steps):
     rng = jax.random.key(0)
     state, opt_state, m = step(graphdef, state, opt_state, batches[0], rng, catalogue)  # compile
@@ -87,12 +98,8 @@ def main(argv=None):
             for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
                 for n_dev in device_counts:
                     mesh = make_data_mesh(batch_size, n_dev)
-                    model = build_model(model_config, rngs=nnx.Rngs(params=0, dropout=1))
-                    graphdef, state = nnx.split(model)
-                    params = nnx.split_state(state, nnx.Param, ...)[0]
-                    optimizer, _ = make_optimizer(OptimizerConfig(), 10_000)
-                    opt_state = init_opt_state(optimizer, params, loss_config, data.vocab.num_levels)
-                    state, opt_state = replicate(state, mesh), replicate(opt_state, mesh)
+                    graphdef, state, opt_state, optimizer = placed_train_state(
+                        model_config, loss_config, data.vocab.num_levels, mesh)
                     catalogue = replicate(catalogue_host, mesh)
                     step = make_train_step(loss_config, optimizer, mesh)
                     it = BatchIterator.from_split(split.train, data.sid_codes, data.vocab, batch_size, seed=0)
