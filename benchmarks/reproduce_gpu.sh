@@ -20,6 +20,10 @@
 #              (<run>.valid_ranks.npy), on the worker's GPU
 # WORKERS_PER_GPU=1 in the environment runs one training per GPU instead of
 # two (for runs that must finish in a short call, or solo timings).
+# BEFORE_GPU<g> (g = 0..15), if set: a shell command run once on GPU g
+# (CUDA_VISIBLE_DEVICES=g, output to OUT/before_gpu<g>.log) before that GPU's
+# workers start, so a timing runs alone on its GPU while the others train.
+# It runs in every call that sets it: unset it for the later calls.
 # Runs: LANE_GPU<g>_A and LANE_GPU<g>_B (g = 0..15; one job per line,
 # name|config|dataset|overrides); GPUs 0 and 1 have defaults below. The queue
 # takes the lanes' first lines, then their second lines, and so on (lanes in
@@ -152,7 +156,17 @@ for (( g = 0; g < num_gpus; g++ )); do
       for (( w = 0; w < workers_per_gpu; w++ )); do worker 0 & done; wait
     ) &
   else
-    for (( w = 0; w < workers_per_gpu; w++ )); do worker "$g" & done
+    before="BEFORE_GPU$g"
+    if [ -n "${!before-}" ]; then
+      (
+        CUDA_VISIBLE_DEVICES=$g timeout $(( deadline - $(date +%s) )) bash -c "${!before}" > "$out/before_gpu$g.log" 2>&1
+        rc=$?  # before $(date) below, which would reset $?
+        echo "$(date +%T) BEFORE_GPU$g exit $rc"
+        for (( w = 0; w < workers_per_gpu; w++ )); do worker "$g" & done; wait
+      ) &
+    else
+      for (( w = 0; w < workers_per_gpu; w++ )); do worker "$g" & done
+    fi
   fi
 done
 wait

@@ -185,3 +185,19 @@ def test_bad_workers_per_gpu_is_refused(fake_host):
     assert result.returncode == 2
     assert "WORKERS_PER_GPU" in result.stdout
     assert logged(log, "train") == []
+
+
+def test_before_command_runs_alone_on_its_gpu_then_its_worker_joins(fake_host):
+    """BEFORE_GPU1: the command sees only GPU 1, and GPU 1 starts no training
+    until it has ended; every run is still trained once."""
+    work, env, log = fake_host
+    before = 'sleep 1; echo "before $CUDA_VISIBLE_DEVICES" >> "$FAKE_LOG"'
+    result = run_script(work, dict(env, WORKERS_PER_GPU="1", BEFORE_GPU1=before), LANES)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "BEFORE_GPU1 exit 0" in result.stdout
+    lines = log.read_text().splitlines()
+    assert lines.count("before 1") == 1
+    gpu1_trainings = [i for i, line in enumerate(lines) if line.startswith("train ") and line.endswith(" 1")]
+    assert gpu1_trainings and min(gpu1_trainings) > lines.index("before 1")
+    trained = logged(log, "train")
+    assert len(trained) == 8 and len({name for name, _ in trained}) == 8
