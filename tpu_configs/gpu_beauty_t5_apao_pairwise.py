@@ -12,7 +12,9 @@ costs 4.4x a CE step in float32 (docs/benchmarks.md) and a full float32 run
 
 Expected result (test, 1 seed on H200, measured before the Beauty configs
 validated on every user, i.e. with ``--set eval.max_examples=5000 --set
-eval.subset=first``; not yet run with full validation; docs/results.md):
+eval.subset=first`` and with the BOS position decoded once per example,
+i.e. ``--set loss.share_bos_position=true``, the default then; not yet run
+as configured now; docs/results.md):
 Recall@10 0.0565, Recall@20 0.0843, NDCG@10 0.0303, NDCG@20 0.0373 (3.4%
 below CE under the same rule); about 25 minutes on an H200 shared with a
 second training. Published bar: Recall@10 0.0639 (paper, APAO pairwise).

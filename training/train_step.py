@@ -11,10 +11,12 @@ per-kind code is how the candidates are built and what the loss needs:
   ``[B, 1 + neg_k, L]`` (``training.losses.sample_negatives``, fresh every step),
   their tokens gathered from the catalogue on device.
 
-The model encodes each history once; for ``apao_pairwise`` it also decodes
-the BOS position (which depends on the history only) once per example and
-broadcasts it to the ``1 + neg_k`` candidates (``score_candidates``), so each
-candidate costs ``L - 1`` decoder positions, not ``L``.
+The model encodes each history once and decodes each candidate on top of
+that encoding. With ``LossConfig.share_bos_position`` (not the default),
+``apao_pairwise`` also decodes the BOS position (which depends on the history
+only) once per example and broadcasts it to the ``1 + neg_k`` candidates
+(``score_candidates``), so each candidate costs ``L - 1`` decoder positions,
+not ``L``.
 ``training.losses.apao_objective`` turns the log-probs into the loss.
 
 Data parallelism: a 1-D ``jax.sharding.Mesh`` with axis ``"data"``; the batch
