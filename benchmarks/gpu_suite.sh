@@ -11,6 +11,6 @@ CUDA_VISIBLE_DEVICES=0 python3 benchmarks/constrained_decode.py --trials 30 --ou
 python3 benchmarks/recommend_throughput.py --data data_local/Beauty --data-parallel --out "$out/recommend.json" 2>&1 | tee "$out/recommend.log" | grep -v "^{"
 # 3. training throughput, Beauty
 python3 benchmarks/train_throughput.py --data data_local/Beauty --kinds ce --dtypes float32 --batch-sizes 128,1024 --devices 1 --steps 20 --out "$out/train_fp32.json" 2>&1 | tee "$out/train_fp32.log" | grep -v "^{"
-python3 benchmarks/train_throughput.py --data data_local/Beauty --kinds ce,apao_pointwise,apao_pairwise --dtypes bfloat16 --batch-sizes 1024 --devices 1,2 --steps 20 --out "$out/train_bf16.json" 2>&1 | tee "$out/train_bf16.log" | grep -v "^{"
+python3 benchmarks/train_throughput.py --data data_local/Beauty --kinds ce,apao_pointwise,apao_pairwise,apao_pairwise+shared --dtypes bfloat16 --batch-sizes 1024 --devices 1,2 --steps 20 --out "$out/train_bf16.json" 2>&1 | tee "$out/train_bf16.log" | grep -v "^{"
 # 4. where the CE step's time goes (variants of the one step, ratios to it), one GPU
 CUDA_VISIBLE_DEVICES=0 python3 benchmarks/train_step_ablation.py --data data_local/Beauty --out "$out/ablation.json" 2>&1 | tee "$out/ablation.log"

@@ -149,7 +149,7 @@ for (( g = 0; g < num_gpus; g++ )); do
   if [ "$g" = 0 ] && [ "$bench" = 1 ]; then
     (
       CUDA_VISIBLE_DEVICES=0 timeout 240 python3 benchmarks/train_throughput.py --data data_local/Beauty \
-        --kinds ce,apao_pairwise,apao_pairwise@20 --dtypes float32,bfloat16 --batch-sizes 1024 --devices 1 \
+        --kinds ce,apao_pairwise,apao_pairwise+shared,apao_pairwise@20 --dtypes float32,bfloat16 --batch-sizes 1024 --devices 1 \
         --steps 20 --out "$out/train_pairwise.json" > "$out/train_pairwise.log" 2>&1
       rc=$?  # before $(date) below, which would reset $?
       echo "$(date +%T) pairwise benchmark exit $rc"

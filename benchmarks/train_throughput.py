@@ -14,13 +14,13 @@ CPU smoke:  PYTHONPATH=. python benchmarks/train_throughput.py --batch-sizes 32 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import jax
 from flax import nnx
 
+from genrec.atomic_files import write_json_atomic
 from genrec.batching import BatchIterator
 from genrec.models import build_model
 from genrec.split import leave_one_out_split
@@ -71,27 +71,49 @@ def time_steps(step, graphdef, state, opt_state, batches, catalogue, steps):
     return statistics.median(times), state, opt_state, float(m["loss"])
 
 
+def parse_kind(spec: str) -> LossConfig:
+    """The loss of one ``--kinds`` entry: ``KIND[@K][+shared]``.
+
+    ``@K`` sets ``neg_k`` (default 100); ``+shared`` sets
+    ``share_bos_position=True`` (the pairwise step's BOS position decoded once
+    per example instead of once per candidate). beta and eta are fixed: they
+    do not change the step's work.
+    """
+    rest, plus, option = spec.partition("+")
+    if plus and option != "shared":
+        raise ValueError(f"--kinds entry {spec!r}: the only option after '+' is 'shared'")
+    name, _, neg_k = rest.partition("@")
+    try:
+        return LossConfig(kind=name, beta=0.1, eta=1e-5, neg_k=int(neg_k or 100), share_bos_position=bool(plus))
+    except ValueError as err:  # an unknown kind or a bad K: say which entry
+        raise ValueError(f"--kinds entry {spec!r}: {err}") from err
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None)
     parser.add_argument("--preset", default="t5_small_rec")
     parser.add_argument("--kinds", default="ce,apao_pointwise,apao_pairwise",
-                        help="comma list of loss kinds; apao_pairwise@K sets neg_k=K (default 100)")
+                        help="comma list of loss kinds; apao_pairwise@K sets neg_k=K (default 100), "
+                             "apao_pairwise+shared decodes the BOS position once per example")
     parser.add_argument("--batch-sizes", default="128,1024")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--devices", default=None, help="comma list of device counts (default: 1 and all)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    kinds = args.kinds.split(",")
+    try:
+        loss_configs = [parse_kind(kind) for kind in kinds]
+    except ValueError as err:
+        parser.error(str(err))
 
     data = load_data(args.data)
     split = leave_one_out_split(data.sequences, max_history=20)
     device_counts = [int(x) for x in args.devices.split(",")] if args.devices else sorted({1, jax.device_count()})
     print(f"jax {jax.__version__} {jax.devices()}; {len(split.train.targets)} training examples", flush=True)
     rows = []
-    for kind in args.kinds.split(","):
-        name, _, neg_k = kind.partition("@")
-        loss_config = LossConfig(kind=name, beta=0.1, eta=1e-5, neg_k=int(neg_k or 100))
+    for kind, loss_config in zip(kinds, loss_configs):
         catalogue_host = make_catalogue(data.sid_codes, data.vocab, loss_config)
         for dtype in args.dtypes.split(","):
             model_config = ModelSpec(preset=args.preset, dtype=dtype).build(data.vocab.vocab_size, data.vocab.num_levels, 20)
@@ -123,6 +145,8 @@ def main(argv=None):
                            "xla_gflop_per_sample": gflop_per_sample}
                     rows.append(row)
                     print(row, flush=True)
+                    if args.out:  # after every row, so a run cut by a time limit keeps what it measured
+                        write_json_atomic(args.out, {"device": jax.devices()[0].device_kind, "rows": rows}, indent=1)
     print("\n| loss | dtype | batch | devices | step ms | samples/s | samples/s incl. host batching |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
@@ -141,9 +165,6 @@ def main(argv=None):
             if one:
                 print(f"scaling {r['kind']} {r['dtype']} batch {r['batch']}: {r['devices']} devices = "
                       f"{r['samples_per_s'] / one[0]['samples_per_s']:.2f}x one device")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"device": jax.devices()[0].device_kind, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
