@@ -14,3 +14,5 @@ python3 benchmarks/train_throughput.py --data data_local/Beauty --kinds ce --dty
 python3 benchmarks/train_throughput.py --data data_local/Beauty --kinds ce,apao_pointwise,apao_pairwise,apao_pairwise+shared --dtypes bfloat16 --batch-sizes 1024 --devices 1,2 --steps 20 --out "$out/train_bf16.json" 2>&1 | tee "$out/train_bf16.log" | grep -v "^{"
 # 4. where the CE step's time goes (variants of the one step, ratios to it), one GPU
 CUDA_VISIBLE_DEVICES=0 python3 benchmarks/train_step_ablation.py --data data_local/Beauty --out "$out/ablation.json" 2>&1 | tee "$out/ablation.log"
+# 5. the same step kernel by kernel (jax.profiler trace, per-thread tables), one GPU
+CUDA_VISIBLE_DEVICES=0 python3 benchmarks/profile_train_step.py --data data_local/Beauty --out "$out/profile.json" 2>&1 | tee "$out/profile.log"
