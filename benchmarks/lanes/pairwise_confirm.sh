@@ -32,6 +32,10 @@
 #   WORKERS_PER_GPU=1 bash benchmarks/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
 #   (again on the same warm machine, the last call with --final)
 # Then, here: python3 benchmarks/collect_results.py <files_at>/r docs/results_raw/<date>
+# Outcome (tenth session, 4 x H200, docs/results.md): rule 1 met (R@10
+# +3.9%, p 0.050; R@20 +1.5%, NDCG@10 +0.4%), so per-candidate decoding is
+# now the default; rule 2 not met (+3.6%, p 0.138; seed-matched +0.4%), as
+# predicted.
 export LANE_GPU0_A='office_t5_apao_pairwise_b01_s3|gpu_office_t5_apao_pairwise|Office|--set loss.beta=0.1 --set seed=3'
 export LANE_GPU0_B='office_t5_apao_pairwise_b01_unshared_s3|gpu_office_t5_apao_pairwise|Office|--set loss.beta=0.1 --set seed=3 --set loss.share_bos_position=false'
 export LANE_GPU1_A='office_t5_apao_pairwise_b01_unshared_s4|gpu_office_t5_apao_pairwise|Office|--set loss.beta=0.1 --set seed=4 --set loss.share_bos_position=false'
