@@ -35,14 +35,9 @@ import jax
 
 # The ablation sits beside this script; benchmarks/ is not a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_step_ablation import VARIANTS, prepare, run_steps  # noqa: E402
-from train_throughput import load_data  # noqa: E402
+from train_step_ablation import VARIANTS, ce_step_inputs, prepare, run_steps  # noqa: E402
 
 from genrec.atomic_files import write_json_atomic  # noqa: E402
-from genrec.batching import BatchIterator  # noqa: E402
-from genrec.split import leave_one_out_split  # noqa: E402
-from training.losses import LossConfig  # noqa: E402
-from training.train_step import make_catalogue, make_data_mesh, replicate, shard_batch  # noqa: E402
 
 
 def thread_tables(trace: dict[str, Any], *, process_prefix: str, steps: int, top: int = 25) -> list[dict]:
@@ -118,13 +113,7 @@ def main(argv=None) -> int:
     if args.steps < 1 or args.batch_size < 1 or args.top < 1:
         parser.error("--steps, --batch-size and --top must be positive")
 
-    data = load_data(args.data)
-    split = leave_one_out_split(data.sequences, max_history=20)
-    loss_config = LossConfig(kind="ce")
-    mesh = make_data_mesh(args.batch_size, 1)
-    catalogue = replicate(make_catalogue(data.sid_codes, data.vocab, loss_config), mesh)
-    it = BatchIterator.from_split(split.train, data.sid_codes, data.vocab, args.batch_size, seed=0)
-    batches = [shard_batch(next(it), mesh) for _ in range(4)]
+    data, loss_config, mesh, catalogue, batches = ce_step_inputs(args.data, args.batch_size)
     platform = jax.devices()[0].platform
     print(f"jax {jax.__version__} {jax.devices()[0].device_kind}; CE step ({args.variant}), "
           f"batch {args.batch_size}, dtype {args.dtype}", flush=True)

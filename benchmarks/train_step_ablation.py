@@ -151,6 +151,20 @@ def summarize(prepared: list[Prepared], batch_size: int) -> list[dict]:
     return rows
 
 
+def ce_step_inputs(data_path: str | None, batch_size: int):
+    """What every variant's CE step is fed, on one device: ``(data,
+    loss_config, mesh, catalogue, batches)``, with 4 training batches of
+    ``batch_size`` (the first 4 of the seed-0 order) placed on the device."""
+    data = load_data(data_path)
+    split = leave_one_out_split(data.sequences, max_history=20)
+    loss_config = LossConfig(kind="ce")
+    mesh = make_data_mesh(batch_size, 1)
+    catalogue = replicate(make_catalogue(data.sid_codes, data.vocab, loss_config), mesh)
+    it = BatchIterator.from_split(split.train, data.sid_codes, data.vocab, batch_size, seed=0)
+    batches = [shard_batch(next(it), mesh) for _ in range(4)]
+    return data, loss_config, mesh, catalogue, batches
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="dataset folder (default: built-in synthetic data)")
@@ -170,13 +184,7 @@ def main(argv=None) -> int:
     if args.steps < 1 or args.rounds < 1 or args.batch_size < 1:
         parser.error("--steps, --rounds and --batch-size must be positive")
 
-    data = load_data(args.data)
-    split = leave_one_out_split(data.sequences, max_history=20)
-    loss_config = LossConfig(kind="ce")
-    mesh = make_data_mesh(args.batch_size, 1)
-    catalogue = replicate(make_catalogue(data.sid_codes, data.vocab, loss_config), mesh)
-    it = BatchIterator.from_split(split.train, data.sid_codes, data.vocab, args.batch_size, seed=0)
-    batches = [shard_batch(next(it), mesh) for _ in range(4)]
+    data, loss_config, mesh, catalogue, batches = ce_step_inputs(args.data, args.batch_size)
     print(f"jax {jax.__version__} {jax.devices()[0].device_kind}; CE step, batch {args.batch_size}, "
           f"baseline dtype {args.dtype}", flush=True)
     prepared = [prepare(n, base_dtype=args.dtype, preset=args.preset, data=data, loss_config=loss_config,

@@ -10,7 +10,8 @@ in our notes. Each step scores 1 + 100 candidate SIDs per history, encoded
 once and decoded per candidate (logits [1024, 101, 4, 1026] float32,
 ~1.7 GB). Model, optimizer, data and evaluation as gpu_office_t5_ce.py.
 
-Expected result (test, seeds 1-8, H100 and H200, docs/results.md):
+Expected result (test, 8 seeds 1-8 on H100 and H200,
+runs office_t5_apao_pairwise_b01_unshared_s*; docs/results.md):
 Recall@10 0.0637, Recall@20 0.1037, NDCG@10 0.0314, NDCG@20 0.0415;
 CE over 15 seeds: 0.0616 / 0.0997 / 0.0309 / 0.0405 (+3.5% R@10, not
 significant: permutation p 0.09; on fresh seeds 3-8 the pre-registered test
