@@ -1,0 +1,29 @@
+# Lanes for benchmarks/reproduce_gpu.sh, one training per GPU
+# (WORKERS_PER_GPU=1): APAO pairwise on Beauty as gpu_beauty_t5_apao_pairwise.py
+# is now (beta 0.1, eta 1e-5, each candidate decoded in full, checkpoint
+# selected on all 22,363 validation users, bfloat16 compute), seeds 1-3,
+# named *_fullval so summarize_results.py sets them beside ce_fullval (6
+# seeds, R@10 0.0593, float32). Its only Beauty figure so far is one seed
+# with the shared first position and the first-5,000-users rule (0.0565).
+# Decided before the runs (tenth session): pairwise beats CE on Beauty iff,
+# from docs/results_raw/<date>/ranks,
+#   compare_runs.py --a beauty_t5_ce_fullval_s*.* --b beauty_t5_apao_pairwise_fullval_s*.*
+# gives R@10 a one-sided permutation p < 0.05 (3 vs 6 runs: smallest
+# attainable p 1/84 = 0.012). Our prediction: it fails. On Office, the same
+# loss over 8 seeds is +3.5% (p 0.09); Beauty has shown no APAO effect in any
+# variant. Caveat fixed in advance: these runs compute in bfloat16 and CE in
+# float32 (a float32 pairwise run does not fit a session's device time), so a
+# difference in either direction may be the precision; a pass would need a
+# bfloat16 CE control before it counts as APAO's.
+# Time: ~12,000 steps at ~10 steps/s alone on an H200 (bf16 pairwise step
+# ~97 ms) plus a validation pass each epoch: ~25 minutes, so all three
+# run together on a 4-GPU host, in three calls on the same warm machine;
+# GPU 3 is free for benchmarks/lanes/beauty_msl_fullval.sh's first seeds or
+# the CE-step profile (BEFORE_GPU3):
+#   source benchmarks/lanes/beauty_pairwise_fullval.sh
+#   WORKERS_PER_GPU=1 bash benchmarks/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r   # twice
+#   WORKERS_PER_GPU=1 bash benchmarks/reproduce_gpu.sh /tmp/r <what is left> --diagnose --final; tar czf $OUT/all.tgz -C /tmp r
+# Then, here: python3 benchmarks/collect_results.py <files_at>/r docs/results_raw/<date>
+export LANE_GPU0_A='beauty_t5_apao_pairwise_fullval_s1|gpu_beauty_t5_apao_pairwise|Beauty|--set seed=1'
+export LANE_GPU1_A='beauty_t5_apao_pairwise_fullval_s2|gpu_beauty_t5_apao_pairwise|Beauty|--set seed=2'
+export LANE_GPU2_A='beauty_t5_apao_pairwise_fullval_s3|gpu_beauty_t5_apao_pairwise|Beauty|--set seed=3'
