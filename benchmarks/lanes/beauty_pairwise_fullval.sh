@@ -27,3 +27,5 @@
 export LANE_GPU0_A='beauty_t5_apao_pairwise_fullval_s1|gpu_beauty_t5_apao_pairwise|Beauty|--set seed=1'
 export LANE_GPU1_A='beauty_t5_apao_pairwise_fullval_s2|gpu_beauty_t5_apao_pairwise|Beauty|--set seed=2'
 export LANE_GPU2_A='beauty_t5_apao_pairwise_fullval_s3|gpu_beauty_t5_apao_pairwise|Beauty|--set seed=3'
+# No second lines: the default lanes of reproduce_gpu.sh would add Office runs.
+export LANE_GPU0_B='' LANE_GPU1_B=''
