@@ -6,12 +6,13 @@ against, with temperature 1.0 (the value the paper reports for T5 on Beauty);
 docs/losses.md gives the exact definition. Everything else as
 gpu_beauty_t5_ce.py.
 
-Expected result (test, 1 seed on H200, scored with the trie-normalised beam
-search, measured before the Beauty configs validated on every user, i.e. with
-``--set eval.max_examples=5000 --set eval.subset=first``; not yet run with
-full validation; docs/results.md): Recall@10 0.0587, Recall@20 0.0879,
-NDCG@10 0.0309, NDCG@20 0.0383. Published bar: the paper's strongest T5
-baseline on Beauty (MSL or two-stage S-DPO) has Recall@10 0.0606.
+Expected result (test, 4 seeds on H200, runs beauty_t5_msl_fullval_s*,
+seeds 1-4 of this config as it is, scored with the trie-normalised beam
+search; docs/results.md): Recall@10 0.0588, Recall@20 0.0862, NDCG@10
+0.0314, NDCG@20 0.0383 (CE under the same rule: 0.0593 over 6 seeds; MSL
+-0.8%, permutation p 0.61, no difference); about 7 minutes alone on an
+H200. Published bar: the paper's strongest T5 baseline on Beauty (MSL or
+two-stage S-DPO) has Recall@10 0.0606.
 
 Command:
     python -m training.train --config tpu_configs/gpu_beauty_t5_msl.py --workdir runs/beauty_t5_msl

@@ -21,6 +21,9 @@
 # Then, here: python3 benchmarks/collect_results.py <files_at>/r docs/results_raw/<date>
 # Beauty APAO pairwise under the full rule is not here: in bfloat16 a run
 # needs ~20 minutes alone on a GPU (~12,000 steps), too long beside a partner.
+# Outcome (eleventh session, 4 x H200, one training a GPU, all four in one
+# 555-second call): R@10 0.0588 vs CE 0.0593, -0.8%, one-sided p 0.614 (the
+# other tail ~0.4): no difference, as predicted (docs/results.md).
 export LANE_GPU0_A='beauty_t5_msl_fullval_s1|gpu_beauty_t5_msl|Beauty|--set seed=1'
 export LANE_GPU0_B='beauty_t5_msl_fullval_s2|gpu_beauty_t5_msl|Beauty|--set seed=2'
 export LANE_GPU1_A='beauty_t5_msl_fullval_s3|gpu_beauty_t5_msl|Beauty|--set seed=3'

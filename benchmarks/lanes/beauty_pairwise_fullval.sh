@@ -15,6 +15,12 @@
 # float32 (a float32 pairwise run does not fit a session's device time), so a
 # difference in either direction may be the precision; a pass would need a
 # bfloat16 CE control before it counts as APAO's.
+# That control now exists (eleventh session, runs beauty_t5_ce_bf16_fullval_s1-4):
+# R@10 0.0597, +0.7% over float32 CE (p 0.37); check a pass against it too:
+#   compare_runs.py --a beauty_t5_ce_bf16_fullval_s*.* --b beauty_t5_apao_pairwise_fullval_s*.*
+# Not yet run to the end: the eleventh session's first call (4 x H100, 545 s)
+# got the three to step 3,870 (30 epochs, valid R@10 0.077-0.080), then the
+# machine was released before the second call and the runs were lost.
 # Time: ~12,000 steps at ~10 steps/s alone on an H200 (bf16 pairwise step
 # ~97 ms) plus a validation pass each epoch: ~25 minutes, so all three
 # run together on a 4-GPU host, in three calls on the same warm machine;
