@@ -11,6 +11,12 @@
 #   BEFORE_GPU3="$GPU3_PROFILE" WORKERS_PER_GPU=1 bash benchmarks/reproduce_gpu.sh /tmp/r 550 --diagnose; tar czf $OUT/all.tgz -C /tmp r
 #   WORKERS_PER_GPU=1 bash benchmarks/reproduce_gpu.sh /tmp/r 550 --diagnose; tar czf $OUT/all.tgz -C /tmp r
 #   WORKERS_PER_GPU=1 bash benchmarks/reproduce_gpu.sh /tmp/r <what is left> --diagnose --final; tar czf $OUT/all.tgz -C /tmp r
+# Outcome: only the first call ran (4 x H100); the machine was released before
+# the second, so the trainings were lost; the profile and the H100 ablation
+# are in docs/benchmarks_raw/2026-11-27_h100x4. MSL then ran from
+# beauty_msl_fullval.sh on a fresh host. Kept as the record of that call; the
+# pairwise lane has since put seed 4 on GPU 3, which the MSL lane below
+# replaces here.
 source benchmarks/lanes/beauty_pairwise_fullval.sh
 export LANE_GPU3_A='beauty_t5_msl_fullval_s1|gpu_beauty_t5_msl|Beauty|--set seed=1
 beauty_t5_msl_fullval_s2|gpu_beauty_t5_msl|Beauty|--set seed=2
