@@ -102,6 +102,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=None, help="dataset folder (default: built-in synthetic data)")
     parser.add_argument("--preset", default="t5_small_rec")
     parser.add_argument("--dtype", default="float32", help="compute dtype (the ablation's baseline dtype)")
+    parser.add_argument("--loss", default="ce",
+                        help="the step's loss, as a train_throughput.py --kinds entry (KIND[@K][+shared])")
     parser.add_argument("--variant", default="baseline", choices=VARIANTS,
                         help="which step of benchmarks/train_step_ablation.py to trace")
     parser.add_argument("--batch-size", type=int, default=1024)
@@ -113,9 +115,12 @@ def main(argv=None) -> int:
     if args.steps < 1 or args.batch_size < 1 or args.top < 1:
         parser.error("--steps, --batch-size and --top must be positive")
 
-    data, loss_config, mesh, catalogue, batches = ce_step_inputs(args.data, args.batch_size)
+    try:
+        data, loss_config, mesh, catalogue, batches = ce_step_inputs(args.data, args.batch_size, args.loss)
+    except ValueError as err:
+        parser.error(f"--loss: {err}")
     platform = jax.devices()[0].platform
-    print(f"jax {jax.__version__} {jax.devices()[0].device_kind}; CE step ({args.variant}), "
+    print(f"jax {jax.__version__} {jax.devices()[0].device_kind}; {args.loss} step ({args.variant}), "
           f"batch {args.batch_size}, dtype {args.dtype}", flush=True)
     prepared = prepare(args.variant, base_dtype=args.dtype, preset=args.preset, data=data,
                        loss_config=loss_config, mesh=mesh, batches=batches, catalogue=catalogue)
@@ -144,8 +149,8 @@ def main(argv=None) -> int:
             print(f"| `{row['name'][:90]}` | {row['count'] / args.steps:g} | {row['ms_per_step']:.3f} | "
                   f"{row['share']:.1%} |")
     if args.out:
-        write_json_atomic(args.out, {"device": jax.devices()[0].device_kind, "variant": args.variant,
-                                     "dtype": args.dtype, "batch": args.batch_size, "steps": args.steps,
+        write_json_atomic(args.out, {"device": jax.devices()[0].device_kind, "loss": args.loss,
+                                     "variant": args.variant, "dtype": args.dtype, "batch": args.batch_size, "steps": args.steps,
                                      "host_step_ms": host_ms, "threads": tables}, indent=1)
     return 0
 

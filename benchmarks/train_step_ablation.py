@@ -27,6 +27,10 @@ Timing: the variants run interleaved in rounds (each round times ``--steps``
 steps of every variant), medians over all rounds, so drift of the host or
 the card hits every variant alike.
 
+Any loss kind's step can be the baseline: ``--loss apao_pairwise`` (the
+grammar of ``train_throughput.py --kinds``: ``KIND[@K][+shared]``) ablates
+the pairwise step the same way.
+
 Run (GPU):  PYTHONPATH=. python benchmarks/train_step_ablation.py --data data_local/Beauty
 CPU smoke:  PYTHONPATH=. python benchmarks/train_step_ablation.py --batch-size 16 --steps 2 --rounds 1
 """
@@ -36,7 +40,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import statistics
 import sys
 import time
@@ -48,8 +51,9 @@ from flax import nnx
 
 # train_throughput.py sits beside this script; benchmarks/ is not a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import load_data, placed_train_state  # noqa: E402
+from train_throughput import load_data, parse_kind, placed_train_state  # noqa: E402
 
+from genrec.atomic_files import write_json_atomic  # noqa: E402
 from genrec.batching import BatchIterator  # noqa: E402
 from genrec.split import leave_one_out_split  # noqa: E402
 from training.config import ModelSpec  # noqa: E402
@@ -151,13 +155,14 @@ def summarize(prepared: list[Prepared], batch_size: int) -> list[dict]:
     return rows
 
 
-def ce_step_inputs(data_path: str | None, batch_size: int):
-    """What every variant's CE step is fed, on one device: ``(data,
+def ce_step_inputs(data_path: str | None, batch_size: int, loss: str = "ce"):
+    """What every variant's step is fed, on one device: ``(data,
     loss_config, mesh, catalogue, batches)``, with 4 training batches of
-    ``batch_size`` (the first 4 of the seed-0 order) placed on the device."""
+    ``batch_size`` (the first 4 of the seed-0 order) placed on the device.
+    ``loss``: a ``train_throughput.py --kinds`` entry (default the CE step)."""
+    loss_config = parse_kind(loss)  # before the data load: a typo fails at once
     data = load_data(data_path)
     split = leave_one_out_split(data.sequences, max_history=20)
-    loss_config = LossConfig(kind="ce")
     mesh = make_data_mesh(batch_size, 1)
     catalogue = replicate(make_catalogue(data.sid_codes, data.vocab, loss_config), mesh)
     it = BatchIterator.from_split(split.train, data.sid_codes, data.vocab, batch_size, seed=0)
@@ -170,6 +175,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=None, help="dataset folder (default: built-in synthetic data)")
     parser.add_argument("--preset", default="t5_small_rec")
     parser.add_argument("--dtype", default="float32", help="the baseline's compute dtype")
+    parser.add_argument("--loss", default="ce",
+                        help="the step's loss, as a train_throughput.py --kinds entry (KIND[@K][+shared])")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma list, the first is the baseline of the ratios")
@@ -184,8 +191,11 @@ def main(argv=None) -> int:
     if args.steps < 1 or args.rounds < 1 or args.batch_size < 1:
         parser.error("--steps, --rounds and --batch-size must be positive")
 
-    data, loss_config, mesh, catalogue, batches = ce_step_inputs(args.data, args.batch_size)
-    print(f"jax {jax.__version__} {jax.devices()[0].device_kind}; CE step, batch {args.batch_size}, "
+    try:
+        data, loss_config, mesh, catalogue, batches = ce_step_inputs(args.data, args.batch_size, args.loss)
+    except ValueError as err:
+        parser.error(f"--loss: {err}")
+    print(f"jax {jax.__version__} {jax.devices()[0].device_kind}; {args.loss} step, batch {args.batch_size}, "
           f"baseline dtype {args.dtype}", flush=True)
     prepared = [prepare(n, base_dtype=args.dtype, preset=args.preset, data=data, loss_config=loss_config,
                         mesh=mesh, batches=batches, catalogue=catalogue) for n in names]
@@ -201,8 +211,9 @@ def main(argv=None) -> int:
               f"{row['gflop_per_step']:.1f} | {row['gbytes_per_step']:.2f} | {row['tflop_per_s']:.1f} | "
               f"{row['gbytes_per_s']:,.0f} |")
     if args.out:
-        Path(args.out).write_text(json.dumps({"device": jax.devices()[0].device_kind, "batch": args.batch_size,
-                                              "baseline_dtype": args.dtype, "rows": rows}, indent=1))
+        write_json_atomic(args.out, {"device": jax.devices()[0].device_kind, "loss": args.loss,
+                                     "batch": args.batch_size, "baseline_dtype": args.dtype, "rows": rows},
+                          indent=1)
     return 0
 
 

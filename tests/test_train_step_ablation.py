@@ -49,3 +49,29 @@ def test_unknown_variant_is_a_usage_error(capsys):
         ablation.main(["--variants", "baseline,flash"])
     assert exit_info.value.code == 2
     assert "flash" in capsys.readouterr().err
+
+
+def test_pairwise_step_is_ablated_like_the_ce_step(tmp_path):
+    # The same variants on the pairwise step: its negatives come from the
+    # step's key, so forward and grad still see the same loss, and decoding
+    # 1 + K candidates costs more FLOPs than the CE step's one.
+    out = {}
+    for loss in ("ce", "apao_pairwise@4"):
+        out[loss] = tmp_path / f"{loss}.json"
+        ablation.main(["--preset", "tiny", "--batch-size", "8", "--steps", "1", "--rounds", "1",
+                       "--loss", loss, "--variants", "forward,grad", "--out", str(out[loss])])
+    pairwise = json.loads(out["apao_pairwise@4"].read_text())
+    ce = json.loads(out["ce"].read_text())
+    assert (pairwise["loss"], ce["loss"]) == ("apao_pairwise@4", "ce")
+    rows = {row["variant"]: row for row in pairwise["rows"]}
+    ce_rows = {row["variant"]: row for row in ce["rows"]}
+    assert rows["forward"]["final_loss"] == pytest.approx(rows["grad"]["final_loss"], rel=1e-5)
+    assert rows["forward"]["final_loss"] != pytest.approx(ce_rows["forward"]["final_loss"], rel=1e-3)
+    assert rows["grad"]["gflop_per_step"] > 1.2 * ce_rows["grad"]["gflop_per_step"]
+
+
+def test_unknown_loss_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        ablation.main(["--loss", "apao_pairwise+fused"])
+    assert exit_info.value.code == 2
+    assert "fused" in capsys.readouterr().err
