@@ -18,6 +18,9 @@ removes one suspect:
   bfloat16    bfloat16 compute (half the bytes of every activation)
   grad        the baseline's loss and gradients only, no optimizer update
   forward     the baseline's loss only (no backward pass, no update)
+  fused_qkv   ``ModelConfig.fuse_qkv_projections``: each attention input's
+              projections as one matmul (same parameters and math; fewer,
+              wider kernels, which the H100 profile suggested)
 
 XLA's cost analysis of each compiled step gives its FLOPs and bytes
 accessed; dividing by the measured time gives the achieved TFLOP/s and GB/s,
@@ -61,7 +64,7 @@ from training.losses import LossConfig  # noqa: E402
 from training.train_step import make_catalogue, make_data_mesh, make_train_step, replicate  # noqa: E402
 from training.train_step import shard_batch, step_loss_fn  # noqa: E402
 
-VARIANTS = ("baseline", "no_dropout", "rbg", "f32_dots", "bfloat16", "grad", "forward")
+VARIANTS = ("baseline", "no_dropout", "rbg", "f32_dots", "bfloat16", "grad", "forward", "fused_qkv")
 
 
 def make_partial_step(loss_config: LossConfig, part: str):
@@ -112,6 +115,8 @@ def prepare(name: str, *, base_dtype: str, preset: str, data, loss_config: LossC
     model_config = ModelSpec(preset=preset, dtype=dtype).build(data.vocab.vocab_size, data.vocab.num_levels, 20)
     if name == "no_dropout":
         model_config = dataclasses.replace(model_config, dropout_rate=0.0)
+    if name == "fused_qkv":
+        model_config = dataclasses.replace(model_config, fuse_qkv_projections=True)
     graphdef, state, opt_state, optimizer = placed_train_state(model_config, loss_config, data.vocab.num_levels, mesh)
     key = jax.random.key(0, impl="rbg") if name == "rbg" else jax.random.key(0)
     step = (make_partial_step(loss_config, name) if name in ("grad", "forward")

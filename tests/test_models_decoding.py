@@ -287,3 +287,29 @@ def test_dropout_only_in_training_and_every_param_gets_gradient(arch):
     # Every parameter takes part in the training forward pass.
     for path, value in jax.tree_util.tree_leaves_with_path(grad_max):
         assert float(value) > 0, path
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fused_qkv_projections_change_neither_parameters_nor_results(arch):
+    # Fusing is a compute layout only: the same seed gives the same parameter
+    # tree, and the incremental decode, the teacher-forced logits and every
+    # gradient agree with the separate projections.
+    models = [build_model(_config(arch, fuse_qkv_projections=fuse), rngs=nnx.Rngs(0)) for fuse in (False, True)]
+    states = [nnx.state(m, nnx.Param) for m in models]
+    assert jax.tree.structure(states[0]) == jax.tree.structure(states[1])
+    for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])):
+        np.testing.assert_array_equal(a, b)
+    inputs = _inputs(3)
+    (decoded, scored), (decoded_fused, scored_fused) = (_decode_and_score_in_one_jit(m, *inputs) for m in models)
+    np.testing.assert_allclose(decoded_fused, decoded, atol=ATOL)
+    np.testing.assert_allclose(scored_fused, scored, atol=ATOL)
+
+    @nnx.jit
+    def grads(model):
+        def loss_fn(model):
+            log_probs = jax.nn.log_softmax(model(*inputs, deterministic=True))
+            return -jnp.mean(jnp.take_along_axis(log_probs, inputs[2][..., None], -1))
+        return nnx.grad(loss_fn)(model)
+
+    for a, b in zip(jax.tree.leaves(grads(models[0])), jax.tree.leaves(grads(models[1]))):
+        np.testing.assert_allclose(b, a, atol=1e-6, rtol=1e-5)

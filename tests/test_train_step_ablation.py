@@ -19,13 +19,15 @@ def test_variants_without_dropout_train_identically(tmp_path):
     # (unused) masks from another PRNG must leave every step bit-identical.
     out = tmp_path / "rows.json"
     ablation.main(["--preset", "tiny", "--batch-size", "8", "--steps", "2", "--rounds", "1",
-                   "--variants", "baseline,no_dropout,rbg", "--out", str(out)])
+                   "--variants", "baseline,no_dropout,rbg,fused_qkv", "--out", str(out)])
     rows = {row["variant"]: row for row in json.loads(out.read_text())["rows"]}
-    assert set(rows) == {"baseline", "no_dropout", "rbg"}
+    assert set(rows) == {"baseline", "no_dropout", "rbg", "fused_qkv"}
     assert rows["baseline"]["vs_baseline"] == 1.0
     assert math.isfinite(rows["baseline"]["final_loss"])
     assert rows["no_dropout"]["final_loss"] == rows["baseline"]["final_loss"]
     assert rows["rbg"]["final_loss"] == rows["baseline"]["final_loss"]
+    # Fused projections: the same math in other kernels (float reassociation only).
+    assert rows["fused_qkv"]["final_loss"] == pytest.approx(rows["baseline"]["final_loss"], rel=1e-5)
     for row in rows.values():
         assert row["steps_timed"] == 2 and row["step_ms"] > 0
         assert row["gflop_per_step"] > 0 and row["gbytes_per_step"] > 0

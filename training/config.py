@@ -105,6 +105,8 @@ class ModelSpec:
       preset: ``"tiny" | "t5_small_rec" | "llama_small_rec"``.
       arch: for ``"tiny"`` only: ``"encoder_decoder"`` (default) or ``"decoder_only"``.
       dtype: compute dtype; parameters and optimizer state stay float32.
+      fuse_qkv_projections: ``ModelConfig.fuse_qkv_projections`` (same
+        parameters, one matmul for an attention input's projections).
     """
 
     preset: ModelPreset = "t5_small_rec"
@@ -119,6 +121,7 @@ class ModelSpec:
     dropout_rate: float | None = None
     ffn_activation: Literal["geglu", "swiglu", "relu"] | None = None
     tie_embeddings: bool | None = None
+    fuse_qkv_projections: bool | None = None
 
     def build(self, vocab_size: int, num_levels: int, max_history: int) -> ModelConfig:
         """The ``ModelConfig`` for a vocabulary and a history length (``max_history`` items)."""

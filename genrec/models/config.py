@@ -68,6 +68,13 @@ class ModelConfig:
         (encoder_decoder only).
       relative_attention_max_distance: distance beyond which T5 buckets saturate.
       norm_epsilon: RMSNorm epsilon.
+      fuse_qkv_projections: compute an attention layer's query, key and value
+        projections of one input as one matmul against the three kernels side
+        by side (keys and values of the cross-attention input likewise).
+        The parameters and the checkpoint layout are the same either way, and
+        so is the math; it only trades three small kernels (and their
+        backward passes) for one wider one. Off by default until measured
+        faster on a GPU (docs/benchmarks.md).
     """
 
     arch: Arch
@@ -89,6 +96,7 @@ class ModelConfig:
     relative_attention_num_buckets: int = 32
     relative_attention_max_distance: int = 128
     norm_epsilon: float = 1e-6
+    fuse_qkv_projections: bool = False
 
     def __post_init__(self):
         # Canonical dtypes keep the config hashable and comparable whether the

@@ -39,9 +39,9 @@ class DecoderOnlyLayer(nnx.Module):
 
     def _project(self, normed: jax.Array, positions: jax.Array):
         """normed: [..., seq, d_model]; positions int[..., seq] -> RoPE'd q, k and v."""
-        queries = layers.apply_rope(self.attention.queries(normed), positions, self.rope_base)
-        keys, values = self.attention.keys_values(normed)
-        return queries, layers.apply_rope(keys, positions, self.rope_base), values
+        queries, keys, values = self.attention.queries_keys_values(normed)
+        return (layers.apply_rope(queries, positions, self.rope_base),
+                layers.apply_rope(keys, positions, self.rope_base), values)
 
     def _residual_ffn(self, hidden: jax.Array, attended: jax.Array,
                       deterministic: bool) -> jax.Array:

@@ -44,10 +44,9 @@ class EncoderLayer(nnx.Module):
     ) -> jax.Array:
         """hidden: [batch, hist_len, d_model]; allowed: bool[batch, 1, 1, 1, hist_len];
         position_bias: [heads, hist_len, hist_len]. Returns [batch, hist_len, d_model]."""
-        normed = self.attention_norm(hidden)[:, None]  # beam axis of 1 for attend()
-        keys, values = self.attention.keys_values(normed[:, 0])
+        queries, keys, values = self.attention.queries_keys_values(self.attention_norm(hidden))
         attended = layers.attend(
-            self.attention.queries(normed),
+            queries[:, None],  # beam axis of 1 for attend()
             history_keys=keys,
             history_values=values,
             history_allowed=allowed,
@@ -101,13 +100,13 @@ class DecoderLayer(nnx.Module):
           hidden [batch, beams, q_len, d_model] and the updated cache (or None).
         """
         query_len = hidden.shape[2]
-        normed = self.self_attention_norm(hidden)
-        new_keys, new_values = self.self_attention.keys_values(normed)
+        queries, new_keys, new_values = self.self_attention.queries_keys_values(
+            self.self_attention_norm(hidden))
         target_keys, target_values, cached = layers.extend_target_kv(
             new_keys, new_values, cached, start
         )
         attended = layers.attend(
-            self.self_attention.queries(normed),
+            queries,
             target_keys=target_keys,
             target_values=target_values,
             target_allowed=layers.causal_allowed(start, query_len, start + query_len),

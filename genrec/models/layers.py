@@ -293,6 +293,8 @@ class AttentionProjections(nnx.Module):
         width = config.attention_width
         self.num_heads = config.num_heads
         self.head_dim = config.head_dim
+        self.dtype = config.dtype
+        self.fuse = config.fuse_qkv_projections
         self.query = nnx.Linear(config.d_model, width, **dense)
         self.key = nnx.Linear(config.d_model, width, **dense)
         self.value = nnx.Linear(config.d_model, width, **dense)
@@ -301,13 +303,31 @@ class AttentionProjections(nnx.Module):
     def _split_heads(self, projected: jax.Array) -> jax.Array:
         return projected.reshape(*projected.shape[:-1], self.num_heads, self.head_dim)
 
+    def _fused(self, hidden: jax.Array, projections: tuple[nnx.Linear, ...]) -> list[jax.Array]:
+        """One matmul against the kernels side by side, split back per projection
+        (the parameters stay separate, so checkpoints do not depend on fusing)."""
+        kernel = jnp.concatenate([p.kernel[...] for p in projections], axis=1).astype(self.dtype)
+        fused = jnp.einsum("...d,dw->...w", hidden.astype(self.dtype), kernel)
+        return [self._split_heads(x) for x in jnp.split(fused, len(projections), axis=-1)]
+
     def queries(self, hidden: jax.Array) -> jax.Array:
         """hidden: [..., d_model] -> [..., heads, head_dim]."""
         return self._split_heads(self.query(hidden))
 
     def keys_values(self, hidden: jax.Array) -> tuple[jax.Array, jax.Array]:
         """hidden: [..., d_model] -> (keys, values), each [..., heads, head_dim]."""
+        if self.fuse:
+            keys, values = self._fused(hidden, (self.key, self.value))
+            return keys, values
         return self._split_heads(self.key(hidden)), self._split_heads(self.value(hidden))
+
+    def queries_keys_values(self, hidden: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Self-attention's projections of one input: hidden [..., d_model] ->
+        (queries, keys, values), each [..., heads, head_dim]."""
+        if self.fuse:
+            queries, keys, values = self._fused(hidden, (self.query, self.key, self.value))
+            return queries, keys, values
+        return self.queries(hidden), *self.keys_values(hidden)
 
     def merge_heads(self, attended: jax.Array) -> jax.Array:
         """attended: [..., heads, head_dim] -> [..., d_model]."""
