@@ -31,7 +31,8 @@
 # GPU 3 runs seed 4 (a short timing may go first there with BEFORE_GPU3, at
 # the cost of seed 4 finishing later):
 #   source benchmarks/lanes/beauty_pairwise_fullval.sh
-#   WORKERS_PER_GPU=1 bash benchmarks/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r   # twice
+#   BEFORE_GPU3="$GPU3_FUSED_QKV" WORKERS_PER_GPU=1 bash benchmarks/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
+#   WORKERS_PER_GPU=1 bash benchmarks/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
 #   WORKERS_PER_GPU=1 bash benchmarks/reproduce_gpu.sh /tmp/r <what is left> --diagnose --final; tar czf $OUT/all.tgz -C /tmp r
 # Then, here: python3 benchmarks/collect_results.py <files_at>/r docs/results_raw/<date>
 export LANE_GPU0_A='beauty_t5_apao_pairwise_fullval_s1|gpu_beauty_t5_apao_pairwise|Beauty|--set seed=1'
@@ -40,3 +41,8 @@ export LANE_GPU2_A='beauty_t5_apao_pairwise_fullval_s3|gpu_beauty_t5_apao_pairwi
 export LANE_GPU3_A='beauty_t5_apao_pairwise_fullval_s4|gpu_beauty_t5_apao_pairwise|Beauty|--set seed=4'
 # No second lines: the default lanes of reproduce_gpu.sh would add Office runs.
 export LANE_GPU0_B='' LANE_GPU1_B=''
+# First call only, before seed 4 on GPU 3: the fused Q/K/V projections timed
+# beside the float32 CE baseline (~2 minutes). Only on H200s, where the runs
+# have time to spare; on H100s a run needs nearly all three calls.
+export GPU3_FUSED_QKV='if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
+  python3 benchmarks/train_step_ablation.py --data data_local/Beauty --variants baseline,fused_qkv --out /tmp/r/ablation_fused_qkv.json; fi'
