@@ -35,7 +35,7 @@ import jax
 
 # The ablation sits beside this script; benchmarks/ is not a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_step_ablation import VARIANTS, ce_step_inputs, prepare, run_steps  # noqa: E402
+from train_step_ablation import VARIANTS, prepare, run_steps, step_inputs  # noqa: E402
 
 from genrec.atomic_files import write_json_atomic  # noqa: E402
 
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
         parser.error("--steps, --batch-size and --top must be positive")
 
     try:
-        data, loss_config, mesh, catalogue, batches = ce_step_inputs(args.data, args.batch_size, args.loss)
+        data, loss_config, mesh, catalogue, batches = step_inputs(args.data, args.batch_size, args.loss)
     except ValueError as err:
         parser.error(f"--loss: {err}")
     platform = jax.devices()[0].platform
@@ -150,8 +150,8 @@ def main(argv=None) -> int:
                   f"{row['share']:.1%} |")
     if args.out:
         write_json_atomic(args.out, {"device": jax.devices()[0].device_kind, "loss": args.loss,
-                                     "variant": args.variant, "dtype": args.dtype, "batch": args.batch_size, "steps": args.steps,
-                                     "host_step_ms": host_ms, "threads": tables}, indent=1)
+                                     "variant": args.variant, "dtype": args.dtype, "batch": args.batch_size,
+                                     "steps": args.steps, "host_step_ms": host_ms, "threads": tables}, indent=1)
     return 0
 
 

@@ -160,7 +160,7 @@ def summarize(prepared: list[Prepared], batch_size: int) -> list[dict]:
     return rows
 
 
-def ce_step_inputs(data_path: str | None, batch_size: int, loss: str = "ce"):
+def step_inputs(data_path: str | None, batch_size: int, loss: str = "ce"):
     """What every variant's step is fed, on one device: ``(data,
     loss_config, mesh, catalogue, batches)``, with 4 training batches of
     ``batch_size`` (the first 4 of the seed-0 order) placed on the device.
@@ -197,7 +197,7 @@ def main(argv=None) -> int:
         parser.error("--steps, --rounds and --batch-size must be positive")
 
     try:
-        data, loss_config, mesh, catalogue, batches = ce_step_inputs(args.data, args.batch_size, args.loss)
+        data, loss_config, mesh, catalogue, batches = step_inputs(args.data, args.batch_size, args.loss)
     except ValueError as err:
         parser.error(f"--loss: {err}")
     print(f"jax {jax.__version__} {jax.devices()[0].device_kind}; {args.loss} step, batch {args.batch_size}, "
