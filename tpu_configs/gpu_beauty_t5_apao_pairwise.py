@@ -8,16 +8,15 @@ pairwise pair is not in our notes). Data, model, optimizer and evaluation as
 gpu_beauty_t5_ce.py, except the compute dtype: bfloat16 activations and
 matmuls (parameters and optimizer state float32), because the pairwise step
 costs 4.4x a CE step in float32 (docs/benchmarks.md) and a full float32 run
-(~75 epochs of 129 steps before early stopping) does not fit one device call.
+(74-93 epochs of 129 steps before early stopping) does not fit one device call.
 
-Expected result (test, 1 seed on H200, measured before the Beauty configs
-validated on every user, i.e. with ``--set eval.max_examples=5000 --set
-eval.subset=first`` and with the BOS position decoded once per example,
-i.e. ``--set loss.share_bos_position=true``, the default then; not yet run
-as configured now; docs/results.md):
-Recall@10 0.0565, Recall@20 0.0843, NDCG@10 0.0303, NDCG@20 0.0373 (3.4%
-below CE under the same rule); about 25 minutes on an H200 shared with a
-second training. Published bar: Recall@10 0.0639 (paper, APAO pairwise).
+Expected result (test, 4 seeds on H200, runs beauty_t5_apao_pairwise_fullval_s*,
+seeds 1-4 of this config as it is; docs/results.md): Recall@10 0.0587,
+Recall@20 0.0873, NDCG@10 0.0319, NDCG@20 0.0391. That is 1.0% below CE
+under the same rule (0.0593 over 6 seeds; one-sided permutation p 0.67,
+so it does not beat CE) and 1.7% below CE in bfloat16 (0.0597, 4 seeds).
+About 22-24 minutes alone on an H200 (best steps 6,966-9,417).
+Published bar: Recall@10 0.0639 (paper, APAO pairwise).
 
 Command:
     python -m training.train --config tpu_configs/gpu_beauty_t5_apao_pairwise.py --workdir runs/beauty_t5_pairwise

@@ -35,6 +35,13 @@
 #   WORKERS_PER_GPU=1 bash benchmarks/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
 #   WORKERS_PER_GPU=1 bash benchmarks/reproduce_gpu.sh /tmp/r <what is left> --diagnose --final; tar czf $OUT/all.tgz -C /tmp r
 # Then, here: python3 benchmarks/collect_results.py <files_at>/r docs/results_raw/<date>
+# Outcome (twelfth session, 4 x H200, the three calls above): all four
+# stopped early (best steps 6,966-9,417). R@10 0.0587 against CE's 0.0593,
+# -1.0%, one-sided permutation p 0.667: the rule fails, as predicted.
+# Against the bfloat16 CE control it is -1.7% (p 0.80). The fused Q/K/V
+# timing on GPU 3: 1.08x the baseline's step time, i.e. slower. Details in
+# docs/results.md ("Beauty APAO pairwise under the full rule") and
+# docs/benchmarks.md.
 export LANE_GPU0_A='beauty_t5_apao_pairwise_fullval_s1|gpu_beauty_t5_apao_pairwise|Beauty|--set seed=1'
 export LANE_GPU1_A='beauty_t5_apao_pairwise_fullval_s2|gpu_beauty_t5_apao_pairwise|Beauty|--set seed=2'
 export LANE_GPU2_A='beauty_t5_apao_pairwise_fullval_s3|gpu_beauty_t5_apao_pairwise|Beauty|--set seed=3'
