@@ -196,10 +196,11 @@ def main(argv=None) -> int:
     if args.steps < 1 or args.rounds < 1 or args.batch_size < 1:
         parser.error("--steps, --rounds and --batch-size must be positive")
 
-    try:
-        data, loss_config, mesh, catalogue, batches = step_inputs(args.data, args.batch_size, args.loss)
+    try:  # only the kind: a ValueError from the data files must not read as a --loss error
+        parse_kind(args.loss)
     except ValueError as err:
         parser.error(f"--loss: {err}")
+    data, loss_config, mesh, catalogue, batches = step_inputs(args.data, args.batch_size, args.loss)
     print(f"jax {jax.__version__} {jax.devices()[0].device_kind}; {args.loss} step, batch {args.batch_size}, "
           f"baseline dtype {args.dtype}", flush=True)
     prepared = [prepare(n, base_dtype=args.dtype, preset=args.preset, data=data, loss_config=loss_config,

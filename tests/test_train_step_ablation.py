@@ -77,3 +77,8 @@ def test_unknown_loss_is_a_usage_error(capsys):
         ablation.main(["--loss", "apao_pairwise+fused"])
     assert exit_info.value.code == 2
     assert "fused" in capsys.readouterr().err
+
+
+def test_data_errors_are_not_reported_as_loss_errors(tmp_path):
+    with pytest.raises(ValueError, match="found 0"):  # an empty data folder, a valid loss
+        ablation.main(["--data", str(tmp_path), "--loss", "ce"])
