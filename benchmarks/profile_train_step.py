@@ -35,8 +35,7 @@ import jax
 
 # The ablation sits beside this script; benchmarks/ is not a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_step_ablation import VARIANTS, prepare, run_steps, step_inputs  # noqa: E402
-from train_throughput import parse_kind  # noqa: E402
+from train_step_ablation import VARIANTS, parse_loss_arg, prepare, run_steps, step_inputs  # noqa: E402
 
 from genrec.atomic_files import write_json_atomic  # noqa: E402
 
@@ -116,11 +115,8 @@ def main(argv=None) -> int:
     if args.steps < 1 or args.batch_size < 1 or args.top < 1:
         parser.error("--steps, --batch-size and --top must be positive")
 
-    try:  # only the kind: a ValueError from the data files must not read as a --loss error
-        parse_kind(args.loss)
-    except ValueError as err:
-        parser.error(f"--loss: {err}")
-    data, loss_config, mesh, catalogue, batches = step_inputs(args.data, args.batch_size, args.loss)
+    loss_config = parse_loss_arg(parser, args.loss)  # before the data load: a typo fails at once
+    data, mesh, catalogue, batches = step_inputs(args.data, args.batch_size, loss_config)
     platform = jax.devices()[0].platform
     print(f"jax {jax.__version__} {jax.devices()[0].device_kind}; {args.loss} step ({args.variant}), "
           f"batch {args.batch_size}, dtype {args.dtype}", flush=True)

@@ -160,19 +160,26 @@ def summarize(prepared: list[Prepared], batch_size: int) -> list[dict]:
     return rows
 
 
-def step_inputs(data_path: str | None, batch_size: int, loss: str = "ce"):
-    """What every variant's step is fed, on one device: ``(data,
-    loss_config, mesh, catalogue, batches)``, with 4 training batches of
-    ``batch_size`` (the first 4 of the seed-0 order) placed on the device.
-    ``loss``: a ``train_throughput.py --kinds`` entry (default the CE step)."""
-    loss_config = parse_kind(loss)  # before the data load: a typo fails at once
+def parse_loss_arg(parser: argparse.ArgumentParser, loss: str) -> LossConfig:
+    """``--loss`` (a ``train_throughput.py --kinds`` entry) as a ``LossConfig``;
+    a bad kind is a usage error naming the flag."""
+    try:
+        return parse_kind(loss)
+    except ValueError as err:
+        parser.error(f"--loss: {err}")
+
+
+def step_inputs(data_path: str | None, batch_size: int, loss_config: LossConfig = LossConfig(kind="ce")):
+    """What every variant's step is fed, on one device: ``(data, mesh,
+    catalogue, batches)``, with 4 training batches of ``batch_size`` (the
+    first 4 of the seed-0 order) placed on the device."""
     data = load_data(data_path)
     split = leave_one_out_split(data.sequences, max_history=20)
     mesh = make_data_mesh(batch_size, 1)
     catalogue = replicate(make_catalogue(data.sid_codes, data.vocab, loss_config), mesh)
     it = BatchIterator.from_split(split.train, data.sid_codes, data.vocab, batch_size, seed=0)
     batches = [shard_batch(next(it), mesh) for _ in range(4)]
-    return data, loss_config, mesh, catalogue, batches
+    return data, mesh, catalogue, batches
 
 
 def main(argv=None) -> int:
@@ -196,11 +203,8 @@ def main(argv=None) -> int:
     if args.steps < 1 or args.rounds < 1 or args.batch_size < 1:
         parser.error("--steps, --rounds and --batch-size must be positive")
 
-    try:  # only the kind: a ValueError from the data files must not read as a --loss error
-        parse_kind(args.loss)
-    except ValueError as err:
-        parser.error(f"--loss: {err}")
-    data, loss_config, mesh, catalogue, batches = step_inputs(args.data, args.batch_size, args.loss)
+    loss_config = parse_loss_arg(parser, args.loss)  # before the data load: a typo fails at once
+    data, mesh, catalogue, batches = step_inputs(args.data, args.batch_size, loss_config)
     print(f"jax {jax.__version__} {jax.devices()[0].device_kind}; {args.loss} step, batch {args.batch_size}, "
           f"baseline dtype {args.dtype}", flush=True)
     prepared = [prepare(n, base_dtype=args.dtype, preset=args.preset, data=data, loss_config=loss_config,

@@ -46,11 +46,13 @@ def test_partial_steps_compute_the_step_loss(tmp_path):
     assert rows["forward"]["gflop_per_step"] < rows["grad"]["gflop_per_step"]
 
 
-def test_unknown_variant_is_a_usage_error(capsys):
+@pytest.mark.parametrize("args, named", [(["--variants", "baseline,flash"], "flash"),
+                                         (["--loss", "apao_pairwise+fused"], "fused")])
+def test_unknown_variant_or_loss_is_a_usage_error(args, named, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        ablation.main(["--variants", "baseline,flash"])
+        ablation.main(args)
     assert exit_info.value.code == 2
-    assert "flash" in capsys.readouterr().err
+    assert named in capsys.readouterr().err
 
 
 def test_pairwise_step_is_ablated_like_the_ce_step(tmp_path):
@@ -70,13 +72,6 @@ def test_pairwise_step_is_ablated_like_the_ce_step(tmp_path):
     assert rows["forward"]["final_loss"] == pytest.approx(rows["grad"]["final_loss"], rel=1e-5)
     assert rows["forward"]["final_loss"] != pytest.approx(ce_rows["forward"]["final_loss"], rel=1e-3)
     assert rows["grad"]["gflop_per_step"] > 1.2 * ce_rows["grad"]["gflop_per_step"]
-
-
-def test_unknown_loss_is_a_usage_error(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        ablation.main(["--loss", "apao_pairwise+fused"])
-    assert exit_info.value.code == 2
-    assert "fused" in capsys.readouterr().err
 
 
 def test_data_errors_are_not_reported_as_loss_errors(tmp_path):
