@@ -291,11 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
                                "(default: the run's; 'trie' after MSL training)")
     evaluate.add_argument("--save-ranks", default=None, metavar="FILE.npy",
                           help="write each example's rank of the target in the beam (0 = missed), "
-                               "for paired comparisons (benchmarks/compare_runs.py)")
+                               "for paired comparisons (research/compare_runs.py)")
     evaluate.add_argument("--save-prefix-ranks", default=None, metavar="FILE.npy",
                           help="with --diagnose: write int32[levels, examples], row t-1 = rank of the "
                                "target's length-t prefix among the beams after level t (0 = pruned), "
-                               "for survival by user group (benchmarks/popularity_buckets.py)")
+                               "for survival by user group (research/popularity_buckets.py)")
     evaluate.set_defaults(handler=_eval)
 
     index = commands.add_parser(

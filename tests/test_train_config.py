@@ -112,12 +112,12 @@ def test_missing_file_and_bad_file(tmp_path):
         load_config_file(bad)
 
 
-RESULTS_RAW = REPO / "docs" / "results_raw"
+RESULTS_RAW = REPO / "research" / "results_raw"
 
 
 def assert_expected_recall_matches_results(config_name: str, doc: str) -> None:
     """The docstring's "Expected result (test, N seed(s) ...): Recall@10 X" is the mean
-    test Recall@10 of docs/results_raw/*/<group>_s<seed>.json, where the group is
+    test Recall@10 of research/results_raw/*/<group>_s<seed>.json, where the group is
     the config's name without ``gpu_`` (<dataset>_<arch>_<method>) unless the
     parenthesis names the runs (``runs <group>_s*``)."""
     match = re.search(r"Expected result \(test, (\d+) seeds? (.*?)\):\s+Recall@10 (0\.\d{4})", doc, re.S)

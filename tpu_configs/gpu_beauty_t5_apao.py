@@ -8,7 +8,7 @@ Expected result (test, 5 seeds on H100, runs beauty_t5_apao_fullval_s*,
 docs/results.md): Recall@10 0.0583 ± 0.0014, Recall@20 0.0861, NDCG@10
 0.0317, NDCG@20 0.0387 - level with gpu_beauty_t5_ce.py (6 seeds: -1.6%
 R@10, one-sided permutation p over seeds 0.79; the rule written before the
-runs asked for p < 0.05, benchmarks/lanes/beauty_fullval.sh). With the
+runs asked for p < 0.05, research/lanes/beauty_fullval.sh). With the
 earlier validation on the first 5,000 users (``--set eval.max_examples=5000
 --set eval.subset=first``), 7 seeds gave 0.0582 (group beauty_t5_apao).
 Published bar: Recall@10 0.0637 (paper); this is 8.5% below it.

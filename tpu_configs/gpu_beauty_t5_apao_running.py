@@ -15,7 +15,7 @@ eval.subset=first``; not yet run with full validation; docs/results.md):
 Recall@10 0.0571 ± 0.0017, Recall@20 0.0858, NDCG@10 0.0307, NDCG@20 0.0380 -
 2.4% below CE under the same rule (beauty_t5_ce: 0.0585, 9 seeds; permutation
 p over seeds 0.95), like the Office counterpart no gain over CE
-(benchmarks/lanes/running_confirm.sh).
+(research/lanes/running_confirm.sh).
 Published bar: Recall@10 0.0637 (paper, APAO pointwise); this is 10.4% below it.
 
 Command:

@@ -14,7 +14,7 @@ Recall@20 0.1005, NDCG@10 0.0311, NDCG@20 0.0408 (docs/results.md): level
 with gpu_office_t5_ce.py (0.0613, 14 seeds; +0.6%, permutation p over seeds
 0.41; seed-matched +0.7%, sign-flip p 0.38). Seeds 1-6 gave 0.0647 (+5.6%,
 p 0.017), but the pre-registered confirmation on fresh seeds 7-14 failed:
-0.0594, -2.3% against CE (benchmarks/lanes/running_confirm.sh).
+0.0594, -2.3% against CE (research/lanes/running_confirm.sh).
 Published bar: Recall@10 0.0667 (paper, APAO pointwise).
 
 Command:

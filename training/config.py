@@ -195,7 +195,7 @@ class EvalConfig:
         all users, or ``"first"``, the leading ones. The first users of a
         dataset file need not be typical: Beauty's first 5,000 have about
         half the others' Recall@10 at every history length
-        (benchmarks/validation_subset.py), which biases checkpoint selection.
+        (research/validation_subset.py), which biases checkpoint selection.
       ks: cut-offs of Recall@k / NDCG@k.
       score_normalization: softmax support of the beam scores (see
         ``constrained.beam_search``): ``"vocab"``, ``"trie"`` (valid children

@@ -387,12 +387,12 @@ def evaluate_split(
       ranks_out: optional ``int[>= n]`` array that receives each example's
         1-based rank of the target SID in the beam (0 = not in it), for paired
         comparisons of two models on the same users
-        (``benchmarks/compare_runs.py``).
+        (``research/compare_runs.py``).
       prefix_ranks_out: optional ``int[num_levels, >= n]`` array (needs
         ``diagnose_prefix_survival``): row ``t-1`` receives each example's rank
         of its target's length-``t`` prefix among the beams after level ``t``
         (0 = pruned); the last row is the final rank (as ``ranks_out``). For
-        prefix survival by user group (``benchmarks/popularity_buckets.py``).
+        prefix survival by user group (``research/popularity_buckets.py``).
 
     Returns:
       ``{"recall@5": ..., "ndcg@5": ..., ..., "num_examples": n}`` (floats),

@@ -83,7 +83,7 @@ class LossConfig:
         dropout the two give the same loss. On Office (beta 0.1, seeds 1-3)
         per-candidate decoding gave a higher Recall@10 than sharing
         (+3.9%, permutation p 0.05, the pre-registered rule of
-        benchmarks/lanes/pairwise_ab.sh), hence the default.
+        research/lanes/pairwise_ab.sh), hence the default.
       running_weights: APAO kinds only. False (default, the issue's spec and
         the reference code): the adaptive weights are recomputed from each
         batch's prefix losses alone. True: they carry over from step to step,

@@ -456,7 +456,7 @@ def train(
         state = nnx.merge_state(params, rest)
     test_ranks = np.zeros(split.test.num_examples, np.int32)
     test_metrics = evaluate(state, split.test, ranks_out=test_ranks)
-    if is_primary:  # per-user ranks, for paired comparisons of runs (benchmarks/compare_runs.py)
+    if is_primary:  # per-user ranks, for paired comparisons of runs (research/compare_runs.py)
         with atomic_open(workdir / TEST_RANKS_FILE, "wb") as f:
             np.save(f, test_ranks)
     metrics_log.write({"step": progress.step, "kind": "test", **test_metrics})

@@ -1,4 +1,4 @@
-"""benchmarks/lanes/*.sh: every run a lane file names would start on the GPU host.
+"""research/lanes/*.sh: every run a lane file names would start on the GPU host.
 
 A typo in a lane (a config that does not exist, a misspelt ``--set`` key, a
 run name the result scripts cannot parse, the same run twice) is found only
@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.benchmark_scripts import load_script
+from research_scripts import load_script
 from training.config import load_config_file
 
-REPO = Path(__file__).resolve().parents[1]
-LANE_FILES = sorted((REPO / "benchmarks" / "lanes").glob("*.sh"))
+REPO = Path(__file__).resolve().parents[2]
+LANE_FILES = sorted((REPO / "research" / "lanes").glob("*.sh"))
 DATASETS = {"Office", "Beauty"}
 lane_runs = load_script("lane_files").lane_runs
 
 
 def test_lane_files_exist():
-    assert LANE_FILES, "benchmarks/lanes/ holds the lane files reproduce_gpu.sh runs"
+    assert LANE_FILES, "research/lanes/ holds the lane files reproduce_gpu.sh runs"
 
 
 @pytest.mark.parametrize("path", LANE_FILES, ids=lambda p: p.name)

@@ -6,7 +6,7 @@
 # periodic checkpoints are switched off: only the training records matter.
 # The loss is APAO pointwise whatever CONFIG says (its beta and eta are kept).
 #
-#   bash benchmarks/trace_prefix_weights.sh OUT SECONDS [CONFIG] [DATA_DIR]
+#   bash research/trace_prefix_weights.sh OUT SECONDS [CONFIG] [DATA_DIR]
 #   (defaults: tpu_configs/gpu_office_t5_apao.py, data_local/Office;
 #    DATA_DIR none = the config's synthetic data)
 #

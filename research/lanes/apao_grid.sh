@@ -1,4 +1,4 @@
-# Runs for benchmarks/reproduce_gpu.sh on a 4-GPU host: APAO pointwise on
+# Runs for research/reproduce_gpu.sh on a 4-GPU host: APAO pointwise on
 # Office, T5, at beta 0.05, 0.1, 0.2, 0.4 (the paper's grid, less its 0.3,
 # which is gpu_office_t5_apao.py with 16 seeds in docs/results.md) and 1.0
 # (past the grid: does more prefix weight cost more?), and the paper's pair
@@ -12,11 +12,11 @@
 # seeds. An Office run takes ~3.5 min sharing its GPU plus ~0.5 min of
 # diagnosis: 36 runs over 8 workers (two a GPU, one queue), ~19 minutes of one
 # 4 x H200 host:
-#   source benchmarks/lanes/apao_grid.sh
-#   bash benchmarks/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
+#   source research/lanes/apao_grid.sh
+#   bash research/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
 #   (again on the same warm machine if needed, the last call with --final)
-# Then, here: python3 benchmarks/collect_results.py <files_at>/r docs/results_raw/<date>,
-# benchmarks/summarize_results.py (each beta and running is a method, compared with ce).
+# Then, here: python3 research/collect_results.py <files_at>/r research/results_raw/<date>,
+# research/summarize_results.py (each beta and running is a method, compared with ce).
 # Format per line: name|config|dataset|overrides.
 export LANE_GPU0_A='office_t5_apao_b005_s1|gpu_office_t5_apao|Office|--set loss.beta=0.05 --set seed=1
 office_t5_apao_b02_s2|gpu_office_t5_apao|Office|--set loss.beta=0.2 --set seed=2

@@ -14,8 +14,8 @@ slices of the same size (two-sided share of ``--draws`` random slices whose
 gap is at least as large: a p-value of "the first slice is a random one").
 
 Run:
-    python benchmarks/validation_subset.py --data data_local/Beauty --first 5000 \\
-        --ranks 'docs/results_raw/2026-11-26/valid_ranks/beauty_t5_*'
+    python research/validation_subset.py --data data_local/Beauty --first 5000 \\
+        --ranks 'research/results_raw/2026-11-26/valid_ranks/beauty_t5_*'
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-# compare_runs.py sits beside this script; benchmarks/ is not a package.
+# compare_runs.py sits beside this script; research/ is not a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_runs import format_p, load_group, per_user_metric  # noqa: E402
 from popularity_buckets import target_popularity  # noqa: E402

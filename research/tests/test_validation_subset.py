@@ -1,4 +1,4 @@
-"""benchmarks/validation_subset.py: the data profile of the validation examples,
+"""research/validation_subset.py: the data profile of the validation examples,
 the random-slice test of the first slice's gap, and the CLI on a tiny dataset
 whose first users differ from the rest."""
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from benchmark_scripts import load_script
+from research_scripts import load_script
 
 validation_subset = load_script("validation_subset")
 

@@ -1,8 +1,8 @@
-"""Copy what benchmarks/reproduce_gpu.sh brought back into a results folder
-that benchmarks/summarize_results.py, compare_runs.py and popularity_buckets.py
+"""Copy what research/reproduce_gpu.sh brought back into a results folder
+that research/summarize_results.py, compare_runs.py and popularity_buckets.py
 read, so no file is renamed by hand.
 
-    python benchmarks/collect_results.py FETCHED_DIR docs/results_raw/<date>
+    python research/collect_results.py FETCHED_DIR research/results_raw/<date>
 
 From FETCHED_DIR (the unpacked ``r/`` of ``$OUT/all.tgz``):
 ``<run>.results.json`` -> ``DEST/<run>.json``, ``<run>.test_ranks.npy`` ->
@@ -29,7 +29,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-# summarize_results.py sits beside this script; benchmarks/ is not a package.
+# summarize_results.py sits beside this script; research/ is not a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from summarize_results import diagnosis_metrics  # noqa: E402
 
@@ -70,7 +70,7 @@ def plan(src: Path, dest: Path) -> list[tuple[Path, Path]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("src", type=Path, help="folder with <run>.results.json etc.")
-    parser.add_argument("dest", type=Path, help="results folder, e.g. docs/results_raw/<date>")
+    parser.add_argument("dest", type=Path, help="results folder, e.g. research/results_raw/<date>")
     parser.add_argument("--overwrite", action="store_true", help="replace differing files in dest")
     args = parser.parse_args(argv)
     if not args.src.is_dir():

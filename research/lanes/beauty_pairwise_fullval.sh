@@ -1,4 +1,4 @@
-# Lanes for benchmarks/reproduce_gpu.sh, one training per GPU
+# Lanes for research/reproduce_gpu.sh, one training per GPU
 # (WORKERS_PER_GPU=1): APAO pairwise on Beauty as gpu_beauty_t5_apao_pairwise.py
 # is now (beta 0.1, eta 1e-5, each candidate decoded in full, checkpoint
 # selected on all 22,363 validation users, bfloat16 compute), seeds 1-4,
@@ -6,7 +6,7 @@
 # seeds, R@10 0.0593, float32). Its only Beauty figure so far is one seed
 # with the shared first position and the first-5,000-users rule (0.0565).
 # Decided before the runs (tenth session): pairwise beats CE on Beauty iff,
-# from docs/results_raw/<date>/ranks,
+# from research/results_raw/<date>/ranks,
 #   compare_runs.py --a beauty_t5_ce_fullval_s*.* --b beauty_t5_apao_pairwise_fullval_s*.*
 # gives R@10 a one-sided permutation p < 0.05 (3 vs 6 runs: smallest
 # attainable p 1/84 = 0.012). Our prediction: it fails. On Office, the same
@@ -30,11 +30,11 @@
 # run together on a 4-GPU host, in three calls on the same warm machine;
 # GPU 3 runs seed 4 (a short timing may go first there with BEFORE_GPU3, at
 # the cost of seed 4 finishing later):
-#   source benchmarks/lanes/beauty_pairwise_fullval.sh
-#   BEFORE_GPU3="$GPU3_FUSED_QKV" WORKERS_PER_GPU=1 bash benchmarks/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
-#   WORKERS_PER_GPU=1 bash benchmarks/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
-#   WORKERS_PER_GPU=1 bash benchmarks/reproduce_gpu.sh /tmp/r <what is left> --diagnose --final; tar czf $OUT/all.tgz -C /tmp r
-# Then, here: python3 benchmarks/collect_results.py <files_at>/r docs/results_raw/<date>
+#   source research/lanes/beauty_pairwise_fullval.sh
+#   BEFORE_GPU3="$GPU3_FUSED_QKV" WORKERS_PER_GPU=1 bash research/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
+#   WORKERS_PER_GPU=1 bash research/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
+#   WORKERS_PER_GPU=1 bash research/reproduce_gpu.sh /tmp/r <what is left> --diagnose --final; tar czf $OUT/all.tgz -C /tmp r
+# Then, here: python3 research/collect_results.py <files_at>/r research/results_raw/<date>
 # Outcome (twelfth session, 4 x H200, the three calls above): all four
 # stopped early (best steps 6,966-9,417). R@10 0.0587 against CE's 0.0593,
 # -1.0%, one-sided permutation p 0.667: the rule fails, as predicted.

@@ -1,4 +1,4 @@
-"""benchmarks/popularity_buckets.py: target popularity from the leave-one-out
+"""research/popularity_buckets.py: target popularity from the leave-one-out
 split, bucket edges, per-bucket metrics and permutation p-values by hand, and
 the CLI on a tiny dataset."""
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from benchmark_scripts import load_script
+from research_scripts import load_script
 
 popularity_buckets = load_script("popularity_buckets")
 

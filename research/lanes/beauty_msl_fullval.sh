@@ -1,4 +1,4 @@
-# Lanes for benchmarks/reproduce_gpu.sh on a 2-GPU host (two trainings a GPU,
+# Lanes for research/reproduce_gpu.sh on a 2-GPU host (two trainings a GPU,
 # the default): Beauty MSL under the validation rule the Beauty configs use
 # since the eighth session (checkpoint selected and early stopping on all
 # 22,363 validation users). Its only figure so far is one seed under the old
@@ -7,7 +7,7 @@
 # *_fullval so summarize_results.py sets them beside ce_fullval (6 seeds,
 # R@10 0.0593).
 # Decided before the runs: MSL differs from CE on Beauty under the full rule
-# iff, from docs/results_raw/<date>/ranks,
+# iff, from research/results_raw/<date>/ranks,
 #   compare_runs.py --a beauty_t5_ce_fullval_s*.* --b beauty_t5_msl_fullval_s*.*
 # gives R@10 a two-sided permutation p < 0.05 (either tail of the one-sided
 # p below 0.025). Our prediction: no difference (on Office MSL is 7% below
@@ -15,10 +15,10 @@
 # Time: a full-rule Beauty run took 15-18 minutes with a GPU partner (seventh
 # and eighth sessions), so the 4 runs take ~20 minutes of a 2-GPU host, in
 # three calls on the same warm machine:
-#   source benchmarks/lanes/beauty_msl_fullval.sh
-#   bash benchmarks/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r   # twice
-#   bash benchmarks/reproduce_gpu.sh /tmp/r <what is left> --diagnose --final; tar czf $OUT/all.tgz -C /tmp r
-# Then, here: python3 benchmarks/collect_results.py <files_at>/r docs/results_raw/<date>
+#   source research/lanes/beauty_msl_fullval.sh
+#   bash research/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r   # twice
+#   bash research/reproduce_gpu.sh /tmp/r <what is left> --diagnose --final; tar czf $OUT/all.tgz -C /tmp r
+# Then, here: python3 research/collect_results.py <files_at>/r research/results_raw/<date>
 # Beauty APAO pairwise under the full rule is not here: in bfloat16 a run
 # needs ~20 minutes alone on a GPU (~12,000 steps), too long beside a partner.
 # Outcome (eleventh session, 4 x H200, one training a GPU, all four in one

@@ -9,7 +9,7 @@
 # skipped.
 #
 # Usage (repo root, data copied to data_local/):
-#   bash benchmarks/reproduce_gpu.sh OUT_DIR SECONDS [--final] [--bench]
+#   bash research/reproduce_gpu.sh OUT_DIR SECONDS [--final] [--bench]
 #     SECONDS  wall-clock budget of this call; trainings are stopped before it
 #     --final  evaluate (test split, best checkpoint) any run the budget cut
 #     --bench  first time CE vs APAO-pairwise train steps on GPU 0 (alone)
@@ -33,7 +33,7 @@
 # (already resumed from their checkpoints) come first in the next call
 # because they were first in the queue.
 # The device tool brings back only a few files from $OUT, so write elsewhere
-# and pack:  bash benchmarks/reproduce_gpu.sh /tmp/r 540 --final; tar czf $OUT/all.tgz -C /tmp r
+# and pack:  bash research/reproduce_gpu.sh /tmp/r 540 --final; tar czf $OUT/all.tgz -C /tmp r
 set -uo pipefail
 out=${1:-out}; budget=${2:-540}; shift 2 || true
 final=0; bench=0; diagnose=0

@@ -1,13 +1,13 @@
-# Lanes for benchmarks/reproduce_gpu.sh, one training per GPU
+# Lanes for research/reproduce_gpu.sh, one training per GPU
 # (WORKERS_PER_GPU=1): APAO pairwise on Office, beta 0.1, after the ninth
-# session's runs of benchmarks/lanes/pairwise_ab.sh (seeds 1-2 of shared and
+# session's runs of research/lanes/pairwise_ab.sh (seeds 1-2 of shared and
 # per-candidate first-position decoding; both seed-3 runs were cut).
 # Two questions, each with its rule written here before the runs:
 #
 # 1. The A/B of pairwise_ab.sh, completed by its two seed-3 runs (first two in
 #    the queue, so a 2-GPU host runs them together). Rule unchanged (see that
 #    file): per-candidate decoding explains part of pairwise's gap iff, from
-#    docs/results_raw/<date>/ranks,
+#    research/results_raw/<date>/ranks,
 #      compare_runs.py --a office_t5_apao_pairwise_b01_s[1-3].* --b office_t5_apao_pairwise_b01_unshared_s[1-3].*
 #    gives R@10 one-sided permutation p = 0.05 (3 vs 3). Seeds 1-2 alone:
 #    +3.1% R@10 (p 0.167, the smallest 2 vs 2 allows), R@20 0.0%, NDCG@10 +0.2%.
@@ -28,10 +28,10 @@
 # 4-GPU host the 7 runs take two rounds, ~25 of the 30 device minutes; on a
 # 2-GPU host 4 of them finish in a session, two rounds (runs cut at the end are
 # not kept: the workdir does not survive the session).
-#   source benchmarks/lanes/pairwise_confirm.sh
-#   WORKERS_PER_GPU=1 bash benchmarks/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
+#   source research/lanes/pairwise_confirm.sh
+#   WORKERS_PER_GPU=1 bash research/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
 #   (again on the same warm machine, the last call with --final)
-# Then, here: python3 benchmarks/collect_results.py <files_at>/r docs/results_raw/<date>
+# Then, here: python3 research/collect_results.py <files_at>/r research/results_raw/<date>
 # Outcome (tenth session, 4 x H200, docs/results.md): rule 1 met (R@10
 # +3.9%, p 0.050; R@20 +1.5%, NDCG@10 +0.4%), so per-candidate decoding is
 # now the default; rule 2 not met (+3.6%, p 0.138; seed-matched +0.4%), as

@@ -1,4 +1,4 @@
-# Lanes for benchmarks/reproduce_gpu.sh on a 4-GPU host: more seeds of CE and
+# Lanes for research/reproduce_gpu.sh on a 4-GPU host: more seeds of CE and
 # APAO pointwise on both datasets, so that "APAO beats CE" can be decided with
 # the run-level permutation test (docs/results.md, "What this shows"). Office
 # seeds 6-14 (CE) and 7-15 (APAO), Beauty seeds 4-8 of each: 28 runs. On the
@@ -6,11 +6,11 @@
 # second training on its GPU (sharing a GPU gave little extra throughput), plus
 # ~0.5 / ~1.5 min of diagnosis: Office lanes ~24 min, Beauty lanes ~19 min, in
 # three calls on the same warm machine (~28 minutes of device time):
-#   source benchmarks/lanes/more_seeds.sh
-#   bash benchmarks/reproduce_gpu.sh /tmp/r 565 --diagnose; tar czf $OUT/all.tgz -C /tmp r
+#   source research/lanes/more_seeds.sh
+#   bash research/reproduce_gpu.sh /tmp/r 565 --diagnose; tar czf $OUT/all.tgz -C /tmp r
 #   (twice more; the last call with --final to evaluate cut runs)
-# Then, here: python3 benchmarks/collect_results.py <files_at>/r docs/results_raw/<date>
-# and rerun benchmarks/summarize_results.py on that folder.
+# Then, here: python3 research/collect_results.py <files_at>/r research/results_raw/<date>
+# and rerun research/summarize_results.py on that folder.
 # Format per line: name|config|dataset|overrides.
 export LANE_GPU0_A='beauty_t5_ce_s4|gpu_beauty_t5_ce|Beauty|--set seed=4
 beauty_t5_apao_s6|gpu_beauty_t5_apao|Beauty|--set seed=6'

@@ -1,4 +1,4 @@
-"""benchmarks/collect_results.py: renames and folders as summarize_results and
+"""research/collect_results.py: renames and folders as summarize_results and
 compare_runs expect, skips badly named runs and unfinished diagnoses, and does
 not overwrite different results unless asked."""
 
@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from benchmark_scripts import load_script
+from research_scripts import load_script
 
 collect_results = load_script("collect_results")
 

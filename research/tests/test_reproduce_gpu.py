@@ -1,4 +1,4 @@
-"""benchmarks/reproduce_gpu.sh schedules its runs as promised, checked on the CPU
+"""research/reproduce_gpu.sh schedules its runs as promised, checked on the CPU
 with a fake ``nvidia-smi`` (two GPUs) and a fake ``python3`` that stands in for
 training and evaluation: every run once, in the queue's order, on either GPU,
 finished runs skipped on the next call, a run named twice refused."""
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce_gpu.sh"
+SCRIPT = Path(__file__).resolve().parents[1] / "reproduce_gpu.sh"
 
 FAKE_NVIDIA_SMI = """#!/bin/sh
 if [ "$1" = "-L" ]; then echo "GPU 0: fake"; echo "GPU 1: fake"; else echo fake; fi

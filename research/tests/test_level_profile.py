@@ -1,4 +1,4 @@
-"""benchmarks/level_profile.py: lane lines to loss settings, the level profile
+"""research/level_profile.py: lane lines to loss settings, the level profile
 of a recorded run, and the slope test, on a few fake result files."""
 
 import json
@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from benchmark_scripts import load_script
+from research_scripts import load_script
 from training.losses import pointwise_token_weights
 
 level_profile = load_script("level_profile")

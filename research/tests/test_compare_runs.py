@@ -1,4 +1,4 @@
-"""benchmarks/compare_runs.py: per-user metrics by hand, the paired bootstrap
+"""research/compare_runs.py: per-user metrics by hand, the paired bootstrap
 finds a real difference and not a fake one, and the CLI on rank files."""
 
 import itertools
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmark_scripts import load_script
+from research_scripts import load_script
 
 compare_runs = load_script("compare_runs")
 

@@ -12,7 +12,7 @@ level's share of it.
 
 For each run of ``--dir`` (``<dataset>_<arch>_<method>_s<seed>.json``, as
 summarize_results.py reads them) this script finds the loss settings it ran
-with (the lane line of ``benchmarks/lanes/*.sh`` that names it, else
+with (the lane line of ``research/lanes/*.sh`` that names it, else
 ``tpu_configs/gpu_<dataset>_<arch>_<method>.py``), and the prefix weights over
 its training: its own ``train_curves/<run>.train.jsonl`` where saved, else a
 stand-in (running weights: the mean of its group's runs that have records;
@@ -29,7 +29,7 @@ Runs whose checkpoint was selected another way (on validation cross-entropy,
 ``_vce``, or on the full validation split, ``_fullval``) and other kinds are
 left out: the slope compares loss weightings under one selection rule.
 
-Run: python benchmarks/level_profile.py --dir docs/results_raw/2026-11-26
+Run: python research/level_profile.py --dir research/results_raw/2026-11-26
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "research"))
 from lane_files import lane_runs  # noqa: E402
 from summarize_results import load_curves, load_runs, read_records, slashed  # noqa: E402
 from training.config import load_config_file  # noqa: E402
@@ -180,8 +180,8 @@ def collect(folder: Path, lanes: dict[str, tuple[str, list[str]]], config_dir: P
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dir", default="docs/results_raw/2026-11-26")
-    p.add_argument("--lanes", default=str(REPO / "benchmarks" / "lanes"))
+    p.add_argument("--dir", default="research/results_raw/2026-11-26")
+    p.add_argument("--lanes", default=str(REPO / "research" / "lanes"))
     p.add_argument("--configs", default=str(REPO / "tpu_configs"))
     p.add_argument("--sid-length", type=int, default=4)
     args = p.parse_args(argv)

@@ -1,4 +1,4 @@
-# Lanes for benchmarks/reproduce_gpu.sh on a 4-GPU host: does the shared BOS
+# Lanes for research/reproduce_gpu.sh on a 4-GPU host: does the shared BOS
 # position (one dropout mask per example at level 1 for all 1 + neg_k
 # candidates) explain why APAO pairwise loses to CE (docs/results.md)?
 # Office, beta 0.1, seeds 1-3, shared (default) vs per-candidate decoding as
@@ -10,13 +10,13 @@
 # pairwise run stops at ~2,800-3,300 steps, so ~10-11 minutes alone, more
 # with a lane partner. The 10 runs below take most of a session's 30 device
 # minutes on one 4-GPU host; start them first, in three calls:
-#   source benchmarks/lanes/pairwise_ab.sh
-#   bash benchmarks/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
+#   source research/lanes/pairwise_ab.sh
+#   bash research/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
 #   (again on the same warm machine, the last call with --final)
-# Then, here: python3 benchmarks/collect_results.py <files_at>/r docs/results_raw/<date>,
-# and benchmarks/compare_runs.py (3 vs 3: smallest permutation p 0.05).
+# Then, here: python3 research/collect_results.py <files_at>/r research/results_raw/<date>,
+# and research/compare_runs.py (3 vs 3: smallest permutation p 0.05).
 # Decided before the runs (eighth session): the shared BOS position explains
-# part of pairwise's deficit iff, from docs/results_raw/<date>/ranks,
+# part of pairwise's deficit iff, from research/results_raw/<date>/ranks,
 #   compare_runs.py --a office_t5_apao_pairwise_b01_s[1-3].* --b office_t5_apao_pairwise_b01_unshared_s*.*
 # gives per-candidate decoding a higher R@10 with one-sided permutation
 # p = 0.05 (all 3 unshared seeds above all 3 shared ones); it explains the

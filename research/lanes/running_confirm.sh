@@ -1,11 +1,11 @@
-# Runs for benchmarks/reproduce_gpu.sh on a 4-GPU host: is the gain of
+# Runs for research/reproduce_gpu.sh on a 4-GPU host: is the gain of
 # running adaptive weights real, and where does it come from?
 # apao_grid.sh found APAO pointwise with running weights (beta 0.3, eta 1e-4,
 # tpu_configs/gpu_office_t5_apao_running.py) 5.6% above CE on Office (6 seeds,
 # permutation p 0.017), but as one of six variants tried together. Here:
 # - office_t5_apao_running, fresh seeds 7-14: the confirmation. Decided in
 #   advance: it counts if these 8 seeds alone beat CE on R@10 with a one-sided
-#   permutation p < 0.05 over runs, from docs/results_raw/2026-11-26/ranks:
+#   permutation p < 0.05 over runs, from research/results_raw/2026-11-26/ranks:
 #   compare_runs.py --a office_t5_ce_s*.* --b office_t5_apao_running_s{7..14}.*
 # - office_t5_apao_uniform, seeds 1-6: the same with eta 0, i.e. fixed uniform
 #   prefix weights. Equal to running -> the gain comes from leaning less on
@@ -15,10 +15,10 @@
 #   eta 1e-5: close to uniform weights, ratio ~1.2) against 9 Beauty CE seeds.
 # Beauty runs (~10 min with a GPU partner) lead the queue so they are not the
 # tail; Office runs ~4 min. 20 runs, ~18 minutes of one 4 x H200 host:
-#   source benchmarks/lanes/running_confirm.sh
-#   bash benchmarks/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
+#   source research/lanes/running_confirm.sh
+#   bash research/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
 #   (again on the same warm machine if needed, the last call with --final)
-# Then, here: python3 benchmarks/collect_results.py <files_at>/r docs/results_raw/2026-11-26
+# Then, here: python3 research/collect_results.py <files_at>/r research/results_raw/2026-11-26
 # (train_curves/ now keeps the prefix weights over each run), summarize_results.py,
 # and update the Expected result of the two running configs.
 # Format per line: name|config|dataset|overrides.

@@ -62,7 +62,7 @@ be significant; use 4+ vs 4+ (1/70 = 0.014) to be able to reach p < 0.05 with
 room to spare.
 
 Run:
-    python benchmarks/compare_runs.py --a runs/office_t5_ce_s*/test_ranks.npy --b runs/office_t5_apao_s*/test_ranks.npy
+    python research/compare_runs.py --a runs/office_t5_ce_s*/test_ranks.npy --b runs/office_t5_apao_s*/test_ranks.npy
 """
 
 from __future__ import annotations

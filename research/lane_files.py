@@ -1,4 +1,4 @@
-"""Reading ``benchmarks/lanes/*.sh``, the lane files benchmarks/reproduce_gpu.sh runs.
+"""Reading ``research/lanes/*.sh``, the lane files research/reproduce_gpu.sh runs.
 
 A lane file exports ``LANE_GPU<g>_<A|B>`` variables, each holding lines
 ``name|config|dataset|overrides`` (overrides: ``--set key=value`` pairs).

@@ -1,8 +1,8 @@
-# Lanes for benchmarks/reproduce_gpu.sh on a 4-GPU host (two lanes per GPU):
+# Lanes for research/reproduce_gpu.sh on a 4-GPU host (two lanes per GPU):
 # the 24 runs of docs/results.md made on 2026-11-26, three device calls of
 # ~9 min on the same warm machine. Usage on the device machine:
-#   source benchmarks/lanes/2026-11-26_4gpu.sh
-#   bash benchmarks/reproduce_gpu.sh /tmp/r 540 --diagnose; tar czf $OUT/all.tgz -C /tmp r
+#   source research/lanes/2026-11-26_4gpu.sh
+#   bash research/reproduce_gpu.sh /tmp/r 540 --diagnose; tar czf $OUT/all.tgz -C /tmp r
 #   (again on the same warm machine; the last call with --final to evaluate cut runs)
 # Format per line: name|config|dataset|overrides. Most important runs first.
 export LANE_GPU0_A='beauty_t5_apao_pairwise_s42|gpu_beauty_t5_apao_pairwise|Beauty|'

@@ -1,4 +1,4 @@
-"""benchmarks/summarize_results.py: mean ± sd cells, the relative-to-CE line,
+"""research/summarize_results.py: mean ± sd cells, the relative-to-CE line,
 and skipping of badly named files, on a few fake result files."""
 
 import json
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark_scripts import load_script
+from research_scripts import load_script
 
 summarize_results = load_script("summarize_results")
 

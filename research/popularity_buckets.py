@@ -18,9 +18,9 @@ share of users whose target's length-``t`` prefix is still among the beams
 after level ``t`` (does a method keep long-tail targets alive longer?).
 
 Run:
-    python benchmarks/popularity_buckets.py --data data_local/Office \\
-        --a 'docs/results_raw/2026-11-26/ranks/office_t5_ce_s*' \\
-        --b 'docs/results_raw/2026-11-26/ranks/office_t5_apao_s*'
+    python research/popularity_buckets.py --data data_local/Office \\
+        --a 'research/results_raw/2026-11-26/ranks/office_t5_ce_s*' \\
+        --b 'research/results_raw/2026-11-26/ranks/office_t5_apao_s*'
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-# compare_runs.py sits beside this script; benchmarks/ is not a package.
+# compare_runs.py sits beside this script; research/ is not a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_runs import load_group, per_user_metric, run_permutation_test  # noqa: E402
 from summarize_results import mean_sd  # noqa: E402

@@ -1,4 +1,4 @@
-# Runs for benchmarks/reproduce_gpu.sh on a 4-GPU host: is APAO pointwise
+# Runs for research/reproduce_gpu.sh on a 4-GPU host: is APAO pointwise
 # with running weights at eta 5e-4 really above CE on Office? And does full
 # validation lift Beauty CE?
 # The sixth session ran eta 5e-4 (tpu_configs/gpu_office_t5_apao_running.py
@@ -8,7 +8,7 @@
 # equally good-looking eta 1e-4 (seeds 1-6, p 0.017) failed on fresh seeds, so:
 # - office_t5_apao_running_e5e4, fresh seeds 5-14: the confirmation. Decided
 #   in advance: it counts if these 10 seeds alone beat CE on R@10 with a
-#   one-sided permutation p < 0.05 over runs, from docs/results_raw/2026-11-26/ranks:
+#   one-sided permutation p < 0.05 over runs, from research/results_raw/2026-11-26/ranks:
 #   compare_runs.py --a office_t5_ce_s*.* --b office_t5_apao_running_e5e4_s{5..14}.*
 #   (CE: seeds 3-14 once office_t5_ce_s3 below is in). Also reported, not
 #   deciding: the seed-matched difference (summarize_results.py).
@@ -26,10 +26,10 @@
 #   partner. They come last in each lane: the confirmation runs first.
 # 8 Beauty + 15 Office runs (~4 min each with a GPU partner): ~19 minutes of one
 # 4-GPU host, in two or three calls on the same warm machine:
-#   source benchmarks/lanes/eta_confirm.sh
-#   bash benchmarks/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
+#   source research/lanes/eta_confirm.sh
+#   bash research/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
 #   (again, the last call with --final)
-# Then, here: python3 benchmarks/collect_results.py <files_at>/r docs/results_raw/2026-11-26,
+# Then, here: python3 research/collect_results.py <files_at>/r research/results_raw/2026-11-26,
 # summarize_results.py, and the Expected result of gpu_office_t5_ce.py (15 seeds).
 # Format per line: name|config|dataset|overrides.
 export LANE_GPU0_A='office_t5_apao_running_e5e4_s5|gpu_office_t5_apao_running|Office|--set loss.eta=5e-4 --set seed=5
