@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from constrained.beam_search import constrained_beam_search, unconstrained_beam_search
 from constrained.index import build_index

@@ -61,8 +61,7 @@ from genrec.batching import BatchIterator  # noqa: E402
 from genrec.split import leave_one_out_split  # noqa: E402
 from training.config import ModelSpec  # noqa: E402
 from training.losses import LossConfig  # noqa: E402
-from training.train_step import make_catalogue, make_data_mesh, make_train_step, replicate  # noqa: E402
-from training.train_step import shard_batch, step_loss_fn  # noqa: E402
+from training.train_step import make_catalogue, make_data_mesh, make_train_step, replicate, shard_batch, step_loss_fn  # noqa: E402  # noqa: E402
 
 VARIANTS = ("baseline", "no_dropout", "rbg", "f32_dots", "bfloat16", "grad", "forward", "fused_qkv")
 

@@ -1,6 +1,12 @@
 """STATIC-style trie index and jit-compiled constrained beam search."""
 
-from constrained.beam_search import BeamSearchOutput, alive_state_table, constrained_beam_search, make_decoder, unconstrained_beam_search
+from constrained.beam_search import (
+    BeamSearchOutput,
+    alive_state_table,
+    constrained_beam_search,
+    make_decoder,
+    unconstrained_beam_search,
+)
 from constrained.index import (
     DeviceIndex,
     DuplicateSIDError,

@@ -42,6 +42,7 @@ import numpy as np
 
 from genrec.atomic_files import atomic_open
 from genrec.datasets import find_duplicate_sids
+
 # One implementation of the disambiguation level, shared with the SID builder:
 # the k-th item (in input order) of a group sharing an SID gets code k.
 from genrec.rqkmeans import append_disambiguation_level

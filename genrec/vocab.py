@@ -29,13 +29,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from genrec.atomic_files import write_json_atomic
+
 PAD_ID = 0
 BOS_ID = 1
 FIRST_CODE_ID = 2
 
 # Version of the JSON written by SIDVocabulary.save; bump on layout changes.
 VOCAB_FORMAT_VERSION = 1
-from genrec.atomic_files import write_json_atomic
 
 _VOCAB_FORMAT_KIND = "genrec.SIDVocabulary"
 

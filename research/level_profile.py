@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "research"))
 from lane_files import lane_runs  # noqa: E402
 from summarize_results import load_curves, load_runs, read_records, slashed  # noqa: E402
+
 from training.config import load_config_file  # noqa: E402
 from training.losses import LossConfig, pointwise_token_weights  # noqa: E402
 

@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from genrec.datasets import InteractionData
 from genrec.atomic_files import write_json_atomic, write_text_atomic
+from genrec.datasets import InteractionData
 from serving.recommender import Recommender
 
 __all__ = ["BatchJobResult", "main", "run_batch_job", "shard_path"]

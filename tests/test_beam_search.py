@@ -5,10 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from catalogues import random_catalogue
 
 from constrained.beam_search import make_decoder
 from constrained.index import build_index
-from catalogues import random_catalogue
 from constrained.reference import build_dict_trie, log_softmax, prune_trie, reference_beam_search
 
 HASH_MOD = 997

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from catalogues import random_catalogue
 
 from constrained.index import (
     DuplicateSIDError,
@@ -11,7 +12,6 @@ from constrained.index import (
     disambiguate_sids,
     find_duplicate_groups,
 )
-from catalogues import random_catalogue
 from constrained.reference import build_dict_trie
 
 

@@ -18,8 +18,8 @@ from genrec.vocab import BOS_ID, SIDVocabulary
 from training.evaluate import (
     build_eval_index,
     evaluate_split,
-    hit_ranks,
     history_tokens,
+    hit_ranks,
     popularity_baseline,
     ranking_metrics,
     validation_ce,

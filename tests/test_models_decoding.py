@@ -36,7 +36,9 @@ class JittedModel:
 
     def __init__(self, model):
         graphdef, self._state = nnx.split(model)
-        merge = lambda state: nnx.merge(graphdef, state)
+        def merge(state):
+            return nnx.merge(graphdef, state)
+
         self._encode = jax.jit(lambda state, *a: merge(state).encode(*a))
         self._score = jax.jit(lambda state, *a: merge(state).score_targets(*a))
         self._init_cache = jax.jit(

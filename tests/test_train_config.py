@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 
 from genrec.models import expected_num_params

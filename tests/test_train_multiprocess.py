@@ -12,11 +12,12 @@ import time
 
 import jax
 import numpy as np
+from train_cli import REPO, SMOKE, assert_same_latest_params, train_command
 
 from training.config import load_config_file
 from training.preemption import EXIT_CODE
 from training.train import train
-from train_cli import REPO, SMOKE, assert_same_latest_params, train_command
+
 OVERRIDES = [
     "data.synthetic.num_users=100", "data.synthetic.num_items=120", "data.synthetic.codebook_size=8",
     "model.num_encoder_layers=1", "model.num_decoder_layers=1", "model.dropout_rate=0.1",

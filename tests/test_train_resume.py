@@ -9,10 +9,10 @@ import signal
 import subprocess
 
 import numpy as np
+from train_cli import REPO, SMOKE, assert_same_latest_params, train_command
 
 from training.config import load_config_file
 from training.train import train
-from train_cli import REPO, SMOKE, assert_same_latest_params, train_command
 
 NUM_STEPS, KILL_AT = 8, 4
 OVERRIDES = [

@@ -10,11 +10,11 @@ import signal
 import subprocess
 
 import pytest
+from train_cli import REPO, SMOKE, assert_same_latest_params, train_command
 
 from training.config import load_config_file
 from training.preemption import EXIT_CODE, StopOnSignal, TrainingInterrupted
 from training.train import train
-from train_cli import REPO, SMOKE, assert_same_latest_params, train_command
 
 NUM_STEPS = 100
 OVERRIDES = [

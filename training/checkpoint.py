@@ -37,8 +37,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from genrec.models import ModelConfig, Recommender, build_model
 from genrec.atomic_files import atomic_open, write_json_atomic
+from genrec.models import ModelConfig, Recommender, build_model
 from genrec.vocab import SIDVocabulary
 from training.config import CheckpointConfig, TrainConfig, config_from_json, config_to_json
 

@@ -43,16 +43,16 @@ from pathlib import Path
 from typing import Any
 
 import jax
-from jax.experimental import multihost_utils
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
+from genrec.atomic_files import atomic_open, write_json_atomic
 from genrec.batching import BatchIterator
 from genrec.datasets import InteractionData, load_sid_dataset
 from genrec.models import build_model, count_params
 from genrec.split import LeaveOneOutSplit, SplitArrays, leave_one_out_split, subset_examples
 from genrec.synthetic import make_synthetic_dataset
-from genrec.atomic_files import atomic_open, write_json_atomic
 from training.checkpoint import (
     CATALOGUE_FILE,
     CONFIG_FILE,
@@ -62,9 +62,16 @@ from training.checkpoint import (
     read_run_config,
     write_run_files,
 )
+from training.config import (
+    VALID_CE,
+    DataConfig,
+    EvalConfig,
+    TrainConfig,
+    load_config_file,
+    override_keys,
+    score_normalization,
+)
 from training.evaluate import build_eval_index, evaluate_split, popularity_baseline, validation_ce
-from training.config import (VALID_CE, DataConfig, EvalConfig, TrainConfig, load_config_file, override_keys,
-                             score_normalization)
 from training.optim import make_optimizer
 from training.preemption import StopOnSignal, TrainingInterrupted
 from training.tb_events import EventWriter
@@ -419,9 +426,11 @@ def train(
                     progress = dataclasses.replace(progress, best_metric=score, best_step=step,
                                                    evals_without_improvement=0)
                 else:
-                    progress = dataclasses.replace(progress, evals_without_improvement=progress.evals_without_improvement + 1)
+                    progress = dataclasses.replace(progress,
+                                                   evals_without_improvement=progress.evals_without_improvement + 1)
+                best_note = f"(best {progress.best_metric:.4f} at step {progress.best_step})"
                 logger.info("step %d valid %s %s", step, _format_metrics(valid_metrics),
-                            "(new best)" if improved else f"(best {progress.best_metric:.4f} at step {progress.best_step})")
+                            "(new best)" if improved else best_note)
                 patience = config.early_stopping_patience
                 stop_early = patience is not None and progress.evals_without_improvement >= patience
                 if improved:

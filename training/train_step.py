@@ -331,7 +331,8 @@ def make_data_mesh(global_batch_size: int, num_devices: int | None = None) -> Me
     if global_batch_size % num_devices:
         raise ValueError(
             f"batch_size={global_batch_size} does not split evenly over {num_devices} devices; "
-            f"use a multiple of {num_devices} (e.g. --set batch_size={num_devices * -(-global_batch_size // num_devices)}) "
+            f"use a multiple of {num_devices} "
+            f"(e.g. --set batch_size={num_devices * -(-global_batch_size // num_devices)}) "
             f"or set num_devices"
         )
     return Mesh(np.asarray(devices[:num_devices]), (DATA_AXIS,))

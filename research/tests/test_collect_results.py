@@ -5,7 +5,6 @@ not overwrite different results unless asked."""
 import json
 
 import numpy as np
-
 from research_scripts import load_script
 
 collect_results = load_script("collect_results")

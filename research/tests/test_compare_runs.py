@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
 from research_scripts import load_script
 
 compare_runs = load_script("compare_runs")

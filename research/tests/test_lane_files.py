@@ -11,8 +11,8 @@ import shlex
 from pathlib import Path
 
 import pytest
-
 from research_scripts import load_script
+
 from training.config import load_config_file
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 import pytest
-
 from research_scripts import load_script
+
 from training.losses import pointwise_token_weights
 
 level_profile = load_script("level_profile")

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from research_scripts import load_script
 
 summarize_results = load_script("summarize_results")

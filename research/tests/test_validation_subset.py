@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from research_scripts import load_script
 
 validation_subset = load_script("validation_subset")
