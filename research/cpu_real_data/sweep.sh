@@ -22,17 +22,17 @@ declare -A runs=(
 cpu=0
 for name in "${!runs[@]}"; do
   read -r -a sets <<< "${runs[$name]}"
-  ( start=$(date +%s.%N)
+  ( SECONDS=0
     timeout "$seconds" taskset -c "$cpu,$((cpu + 1))" python3 -m training.train $base --workdir "/tmp/cpu/$name" \
       $(printf -- "--set %s " "${sets[@]}") > "$out/$name.log" 2>&1
-    echo "rc=$? wall_s=$(echo "$(date +%s.%N) - $start" | bc)" >> "$out/$name.log"
+    echo "rc=$? wall_s=$SECONDS" >> "$out/$name.log"
     cp /tmp/cpu/$name/metrics.jsonl "$out/$name.metrics.jsonl" 2>/dev/null
     cp /tmp/cpu/$name/results.json "$out/$name.results.json" 2>/dev/null ) &
   cpu=$((cpu + 2))
 done
-( start=$(date +%s.%N)
+( SECONDS=0
   taskset -c "$cpu,$((cpu + 1))" python3 -m training.train --config tpu_configs/cpu_smoke.py --workdir /tmp/cpu/smoke \
     --no-resume > "$out/cpu_smoke.log" 2>&1
-  echo "rc=$? wall_s=$(echo "$(date +%s.%N) - $start" | bc)" >> "$out/cpu_smoke.log" ) &
+  echo "rc=$? wall_s=$SECONDS" >> "$out/cpu_smoke.log" ) &
 wait
 nproc; lscpu | grep -E "Model name|^CPU\(s\)" ; tail -n 2 "$out"/*.log
