@@ -39,6 +39,7 @@ import numpy as np
 
 from genrec.atomic_files import write_json_atomic, write_text_atomic
 from genrec.datasets import InteractionData
+from genrec.progress import progress_bar
 from serving.recommender import Recommender
 
 __all__ = ["BatchJobResult", "main", "run_batch_job", "shard_path"]
@@ -179,6 +180,8 @@ def run_batch_job(
     written = 0
     users_done = sum(min(users_per_shard, num_users - s * users_per_shard) for s in completed)
     job_start = time.perf_counter()
+    # Counted in users, not shards: a job is often a handful of shards, and users/s is the rate to watch.
+    bar = progress_bar(num_users, desc="recommend", unit="user", initial=users_done)
     for shard in range(num_shards):
         if shard in completed:
             continue
@@ -201,10 +204,12 @@ def run_batch_job(
         write_manifest(len(completed) == num_shards)
         written += 1
         users_done += last - first
+        bar.update(last - first)
         seconds = time.perf_counter() - shard_start
         log(f"shard {shard + 1}/{num_shards}: {last - first} users in {seconds:.2f} s "
             f"({(last - first) / max(seconds, 1e-9):.0f} users/s); {users_done}/{num_users} users done, "
             f"{time.perf_counter() - job_start:.1f} s")
+    bar.close()
     finished = len(completed) == num_shards
     if finished:
         log(f"done: {num_users} users in {num_shards} shards under {out_dir}")

@@ -12,7 +12,7 @@ catalogue trie (training/evaluate.py); checkpoints are Orbax
 Outputs in the workdir: ``config.json``, ``vocab.json``, ``catalogue.npz``,
 ``checkpoints/``, ``best/``, ``metrics.jsonl`` (one JSON record per logged
 step / evaluation), ``tensorboard/`` (the same scalars as TensorBoard event
-files, tags ``kind/key``; written without TensorBoard, training/tb_events.py),
+files, tags ``kind/key``, when tensorboardX is installed: training/tb_events.py),
 ``results.json`` (test metrics of the best checkpoint), ``test_ranks.npy``
 (each test user's rank of the target in the beam, 0 = missed) and
 ``curves.png`` when matplotlib is installed.
@@ -51,6 +51,7 @@ from genrec.atomic_files import atomic_open, write_json_atomic
 from genrec.batching import BatchIterator
 from genrec.datasets import InteractionData, load_sid_dataset
 from genrec.models import build_model, count_params
+from genrec.progress import progress_bar
 from genrec.split import LeaveOneOutSplit, SplitArrays, leave_one_out_split, subset_examples
 from genrec.synthetic import make_synthetic_dataset
 from training.checkpoint import (
@@ -74,7 +75,7 @@ from training.config import (
 from training.evaluate import build_eval_index, evaluate_split, popularity_baseline, validation_ce
 from training.optim import make_optimizer
 from training.preemption import StopOnSignal, TrainingInterrupted
-from training.tb_events import EventWriter
+from training.tb_events import EventWriter, open_event_writer
 from training.train_step import (
     init_opt_state,
     make_catalogue,
@@ -145,8 +146,8 @@ class MetricsLog:
     On resume, records past the restored step are dropped first (atomic
     rewrite), so the file reads as one uninterrupted run.
 
-    With ``tensorboard_dir``, every record's numbers also go to a new
-    TensorBoard event file there (:func:`_tensorboard_scalars` names the tags).
+    With ``tensorboard_dir`` and tensorboardX installed, every record's numbers also
+    go to a new TensorBoard event file there (:func:`_tensorboard_scalars` names the tags).
     Event files are never rewritten: after a resume, steps that the killed run
     logged past its restored checkpoint appear in both files (TensorBoard plots
     both; metrics.jsonl stays the reference).
@@ -171,7 +172,7 @@ class MetricsLog:
         with atomic_open(path, "w") as f:
             f.writelines(kept)
         if tensorboard_dir is not None:
-            self.events = EventWriter(tensorboard_dir)
+            self.events = open_event_writer(tensorboard_dir)
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -186,7 +187,7 @@ class MetricsLog:
             self.events.add_scalars(record["step"], _tensorboard_scalars(record))
 
     def close(self) -> None:
-        """Closes the event file (each write is already flushed, so an unclosed log loses nothing)."""
+        """Closes the event file, writing its queued scalars (metrics.jsonl lines are written at once)."""
         if self.events is not None:
             self.events.close()
 
@@ -385,7 +386,9 @@ def train(
     window_start = time.perf_counter()
     step = progress.step
     # SIGTERM (preemption, timeout, scheduler) stops the loop after a step, with a checkpoint.
-    with StopOnSignal() as stop_signal:
+    # One bar over the whole run (ETA to the end, right after a resume too), the epoch in its label.
+    with StopOnSignal() as stop_signal, progress_bar(total_steps, unit="step", initial=step,
+                                                     enabled=None if is_primary else False) as bar:
         while not progress.finished and step < total_steps:
             batch = shard_batch(next(train_batches), mesh)
             state, opt_state, step_metrics = train_step(
@@ -393,6 +396,8 @@ def train(
             )
             step += 1
             window.append(step_metrics)
+            bar.set_description(f"train epoch {(step - 1) // steps_per_epoch + 1}", refresh=False)
+            bar.update(1)
 
             if step % config.log_every == 0 or step == total_steps:
                 host_window = jax.device_get(window)  # waits for the window's steps to finish
@@ -400,6 +405,7 @@ def train(
                                     config.batch_size)
                 metrics_log.write(record)
                 logger.info(_progress_line(record, total_steps))
+                bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
                 if record["nonfinite_consecutive"] >= config.optimizer.max_consecutive_nonfinite:
                     checkpointer.close()
                     metrics_log.close()
