@@ -207,7 +207,7 @@ def load_sid_dataset(
     if len(row_of_item) != len(item_ids):  # JSON objects with repeated keys keep the last
         raise ValueError(f"{index_path}: repeated item ids")
 
-    vocab_source = "the given vocab"
+    vocab_source = "the given vocab" if vocab is not None else "the codebook bound"
     if vocab is None and vocab_path.is_file():
         vocab, vocab_source = SIDVocabulary.load(vocab_path), str(vocab_path)
     if vocab is not None and vocab.num_levels != sid_codes.shape[1]:

@@ -35,6 +35,11 @@ PAD_ID = 0
 BOS_ID = 1
 FIRST_CODE_ID = 2
 
+# Largest codebook a level may have. Semantic-ID codebooks hold a few hundred
+# codes (RQ-KMeans: 256); the bound turns a corrupt code such as <a_2000000000>
+# into a clear error instead of an embedding table and trie tables of that size.
+MAX_CODEBOOK_SIZE = 1 << 16
+
 # Version of the JSON written by SIDVocabulary.save; bump on layout changes.
 VOCAB_FORMAT_VERSION = 1
 
@@ -116,6 +121,13 @@ class SIDVocabulary:
             raise ValueError("SIDVocabulary needs at least one level")
         if any(s <= 0 for s in sizes):
             raise ValueError(f"codebook sizes must be positive, got {sizes}")
+        too_large = [(LEVEL_LETTERS[level], s) for level, s in enumerate(sizes) if s > MAX_CODEBOOK_SIZE]
+        if too_large:
+            letter, size = too_large[0]
+            raise ValueError(
+                f"level {letter!r} needs a codebook of {size} codes, more than the {MAX_CODEBOOK_SIZE} allowed; "
+                f"SID codes are small integers (e.g. <{letter}_0> to <{letter}_255>): check the index file"
+            )
         object.__setattr__(self, "codebook_sizes", sizes)
 
     @property
