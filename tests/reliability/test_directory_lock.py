@@ -1,0 +1,43 @@
+"""Fault suite: two processes on one directory; the second stops naming the first's pid."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from genrec.locks import DirectoryInUseError, DirectoryLock
+
+HOLD = textwrap.dedent("""
+    import sys, time
+    from genrec.locks import DirectoryLock
+    lock = DirectoryLock(sys.argv[1], "test holder").acquire()
+    print("held", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_second_holder_is_refused_with_the_first_pid_and_lock_dies_with_its_holder(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DirectoryInUseError) as error:
+            DirectoryLock(tmp_path, "training").acquire()
+        assert f"process {holder.pid} (test holder)" in str(error.value)
+        assert "\n" not in str(error.value)
+    finally:
+        holder.kill()  # kill -9: the kernel releases the lock
+        holder.wait()
+    with DirectoryLock(tmp_path, "training") as lock:
+        assert lock.path.read_text().strip() == f"{os.getpid()} training"
+
+
+def test_lock_is_reentrant_in_one_object_and_exclusive_between_objects(tmp_path):
+    first = DirectoryLock(tmp_path / "new", "a").acquire()
+    assert first.acquire() is first
+    with pytest.raises(DirectoryInUseError):  # flock locks are per open file, so this conflicts
+        DirectoryLock(tmp_path / "new", "b").acquire()
+    first.release()
+    DirectoryLock(tmp_path / "new", "b").acquire().release()
