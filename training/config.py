@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import types
 import typing
 from collections.abc import Sequence
@@ -306,12 +307,50 @@ class TrainConfig:
                     f"TrainConfig.eval.ks={self.eval.ks} must contain {k}: model selection and early "
                     f"stopping use validation {metric}"
                 )
-        if not 0.0 <= self.optimizer.warmup_fraction < 1.0:
-            raise ValueError(f"optimizer.warmup_fraction={self.optimizer.warmup_fraction} must be in [0, 1)")
-        if self.optimizer.learning_rate <= 0:
-            raise ValueError(f"optimizer.learning_rate={self.optimizer.learning_rate} must be > 0")
-        if self.optimizer.grad_clip_norm is not None and self.optimizer.grad_clip_norm <= 0:
-            raise ValueError(f"optimizer.grad_clip_norm={self.optimizer.grad_clip_norm} must be > 0 or None")
+        _check_numeric_ranges(self)
+
+
+# Allowed ranges of the float settings, as (low, high, low inclusive, high inclusive);
+# every other float setting must just be finite. NaN fails every comparison, so
+# a range check written as "reject if out of range" would let it through.
+_FLOAT_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "optimizer.learning_rate": (0.0, math.inf, False, False),
+    "optimizer.weight_decay": (0.0, math.inf, True, False),
+    "optimizer.warmup_fraction": (0.0, 1.0, True, False),
+    "optimizer.end_learning_rate": (0.0, math.inf, True, False),
+    "optimizer.grad_clip_norm": (0.0, math.inf, False, False),
+    "optimizer.b1": (0.0, 1.0, True, False),
+    "optimizer.b2": (0.0, 1.0, True, False),
+    "optimizer.eps": (0.0, math.inf, False, False),
+    "model.dropout_rate": (0.0, 1.0, True, False),
+}
+
+
+def _float_settings(node: Any, prefix: str = "") -> dict[str, float]:
+    """Every float-valued setting of a config tree, by dotted key."""
+    found = {}
+    for field in dataclasses.fields(node):
+        value = getattr(node, field.name)
+        key = f"{prefix}{field.name}"
+        if dataclasses.is_dataclass(value):
+            found.update(_float_settings(value, f"{key}."))
+        elif isinstance(value, float):
+            found[key] = value
+    return found
+
+
+def _check_numeric_ranges(config: "TrainConfig") -> None:
+    """One ValueError naming the key, unless every float setting is finite and in its range."""
+    for key, value in _float_settings(config).items():
+        if not math.isfinite(value):
+            raise ValueError(f"TrainConfig.{key}={value} must be a finite number")
+        if key in _FLOAT_RANGES:
+            low, high, low_closed, high_closed = _FLOAT_RANGES[key]
+            above = value >= low if low_closed else value > low
+            below = value <= high if high_closed else value < high
+            if not (above and below):
+                interval = f"{'[' if low_closed else '('}{low:g}, {high:g}{']' if high_closed else ')'}"
+                raise ValueError(f"TrainConfig.{key}={value} must be in {interval}")
 
 
 # ---------------------------------------------------------------------------
