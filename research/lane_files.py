@@ -1,7 +1,9 @@
 """Reading ``research/lanes/*.sh``, the lane files research/reproduce_gpu.sh runs.
 
 A lane file exports ``LANE_GPU<g>_<A|B>`` variables, each holding lines
-``name|config|dataset|overrides`` (overrides: ``--set key=value`` pairs).
+``name|config|dataset|overrides`` (config: a file of tpu_configs/ with its
+argument, as ``--config`` takes it after ``tpu_configs/``, e.g.
+``office_t5.py:loss=apao``; overrides: ``--set key=value`` pairs).
 :func:`lane_runs` reads them the way reproduce_gpu.sh does, by sourcing the
 file in a clean bash, so what it returns is what the GPU host would run.
 """

@@ -13,7 +13,7 @@ level's share of it.
 For each run of ``--dir`` (``<dataset>_<arch>_<method>_s<seed>.json``, as
 summarize_results.py reads them) this script finds the loss settings it ran
 with (the lane line of ``research/lanes/*.sh`` that names it, else
-``tpu_configs/gpu_<dataset>_<arch>_<method>.py``), and the prefix weights over
+``tpu_configs/<dataset>_<arch>.py:loss=<method>``), and the prefix weights over
 its training: its own ``train_curves/<run>.train.jsonl`` where saved, else a
 stand-in (running weights: the mean of its group's runs that have records;
 per-batch weights: ``traces/<dataset>_<arch>_apao_trace_per_batch.train.jsonl``,
@@ -72,11 +72,13 @@ def lane_settings(lanes_dir: Path) -> dict[str, tuple[str, list[str]]]:
 
 def loss_config_of(run: dict, lanes: dict[str, tuple[str, list[str]]], config_dir: Path) -> LossConfig | None:
     """The run's LossConfig, or None when no config can be found for it."""
-    config, overrides = lanes.get(run["name"], (f"gpu_{run['dataset']}_{run['arch']}_{run['method']}", []))
-    path = config_dir / f"{config}.py"
-    if not path.exists():
+    if run["name"] in lanes:
+        config, overrides = lanes[run["name"]]
+        return load_config_file(config_dir / config, overrides).loss
+    try:
+        return load_config_file(config_dir / f"{run['dataset']}_{run['arch']}.py:loss={run['method']}").loss
+    except (FileNotFoundError, ValueError):  # no base for the dataset and arch, or the method is no loss variant
         return None
-    return load_config_file(path, overrides).loss
 
 
 def level_weights(weight_records: list[list[float]] | None, loss: LossConfig, sid_length: int) -> np.ndarray:
@@ -211,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         loss = members[0].loss
         sources = sorted({e.source for e in members if e.source})
         print(f"| {dataset} | {arch} | {method} | {len(members)} | {loss.beta if loss.kind != 'ce' else '-'} | "
-              f"{', '.join(sources) or '-'} | {slashed(np.mean(averaged, axis=0))} | {slashed(np.mean(at_best, axis=0))} | "
+              f"{', '.join(sources) or '-'} | {slashed(np.mean(averaged, axis=0))} | "
+              f"{slashed(np.mean(at_best, axis=0))} | "
               f"{np.mean(scale):.3f} | {np.mean([e.run['test'][METRIC] for e in members]):.4f} |")
 
     print(f"\nTest {METRIC} against the first level's averaged share, over runs (CE and pointwise):\n")

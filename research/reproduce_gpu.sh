@@ -25,7 +25,8 @@
 # workers start, so a timing runs alone on its GPU while the others train.
 # It runs in every call that sets it: unset it for the later calls.
 # Runs: LANE_GPU<g>_A and LANE_GPU<g>_B (g = 0..15; one job per line,
-# name|config|dataset|overrides); GPUs 0 and 1 have defaults below. The queue
+# name|config|dataset|overrides, config a file of tpu_configs/ with its
+# argument, e.g. office_t5.py:loss=apao); GPUs 0 and 1 have defaults below. The queue
 # takes the lanes' first lines, then their second lines, and so on (lanes in
 # the order GPU0_A, GPU0_B, GPU1_A, ...), so with runs of equal length each
 # lane's runs still start in their written order; which GPU runs a job is
@@ -51,17 +52,17 @@ nvidia-smi --query-gpu=name --format=csv,noheader | tee "$out/gpus.txt"
 
 # name|config|dataset|extra overrides (space separated); a lane set in the
 # environment replaces its default list (one job per line).
-LANE_GPU0_A="${LANE_GPU0_A-beauty_t5_ce|gpu_beauty_t5_ce|Beauty|
-beauty_t5_msl|gpu_beauty_t5_msl|Beauty|}"
-LANE_GPU0_B="${LANE_GPU0_B-office_t5_ce_s1|gpu_office_t5_ce|Office|--set seed=1
-office_t5_ce_s2|gpu_office_t5_ce|Office|--set seed=2
-office_t5_msl|gpu_office_t5_msl|Office|
-office_t5_ce_s3|gpu_office_t5_ce|Office|--set seed=3}"
-LANE_GPU1_A="${LANE_GPU1_A-beauty_t5_apao|gpu_beauty_t5_apao|Beauty|
-office_t5_apao_s3|gpu_office_t5_apao|Office|--set seed=3}"
-LANE_GPU1_B="${LANE_GPU1_B-office_t5_apao_s1|gpu_office_t5_apao|Office|--set seed=1
-office_t5_apao_s2|gpu_office_t5_apao|Office|--set seed=2
-office_t5_apao_pairwise|gpu_office_t5_apao_pairwise|Office|}"
+LANE_GPU0_A="${LANE_GPU0_A-beauty_t5_ce|beauty_t5.py:loss=ce|Beauty|
+beauty_t5_msl|beauty_t5.py:loss=msl|Beauty|}"
+LANE_GPU0_B="${LANE_GPU0_B-office_t5_ce_s1|office_t5.py:loss=ce|Office|--set seed=1
+office_t5_ce_s2|office_t5.py:loss=ce|Office|--set seed=2
+office_t5_msl|office_t5.py:loss=msl|Office|
+office_t5_ce_s3|office_t5.py:loss=ce|Office|--set seed=3}"
+LANE_GPU1_A="${LANE_GPU1_A-beauty_t5_apao|beauty_t5.py:loss=apao|Beauty|
+office_t5_apao_s3|office_t5.py:loss=apao|Office|--set seed=3}"
+LANE_GPU1_B="${LANE_GPU1_B-office_t5_apao_s1|office_t5.py:loss=apao|Office|--set seed=1
+office_t5_apao_s2|office_t5.py:loss=apao|Office|--set seed=2
+office_t5_apao_pairwise|office_t5.py:loss=apao_pairwise|Office|}"
 
 # gpu name config dataset overrides: train (resuming) unless finished, then the
 # --diagnose evaluations; fails when the budget left is too small to start.
@@ -71,7 +72,7 @@ run_job() {
     left=$(( deadline - $(date +%s) - 15 ))
     [ "$left" -lt 30 ] && return 1
     # shellcheck disable=SC2086
-    CUDA_VISIBLE_DEVICES=$gpu timeout "$left" python3 -m training.train --config "tpu_configs/$cfg.py" \
+    CUDA_VISIBLE_DEVICES=$gpu timeout "$left" python3 -m training.train --config "tpu_configs/$cfg" \
       --workdir "runs/$name" --set "data.data_dir=data_local/$data" $extra >> "runs/$name.log" 2>&1
     rc=$?  # before $(date) below, which would reset $?
     echo "$(date +%T) $name: train exit $rc (gpu $gpu; 124 = stopped by the budget, resumes next call)"

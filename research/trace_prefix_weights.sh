@@ -7,7 +7,7 @@
 # The loss is APAO pointwise whatever CONFIG says (its beta and eta are kept).
 #
 #   bash research/trace_prefix_weights.sh OUT SECONDS [CONFIG] [DATA_DIR]
-#   (defaults: tpu_configs/gpu_office_t5_apao.py, data_local/Office;
+#   (defaults: tpu_configs/office_t5.py:loss=apao, data_local/Office;
 #    DATA_DIR none = the config's synthetic data)
 #
 # Writes OUT/<variant>.train.jsonl (every training record, refreshed every 5 s
@@ -16,7 +16,7 @@
 set -uo pipefail
 out=${1:?usage: trace_prefix_weights.sh OUT SECONDS [CONFIG] [DATA_DIR]}
 seconds=${2:?usage: trace_prefix_weights.sh OUT SECONDS [CONFIG] [DATA_DIR]}
-config=${3:-tpu_configs/gpu_office_t5_apao.py}
+config=${3:-tpu_configs/office_t5.py:loss=apao}
 data=${4:-data_local/Office}
 variants=(per_batch running)
 mkdir -p "$out"

@@ -1,8 +1,10 @@
-"""The TPU configs run as written on the CPU: their device count, compute dtype
-and loss go through the whole train loop (mesh, sharded steps, evaluation,
-checkpoints) on the 8 fake CPU devices of conftest.py. Only the scale is
-shrunk (synthetic data, a small model, a few steps); they are still untested
-on a TPU."""
+"""tpu_configs/: every config that was once a file of its own is still reachable
+as ``base.py:arg`` and gives exactly the TrainConfig it gave (golden JSON in
+tests/data/configs/, written from the old files); and the TPU variants run as
+written on the CPU: their device count, compute dtype and loss go through the
+whole train loop (mesh, sharded steps, evaluation, checkpoints) on the 8 fake
+CPU devices of conftest.py. Only the scale is shrunk (synthetic data, a small
+model, a few steps); they are still untested on a TPU."""
 
 import json
 from pathlib import Path
@@ -10,11 +12,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.config import load_config_file
+from training.config import config_to_json, load_config_file
 from training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
-TPU_CONFIGS = sorted((REPO / "tpu_configs").glob("tpu_*.py"))
+CONFIG_DIR = REPO / "tpu_configs"
+# Each config file that tpu_configs/ once held -> its spelling now (old lane files and
+# results name runs by the old file names).
+OLD_CONFIG_SPELLINGS = {
+    "cpu_smoke": "cpu_smoke.py",
+    "gpu_office_t5_ce": "office_t5.py:loss=ce",
+    "gpu_office_t5_apao": "office_t5.py:loss=apao",
+    "gpu_office_t5_apao_running": "office_t5.py:loss=apao_running",
+    "gpu_office_t5_msl": "office_t5.py:loss=msl",
+    "gpu_office_t5_apao_pairwise": "office_t5.py:loss=apao_pairwise",
+    "gpu_office_llama_ce": "office_llama.py:loss=ce",
+    "gpu_beauty_t5_ce": "beauty_t5.py:loss=ce",
+    "gpu_beauty_t5_apao": "beauty_t5.py:loss=apao",
+    "gpu_beauty_t5_apao_running": "beauty_t5.py:loss=apao_running",
+    "gpu_beauty_t5_msl": "beauty_t5.py:loss=msl",
+    "gpu_beauty_t5_apao_pairwise": "beauty_t5.py:loss=apao_pairwise,dtype=bfloat16",
+    "tpu_v4_8_office": "office_t5.py:loss=apao,platform=tpu_v4_8",
+    "tpu_v5e_8_office": "office_t5.py:loss=apao,platform=tpu_v5e_8",
+}
+TPU_CONFIGS = [spec for spec in OLD_CONFIG_SPELLINGS.values() if "platform=tpu" in spec]
 # Scale only: the device count, dtype, loss and optimizer stay as written.
 SHRINK = [
     "data.data_dir=none", "data.synthetic.num_users=120", "data.synthetic.num_items=150",
@@ -27,14 +48,21 @@ SHRINK = [
 ]
 
 
+@pytest.mark.parametrize("old_name", sorted(OLD_CONFIG_SPELLINGS))
+def test_every_old_config_file_is_reachable_unchanged(old_name):
+    golden = json.loads((REPO / "tests" / "data" / "configs" / f"{old_name}.json").read_text())
+    config = load_config_file(CONFIG_DIR / OLD_CONFIG_SPELLINGS[old_name])
+    assert json.loads(json.dumps(config_to_json(config))) == golden, OLD_CONFIG_SPELLINGS[old_name]
+
+
 def test_there_are_tpu_configs():
     assert TPU_CONFIGS, "tpu_configs/ ships configs for TPU slices"
 
 
-@pytest.mark.parametrize("path", TPU_CONFIGS, ids=lambda p: p.stem)
-def test_tpu_config_trains_on_its_device_count(path, tmp_path, caplog):
-    written = load_config_file(path)
-    config = load_config_file(path, SHRINK)
+@pytest.mark.parametrize("spec", TPU_CONFIGS)
+def test_tpu_config_trains_on_its_device_count(spec, tmp_path, caplog):
+    written = load_config_file(CONFIG_DIR / spec)
+    config = load_config_file(CONFIG_DIR / spec, SHRINK)
     assert (config.num_devices, config.model.dtype, config.loss) == (
         written.num_devices, written.model.dtype, written.loss)
     assert config.num_devices > 1 and config.model.dtype == "bfloat16"

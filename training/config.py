@@ -27,8 +27,12 @@ the type and the value.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import importlib.machinery
 import importlib.util
+import inspect
 import math
+import sys
 import types
 import typing
 from collections.abc import Sequence
@@ -371,26 +375,62 @@ def score_normalization(config: TrainConfig) -> str:
 
 
 def load_config_file(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Imports ``path``, calls its ``get_config()`` and applies ``overrides``.
+    """Imports a config file, calls its ``get_config`` and applies ``overrides``.
+
+    ``path`` is ``FILE`` or ``FILE:ARG`` (big_vision's convention): with an
+    argument the file's ``get_config(ARG)`` gets the text after the colon, e.g.
+    ``tpu_configs/office_t5.py:loss=apao,dtype=bfloat16`` (the file parses it);
+    without one, ``get_config()``. The files of one folder load as one package,
+    so a config imports its shared pieces with ``from . import common``.
 
     Raises:
       FileNotFoundError: no such file.
-      ValueError: the file has no ``get_config`` or it does not return a
-        :class:`TrainConfig`; or an override is invalid (:func:`apply_overrides`).
+      ValueError: the file has no ``get_config``, it does not return a
+        :class:`TrainConfig`, or it rejects ``ARG`` (the message names the file);
+        or an override is invalid (:func:`apply_overrides`).
     """
-    path = Path(path)
+    path, arg = _split_config_arg(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} not found (configs live in tpu_configs/)")
-    spec = importlib.util.spec_from_file_location(f"genrec_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _import_config_module(path)
     get_config = getattr(module, "get_config", None)
     if not callable(get_config):
         raise ValueError(f"{path}: a config file must define get_config() -> TrainConfig")
-    config = get_config()
+    if arg and not inspect.signature(get_config).parameters:
+        raise ValueError(f"{path}: get_config() takes no argument; drop ':{arg}'")
+    try:
+        config = get_config(arg) if arg else get_config()
+    except ValueError as error:
+        raise ValueError(f"{path}{':' + arg if arg else ''}: {error}") from error
     if not isinstance(config, TrainConfig):
         raise ValueError(f"{path}: get_config() returned {type(config).__name__}, expected TrainConfig")
     return apply_overrides(config, overrides)
+
+
+def _split_config_arg(spec: str | Path) -> tuple[Path, str]:
+    """``"FILE:ARG"`` -> ``(Path(FILE), "ARG")``; a spec naming an existing file (even with a
+    colon in its name) or without a colon has the argument ``""``."""
+    text = str(spec)
+    if ":" in text and not Path(text).is_file():
+        file_text, _, arg = text.rpartition(":")
+        return Path(file_text), arg
+    return Path(text), ""
+
+
+def _import_config_module(path: Path) -> types.ModuleType:
+    """``path`` executed as a module of a package made of its folder, so that its
+    relative imports (``from . import common``) find its sibling files wherever
+    genrec is installed. One package per folder; a sibling is imported once."""
+    folder = path.resolve().parent
+    package = "genrec_configs_" + hashlib.sha1(str(folder).encode()).hexdigest()[:12]
+    if package not in sys.modules:
+        spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
+        spec.submodule_search_locations = [str(folder)]
+        sys.modules[package] = importlib.util.module_from_spec(spec)
+    spec = importlib.util.spec_from_file_location(f"{package}.{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # ---------------------------------------------------------------------------

@@ -594,7 +594,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Train a semantic-ID recommender from a config file (tpu_configs/*.py).",
         epilog="Settable keys: " + ", ".join(override_keys()),
     )
-    parser.add_argument("--config", required=True, help="config file with get_config() -> TrainConfig")
+    parser.add_argument("--config", required=True, metavar="FILE[:ARG]",
+                        help="config file with get_config() -> TrainConfig; FILE:ARG calls get_config(ARG), e.g. "
+                             "tpu_configs/office_t5.py:loss=apao,dtype=bfloat16 (a file's docstring lists its "
+                             "variants and their expected results)")
     parser.add_argument("--workdir", required=True, help="output directory (checkpoints, metrics, results)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set optimizer.learning_rate=1e-3 (repeatable)")

@@ -36,10 +36,10 @@ def test_every_lane_run_loads(path):
         assert run_re.match(name), f"{name}: not <dataset>_<arch>_<method>_s<seed>"
         assert name.startswith(dataset.lower() + "_"), f"{name} runs on {dataset}"
         assert dataset in DATASETS, name
-        config_path = REPO / "tpu_configs" / f"{config}.py"
-        assert config_path.is_file(), f"{name}: no tpu_configs/{config}.py"
+        config_file = config.split(":")[0]
+        assert (REPO / "tpu_configs" / config_file).is_file(), f"{name}: no tpu_configs/{config_file}"
         words = shlex.split(overrides)
         assert words[0::2] == ["--set"] * (len(words) // 2) and len(words) % 2 == 0, (name, overrides)
-        loaded = load_config_file(config_path, words[1::2])
+        loaded = load_config_file(REPO / "tpu_configs" / config, words[1::2])
         seed = int(name.rsplit("_s", 1)[1])
         assert loaded.seed == seed, f"{name}: the name says seed {seed}, the overrides give {loaded.seed}"

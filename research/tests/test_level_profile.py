@@ -29,20 +29,22 @@ def write_curve(folder, name, weights_by_step):
 
 def test_lane_lines_give_each_run_its_config_and_overrides(tmp_path):
     (tmp_path / "a.sh").write_text(
-        "# office_t5_x_s1|gpu_office_t5_ce|Office|--set seed=1  (a comment is not a lane line)\n"
-        "export LANE_GPU0_A='office_t5_apao_running_e5e4_s2|gpu_office_t5_apao_running|Office|"
+        "# office_t5_x_s1|office_t5.py:loss=ce|Office|--set seed=1  (a comment is not a lane line)\n"
+        "export LANE_GPU0_A='office_t5_apao_running_e5e4_s2|office_t5.py:loss=apao_running|Office|"
         "--set loss.eta=5e-4 --set seed=2\n"
-        "office_t5_ce_s3|gpu_office_t5_ce|Office|--set seed=3'\n")
+        "office_t5_ce_s3|office_t5.py:loss=ce|Office|--set seed=3'\n")
     lanes = level_profile.lane_settings(tmp_path)
-    assert lanes == {"office_t5_apao_running_e5e4_s2": ("gpu_office_t5_apao_running", ["loss.eta=5e-4", "seed=2"]),
-                     "office_t5_ce_s3": ("gpu_office_t5_ce", ["seed=3"])}
+    assert lanes == {
+        "office_t5_apao_running_e5e4_s2": ("office_t5.py:loss=apao_running", ["loss.eta=5e-4", "seed=2"]),
+        "office_t5_ce_s3": ("office_t5.py:loss=ce", ["seed=3"]),
+    }
 
 
 def test_profiles_and_slope_on_fake_runs(tmp_path, capsys):
     lanes = tmp_path / "lanes"
     lanes.mkdir()
     (lanes / "l.sh").write_text(
-        "export LANE_GPU0_A='office_t5_apao_running_e5e4_s1|gpu_office_t5_apao_running|Office|"
+        "export LANE_GPU0_A='office_t5_apao_running_e5e4_s1|office_t5.py:loss=apao_running|Office|"
         "--set loss.eta=5e-4 --set seed=1'\n")
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -53,7 +55,7 @@ def test_profiles_and_slope_on_fake_runs(tmp_path, capsys):
     write_curve(runs, "office_t5_apao_running_e5e4_s1", weights)
     assert level_profile.main(["--dir", str(runs), "--lanes", str(lanes)]) == 0
     out = capsys.readouterr().out
-    # beta 0.3 from gpu_office_t5_apao_running.py; the record after the best step (40 > 30) is left out
+    # beta 0.3 from office_t5.py:loss=apao_running; the record after the best step (40 > 30) is left out
     c = pointwise_token_weights(np.array([w for _, w in weights[:2]]), sid_length=4, beta=0.3)
     c = c / c.sum(axis=1, keepdims=True)
     averaged, at_best = level_profile.slashed(c.mean(axis=0)), level_profile.slashed(c[-1])

@@ -1,0 +1,119 @@
+"""Shared pieces of the tpu_configs/ bases: the APAO paper's training recipe, its
+loss variants, the platforms (every GPU/TPU difference) and the parser of a
+base's argument.
+
+A base is one dataset and architecture (``office_t5.py``, ``beauty_t5.py``,
+``office_llama.py``); a variant is chosen by the argument after the file name,
+comma-separated ``key=value`` pairs, e.g.
+``genrec train --config tpu_configs/office_t5.py:loss=apao,dtype=bfloat16``.
+Every key has a default (its first choice), so ``tpu_configs/office_t5.py``
+alone is the CE run. Each base's docstring lists its measured variants.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from training.config import DataConfig, EvalConfig, ModelSpec, OptimizerConfig, TrainConfig
+from training.losses import LossConfig
+
+
+class Platform(NamedTuple):
+    """Where a run trains: the devices its batch is split over (None: every visible
+    one; a GPU run sees one) and its default compute dtype (parameters and
+    optimizer state stay float32)."""
+
+    num_devices: int | None
+    dtype: str
+
+
+# Every GPU/TPU difference of the configs. The TPU layouts are untested on a TPU:
+# tests/test_tpu_configs.py runs them on fake CPU devices (docs/training.md).
+PLATFORMS = {
+    "gpu": Platform(num_devices=None, dtype="float32"),
+    # 1-D mesh ("data",) over the 4 JAX devices (megacore chips) of a v4-8: 256 examples a chip.
+    "tpu_v4_8": Platform(num_devices=4, dtype="bfloat16"),
+    # 1-D mesh over the 8 v5e chips (16 GB HBM each): 128 examples a chip; 4.6M parameters stay replicated.
+    "tpu_v5e_8": Platform(num_devices=8, dtype="bfloat16"),
+}
+DTYPES = ("auto", "float32", "bfloat16")  # auto: the platform's
+
+
+def parse_arg(arg: str, choices: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """A config argument ``"key=value,key=value"`` -> a value for every key of
+    ``choices``: the argument's, else the key's first choice (its default).
+
+    Raises:
+      ValueError: (one line) a piece is not ``key=value``, a key is not one of
+        ``choices`` (the message lists the valid keys), or a value is not one of
+        the key's choices (the message lists them).
+    """
+    values = {key: options[0] for key, options in choices.items()}
+    for piece in (piece.strip() for piece in arg.split(",")):
+        if not piece:
+            continue
+        key, sep, value = (part.strip() for part in piece.partition("="))
+        if not sep:
+            raise ValueError(f"config argument {piece!r} is not key=value (e.g. loss=apao,dtype=bfloat16)")
+        if key not in choices:
+            raise ValueError(f"unknown config argument key {key!r}; valid keys: {', '.join(choices)}")
+        if value not in choices[key]:
+            raise ValueError(f"config argument {key}={value!r} is not one of: {', '.join(choices[key])}")
+        values[key] = value
+    return values
+
+
+def paper_losses(*, beta: float, eta: float, msl_tau: float | None = None,
+                 pairwise_beta: float | None = None) -> dict[str, LossConfig]:
+    """The loss variants of one dataset and architecture by name (the methods of
+    docs/results.md), CE first (the default):
+
+    - ``ce``: token cross-entropy;
+    - ``apao``: APAO pointwise, CE + beta * sum_m w_m L_m over the SID prefixes
+      with adaptive worst-prefix weights (docs/losses.md), at ``beta``, ``eta``;
+    - ``apao_running``: ``apao`` with the weights carried from step to step;
+    - ``msl`` (given ``msl_tau``): softmax over the target prefix's valid trie children;
+    - ``apao_pairwise`` (given ``pairwise_beta``): the pairwise prefix loss over 100
+      uniform negatives per example, each candidate decoded in full, at ``eta``.
+    """
+    losses = {
+        "ce": LossConfig(kind="ce"),
+        "apao": LossConfig(kind="apao_pointwise", beta=beta, eta=eta),
+        "apao_running": LossConfig(kind="apao_pointwise", beta=beta, eta=eta, running_weights=True),
+    }
+    if msl_tau is not None:
+        losses["msl"] = LossConfig(kind="msl", msl_tau=msl_tau)
+    if pairwise_beta is not None:
+        losses["apao_pairwise"] = LossConfig(kind="apao_pairwise", beta=pairwise_beta, eta=eta, neg_k=100)
+    return losses
+
+
+def paper_config(arg: str, *, dataset: str, preset: str, losses: dict[str, LossConfig],
+                 log_every: int) -> TrainConfig:
+    """The APAO paper's recipe (arXiv 2603.02730) on ``data/<dataset>`` with model
+    ``preset``, the variant of ``arg`` (keys ``loss``: one of ``losses``, ``dtype``,
+    ``platform``; :func:`parse_arg`).
+
+    The recipe: history of the last 20 items; AdamW lr 5e-4, weight decay 0.01,
+    1% warmup, cosine decay; batch 1024; up to 200 epochs, early stopping after
+    20 epochs without a better validation NDCG@10 (the reference code stops on
+    validation loss); constrained beam search with 20 beams; checkpoint
+    selection on every validation user, as the reference code
+    (``--eval_sample_num -1``): on Beauty the first 5,000 are not typical
+    (docs/results.md).
+    """
+    args = parse_arg(arg, {"loss": tuple(losses), "dtype": DTYPES, "platform": tuple(PLATFORMS)})
+    platform = PLATFORMS[args["platform"]]
+    return TrainConfig(
+        data=DataConfig(data_dir=f"data/{dataset}", max_history=20),
+        model=ModelSpec(preset=preset, dtype=platform.dtype if args["dtype"] == "auto" else args["dtype"]),
+        loss=losses[args["loss"]],
+        optimizer=OptimizerConfig(learning_rate=5e-4, weight_decay=0.01, warmup_fraction=0.01, schedule="cosine"),
+        eval=EvalConfig(num_beams=20, batch_size=512, max_examples=None),
+        batch_size=1024,
+        num_devices=platform.num_devices,
+        num_epochs=200,
+        early_stopping_patience=20,
+        seed=42,
+        log_every=log_every,
+    )

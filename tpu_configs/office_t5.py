@@ -1,0 +1,46 @@
+"""The APAO paper's T5 on Amazon Office, by loss: one GPU, or a TPU slice.
+
+Reproduces the T5 rows of APAO (arXiv 2603.02730) Table 1 on Office with the
+paper's setup: 4-level RQ-KMeans SIDs, T5 4+4 layers, d_model 128, 6 heads x
+64, d_ff 1024, dropout 0.1 (4.59M parameters), and the training recipe of
+common.paper_config (batch 1024: 38 steps an epoch). A CE run takes about 1.5
+GPU-minutes.
+
+Argument (``FILE:key=value,...``; the first choice is the default):
+  loss=ce|apao|apao_running|msl|apao_pairwise
+      apao: beta 0.3, eta 1e-4, the paper's best pair for T5 on Office;
+      apao_running: the same with the weights carried across steps;
+      msl: temperature 2.0 (the paper's), scored with the trie-normalised beam search;
+      apao_pairwise: beta 0.1 (measured better than 0.3), eta 1e-4, logits
+      [1024, 101, 4, 1026] float32 (~1.7 GB) a step (docs/losses.md).
+  dtype=auto|float32|bfloat16     compute dtype; auto: the platform's.
+  platform=gpu|tpu_v4_8|tpu_v5e_8  device count and dtype (common.PLATFORMS).
+
+Data: ``data/Office`` (relative to the working directory) holding
+``Office.inter.json`` and ``Office.index.rq-kmeans.json``; elsewhere, add
+``--set data.data_dir=PATH``.
+
+Variants: exact command, expected test Recall@10 (mean over seeds on H100/H200;
+docs/results.md has NDCG, the spread and the comparisons):
+`genrec train --config tpu_configs/office_t5.py:loss=ce --workdir runs/x`: Recall@10 0.0616 (15 seeds)
+`genrec train --config tpu_configs/office_t5.py:loss=apao --workdir runs/x`: Recall@10 0.0612 (16 seeds)
+`genrec train --config tpu_configs/office_t5.py:loss=apao_running --workdir runs/x`: Recall@10 0.0617 (14 seeds)
+`genrec train --config tpu_configs/office_t5.py:loss=msl --workdir runs/x`: Recall@10 0.0569 (2 seeds)
+`genrec train --config tpu_configs/office_t5.py:loss=apao_pairwise --workdir runs/x`: Recall@10 0.0637 (8 seeds)
+`genrec train --config tpu_configs/office_t5.py:loss=apao,platform=tpu_v5e_8 --workdir runs/x`: to be measured
+`genrec train --config tpu_configs/office_t5.py:loss=apao,platform=tpu_v4_8 --workdir runs/x`: to be measured
+
+Published bars, test Recall@10 (paper): ce 0.0608, apao 0.0667, apao_pairwise
+0.0671; 0.0638 for the strongest baseline (MSL or two-stage S-DPO). The APAO
+reference code on one H100 (one seed): ce 0.0599, apao 0.0654.
+"""
+
+from training.config import TrainConfig
+
+from . import common
+
+LOSSES = common.paper_losses(beta=0.3, eta=1e-4, msl_tau=2.0, pairwise_beta=0.1)
+
+
+def get_config(arg: str = "") -> TrainConfig:
+    return common.paper_config(arg, dataset="Office", preset="t5_small_rec", losses=LOSSES, log_every=10)
