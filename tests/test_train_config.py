@@ -2,6 +2,7 @@
 every tpu_configs/ file loads and documents its command and expected result."""
 
 import dataclasses
+import gzip
 import json
 import re
 from pathlib import Path
@@ -116,15 +117,16 @@ RESULTS_RAW = REPO / "research" / "results_raw"
 
 def assert_expected_recall_matches_results(config_name: str, doc: str) -> None:
     """The docstring's "Expected result (test, N seed(s) ...): Recall@10 X" is the mean
-    test Recall@10 of research/results_raw/*/<group>_s<seed>.json, where the group is
+    test Recall@10 of research/results_raw/*/<group>_s<seed>.json(.gz), where the group is
     the config's name without ``gpu_`` (<dataset>_<arch>_<method>) unless the
     parenthesis names the runs (``runs <group>_s*``)."""
     match = re.search(r"Expected result \(test, (\d+) seeds? (.*?)\):\s+Recall@10 (0\.\d{4})", doc, re.S)
     assert match, "a measured config states 'Expected result (test, N seeds ...): Recall@10 X'"
     named = re.search(r"runs `*(\w+)_s\*", match[2])
     group = named[1] if named else config_name.removeprefix("gpu_")
-    files = sorted(RESULTS_RAW.glob(f"*/{group}_s*.json"))
-    values = [json.loads(f.read_text())["test_metrics"]["recall@10"] for f in files]
+    files = sorted([*RESULTS_RAW.glob(f"*/{group}_s*.json"), *RESULTS_RAW.glob(f"*/{group}_s*.json.gz")])
+    values = [json.loads(gzip.decompress(f.read_bytes()) if f.suffix == ".gz" else f.read_text())
+              ["test_metrics"]["recall@10"] for f in files]
     assert len(values) == int(match[1]), (config_name, group, [f.name for f in files])
     assert f"{np.mean(values):.4f}" == match[3], (config_name, group, np.mean(values))
 
