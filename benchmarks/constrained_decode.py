@@ -197,7 +197,8 @@ def check_valid(index, fn, name):
     codes, scores = jax.device_get(fn(jax.random.key(7)))
     codes, scores = np.asarray(codes), np.asarray(scores)
     valid = np.isfinite(scores)
-    catalogue = {tuple(r) for r in index.sorted_codes[: min(len(index.sorted_codes), 2_000_000)].tolist()} if index.num_items <= 2_000_000 else None
+    catalogue = ({tuple(r) for r in index.sorted_codes[: min(len(index.sorted_codes), 2_000_000)].tolist()}
+                 if index.num_items <= 2_000_000 else None)
     bad = 0
     flat = codes[valid]
     if catalogue is not None:
@@ -269,15 +270,18 @@ def main(argv=None):
         results.append(row)
         if args.out:
             with open(args.out, "w") as f:
-                json.dump({"device": str(jax.devices()[0].device_kind), "jax": jax.__version__, "results": results}, f, indent=1)
+                json.dump({"device": str(jax.devices()[0].device_kind), "jax": jax.__version__, "results": results},
+                          f, indent=1)
 
-    print("\n| config | ours ms | unconstrained ms | dense-mask ms | ours, plain top-k ms | CPU trie ms | ours/unconstrained | ours/STATIC ref | CPU trie/ours |")
+    print("\n| config | ours ms | unconstrained ms | dense-mask ms | ours, plain top-k ms | CPU trie ms | "
+          "ours/unconstrained | ours/STATIC ref | CPU trie/ours |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         static = STATIC_MS.get(r["config"], (float("nan"),))[0]
         cpu = r.get("cpu_trie_ms", float("nan"))
         print(f"| {r['config']} | {r['ours_ms']:.3f} | {r['unconstrained_ms']:.3f} | {r['dense_mask_ms']:.3f} | "
-              f"{r['ours_plain_topk_ms']:.3f} | {cpu:.1f} | {r['ours_ms'] / r['unconstrained_ms']:.3f} | {r['ours_ms'] / static:.3f} | "
+              f"{r['ours_plain_topk_ms']:.3f} | {cpu:.1f} | {r['ours_ms'] / r['unconstrained_ms']:.3f} | "
+              f"{r['ours_ms'] / static:.3f} | "
               f"{cpu / r['ours_ms']:.0f} |")
     for r in results:
         print(f"{r['config']}: ours valid beams {r.get('ours_valid_beams')}, non-catalogue SIDs "

@@ -145,7 +145,8 @@ def main(argv=None):
                        users_per_s=args.batch * n / dp_ms * 1e3)
             rows.append(row)
             print(row, flush=True)
-    print("\n| arch | dtype | devices | batch | constrained ms | unconstrained ms | constrained/unconstrained | users/s |")
+    print("\n| arch | dtype | devices | batch | constrained ms | unconstrained ms | constrained/unconstrained | "
+          "users/s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         u = r["unconstrained_ms"]

@@ -65,7 +65,8 @@ def time_steps(step, graphdef, state, opt_state, batches, catalogue, steps):
     times = []
     for i in range(steps):
         start = time.perf_counter()
-        state, opt_state, m = step(graphdef, state, opt_state, batches[i % len(batches)], jax.random.fold_in(rng, i), catalogue)
+        state, opt_state, m = step(graphdef, state, opt_state, batches[i % len(batches)], jax.random.fold_in(rng, i),
+                                   catalogue)
         jax.block_until_ready(m["loss"])
         times.append(time.perf_counter() - start)
     return statistics.median(times), state, opt_state, float(m["loss"])
@@ -116,7 +117,8 @@ def main(argv=None):
     for kind, loss_config in zip(kinds, loss_configs):
         catalogue_host = make_catalogue(data.sid_codes, data.vocab, loss_config)
         for dtype in args.dtypes.split(","):
-            model_config = ModelSpec(preset=args.preset, dtype=dtype).build(data.vocab.vocab_size, data.vocab.num_levels, 20)
+            model_config = ModelSpec(preset=args.preset, dtype=dtype).build(data.vocab.vocab_size,
+                                                                            data.vocab.num_levels, 20)
             for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
                 for n_dev in device_counts:
                     mesh = make_data_mesh(batch_size, n_dev)
@@ -127,16 +129,19 @@ def main(argv=None):
                     it = BatchIterator.from_split(split.train, data.sid_codes, data.vocab, batch_size, seed=0)
                     host_batches = [next(it) for _ in range(4)]
                     batches = [shard_batch(b, mesh) for b in host_batches]
-                    cost = step.lower(graphdef, state, opt_state, batches[0], jax.random.key(0), catalogue).compile().cost_analysis()
+                    cost = step.lower(graphdef, state, opt_state, batches[0], jax.random.key(0),
+                                      catalogue).compile().cost_analysis()
                     cost = cost[0] if isinstance(cost, list) else cost
                     gflop_per_sample = float(cost.get("flops", float("nan"))) / batch_size / 1e9
-                    sec, state, opt_state, loss = time_steps(step, graphdef, state, opt_state, batches, catalogue, args.steps)
+                    sec, state, opt_state, loss = time_steps(step, graphdef, state, opt_state, batches, catalogue,
+                                                             args.steps)
                     # With the host pipeline in the loop (batching + transfer each step).
                     rng = jax.random.key(1)
                     t0 = time.perf_counter()
                     n = max(5, args.steps // 3)
                     for i in range(n):
-                        state, opt_state, m = step(graphdef, state, opt_state, shard_batch(next(it), mesh), jax.random.fold_in(rng, i), catalogue)
+                        state, opt_state, m = step(graphdef, state, opt_state, shard_batch(next(it), mesh),
+                                                   jax.random.fold_in(rng, i), catalogue)
                     jax.block_until_ready(m["loss"])
                     sec_e2e = (time.perf_counter() - t0) / n
                     row = {"kind": kind, "dtype": dtype, "batch": batch_size, "devices": n_dev,
@@ -157,11 +162,13 @@ def main(argv=None):
         key = (r["dtype"], r["batch"], r["devices"])
         if r["kind"] != "ce" and key in base:
             ce_row = next(x for x in rows if x["kind"] == "ce" and (x["dtype"], x["batch"], x["devices"]) == key)
-            print(f"{r['kind']} / ce step time ({r['dtype']}, batch {r['batch']}, {r['devices']} dev): {r['step_ms'] / base[key]:.2f}x"
+            print(f"{r['kind']} / ce step time ({r['dtype']}, batch {r['batch']}, {r['devices']} dev): "
+                  f"{r['step_ms'] / base[key]:.2f}x"
                   f" (XLA FLOP ratio {r['xla_gflop_per_sample'] / ce_row['xla_gflop_per_sample']:.2f}x)")
     for r in rows:
         if r["devices"] > 1:
-            one = [x for x in rows if x["devices"] == 1 and x["kind"] == r["kind"] and x["dtype"] == r["dtype"] and x["batch"] == r["batch"]]
+            one = [x for x in rows if x["devices"] == 1 and x["kind"] == r["kind"] and x["dtype"] == r["dtype"]
+                   and x["batch"] == r["batch"]]
             if one:
                 print(f"scaling {r['kind']} {r['dtype']} batch {r['batch']}: {r['devices']} devices = "
                       f"{r['samples_per_s'] / one[0]['samples_per_s']:.2f}x one device")

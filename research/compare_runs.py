@@ -2,7 +2,8 @@
 
 Every training writes ``workdir/test_ranks.npy``: each test user's 1-based
 rank of the target SID in the beam, 0 when it was missed (``genrec eval
---save-ranks FILE`` writes the same for any checkpoint). Two models evaluated
+--save-ranks FILE`` writes the same for any checkpoint; collect_results.py
+stores them as ``.npy.gz``, read alike). Two models evaluated
 on the same users can then be compared user by user, which is far more
 sensitive than comparing seed means: the users' difficulty cancels out.
 
@@ -72,8 +73,13 @@ import itertools
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+
+# raw_files.py sits beside this script; research/ is not a package.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from raw_files import check_unique, load_array  # noqa: E402
 
 DEFAULT_METRICS = "recall@10,recall@20,ndcg@10,ndcg@20"
 RESAMPLE_MODES = ("auto", "users", "runs+users")
@@ -96,14 +102,16 @@ def per_user_metric(ranks: np.ndarray, metric: str) -> np.ndarray:
 
 
 def load_group(paths: Sequence[str], *, prefix_ranks: bool = False) -> np.ndarray:
-    """``int[runs, users]`` ranks of one group; every file must cover the same users.
+    """``int[runs, users]`` ranks of one group (``.npy`` or ``.npy.gz`` files); every file must
+    cover the same users, and no run may be given twice (plain and compressed).
 
     ``prefix_ranks=True``: the files are ``genrec eval --save-prefix-ranks`` outputs,
     ``int[levels, users]`` each, and the result is ``int[runs, levels, users]``.
     """
     if not paths:
         raise ValueError("a group needs at least one rank file")
-    arrays = [np.load(path) for path in paths]
+    check_unique(paths)
+    arrays = [load_array(path) for path in paths]
     for path, array in zip(paths, arrays):
         if prefix_ranks and array.ndim != 2:
             raise ValueError(f"{path}: expected int[levels, users] prefix ranks, got shape {array.shape}")
@@ -307,8 +315,8 @@ def format_p(p: float) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--a", nargs="+", required=True, help="test_ranks.npy files of group A (e.g. CE seeds)")
-    parser.add_argument("--b", nargs="+", required=True, help="test_ranks.npy files of group B")
+    parser.add_argument("--a", nargs="+", required=True, help="test_ranks.npy(.gz) files of group A (e.g. CE seeds)")
+    parser.add_argument("--b", nargs="+", required=True, help="test_ranks.npy(.gz) files of group B")
     parser.add_argument("--metrics", default=DEFAULT_METRICS)
     parser.add_argument("--resamples", type=int, default=10_000)
     parser.add_argument("--resample", choices=RESAMPLE_MODES, default="auto",

@@ -16,7 +16,8 @@ with (the lane line of ``research/lanes/*.sh`` that names it, else
 ``tpu_configs/<dataset>_<arch>.py:loss=<method>``), and the prefix weights over
 its training: its own ``train_curves/<run>.train.jsonl`` where saved, else a
 stand-in (running weights: the mean of its group's runs that have records;
-per-batch weights: ``traces/<dataset>_<arch>_apao_trace_per_batch.train.jsonl``,
+per-batch weights: ``traces/<dataset>_<arch>_apao_trace_per_batch.train.jsonl``
+(each file may also be ``.gz``-compressed, as collect_results.py stores them),
 one beta 0.3 run, whose weights are ~b / sum(b) and so depend little on beta;
 without a trace, the per-batch rule ``b e^{eta b}`` normalised, applied to the
 mean prefix losses ``b`` that the dataset's recorded runs logged).
@@ -46,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "research"))
 from lane_files import lane_runs  # noqa: E402
+from raw_files import find, run_name  # noqa: E402
 from summarize_results import load_curves, load_runs, read_records, slashed  # noqa: E402
 
 from training.config import load_config_file  # noqa: E402
@@ -162,7 +164,7 @@ def fill_stand_in(entry: TrainedWeights, entries: list[TrainedWeights], curves: 
 def collect(folder: Path, lanes: dict[str, tuple[str, list[str]]], config_dir: Path) -> list[TrainedWeights]:
     """Every CE and pointwise run of ``folder`` (other selection rules left out) with the weights it trained with."""
     curves = load_curves(folder, "train", has_weights)
-    traces = {path.name.removesuffix(".train.jsonl"): path for path in (folder / "traces").glob("*.train.jsonl")}
+    traces = {run_name(path, ".train.jsonl"): path for path in find(folder / "traces", ".train.jsonl")}
     entries = []
     for run in load_runs(folder, [METRIC]):
         if run["method"].endswith(OTHER_SELECTION):

@@ -10,7 +10,8 @@ the p-value of compare_runs.py's permutation test over run labels (small when
 B beats A in that bucket; seeds are the unit).
 
 Each group is a set of ``test_ranks.npy`` files (one per run, written by
-``training.train`` or ``genrec eval --save-ranks``) of the same dataset, split
+``training.train`` or ``genrec eval --save-ranks``; or their ``.npy.gz`` copies,
+as collect_results.py stores them) of the same dataset, split
 and users, in the order ``genrec.split.leave_one_out_split`` gives them. With
 ``--prefix-ranks`` the files are ``genrec eval --diagnose --save-prefix-ranks``
 outputs (``int[levels, users]``) and the metrics are ``prefix_in_beam@t``: the
@@ -114,7 +115,8 @@ def survival_values(prefix_ranks: np.ndarray, metric: str) -> np.ndarray:
 
 
 def _paths(patterns: Sequence[str]) -> list[str]:
-    paths = sorted({p for pattern in patterns for p in (glob.glob(pattern) or glob.glob(pattern + "*.npy"))})
+    paths = sorted({p for pattern in patterns
+                    for p in (glob.glob(pattern) or glob.glob(pattern + "*.npy") or glob.glob(pattern + "*.npy.gz"))})
     if not paths:
         raise ValueError(f"no file matches {list(patterns)}")
     return paths
@@ -123,8 +125,8 @@ def _paths(patterns: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="dataset directory (NAME.inter.json + NAME.index.*.json)")
-    parser.add_argument("--a", nargs="+", required=True, help="test_ranks.npy files or globs of group A")
-    parser.add_argument("--b", nargs="+", required=True, help="test_ranks.npy files or globs of group B")
+    parser.add_argument("--a", nargs="+", required=True, help="test_ranks.npy(.gz) files or globs of group A")
+    parser.add_argument("--b", nargs="+", required=True, help="test_ranks.npy(.gz) files or globs of group B")
     parser.add_argument("--metrics", default=None,
                         help=f"default {DEFAULT_METRICS}; with --prefix-ranks, prefix_in_beam@1,..,@levels")
     parser.add_argument("--prefix-ranks", action="store_true",

@@ -3,7 +3,8 @@ figure there is typed by hand.
 
 Run: python research/summarize_results.py --dir research/results_raw/2026-11-26
 
-Reads every ``<dataset>_<arch>_<method>_s<seed>.json`` (or ``.results.json``) in ``--dir`` (keys
+Reads every ``<dataset>_<arch>_<method>_s<seed>.json`` (or ``.results.json``; any of the
+files below may also be gzip-compressed, ``.gz``, as collect_results.py stores them) in ``--dir`` (keys
 ``test_metrics``, ``best_step``, ``final_step``, ``early_stopped``) and prints
 three sections: one row per run; mean ± sample sd over seeds per
 (dataset, arch, method); and, per non-CE method, its relative change against
@@ -40,6 +41,7 @@ import numpy as np
 # compare_runs.py sits beside this script; research/ is not a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_runs import format_p, run_permutation_test, seed_matched_test  # noqa: E402
+from raw_files import find, read_text, run_name  # noqa: E402
 
 DEFAULT_DIR = "research/results_raw/2026-11-26"
 DEFAULT_METRICS = "recall@10,recall@20,ndcg@10,ndcg@20"
@@ -55,8 +57,9 @@ VALID_CE = "valid_ce"  # the validation records' mean token cross-entropy (train
 VALIDATION_SET_SUFFIXES = ("fullval",)
 # The method may itself contain underscores (apao_pairwise, apao_b01), so it is
 # whatever lies between the arch and the seed.
-# research/reproduce_gpu.sh names its copies <run>.results.json: accepted as is.
-NAME_RE = re.compile(r"^(?P<dataset>[^_]+)_(?P<arch>[^_]+)_(?P<method>.+)_s(?P<seed>\d+)(?:\.results)?\.json$")
+# research/reproduce_gpu.sh names its copies <run>.results.json: accepted as is,
+# and so is a gzip-compressed copy (.json.gz, as collect_results.py stores them).
+NAME_RE = re.compile(r"^(?P<dataset>[^_]+)_(?P<arch>[^_]+)_(?P<method>.+)_s(?P<seed>\d+)(?:\.results)?\.json(?:\.gz)?$")
 
 
 def header(metric: str) -> str:
@@ -72,9 +75,12 @@ def short(metric: str) -> str:
 def load_runs(folder: Path, metrics: list[str]) -> list[dict]:
     if not folder.is_dir():
         raise SystemExit(f"error: {folder} is not a folder")
-    files = sorted(folder.glob("*.json"))
+    try:
+        files = find(folder, ".json")
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
     if not files:
-        raise SystemExit(f"error: no result files (*.json) in {folder}")
+        raise SystemExit(f"error: no result files (*.json or *.json.gz) in {folder}")
     runs = []
     for path in files:
         m = NAME_RE.match(path.name)
@@ -82,7 +88,7 @@ def load_runs(folder: Path, metrics: list[str]) -> list[dict]:
             print(f"warning: skipping {path.name}: not <dataset>_<arch>_<method>_s<seed>.json",
                   file=sys.stderr)
             continue
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path))
         test = data.get("test_metrics")
         if not isinstance(test, dict):
             raise SystemExit(f"error: {path} has no test_metrics")
@@ -90,7 +96,7 @@ def load_runs(folder: Path, metrics: list[str]) -> list[dict]:
         if missing:
             raise SystemExit(f"error: {path} test_metrics lacks {', '.join(missing)}")
         valid = data.get("best_valid_metrics") or {}
-        name = path.name.removesuffix(".json").removesuffix(".results")
+        name = run_name(path, ".json").removesuffix(".results")
         runs.append(dict(m.groupdict(), name=name, seed=int(m["seed"]), test=test, valid=valid.get(VALID_METRIC),
                          best_step=data.get("best_step"), final_step=data.get("final_step"),
                          early_stopped=data.get("early_stopped")))
@@ -145,19 +151,19 @@ def validation_set_of(method: str) -> tuple[str, ...]:
 def diagnosis_metrics(path: Path) -> dict | None:
     """The metrics of a ``genrec eval --diagnose`` output file (its last line that
     starts with ``{``), or None when it has none (the evaluation did not finish)."""
-    json_lines = [ln for ln in Path(path).read_text().splitlines() if ln.startswith("{")]
+    json_lines = [ln for ln in read_text(path).splitlines() if ln.startswith("{")]
     return json.loads(json_lines[-1])["metrics"] if json_lines else None
 
 
 def load_diagnoses(folder: Path) -> dict[str, dict]:
-    """``{run name: metrics}`` from each ``diagnose/*.diagnose.txt``."""
+    """``{run name: metrics}`` from each ``diagnose/*.diagnose.txt(.gz)``."""
     found = {}
-    for path in sorted((folder / "diagnose").glob("*.diagnose.txt")):
+    for path in find(folder / "diagnose", ".diagnose.txt"):
         metrics = diagnosis_metrics(path)
         if metrics is None:
             print(f"warning: skipping {path.name}: no JSON line", file=sys.stderr)
             continue
-        found[path.name.removesuffix(".diagnose.txt")] = metrics
+        found[run_name(path, ".diagnose.txt")] = metrics
     return found
 
 
@@ -194,19 +200,19 @@ def survival_section(folder: Path) -> list[str]:
 def read_records(path: Path, kind: str, keep: Callable[[dict], bool]) -> list[dict]:
     """The ``kind`` records (``"train"`` / ``"valid"``) of a metrics JSONL file with
     ``keep(record)``, in step order."""
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in read_text(path).splitlines() if line.strip()]
     return sorted((r for r in records if r.get("kind") == kind and keep(r)), key=lambda r: r["step"])
 
 
 def load_curves(folder: Path, kind: str, keep: Callable[[dict], bool]) -> dict[str, list[dict]]:
-    """``{run name: records in step order}`` from each ``<kind>_curves/<run>.<kind>.jsonl``
+    """``{run name: records in step order}`` from each ``<kind>_curves/<run>.<kind>.jsonl(.gz)``
     of ``folder`` (as collect_results.py files them), keeping the records with
     ``keep(record)``; a run with none kept is left out."""
     curves = {}
-    for path in sorted((folder / f"{kind}_curves").glob(f"*.{kind}.jsonl")):
+    for path in find(folder / f"{kind}_curves", f".{kind}.jsonl"):
         records = read_records(path, kind, keep)
         if records:
-            curves[path.name.removesuffix(f".{kind}.jsonl")] = records
+            curves[run_name(path, f".{kind}.jsonl")] = records
     return curves
 
 
@@ -358,12 +364,16 @@ def summarize(folder: Path, metrics: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dir", default=DEFAULT_DIR, help="folder of <dataset>_<arch>_<method>_s<seed>.json")
+    p.add_argument("--dir", default=DEFAULT_DIR, help="folder of <dataset>_<arch>_<method>_s<seed>.json(.gz)")
     p.add_argument("--out", help="also write the Markdown here (atomically)")
     p.add_argument("--metrics", default=DEFAULT_METRICS, help="comma-separated test_metrics keys")
     args = p.parse_args(argv)
     metrics = [k.strip() for k in args.metrics.split(",") if k.strip()]
-    text = summarize(Path(args.dir), metrics)
+    try:
+        text = summarize(Path(args.dir), metrics)
+    except (ValueError, OSError) as error:  # e.g. a file both plain and compressed, a corrupt .gz
+        print(f"summarize_results: {error}", file=sys.stderr)
+        return 2
     sys.stdout.write(text)
     if args.out:
         # A crash mid-write must not leave a truncated table where docs expect one.

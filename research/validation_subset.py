@@ -7,7 +7,7 @@ now. A leading slice is only harmless if its users look like the rest. This scri
 ``--first`` validation examples (leave-one-out order, ``genrec.split``) with
 the remaining ones on what the data alone says (items before the validation
 target, history kept by the model, training popularity of the target) and,
-given ``valid_ranks.npy`` files of runs (each validation user's target rank at
+given ``valid_ranks.npy`` (or ``.npy.gz``) files of runs (each validation user's target rank at
 the run's best checkpoint), on the runs' metrics: the mean over runs in each
 part, and how unusual the first slice's gap to the rest is among random
 slices of the same size (two-sided share of ``--draws`` random slices whose
@@ -57,7 +57,8 @@ def data_profile(sequences: Sequence[np.ndarray], max_history: int, sid_codes: n
 LENGTH_EDGES = (1, 4, 6, 9, 13, 21)  # buckets of items before the target: 1-3, 4-5, 6-8, 9-12, 13-20, 21+
 
 
-def by_length_rows(items_before: np.ndarray, values: np.ndarray, first: int) -> list[tuple[str, int, int, float, float]]:
+def by_length_rows(items_before: np.ndarray, values: np.ndarray,
+                   first: int) -> list[tuple[str, int, int, float, float]]:
     """``(bucket, users in the first slice, users in the rest, mean there, mean here)`` per
     bucket of ``items_before`` (LENGTH_EDGES): does the first slice differ at equal history
     length? Buckets empty on either side are left out."""
@@ -97,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, type=Path, help="dataset folder (NAME.inter.json, NAME.index.*.json)")
     p.add_argument("--first", type=int, default=5000, help="size of the leading slice (eval.max_examples)")
-    p.add_argument("--ranks", nargs="*", default=[], help="valid_ranks.npy files or globs of runs on this data")
+    p.add_argument("--ranks", nargs="*", default=[], help="valid_ranks.npy(.gz) files or globs of runs on this data")
     p.add_argument("--metrics", default=DEFAULT_METRICS, help="comma-separated recall@k / ndcg@k")
     p.add_argument("--max-history", type=int, default=20)
     p.add_argument("--draws", type=int, default=2000, help="random slices for the p-value")
@@ -120,7 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if missing:
             print(f"validation_subset: no such rank file: {', '.join(missing)}", file=sys.stderr)
             return 2
-        ranks = load_group(paths)  # [runs, users]
+        try:
+            ranks = load_group(paths)  # [runs, users]
+        except (ValueError, OSError) as error:  # shapes differ, a run given twice, a corrupt .gz
+            print(f"validation_subset: {error}", file=sys.stderr)
+            return 2
         if ranks.shape[1] != n:
             print(f"validation_subset: the rank files cover {ranks.shape[1]} users, {args.data} has "
                   f"{n} validation examples (use the valid_ranks of runs on this data)", file=sys.stderr)

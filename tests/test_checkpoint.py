@@ -98,7 +98,8 @@ def test_load_model_for_inference_best_and_latest(workdir):
     with pytest.raises(FileNotFoundError, match="use which='latest'"):
         checkpointer.restore_params(best_params, "best")
     checkpointer.save_best(best_params, TrainingProgress(step=5, data_step=5, rng_key=(0, 1)), {"ndcg@10": 0.5})
-    checkpointer.save(latest_params, optimizer.init(latest_params), TrainingProgress(step=9, data_step=9, rng_key=(0, 1)))
+    checkpointer.save(latest_params, optimizer.init(latest_params),
+                      TrainingProgress(step=9, data_step=9, rng_key=(0, 1)))
     checkpointer.close()
 
     history = jnp.asarray([[0, 0, 2, 8, 13], [2, 10, 14, 5, 12]], jnp.int32)

@@ -33,7 +33,8 @@ def walk(index: TrieIndex, codes):
     return int(index.sorted_item_ids[state])
 
 
-@pytest.mark.parametrize("sizes,dense_depth", [((5, 7, 3), 2), ((5, 7, 3), 1), ((4, 4), 2), ((6,), 1), ((3, 5, 4, 6), None)])
+@pytest.mark.parametrize("sizes,dense_depth",
+                         [((5, 7, 3), 2), ((5, 7, 3), 1), ((4, 4), 2), ((6,), 1), ((3, 5, 4, 6), None)])
 def test_every_item_reachable_and_nothing_else(sizes, dense_depth):
     rng = np.random.default_rng(0)
     codes = random_catalogue(rng, 60, sizes)

@@ -219,7 +219,8 @@ def test_prefix_survival_diagnosis_with_the_oracle():
     data, histories = _oracle_setup()
     oracle = RepeatLastItemOracle(data.vocab.vocab_size, data.num_levels)
     index, _ = build_eval_index(data.sid_codes, data.vocab)
-    hit = SplitArrays(histories=histories, targets=histories[:, -1].copy(), user_rows=np.zeros(len(histories), np.int32))
+    hit = SplitArrays(histories=histories, targets=histories[:, -1].copy(),
+                      user_rows=np.zeros(len(histories), np.int32))
     metrics = evaluate_split(oracle, index, data, hit, num_beams=2, ks=(1,), diagnose_prefix_survival=True)
     assert [metrics[f"prefix_in_beam@{t}"] for t in (1, 2, 3)] == [1.0, 1.0, 1.0]
 

@@ -56,7 +56,8 @@ def test_validation_changes_lists_what_decides_the_best_checkpoint():
 
 def test_resuming_with_another_validation_subset_warns(tmp_path, caplog):
     first = load_config_file(REPO / "tpu_configs/cpu_smoke.py",
-                             [o for o in OVERRIDES if not o.startswith("num_steps")] + ["num_steps=6", "eval.subset=first"])
+                             [o for o in OVERRIDES if not o.startswith("num_steps")]
+                             + ["num_steps=6", "eval.subset=first"])
     train(first, tmp_path, resume=False)
     spread = load_config_file(REPO / "tpu_configs/cpu_smoke.py",
                               [o for o in OVERRIDES if not o.startswith("num_steps")] + ["num_steps=9"])

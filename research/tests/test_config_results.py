@@ -1,6 +1,6 @@
 """The expected results the tpu_configs/ docstrings state are the kept runs' results:
 every "Recall@10 X (N seeds)" of a variant is the mean test Recall@10 of exactly N
-runs in research/results_raw/*/<group>_s<seed>.json (no invented or stale figures)."""
+runs in research/results_raw/*/<group>_s<seed>.json[.gz] (no invented or stale figures)."""
 
 import ast
 import json
@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from research_scripts import load_script
+
+raw_files = load_script("raw_files")
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "tpu_configs"
@@ -55,7 +58,8 @@ def test_measured_variants_are_found():
 @pytest.mark.parametrize("spec, recall, seeds", MEASURED, ids=[spec for spec, *_ in MEASURED])
 def test_stated_recall_is_the_mean_of_the_kept_runs(spec, recall, seeds):
     group = run_group(spec)
-    files = sorted(RESULTS_RAW.glob(f"*/{group}_s*.json"))
-    values = [json.loads(f.read_text())["test_metrics"]["recall@10"] for f in files]
+    files = sorted([*RESULTS_RAW.glob(f"*/{group}_s*.json"), *RESULTS_RAW.glob(f"*/{group}_s*.json.gz")])
+    raw_files.check_unique(files)
+    values = [json.loads(raw_files.read_text(f))["test_metrics"]["recall@10"] for f in files]
     assert len(values) == seeds, (spec, group, [f.name for f in files])
     assert f"{np.mean(values):.4f}" == recall, (spec, group, np.mean(values))

@@ -1,6 +1,8 @@
 """research/level_profile.py: lane lines to loss settings, the level profile
-of a recorded run, and the slope test, on a few fake result files."""
+of a recorded run, and the slope test, on a few fake result files (plain or
+gzip-compressed)."""
 
+import gzip
 import json
 
 import numpy as np
@@ -12,19 +14,27 @@ from training.losses import pointwise_token_weights
 level_profile = load_script("level_profile")
 
 
-def write_run(folder, name, r10, best_step=30):
+def write(path, text, compressed=False):
+    """``text`` at ``path``, or gzip-compressed at ``path.gz`` (as collect_results.py stores it)."""
+    if compressed:
+        path.with_name(path.name + ".gz").write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+
+
+def write_run(folder, name, r10, best_step=30, compressed=False):
     test = {"recall@10": r10, "ndcg@10": r10 / 2}
-    (folder / f"{name}.json").write_text(json.dumps({
+    write(folder / f"{name}.json", json.dumps({
         "test_metrics": test, "best_valid_metrics": test, "best_step": best_step, "final_step": 50,
-        "early_stopped": True}))
+        "early_stopped": True}), compressed)
 
 
-def write_curve(folder, name, weights_by_step):
+def write_curve(folder, name, weights_by_step, compressed=False):
     curves = folder / "train_curves"
     curves.mkdir(exist_ok=True)
     lines = [json.dumps({"kind": "train", "step": step, "prefix_weights": w, "prefix_losses": [4, 3, 2, 1]})
              for step, w in weights_by_step]
-    (curves / f"{name}.train.jsonl").write_text("\n".join(lines) + "\n")
+    write(curves / f"{name}.train.jsonl", "\n".join(lines) + "\n", compressed)
 
 
 def test_lane_lines_give_each_run_its_config_and_overrides(tmp_path):
@@ -40,7 +50,8 @@ def test_lane_lines_give_each_run_its_config_and_overrides(tmp_path):
     }
 
 
-def test_profiles_and_slope_on_fake_runs(tmp_path, capsys):
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+def test_profiles_and_slope_on_fake_runs(tmp_path, capsys, compressed):
     lanes = tmp_path / "lanes"
     lanes.mkdir()
     (lanes / "l.sh").write_text(
@@ -48,11 +59,11 @@ def test_profiles_and_slope_on_fake_runs(tmp_path, capsys):
         "--set loss.eta=5e-4 --set seed=1'\n")
     runs = tmp_path / "runs"
     runs.mkdir()
-    write_run(runs, "office_t5_ce_s1", 0.060)
-    write_run(runs, "office_t5_ce_s2", 0.062)
-    write_run(runs, "office_t5_apao_running_e5e4_s1", 0.070)
+    write_run(runs, "office_t5_ce_s1", 0.060, compressed=compressed)
+    write_run(runs, "office_t5_ce_s2", 0.062)  # a folder may mix both kinds
+    write_run(runs, "office_t5_apao_running_e5e4_s1", 0.070, compressed=compressed)
     weights = [(10, [0.25, 0.25, 0.25, 0.25]), (20, [0.4, 0.3, 0.2, 0.1]), (40, [0.7, 0.1, 0.1, 0.1])]
-    write_curve(runs, "office_t5_apao_running_e5e4_s1", weights)
+    write_curve(runs, "office_t5_apao_running_e5e4_s1", weights, compressed)
     assert level_profile.main(["--dir", str(runs), "--lanes", str(lanes)]) == 0
     out = capsys.readouterr().out
     # beta 0.3 from office_t5.py:loss=apao_running; the record after the best step (40 > 30) is left out

@@ -1,8 +1,10 @@
 """research/popularity_buckets.py: target popularity from the leave-one-out
 split, bucket edges, per-bucket metrics and permutation p-values by hand, and
-the CLI on a tiny dataset."""
+the CLI on a tiny dataset (rank files plain or gzip-compressed)."""
 
+import gzip
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,6 +87,14 @@ def test_cli_on_a_tiny_dataset(tmp_path, capsys):
     assert "A: 2 run(s), B: 2 run(s), 4 test users" in out
     assert "| 0-0 | 2 | 0.0000 ± 0.0000 | 0.7500 ± 0.3536 |" in out and "| 0.167 |" in out
     assert "| all | 4 | 0.2500 ± 0.0000 | 0.3750 ± 0.1768 | +50.0% | 0.500 |" in out
+    # B's runs stored gzip-compressed, as collect_results.py stores them: the same table.
+    for path in map(Path, paths["b"]):
+        path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    paths["b"] = [path + ".gz" for path in paths["b"]]
+    assert popularity_buckets.main(["--data", str(data_dir), "--a", *paths["a"], "--b", str(tmp_path / "b_s*"),
+                                    "--metrics", "recall@10", "--percentiles", "50"]) == 0
+    assert capsys.readouterr().out == out
 
     # Validation ranks of the first 3 users only (an evaluation with --max-examples 3):
     # valid popularity [0, 2, 2], 40th percentile 1.6 -> buckets "0-0" (user 0) and "2-2" (users 1, 2).

@@ -34,7 +34,8 @@ if [ "$2" = "training.train" ]; then
   case "$name" in *slow*) sleep 1.5 ;; *) sleep 0.2 ;; esac
   mkdir -p "$workdir"; echo '{}' > "$workdir/results.json"
   for i in $(seq 1 45); do
-    echo "{\\"step\\": $i, \\"kind\\": \\"train\\"}"; if (( i % 20 == 0 )); then echo "{\\"step\\": $i, \\"kind\\": \\"valid\\"}"; fi
+    echo "{\\"step\\": $i, \\"kind\\": \\"train\\"}"
+    if (( i % 20 == 0 )); then echo "{\\"step\\": $i, \\"kind\\": \\"valid\\"}"; fi
   done > "$workdir/metrics.jsonl"
 else
   echo "eval $name $CUDA_VISIBLE_DEVICES" >> "$FAKE_LOG"

@@ -1,7 +1,8 @@
 """research/validation_subset.py: the data profile of the validation examples,
 the random-slice test of the first slice's gap, and the CLI on a tiny dataset
-whose first users differ from the rest."""
+whose first users differ from the rest (rank files plain or gzip-compressed)."""
 
+import gzip
 import json
 
 import numpy as np
@@ -88,7 +89,14 @@ def test_cli_reports_a_first_slice_unlike_the_rest(tmp_path, capsys):
     assert "| recall@10 (mean of 2 runs) | 0.0000 | 1.0000 | 0.7500 | -1.0000 | 0.005 |" in out
     assert "runs: r_s0, r_s1" in out
     # No history length occurs on both sides here, so the equal-length table is empty.
-    assert out.rstrip().endswith("| items before the target | users (first / rest) | first slice | rest |\n|---|---|---|---|")
+    assert out.rstrip().endswith(
+        "| items before the target | users (first / rest) | first slice | rest |\n|---|---|---|---|")
+    # One run stored gzip-compressed, as collect_results.py stores it: the same report.
+    plain = tmp_path / "r_s1.valid_ranks.npy"
+    (tmp_path / "r_s1.valid_ranks.npy.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    plain.unlink()
+    assert validation_subset.main([*args, "--ranks", str(tmp_path / "r_s*.valid_ranks.npy*")]) == 0
+    assert capsys.readouterr().out == out
 
     assert validation_subset.main([*args, "--ranks", str(tmp_path / "absent.npy")]) == 2
     assert "no such rank file" in capsys.readouterr().err
