@@ -3,7 +3,7 @@ with, and whether test Recall@10 follows them.
 
 The pointwise objective ``CE + beta sum_t w_t L_t`` has, for the step's
 weights ``w``, the gradient of ``-sum_j c_j mean_b l_bj`` with
-``c = training.losses.pointwise_token_weights(w, ...)`` (docs/losses.md). Every
+``c = prefix_weights.pointwise_token_weights(w, ...)`` (docs/losses.md). Every
 pointwise variant (beta, eta, per-batch or running weights) therefore only
 changes how much each SID level's token counts; CE is ``c_j = 1/T``. Adam
 undoes a common scale of all ``c_j`` (up to gradient clipping), so the
@@ -46,10 +46,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "research"))
 from lane_files import lane_runs  # noqa: E402
+from prefix_weights import pointwise_token_weights  # noqa: E402
 from summarize_results import load_curves, load_runs, read_records, slashed  # noqa: E402
 
 from training.config import load_config_file  # noqa: E402
-from training.losses import LossConfig, pointwise_token_weights  # noqa: E402
+from training.losses import LossConfig  # noqa: E402
 
 METRIC = "recall@10"
 
@@ -211,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         loss = members[0].loss
         sources = sorted({e.source for e in members if e.source})
         print(f"| {dataset} | {arch} | {method} | {len(members)} | {loss.beta if loss.kind != 'ce' else '-'} | "
-              f"{', '.join(sources) or '-'} | {slashed(np.mean(averaged, axis=0))} | {slashed(np.mean(at_best, axis=0))} | "
+              f"{', '.join(sources) or '-'} | {slashed(np.mean(averaged, axis=0))} | "
+              f"{slashed(np.mean(at_best, axis=0))} | "
               f"{np.mean(scale):.3f} | {np.mean([e.run['test'][METRIC] for e in members]):.4f} |")
 
     print(f"\nTest {METRIC} against the first level's averaged share, over runs (CE and pointwise):\n")

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 from research_scripts import load_script
 
-from training.losses import pointwise_token_weights
-
 level_profile = load_script("level_profile")
+pointwise_token_weights = load_script("prefix_weights").pointwise_token_weights
 
 
 def write_run(folder, name, r10, best_step=30):
