@@ -81,13 +81,12 @@ class LossConfig:
         decoded in full, with its own dropout masks; the history is still
         encoded once per example. True: the training step decodes the BOS
         position, which depends on the history alone, once per example and
-        shares it with all candidates (1/L less decoder work; in bf16 the
-        step took ~6% less time, two separate runs, docs/benchmarks.md; one
-        dropout mask at that position per example). Without
-        dropout the two give the same loss. On Office (beta 0.1, seeds 1-3)
-        per-candidate decoding gave a higher Recall@10 than sharing
-        (+3.9%, permutation p 0.05, the pre-registered rule of
-        research/lanes/pairwise_ab.sh), hence the default.
+        shares it with all candidates (1/L less decoder work, one dropout
+        mask at that position per example); without dropout the two give the
+        same loss. Per-candidate is the default because it won the A/B that
+        decided it (docs/results.md, "Pairwise: the A/B completed, and
+        per-candidate decoding on fresh seeds"); sharing's saving is in
+        docs/benchmarks.md, "APAO pairwise vs CE, shared BOS position".
       running_weights: APAO kinds only. False (default, the issue's spec and
         the reference code): the adaptive weights are recomputed from each
         batch's prefix losses alone. True: they carry over from step to step,
