@@ -228,10 +228,10 @@ def _gather_beams(tree: PyTree, parents: jax.Array) -> PyTree:
     return jax.tree_util.tree_map(gather, tree)
 
 
-# Selection strategy, from H100 timings (docs/benchmarks.md): with few beam
-# rows in flight a per-beam top-k then a small global one is fastest; with
-# many rows, ranking chunk maxima first (_chunked_top_k) wins, since
-# lax.top_k over thousands of wide rows is sort-bound on GPU.
+# Selection strategy (timings: docs/benchmarks.md, "Constrained decoding"):
+# with few beam rows in flight a per-beam top-k then a small global one is
+# fastest; with many rows, ranking chunk maxima first (_chunked_top_k) wins,
+# since lax.top_k over thousands of wide rows is sort-bound on GPU.
 PER_BEAM_MAX_ROWS = 512
 CHUNKED_SELECT_MIN_WIDTH = 4096
 SELECT_CHUNK = 128

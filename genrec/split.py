@@ -149,9 +149,8 @@ def subset_examples(arrays: SplitArrays, max_examples: int | None, rule: str = "
       rule: ``"spread"`` keeps evenly spaced examples over the whole split
         (the first and the last included); ``"first"`` keeps the leading ones.
         Examples follow the users' order in the dataset file, which need not
-        be random: Beauty's first 5,000 users have about half the others'
-        Recall@10 at every history length, so a leading slice is a biased
-        sample.
+        be random, so a leading slice can be a biased sample (docs/results.md,
+        "Beauty's first 5,000 validation users are not a sample of the rest").
 
     Raises:
       ValueError: ``max_examples < 1`` or an unknown ``rule``.

@@ -3,7 +3,7 @@ with, and whether test Recall@10 follows them.
 
 The pointwise objective ``CE + beta sum_t w_t L_t`` has, for the step's
 weights ``w``, the gradient of ``-sum_j c_j mean_b l_bj`` with
-``c = training.losses.pointwise_token_weights(w, ...)`` (docs/losses.md). Every
+``c = prefix_weights.pointwise_token_weights(w, ...)`` (docs/losses.md). Every
 pointwise variant (beta, eta, per-batch or running weights) therefore only
 changes how much each SID level's token counts; CE is ``c_j = 1/T``. Adam
 undoes a common scale of all ``c_j`` (up to gradient clipping), so the
@@ -47,11 +47,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "research"))
 from lane_files import lane_runs  # noqa: E402
+from prefix_weights import pointwise_token_weights  # noqa: E402
 from raw_files import find, run_name  # noqa: E402
 from summarize_results import load_curves, load_runs, read_records, slashed  # noqa: E402
 
 from training.config import load_config_file  # noqa: E402
-from training.losses import LossConfig, pointwise_token_weights  # noqa: E402
+from training.losses import LossConfig  # noqa: E402
 
 METRIC = "recall@10"
 

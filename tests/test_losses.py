@@ -1,4 +1,5 @@
-"""Losses and per-prefix metrics against plain NumPy (float64) references."""
+"""Losses (training.losses, training.apao, training.objective) and per-prefix
+metrics against plain NumPy (float64) references."""
 
 import dataclasses
 
@@ -7,23 +8,24 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from training.losses import (
-    LossConfig,
+from training.apao import (
     adaptive_prefix_weights,
-    apao_objective,
-    count_distinct_prefixes,
-    cross_entropy_loss,
-    masked_softmax_loss,
     pairwise_prefix_losses,
     pairwise_prefix_losses_per_example,
     pointwise_prefix_losses,
-    pointwise_token_weights,
     prefix_match_from_tokens,
     sample_negatives,
+)
+from training.losses import (
+    LossConfig,
+    cross_entropy_loss,
+    masked_softmax_loss,
     target_outside_mask_fraction,
     token_log_probs,
 )
 from training.metrics import prefix_auc, prefix_mrr
+from training.objective import training_objective
+from training.prefix_counts import count_distinct_prefixes
 
 # Jitted once per shape: eager dispatch of every primitive would dominate runtime.
 pairwise_prefix_losses_per_example = jax.jit(
@@ -33,7 +35,7 @@ pairwise_prefix_losses = jax.jit(pairwise_prefix_losses, static_argnames=("num_p
 adaptive_prefix_weights = jax.jit(adaptive_prefix_weights, static_argnames=("eta",))
 prefix_auc = jax.jit(prefix_auc)
 prefix_mrr = jax.jit(prefix_mrr)
-apao_objective_jit = jax.jit(apao_objective, static_argnames=("config",))
+training_objective_jit = jax.jit(training_objective, static_argnames=("config",))
 
 BATCH, NUM_NEGS, SID_LEN, VOCAB = 6, 12, 4, 9
 RTOL, ATOL = 2e-5, 2e-5
@@ -457,7 +459,7 @@ def test_running_weights_follow_the_numpy_recurrence():
 
 
 # ---------------------------------------------------------------------------
-# Negatives, prefix masks, catalogue counts
+# Negatives and prefix masks
 # ---------------------------------------------------------------------------
 
 
@@ -472,16 +474,6 @@ def test_prefix_match_from_tokens_matches_numpy(dedup):
     # Once a prefix diverges it stays diverged (without dedup).
     if not dedup:
         assert not (np.asarray(got)[..., 1:] & ~np.asarray(got)[..., :-1]).any()
-
-
-def test_count_distinct_prefixes_matches_sets():
-    codes = np.random.default_rng(18).integers(0, 4, (500, 4))
-    want = [len({tuple(row[:t]) for row in codes}) for t in range(1, 5)]
-    got = count_distinct_prefixes(codes)
-    assert got.dtype == np.int64
-    np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(count_distinct_prefixes(np.zeros((0, 3), int)), [0, 0, 0])
-    np.testing.assert_array_equal(count_distinct_prefixes(np.array([[1, 2], [1, 2]])), [1, 1])
 
 
 def test_sample_negatives_uniform_and_never_positive():
@@ -591,7 +583,7 @@ def test_objective_matches_numpy_and_has_finite_gradients(config):
 
     @jax.jit
     def loss_fn(pos_logits, neg_logits):
-        return apao_objective(
+        return training_objective(
             pos_logits, jnp.asarray(targets), config=config, example_mask=mask,
             valid_next_mask=jnp.asarray(valid), neg_logits=neg_logits, neg_tokens=jnp.asarray(neg_tokens),
             num_distinct_prefixes=jnp.asarray(num_distinct),
@@ -623,53 +615,16 @@ def test_objective_matches_numpy_and_has_finite_gradients(config):
         assert float(aux["msl_target_outside_mask_fraction"]) == 0.0
 
 
-@pytest.mark.parametrize("config", [
-    LossConfig(kind="apao_pointwise", beta=0.3, eta=1e-4),
-    LossConfig(kind="apao_pointwise", beta=0.7, eta=2.0, prefix_tau=0.5, ce_tau=1.5, num_prefixes=3),
-    LossConfig(kind="apao_pointwise", beta=0.4, eta=0.5, use_ce=False),
-    LossConfig(kind="apao_pointwise", beta=0.2, eta=3.0, running_weights=True),
-], ids=["paper", "tau-P3", "no-ce", "running"])
-def test_pointwise_objective_has_the_gradient_of_level_weighted_ce(config):
-    # The identity behind docs/losses.md "Pointwise APAO is level-weighted CE": with the step's
-    # weights, grad(total) == grad(-sum_j c_j mean_b l_bj), c = pointwise_token_weights(...).
-    logits, targets, *_ = objective_inputs(11)
-    mask, targets = jnp.asarray(EXAMPLE_MASK), jnp.asarray(targets)
-    prior = jnp.asarray([0.4, 0.3, 0.2, 0.1][: config.num_prefixes or SID_LEN])
-    prior = prior / prior.sum()
-
-    def total(pos_logits):
-        return apao_objective(pos_logits, targets, config=config, example_mask=mask,
-                              prior_prefix_weights=prior)
-
-    (_, aux), grad = jax.value_and_grad(total, has_aux=True)(jnp.asarray(logits))
-    coefficients = pointwise_token_weights(np.asarray(aux["prefix_weights"]), sid_length=SID_LEN,
-                                           beta=config.beta, prefix_tau=config.prefix_tau, use_ce=config.use_ce)
-    assert coefficients.shape == (SID_LEN,)
-
-    def level_weighted_ce(pos_logits):
-        l = token_log_probs(pos_logits, targets, config.ce_tau)  # [batch, T]
-        per_level = (jnp.where(mask[:, None], -l, 0.0)).sum(axis=0) / mask.sum()
-        return (jnp.asarray(coefficients, jnp.float32) * per_level).sum()
-
-    np.testing.assert_allclose(grad, jax.grad(level_weighted_ce)(jnp.asarray(logits)), rtol=2e-4, atol=1e-7)
-    # By hand for P = T = 4, beta 1, tau 1, with CE: c_4 = 1/4 + w_4/4, c_1 = 1/4 + w_1 + w_2/2 + w_3/3 + w_4/4.
-    w = np.array([0.1, 0.2, 0.3, 0.4])
-    np.testing.assert_allclose(pointwise_token_weights(w, sid_length=4, beta=1.0),
-                               [0.25 + 0.1 + 0.1 + 0.1 + 0.1, 0.25 + 0.1 + 0.1 + 0.1, 0.25 + 0.1 + 0.1, 0.25 + 0.1])
-    with pytest.raises(ValueError, match="prefix weights"):
-        pointwise_token_weights(np.ones(5) / 5, sid_length=4, beta=1.0)
-
-
 def test_objective_pairwise_precomputed_inputs_equal_token_path():
     logits, targets, neg_logits, neg_tokens, _, num_distinct = objective_inputs(30)
     config = LossConfig(kind="apao_pairwise", neg_k=NUM_NEGS, ce_tau=1.7, eta=0.2)
-    from_tokens, _ = apao_objective_jit(
+    from_tokens, _ = training_objective_jit(
         jnp.asarray(logits), jnp.asarray(targets), config=config, neg_logits=jnp.asarray(neg_logits),
         neg_tokens=jnp.asarray(neg_tokens), num_distinct_prefixes=jnp.asarray(num_distinct),
     )
     neg_lp = token_log_probs(jnp.asarray(neg_logits), jnp.asarray(neg_tokens), config.ce_tau)
     match = prefix_match_from_tokens(jnp.asarray(targets), jnp.asarray(neg_tokens))
-    precomputed, _ = apao_objective_jit(
+    precomputed, _ = training_objective_jit(
         jnp.asarray(logits), jnp.asarray(targets), config=config, neg_token_logprobs=neg_lp,
         prefix_match=match, num_distinct_prefixes=num_distinct,
     )
@@ -682,7 +637,7 @@ def test_objective_excludes_non_finite_prefix_loss():
     neg_lp = np.array(token_log_probs(jnp.asarray(neg_logits), jnp.asarray(neg_tokens)))
     neg_lp[0, :, 3] = np.nan  # poisons S_4 of example 0 -> prefix loss 4 is NaN
     match = np.asarray(prefix_match_from_tokens(jnp.asarray(targets), jnp.asarray(neg_tokens)))
-    total, aux = apao_objective_jit(
+    total, aux = training_objective_jit(
         jnp.asarray(logits), jnp.asarray(targets), config=config, neg_token_logprobs=jnp.asarray(neg_lp),
         prefix_match=jnp.asarray(match), num_distinct_prefixes=num_distinct,
     )
@@ -704,13 +659,13 @@ def test_config_validation_and_shape_errors():
     assert hash(LossConfig()) == hash(dataclasses.replace(LossConfig()))
     logits, targets, neg_logits, neg_tokens, _, num_distinct = objective_inputs(50)
     with pytest.raises(ValueError, match="valid_next_mask"):
-        apao_objective(jnp.asarray(logits), jnp.asarray(targets), config=LossConfig(kind="msl"))
+        training_objective(jnp.asarray(logits), jnp.asarray(targets), config=LossConfig(kind="msl"))
     with pytest.raises(ValueError, match="neg_k"):
-        apao_objective(
+        training_objective(
             jnp.asarray(logits), jnp.asarray(targets), config=LossConfig(kind="apao_pairwise", neg_k=5),
             neg_logits=jnp.asarray(neg_logits), neg_tokens=jnp.asarray(neg_tokens),
             num_distinct_prefixes=num_distinct,
         )
     with pytest.raises(ValueError, match="num_prefixes"):
-        apao_objective(jnp.asarray(logits), jnp.asarray(targets),
+        training_objective(jnp.asarray(logits), jnp.asarray(targets),
                        config=LossConfig(kind="apao_pointwise", num_prefixes=SID_LEN + 1))

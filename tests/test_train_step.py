@@ -14,8 +14,10 @@ from genrec.batching import BatchIterator
 from genrec.models import ModelConfig, build_model
 from genrec.split import leave_one_out_split
 from genrec.synthetic import make_synthetic_dataset
+from training.apao import sample_negatives
 from training.config import OptimizerConfig
-from training.losses import LossConfig, apao_objective, sample_negatives
+from training.losses import LossConfig
+from training.objective import training_objective
 from training.optim import make_optimizer
 from training.train_step import (
     RunningWeightsState,
@@ -103,7 +105,7 @@ def test_pairwise_loss_with_shared_bos_position_equals_loss_on_full_candidate_lo
     neg_tokens = jnp.take(catalogue.sid_tokens, neg_items, axis=0)
     candidates = jnp.concatenate([batch["target_tokens"][:, None], neg_tokens], axis=1)
     logits = nnx.jit(lambda m, *a: m(*a))(model, batch["history_tokens"], batch["history_mask"], candidates)
-    expected, expected_aux = apao_objective(
+    expected, expected_aux = training_objective(
         logits[:, 0], batch["target_tokens"], config=loss_config, example_mask=batch["example_mask"],
         neg_logits=logits[:, 1:], neg_tokens=neg_tokens, num_distinct_prefixes=catalogue.num_distinct_prefixes,
     )

@@ -198,9 +198,9 @@ class EvalConfig:
       subset: which ``max_examples`` validation examples
         (``genrec.split.subset_examples``): ``"spread"``, evenly spaced over
         all users, or ``"first"``, the leading ones. The first users of a
-        dataset file need not be typical: Beauty's first 5,000 have about
-        half the others' Recall@10 at every history length
-        (research/validation_subset.py), which biases checkpoint selection.
+        dataset file need not be typical, which biases checkpoint selection
+        (docs/results.md, "Beauty's first 5,000 validation users are not a
+        sample of the rest").
       ks: cut-offs of Recall@k / NDCG@k.
       score_normalization: softmax support of the beam scores (see
         ``constrained.beam_search``): ``"vocab"``, ``"trie"`` (valid children

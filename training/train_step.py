@@ -8,7 +8,7 @@ per-kind code is how the candidates are built and what the loss needs:
 * ``msl``: same, plus ``constrained.masks.valid_next_token_mask`` of the
   targets (computed on device from the catalogue trie);
 * ``apao_pairwise``: candidates = target + ``neg_k`` uniform negative items
-  ``[B, 1 + neg_k, L]`` (``training.losses.sample_negatives``, fresh every step),
+  ``[B, 1 + neg_k, L]`` (``training.apao.sample_negatives``, fresh every step),
   their tokens gathered from the catalogue on device.
 
 The model encodes each history once and decodes each candidate on top of
@@ -17,7 +17,7 @@ that encoding. With ``LossConfig.share_bos_position`` (not the default),
 only) once per example and broadcasts it to the ``1 + neg_k`` candidates
 (``score_candidates``), so each candidate costs ``L - 1`` decoder positions,
 not ``L``.
-``training.losses.apao_objective`` turns the log-probs into the loss.
+``training.objective.training_objective`` turns the log-probs into the loss.
 
 Data parallelism: a 1-D ``jax.sharding.Mesh`` with axis ``"data"``; the batch
 is sharded along its first axis, parameters, optimizer state and the catalogue
@@ -48,8 +48,11 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from constrained.index import DeviceIndex
-from training.losses import LossConfig, apao_objective, count_distinct_prefixes, sample_negatives, token_log_probs
+from training.apao import sample_negatives
+from training.losses import LossConfig, token_log_probs
+from training.objective import training_objective
 from training.optim import nonfinite_counts
+from training.prefix_counts import count_distinct_prefixes
 
 __all__ = [
     "Catalogue",
@@ -144,7 +147,7 @@ def compute_loss(
         ``loss_config.running_weights`` (see :class:`RunningWeightsState`).
 
     Returns:
-      ``(loss, aux)`` of ``training.losses.apao_objective``.
+      ``(loss, aux)`` of ``training.objective.training_objective``.
     """
     target_tokens = batch["target_tokens"]  # [B, L]
     example_mask = batch["example_mask"]  # [B]
@@ -183,8 +186,8 @@ def compute_loss(
         from constrained.masks import valid_next_token_mask
 
         kwargs["valid_next_mask"] = valid_next_token_mask(catalogue.trie, batch["target_codes"], vocab_size)
-    return apao_objective(pos_logits, target_tokens, config=loss_config, example_mask=example_mask,
-                          prior_prefix_weights=prior_prefix_weights, **kwargs)
+    return training_objective(pos_logits, target_tokens, config=loss_config, example_mask=example_mask,
+                              prior_prefix_weights=prior_prefix_weights, **kwargs)
 
 
 class RunningWeightsState(NamedTuple):
@@ -297,7 +300,7 @@ def make_train_step(
     ``params = nnx.split_state(state, nnx.Param, ...)[0]``; ``batch`` from
     :func:`shard_batch`; ``rng`` a key, ``fold_in(seed key, step)``;
     ``catalogue`` from :func:`make_catalogue` (replicated). ``metrics`` holds
-    ``apao_objective``'s aux, ``loss``, ``grad_norm``, ``update_skipped``
+    ``training_objective``'s aux, ``loss``, ``grad_norm``, ``update_skipped``
     (this step's gradient was non-finite and was not applied),
     ``nonfinite_total`` / ``nonfinite_consecutive`` and ``num_real_examples``.
     """

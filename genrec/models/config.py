@@ -73,9 +73,9 @@ class ModelConfig:
         by side (keys and values of the cross-attention input likewise).
         The parameters and the checkpoint layout are the same either way, and
         so is the math; it only trades three small kernels (and their
-        backward passes) for one wider one. Off by default: on an H200 the
-        float32 CE train step is 1.08x slower with it (docs/benchmarks.md);
-        bfloat16 and TPUs are not measured.
+        backward passes) for one wider one. Off by default because it made
+        the train step slower (docs/benchmarks.md, "Fused Q/K/V projections:
+        slower").
     """
 
     arch: Arch

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from research_scripts import load_script
 
-from training.losses import pointwise_token_weights
-
 level_profile = load_script("level_profile")
+pointwise_token_weights = load_script("prefix_weights").pointwise_token_weights
 
 
 def write(path, text, compressed=False):
