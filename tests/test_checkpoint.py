@@ -1,5 +1,6 @@
-"""training/checkpoint.py: periodic and best checkpoints round-trip exactly, keep-N
-prunes, and load_model_for_inference rebuilds the trained model from the workdir alone."""
+"""training/checkpoint.py (write side) and genrec/run_files.py (read side): periodic
+and best checkpoints round-trip exactly, keep-N prunes, and load_model_for_inference
+rebuilds the trained model from the workdir alone."""
 
 import json
 
@@ -10,15 +11,9 @@ import pytest
 from flax import nnx
 
 from genrec.models import ModelConfig, build_model
+from genrec.run_files import load_model_for_inference, read_catalogue
 from genrec.vocab import SIDVocabulary
-from training.checkpoint import (
-    Checkpointer,
-    TrainingProgress,
-    load_model_for_inference,
-    read_catalogue,
-    read_run_config,
-    write_run_files,
-)
+from training.checkpoint import Checkpointer, TrainingProgress, read_run_config, write_run_files
 from training.config import CheckpointConfig, OptimizerConfig, TrainConfig, apply_overrides
 from training.optim import make_optimizer
 
@@ -98,7 +93,8 @@ def test_load_model_for_inference_best_and_latest(workdir):
     with pytest.raises(FileNotFoundError, match="use which='latest'"):
         checkpointer.restore_params(best_params, "best")
     checkpointer.save_best(best_params, TrainingProgress(step=5, data_step=5, rng_key=(0, 1)), {"ndcg@10": 0.5})
-    checkpointer.save(latest_params, optimizer.init(latest_params), TrainingProgress(step=9, data_step=9, rng_key=(0, 1)))
+    checkpointer.save(latest_params, optimizer.init(latest_params),
+                      TrainingProgress(step=9, data_step=9, rng_key=(0, 1)))
     checkpointer.close()
 
     history = jnp.asarray([[0, 0, 2, 8, 13], [2, 10, 14, 5, 12]], jnp.int32)
