@@ -102,7 +102,7 @@ def popularity_baseline(
       eval_targets: ``int[n_eval]`` item rows to score (``split.test.targets``).
 
     Returns:
-      The keys of :func:`ranking_metrics`.
+      The keys of ``training.ranking.ranking_metrics``.
     """
     ks = _check_ks(ks, None)
     _, sid_row_of_item = np.unique(np.asarray(sid_codes), axis=0, return_inverse=True)
