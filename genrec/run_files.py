@@ -60,6 +60,7 @@ __all__ = [
     "read_run_info",
     "resolve_score_normalization",
     "restore_params",
+    "restore_params_from",
     "state_with_values",
 ]
 
@@ -226,44 +227,56 @@ def state_with_values(template: nnx.State, pure: dict[str, Any]) -> nnx.State:
     return state
 
 
+def restore_params_from(
+    manager: ocp.CheckpointManager | None, params: nnx.State, which: Literal["best", "latest"], directory: Path
+) -> tuple[nnx.State, int]:
+    """The parameters of ``manager``'s newest step onto the template ``params``: ``(params, step)``.
+
+    Args:
+      manager: an Orbax manager of ``directory`` with a ``params`` item, or
+        None when the directory does not exist.
+      params: the model's ``nnx.Param`` state; gives the structure, dtypes and
+        shardings (its values are not used).
+      which: the kind of checkpoint ``directory`` holds (for the error message).
+
+    Raises:
+      FileNotFoundError: no checkpoint there.
+    """
+    step = None if manager is None else manager.latest_step()
+    if step is None:
+        if which == "best":
+            raise FileNotFoundError(
+                f"no best checkpoint in {directory}: no validation evaluation ran "
+                "(eval_every=0, or training stopped before the first one); use which='latest'"
+            )
+        raise FileNotFoundError(f"no checkpoint in {directory}")
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_tree(nnx.to_pure_dict(params)))),
+    )
+    return state_with_values(params, restored.params), step
+
+
 def restore_params(
     workdir: str | Path, params: nnx.State, which: Literal["best", "latest"]
 ) -> tuple[nnx.State, int]:
-    """The parameters of the best or newest periodic checkpoint: ``(params, step)``.
-
-    Args:
-      params: the model's ``nnx.Param`` state; gives the structure, dtypes and
-        shardings (its values are not used).
+    """The parameters of a workdir's best or newest periodic checkpoint (read only): ``(params, step)``.
 
     Raises:
       FileNotFoundError: no checkpoint of that kind.
     """
-    workdir = Path(workdir).absolute()
-    directory = workdir / (BEST_DIR if which == "best" else PERIODIC_DIR)
-    manager = None
-    if directory.is_dir():
-        manager = ocp.CheckpointManager(
-            directory,
-            options=ocp.CheckpointManagerOptions(read_only=True, create=False, enable_async_checkpointing=False),
-            item_names=BEST_ITEMS if which == "best" else PERIODIC_ITEMS,
-        )
+    directory = Path(workdir).absolute() / (BEST_DIR if which == "best" else PERIODIC_DIR)
+    if not directory.is_dir():
+        return restore_params_from(None, params, which, directory)
+    manager = ocp.CheckpointManager(
+        directory,
+        options=ocp.CheckpointManagerOptions(read_only=True, create=False, enable_async_checkpointing=False),
+        item_names=BEST_ITEMS if which == "best" else PERIODIC_ITEMS,
+    )
     try:
-        step = None if manager is None else manager.latest_step()
-        if step is None:
-            if which == "best":
-                raise FileNotFoundError(
-                    f"no best checkpoint in {directory}: no validation evaluation ran "
-                    "(eval_every=0, or training stopped before the first one); use which='latest'"
-                )
-            raise FileNotFoundError(f"no checkpoint in {directory}")
-        restored = manager.restore(
-            step,
-            args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_tree(nnx.to_pure_dict(params)))),
-        )
+        return restore_params_from(manager, params, which, directory)
     finally:
-        if manager is not None:
-            manager.close()
-    return state_with_values(params, restored.params), step
+        manager.close()
 
 
 def load_model_for_inference(

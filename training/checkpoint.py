@@ -36,7 +36,7 @@ from genrec.run_files import (
     model_config_from_json,
     model_config_to_json,
     read_config_json,
-    restore_params,
+    restore_params_from,
     state_with_values,
 )
 from genrec.vocab import SIDVocabulary
@@ -238,10 +238,10 @@ class Checkpointer:
         return state_with_values(params, restored.params), restored.opt_state, TrainingProgress.from_json(restored.meta)
 
     def restore_params(self, params: nnx.State, which: Literal["best", "latest"]) -> tuple[nnx.State, int]:
-        """Only the parameters of the best or latest checkpoint: ``(params, step)``
-        (``genrec.run_files.restore_params``, after pending saves are committed)."""
-        self.wait()
-        return restore_params(self.workdir, params, which)
+        """Only the parameters of the best or latest checkpoint: ``(params, step)``."""
+        if which == "best":
+            return restore_params_from(self._best, params, which, self.workdir / BEST_DIR)
+        return restore_params_from(self._periodic, params, which, self.workdir / PERIODIC_DIR)
 
     def best_metadata(self) -> dict[str, Any] | None:
         """The best checkpoint's ``meta`` (progress and validation metrics), or None."""
