@@ -1,12 +1,16 @@
-"""STATIC-style trie index and jit-compiled constrained beam search."""
+"""STATIC-style trie index and jit-compiled constrained beam search.
+
+Where it sits: checkpoint -> **index -> decode** -> serve. ``decode_batch``
+(:mod:`constrained.decode`) is the one jitted entry point: model + index -> items.
+"""
 
 from constrained.beam_search import (
     BeamSearchOutput,
     alive_state_table,
     constrained_beam_search,
-    make_decoder,
     unconstrained_beam_search,
 )
+from constrained.decode import build_eval_index, decode_batch, history_tokens
 from constrained.index import (
     DeviceIndex,
     DuplicateSIDError,
@@ -24,10 +28,12 @@ __all__ = [
     "IndexFileError",
     "TrieIndex",
     "alive_state_table",
+    "build_eval_index",
     "build_index",
     "constrained_beam_search",
+    "decode_batch",
     "disambiguate_sids",
     "find_duplicate_groups",
-    "make_decoder",
+    "history_tokens",
     "unconstrained_beam_search",
 ]

@@ -300,8 +300,8 @@ def constrained_beam_search(
     exclude_rows: jax.Array | None = None,
     normalization: Normalization = "vocab",
 ) -> BeamSearchOutput:
-    """Beam search that only emits SIDs of the index (traceable; see
-    :func:`make_decoder` for the jitted entry point).
+    """Beam search that only emits SIDs of the index (traceable; the jitted
+    entry point for genrec models is ``constrained.decode.decode_batch``).
 
     Args:
       index: trie on the device (:meth:`TrieIndex.to_device`).
@@ -446,29 +446,3 @@ def unconstrained_beam_search(
             beam_cache = _gather_beams(beam_cache, parent)
     return code_buffer, scores
 
-
-def make_decoder(
-    step_fn: StepFn, *, num_beams: int, start_token: int, normalization: Normalization = "vocab"
-) -> Callable[..., BeamSearchOutput]:
-    """The jitted decode:
-    ``decode(index, shared, beam_cache, allow_mask=None, exclude_rows=None)``.
-
-    ``step_fn`` and the sizes are fixed at construction, so one compile
-    serves every batch of the same shapes.
-    """
-
-    @jax.jit
-    def decode(index, shared, beam_cache, allow_mask=None, exclude_rows=None):
-        return constrained_beam_search(
-            index,
-            step_fn,
-            shared,
-            beam_cache,
-            num_beams=num_beams,
-            start_token=start_token,
-            allow_mask=allow_mask,
-            exclude_rows=exclude_rows,
-            normalization=normalization,
-        )
-
-    return decode

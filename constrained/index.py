@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Sequence
 
@@ -552,9 +551,3 @@ def _lexsort_rows(sid_codes: np.ndarray, codebook_sizes: Sequence[int]) -> np.nd
         return np.argsort(keys[0], kind="stable")
     return np.lexsort(keys[::-1])
 
-
-def timed_build(sid_codes: np.ndarray, **kwargs) -> tuple[TrieIndex, float]:
-    """:func:`build_index` plus its wall-clock seconds (for reports)."""
-    start = time.perf_counter()
-    index = build_index(sid_codes, **kwargs)
-    return index, time.perf_counter() - start

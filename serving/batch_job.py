@@ -40,6 +40,7 @@ import numpy as np
 from genrec.atomic_files import write_json_atomic, write_text_atomic
 from genrec.datasets import InteractionData
 from genrec.progress import progress_bar
+from genrec.run_files import load_workdir_data
 from serving.recommender import Recommender
 
 __all__ = ["BatchJobResult", "main", "run_batch_job", "shard_path"]
@@ -224,19 +225,6 @@ def run_batch_job(
 # ---------------------------------------------------------------------------
 
 
-def load_users(workdir: str | Path, data_dir: str | None, vocab=None) -> InteractionData:
-    """The users to serve: ``data_dir`` if given, else the dataset the workdir's run trained on."""
-    if data_dir is not None:
-        from genrec.datasets import load_sid_dataset
-
-        return load_sid_dataset(data_dir, vocab=vocab)
-    from training.checkpoint import read_run_config
-    from training.train import load_data
-
-    train_config, _ = read_run_config(workdir)
-    return load_data(train_config.data)
-
-
 def build_parser(prog: str = "python -m serving.batch_job") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -267,7 +255,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m serving.batch
         parser.error(f"--top-k {args.top_k} exceeds --num-beams {args.num_beams}; raise --num-beams")
     recommender = Recommender.from_workdir(args.workdir, args.which, num_beams=args.num_beams,
                                            batch_size=args.batch_size)
-    data = load_users(args.workdir, args.data, recommender.vocab)
+    data = load_workdir_data(args.workdir, args.data, recommender.vocab)
     result = run_batch_job(
         recommender, data, args.out, top_k=args.top_k, users_per_shard=args.users_per_shard,
         exclude_seen=args.exclude_seen, skip_unknown=args.skip_unknown, max_shards=args.max_shards,

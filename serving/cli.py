@@ -6,7 +6,7 @@ module that owns the work, so the same job runs from Python without the CLI:
     genrec demo         synthetic (or --data) dataset -> train (tpu_configs/cpu_smoke.py)
                         -> test Recall/NDCG@10 vs popularity -> top-10 for 3 users
     genrec train        training.train.main
-    genrec eval         training.evaluate.evaluate_split on a trained workdir
+    genrec eval         training.evaluate.evaluate_workdir
     genrec recommend    serving.batch_job.main (resumable sharded job)
     genrec build-index  constrained.build_index over the distinct SIDs, memory report
     genrec build-sids   genrec.rqkmeans.main
@@ -158,53 +158,30 @@ def _eval(args: argparse.Namespace) -> int:
         raise ValueError("--save-prefix-ranks needs --diagnose")
     import numpy as np
 
-    from genrec.split import leave_one_out_split
-    from serving.batch_job import load_users
-    from training.checkpoint import load_model_for_inference, read_run_config
-    from training.config import score_normalization
-    from training.evaluate import build_eval_index, evaluate_split, popularity_baseline
-
-    train_config, _ = read_run_config(args.workdir)
-    model, _, vocab, sid_codes, _ = load_model_for_inference(args.workdir, args.which)
-    data = load_users(args.workdir, args.data, vocab)
-    split = leave_one_out_split(data.sequences, train_config.data.max_history)
-    # The model can only generate SIDs of its own catalogue: index that one.
-    index, _ = build_eval_index(sid_codes, vocab)
-    ks = tuple(train_config.eval.ks)
-    examples = split.test if args.split == "test" else split.valid
-    num_beams = args.num_beams or train_config.eval.num_beams
-    ranks = np.zeros(examples.num_examples, np.int32)
-    prefix_ranks = np.zeros((vocab.num_levels, examples.num_examples), np.int32) if args.save_prefix_ranks else None
-    start = time.perf_counter()
-    metrics = evaluate_split(
-        model, index, data, examples, num_beams=num_beams,
-        batch_size=args.batch_size or train_config.eval.batch_size, ks=ks,
-        max_examples=args.max_examples, diagnose_unconstrained=args.diagnose,
-        diagnose_prefix_survival=args.diagnose,
-        normalization=args.normalization or score_normalization(train_config),
-        ranks_out=ranks, prefix_ranks_out=prefix_ranks,
-    )
     from genrec.atomic_files import atomic_open
+    from training.evaluate import evaluate_workdir
 
-    num_done = int(metrics["num_examples"])
-    if args.save_ranks:
-        with atomic_open(args.save_ranks, "wb") as f:
-            np.save(f, ranks[:num_done])
-    if args.save_prefix_ranks:
-        with atomic_open(args.save_prefix_ranks, "wb") as f:
-            np.save(f, prefix_ranks[:, :num_done])
-    seconds = time.perf_counter() - start
-    popularity = popularity_baseline(data.sid_codes, split.train.targets,
-                                     examples.targets[:num_done], ks=ks)
-    keys = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")]
-    print(f"{args.split} split of {data.name or 'the training data'}: {num_done} examples, "
-          f"{num_beams} beams, {args.which} checkpoint, {seconds:.1f} s")
-    print(_metrics_table({"genrec": metrics, "popularity": popularity}, keys))
+    evaluation = evaluate_workdir(
+        args.workdir, split=args.split, data_dir=args.data, which=args.which, num_beams=args.num_beams,
+        batch_size=args.batch_size, max_examples=args.max_examples, normalization=args.normalization,
+        diagnose=args.diagnose,
+    )
+    result = evaluation.result
+    for path, ranks in ((args.save_ranks, result.ranks), (args.save_prefix_ranks, result.prefix_ranks)):
+        if path:
+            with atomic_open(path, "wb") as f:
+                np.save(f, ranks)
+    metrics = result.metrics
+    keys = [f"{m}@{k}" for k in evaluation.ks for m in ("recall", "ndcg")]
+    print(f"{args.split} split of {evaluation.dataset}: {int(metrics['num_examples'])} examples, "
+          f"{evaluation.num_beams} beams, {args.which} checkpoint, {evaluation.seconds:.1f} s")
+    print(_metrics_table({"genrec": metrics, "popularity": evaluation.popularity}, keys))
     if args.diagnose:
         print(f"unconstrained beam: {metrics['unconstrained_valid_fraction']:.2%} of generated SIDs are items")
-        survival = ", ".join(f"level {t}: {metrics[f'prefix_in_beam@{t}']:.2%}" for t in range(1, vocab.num_levels + 1))
-        print(f"target prefix still in the {num_beams} beams after {survival}")
-    print(json.dumps({"split": args.split, "metrics": metrics, "popularity": popularity}))
+        survival = ", ".join(f"level {t}: {metrics[f'prefix_in_beam@{t}']:.2%}"
+                             for t in range(1, evaluation.num_levels + 1))
+        print(f"target prefix still in the {evaluation.num_beams} beams after {survival}")
+    print(json.dumps({"split": args.split, "metrics": metrics, "popularity": evaluation.popularity}))
     return 0
 
 
@@ -216,9 +193,9 @@ def _eval(args: argparse.Namespace) -> int:
 def _build_index(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from constrained.decode import build_eval_index
     from constrained.index import build_index
     from genrec.datasets import find_duplicate_sids, load_sid_dataset
-    from training.evaluate import build_eval_index
 
     data = load_sid_dataset(args.data, args.name)
     start = time.perf_counter()

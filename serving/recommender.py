@@ -6,7 +6,7 @@ over its distinct SIDs; :meth:`Recommender.recommend` takes plain Python
 histories of original item ids and hides everything else: id -> row -> SID
 tokens, truncation to the model's history length, padding into fixed-size
 batches, the jitted encode + constrained beam search
-(:func:`training.evaluate.decode_batch`, the same decode evaluation uses), the
+(:func:`constrained.decode.decode_batch`, the same decode evaluation uses), the
 per-request filters and the way back to item ids::
 
     rec = Recommender.from_workdir("runs/demo")
@@ -51,9 +51,10 @@ import numpy as np
 from flax import nnx
 
 from constrained.beam_search import check_normalization
+from constrained.decode import build_eval_index, decode_batch, history_tokens
+from genrec.run_files import load_model_for_inference, read_run_info
 from genrec.split import DEFAULT_MAX_HISTORY
 from genrec.vocab import SIDVocabulary
-from training.evaluate import build_eval_index, decode_batch, history_tokens
 
 __all__ = ["Recommendations", "Recommender"]
 
@@ -99,7 +100,7 @@ class Recommender:
 
     Args:
       model: a genrec recommender (``encode`` / ``init_beam_cache`` /
-        ``decode_step``), e.g. from ``training.checkpoint.load_model_for_inference``.
+        ``decode_step``), e.g. from ``genrec.run_files.load_model_for_inference``.
       vocab: the token layout the model was trained with.
       sid_codes: ``int[num_items, L]`` SID codes of the catalogue.
       item_ids: ``num_items`` original item ids (compared as strings, as in
@@ -185,15 +186,12 @@ class Recommender:
         ``which`` picks the best (validation ndcg@10) or latest checkpoint;
         ``kwargs`` go to the constructor. The history length defaults to the
         one the model was trained with, and the score normalisation to the
-        run's (``training.config.score_normalization``: ``"trie"`` after MSL).
+        run's (``genrec.run_files.RunInfo.score_normalization``: ``"trie"`` after MSL).
         """
-        from training.checkpoint import load_model_for_inference, read_run_config
-        from training.config import score_normalization
-
         model, _, vocab, sid_codes, item_ids = load_model_for_inference(workdir, which)
-        train_config, _ = read_run_config(workdir)
-        kwargs.setdefault("max_history", train_config.data.max_history)
-        kwargs.setdefault("normalization", score_normalization(train_config))
+        run = read_run_info(workdir)
+        kwargs.setdefault("max_history", run.max_history)
+        kwargs.setdefault("normalization", run.score_normalization)
         return cls(model, vocab, sid_codes, item_ids, **kwargs)
 
     # ------------------------------------------------------------ properties

@@ -1,13 +1,15 @@
 """Constrained beam search: equivalence to the NumPy oracle, exhaustive
 ranking, filters, invalid slots and NaN logits."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from catalogues import random_catalogue
 
-from constrained.beam_search import make_decoder
+from constrained.beam_search import constrained_beam_search
 from constrained.index import build_index
 from constrained.reference import build_dict_trie, log_softmax, prune_trie, reference_beam_search
 
@@ -41,13 +43,14 @@ class PrefixHashModel:
 
 
 def run_search(index, model, batch, num_beams, allow_mask=None, exclude_rows=None, normalization="vocab"):
-    decode = make_decoder(model.step, num_beams=num_beams, start_token=START, normalization=normalization)
+    decode = jax.jit(functools.partial(constrained_beam_search, step_fn=model.step, num_beams=num_beams,
+                                       start_token=START, normalization=normalization))
     shared = {"table": jnp.asarray(model.table)}
     cache = {"hash": jnp.zeros((batch, num_beams), jnp.int32)}
     out = decode(
-        index.to_device(), shared, cache,
-        None if allow_mask is None else jnp.asarray(allow_mask),
-        None if exclude_rows is None else jnp.asarray(exclude_rows, jnp.int32),
+        index.to_device(), shared=shared, beam_cache=cache,
+        allow_mask=None if allow_mask is None else jnp.asarray(allow_mask),
+        exclude_rows=None if exclude_rows is None else jnp.asarray(exclude_rows, jnp.int32),
     )
     return jax.tree_util.tree_map(np.asarray, out)
 

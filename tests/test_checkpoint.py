@@ -1,5 +1,6 @@
-"""training/checkpoint.py: periodic and best checkpoints round-trip exactly, keep-N
-prunes, and load_model_for_inference rebuilds the trained model from the workdir alone."""
+"""training/checkpoint.py (write side) and genrec/run_files.py (read side): periodic
+and best checkpoints round-trip exactly, keep-N prunes, and load_model_for_inference
+rebuilds the trained model from the workdir alone."""
 
 import json
 
@@ -10,15 +11,9 @@ import pytest
 from flax import nnx
 
 from genrec.models import ModelConfig, build_model
+from genrec.run_files import load_model_for_inference, read_catalogue
 from genrec.vocab import SIDVocabulary
-from training.checkpoint import (
-    Checkpointer,
-    TrainingProgress,
-    load_model_for_inference,
-    read_catalogue,
-    read_run_config,
-    write_run_files,
-)
+from training.checkpoint import Checkpointer, TrainingProgress, read_run_config, write_run_files
 from training.config import CheckpointConfig, OptimizerConfig, TrainConfig, apply_overrides
 from training.optim import make_optimizer
 
@@ -119,3 +114,38 @@ def test_load_model_for_inference_best_and_latest(workdir):
         load_model_for_inference(path, which="newest")
     with pytest.raises(FileNotFoundError, match="not a genrec training workdir"):
         load_model_for_inference(path / "elsewhere")
+
+
+def test_inference_view_of_config_json_agrees_with_training(workdir):
+    """genrec.run_files reads config.json as plain JSON: the same model, history length,
+    evaluation settings, score normalisation and dataset as training's TrainConfig."""
+    from dataclasses import asdict
+
+    from genrec.run_files import load_run_data, read_run_info
+    from training.config import score_normalization
+    from training.train import load_data
+
+    path, _ = workdir
+    for loss_kind, expected in (("msl", "trie"), ("ce", "vocab")):
+        config = apply_overrides(TrainConfig(), ["model.preset=tiny", f"loss.kind={loss_kind}", "data.max_history=7",
+                                                 "data.synthetic.num_users=30", "data.synthetic.num_items=40"])
+        write_run_files(path, config, _model_config(), VOCAB, SID_CODES, ITEM_IDS)
+        run = read_run_info(path)
+        assert run.model_config == _model_config() and run.max_history == 7
+        assert run.score_normalization == score_normalization(config) == expected
+        assert (run.num_beams, run.eval_batch_size, run.ks) == (config.eval.num_beams, config.eval.batch_size,
+                                                                tuple(config.eval.ks))
+        assert run.data == json.loads(json.dumps(asdict(config.data)))
+        np.testing.assert_array_equal(load_run_data(run.data).sid_codes, load_data(config.data).sid_codes)
+
+    # A config.json written before eval.score_normalization existed: "auto", so MSL runs decode over the trie.
+    payload = json.loads((path / "config.json").read_text())
+    payload["train_config"]["loss"]["kind"] = "msl"
+    del payload["train_config"]["eval"]["score_normalization"]
+    (path / "config.json").write_text(json.dumps(payload))
+    assert read_run_info(path).score_normalization == "trie"
+    # Run files without any checkpoint directory yet: a clear error, not an Orbax one.
+    with pytest.raises(FileNotFoundError, match="use which='latest'"):
+        load_model_for_inference(path)
+    with pytest.raises(FileNotFoundError, match="no checkpoint in"):
+        load_model_for_inference(path, which="latest")

@@ -1,4 +1,5 @@
-"""training/evaluate.py: metric math by hand, the SID-level collision policy,
+"""training/evaluate.py (with constrained/decode.py, training/ranking.py and
+training/diagnostics.py): metric math by hand, the SID-level collision policy,
 and the whole loop through the constrained beam search with an oracle model
 (all probability on the right SID) and a real tiny model."""
 
@@ -10,20 +11,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from constrained.decode import build_eval_index, history_tokens
 from genrec.datasets import InteractionData
 from genrec.models import ModelConfig, build_model
 from genrec.split import SplitArrays, leave_one_out_split
 from genrec.synthetic import make_synthetic_dataset
 from genrec.vocab import BOS_ID, SIDVocabulary
-from training.evaluate import (
-    build_eval_index,
-    evaluate_split,
-    history_tokens,
-    hit_ranks,
-    popularity_baseline,
-    ranking_metrics,
-    validation_ce,
-)
+from training.evaluate import evaluate_split, popularity_baseline, validation_ce
+from training.ranking import hit_ranks, ranking_metrics
 
 
 class RepeatLastItemOracle(nnx.Module):
@@ -127,17 +122,21 @@ def test_oracle_gets_perfect_scores_with_padded_last_batch():
                         user_rows=np.zeros(len(histories), np.int32))
     index, _ = build_eval_index(data.sid_codes, data.vocab)
     oracle = RepeatLastItemOracle(data.vocab.vocab_size, data.num_levels)
-    metrics = evaluate_split(oracle, index, data, split, num_beams=5, batch_size=3, ks=(1, 5))
-    assert metrics == {"recall@1": 1.0, "ndcg@1": 1.0, "recall@5": 1.0, "ndcg@5": 1.0, "num_examples": 7.0}
+    result = evaluate_split(oracle, index, data, split, num_beams=5, batch_size=3, ks=(1, 5))
+    assert result.metrics == {"recall@1": 1.0, "ndcg@1": 1.0, "recall@5": 1.0, "ndcg@5": 1.0, "num_examples": 7.0}
+    np.testing.assert_array_equal(result.ranks, np.ones(7))  # every target first, the padded rows dropped
+    assert result.prefix_ranks is None
 
     # Targets that are never the predicted SID: no hits at all.
     wrong = SplitArrays(histories=histories, targets=(histories[:, -1] + 1) % 20,
                         user_rows=split.user_rows)
-    metrics = evaluate_split(oracle, index, data, wrong, num_beams=5, batch_size=3, ks=(1,))
-    assert metrics["recall@1"] == 0.0 and metrics["ndcg@1"] == 0.0
+    result = evaluate_split(oracle, index, data, wrong, num_beams=5, batch_size=3, ks=(1,))
+    assert result.metrics["recall@1"] == 0.0 and result.metrics["ndcg@1"] == 0.0
+    assert not (result.ranks == 1).any()
 
     # max_examples takes the first examples only.
-    assert evaluate_split(oracle, index, data, split, num_beams=5, ks=(1,), max_examples=2)["num_examples"] == 2
+    first_two = evaluate_split(oracle, index, data, split, num_beams=5, ks=(1,), max_examples=2)
+    assert first_two.metrics["num_examples"] == 2 and first_two.ranks.shape == (2,)
 
 
 def test_colliding_sids_count_as_hits():
@@ -148,7 +147,7 @@ def test_colliding_sids_count_as_hits():
                         user_rows=np.zeros(2, np.int32))
     index, _ = build_eval_index(data.sid_codes, data.vocab)
     oracle = RepeatLastItemOracle(data.vocab.vocab_size, data.num_levels)
-    metrics = evaluate_split(oracle, index, data, split, num_beams=3, ks=(1,))
+    metrics = evaluate_split(oracle, index, data, split, num_beams=3, ks=(1,)).metrics
     assert metrics["recall@1"] == 1.0
 
 
@@ -160,7 +159,7 @@ def test_unconstrained_diagnosis():
     index, _ = build_eval_index(data.sid_codes, data.vocab)
     # 20 of 64 SIDs exist: at most 20 of the free beam's 30 SIDs can be in the catalogue,
     # and the top one (the oracle's pick) always is.
-    metrics = evaluate_split(oracle, index, data, split, num_beams=30, ks=(1,), diagnose_unconstrained=True)
+    metrics = evaluate_split(oracle, index, data, split, num_beams=30, ks=(1,), diagnose_unconstrained=True).metrics
     assert 1 / 30 <= metrics["unconstrained_valid_fraction"] <= 20 / 30
 
     # Every code combination is an item: the free beam never leaves the catalogue.
@@ -170,7 +169,7 @@ def test_unconstrained_diagnosis():
                              user_rows=np.zeros(2, np.int32))
     full_index, _ = build_eval_index(full.sid_codes, full.vocab)
     metrics = evaluate_split(RepeatLastItemOracle(full.vocab.vocab_size, 3), full_index, full, full_split,
-                             num_beams=6, ks=(1,), diagnose_unconstrained=True)
+                             num_beams=6, ks=(1,), diagnose_unconstrained=True).metrics
     assert metrics["unconstrained_valid_fraction"] == 1.0
     assert metrics["recall@1"] == 1.0
 
@@ -180,7 +179,7 @@ def test_real_model_runs_and_metrics_are_consistent():
     split = leave_one_out_split(data.sequences, max_history=5)
     index, _ = build_eval_index(data.sid_codes, data.vocab)
     model = build_model(ModelConfig.tiny(data.vocab.vocab_size, data.num_levels), rngs=nnx.Rngs(0))
-    metrics = evaluate_split(model, index, data, split.test, num_beams=10, batch_size=16, ks=(1, 5, 10))
+    metrics = evaluate_split(model, index, data, split.test, num_beams=10, batch_size=16, ks=(1, 5, 10)).metrics
     assert metrics["num_examples"] == 40
     assert metrics["recall@1"] <= metrics["recall@5"] <= metrics["recall@10"]
     for k in (1, 5, 10):
@@ -221,7 +220,7 @@ def test_prefix_survival_diagnosis_with_the_oracle():
     index, _ = build_eval_index(data.sid_codes, data.vocab)
     hit = SplitArrays(histories=histories, targets=histories[:, -1].copy(),
                       user_rows=np.zeros(len(histories), np.int32))
-    metrics = evaluate_split(oracle, index, data, hit, num_beams=2, ks=(1,), diagnose_prefix_survival=True)
+    metrics = evaluate_split(oracle, index, data, hit, num_beams=2, ks=(1,), diagnose_prefix_survival=True).metrics
     assert [metrics[f"prefix_in_beam@{t}"] for t in (1, 2, 3)] == [1.0, 1.0, 1.0]
 
 
@@ -231,17 +230,16 @@ def test_prefix_survival_is_monotone_and_matches_first_level_by_hand():
     index, _ = build_eval_index(data.sid_codes, data.vocab)
     model = build_model(ModelConfig.tiny(data.vocab.vocab_size, data.num_levels), rngs=nnx.Rngs(3))
     num_beams = 3
-    metrics = evaluate_split(model, index, data, split.test, num_beams=num_beams, batch_size=16, ks=(1, 3),
-                             diagnose_prefix_survival=True)
+    result = evaluate_split(model, index, data, split.test, num_beams=num_beams, batch_size=16, ks=(1, 3),
+                            diagnose_prefix_survival=True)
+    metrics, prefix_ranks = result.metrics, result.prefix_ranks
     survival = [metrics[f"prefix_in_beam@{t}"] for t in (1, 2, 3)]
     assert survival[0] >= survival[1] >= survival[2] == metrics["recall@3"]
-    prefix_ranks = np.full((3, len(split.test.targets)), -1)
-    evaluate_split(model, index, data, split.test, num_beams=num_beams, batch_size=16, ks=(1, 3),
-                   diagnose_prefix_survival=True, prefix_ranks_out=prefix_ranks)
+    # Per-example prefix ranks: row t-1 reproduces prefix_in_beam@t, the last row is the final rank.
+    assert prefix_ranks.shape == (3, len(split.test.targets))
     assert [np.mean(prefix_ranks[t] > 0) for t in range(3)] == survival
+    np.testing.assert_array_equal(prefix_ranks[-1], result.ranks)
     assert ((prefix_ranks >= 0) & (prefix_ranks <= num_beams)).all()
-    with pytest.raises(ValueError, match="needs diagnose_prefix_survival"):
-        evaluate_split(model, index, data, split.test, num_beams=num_beams, ks=(1,), prefix_ranks_out=prefix_ranks)
 
     # Level 1 by hand: the target's first code is among the top-3 valid first codes.
     item_tokens = data.vocab.codes_to_tokens(data.sid_codes)

@@ -9,7 +9,7 @@ import signal
 import subprocess
 
 import numpy as np
-from train_cli import REPO, SMOKE, assert_same_latest_params, train_command
+from train_cli import REPO, SMOKE, assert_same_latest_params, killed_train_command
 
 from training.config import load_config_file
 from training.train import train
@@ -40,7 +40,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path):
 
     # The same run through the CLI, killed by SIGKILL right after the step-4 checkpoint ...
     resumed_dir = tmp_path / "resumed"
-    command = train_command(resumed_dir, OVERRIDES, "--debug-kill-at-step", str(KILL_AT))
+    command = killed_train_command(resumed_dir, OVERRIDES, KILL_AT)
     killed = subprocess.run(command, cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:] + killed.stderr[-3000:]
     saved_steps = sorted(int(p.name) for p in (resumed_dir / "checkpoints").iterdir() if p.name.isdigit())

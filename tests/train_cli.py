@@ -1,6 +1,7 @@
 """What the end-to-end training tests share: the ``python -m training.train``
-command line they run (on the tiny CPU smoke config, from the repository root)
-and the comparison of two runs' trained parameters."""
+command line they run (on the tiny CPU smoke config, from the repository root),
+the same command killed by SIGKILL after a given step, and the comparison of
+two runs' trained parameters."""
 
 import sys
 from collections.abc import Sequence
@@ -10,7 +11,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from training.checkpoint import load_model_for_inference
+from genrec.run_files import load_model_for_inference
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = "tpu_configs/cpu_smoke.py"
@@ -18,10 +19,33 @@ SMOKE = "tpu_configs/cpu_smoke.py"
 
 def train_command(workdir: Path, overrides: Sequence[str], *flags: str) -> list[str]:
     """``[python, -m, training.train, --config SMOKE, --workdir W, *flags, --set o ...]``."""
-    command = [sys.executable, "-m", "training.train", "--config", SMOKE, "--workdir", str(workdir), *flags]
+    return [sys.executable, "-m", "training.train", *_train_arguments(workdir, overrides, *flags)]
+
+
+def _train_arguments(workdir: Path, overrides: Sequence[str], *flags: str) -> list[str]:
+    arguments = ["--config", SMOKE, "--workdir", str(workdir), *flags]
     for override in overrides:
-        command += ["--set", override]
-    return command
+        arguments += ["--set", override]
+    return arguments
+
+
+# training.train.main with an on_step_end hook that SIGKILLs the process once step
+# KILL_AT (and its checkpoint, if one was due) is committed: a crash at a known point.
+_KILLED_MAIN = """
+import os, signal, sys
+from training.train import main
+
+def kill_at(step):
+    if step == {kill_at}:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+sys.exit(main(sys.argv[1:], on_step_end=kill_at))
+"""
+
+
+def killed_train_command(workdir: Path, overrides: Sequence[str], kill_at: int) -> list[str]:
+    """:func:`train_command` through ``training.train.main``, SIGKILLed right after step ``kill_at``."""
+    return [sys.executable, "-c", _KILLED_MAIN.format(kill_at=int(kill_at)), *_train_arguments(workdir, overrides)]
 
 
 def latest_params(workdir: Path) -> dict:

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from genrec.models import ModelConfig
+from genrec.run_files import CONFIG_FORMAT_VERSION, resolve_score_normalization
 from genrec.split import SUBSET_RULES
 from training.losses import LossConfig
 
@@ -61,8 +62,6 @@ __all__ = [
 ModelPreset = Literal["tiny", "t5_small_rec", "llama_small_rec"]
 ComputeDtype = Literal["float32", "bfloat16"]
 ScheduleKind = Literal["cosine", "linear", "constant"]
-
-CONFIG_FORMAT_VERSION = 1
 
 
 # ---------------------------------------------------------------------------
@@ -366,12 +365,10 @@ def score_normalization(config: TrainConfig) -> str:
     """The beam-score normalisation a run's model is evaluated and served with.
 
     ``config.eval.score_normalization`` unless it is ``"auto"``, which gives
-    ``"trie"`` for the ``msl`` loss and ``"vocab"`` otherwise.
+    ``"trie"`` for the ``msl`` loss and ``"vocab"`` otherwise
+    (``genrec.run_files.resolve_score_normalization``, which serving applies to config.json).
     """
-    choice = config.eval.score_normalization
-    if choice == "auto":
-        return "trie" if config.loss.kind == "msl" else "vocab"
-    return choice
+    return resolve_score_normalization(config.eval.score_normalization, config.loss.kind)
 
 
 def load_config_file(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:

@@ -35,10 +35,9 @@ import logging
 import numbers
 import os
 import shutil
-import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,22 +46,15 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from constrained.decode import build_eval_index
 from genrec.atomic_files import atomic_open, write_json_atomic
 from genrec.batching import BatchIterator
-from genrec.datasets import InteractionData, load_sid_dataset
+from genrec.datasets import InteractionData
 from genrec.models import build_model, count_params
 from genrec.progress import progress_bar
+from genrec.run_files import CATALOGUE_FILE, CONFIG_FILE, load_run_data, read_catalogue
 from genrec.split import LeaveOneOutSplit, SplitArrays, leave_one_out_split, subset_examples
-from genrec.synthetic import make_synthetic_dataset
-from training.checkpoint import (
-    CATALOGUE_FILE,
-    CONFIG_FILE,
-    Checkpointer,
-    TrainingProgress,
-    read_catalogue,
-    read_run_config,
-    write_run_files,
-)
+from training.checkpoint import Checkpointer, TrainingProgress, read_run_config, write_run_files
 from training.config import (
     VALID_CE,
     DataConfig,
@@ -72,7 +64,7 @@ from training.config import (
     override_keys,
     score_normalization,
 )
-from training.evaluate import build_eval_index, evaluate_split, popularity_baseline, validation_ce
+from training.evaluate import EvalResult, evaluate_split, popularity_baseline, validation_ce
 from training.optim import make_optimizer
 from training.preemption import StopOnSignal, TrainingInterrupted
 from training.tb_events import EventWriter, open_event_writer
@@ -129,10 +121,9 @@ class TrainResult:
 
 
 def load_data(config: DataConfig) -> InteractionData:
-    """The dataset of ``config``: files from ``data_dir``, or the synthetic one."""
-    if config.data_dir is None:
-        return make_synthetic_dataset(**dataclasses.asdict(config.synthetic))
-    return load_sid_dataset(config.data_dir, config.name)
+    """The dataset of ``config``: files from ``data_dir``, or the synthetic one
+    (``genrec.run_files.load_run_data``, which serving applies to config.json)."""
+    return load_run_data(dataclasses.asdict(config))
 
 
 # ---------------------------------------------------------------------------
@@ -250,7 +241,7 @@ def train(
     workdir: str | Path,
     *,
     resume: bool = True,
-    debug_kill_at_step: int | None = None,
+    on_step_end: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Trains ``config`` in ``workdir`` (see the module docstring), resuming by default.
 
@@ -259,9 +250,9 @@ def train(
       workdir: output directory (created).
       resume: continue from the newest checkpoint in ``workdir`` if any;
         False deletes the previous run's checkpoints, metrics and results there.
-      debug_kill_at_step: testing aid: after step ``debug_kill_at_step`` (and
-        its checkpoint, if one is due) is committed, the process kills itself
-        with SIGKILL.
+      on_step_end: called with the step number at the end of every training
+        step, once that step's checkpoint (if one was due) is committed, so
+        the hook may even end the process (the kill-and-resume tests do).
 
     Returns:
       The :class:`TrainResult`.
@@ -362,20 +353,19 @@ def train(
     valid_examples = subset_examples(split.valid, config.eval.max_examples, config.eval.subset)
     eval_index, _ = build_eval_index(data.sid_codes, vocab)
 
-    def evaluate(state: nnx.State, split_arrays: SplitArrays, with_ce: bool = False,
-                 ranks_out: np.ndarray | None = None) -> dict[str, float]:
+    def evaluate(state: nnx.State, split_arrays: SplitArrays, with_ce: bool = False) -> EvalResult:
         eval_model = nnx.merge(graphdef, state)
-        metrics = evaluate_split(
+        result = evaluate_split(
             eval_model, eval_index, data, split_arrays,
             num_beams=config.eval.num_beams, batch_size=config.eval.batch_size,
-            ks=tuple(config.eval.ks),
-            normalization=score_normalization(config), ranks_out=ranks_out,
+            ks=tuple(config.eval.ks), normalization=score_normalization(config),
         )
+        metrics = dict(result.metrics)
         if with_ce:
             # Logged at every validation (cheap: one teacher-forced pass); selects
             # the best checkpoint when eval.selection_metric == "valid_ce".
             metrics[VALID_CE] = validation_ce(eval_model, data, split_arrays, batch_size=config.eval.batch_size)
-        return {key: float(value) for key, value in metrics.items()}
+        return dataclasses.replace(result, metrics={key: float(value) for key, value in metrics.items()})
 
     # --- Loop --------------------------------------------------------------
     train_batches = BatchIterator.from_split(
@@ -418,7 +408,7 @@ def train(
             stop_early = False
             if eval_every and (step % eval_every == 0 or step == total_steps):
                 eval_start = time.perf_counter()
-                valid_metrics = evaluate(state, valid_examples, with_ce=True)
+                valid_metrics = evaluate(state, valid_examples, with_ce=True).metrics
                 window_start += time.perf_counter() - eval_start  # throughput counts training time only
                 metrics_log.write({"step": step, "kind": "valid", **valid_metrics})
                 score = valid_metrics[selection_metric]
@@ -452,9 +442,9 @@ def train(
             if stop_early:
                 logger.info("early stopping at step %d: no better validation %s in %d evaluations",
                             step, selection_metric, config.early_stopping_patience)
-            if debug_kill_at_step is not None and step == debug_kill_at_step:
+            if on_step_end is not None:
                 checkpointer.wait()
-                os.kill(os.getpid(), signal.SIGKILL)
+                on_step_end(step)
             if interrupted:
                 checkpointer.wait()
                 checkpointer.close()
@@ -469,11 +459,11 @@ def train(
     if best_meta is not None:
         params, _ = checkpointer.restore_params(params, "best")
         state = nnx.merge_state(params, rest)
-    test_ranks = np.zeros(split.test.num_examples, np.int32)
-    test_metrics = evaluate(state, split.test, ranks_out=test_ranks)
+    test_result = evaluate(state, split.test)
+    test_metrics = test_result.metrics
     if is_primary:  # per-user ranks, for paired comparisons of runs (research/compare_runs.py)
         with atomic_open(workdir / TEST_RANKS_FILE, "wb") as f:
-            np.save(f, test_ranks)
+            np.save(f, test_result.ranks)
     metrics_log.write({"step": progress.step, "kind": "test", **test_metrics})
     logger.info("test (%s checkpoint, step %s): %s", "best" if best_meta else "final",
                 best_meta["progress"]["step"] if best_meta else progress.step, _format_metrics(test_metrics))
@@ -587,8 +577,9 @@ def initialize_distributed(coordinator: str | None, num_processes: int | None, p
                 jax.local_device_count(), jax.device_count())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``genrec train`` / ``python -m training.train``: parse arguments, then :func:`train`."""
+def main(argv: Sequence[str] | None = None, *, on_step_end: Callable[[int], None] | None = None) -> int:
+    """``genrec train`` / ``python -m training.train``: parse arguments, then :func:`train`
+    (``on_step_end``: passed to :func:`train`)."""
     parser = argparse.ArgumentParser(
         prog="genrec train",
         description="Train a semantic-ID recommender from a config file (tpu_configs/*.py).",
@@ -610,7 +601,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="with --distributed: address of process 0's coordinator service")
     parser.add_argument("--num-processes", type=int, default=None, help="with --distributed: number of processes")
     parser.add_argument("--process-id", type=int, default=None, help="with --distributed: this process's id")
-    parser.add_argument("--debug-kill-at-step", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout, force=True)
@@ -621,7 +611,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     try:
-        result = train(config, args.workdir, resume=not args.no_resume, debug_kill_at_step=args.debug_kill_at_step)
+        result = train(config, args.workdir, resume=not args.no_resume, on_step_end=on_step_end)
     except TrainingInterrupted as stopped:
         print(json.dumps({"interrupted_at_step": stopped.step}))
         return stopped.exit_code

@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from genrec.models.base import SIDRecommender
 from genrec.models.config import (
     BOS_ID,
     NUM_SPECIAL_TOKENS,
@@ -21,10 +22,6 @@ from genrec.models.config import (
 from genrec.models.decoder_only import DecoderOnlyRecommender
 from genrec.models.encoder_decoder import EncoderDecoderRecommender
 from genrec.models.layers import BeamCache, HistoryCache
-
-# Both classes expose encode / init_beam_cache / decode_step / score_targets /
-# __call__ with identical signatures; callers need not know which one they hold.
-Recommender = EncoderDecoderRecommender | DecoderOnlyRecommender
 
 _MODEL_CLASSES = {
     "encoder_decoder": EncoderDecoderRecommender,
@@ -40,15 +37,20 @@ __all__ = [
     "EncoderDecoderRecommender",
     "HistoryCache",
     "ModelConfig",
-    "Recommender",
+    "SIDRecommender",
     "build_model",
     "count_params",
     "expected_num_params",
 ]
 
 
-def build_model(config: ModelConfig, *, rngs: nnx.Rngs) -> Recommender:
-    """The model class named by ``config.arch``, initialized from ``rngs``."""
+def build_model(config: ModelConfig, *, rngs: nnx.Rngs) -> SIDRecommender:
+    """The model class named by ``config.arch``, initialized from ``rngs``.
+
+    Both classes subclass :class:`SIDRecommender` (encode / init_beam_cache /
+    decode_step / score_targets / ``__call__`` with identical signatures), so
+    callers need not know which one they hold.
+    """
     return _MODEL_CLASSES[config.arch](config, rngs=rngs)
 
 

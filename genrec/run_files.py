@@ -1,0 +1,311 @@
+"""A training workdir's files, and the read side that inference needs: config, catalogue, trained model.
+
+Where it sits: train loop -> checkpoint -> **run files** -> index -> decode -> serve.
+``training/checkpoint.py`` writes a workdir (and restores it to resume a run);
+this module owns the layout and reads it back for serving and evaluation, from
+``config.json`` as plain JSON, so nothing here imports ``training``.
+
+Workdir layout::
+
+    workdir/
+      config.json        {"format_version", "train_config": TrainConfig, "model_config": ModelConfig}
+      vocab.json         genrec.vocab.SIDVocabulary (token layout)
+      catalogue.npz      sid_codes int32[num_items, L], item_ids str[num_items]
+      checkpoints/<step>/  periodic Orbax checkpoints: params, opt_state, meta (JSON)
+      best/<step>/         the best one by eval.selection_metric: params, meta
+      metrics.jsonl, results.json, curves.png, ...  (written by training/train.py)
+
+``params`` are stored as a plain nested dict of arrays (``nnx.to_pure_dict``),
+so a checkpoint does not depend on how a Flax version wraps its variables.
+docs/training.md describes the files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from genrec.datasets import InteractionData, load_sid_dataset
+from genrec.models import ModelConfig, SIDRecommender, build_model
+from genrec.synthetic import make_synthetic_dataset
+from genrec.vocab import SIDVocabulary
+
+__all__ = [
+    "BEST_DIR",
+    "BEST_ITEMS",
+    "CATALOGUE_FILE",
+    "CONFIG_FILE",
+    "CONFIG_FORMAT_VERSION",
+    "PERIODIC_DIR",
+    "PERIODIC_ITEMS",
+    "VOCAB_FILE",
+    "RunInfo",
+    "abstract_tree",
+    "load_model_for_inference",
+    "load_run_data",
+    "load_workdir_data",
+    "model_config_from_json",
+    "model_config_to_json",
+    "read_catalogue",
+    "read_config_json",
+    "read_run_info",
+    "resolve_score_normalization",
+    "restore_params",
+    "restore_params_from",
+    "state_with_values",
+]
+
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.json"
+CATALOGUE_FILE = "catalogue.npz"
+PERIODIC_DIR = "checkpoints"
+BEST_DIR = "best"
+# Orbax items of each checkpoint kind (training/checkpoint.py saves them).
+PERIODIC_ITEMS = ("params", "opt_state", "meta")
+BEST_ITEMS = ("params", "meta")
+# Version of config.json's layout; training.config writes and checks it too.
+CONFIG_FORMAT_VERSION = 1
+
+
+def _not_a_workdir(path: Path, workdir: str | Path) -> FileNotFoundError:
+    return FileNotFoundError(f"{path} not found: {workdir} is not a genrec training workdir")
+
+
+# ---------------------------------------------------------------------------
+# config.json
+# ---------------------------------------------------------------------------
+
+
+def model_config_to_json(config: ModelConfig) -> dict[str, Any]:
+    """``ModelConfig`` as JSON (dtypes by name)."""
+    values = dataclasses.asdict(config)
+    values["dtype"] = jnp.dtype(config.dtype).name
+    values["param_dtype"] = jnp.dtype(config.param_dtype).name
+    return values
+
+
+def model_config_from_json(values: dict[str, Any]) -> ModelConfig:
+    """Inverse of :func:`model_config_to_json`."""
+    return ModelConfig(**values)
+
+
+def read_config_json(workdir: str | Path) -> dict[str, Any]:
+    """``workdir/config.json`` as a dict, its ``format_version`` checked.
+
+    Raises:
+      FileNotFoundError: not a training workdir.
+      ValueError: written by a genrec version with another config layout.
+    """
+    path = Path(workdir) / CONFIG_FILE
+    if not path.is_file():
+        raise _not_a_workdir(path, workdir)
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    if payload.get("format_version") != CONFIG_FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: config format_version {payload.get('format_version')!r} is not "
+            f"{CONFIG_FORMAT_VERSION}; it was written by another genrec version"
+        )
+    return payload
+
+
+def resolve_score_normalization(choice: str, loss_kind: str) -> Literal["vocab", "trie"]:
+    """The beam-score normalisation a run's model is evaluated and served with.
+
+    ``choice`` (``eval.score_normalization``) unless it is ``"auto"``, which
+    gives ``"trie"`` for the ``msl`` loss (trained with a softmax over valid
+    trie children only) and ``"vocab"`` otherwise (docs/losses.md).
+    """
+    if choice == "auto":
+        return "trie" if loss_kind == "msl" else "vocab"
+    if choice not in ("vocab", "trie"):
+        raise ValueError(f"score_normalization={choice!r}; use 'auto', 'vocab' or 'trie'")
+    return choice
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """What inference needs of a run's ``config.json`` (the rest belongs to training).
+
+    Attributes:
+      model_config: the trained model's architecture.
+      data: the ``train_config.data`` section as JSON (``data_dir``, ``name``,
+        ``synthetic``, ...): what :func:`load_run_data` loads.
+      max_history: most recent history items per example the model was trained with.
+      score_normalization: ``"vocab"`` or ``"trie"`` (:func:`resolve_score_normalization`).
+      num_beams, eval_batch_size, ks: the run's evaluation settings.
+    """
+
+    model_config: ModelConfig
+    data: dict[str, Any]
+    max_history: int
+    score_normalization: Literal["vocab", "trie"]
+    num_beams: int
+    eval_batch_size: int
+    ks: tuple[int, ...]
+
+
+def read_run_info(workdir: str | Path) -> RunInfo:
+    """The :class:`RunInfo` of ``workdir/config.json``.
+
+    Fields that a workdir written before they existed lacks take
+    ``training.config``'s defaults (``eval.score_normalization="auto"``).
+
+    Raises:
+      FileNotFoundError: not a training workdir.
+    """
+    payload = read_config_json(workdir)
+    train_config = payload["train_config"]
+    data, evaluation = train_config["data"], train_config["eval"]
+    return RunInfo(
+        model_config=model_config_from_json(payload["model_config"]),
+        data=dict(data),
+        max_history=int(data["max_history"]),
+        score_normalization=resolve_score_normalization(
+            evaluation.get("score_normalization", "auto"), train_config.get("loss", {}).get("kind", "ce")
+        ),
+        num_beams=int(evaluation["num_beams"]),
+        eval_batch_size=int(evaluation["batch_size"]),
+        ks=tuple(int(k) for k in evaluation["ks"]),
+    )
+
+
+def load_run_data(data: Mapping[str, Any]) -> InteractionData:
+    """The dataset of a run's data section: files from ``data_dir``, or the synthetic one.
+
+    Args:
+      data: ``{"data_dir": str | None, "name": str | None, "synthetic": {...}}``:
+        :attr:`RunInfo.data`, or ``dataclasses.asdict(DataConfig)``; the
+        ``synthetic`` entries are ``genrec.synthetic.make_synthetic_dataset`` arguments.
+    """
+    if data.get("data_dir") is None:
+        return make_synthetic_dataset(**data.get("synthetic", {}))
+    return load_sid_dataset(data["data_dir"], data.get("name"))
+
+
+def load_workdir_data(
+    workdir: str | Path, data_dir: str | Path | None = None, vocab: SIDVocabulary | None = None
+) -> InteractionData:
+    """The users to evaluate or serve: ``data_dir`` if given (its SIDs checked
+    to fit ``vocab``, the checkpoint's), else the dataset the workdir's run trained on."""
+    if data_dir is not None:
+        return load_sid_dataset(data_dir, vocab=vocab)
+    return load_run_data(read_run_info(workdir).data)
+
+
+def read_catalogue(workdir: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(sid_codes int32[num_items, L], item_ids str[num_items])`` from ``workdir/catalogue.npz``."""
+    path = Path(workdir) / CATALOGUE_FILE
+    if not path.is_file():
+        raise _not_a_workdir(path, workdir)
+    with np.load(path, allow_pickle=False) as arrays:
+        return arrays["sid_codes"], arrays["item_ids"]
+
+
+# ---------------------------------------------------------------------------
+# Checkpointed parameters
+# ---------------------------------------------------------------------------
+
+
+def abstract_tree(tree: Any) -> Any:
+    """ShapeDtypeStructs (with shardings) of a pytree of arrays: an Orbax restore target."""
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def state_with_values(template: nnx.State, pure: dict[str, Any]) -> nnx.State:
+    """``template`` (an ``nnx.State``) holding the arrays of the pure dict ``pure``; the template is untouched."""
+    state = jax.tree.map(lambda x: x, template)
+    nnx.replace_by_pure_dict(state, pure)
+    return state
+
+
+def restore_params_from(
+    manager: ocp.CheckpointManager | None, params: nnx.State, which: Literal["best", "latest"], directory: Path
+) -> tuple[nnx.State, int]:
+    """The parameters of ``manager``'s newest step onto the template ``params``: ``(params, step)``.
+
+    Args:
+      manager: an Orbax manager of ``directory`` with a ``params`` item, or
+        None when the directory does not exist.
+      params: the model's ``nnx.Param`` state; gives the structure, dtypes and
+        shardings (its values are not used).
+      which: the kind of checkpoint ``directory`` holds (for the error message).
+
+    Raises:
+      FileNotFoundError: no checkpoint there.
+    """
+    step = None if manager is None else manager.latest_step()
+    if step is None:
+        if which == "best":
+            raise FileNotFoundError(
+                f"no best checkpoint in {directory}: no validation evaluation ran "
+                "(eval_every=0, or training stopped before the first one); use which='latest'"
+            )
+        raise FileNotFoundError(f"no checkpoint in {directory}")
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_tree(nnx.to_pure_dict(params)))),
+    )
+    return state_with_values(params, restored.params), step
+
+
+def restore_params(
+    workdir: str | Path, params: nnx.State, which: Literal["best", "latest"]
+) -> tuple[nnx.State, int]:
+    """The parameters of a workdir's best or newest periodic checkpoint (read only): ``(params, step)``.
+
+    Raises:
+      FileNotFoundError: no checkpoint of that kind.
+    """
+    directory = Path(workdir).absolute() / (BEST_DIR if which == "best" else PERIODIC_DIR)
+    if not directory.is_dir():
+        return restore_params_from(None, params, which, directory)
+    manager = ocp.CheckpointManager(
+        directory,
+        options=ocp.CheckpointManagerOptions(read_only=True, create=False, enable_async_checkpointing=False),
+        item_names=BEST_ITEMS if which == "best" else PERIODIC_ITEMS,
+    )
+    try:
+        return restore_params_from(manager, params, which, directory)
+    finally:
+        manager.close()
+
+
+def load_model_for_inference(
+    workdir: str | Path, which: Literal["best", "latest"] = "best"
+) -> tuple[SIDRecommender, ModelConfig, SIDVocabulary, np.ndarray, np.ndarray]:
+    """A trained model and its catalogue, from a training workdir alone (no data directory).
+
+    Args:
+      workdir: the directory ``genrec train --workdir`` wrote.
+      which: ``"best"`` (best by the run's eval.selection_metric) or ``"latest"`` (newest periodic).
+
+    Returns:
+      ``(model, model_config, vocab, sid_codes, item_ids)``: the model on the
+      default device (call it with ``deterministic=True``, the default), its
+      config, the token layout, ``sid_codes int32[num_items, L]`` and the
+      original ``item_ids str[num_items]`` of each item row.
+
+    Raises:
+      FileNotFoundError: not a workdir, or no checkpoint of that kind.
+      ValueError: ``which`` is neither "best" nor "latest".
+    """
+    if which not in ("best", "latest"):
+        raise ValueError(f"which={which!r}; use 'best' or 'latest'")
+    workdir = Path(workdir)
+    model_config = read_run_info(workdir).model_config
+    vocab = SIDVocabulary.load(workdir / VOCAB_FILE)
+    sid_codes, item_ids = read_catalogue(workdir)
+
+    model = build_model(model_config, rngs=nnx.Rngs(params=0, dropout=0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    params, _ = restore_params(workdir, params, which)
+    return nnx.merge(graphdef, params, rest), model_config, vocab, sid_codes, item_ids
