@@ -8,6 +8,7 @@ program's output.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -44,6 +45,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open supports modes 'w' and 'wb', got {mode!r}")
     path = Path(path)
+    if path.is_dir():  # os.replace would fail only after the whole write, naming the temporary file
+        raise IsADirectoryError(errno.EISDIR, "is a directory; give a file path", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_path = _create_temp_beside(path)
     try:
