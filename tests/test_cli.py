@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from constrained.index import TrieIndex
+from genrec.console import LIBRARY_LOGGERS, OWN_LOGGERS
 from serving.cli import main
 
 SUBCOMMANDS = ["demo", "train", "eval", "recommend", "build-index", "build-sids", "synth"]
@@ -30,7 +31,7 @@ def test_help(command, capsys):
         main(command + ["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage:")
+    assert out.startswith("usage: genrec " + (f"{command[0]} " if command else ""))
     if not command:
         assert all(c in out for c in SUBCOMMANDS)
 
@@ -48,7 +49,7 @@ def test_synth_then_build_index(tmp_path, capsys):
 
 
 def test_missing_workdir_is_a_clear_error(tmp_path, capsys):
-    assert main(["eval", "--workdir", str(tmp_path / "nothing")]) == 1
+    assert main(["eval", "--workdir", str(tmp_path / "nothing")]) == 2
     assert "not a genrec training workdir" in capsys.readouterr().err
 
 
@@ -56,7 +57,7 @@ def test_missing_workdir_is_a_clear_error(tmp_path, capsys):
 def demo_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("demo")
     root = logging.getLogger()
-    saved = root.handlers[:], root.level, {n: logging.getLogger(n).level for n in ("absl", "jax", "orbax")}
+    saved = root.handlers[:], root.level, {n: logging.getLogger(n).level for n in OWN_LOGGERS + LIBRARY_LOGGERS}
     buffer = io.StringIO()
     try:
         with contextlib.redirect_stdout(buffer):
@@ -88,7 +89,7 @@ def test_eval_and_recommend_on_demo_workdir(demo_run, tmp_path, capsys):
 
     ranks_file, prefix_file = tmp_path / "ranks.npy", tmp_path / "prefix_ranks.npy"
     assert main(["eval", "--workdir", str(workdir), "--split", "valid", "--max-examples", "32",
-                 "--save-prefix-ranks", str(prefix_file)]) == 1
+                 "--save-prefix-ranks", str(prefix_file)]) == 2
     assert "--save-prefix-ranks needs --diagnose" in capsys.readouterr().err
     assert main(["eval", "--workdir", str(workdir), "--split", "valid", "--max-examples", "32", "--diagnose",
                  "--save-ranks", str(ranks_file), "--save-prefix-ranks", str(prefix_file)]) == 0
