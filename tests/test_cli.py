@@ -4,13 +4,12 @@ a tiny end-to-end demo followed by eval and the batch job on its workdir."""
 import contextlib
 import io
 import json
-import logging
 
 import numpy as np
 import pytest
+from logging_state import kept_logging
 
 from constrained.index import TrieIndex
-from genrec.console import LIBRARY_LOGGERS, OWN_LOGGERS
 from serving.cli import main
 
 SUBCOMMANDS = ["demo", "train", "eval", "recommend", "build-index", "build-sids", "synth"]
@@ -23,6 +22,12 @@ TINY_DEMO = [
     "--set", "data.synthetic.codebook_size=8", "--set", "model.num_encoder_layers=1",
     "--set", "model.num_decoder_layers=1",
 ]
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    with kept_logging():
+        yield
 
 
 @pytest.mark.parametrize("command", [[]] + [[c] for c in SUBCOMMANDS])
@@ -56,16 +61,9 @@ def test_missing_workdir_is_a_clear_error(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("demo")
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level, {n: logging.getLogger(n).level for n in OWN_LOGGERS + LIBRARY_LOGGERS}
     buffer = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buffer):
-            code = main(["demo", "--workdir", str(workdir), *TINY_DEMO])
-    finally:  # the demo configures logging for a terminal; leave other tests' logging as it was
-        root.handlers[:], root.level = saved[0], saved[1]
-        for name, level in saved[2].items():
-            logging.getLogger(name).setLevel(level)
+    with kept_logging(), contextlib.redirect_stdout(buffer):
+        code = main(["demo", "--workdir", str(workdir), *TINY_DEMO])
     return code, buffer.getvalue(), workdir
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from logging_state import kept_logging
 
 from genrec.console import LIBRARY_LOGGERS, OWN_LOGGERS
 from genrec.synthetic import make_synthetic_dataset, write_sid_dataset
@@ -32,14 +33,8 @@ TINY = ["num_steps=2", "eval_every=0", "batch_size=16", "eval.batch_size=64",
 
 @pytest.fixture(autouse=True)
 def restore_logging():
-    """The commands configure logging for a terminal; leave it as other tests expect."""
-    root = logging.getLogger()
-    names = OWN_LOGGERS + LIBRARY_LOGGERS
-    saved = root.handlers[:], root.level, {name: logging.getLogger(name).level for name in names}
-    yield
-    root.handlers[:], root.level = saved[0], saved[1]
-    for name, level in saved[2].items():
-        logging.getLogger(name).setLevel(level)
+    with kept_logging():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +143,7 @@ def test_user_error_is_one_line_and_leaves_nothing(setup, argv, names, tmp_path,
     assert _tree(tmp_path) == before
 
 
-def test_subprocess_user_error_and_a_bug_keeps_its_traceback(tmp_path):
+def test_subprocess_user_error_is_one_line_and_verbose_shows_the_traceback(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "serving.cli", "train", "--config", SMOKE, "--workdir", str(tmp_path / "run"),
                "--set", f"data.data_dir={tmp_path / 'missing'}"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from logging_state import kept_logging
 
 from genrec.models import expected_num_params
 from training.config import (
@@ -163,7 +164,8 @@ def test_cli_help_and_bad_override(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--set" in out and "--no-resume" in out and "optimizer.learning_rate" in out
-    assert main(["--config", str(SMOKE), "--workdir", "unused", "--set", "optimizer.lr=1"]) == 2
+    with kept_logging():
+        assert main(["--config", str(SMOKE), "--workdir", "unused", "--set", "optimizer.lr=1"]) == 2
     assert capsys.readouterr().err.startswith("genrec train: error: unknown config key 'optimizer.lr'")
 
 
