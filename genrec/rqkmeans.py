@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
+from genrec.console import UserError, add_verbose_flag, run_command, setup_logging
 from genrec.datasets import INDEX_SUFFIX, VOCAB_SUFFIX, find_duplicate_sids
 from genrec.vocab import LEVEL_LETTERS, SIDVocabulary, format_sid_tokens, write_json_atomic
 
@@ -335,16 +336,48 @@ def write_index(
         raise ValueError("item ids must be unique")
     index = {str(item_id): format_sid_tokens(sid) for item_id, sid in zip(item_ids, codes.tolist())}
     written = [write_json_atomic(path, index)]
-    if vocab is not None and path.name.endswith(INDEX_SUFFIX):
-        vocab_path = path.with_name(path.name[: -len(INDEX_SUFFIX)] + VOCAB_SUFFIX)
-        written.append(vocab.save(vocab_path))
+    if vocab is not None and _vocab_path(path) is not None:
+        written.append(vocab.save(_vocab_path(path)))
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _vocab_path(index_path: Path) -> Path | None:
+    """``NAME.vocab.json`` beside ``NAME.index.rq-kmeans.json``; None for another file name."""
+    if not index_path.name.endswith(INDEX_SUFFIX):
+        return None
+    return index_path.with_name(index_path.name[: -len(INDEX_SUFFIX)] + VOCAB_SUFFIX)
+
+
+def _load_embeddings(path: str) -> np.ndarray:
+    try:
+        embeddings = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError) as error:
+        raise UserError(f"{path}: not a NumPy .npy array file; save the float [num_items, dim] embeddings "
+                        "with numpy.save") from error
+    if not isinstance(embeddings, np.ndarray):
+        raise UserError(f"{path}: holds several arrays; save one float [num_items, dim] array with numpy.save")
+    return embeddings
+
+
+def _load_item_ids(path: str, num_items: int, embeddings_path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            item_ids = json.load(f)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}: malformed JSON at line {error.lineno}, column {error.colno}: {error.msg}; "
+                        "expected a JSON list of item ids") from error
+    if not isinstance(item_ids, list):
+        raise UserError(f"{path}: expected a JSON list of item ids, got a {type(item_ids).__name__}")
+    if len(item_ids) != num_items:
+        raise UserError(f"{path} lists {len(item_ids)} ids but {embeddings_path} has {num_items} rows; "
+                        "give one id per embedding row, in row order")
+    return [str(i) for i in item_ids]
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m genrec.rqkmeans") -> int:
     """CLI: embeddings ``.npy`` -> SID index JSON in the standard format."""
     parser = argparse.ArgumentParser(
-        prog="python -m genrec.rqkmeans",
+        prog=prog,
         description="Build semantic IDs from item embeddings with residual k-means and write "
         "them as NAME.index.rq-kmeans.json (plus NAME.vocab.json with the codebook sizes).",
     )
@@ -361,30 +394,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--normalize", action="store_true", help="L2-normalize embeddings first")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", help="also write the report JSON here")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    setup_logging(args.verbose)
 
-    embeddings = np.load(args.embeddings)
-    if args.item_ids:
-        with open(args.item_ids, encoding="utf-8") as f:
-            item_ids = [str(i) for i in json.load(f)]
-        if len(item_ids) != len(embeddings):
-            parser.error(f"{args.item_ids} lists {len(item_ids)} ids but {args.embeddings} has "
-                         f"{len(embeddings)} rows")
-    else:
-        item_ids = [str(i) for i in range(len(embeddings))]
-    config = RQKMeansConfig(
-        num_levels=args.levels, codebook_size=args.codes, num_iters=args.iters, balanced=args.balanced,
-        disambiguate=not args.no_disambiguate, normalize=args.normalize, seed=args.seed,
-    )
-    codes, report = build_semantic_ids(embeddings, config)
-    sizes = [args.codes] * args.levels + ([report.disambiguation_size] if config.disambiguate else [])
-    vocab = SIDVocabulary.from_codes(codes, sizes)
-    written = write_index(args.out, item_ids, codes, vocab)
-    if args.report:
-        written.append(write_json_atomic(args.report, report.to_json(), indent=2))
-    print(json.dumps(report.to_json(), indent=2))
-    print("wrote " + ", ".join(str(p) for p in written))
-    return 0
+    def run() -> int:
+        embeddings = _load_embeddings(args.embeddings)
+        if args.item_ids:
+            item_ids = _load_item_ids(args.item_ids, len(embeddings), args.embeddings)
+        else:
+            item_ids = [str(i) for i in range(len(embeddings))]
+        config = RQKMeansConfig(
+            num_levels=args.levels, codebook_size=args.codes, num_iters=args.iters, balanced=args.balanced,
+            disambiguate=not args.no_disambiguate, normalize=args.normalize, seed=args.seed,
+        )
+        codes, report = build_semantic_ids(embeddings, config)
+        sizes = [args.codes] * args.levels + ([report.disambiguation_size] if config.disambiguate else [])
+        vocab = SIDVocabulary.from_codes(codes, sizes)
+        written = write_index(args.out, item_ids, codes, vocab)
+        if args.report:
+            written.append(write_json_atomic(args.report, report.to_json(), indent=2))
+        print(json.dumps(report.to_json(), indent=2))
+        print("wrote " + ", ".join(str(p) for p in written))
+        return 0
+
+    return run_command(prog, run, outputs=[args.out, _vocab_path(Path(args.out)), args.report],
+                       verbose=args.verbose)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from genrec.console import add_verbose_flag, run_command, setup_logging
 from genrec.datasets import InteractionData, write_sid_dataset
 from genrec.vocab import SIDVocabulary
 
@@ -170,10 +171,10 @@ def make_synthetic_dataset(
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m genrec.synthetic") -> int:
     """CLI: write a synthetic dataset in the standard format."""
     parser = argparse.ArgumentParser(
-        prog="python -m genrec.synthetic",
+        prog=prog,
         description="Write a seeded synthetic SID dataset (NAME.inter.json, "
         "NAME.index.rq-kmeans.json, NAME.vocab.json) to a directory.",
     )
@@ -184,15 +185,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-levels", type=int, default=3)
     parser.add_argument("--codebook-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    data = make_synthetic_dataset(
-        num_items=args.num_items, num_users=args.num_users, num_levels=args.num_levels,
-        codebook_size=args.codebook_size, seed=args.seed, name=args.name,
-    )
-    paths = write_sid_dataset(data, args.out, args.name)
-    print(f"wrote {data.num_users} users, {data.num_items} items, "
-          f"{data.num_interactions} interactions to {', '.join(str(p) for p in paths.values())}")
-    return 0
+    setup_logging(args.verbose)
+
+    def run() -> int:
+        data = make_synthetic_dataset(
+            num_items=args.num_items, num_users=args.num_users, num_levels=args.num_levels,
+            codebook_size=args.codebook_size, seed=args.seed, name=args.name,
+        )
+        paths = write_sid_dataset(data, args.out, args.name)
+        print(f"wrote {data.num_users} users, {data.num_items} items, "
+              f"{data.num_interactions} interactions to {', '.join(str(p) for p in paths.values())}")
+        return 0
+
+    return run_command(prog, run, outputs=[args.out], verbose=args.verbose)
 
 
 if __name__ == "__main__":

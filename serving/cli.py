@@ -13,7 +13,9 @@ module that owns the work, so the same job runs from Python without the CLI:
     genrec synth        genrec.synthetic.main
 
 Heavy imports (JAX, Flax) happen inside the subcommands, so ``genrec --help``
-answers at once. docs/serving.md describes every command.
+answers at once. Every subcommand prints genrec's own lines only (``--verbose``:
+the libraries' INFO logs too) and a user's mistake as one line on stderr, exit
+status 2 (genrec/console.py). docs/serving.md describes every command.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from genrec.console import UserError, add_verbose_flag, run_command, setup_logging
 
 __all__ = ["main"]
 
@@ -46,21 +49,28 @@ def _train(argv: Sequence[str]) -> int:
 
 
 def _recommend(argv: Sequence[str]) -> int:
+    from serving.batch_job import build_parser as batch_parser
     from serving.batch_job import main as batch_main
 
-    return batch_main(list(argv), prog="genrec recommend")
+    prog = "genrec recommend"
+    parser = batch_parser(prog)
+    add_verbose_flag(parser)
+    args = parser.parse_args(argv)  # --help, usage errors, and --out for the clean-up after a failure
+    setup_logging(args.verbose)
+    return run_command(prog, lambda: batch_main([a for a in argv if a != "--verbose"], prog=prog),
+                       outputs=[args.out], verbose=args.verbose)
 
 
 def _build_sids(argv: Sequence[str]) -> int:
     from genrec.rqkmeans import main as rqkmeans_main
 
-    return rqkmeans_main(list(argv))
+    return rqkmeans_main(list(argv), prog="genrec build-sids")
 
 
 def _synth(argv: Sequence[str]) -> int:
     from genrec.synthetic import main as synthetic_main
 
-    return synthetic_main(list(argv))
+    return synthetic_main(list(argv), prog="genrec synth")
 
 
 _DELEGATED: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
@@ -76,14 +86,6 @@ _DELEGATED: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
 # ---------------------------------------------------------------------------
 
 
-def _setup_logging() -> None:
-    """Progress lines of genrec's loggers on stdout; library chatter (Orbax, JAX) only if it matters."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        stream=sys.stdout, force=True)
-    for noisy in ("absl", "jax", "orbax"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def _metrics_table(rows: dict[str, dict[str, float]], keys: Sequence[str]) -> str:
     width = max(len(name) for name in rows) + 2
     lines = [" " * width + "".join(f"{key:>12}" for key in keys)]
@@ -97,6 +99,17 @@ def _metrics_table(rows: dict[str, dict[str, float]], keys: Sequence[str]) -> st
 # ---------------------------------------------------------------------------
 
 
+def _demo_workdir(args: argparse.Namespace) -> Path:
+    # One default run directory per dataset, so that a synthetic demo is never resumed on real data.
+    return Path(args.workdir or ("runs/demo" if not args.data else f"runs/demo_{Path(args.data).resolve().name}"))
+
+
+def _demo_holds_checkpoint(args: argparse.Namespace) -> bool:
+    from training.train import holds_checkpoint
+
+    return holds_checkpoint(_demo_workdir(args))
+
+
 def _demo(args: argparse.Namespace) -> int:
     from serving.recommender import Recommender
     from training.config import load_config_file
@@ -104,16 +117,12 @@ def _demo(args: argparse.Namespace) -> int:
 
     config_path = Path(args.config) if args.config else _DEMO_CONFIG
     if not config_path.is_file():
-        raise SystemExit(
-            f"genrec demo: config {config_path} not found; run from a source checkout "
-            "(pip install -e .) or pass --config FILE"
-        )
+        raise UserError(f"config {config_path} not found; run from a source checkout (pip install -e .) "
+                        "or pass --config FILE")
     config = load_config_file(config_path, args.overrides)
     if args.data:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, data_dir=args.data))
-    _setup_logging()
-    # One default run directory per dataset, so that a synthetic demo is never resumed on real data.
-    workdir = Path(args.workdir or ("runs/demo" if not args.data else f"runs/demo_{Path(args.data).resolve().name}"))
+    workdir = _demo_workdir(args)
     dataset = args.data or "built-in synthetic dataset"
     print(f"genrec demo: training {config.model.preset} on {dataset} in {workdir} ({config_path.name})",
           flush=True)
@@ -246,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config field, e.g. --set num_steps=100 (repeatable)")
     demo.add_argument("--fresh", action="store_true", help="retrain from scratch instead of resuming")
-    demo.set_defaults(handler=_demo)
+    demo.set_defaults(handler=_demo, outputs=lambda args: [_demo_workdir(args)],
+                      keep_outputs=_demo_holds_checkpoint)
 
     evaluate = commands.add_parser(
         "eval", help="Recall/NDCG of a trained workdir through the constrained beam search",
@@ -274,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with --diagnose: write int32[levels, examples], row t-1 = rank of the "
                                "target's length-t prefix among the beams after level t (0 = pruned), "
                                "for survival by user group (research/popularity_buckets.py)")
-    evaluate.set_defaults(handler=_eval)
+    evaluate.set_defaults(handler=_eval, outputs=lambda args: [args.save_ranks, args.save_prefix_ranks])
 
     index = commands.add_parser(
         "build-index", help="build and save the trie index of a dataset, print its memory",
@@ -286,28 +296,33 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--out", required=True, help="output .npz file")
     index.add_argument("--disambiguate", action="store_true",
                        help="one leaf per item: append a level numbering items that share a SID")
-    index.set_defaults(handler=_build_index)
+    index.set_defaults(handler=_build_index, outputs=lambda args: [args.out])
 
+    for subcommand in (demo, evaluate, index):
+        add_verbose_flag(subcommand)
     for name, (_, help_text) in _DELEGATED.items():
         commands.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``genrec`` console script."""
+    """Entry point of the ``genrec`` console script.
+
+    Returns the exit status: 0 done, 2 a usage error or a user's mistake (one
+    line ``genrec COMMAND: error: ...`` on stderr), others as each command says.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in _DELEGATED:
+    if argv and argv[0] in _DELEGATED:  # they parse their own arguments and report their own errors
         return _DELEGATED[argv[0]][0](argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    try:
-        return args.handler(args)
-    except (FileNotFoundError, ValueError, KeyError) as error:
-        print(f"genrec {args.command}: error: {error}", file=sys.stderr)
-        return 1
+    setup_logging(args.verbose)
+    keep = getattr(args, "keep_outputs", None)
+    return run_command(f"genrec {args.command}", lambda: args.handler(args), outputs=args.outputs(args),
+                       verbose=args.verbose, keep_outputs=keep and (lambda: keep(args)))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 later writes exactly the files of an uninterrupted one."""
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -82,3 +84,15 @@ def test_resume_with_other_settings_is_refused(tmp_path, data, recommender):
     with pytest.raises(ValueError, match="other settings.*top_k"):
         run_batch_job(recommender, data, tmp_path, top_k=4, users_per_shard=USERS_PER_SHARD,
                       exclude_seen=True, log=lambda line: None)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_shards_and_manifest_honour_the_umask(tmp_path, data, recommender, umask):
+    previous = os.umask(umask)
+    try:
+        _run(recommender, data, tmp_path, max_shards=2)
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert sorted(modes) == [MANIFEST_FILE, "shard-00000.jsonl", "shard-00001.jsonl"]
+    assert set(modes.values()) == {0o666 & ~umask}

@@ -4,10 +4,10 @@ a tiny end-to-end demo followed by eval and the batch job on its workdir."""
 import contextlib
 import io
 import json
-import logging
 
 import numpy as np
 import pytest
+from logging_state import kept_logging
 
 from constrained.index import TrieIndex
 from serving.cli import main
@@ -24,13 +24,19 @@ TINY_DEMO = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def restore_logging():
+    with kept_logging():
+        yield
+
+
 @pytest.mark.parametrize("command", [[]] + [[c] for c in SUBCOMMANDS])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(command + ["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage:")
+    assert out.startswith("usage: genrec " + (f"{command[0]} " if command else ""))
     if not command:
         assert all(c in out for c in SUBCOMMANDS)
 
@@ -48,23 +54,16 @@ def test_synth_then_build_index(tmp_path, capsys):
 
 
 def test_missing_workdir_is_a_clear_error(tmp_path, capsys):
-    assert main(["eval", "--workdir", str(tmp_path / "nothing")]) == 1
+    assert main(["eval", "--workdir", str(tmp_path / "nothing")]) == 2
     assert "not a genrec training workdir" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("demo")
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level, {n: logging.getLogger(n).level for n in ("absl", "jax", "orbax")}
     buffer = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buffer):
-            code = main(["demo", "--workdir", str(workdir), *TINY_DEMO])
-    finally:  # the demo configures logging for a terminal; leave other tests' logging as it was
-        root.handlers[:], root.level = saved[0], saved[1]
-        for name, level in saved[2].items():
-            logging.getLogger(name).setLevel(level)
+    with kept_logging(), contextlib.redirect_stdout(buffer):
+        code = main(["demo", "--workdir", str(workdir), *TINY_DEMO])
     return code, buffer.getvalue(), workdir
 
 
@@ -88,7 +87,7 @@ def test_eval_and_recommend_on_demo_workdir(demo_run, tmp_path, capsys):
 
     ranks_file, prefix_file = tmp_path / "ranks.npy", tmp_path / "prefix_ranks.npy"
     assert main(["eval", "--workdir", str(workdir), "--split", "valid", "--max-examples", "32",
-                 "--save-prefix-ranks", str(prefix_file)]) == 1
+                 "--save-prefix-ranks", str(prefix_file)]) == 2
     assert "--save-prefix-ranks needs --diagnose" in capsys.readouterr().err
     assert main(["eval", "--workdir", str(workdir), "--split", "valid", "--max-examples", "32", "--diagnose",
                  "--save-ranks", str(ranks_file), "--save-prefix-ranks", str(prefix_file)]) == 0

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+from logging_state import kept_logging
 
 from genrec.datasets import find_duplicate_sids, load_sid_dataset
 from genrec.rqkmeans import (
@@ -110,8 +111,9 @@ def test_cli_writes_standard_index(tmp_path, capsys):
     np.save(tmp_path / "emb.npy", embeddings)
     (tmp_path / "ids.json").write_text(json.dumps(item_ids))
     out = tmp_path / "data" / "toy.index.rq-kmeans.json"
-    assert main(["--embeddings", str(tmp_path / "emb.npy"), "--item-ids", str(tmp_path / "ids.json"),
-                 "--levels", "2", "--codes", "4", "--out", str(out), "--report", str(tmp_path / "r.json")]) == 0
+    with kept_logging():
+        assert main(["--embeddings", str(tmp_path / "emb.npy"), "--item-ids", str(tmp_path / "ids.json"),
+                     "--levels", "2", "--codes", "4", "--out", str(out), "--report", str(tmp_path / "r.json")]) == 0
     printed = capsys.readouterr().out
     assert "collision_rate" in printed and str(out) in printed
     report = json.loads((tmp_path / "r.json").read_text())

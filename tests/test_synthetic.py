@@ -2,6 +2,7 @@ import time
 
 import numpy as np
 import pytest
+from logging_state import kept_logging
 
 from genrec.datasets import find_duplicate_sids, load_sid_dataset
 from genrec.split import leave_one_out_split
@@ -88,8 +89,9 @@ def test_write_and_load_round_trip(tmp_path):
 
 
 def test_cli_writes_loadable_dataset(tmp_path, capsys):
-    assert main(["--out", str(tmp_path), "--name", "s", "--num-items", "100", "--num-users", "20",
-                 "--codebook-size", "8"]) == 0
+    with kept_logging():
+        assert main(["--out", str(tmp_path), "--name", "s", "--num-items", "100", "--num-users", "20",
+                     "--codebook-size", "8"]) == 0
     assert "wrote 20 users" in capsys.readouterr().out
     loaded = load_sid_dataset(tmp_path)
     assert _same(loaded, make_synthetic_dataset(num_items=100, num_users=20, codebook_size=8))

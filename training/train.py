@@ -35,7 +35,6 @@ import logging
 import numbers
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,10 +48,11 @@ from jax.experimental import multihost_utils
 from constrained.decode import build_eval_index
 from genrec.atomic_files import atomic_open, write_json_atomic
 from genrec.batching import BatchIterator
+from genrec.console import add_verbose_flag, run_command, setup_logging
 from genrec.datasets import InteractionData
 from genrec.models import build_model, count_params
 from genrec.progress import progress_bar
-from genrec.run_files import CATALOGUE_FILE, CONFIG_FILE, load_run_data, read_catalogue
+from genrec.run_files import CATALOGUE_FILE, CONFIG_FILE, PERIODIC_DIR, load_run_data, read_catalogue
 from genrec.split import LeaveOneOutSplit, SplitArrays, leave_one_out_split, subset_examples
 from training.checkpoint import Checkpointer, TrainingProgress, read_run_config, write_run_files
 from training.config import (
@@ -77,7 +77,7 @@ from training.train_step import (
     shard_batch,
 )
 
-__all__ = ["TrainResult", "load_data", "main", "train"]
+__all__ = ["TrainResult", "holds_checkpoint", "load_data", "main", "train"]
 
 logger = logging.getLogger("genrec.train")
 
@@ -577,9 +577,32 @@ def initialize_distributed(coordinator: str | None, num_processes: int | None, p
                 jax.local_device_count(), jax.device_count())
 
 
+def holds_checkpoint(workdir: str | Path) -> bool:
+    """Whether ``workdir`` holds a periodic checkpoint (a failed command keeps such a workdir: rerunning resumes)."""
+    periodic = Path(workdir) / PERIODIC_DIR
+    return periodic.is_dir() and any(periodic.iterdir())
+
+
+def _result_line(result: TrainResult) -> str:
+    """The last line ``genrec train`` prints: test recall@10 / ndcg@10 (or every cut-off), next to popularity."""
+    keys = [key for key in ("recall@10", "ndcg@10") if key in result.test_metrics]
+    keys = keys or [key for key in result.test_metrics if "@" in key]
+    which = "final step" if result.best_step is None else f"best checkpoint, step {result.best_step}"
+
+    def metrics(values: dict[str, float]) -> str:
+        return " ".join(f"{key} {values[key]:.4f}" for key in keys)
+
+    return (f"test {metrics(result.test_metrics)} ({which}); popularity {metrics(result.popularity_test_metrics)}; "
+            f"all metrics in {result.workdir / RESULTS_FILE}")
+
+
 def main(argv: Sequence[str] | None = None, *, on_step_end: Callable[[int], None] | None = None) -> int:
     """``genrec train`` / ``python -m training.train``: parse arguments, then :func:`train`
-    (``on_step_end``: passed to :func:`train`)."""
+    (``on_step_end``: passed to :func:`train`).
+
+    Exit status 0 done, 2 a user's mistake (one line on stderr; a workdir this
+    command created is removed again), 143 / 130 stopped by SIGTERM / Ctrl-C.
+    """
     parser = argparse.ArgumentParser(
         prog="genrec train",
         description="Train a semantic-ID recommender from a config file (tpu_configs/*.py).",
@@ -601,23 +624,25 @@ def main(argv: Sequence[str] | None = None, *, on_step_end: Callable[[int], None
                         help="with --distributed: address of process 0's coordinator service")
     parser.add_argument("--num-processes", type=int, default=None, help="with --distributed: number of processes")
     parser.add_argument("--process-id", type=int, default=None, help="with --distributed: this process's id")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout, force=True)
+    setup_logging(args.verbose)
     if args.distributed or os.environ.get("GENREC_DISTRIBUTED") == "1":
         initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-    try:
+
+    def run() -> int:
         config = load_config_file(args.config, args.overrides)
-    except (ValueError, FileNotFoundError) as error:
-        parser.error(str(error))
-    try:
-        result = train(config, args.workdir, resume=not args.no_resume, on_step_end=on_step_end)
-    except TrainingInterrupted as stopped:
-        print(json.dumps({"interrupted_at_step": stopped.step}))
-        return stopped.exit_code
-    print(json.dumps({"test": result.test_metrics, "popularity_test": result.popularity_test_metrics,
-                      "best_step": result.best_step, "final_step": result.final_step}))
-    return 0
+        try:
+            result = train(config, args.workdir, resume=not args.no_resume, on_step_end=on_step_end)
+        except TrainingInterrupted as stopped:
+            print(json.dumps({"interrupted_at_step": stopped.step}))
+            return stopped.exit_code
+        print(_result_line(result), flush=True)
+        return 0
+
+    return run_command(parser.prog, run, outputs=[args.workdir], verbose=args.verbose,
+                       keep_outputs=lambda: holds_checkpoint(args.workdir))
 
 
 if __name__ == "__main__":
