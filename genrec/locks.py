@@ -16,11 +16,13 @@ import os
 from pathlib import Path
 from types import TracebackType
 
+from genrec.console import UserError
+
 LOCK_FILE = ".genrec.lock"
 
 
-class DirectoryInUseError(RuntimeError):
-    """Another live process holds the directory's lock."""
+class DirectoryInUseError(UserError):
+    """Another live process holds the directory's lock (a command prints it as one line)."""
 
 
 class DirectoryLock:

@@ -23,6 +23,7 @@ docs/training.md describes the files.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -50,6 +51,8 @@ __all__ = [
     "VOCAB_FILE",
     "RunInfo",
     "abstract_tree",
+    "catalogue_fingerprint",
+    "check_same_catalogue",
     "load_model_for_inference",
     "load_run_data",
     "load_workdir_data",
@@ -195,10 +198,63 @@ def load_workdir_data(
     workdir: str | Path, data_dir: str | Path | None = None, vocab: SIDVocabulary | None = None
 ) -> InteractionData:
     """The users to evaluate or serve: ``data_dir`` if given (its SIDs checked
-    to fit ``vocab``, the checkpoint's), else the dataset the workdir's run trained on."""
+    to fit ``vocab``, the checkpoint's, and its catalogue checked to be the
+    workdir's: :func:`check_same_catalogue`), else the dataset the workdir's run trained on."""
     if data_dir is not None:
-        return load_sid_dataset(data_dir, vocab=vocab)
+        data = load_sid_dataset(data_dir, vocab=vocab)
+        sid_codes, item_ids = read_catalogue(workdir)
+        check_same_catalogue(data, item_ids, sid_codes, workdir)
+        return data
     return load_run_data(read_run_info(workdir).data)
+
+
+def catalogue_fingerprint(item_ids: np.ndarray, sid_codes: np.ndarray) -> str:
+    """A catalogue's identity: the first 16 hex digits of a SHA-256 over its item ids and SID codes, in order."""
+    digest = hashlib.sha256()
+    digest.update("\0".join(str(i) for i in np.asarray(item_ids).tolist()).encode())
+    digest.update(np.ascontiguousarray(sid_codes, dtype="<i4").tobytes())
+    return digest.hexdigest()[:16]
+
+
+# A dataset is taken to describe a model's catalogue when at least this share of
+# its items are catalogue items and at most this share of those have another SID.
+MIN_SHARED_ITEMS = 0.5
+MAX_CHANGED_SIDS = 0.5
+
+
+def check_same_catalogue(data: InteractionData, item_ids: np.ndarray, sid_codes: np.ndarray,
+                         workdir: str | Path) -> None:
+    """Refuses a dataset built on another catalogue than the workdir's model.
+
+    Items are matched by id; numeric ids of two catalogues overlap, so a
+    model of one catalogue would silently serve another's users with wrong
+    items. A few unknown or re-coded items are fine (the batch job's
+    ``--on-unknown`` handles unknown ones); a dataset whose items mostly miss
+    the catalogue, or mostly carry other SIDs, is refused.
+
+    Raises:
+      ValueError: one line giving the counts, example ids and the fix.
+    """
+    row_of_item = {item: row for row, item in enumerate(np.asarray(item_ids).astype(str).tolist())}
+    data_ids = np.asarray(data.item_ids).astype(str).tolist()
+    rows = np.array([row_of_item.get(item, -1) for item in data_ids])
+    known = rows >= 0
+    fix = f"use the dataset {workdir}'s model was trained on, or train a model on this one"
+    if known.mean() < MIN_SHARED_ITEMS:
+        missing = [item for item, row in zip(data_ids, rows) if row < 0][:3]
+        raise ValueError(
+            f"{data.name or 'the dataset'}: only {int(known.sum())} of its {len(data_ids)} items are in the "
+            f"catalogue of {workdir} (e.g. {', '.join(repr(i) for i in missing)} are not): it is another "
+            f"catalogue; {fix}"
+        )
+    changed = np.any(np.asarray(data.sid_codes)[known] != np.asarray(sid_codes)[rows[known]], axis=1)
+    if changed.mean() > MAX_CHANGED_SIDS:
+        example = np.asarray(data_ids)[known][changed][0]
+        raise ValueError(
+            f"{data.name or 'the dataset'}: {int(changed.sum())} of the {int(known.sum())} items it shares with "
+            f"the catalogue of {workdir} have other SIDs there (e.g. item {example!r}): it is another "
+            f"catalogue; {fix}"
+        )
 
 
 def read_catalogue(workdir: str | Path) -> tuple[np.ndarray, np.ndarray]:

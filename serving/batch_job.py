@@ -40,7 +40,7 @@ import numpy as np
 from genrec.atomic_files import write_json_atomic, write_text_atomic
 from genrec.datasets import InteractionData
 from genrec.progress import progress_bar
-from genrec.run_files import load_workdir_data
+from genrec.run_files import catalogue_fingerprint, load_workdir_data
 from serving.recommender import Recommender
 
 __all__ = ["BatchJobResult", "main", "run_batch_job", "shard_path"]
@@ -138,6 +138,8 @@ def run_batch_job(
         "skip_unknown": skip_unknown,
         "num_beams": recommender.num_beams,
         "max_history": recommender.max_history,
+        # The catalogue's identity: a job never mixes the items of two catalogues.
+        "catalogue": catalogue_fingerprint(recommender.item_ids, recommender.sid_codes),
         **(job_info or {}),
     }
     manifest_path = out_dir / MANIFEST_FILE

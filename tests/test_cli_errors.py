@@ -61,6 +61,9 @@ def _setup(kind: str, tmp: Path, workdir: Path | None) -> None:
         data = make_synthetic_dataset(num_items=60, num_users=10, codebook_size=8)
         data = dataclasses.replace(data, item_ids=np.array([f"new-{i}" for i in range(60)]))
         write_sid_dataset(data, tmp / "data", "other")
+    elif kind == "other-catalogue":  # the same ids "0".."59" with other SIDs (another dataset)
+        write_sid_dataset(make_synthetic_dataset(num_items=60, num_users=10, codebook_size=8, seed=7),
+                          tmp / "data", "other")
     elif kind == "embeddings":
         np.save(tmp / "emb.npy", np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32))
         (tmp / "ids.json").write_text(json.dumps([str(i) for i in range(39)]))
@@ -96,6 +99,11 @@ CASES = [
     ("recommend-unknown-items", "unknown-items", ["recommend", "--workdir", "{workdir}", "--which", "latest",
                                                   "--num-beams", "4", "--top-k", "4", "--data", "{tmp}/data",
                                                   "--out", "{tmp}/new/recs"], "'new-"),
+    ("recommend-other-catalogue", "other-catalogue", ["recommend", "--workdir", "{workdir}", "--which", "latest",
+                                                      "--num-beams", "4", "--top-k", "4", "--data", "{tmp}/data",
+                                                      "--out", "{tmp}/new/recs"], "another catalogue"),
+    ("eval-other-catalogue", "other-catalogue", ["eval", "--workdir", "{workdir}", "--which", "latest",
+                                                 "--data", "{tmp}/data"], "another catalogue"),
     ("recommend-changed-settings", "job", ["recommend", "--workdir", "{workdir}", "--which", "latest",
                                            "--out", "{tmp}/out", "--num-beams", "4", "--top-k", "3",
                                            "--users-per-shard", "40"], "manifest.json"),
