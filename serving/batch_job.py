@@ -39,6 +39,7 @@ import numpy as np
 
 from genrec.atomic_files import write_json_atomic, write_text_atomic
 from genrec.datasets import InteractionData
+from genrec.locks import DirectoryLock
 from genrec.progress import progress_bar
 from genrec.run_files import catalogue_fingerprint, load_workdir_data
 from serving.recommender import Recommender
@@ -127,104 +128,107 @@ def run_batch_job(
         raise ValueError(f"users_per_shard={users_per_shard} must be >= 1")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    num_users = data.num_users
-    num_shards = -(-num_users // users_per_shard)
-    settings = {
-        "dataset": data.name,
-        "num_users": num_users,
-        "users_per_shard": users_per_shard,
-        "top_k": top_k,
-        "exclude_seen": exclude_seen,
-        "skip_unknown": skip_unknown,
-        "num_beams": recommender.num_beams,
-        "max_history": recommender.max_history,
-        # The catalogue's identity: a job never mixes the items of two catalogues.
-        "catalogue": catalogue_fingerprint(recommender.item_ids, recommender.sid_codes),
-        **(job_info or {}),
-    }
-    manifest_path = out_dir / MANIFEST_FILE
-    manifest = _read_manifest(manifest_path)
-    if manifest is not None and manifest["settings"] != settings:
-        changed = sorted(k for k in settings.keys() | manifest["settings"].keys()
-                         if manifest["settings"].get(k) != settings.get(k))
-        raise ValueError(
-            f"{manifest_path}: this directory holds a job with other settings ({', '.join(changed)}: "
-            f"{[manifest['settings'].get(k) for k in changed]} there, {[settings.get(k) for k in changed]} now); "
-            "use another output directory or delete this one"
-        )
-    completed = set() if manifest is None else set(manifest["completed"])
-    completed = {s for s in completed if shard_path(out_dir, s).is_file()}
-
-    # Data item row -> recommender row, once for the whole catalogue.
-    rec_row_of_data_row = recommender.lookup_rows(data.item_ids.tolist())
-    unknown = np.flatnonzero(rec_row_of_data_row < 0)
-    if unknown.size and not skip_unknown:
-        used = np.zeros(data.num_items, bool)
-        for sequence in data.sequences:
-            used[sequence] = True
-        unknown_used = unknown[used[unknown]]
-        if unknown_used.size:
-            shown = ", ".join(repr(str(data.item_ids[r])) for r in unknown_used[:5])
+    # One job per output directory: two would overwrite each other's shards and manifest.
+    with DirectoryLock(out_dir, "genrec recommend"):
+        num_users = data.num_users
+        num_shards = -(-num_users // users_per_shard)
+        settings = {
+            "dataset": data.name,
+            "num_users": num_users,
+            "users_per_shard": users_per_shard,
+            "top_k": top_k,
+            "exclude_seen": exclude_seen,
+            "skip_unknown": skip_unknown,
+            "num_beams": recommender.num_beams,
+            "max_history": recommender.max_history,
+            # The catalogue's identity: a job never mixes the items of two catalogues.
+            "catalogue": catalogue_fingerprint(recommender.item_ids, recommender.sid_codes),
+            **(job_info or {}),
+        }
+        manifest_path = out_dir / MANIFEST_FILE
+        manifest = _read_manifest(manifest_path)
+        if manifest is not None and manifest["settings"] != settings:
+            changed = sorted(k for k in settings.keys() | manifest["settings"].keys()
+                             if manifest["settings"].get(k) != settings.get(k))
             raise ValueError(
-                f"{unknown_used.size} item(s) of the histories in dataset {data.name!r} are not in the "
-                f"model's catalogue, e.g. {shown}; pass skip_unknown=True (--skip-unknown) to drop them"
+                f"{manifest_path}: this directory holds a job with other settings ({', '.join(changed)}: "
+                f"{[manifest['settings'].get(k) for k in changed]} there, {[settings.get(k) for k in changed]} now); "
+                "use another output directory or delete this one"
             )
+        completed = set() if manifest is None else set(manifest["completed"])
+        completed = {s for s in completed if shard_path(out_dir, s).is_file()}
 
-    def write_manifest(finished: bool) -> None:
-        write_json_atomic(manifest_path, {
-            "kind": _MANIFEST_KIND, "format_version": MANIFEST_FORMAT_VERSION, "settings": settings,
-            "num_shards": num_shards, "completed": sorted(completed), "finished": finished,
-        }, indent=1)
+        # Data item row -> recommender row, once for the whole catalogue.
+        rec_row_of_data_row = recommender.lookup_rows(data.item_ids.tolist())
+        unknown = np.flatnonzero(rec_row_of_data_row < 0)
+        if unknown.size and not skip_unknown:
+            used = np.zeros(data.num_items, bool)
+            for sequence in data.sequences:
+                used[sequence] = True
+            unknown_used = unknown[used[unknown]]
+            if unknown_used.size:
+                shown = ", ".join(repr(str(data.item_ids[r])) for r in unknown_used[:5])
+                raise ValueError(
+                    f"{unknown_used.size} item(s) of the histories in dataset {data.name!r} are not in the "
+                    f"model's catalogue, e.g. {shown}; pass skip_unknown=True (--skip-unknown) to drop them"
+                )
 
-    write_manifest(len(completed) == num_shards)
-    skipped = len(completed)
-    if skipped:
-        log(f"resuming: {skipped} of {num_shards} shards already complete in {out_dir}")
-    written = 0
-    users_done = sum(min(users_per_shard, num_users - s * users_per_shard) for s in completed)
-    job_start = time.perf_counter()
-    # Counted in users, not shards: a job is often a handful of shards, and users/s is the rate to watch.
-    bar = progress_bar(num_users, desc="recommend", unit="user", initial=users_done)
-    for shard in range(num_shards):
-        if shard in completed:
-            continue
-        if max_shards is not None and written >= max_shards:
-            break
-        shard_start = time.perf_counter()
-        first, last = shard * users_per_shard, min((shard + 1) * users_per_shard, num_users)
-        histories = [rec_row_of_data_row[data.sequences[u]] for u in range(first, last)]
-        recs = recommender.recommend_rows(histories, top_k=top_k, exclude_seen=exclude_seen)
-        lines = []
-        for offset, user in enumerate(range(first, last)):
-            keep = recs.valid[offset]
-            lines.append(json.dumps({
-                "user": data.user_ids[user],
-                "items": [str(i) for i in recs.item_ids[offset][keep].tolist()],
-                "scores": [round(float(s), 6) for s in recs.scores[offset][keep]],
-            }))
-        write_text_atomic(shard_path(out_dir, shard), "\n".join(lines) + "\n")
-        completed.add(shard)
+        def write_manifest(finished: bool) -> None:
+            write_json_atomic(manifest_path, {
+                "kind": _MANIFEST_KIND, "format_version": MANIFEST_FORMAT_VERSION, "settings": settings,
+                "num_shards": num_shards, "completed": sorted(completed), "finished": finished,
+            }, indent=1)
+
         write_manifest(len(completed) == num_shards)
-        written += 1
-        users_done += last - first
-        bar.update(last - first)
-        seconds = time.perf_counter() - shard_start
-        log(f"shard {shard + 1}/{num_shards}: {last - first} users in {seconds:.2f} s "
-            f"({(last - first) / max(seconds, 1e-9):.0f} users/s); {users_done}/{num_users} users done, "
-            f"{time.perf_counter() - job_start:.1f} s")
-    bar.close()
-    finished = len(completed) == num_shards
-    if finished:
-        log(f"done: {num_users} users in {num_shards} shards under {out_dir}")
-    else:
-        log(f"stopped after {written} shards; {num_shards - len(completed)} remain, rerun the same command to resume")
-    return BatchJobResult(out_dir=out_dir, num_shards=num_shards, shards_written=written,
-                          shards_skipped=skipped, finished=finished)
+        skipped = len(completed)
+        if skipped:
+            log(f"resuming: {skipped} of {num_shards} shards already complete in {out_dir}")
+        written = 0
+        users_done = sum(min(users_per_shard, num_users - s * users_per_shard) for s in completed)
+        job_start = time.perf_counter()
+        # Counted in users, not shards: a job is often a handful of shards, and users/s is the rate to watch.
+        bar = progress_bar(num_users, desc="recommend", unit="user", initial=users_done)
+        for shard in range(num_shards):
+            if shard in completed:
+                continue
+            if max_shards is not None and written >= max_shards:
+                break
+            shard_start = time.perf_counter()
+            first, last = shard * users_per_shard, min((shard + 1) * users_per_shard, num_users)
+            histories = [rec_row_of_data_row[data.sequences[u]] for u in range(first, last)]
+            recs = recommender.recommend_rows(histories, top_k=top_k, exclude_seen=exclude_seen)
+            lines = []
+            for offset, user in enumerate(range(first, last)):
+                keep = recs.valid[offset]
+                lines.append(json.dumps({
+                    "user": data.user_ids[user],
+                    "items": [str(i) for i in recs.item_ids[offset][keep].tolist()],
+                    "scores": [round(float(s), 6) for s in recs.scores[offset][keep]],
+                }))
+            write_text_atomic(shard_path(out_dir, shard), "\n".join(lines) + "\n")
+            completed.add(shard)
+            write_manifest(len(completed) == num_shards)
+            written += 1
+            users_done += last - first
+            bar.update(last - first)
+            seconds = time.perf_counter() - shard_start
+            log(f"shard {shard + 1}/{num_shards}: {last - first} users in {seconds:.2f} s "
+                f"({(last - first) / max(seconds, 1e-9):.0f} users/s); {users_done}/{num_users} users done, "
+                f"{time.perf_counter() - job_start:.1f} s")
+        bar.close()
+        finished = len(completed) == num_shards
+        if finished:
+            log(f"done: {num_users} users in {num_shards} shards under {out_dir}")
+        else:
+            log(f"stopped after {written} shards; {num_shards - len(completed)} remain, "
+                "rerun the same command to resume")
+        return BatchJobResult(out_dir=out_dir, num_shards=num_shards, shards_written=written,
+                              shards_skipped=skipped, finished=finished)
 
 
-# ---------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------
+    # ---------------------------------------------------------------------------
+    # Command line
+    # ---------------------------------------------------------------------------
 
 
 def build_parser(prog: str = "python -m serving.batch_job") -> argparse.ArgumentParser:

@@ -50,6 +50,7 @@ from genrec.atomic_files import atomic_open, write_json_atomic
 from genrec.batching import BatchIterator
 from genrec.console import add_verbose_flag, run_command, setup_logging
 from genrec.datasets import InteractionData
+from genrec.locks import DirectoryLock
 from genrec.models import build_model, count_params
 from genrec.progress import progress_bar
 from genrec.run_files import CATALOGUE_FILE, CONFIG_FILE, PERIODIC_DIR, load_run_data, read_catalogue
@@ -258,12 +259,27 @@ def train(
       The :class:`TrainResult`.
 
     Raises:
+      genrec.locks.DirectoryInUseError: another process is training in ``workdir``.
       TrainingInterrupted: SIGTERM (or a first Ctrl-C) arrived; the step it stopped at is
         checkpointed and calling ``train`` again (``resume=True``) continues.
       FloatingPointError: ``optimizer.max_consecutive_nonfinite`` steps in a row
         had non-finite gradients.
     """
     workdir = Path(workdir)
+    # One process per workdir: a second run there would overwrite this one's
+    # checkpoints and interleave its metrics (process 0 holds it for all).
+    lock = DirectoryLock(workdir, "genrec train").acquire() if jax.process_index() == 0 else None
+    try:
+        return _train_locked(config, workdir, resume=resume, on_step_end=on_step_end)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(
+    config: TrainConfig, workdir: Path, *, resume: bool, on_step_end: Callable[[int], None] | None
+) -> TrainResult:
+    """:func:`train` once the workdir's lock is held."""
     workdir.mkdir(parents=True, exist_ok=True)
     is_primary = jax.process_index() == 0
     if not resume and is_primary:

@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import pytest
+from logging_state import kept_logging
 
 from genrec.locks import DirectoryInUseError, DirectoryLock
 
@@ -41,3 +42,32 @@ def test_lock_is_reentrant_in_one_object_and_exclusive_between_objects(tmp_path)
         DirectoryLock(tmp_path / "new", "b").acquire()
     first.release()
     DirectoryLock(tmp_path / "new", "b").acquire().release()
+
+
+def _hold(directory):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(directory)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_train_and_the_batch_job_refuse_a_directory_in_use(tmp_path, capsys):
+    from serving.batch_job import run_batch_job
+    from serving.cli import main
+    from training.config import load_config_file
+    from training.train import train
+
+    holder = _hold(tmp_path)
+    try:
+        with pytest.raises(DirectoryInUseError, match=f"process {holder.pid}"):
+            train(load_config_file("tpu_configs/cpu_smoke.py"), tmp_path)
+        with pytest.raises(DirectoryInUseError, match=f"process {holder.pid}"):
+            run_batch_job(None, None, tmp_path)  # refused before the model or the data is touched
+        with kept_logging():
+            assert main(["train", "--config", "tpu_configs/cpu_smoke.py", "--workdir", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"in use by process {holder.pid} (test holder)" in err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".genrec.lock"]  # nothing written while refused
