@@ -115,16 +115,16 @@ def _demo(args: argparse.Namespace) -> int:
     from training.config import load_config_file
     from training.train import load_data, train
 
-    config_path = Path(args.config) if args.config else _DEMO_CONFIG
-    if not config_path.is_file():
-        raise UserError(f"config {config_path} not found; run from a source checkout (pip install -e .) "
+    if args.config is None and not _DEMO_CONFIG.is_file():
+        raise UserError(f"config {_DEMO_CONFIG} not found; run from a source checkout (pip install -e .) "
                         "or pass --config FILE")
-    config = load_config_file(config_path, args.overrides)
+    config_spec = args.config or str(_DEMO_CONFIG)  # FILE or FILE:ARG, as genrec train takes it
+    config = load_config_file(config_spec, args.overrides)
     if args.data:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, data_dir=args.data))
     workdir = _demo_workdir(args)
     dataset = args.data or "built-in synthetic dataset"
-    print(f"genrec demo: training {config.model.preset} on {dataset} in {workdir} ({config_path.name})",
+    print(f"genrec demo: training {config.model.preset} on {dataset} in {workdir} ({Path(config_spec).name})",
           flush=True)
     start = time.perf_counter()
     result = train(config, workdir, resume=not args.fresh)
@@ -251,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data", default=None, help="dataset directory in the standard format (docs/data.md)")
     demo.add_argument("--workdir", default=None,
                       help="run directory (default runs/demo, or runs/demo_<data dir name> with --data)")
-    demo.add_argument("--config", default=None, help="config file (default tpu_configs/cpu_smoke.py)")
+    demo.add_argument("--config", default=None, metavar="FILE[:ARG]",
+                      help="config file, FILE:ARG for a variant (default tpu_configs/cpu_smoke.py)")
     demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config field, e.g. --set num_steps=100 (repeatable)")
     demo.add_argument("--fresh", action="store_true", help="retrain from scratch instead of resuming")

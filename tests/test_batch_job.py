@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from genrec.locks import LOCK_FILE
 from genrec.models import ModelConfig, build_model
 from genrec.synthetic import make_synthetic_dataset
 from serving.batch_job import MANIFEST_FILE, run_batch_job, shard_path
@@ -94,5 +95,21 @@ def test_shards_and_manifest_honour_the_umask(tmp_path, data, recommender, umask
     finally:
         os.umask(previous)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
-    assert sorted(modes) == [MANIFEST_FILE, "shard-00000.jsonl", "shard-00001.jsonl"]
+    assert sorted(modes) == [LOCK_FILE, MANIFEST_FILE, "shard-00000.jsonl", "shard-00001.jsonl"]
     assert set(modes.values()) == {0o666 & ~umask}
+
+
+def test_batch_job_draws_no_bar_off_a_tty(tmp_path, data, recommender, capsys):
+    lines = []  # capsys's stderr is not a TTY: the bar is off, the log lines stay
+    run_batch_job(recommender, data, tmp_path, top_k=5, users_per_shard=4, log=lines.append)
+    assert capsys.readouterr().err == ""
+    assert any("users/s" in line for line in lines)
+
+
+def test_batch_job_bar_counts_users_from_where_it_resumes(tmp_path, data, recommender, capsys, monkeypatch):
+    monkeypatch.setattr("genrec.progress.progress_enabled", lambda: True)
+    run_batch_job(recommender, data, tmp_path, top_k=5, users_per_shard=4, max_shards=2, log=lambda _: None)
+    first = capsys.readouterr().err
+    assert "recommend" in first and " 0/18 " in first and "user/s" in first
+    run_batch_job(recommender, data, tmp_path, top_k=5, users_per_shard=4, log=lambda _: None)
+    assert " 8/18 " in capsys.readouterr().err  # the two finished shards' 8 users count from the start

@@ -296,6 +296,11 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.eval_every={self.eval_every} must be >= 0 (0 = never) or None")
         if not self.eval.ks or min(self.eval.ks) < 1:
             raise ValueError(f"TrainConfig.eval.ks={self.eval.ks} must be non-empty positive cut-offs")
+        if max(self.eval.ks) > self.eval.num_beams:
+            raise ValueError(
+                f"TrainConfig.eval.ks={self.eval.ks} has a cut-off above eval.num_beams={self.eval.num_beams} "
+                f"(Recall@{max(self.eval.ks)} needs that many beams); raise eval.num_beams or set eval.ks"
+            )
         if self.eval.subset not in SUBSET_RULES:
             raise ValueError(f"TrainConfig.eval.subset={self.eval.subset!r}; expected one of {SUBSET_RULES}")
         metric = self.eval.selection_metric
@@ -466,7 +471,25 @@ def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfi
         if not sep or not key:
             raise ValueError(f"override {override!r} must look like key=value, e.g. optimizer.learning_rate=1e-3")
         config = _replace_path(config, key.split("."), text.strip(), key)
-    return config
+    # Checks that tie fields together (eval.ks vs eval.num_beams, ...) run once, on
+    # the final config, so the order of the overrides does not matter.
+    return _validated(config)
+
+
+def _unvalidated_replace(node: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` without ``__post_init__`` (see :func:`_validated`)."""
+    new = object.__new__(type(node))
+    for field in dataclasses.fields(node):
+        object.__setattr__(new, field.name, changes.get(field.name, getattr(node, field.name)))
+    return new
+
+
+def _validated(node: Any) -> Any:
+    """``node`` rebuilt through its constructor at every level, so every ``__post_init__`` check runs."""
+    return type(node)(**{
+        field.name: _validated(value) if dataclasses.is_dataclass(value := getattr(node, field.name)) else value
+        for field in dataclasses.fields(node)
+    })
 
 
 def _replace_path(node: Any, path: list[str], text: str, full_key: str) -> Any:
@@ -486,7 +509,7 @@ def _replace_path(node: Any, path: list[str], text: str, full_key: str) -> Any:
             valid = "\n  ".join(override_keys(TrainConfig))
             raise ValueError(f"unknown config key {full_key!r} ({name!r} has no fields); valid keys are:\n  {valid}")
         value = _replace_path(getattr(node, name), path[1:], text, full_key)
-    return dataclasses.replace(node, **{name: value})
+    return _unvalidated_replace(node, **{name: value})
 
 
 def _parse_value(text: str, hint: Any, key: str) -> Any:

@@ -1,18 +1,14 @@
-"""Loads a ``research/`` script as a module for its tests (``research/`` is not
-a package, so the scripts are loaded by path)."""
+"""Loads a ``research/`` script as a module for its tests (tests/benchmark_scripts.py's loader)."""
 
-import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
 
-RESEARCH_DIR = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+from benchmark_scripts import load_script as _load_script  # noqa: E402
 
 
 def load_script(name: str) -> ModuleType:
     """``research/<name>.py`` executed as module ``name``."""
-    spec = importlib.util.spec_from_file_location(name, RESEARCH_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return _load_script(name, REPO / "research")

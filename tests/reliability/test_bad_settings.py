@@ -26,3 +26,13 @@ def test_bad_numeric_setting_is_one_line_naming_the_key(setting):
                                      "model.dropout_rate=0", "optimizer.grad_clip_norm=0.5", "loss.eta=0"])
 def test_edge_values_inside_the_ranges_are_accepted(setting):
     apply_overrides(TrainConfig(), [setting])
+
+
+def test_cut_offs_above_the_beam_width_are_refused_before_training():
+    # Seen: --set eval.num_beams=4 trained the whole run, then failed at the final test evaluation.
+    with pytest.raises(ValueError, match=r"eval.ks=\(5, 10, 20\) has a cut-off above eval.num_beams=4"):
+        apply_overrides(TrainConfig(), ["eval.num_beams=4"])
+    # Fields tied together can be set in any order: the checks run on the final config.
+    for overrides in (["eval.num_beams=4", "eval.ks=1,4", "eval.selection_metric=ndcg@4"],
+                      ["eval.selection_metric=ndcg@4", "eval.ks=1,4", "eval.num_beams=4"]):
+        assert apply_overrides(TrainConfig(), overrides).eval.ks == (1, 4)
