@@ -35,6 +35,7 @@ def test_config_file_with_typed_overrides():
         "loss.num_prefixes=3",
         "eval.max_examples=none",
         "eval.ks=5,10,50",
+        "eval.num_beams=50",
         "model.tie_embeddings=false",
         "data.synthetic.num_users=500",
         "data.data_dir=some/dir",
@@ -44,7 +45,7 @@ def test_config_file_with_typed_overrides():
     assert config.optimizer.learning_rate == 1e-3 and isinstance(config.optimizer.learning_rate, float)
     assert config.loss.kind == "apao_pointwise" and config.loss.eta == 5e-5 and config.loss.num_prefixes == 3
     assert config.eval.max_examples is None and base.eval.max_examples == 500
-    assert config.eval.ks == (5, 10, 50)
+    assert config.eval.ks == (5, 10, 50) and config.eval.num_beams == 50
     assert config.model.tie_embeddings is False
     assert config.data.synthetic.num_users == 500 and config.data.data_dir == "some/dir"
     assert config.checkpoint.async_save is False and config.num_steps == 7
