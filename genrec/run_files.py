@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -313,6 +314,12 @@ def restore_params_from(
     return state_with_values(params, restored.params), step
 
 
+def _drop_read_only_notices(record: logging.LogRecord) -> bool:
+    """Orbax warns on every read-only manager that it is read only; that is what we asked for."""
+    message = str(record.msg)
+    return not (message.startswith("Given directory is read only") or "read_only=True" in message)
+
+
 def restore_params(
     workdir: str | Path, params: nnx.State, which: Literal["best", "latest"]
 ) -> tuple[nnx.State, int]:
@@ -324,11 +331,16 @@ def restore_params(
     directory = Path(workdir).absolute() / (BEST_DIR if which == "best" else PERIODIC_DIR)
     if not directory.is_dir():
         return restore_params_from(None, params, which, directory)
-    manager = ocp.CheckpointManager(
-        directory,
-        options=ocp.CheckpointManagerOptions(read_only=True, create=False, enable_async_checkpointing=False),
-        item_names=BEST_ITEMS if which == "best" else PERIODIC_ITEMS,
-    )
+    absl_logger = logging.getLogger("absl")
+    absl_logger.addFilter(_drop_read_only_notices)
+    try:
+        manager = ocp.CheckpointManager(
+            directory,
+            options=ocp.CheckpointManagerOptions(read_only=True, create=False, enable_async_checkpointing=False),
+            item_names=BEST_ITEMS if which == "best" else PERIODIC_ITEMS,
+        )
+    finally:
+        absl_logger.removeFilter(_drop_read_only_notices)
     try:
         return restore_params_from(manager, params, which, directory)
     finally:

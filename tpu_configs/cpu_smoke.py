@@ -2,9 +2,9 @@
 
 Reproduces: the whole pipeline (synthetic data -> train step -> constrained
 beam-search validation each epoch -> best checkpoint -> test metrics) and that
-the model learns far more than item popularity. About 50 s on 2 idle CPU
-cores (3 epochs x 170 steps of 256 examples at ~13 steps/s, plus compiles;
-75 s on a loaded machine).
+the model learns far more than item popularity. About 66 s on 2 idle CPU
+cores (3 epochs x 170 steps of 256 examples at ~10 steps/s, plus compiles);
+`genrec demo`, which runs it, takes 72 s in all (docs/serving.md).
 
 Expected result (measured on 2 CPU cores; synthetic data, 3,000 test users,
 beam 20; best = last checkpoint, step 510), against the popularity baseline's
