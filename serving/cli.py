@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=None, help="users per decode call (default: the run's)")
     evaluate.add_argument("--max-examples", type=int, default=None,
                           help="evaluate only the first N examples (in the data file's user order, which "
-                               "may not be typical of all users: Beauty's first users are much harder)")
+                               "may not be typical of all users; docs/results.md)")
     evaluate.add_argument("--diagnose", action="store_true",
                           help="also report how often an unconstrained beam search generates real items, "
                                "and how often the target's prefix is still in the beams after each level")
