@@ -246,8 +246,8 @@ class Recommender:
 
         Args:
           histories: one chronological list of item ids per request (oldest
-            first; may be empty), or a 2-D array ``[B, H]`` of ids (every row a
-            full history).
+            first; may be empty: a cold-start request), or a 2-D array ``[B, H]``
+            of ids (every row a full history). No requests give an empty result.
           top_k: items per request, ``<= num_beams``.
           allow_mask: optional ``bool[B, num_items]`` (catalogue rows): only
             allowed items are returned.
@@ -256,9 +256,16 @@ class Recommender:
 
         Returns:
           :class:`Recommendations` with arrays ``[B, top_k]``.
+
+        Raises:
+          TypeError: a history (or ``histories``) is a string.
         """
         if on_unknown not in ("error", "skip"):
             raise ValueError(f"on_unknown={on_unknown!r}; use 'error' or 'skip'")
+        if isinstance(histories, (str, bytes)) or any(isinstance(h, (str, bytes)) for h in histories):
+            # list("1433") would silently become the items "1", "4", "3", "3".
+            raise TypeError("a history must be a sequence of item ids, not a string: pass "
+                            "recommend([['1433']]) for one request whose history is item '1433'")
         if isinstance(histories, np.ndarray) and histories.ndim == 2:
             histories = list(histories)
         row_lists = [self.item_rows(list(h), on_unknown=on_unknown, request=i) for i, h in enumerate(histories)]

@@ -216,3 +216,14 @@ def test_trie_normalization_scores_form_a_distribution_over_distinct_sids(data, 
     assert np.all(sums["vocab"] < 0.999)
     with pytest.raises(ValueError, match="normalization"):
         Recommender(model, data.vocab, data.sid_codes, data.item_ids, normalization="full")
+
+
+def test_a_string_history_is_refused_and_no_requests_give_an_empty_result(data, recommender):
+    # Seen: recommend(["1433"]) split the string into the items "1", "4", "3", "3".
+    item = str(data.item_ids[0])
+    for histories in ([item], item, [[item], item]):
+        with pytest.raises(TypeError, match="a history must be a sequence of item ids, not a string"):
+            recommender.recommend(histories)
+    empty = recommender.recommend([], top_k=5)
+    assert len(empty) == 0 and empty.item_ids.shape == (0, 5) and empty.valid.dtype == bool
+    assert len(recommender.recommend([[]], top_k=5)) == 1  # an empty history is a cold-start request
