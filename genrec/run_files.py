@@ -36,7 +36,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from genrec.datasets import InteractionData, load_sid_dataset
+from genrec.datasets import MIN_INTERACTIONS, InteractionData, load_sid_dataset
 from genrec.models import ModelConfig, SIDRecommender, build_model
 from genrec.synthetic import make_synthetic_dataset
 from genrec.vocab import SIDVocabulary
@@ -182,31 +182,38 @@ def read_run_info(workdir: str | Path) -> RunInfo:
     )
 
 
-def load_run_data(data: Mapping[str, Any]) -> InteractionData:
+def load_run_data(data: Mapping[str, Any], min_interactions: int = MIN_INTERACTIONS) -> InteractionData:
     """The dataset of a run's data section: files from ``data_dir``, or the synthetic one.
 
     Args:
       data: ``{"data_dir": str | None, "name": str | None, "synthetic": {...}}``:
         :attr:`RunInfo.data`, or ``dataclasses.asdict(DataConfig)``; the
         ``synthetic`` entries are ``genrec.synthetic.make_synthetic_dataset`` arguments.
+      min_interactions: users with fewer are skipped (0 keeps every user: serving).
     """
     if data.get("data_dir") is None:
         return make_synthetic_dataset(**data.get("synthetic", {}))
-    return load_sid_dataset(data["data_dir"], data.get("name"))
+    return load_sid_dataset(data["data_dir"], data.get("name"), min_interactions=min_interactions)
 
 
 def load_workdir_data(
-    workdir: str | Path, data_dir: str | Path | None = None, vocab: SIDVocabulary | None = None
+    workdir: str | Path,
+    data_dir: str | Path | None = None,
+    vocab: SIDVocabulary | None = None,
+    min_interactions: int = MIN_INTERACTIONS,
 ) -> InteractionData:
     """The users to evaluate or serve: ``data_dir`` if given (its SIDs checked
     to fit ``vocab``, the checkpoint's, and its catalogue checked to be the
-    workdir's: :func:`check_same_catalogue`), else the dataset the workdir's run trained on."""
+    workdir's: :func:`check_same_catalogue`), else the dataset the workdir's run trained on.
+
+    ``min_interactions``: users with fewer are skipped; leave-one-out evaluation
+    needs 3 (the default), serving takes every user (0: cold start included)."""
     if data_dir is not None:
-        data = load_sid_dataset(data_dir, vocab=vocab)
+        data = load_sid_dataset(data_dir, vocab=vocab, min_interactions=min_interactions)
         sid_codes, item_ids = read_catalogue(workdir)
         check_same_catalogue(data, item_ids, sid_codes, workdir)
         return data
-    return load_run_data(read_run_info(workdir).data)
+    return load_run_data(read_run_info(workdir).data, min_interactions)
 
 
 def catalogue_fingerprint(item_ids: np.ndarray, sid_codes: np.ndarray) -> str:

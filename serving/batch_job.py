@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from genrec.atomic_files import write_json_atomic, write_text_atomic
-from genrec.datasets import InteractionData
+from genrec.datasets import MIN_INTERACTIONS, InteractionData
 from genrec.locks import DirectoryLock
 from genrec.progress import progress_bar
 from genrec.run_files import catalogue_fingerprint, load_workdir_data
@@ -218,7 +218,9 @@ def run_batch_job(
         bar.close()
         finished = len(completed) == num_shards
         if finished:
-            log(f"done: {num_users} users in {num_shards} shards under {out_dir}")
+            cold = sum(len(sequence) < MIN_INTERACTIONS for sequence in data.sequences)
+            log(f"done: {num_users} users ({cold} with fewer than {MIN_INTERACTIONS} interactions, "
+                f"served from what they have) in {num_shards} shards under {out_dir}")
         else:
             log(f"stopped after {written} shards; {num_shards - len(completed)} remain, "
                 "rerun the same command to resume")
@@ -261,7 +263,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m serving.batch
         parser.error(f"--top-k {args.top_k} exceeds --num-beams {args.num_beams}; raise --num-beams")
     recommender = Recommender.from_workdir(args.workdir, args.which, num_beams=args.num_beams,
                                            batch_size=args.batch_size)
-    data = load_workdir_data(args.workdir, args.data, recommender.vocab)
+    # Every user of the input is served: the 3-interaction minimum is leave-one-out's, not serving's.
+    data = load_workdir_data(args.workdir, args.data, recommender.vocab, min_interactions=0)
     result = run_batch_job(
         recommender, data, args.out, top_k=args.top_k, users_per_shard=args.users_per_shard,
         exclude_seen=args.exclude_seen, skip_unknown=args.skip_unknown, max_shards=args.max_shards,
