@@ -194,6 +194,51 @@ class MetricsLog:
 SELECTION_FIELDS = ("num_beams", "max_examples", "subset", "ks", "selection_metric", "score_normalization")
 
 
+# Settings a resumed run may change: they cannot change what the run computes
+# (logging, evaluation batching, checkpoint housekeeping), or they are checked
+# apart (eval.*: a warning, see validation_changes; the run's length: only longer).
+RESUMABLE_CHANGES = ("log_every", "checkpoint.async_save", "checkpoint.keep", "checkpoint.every_steps",
+                     "num_steps", "num_epochs", "early_stopping_patience")
+
+
+def _flat_settings(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Every leaf setting of a config tree, by dotted key."""
+    flat = {}
+    for field in dataclasses.fields(node):
+        value = getattr(node, field.name)
+        if dataclasses.is_dataclass(value):
+            flat.update(_flat_settings(value, f"{prefix}{field.name}."))
+        else:
+            flat[f"{prefix}{field.name}"] = value
+    return flat
+
+
+def check_resume_changes(saved: TrainConfig, current: TrainConfig, steps_per_epoch: int,
+                         source: Path) -> dict[str, tuple[Any, Any]]:
+    """The settings ``current`` changes from the ``saved`` run's, ``{key: (old, new)}``, if resuming may.
+
+    Raises:
+      ValueError: a change that would alter what the run computes (batch size,
+        learning rate, loss, seed, data, model, ...), or a shorter run; the
+        message lists the keys.
+    """
+    old, new = _flat_settings(saved), _flat_settings(current)
+    changes = {key: (old[key], new[key]) for key in old if old[key] != new.get(key)}
+    refused = [key for key in changes if key not in RESUMABLE_CHANGES and not key.startswith("eval.")]
+    if refused:
+        listed = ", ".join(f"{key} {changes[key][0]!r} -> {changes[key][1]!r}" for key in refused)
+        raise ValueError(f"{source}: resuming would change {listed}; a resumed run keeps its settings: "
+                         "use the run's settings, another --workdir, or --no-resume")
+
+    def total_steps(config: TrainConfig) -> int:
+        return config.num_steps or config.num_epochs * steps_per_epoch
+
+    if total_steps(current) < total_steps(saved):
+        raise ValueError(f"{source}: resuming would shorten the run from {total_steps(saved)} to "
+                         f"{total_steps(current)} steps; a resumed run may only get longer")
+    return changes
+
+
 def validation_changes(saved: EvalConfig, current: EvalConfig) -> list[str]:
     """``"eval.field: old -> new"`` for each checkpoint-selection setting that differs
     (``subset`` only where a subset is taken, i.e. ``max_examples`` is set)."""
@@ -331,6 +376,7 @@ def _train_locked(
                 mesh.size, mesh.devices.flat[0].platform, config.batch_size // mesh.size)
 
     # --- Checkpoints: run files, then resume -------------------------------
+    resume_changes: dict[str, tuple[Any, Any]] = {}
     if resume and (workdir / CONFIG_FILE).exists():
         saved_config, saved_model_config = read_run_config(workdir)
         for change in validation_changes(saved_config.eval, config.eval):
@@ -347,6 +393,7 @@ def _train_locked(
                 f"{workdir}/{CATALOGUE_FILE} holds another catalogue than the data of this config; "
                 "use another --workdir or --no-resume"
             )
+        resume_changes = check_resume_changes(saved_config, config, steps_per_epoch, workdir / CONFIG_FILE)
     if is_primary:
         write_run_files(workdir, config, model_config, vocab, data.sid_codes, data.item_ids)
     checkpointer = Checkpointer(workdir, config.checkpoint)
@@ -363,6 +410,11 @@ def _train_locked(
             progress = dataclasses.replace(progress, finished=False)
     metrics_log = MetricsLog(workdir / METRICS_FILE, keep_up_to_step=progress.step if resume else None,
                              enabled=is_primary, tensorboard_dir=workdir / TENSORBOARD_DIR)
+    if resume_changes:  # every accepted change of settings stays on record
+        logger.info("resuming with changed settings: %s", ", ".join(
+            f"{key} {old!r} -> {new!r}" for key, (old, new) in resume_changes.items()))
+        metrics_log.write({"step": progress.step, "kind": "resume_changes",
+                           "changes": {key: [old, new] for key, (old, new) in resume_changes.items()}})
 
     # --- Evaluators: constrained beam search over the catalogue trie ---------
     selection_metric = config.eval.selection_metric
