@@ -52,6 +52,7 @@ __all__ = [
     "VOCAB_FILE",
     "RunInfo",
     "abstract_tree",
+    "all_finite",
     "catalogue_fingerprint",
     "check_same_catalogue",
     "load_model_for_inference",
@@ -371,7 +372,8 @@ def load_model_for_inference(
 
     Raises:
       FileNotFoundError: not a workdir, or no checkpoint of that kind.
-      ValueError: ``which`` is neither "best" nor "latest".
+      ValueError: ``which`` is neither "best" nor "latest", or the checkpoint's
+        weights are not all finite (a diverged or damaged run).
     """
     if which not in ("best", "latest"):
         raise ValueError(f"which={which!r}; use 'best' or 'latest'")
@@ -382,5 +384,20 @@ def load_model_for_inference(
 
     model = build_model(model_config, rngs=nnx.Rngs(params=0, dropout=0))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    params, _ = restore_params(workdir, params, which)
+    params, step = restore_params(workdir, params, which)
+    if not all_finite(params):
+        raise ValueError(f"{workdir}: the {which} checkpoint (step {step}) holds non-finite weights; "
+                         "the run diverged or the checkpoint is damaged: use another checkpoint or retrain")
     return nnx.merge(graphdef, params, rest), model_config, vocab, sid_codes, item_ids
+
+
+def all_finite(tree: Any) -> bool:
+    """Whether every floating-point array of ``tree`` (e.g. a model's parameters) is finite."""
+    return bool(_all_finite(tree))
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
+              if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating)]
+    return jnp.all(jnp.stack(checks)) if checks else jnp.bool_(True)

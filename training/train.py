@@ -53,7 +53,7 @@ from genrec.datasets import InteractionData
 from genrec.locks import DirectoryLock
 from genrec.models import build_model, count_params
 from genrec.progress import progress_bar
-from genrec.run_files import CATALOGUE_FILE, CONFIG_FILE, PERIODIC_DIR, load_run_data, read_catalogue
+from genrec.run_files import CATALOGUE_FILE, CONFIG_FILE, PERIODIC_DIR, all_finite, load_run_data, read_catalogue
 from genrec.split import LeaveOneOutSplit, SplitArrays, leave_one_out_split, subset_examples
 from training.checkpoint import Checkpointer, TrainingProgress, read_run_config, write_run_files
 from training.config import (
@@ -440,6 +440,14 @@ def _train_locked(
         split.train, data.sid_codes, vocab, config.batch_size,
         shuffle=True, seed=config.seed, drop_remainder=False, start_step=progress.data_step,
     )
+    def stop_if_diverged(window_losses: np.ndarray | None = None) -> None:
+        """Raises FloatingPointError before a checkpoint or a "best" of diverged weights is saved."""
+        reason = _divergence(state, window_losses)
+        if reason:
+            checkpointer.close()
+            metrics_log.close()
+            raise FloatingPointError(_diverged_message(step, reason))
+
     window: list[dict[str, jax.Array]] = []
     window_start = time.perf_counter()
     step = progress.step
@@ -464,6 +472,7 @@ def _train_locked(
                 metrics_log.write(record)
                 logger.info(_progress_line(record, total_steps))
                 bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+                stop_if_diverged(np.array([float(m["loss"]) for m in host_window]))
                 if record["nonfinite_consecutive"] >= config.optimizer.max_consecutive_nonfinite:
                     checkpointer.close()
                     metrics_log.close()
@@ -475,6 +484,7 @@ def _train_locked(
 
             stop_early = False
             if eval_every and (step % eval_every == 0 or step == total_steps):
+                stop_if_diverged()
                 eval_start = time.perf_counter()
                 valid_metrics = evaluate(state, valid_examples, with_ce=True).metrics
                 window_start += time.perf_counter() - eval_start  # throughput counts training time only
@@ -506,6 +516,7 @@ def _train_locked(
             progress = dataclasses.replace(progress, step=step, data_step=train_batches.step,
                                            finished=finished, early_stopped=stop_early)
             if finished or interrupted or step % checkpoint_every == 0:
+                stop_if_diverged()
                 checkpointer.save(nnx.split_state(state, nnx.Param, ...)[0], opt_state, progress)
             if stop_early:
                 logger.info("early stopping at step %d: no better validation %s in %d evaluations",
@@ -560,6 +571,20 @@ def _train_locked(
 # ---------------------------------------------------------------------------
 # Logging helpers
 # ---------------------------------------------------------------------------
+
+
+def _divergence(state: nnx.State, window_losses: np.ndarray | None = None) -> str | None:
+    """Why the run has diverged (non-finite parameters, or no finite loss in the log window), or None."""
+    if not all_finite(state):
+        return "its parameters are not finite"
+    if window_losses is not None and not np.isfinite(window_losses).any():
+        return "every loss since the last log is not finite"
+    return None
+
+
+def _diverged_message(step: int, reason: str) -> str:
+    return (f"training diverged by step {step}: {reason}; nothing of it was saved. Lower "
+            "optimizer.learning_rate or check the data, then resume from the last checkpoint")
 
 
 def _summarize(host, step, steps_per_epoch, schedule, seconds, batch_size) -> dict[str, Any]:

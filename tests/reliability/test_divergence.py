@@ -1,0 +1,70 @@
+"""Fault suite: a run whose weights turn non-finite stops at the next log,
+evaluation or checkpoint point, naming the step, with nothing of it saved; a
+workdir whose checkpoint holds non-finite weights is refused for serving."""
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from logging_state import kept_logging
+
+import genrec.run_files as run_files
+import training.train as train_module
+from genrec.run_files import load_model_for_inference
+from training.config import load_config_file
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["eval_every=2", "log_every=2", "batch_size=16", "eval.batch_size=64", "checkpoint.async_save=false",
+        "data.synthetic.num_users=40", "data.synthetic.num_items=60", "data.synthetic.codebook_size=8",
+        "model.num_encoder_layers=1", "model.num_decoder_layers=1"]
+
+
+def poison_from_step(monkeypatch, first_bad_step: int) -> None:
+    """From ``first_bad_step`` on, every float array of the model state comes back NaN (what lr=nan did)."""
+    make_step = train_module.make_train_step
+
+    def make_poisoned_step(*args, **kwargs):
+        step_fn = make_step(*args, **kwargs)
+        calls = []
+
+        def poisoned(graphdef, state, opt_state, batch, key, catalogue):
+            state, opt_state, metrics = step_fn(graphdef, state, opt_state, batch, key, catalogue)
+            calls.append(None)
+            if len(calls) >= first_bad_step:
+                state = jax.tree.map(
+                    lambda x: x * jnp.nan if jnp.issubdtype(x.dtype, jnp.floating) else x, state)
+            return state, opt_state, metrics
+        return poisoned
+
+    monkeypatch.setattr(train_module, "make_train_step", make_poisoned_step)
+
+
+def test_diverged_weights_stop_the_run_before_they_are_saved(tmp_path, monkeypatch):
+    poison_from_step(monkeypatch, first_bad_step=3)
+    config = load_config_file(REPO / "tpu_configs/cpu_smoke.py", TINY + ["num_steps=6"])
+    with kept_logging(), pytest.raises(FloatingPointError, match="diverged by step 4: its parameters are not"):
+        train_module.train(config, tmp_path)
+    # Steps 1-2 were good and saved (best and periodic); nothing of steps 3-4 was.
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2"]
+    assert sorted(p.name for p in (tmp_path / "best").iterdir()) == ["2"]
+    model, *_ = load_model_for_inference(tmp_path, "best")
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def test_a_checkpoint_of_non_finite_weights_is_refused_for_serving(tmp_path, monkeypatch):
+    config = load_config_file(REPO / "tpu_configs/cpu_smoke.py", TINY + ["num_steps=2", "eval_every=0"])
+    with kept_logging():
+        train_module.train(config, tmp_path)
+    load_model_for_inference(tmp_path, "latest")  # the clean checkpoint loads
+    restore = run_files.restore_params
+
+    def restore_damaged(workdir, params, which):  # the same checkpoint with its weights damaged
+        params, step = restore(workdir, params, which)
+        return jax.tree.map(lambda x: x.at[(0,) * x.ndim].set(jnp.inf), params), step
+
+    monkeypatch.setattr(run_files, "restore_params", restore_damaged)
+    with pytest.raises(ValueError, match=r"latest checkpoint \(step 2\) holds non-finite weights"):
+        load_model_for_inference(tmp_path, "latest")
