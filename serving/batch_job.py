@@ -127,8 +127,8 @@ def run_batch_job(
     if users_per_shard < 1:
         raise ValueError(f"users_per_shard={users_per_shard} must be >= 1")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     # One job per output directory: two would overwrite each other's shards and manifest.
+    # The lock creates the directory.
     with DirectoryLock(out_dir, "genrec recommend"):
         num_users = data.num_users
         num_shards = -(-num_users // users_per_shard)
@@ -228,9 +228,9 @@ def run_batch_job(
                               shards_skipped=skipped, finished=finished)
 
 
-    # ---------------------------------------------------------------------------
-    # Command line
-    # ---------------------------------------------------------------------------
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
 
 
 def build_parser(prog: str = "python -m serving.batch_job") -> argparse.ArgumentParser:

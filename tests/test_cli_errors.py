@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from logging_state import kept_logging
+from train_cli import TINY_RUN
 
 from genrec.console import LIBRARY_LOGGERS, OWN_LOGGERS
 from genrec.synthetic import make_synthetic_dataset, write_sid_dataset
@@ -26,9 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 SMOKE = str(REPO / "tpu_configs" / "cpu_smoke.py")
 SUBCOMMANDS = ["demo", "train", "eval", "recommend", "build-index", "build-sids", "synth"]
 # A tiny synthetic run: the model's catalogue is items "0".."59" (codebook 8, 3 levels).
-TINY = ["num_steps=2", "eval_every=0", "batch_size=16", "eval.batch_size=64",
-        "data.synthetic.num_users=40", "data.synthetic.num_items=60", "data.synthetic.codebook_size=8",
-        "model.num_encoder_layers=1", "model.num_decoder_layers=1"]
+TINY = ["num_steps=2", "eval_every=0", *TINY_RUN]
 
 
 @pytest.fixture(autouse=True)

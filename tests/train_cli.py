@@ -15,6 +15,10 @@ from genrec.run_files import load_model_for_inference
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = "tpu_configs/cpu_smoke.py"
+# The smoke config shrunk to a run of seconds (a 60-item catalogue, one layer each side),
+# for tests that need a trained workdir rather than a good model; each adds its steps.
+TINY_RUN = ["batch_size=16", "eval.batch_size=64", "data.synthetic.num_users=40", "data.synthetic.num_items=60",
+            "data.synthetic.codebook_size=8", "model.num_encoder_layers=1", "model.num_decoder_layers=1"]
 
 
 def train_command(workdir: Path, overrides: Sequence[str], *flags: str) -> list[str]:

@@ -55,6 +55,7 @@ __all__ = [
     "apply_overrides",
     "config_from_json",
     "config_to_json",
+    "flat_settings",
     "load_config_file",
     "override_keys",
 ]
@@ -334,22 +335,22 @@ _FLOAT_RANGES: dict[str, tuple[float, float, bool, bool]] = {
 }
 
 
-def _float_settings(node: Any, prefix: str = "") -> dict[str, float]:
-    """Every float-valued setting of a config tree, by dotted key."""
-    found = {}
+def flat_settings(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Every leaf setting of a config tree (e.g. a :class:`TrainConfig`), by dotted key."""
+    flat = {}
     for field in dataclasses.fields(node):
         value = getattr(node, field.name)
-        key = f"{prefix}{field.name}"
         if dataclasses.is_dataclass(value):
-            found.update(_float_settings(value, f"{key}."))
-        elif isinstance(value, float):
-            found[key] = value
-    return found
+            flat.update(flat_settings(value, f"{prefix}{field.name}."))
+        else:
+            flat[f"{prefix}{field.name}"] = value
+    return flat
 
 
 def _check_numeric_ranges(config: "TrainConfig") -> None:
     """One ValueError naming the key, unless every float setting is finite and in its range."""
-    for key, value in _float_settings(config).items():
+    floats = {key: value for key, value in flat_settings(config).items() if isinstance(value, float)}
+    for key, value in floats.items():
         if not math.isfinite(value):
             raise ValueError(f"TrainConfig.{key}={value} must be a finite number")
         if key in _FLOAT_RANGES:

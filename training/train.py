@@ -61,6 +61,7 @@ from training.config import (
     DataConfig,
     EvalConfig,
     TrainConfig,
+    flat_settings,
     load_config_file,
     override_keys,
     score_normalization,
@@ -201,16 +202,9 @@ RESUMABLE_CHANGES = ("log_every", "checkpoint.async_save", "checkpoint.keep", "c
                      "num_steps", "num_epochs", "early_stopping_patience")
 
 
-def _flat_settings(node: Any, prefix: str = "") -> dict[str, Any]:
-    """Every leaf setting of a config tree, by dotted key."""
-    flat = {}
-    for field in dataclasses.fields(node):
-        value = getattr(node, field.name)
-        if dataclasses.is_dataclass(value):
-            flat.update(_flat_settings(value, f"{prefix}{field.name}."))
-        else:
-            flat[f"{prefix}{field.name}"] = value
-    return flat
+def _total_steps(config: TrainConfig, steps_per_epoch: int) -> int:
+    """The run's length in optimizer steps: ``num_steps``, else ``num_epochs`` epochs."""
+    return config.num_steps or config.num_epochs * steps_per_epoch
 
 
 def check_resume_changes(saved: TrainConfig, current: TrainConfig, steps_per_epoch: int,
@@ -222,20 +216,17 @@ def check_resume_changes(saved: TrainConfig, current: TrainConfig, steps_per_epo
         learning rate, loss, seed, data, model, ...), or a shorter run; the
         message lists the keys.
     """
-    old, new = _flat_settings(saved), _flat_settings(current)
+    old, new = flat_settings(saved), flat_settings(current)
     changes = {key: (old[key], new[key]) for key in old if old[key] != new.get(key)}
     refused = [key for key in changes if key not in RESUMABLE_CHANGES and not key.startswith("eval.")]
     if refused:
         listed = ", ".join(f"{key} {changes[key][0]!r} -> {changes[key][1]!r}" for key in refused)
         raise ValueError(f"{source}: resuming would change {listed}; a resumed run keeps its settings: "
                          "use the run's settings, another --workdir, or --no-resume")
-
-    def total_steps(config: TrainConfig) -> int:
-        return config.num_steps or config.num_epochs * steps_per_epoch
-
-    if total_steps(current) < total_steps(saved):
-        raise ValueError(f"{source}: resuming would shorten the run from {total_steps(saved)} to "
-                         f"{total_steps(current)} steps; a resumed run may only get longer")
+    saved_steps, current_steps = _total_steps(saved, steps_per_epoch), _total_steps(current, steps_per_epoch)
+    if current_steps < saved_steps:
+        raise ValueError(f"{source}: resuming would shorten the run from {saved_steps} to "
+                         f"{current_steps} steps; a resumed run may only get longer")
     return changes
 
 
@@ -346,7 +337,7 @@ def _train_locked(
         shuffle=True, seed=config.seed, drop_remainder=False,
     )
     steps_per_epoch = train_batches.steps_per_epoch
-    total_steps = config.num_steps or config.num_epochs * steps_per_epoch
+    total_steps = _total_steps(config, steps_per_epoch)
     eval_every = steps_per_epoch if config.eval_every is None else config.eval_every
     checkpoint_every = config.checkpoint.every_steps or eval_every or steps_per_epoch
     logger.info(

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from logging_state import kept_logging
+from train_cli import TINY_RUN
 
 from genrec.run_files import load_run_data, load_workdir_data, read_run_info
 from genrec.synthetic import write_sid_dataset
@@ -14,9 +15,7 @@ from training.config import load_config_file
 from training.train import train
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["num_steps=2", "eval_every=0", "batch_size=16", "eval.batch_size=64",
-        "data.synthetic.num_users=40", "data.synthetic.num_items=60", "data.synthetic.codebook_size=8",
-        "model.num_encoder_layers=1", "model.num_decoder_layers=1"]
+TINY = ["num_steps=2", "eval_every=0", *TINY_RUN]
 
 
 def test_short_and_empty_histories_are_served(tmp_path, capsys):

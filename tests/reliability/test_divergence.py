@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 from logging_state import kept_logging
+from train_cli import TINY_RUN
 
 import genrec.run_files as run_files
 import training.train as train_module
@@ -17,9 +18,7 @@ from genrec.run_files import load_model_for_inference
 from training.config import load_config_file
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["eval_every=2", "log_every=2", "batch_size=16", "eval.batch_size=64", "checkpoint.async_save=false",
-        "data.synthetic.num_users=40", "data.synthetic.num_items=60", "data.synthetic.codebook_size=8",
-        "model.num_encoder_layers=1", "model.num_decoder_layers=1"]
+TINY = ["eval_every=2", "log_every=2", "checkpoint.async_save=false", *TINY_RUN]
 
 
 def poison_from_step(monkeypatch, first_bad_step: int) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from logging_state import kept_logging
+from train_cli import TINY_RUN
 
 from serving.cli import main
 from training.config import load_config_file
@@ -14,9 +15,7 @@ from training.train import train
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = str(REPO / "tpu_configs" / "cpu_smoke.py")
-TINY = ["num_steps=2", "eval_every=0", "batch_size=16", "eval.batch_size=64", "checkpoint.async_save=false",
-        "data.synthetic.num_users=40", "data.synthetic.num_items=60", "data.synthetic.codebook_size=8",
-        "model.num_encoder_layers=1", "model.num_decoder_layers=1"]
+TINY = ["num_steps=2", "eval_every=0", "checkpoint.async_save=false", *TINY_RUN]
 
 
 @pytest.fixture(scope="module")
