@@ -50,6 +50,7 @@ __all__ = [
     "EvalConfig",
     "ModelSpec",
     "OptimizerConfig",
+    "RLConfig",
     "SyntheticDataConfig",
     "TrainConfig",
     "apply_overrides",
@@ -238,6 +239,90 @@ class CheckpointConfig:
     async_save: bool = True
 
 
+RolloutKind = Literal["beam", "sample", "ved"]
+SequenceRewardKind = Literal["exact", "prefix_credit"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RLConfig:
+    """The V-STAR reinforcement-learning stage (``genrec rl``, docs/rl.md); unused by ``genrec train``.
+
+    The RL run starts from a supervised workdir's checkpoint and keeps its data,
+    model and evaluation settings (``TrainConfig.data`` / ``model`` / ``eval``);
+    everything specific to RL is here.
+
+    Attributes:
+      rollouts: how the ``num_rollouts`` SIDs of a request are drawn: ``"beam"``
+        (the top of a constrained beam search), ``"sample"`` (constrained
+        sampling) or ``"ved"`` (value-guided decoding, V-STAR).
+      num_rollouts: ``G``, rollouts per request.
+      budget: rollout budget in backbone forward tokens (docs/rl.md, "Budget");
+        None = one constrained beam search of width ``num_rollouts``,
+        ``1 + (L - 1) * num_rollouts``, for every arm.
+      temperature, top_k, top_p: constrained sampling (``rollouts="sample"``,
+        and VED's child draws use ``temperature``).
+      ved_lambda, ved_beta: VED's entropy weight and exploration constant.
+      ved_init_beam_width: width of the beam search that seeds VED's tree.
+      ved_nodes_per_iteration: nodes VED expands per batched model call.
+      reward: sequence reward of a rollout: ``"exact"`` (1 for the target item)
+        or ``"prefix_credit"`` (the weight of the deepest matched level).
+      level_weights: per-level rewards ``w_1..w_L`` of the value target; None
+        = ``training.rl_losses.default_level_weights(L)``.
+      gamma: TD discount of the value target.
+      grpo_weight, sibling_weight, value_weight, kl_weight: weights of the
+        four loss terms (0 turns a term off; the value head is trained and
+        used only when ``value_weight > 0`` or ``rollouts="ved"``).
+      clip_eps: PPO clip range of the policy ratio.
+      inner_epochs: gradient steps on each batch of rollouts (1: the ratio is 1, the clip inactive).
+      value_grad_to_trunk: the value loss's gradient reaches the shared trunk.
+      init_checkpoint: which checkpoint of the supervised workdir to start from.
+      batch_size: requests per RL step (global; split over the devices).
+      num_steps: RL optimizer steps.
+      eval_every: validation (constrained beam search, ``TrainConfig.eval``) every this many steps; 0 = never.
+      optimizer: the RL stage's own optimizer (a small, constant learning rate by default).
+    """
+
+    rollouts: RolloutKind = "ved"
+    num_rollouts: int = 16
+    budget: int | None = None
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    ved_lambda: float = 0.1
+    ved_beta: float = 1.0
+    ved_init_beam_width: int = 4
+    ved_nodes_per_iteration: int = 8
+    reward: SequenceRewardKind = "exact"
+    level_weights: tuple[float, ...] | None = None
+    gamma: float = 0.99
+    grpo_weight: float = 1.0
+    sibling_weight: float = 1.0
+    value_weight: float = 1.0
+    kl_weight: float = 1e-3
+    clip_eps: float = 0.2
+    inner_epochs: int = 1
+    value_grad_to_trunk: bool = True
+    init_checkpoint: Literal["best", "latest"] = "best"
+    batch_size: int = 64
+    num_steps: int = 1000
+    eval_every: int = 100
+    optimizer: OptimizerConfig = OptimizerConfig(
+        learning_rate=1e-5, warmup_fraction=0.0, schedule="constant", weight_decay=0.0)
+
+    def __post_init__(self):
+        for key in ("num_rollouts", "ved_init_beam_width", "ved_nodes_per_iteration", "inner_epochs",
+                    "batch_size", "num_steps"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"TrainConfig.rl.{key}={getattr(self, key)} must be >= 1")
+        for key in ("budget", "top_k"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ValueError(f"TrainConfig.rl.{key}={getattr(self, key)} must be >= 1 or None")
+        if self.eval_every < 0:
+            raise ValueError(f"TrainConfig.rl.eval_every={self.eval_every} must be >= 0 (0 = never)")
+        if self.level_weights is not None and (not self.level_weights or min(self.level_weights) < 0):
+            raise ValueError(f"TrainConfig.rl.level_weights={self.level_weights} must be non-negative weights")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything one training run depends on.
@@ -255,6 +340,7 @@ class TrainConfig:
       log_every: print a progress line (and a metrics.jsonl record) every this many steps.
       num_devices: data-parallel devices (the first ones of ``jax.devices()``);
         None uses all.
+      rl: the RL stage (``genrec rl`` only; ``genrec train`` ignores it).
     """
 
     data: DataConfig = DataConfig()
@@ -271,6 +357,7 @@ class TrainConfig:
     seed: int = 42
     log_every: int = 50
     num_devices: int | None = None
+    rl: RLConfig = RLConfig()
 
     def __post_init__(self):
         positive = {
@@ -332,6 +419,16 @@ _FLOAT_RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "optimizer.b2": (0.0, 1.0, True, False),
     "optimizer.eps": (0.0, math.inf, False, False),
     "model.dropout_rate": (0.0, 1.0, True, False),
+    "rl.temperature": (0.0, math.inf, False, False),
+    "rl.top_p": (0.0, 1.0, False, True),
+    "rl.ved_lambda": (0.0, math.inf, True, False),
+    "rl.ved_beta": (0.0, math.inf, True, False),
+    "rl.gamma": (0.0, 1.0, True, True),
+    "rl.grpo_weight": (0.0, math.inf, True, False),
+    "rl.sibling_weight": (0.0, math.inf, True, False),
+    "rl.value_weight": (0.0, math.inf, True, False),
+    "rl.kl_weight": (0.0, math.inf, True, False),
+    "rl.clip_eps": (0.0, 1.0, False, False),
 }
 
 
@@ -353,8 +450,9 @@ def _check_numeric_ranges(config: "TrainConfig") -> None:
     for key, value in floats.items():
         if not math.isfinite(value):
             raise ValueError(f"TrainConfig.{key}={value} must be a finite number")
-        if key in _FLOAT_RANGES:
-            low, high, low_closed, high_closed = _FLOAT_RANGES[key]
+        range_key = key.removeprefix("rl.") if key.startswith("rl.optimizer.") else key
+        if range_key in _FLOAT_RANGES:
+            low, high, low_closed, high_closed = _FLOAT_RANGES[range_key]
             above = value >= low if low_closed else value > low
             below = value <= high if high_closed else value < high
             if not (above and below):

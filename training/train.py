@@ -197,7 +197,7 @@ SELECTION_FIELDS = ("num_beams", "max_examples", "subset", "ks", "selection_metr
 
 # Settings a resumed run may change: they cannot change what the run computes
 # (logging, evaluation batching, checkpoint housekeeping), or they are checked
-# apart (eval.*: a warning, see validation_changes; the run's length: only longer).
+# apart (eval.*: a warning, see validation_changes; the run's length: only longer). rl.* is genrec rl's.
 RESUMABLE_CHANGES = ("log_every", "checkpoint.async_save", "checkpoint.keep", "checkpoint.every_steps",
                      "num_steps", "num_epochs", "early_stopping_patience")
 
@@ -218,7 +218,7 @@ def check_resume_changes(saved: TrainConfig, current: TrainConfig, steps_per_epo
     """
     old, new = flat_settings(saved), flat_settings(current)
     changes = {key: (old[key], new[key]) for key in old if old[key] != new.get(key)}
-    refused = [key for key in changes if key not in RESUMABLE_CHANGES and not key.startswith("eval.")]
+    refused = [key for key in changes if key not in RESUMABLE_CHANGES and not key.startswith(("eval.", "rl."))]
     if refused:
         listed = ", ".join(f"{key} {changes[key][0]!r} -> {changes[key][1]!r}" for key in refused)
         raise ValueError(f"{source}: resuming would change {listed}; a resumed run keeps its settings: "
