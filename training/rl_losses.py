@@ -407,6 +407,7 @@ def sibling_grpo_loss(
     valid: jax.Array,
     clip_eps: float = 0.2,
     eps: float = 1e-4,
+    groups: SiblingGroups | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Sibling-GRPO loss (Eq. 19, decision 4): the clipped objective on each node's branching token.
 
@@ -426,6 +427,7 @@ def sibling_grpo_loss(
       valid: bool ``[B, G]``.
       clip_eps: PPO clip ``eps``.
       eps: added to the sibling std.
+      groups: :func:`sibling_groups` of the same inputs, if already computed.
 
     Returns:
       ``(loss, stats)``; stats: ``sibling_groups_per_level`` and
@@ -434,7 +436,8 @@ def sibling_grpo_loss(
       rollout), ``sibling_nodes`` (``N``), ``sibling_clip_fraction`` and
       ``sibling_ratio_mean`` (over contributing nodes).
     """
-    groups = sibling_groups(sid_codes, valid)
+    if groups is None:
+        groups = sibling_groups(sid_codes, valid)
     adv, node_mask = sibling_advantages(sid_codes, rewards, valid, eps, groups)
     surrogate, ratio, clip_active = _clipped_objective(logp_new, logp_old, adv, node_mask, clip_eps)
     num_nodes = node_mask.sum().astype(jnp.float32)
@@ -626,8 +629,9 @@ def rl_objective(
     )
     advantages = group_advantages(rewards, mask, config.advantage_eps)
     grpo, grpo_stats = grpo_loss(logp_new, logp_old, advantages, mask, config.clip_eps)
+    groups = sibling_groups(sid_codes, mask)
     sibling, sibling_stats = sibling_grpo_loss(
-        logp_new, logp_old, sid_codes, rewards, mask, config.clip_eps, config.advantage_eps
+        logp_new, logp_old, sid_codes, rewards, mask, config.clip_eps, config.advantage_eps, groups
     )
     dense_rewards = level_rewards(
         sid_codes,
@@ -658,7 +662,7 @@ def rl_objective(
         jnp.where(mask, (rewards - request_mean[:, None]) ** 2, 0.0).sum(axis=-1) / request_count
     )
     request_ties = has_rollouts & ~jnp.any(advantages != 0, axis=-1)
-    unique_items = sibling_groups(sid_codes, mask).node_first[..., -1].sum(axis=-1).astype(jnp.float32)
+    unique_items = groups.node_first[..., -1].sum(axis=-1).astype(jnp.float32)
     state_mask = jnp.broadcast_to(mask[..., None], values.shape)
     num_states = jnp.maximum(state_mask.sum(), 1).astype(jnp.float32)
     metrics: dict[str, Any] = {
