@@ -2,7 +2,8 @@
 
 Data flow: history SID tokens -> ``model.encode`` (once per request) ->
 ``model.decode_step`` per SID level inside the constrained beam search, or
-``model.score_targets`` / ``model(...)`` for teacher-forced training.
+``model.score_targets`` / ``model(...)`` for teacher-forced training;
+``model.decode_hidden`` + :class:`ValueHead` for the RL stage (docs/rl.md).
 See docs/models.md for the interface and the cache layout.
 """
 
@@ -22,6 +23,13 @@ from genrec.models.config import (
 from genrec.models.decoder_only import DecoderOnlyRecommender
 from genrec.models.encoder_decoder import EncoderDecoderRecommender
 from genrec.models.layers import BeamCache, HistoryCache
+from genrec.models.value_head import (
+    PrefixLogitsValues,
+    ValueHead,
+    codes_to_input_tokens,
+    make_node_fn,
+    prefix_values_and_logits,
+)
 
 _MODEL_CLASSES = {
     "encoder_decoder": EncoderDecoderRecommender,
@@ -37,10 +45,15 @@ __all__ = [
     "EncoderDecoderRecommender",
     "HistoryCache",
     "ModelConfig",
+    "PrefixLogitsValues",
     "SIDRecommender",
+    "ValueHead",
     "build_model",
+    "codes_to_input_tokens",
     "count_params",
     "expected_num_params",
+    "make_node_fn",
+    "prefix_values_and_logits",
 ]
 
 

@@ -1,6 +1,6 @@
 """What both recommender families share: the decoding interface the
-constrained beam search and the train step call, on top of each model's own
-``encode`` and ``_decode`` (see docs/models.md).
+constrained beam search, the train step and the RL stage call, on top of each
+model's own ``encode`` and ``_decode_states`` (see docs/models.md).
 """
 
 from __future__ import annotations
@@ -18,9 +18,26 @@ class SIDRecommender(nnx.Module):
     """Base of the genrec models. Subclasses set ``self.config`` and define
 
     * ``encode(history_tokens, history_mask, *, deterministic) -> HistoryCache``
-    * ``_decode(shared, input_tokens[batch, beams, q_len], beam_cache | None, *,
-      start, deterministic) -> (logits[batch, beams, q_len, vocab], beam_cache)``
+    * ``_decode_states(shared, input_tokens[batch, beams, q_len], beam_cache | None, *,
+      start, deterministic) -> (hidden[batch, beams, q_len, d_model], beam_cache)``:
+      the decoder's final-normed states (after the final dropout), which the
+      output projection ``self.embedding.logits`` reads.
     """
+
+    def _decode(
+        self,
+        shared: HistoryCache,
+        input_tokens: jax.Array,
+        beam_cache: BeamCache | None,
+        *,
+        start: int,
+        deterministic: bool,
+    ) -> tuple[jax.Array, BeamCache | None]:
+        """input_tokens: int32[batch, beams, q_len] at positions start.. -> (logits float32[.., vocab], cache)."""
+        hidden, beam_cache = self._decode_states(
+            shared, input_tokens, beam_cache, start=start, deterministic=deterministic
+        )
+        return self.embedding.logits(hidden), beam_cache
 
     def init_beam_cache(self, shared: HistoryCache, num_beams: int) -> BeamCache:
         """Empty per-beam K/V cache of the target tokens, [batch, num_beams, num_levels, heads, head_dim] per layer."""
@@ -117,6 +134,39 @@ class SIDRecommender(nnx.Module):
             shared, target_tokens[:, :, :-1], cache, start=1, deterministic=deterministic
         )
         return first_logits[:, 0, 0], rest_logits
+
+    def decode_hidden(
+        self,
+        shared: HistoryCache,
+        input_tokens: jax.Array,
+        *,
+        deterministic: bool = True,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Teacher-forced logits and decoder states over up to ``num_levels + 1`` inputs.
+
+        The RL stage's view of the decoder (docs/rl.md): position ``p`` reads
+        the prefix ``s_p`` (BOS and the first ``p`` SID tokens); its logits
+        predict level ``p`` (meaningless at ``p = num_levels``) and its state
+        feeds the value head. One more position than ``score_targets`` so the
+        complete SID ``s_L`` gets a state too.
+
+        Args:
+          shared: from ``encode``.
+          input_tokens: int32[batch, num_seqs, P], ``[BOS, y_1, .., y_{P-1}]``,
+            ``1 <= P <= num_levels + 1``; causal, so tokens after position p
+            never affect position p.
+          deterministic: False applies dropout (training).
+
+        Returns:
+          ``(logits, hidden)``: float32[batch, num_seqs, P, vocab_size] (equal to
+          ``score_targets``' at ``P = num_levels``) and [batch, num_seqs, P,
+          d_model] in the compute dtype, the final-normed state after the final
+          dropout: exactly what the output projection reads.
+        """
+        layers.check_decoder_inputs(self.config, input_tokens)
+        hidden, _ = self._decode_states(shared, input_tokens, None, start=0,
+                                        deterministic=deterministic)
+        return self.embedding.logits(hidden), hidden
 
     def __call__(
         self,

@@ -183,7 +183,7 @@ class DecoderOnlyRecommender(SIDRecommender):
 
     # ------------------------------------------------------------ internals
 
-    def _decode(
+    def _decode_states(
         self,
         shared: HistoryCache,
         input_tokens: jax.Array,
@@ -192,7 +192,7 @@ class DecoderOnlyRecommender(SIDRecommender):
         start: int,
         deterministic: bool,
     ) -> tuple[jax.Array, BeamCache | None]:
-        """input_tokens: int32[batch, beams, q_len] at target positions start.. -> logits, cache."""
+        """input_tokens: int32[batch, beams, q_len] at target positions start.. -> final-normed hidden, cache."""
         query_len = input_tokens.shape[2]
         # BOS sits right after the last real history token.
         positions = (shared.lengths[:, None, None] + start
@@ -217,7 +217,6 @@ class DecoderOnlyRecommender(SIDRecommender):
                 new_keys.append(cached[0])
                 new_values.append(cached[1])
         hidden = self.dropout(self.final_norm(hidden), deterministic=deterministic)
-        logits = self.embedding.logits(hidden)
         if beam_cache is None:
-            return logits, None
-        return logits, BeamCache(keys=tuple(new_keys), values=tuple(new_values))
+            return hidden, None
+        return hidden, BeamCache(keys=tuple(new_keys), values=tuple(new_values))

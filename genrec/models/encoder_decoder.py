@@ -196,7 +196,7 @@ class EncoderDecoderRecommender(SIDRecommender):
 
     # ------------------------------------------------------------ internals
 
-    def _decode(
+    def _decode_states(
         self,
         shared: HistoryCache,
         input_tokens: jax.Array,
@@ -205,7 +205,7 @@ class EncoderDecoderRecommender(SIDRecommender):
         start: int,
         deterministic: bool,
     ) -> tuple[jax.Array, BeamCache | None]:
-        """input_tokens: int32[batch, beams, q_len] at positions start.. -> logits, cache."""
+        """input_tokens: int32[batch, beams, q_len] at positions start.. -> final-normed hidden [.., d_model], cache."""
         query_len = input_tokens.shape[2]
         position_bias = self.decoder_position_bias(
             np.arange(start, start + query_len), np.arange(start + query_len)
@@ -230,7 +230,6 @@ class EncoderDecoderRecommender(SIDRecommender):
                 new_keys.append(cached[0])
                 new_values.append(cached[1])
         hidden = self.dropout(self.decoder_norm(hidden), deterministic=deterministic)
-        logits = self.embedding.logits(hidden)
         if beam_cache is None:
-            return logits, None
-        return logits, BeamCache(keys=tuple(new_keys), values=tuple(new_values))
+            return hidden, None
+        return hidden, BeamCache(keys=tuple(new_keys), values=tuple(new_values))

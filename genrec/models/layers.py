@@ -439,6 +439,15 @@ def check_target_tokens(config: ModelConfig, target_tokens: jax.Array) -> None:
         )
 
 
+def check_decoder_inputs(config: ModelConfig, input_tokens: jax.Array) -> None:
+    """Raises ValueError unless input_tokens is [batch, num_seqs, 1 <= P <= num_levels + 1]."""
+    if input_tokens.ndim != 3 or not 1 <= input_tokens.shape[-1] <= config.num_levels + 1:
+        raise ValueError(
+            "decode_hidden() wants input_tokens int32[batch, num_seqs, P] ([BOS, y_1, ..]) with"
+            f" 1 <= P <= num_levels + 1 = {config.num_levels + 1}; got shape {input_tokens.shape}."
+        )
+
+
 def shift_targets_right(config: ModelConfig, target_tokens: jax.Array) -> jax.Array:
     """Decoder inputs for teacher forcing.
 
