@@ -36,6 +36,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from genrec.array_digest import tree_digest
 from genrec.datasets import MIN_INTERACTIONS, InteractionData, load_sid_dataset
 from genrec.models import ModelConfig, SIDRecommender, build_model
 from genrec.synthetic import make_synthetic_dataset
@@ -47,6 +48,7 @@ __all__ = [
     "CATALOGUE_FILE",
     "CONFIG_FILE",
     "CONFIG_FORMAT_VERSION",
+    "InferenceModel",
     "PERIODIC_DIR",
     "PERIODIC_ITEMS",
     "VOCAB_FILE",
@@ -55,11 +57,13 @@ __all__ = [
     "all_finite",
     "catalogue_fingerprint",
     "check_same_catalogue",
+    "load_inference_model",
     "load_model_for_inference",
     "load_run_data",
     "load_workdir_data",
     "model_config_from_json",
     "model_config_to_json",
+    "params_digest",
     "read_catalogue",
     "read_config_json",
     "read_run_info",
@@ -360,6 +364,8 @@ def load_model_for_inference(
 ) -> tuple[SIDRecommender, ModelConfig, SIDVocabulary, np.ndarray, np.ndarray]:
     """A trained model and its catalogue, from a training workdir alone (no data directory).
 
+    :func:`load_inference_model` also gives the checkpoint's step and weights' digest.
+
     Args:
       workdir: the directory ``genrec train --workdir`` wrote.
       which: ``"best"`` (best by the run's eval.selection_metric) or ``"latest"`` (newest periodic).
@@ -375,6 +381,67 @@ def load_model_for_inference(
       ValueError: ``which`` is neither "best" nor "latest", or the checkpoint's
         weights are not all finite (a diverged or damaged run).
     """
+    return _load_model(workdir, which)[:5]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class InferenceModel:
+    """A trained model of a workdir, its catalogue, and which weights it holds.
+
+    Attributes:
+      model: the model on the default device (call it with ``deterministic=True``, the default).
+      model_config: its config.
+      vocab: the token layout.
+      sid_codes: ``int32[num_items, L]`` SID codes of the catalogue.
+      item_ids: ``str[num_items]`` original item id of each catalogue row.
+      checkpoint: ``"best"`` or ``"latest"``.
+      step: the training step of the restored checkpoint.
+      params_digest: ``sha256:<hex>`` of the restored parameters (:func:`params_digest`).
+    """
+
+    model: SIDRecommender
+    model_config: ModelConfig
+    vocab: SIDVocabulary
+    sid_codes: np.ndarray
+    item_ids: np.ndarray
+    checkpoint: Literal["best", "latest"]
+    step: int
+    params_digest: str
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """``{"checkpoint", "step", "params"}``: what a result made with this model records
+        (a retrained workdir reuses step numbers; the digest tells the weights apart)."""
+        return {"checkpoint": self.checkpoint, "step": self.step, "params": self.params_digest}
+
+
+def params_digest(model: nnx.Module) -> str:
+    """``sha256:<hex>`` of a model's ``nnx.Param`` arrays (as a pure dict, keyed by path; genrec.array_digest)."""
+    return tree_digest(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+
+
+def load_inference_model(workdir: str | Path, which: Literal["best", "latest"] = "best") -> InferenceModel:
+    """A trained model and its catalogue, from a training workdir alone (no data directory),
+    with the checkpoint's step and the digest of its weights.
+
+    Args:
+      workdir: the directory ``genrec train --workdir`` wrote.
+      which: ``"best"`` (best by the run's eval.selection_metric) or ``"latest"`` (newest periodic).
+
+    Raises:
+      FileNotFoundError: not a workdir, or no checkpoint of that kind.
+      ValueError: ``which`` is neither "best" nor "latest", or the checkpoint's
+        weights are not all finite (a diverged or damaged run).
+    """
+    model, model_config, vocab, sid_codes, item_ids, step = _load_model(workdir, which)
+    return InferenceModel(model=model, model_config=model_config, vocab=vocab, sid_codes=sid_codes,
+                          item_ids=item_ids, checkpoint=which, step=step, params_digest=params_digest(model))
+
+
+def _load_model(
+    workdir: str | Path, which: Literal["best", "latest"]
+) -> tuple[SIDRecommender, ModelConfig, SIDVocabulary, np.ndarray, np.ndarray, int]:
+    """:func:`load_model_for_inference`'s tuple and the checkpoint's step."""
     if which not in ("best", "latest"):
         raise ValueError(f"which={which!r}; use 'best' or 'latest'")
     workdir = Path(workdir)
@@ -388,7 +455,7 @@ def load_model_for_inference(
     if not all_finite(params):
         raise ValueError(f"{workdir}: the {which} checkpoint (step {step}) holds non-finite weights; "
                          "the run diverged or the checkpoint is damaged: use another checkpoint or retrain")
-    return nnx.merge(graphdef, params, rest), model_config, vocab, sid_codes, item_ids
+    return nnx.merge(graphdef, params, rest), model_config, vocab, sid_codes, item_ids, int(step)
 
 
 def all_finite(tree: Any) -> bool:

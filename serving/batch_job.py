@@ -12,12 +12,19 @@ sequence: the job recommends what comes *after* everything in the data.
 
 Crash safety: a shard goes to a temporary file in ``OUT`` that is fsynced and
 ``os.replace``-d into place, then ``OUT/manifest.json`` (also written
-atomically) records it as complete. A job killed at any moment leaves only
-complete shards and a manifest that lists a subset of them; running the same
-command again skips the listed shards and produces exactly the files an
-uninterrupted run would have. The manifest also stores the job's settings
-(users per shard, ``top_k``, filters, number of users, checkpoint): resuming
-with different settings is refused rather than mixing two jobs' outputs.
+atomically) records it as complete, with its size and SHA-256. A job killed at
+any moment leaves only complete shards and a manifest that lists a subset of
+them; running the same command again verifies the listed shards (a missing,
+truncated or altered one is written again), skips the good ones and produces
+exactly the files an uninterrupted run would have.
+
+Identity: the manifest binds the job to the model (checkpoint, step and a
+digest of its weights: :attr:`Recommender.model_identity`), to the input (a
+digest of the user ids and their histories: :func:`input_digest`) and to the
+settings (users per shard, ``top_k``, filters, catalogue, checkpoint). A rerun
+after the workdir was retrained, with changed histories, or with other
+settings is refused with one line saying what changed, rather than mixing two
+jobs' outputs (docs/serving.md).
 
 Command line (also ``genrec recommend``)::
 
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import sys
 import time
@@ -37,18 +45,21 @@ from typing import Any
 
 import numpy as np
 
-from genrec.atomic_files import write_json_atomic, write_text_atomic
+from genrec.atomic_files import atomic_open, write_json_atomic
+from genrec.console import UserError, run_command
 from genrec.datasets import MIN_INTERACTIONS, InteractionData
 from genrec.locks import DirectoryLock
 from genrec.progress import progress_bar
 from genrec.run_files import catalogue_fingerprint, load_workdir_data
 from serving.recommender import Recommender
 
-__all__ = ["BatchJobResult", "main", "run_batch_job", "shard_path"]
+__all__ = ["BatchJobResult", "input_digest", "main", "run_batch_job", "shard_path"]
 
 MANIFEST_FILE = "manifest.json"
 _MANIFEST_KIND = "genrec.batch_job"
-MANIFEST_FORMAT_VERSION = 1
+# 2: the model's and the input's identity, and each shard's size and SHA-256 (version 1 had neither).
+MANIFEST_FORMAT_VERSION = 2
+_REFUSAL_FIX = "use another output directory or delete this one"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +86,87 @@ def shard_path(out_dir: str | Path, shard: int) -> Path:
     return Path(out_dir) / f"shard-{shard:05d}.jsonl"
 
 
+def input_digest(data: InteractionData) -> str:
+    """``sha256:<hex>`` of the users and their histories as the job serves them.
+
+    Covers the user ids in order and each user's history as item ids (the
+    item id table, each history's length and its item rows), so a dataset whose
+    users or histories changed gets another digest, whatever its name.
+    """
+    digest = hashlib.sha256()
+    digest.update(json.dumps([str(user) for user in data.user_ids]).encode())
+    digest.update(json.dumps(np.asarray(data.item_ids).astype(str).tolist()).encode())
+    lengths = np.fromiter((len(sequence) for sequence in data.sequences), dtype="<i8", count=data.num_users)
+    digest.update(lengths.tobytes())
+    if data.num_users:
+        digest.update(np.concatenate([np.asarray(s, dtype="<i8") for s in data.sequences]).tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def _file_record(payload: bytes) -> dict[str, Any]:
+    """A shard's entry in the manifest: ``{"bytes": int, "sha256": "sha256:<hex>"}``."""
+    return {"bytes": len(payload), "sha256": "sha256:" + hashlib.sha256(payload).hexdigest()}
+
+
+def _shard_fault(path: Path, record: dict[str, Any] | None) -> str | None:
+    """Why a shard the manifest lists as complete cannot be kept, or None when it is intact."""
+    if record is None:
+        return "listed without a checksum"
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    if size != record["bytes"]:
+        return (f"{'truncated' if size < record['bytes'] else 'extended'} ({size} bytes, the manifest "
+                f"records {record['bytes']})")
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if "sha256:" + digest.hexdigest() != record["sha256"]:
+        return "altered (its SHA-256 differs from the manifest's)"
+    return None
+
+
+def _short(digest: str) -> str:
+    """``sha256:ab12cd34ef56..``: enough of a digest to tell two apart in a message."""
+    return digest[:len("sha256:") + 12] + ".."
+
+
+def _describe_model(identity: dict[str, Any]) -> str:
+    if identity.get("checkpoint") is None:
+        return f"a model with params {_short(identity['params'])}"
+    return f"checkpoint {identity['checkpoint']!r} step {identity['step']} (params {_short(identity['params'])})"
+
+
+def _check_identity(manifest_path: Path, manifest: dict[str, Any], model: dict[str, Any],
+                    data_input: dict[str, Any], settings: dict[str, Any]) -> None:
+    """Refuses to resume a job of another model, input or settings, with one line saying what changed."""
+    there = manifest["model"]
+    if there != model:
+        if there.get("checkpoint") is not None and there.get("checkpoint") == model.get("checkpoint"):
+            now = (f"the workdir's {model['checkpoint']} is now step {model['step']} "
+                   f"(params {_short(model['params'])})")
+        else:
+            now = f"this run has {_describe_model(model)}"
+        raise ValueError(f"{manifest_path}: this directory holds a job of {_describe_model(there)}; {now}: "
+                         f"{_REFUSAL_FIX}")
+    there = manifest["input"]
+    if there != data_input:
+        raise ValueError(
+            f"{manifest_path}: this directory holds a job over input {_short(there['sha256'])} "
+            f"({there['num_users']} users of dataset {there['dataset']!r}); the input now is "
+            f"{_short(data_input['sha256'])} ({data_input['num_users']} users of dataset "
+            f"{data_input['dataset']!r}): its users or their histories changed; {_REFUSAL_FIX}"
+        )
+    there = manifest["settings"]
+    if there != settings:
+        changed = sorted(k for k in settings.keys() | there.keys() if there.get(k) != settings.get(k))
+        raise ValueError(
+            f"{manifest_path}: this directory holds a job with other settings ({', '.join(changed)}: "
+            f"{[there.get(k) for k in changed]} there, {[settings.get(k) for k in changed]} now); {_REFUSAL_FIX}"
+        )
+
+
 def _read_manifest(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
@@ -82,10 +174,13 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: malformed JSON ({e}); delete the output directory and rerun") from e
-    if manifest.get("kind") != _MANIFEST_KIND or manifest.get("format_version") != MANIFEST_FORMAT_VERSION:
+    if not isinstance(manifest, dict) or manifest.get("kind") != _MANIFEST_KIND:
+        raise ValueError(f"{path} is not a genrec batch-job manifest; use an empty output directory")
+    if manifest.get("format_version") != MANIFEST_FORMAT_VERSION:
         raise ValueError(
-            f"{path} is not a genrec batch-job manifest of format version {MANIFEST_FORMAT_VERSION}; "
-            "use an empty output directory"
+            f"{path}: a batch-job manifest of format version {manifest.get('format_version')}, but this genrec "
+            f"resumes only version {MANIFEST_FORMAT_VERSION} (it binds the job to the model, the input and "
+            f"each shard's checksum); {_REFUSAL_FIX}"
         )
     return manifest
 
@@ -121,8 +216,10 @@ def run_batch_job(
       log: where progress lines go.
 
     Raises:
-      ValueError: the output directory holds a job with other settings, or
-        unknown history items without ``skip_unknown``.
+      ValueError: the output directory holds a job of another model
+        (:attr:`Recommender.model_identity`), another input
+        (:func:`input_digest`) or other settings, or of an older manifest
+        format; or unknown history items without ``skip_unknown``.
     """
     if users_per_shard < 1:
         raise ValueError(f"users_per_shard={users_per_shard} must be >= 1")
@@ -145,18 +242,23 @@ def run_batch_job(
             "catalogue": catalogue_fingerprint(recommender.item_ids, recommender.sid_codes),
             **(job_info or {}),
         }
+        model = recommender.model_identity
+        data_input = {"dataset": data.name, "num_users": num_users, "sha256": input_digest(data)}
         manifest_path = out_dir / MANIFEST_FILE
         manifest = _read_manifest(manifest_path)
-        if manifest is not None and manifest["settings"] != settings:
-            changed = sorted(k for k in settings.keys() | manifest["settings"].keys()
-                             if manifest["settings"].get(k) != settings.get(k))
-            raise ValueError(
-                f"{manifest_path}: this directory holds a job with other settings ({', '.join(changed)}: "
-                f"{[manifest['settings'].get(k) for k in changed]} there, {[settings.get(k) for k in changed]} now); "
-                "use another output directory or delete this one"
-            )
-        completed = set() if manifest is None else set(manifest["completed"])
-        completed = {s for s in completed if shard_path(out_dir, s).is_file()}
+        # Shard file name -> {"bytes", "sha256"} of each complete shard.
+        shard_files: dict[str, dict[str, Any]] = {}
+        completed: set[int] = set()
+        if manifest is not None:
+            _check_identity(manifest_path, manifest, model, data_input, settings)
+            for shard in sorted(manifest["completed"]):
+                name = shard_path(out_dir, shard).name
+                fault = _shard_fault(shard_path(out_dir, shard), manifest["shards"].get(name))
+                if fault is None:
+                    completed.add(shard)
+                    shard_files[name] = manifest["shards"][name]
+                else:
+                    log(f"{name} is {fault}; writing it again")
 
         # Data item row -> recommender row, once for the whole catalogue.
         rec_row_of_data_row = recommender.lookup_rows(data.item_ids.tolist())
@@ -175,8 +277,9 @@ def run_batch_job(
 
         def write_manifest(finished: bool) -> None:
             write_json_atomic(manifest_path, {
-                "kind": _MANIFEST_KIND, "format_version": MANIFEST_FORMAT_VERSION, "settings": settings,
-                "num_shards": num_shards, "completed": sorted(completed), "finished": finished,
+                "kind": _MANIFEST_KIND, "format_version": MANIFEST_FORMAT_VERSION, "model": model,
+                "input": data_input, "settings": settings, "num_shards": num_shards,
+                "completed": sorted(completed), "shards": dict(sorted(shard_files.items())), "finished": finished,
             }, indent=1)
 
         write_manifest(len(completed) == num_shards)
@@ -205,7 +308,11 @@ def run_batch_job(
                     "items": [str(i) for i in recs.item_ids[offset][keep].tolist()],
                     "scores": [round(float(s), 6) for s in recs.scores[offset][keep]],
                 }))
-            write_text_atomic(shard_path(out_dir, shard), "\n".join(lines) + "\n")
+            # Shard first, then the manifest that records it (with the bytes' checksum).
+            payload = ("\n".join(lines) + "\n").encode("utf-8")
+            with atomic_open(shard_path(out_dir, shard), "wb") as f:
+                f.write(payload)
+            shard_files[shard_path(out_dir, shard).name] = _file_record(payload)
             completed.add(shard)
             write_manifest(len(completed) == num_shards)
             written += 1
@@ -260,7 +367,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m serving.batch
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.top_k > args.num_beams:
-        parser.error(f"--top-k {args.top_k} exceeds --num-beams {args.num_beams}; raise --num-beams")
+        raise UserError(f"--top-k {args.top_k} exceeds --num-beams {args.num_beams}; raise --num-beams to at least "
+                        f"{args.top_k} or lower --top-k")
     recommender = Recommender.from_workdir(args.workdir, args.which, num_beams=args.num_beams,
                                            batch_size=args.batch_size)
     # Every user of the input is served: the 3-interaction minimum is leave-one-out's, not serving's.
@@ -275,4 +383,4 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m serving.batch
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command("python -m serving.batch_job", main))

@@ -52,7 +52,7 @@ from flax import nnx
 
 from constrained.beam_search import check_normalization
 from constrained.decode import build_eval_index, decode_batch, history_tokens
-from genrec.run_files import load_model_for_inference, read_run_info
+from genrec.run_files import load_inference_model, params_digest, read_run_info
 from genrec.split import DEFAULT_MAX_HISTORY
 from genrec.vocab import SIDVocabulary
 
@@ -176,6 +176,7 @@ class Recommender:
         if len(self._row_of_id) != item_ids.shape[0]:
             raise ValueError("item_ids holds repeated ids; every catalogue item needs its own id")
         self._invalid_id = -1 if item_ids.dtype.kind in "iu" else ("" if item_ids.dtype.kind in "US" else None)
+        self._model_identity: dict[str, Any] | None = None  # from_workdir's, else computed when first asked
 
     @classmethod
     def from_workdir(
@@ -188,13 +189,30 @@ class Recommender:
         one the model was trained with, and the score normalisation to the
         run's (``genrec.run_files.RunInfo.score_normalization``: ``"trie"`` after MSL).
         """
-        model, _, vocab, sid_codes, item_ids = load_model_for_inference(workdir, which)
+        loaded = load_inference_model(workdir, which)
         run = read_run_info(workdir)
         kwargs.setdefault("max_history", run.max_history)
         kwargs.setdefault("normalization", run.score_normalization)
-        return cls(model, vocab, sid_codes, item_ids, **kwargs)
+        recommender = cls(loaded.model, loaded.vocab, loaded.sid_codes, loaded.item_ids, **kwargs)
+        recommender._model_identity = loaded.identity
+        return recommender
 
     # ------------------------------------------------------------ properties
+
+    @property
+    def model_identity(self) -> dict[str, Any]:
+        """Which weights this recommender serves: ``{"checkpoint", "step", "params"}``.
+
+        ``params`` is the ``sha256:<hex>`` digest of the model's parameters
+        (``genrec.run_files.params_digest``); ``checkpoint`` (``"best"`` /
+        ``"latest"``) and ``step`` come from :meth:`from_workdir` and are None
+        for a model passed in directly. The batch job records it, so a resumed
+        job never mixes two models' outputs (docs/serving.md).
+        """
+        if self._model_identity is None:
+            self._model_identity = {"checkpoint": None, "step": None,
+                                    "params": params_digest(nnx.merge(self._graphdef, self._state))}
+        return dict(self._model_identity)
 
     @property
     def num_items(self) -> int:

@@ -95,6 +95,8 @@ CASES = [
                                                   "{tmp}/new/p.npy"], "--save-prefix-ranks needs --diagnose"),
     ("recommend-missing-workdir", None, ["recommend", "--workdir", "{tmp}/no_run", "--out", "{tmp}/recs"],
      "no_run"),
+    ("recommend-top-k-above-beams", None, ["recommend", "--workdir", "{tmp}/no_run", "--out", "{tmp}/new/recs",
+                                           "--num-beams", "4", "--top-k", "5"], "--top-k 5 exceeds --num-beams 4"),
     ("recommend-unknown-items", "unknown-items", ["recommend", "--workdir", "{workdir}", "--which", "latest",
                                                   "--num-beams", "4", "--top-k", "4", "--data", "{tmp}/data",
                                                   "--out", "{tmp}/new/recs"], "'new-"),
