@@ -28,6 +28,19 @@ The batched variant (decision 3), per request:
   back up the visit counts. A node that would exceed the budget is not added.
 * **Output.** The ``num_outputs`` complete leaves of highest value.
 
+Where this differs from the paper's one-node-at-a-time search: selection is a
+top-k over every eligible node rather than a descent from the root by U; the
+gate masks the top-k rather than vetoing the chosen node afterwards (vetoing
+would leave the same rejected nodes on top of U every iteration, which then
+stalls); a node's V and H are its own prefix's (the paper's code gives a child
+its parent's); N(s) counts the whole subtree from the start (the paper's code
+leaves the initial tree's inner nodes at 1). All children come from the CSR
+rows, at the width of the widest row of any level (the dense tables would save
+nothing here: a node reads one row). Compute: each step evaluates its full
+static width (``init_beam_width`` prefixes per initial level, ``k`` per
+iteration) whether or not every slot adds a node; the budget counts added
+nodes, the paper's measure (Eq. 10).
+
 Randomness: one uniform number per (iteration, request, slot) draws the child
 by inverse CDF, so a plain NumPy implementation replays a run node for node
 (tests/test_ved.py); :func:`ved_uniforms` draws them from a key.
@@ -42,6 +55,14 @@ The model contract::
       values:       float[B, M], V(prefix)
 
 Slots that add no node are sent as the root prefix (length 0) and ignored.
+A genrec model provides it from ``decode_hidden`` and a ``ValueHead``, the
+history encoded once outside (:func:`prefix_input_tokens`, :func:`at_prefix_end`)::
+
+    def node_fn(prefix_codes, prefix_len):
+        tokens = prefix_input_tokens(prefix_codes, token_offsets, BOS_ID)  # [B, M, L + 1]
+        logits, hidden = model.decode_hidden(shared, tokens)
+        return at_prefix_end(logits, prefix_len), value_head(at_prefix_end(hidden, prefix_len))
+
 The policy of a node is the softmax of ``logits`` at its valid children's
 model tokens (``code + token_offsets[level]``) renormalised over them.
 """
@@ -134,15 +155,38 @@ def ved_uniforms(key: jax.Array, *, num_iterations: int, num_requests: int, node
     return jax.random.uniform(key, (num_iterations, num_requests, nodes_per_iteration), jnp.float32)
 
 
+def prefix_input_tokens(prefix_codes: jax.Array, token_offsets, start_token: int) -> jax.Array:
+    """Decoder inputs of prefixes, ``int32[..., L + 1]`` = ``[start, y_1, .., y_L]`` (glue for ``node_fn``).
+
+    ``y_l = code + token_offsets[l]``; the -1 padding past a prefix becomes
+    ``start_token`` (any valid id: a causal decoder's position ``p`` never
+    reads later positions). Position ``prefix_len`` then reads the prefix
+    (:func:`at_prefix_end`), as ``decode_hidden`` defines (docs/rl.md).
+    """
+    offsets = jnp.asarray(token_offsets, jnp.int32)
+    tokens = jnp.where(prefix_codes >= 0, prefix_codes + offsets, start_token)
+    start = jnp.full(prefix_codes.shape[:-1] + (1,), start_token, jnp.int32)
+    return jnp.concatenate([start, tokens.astype(jnp.int32)], axis=-1)
+
+
+def at_prefix_end(per_position: jax.Array, prefix_len: jax.Array) -> jax.Array:
+    """``per_position[b, n, prefix_len[b, n], ...]``: the logits or state that reads each prefix.
+
+    per_position: [B, N, P, ...]; prefix_len: int32[B, N] in ``0 .. P - 1``.
+    """
+    index = prefix_len.reshape(prefix_len.shape + (1,) * (per_position.ndim - 2))
+    return jnp.take_along_axis(per_position, index, axis=2)[:, :, 0]
+
+
 def _row_width(index: DeviceIndex) -> int:
     return max(index.meta.max_branch)
 
 
-def _children(index: DeviceIndex, states: jax.Array, has_children: jax.Array):
-    """The CSR row of each state at the static width of the widest row (any level).
+def _children(index: DeviceIndex, states: jax.Array, has_children: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The CSR row of each state at the static width ``W`` of the widest row (any level).
 
-    Returns codes, next targets (int32[..., W]) and valid (bool[..., W]);
-    rows of ``has_children=False`` (complete SIDs, empty slots) are all invalid.
+    Returns codes (int32[..., W]) and valid (bool[..., W]); rows of
+    ``has_children=False`` (complete SIDs, empty slots) are all invalid.
     """
     width = _row_width(index)
     states = jnp.where(has_children, states, 0)
@@ -151,7 +195,7 @@ def _children(index: DeviceIndex, states: jax.Array, has_children: jax.Array):
     positions = starts[..., None] + jnp.arange(width, dtype=starts.dtype)
     valid = (positions < ends[..., None]) & has_children[..., None]
     positions = jnp.minimum(positions, index.csr_codes.shape[0] - 1)
-    return jnp.take(index.csr_codes, positions), jnp.take(index.csr_next, positions), valid
+    return jnp.take(index.csr_codes, positions), valid
 
 
 def _evaluate(index: DeviceIndex, node_fn: NodeFn, codes, depth, trie_state, lam: float):
@@ -164,7 +208,7 @@ def _evaluate(index: DeviceIndex, node_fn: NodeFn, codes, depth, trie_state, lam
     num_levels = meta.num_levels
     logits, values = node_fn(codes, depth)
     values = values.astype(jnp.float32)
-    child_codes, _, child_valid = _children(index, trie_state, depth < num_levels)
+    child_codes, child_valid = _children(index, trie_state, depth < num_levels)
     offsets = jnp.asarray(meta.token_offsets, jnp.int32)[jnp.clip(depth, 0, num_levels - 1)]
     log_probs = _candidate_log_probs(logits, child_codes + offsets[..., None], child_valid, "trie")
     log_probs = jnp.where(child_valid, log_probs, -jnp.inf)

@@ -16,7 +16,9 @@ from constrained.index import build_index
 from constrained.reference import build_dict_trie
 from constrained.ved import (
     GATE_TOLERANCE,
+    at_prefix_end,
     best_leaves,
+    prefix_input_tokens,
     value_guided_decode,
     value_guided_tree,
     ved_uniforms,
@@ -247,11 +249,14 @@ def assert_valid_rollouts(tree, out, budget, num_outputs, item_of_codes):
 # ------------------------------------------------------------------- tests
 
 
+# Dense levels 0-1, then CSR; budget = one width-6 beam search.
+DENSE_CASE = ((6, 5, 4), 80, 2, None, dict(budget=13, init_beam_width=2, num_outputs=6, k=3, iters=5))
+
+
 @pytest.mark.parametrize(
     "sizes,num_items,dense_depth,offsets,settings",
     [
-        # dense levels 0-1, then CSR; budget = one width-6 beam search
-        ((6, 5, 4), 80, 2, None, dict(budget=13, init_beam_width=2, num_outputs=6, k=3, iters=5)),
+        DENSE_CASE,
         # CSR from level 1, shifted token blocks, more iterations than the budget needs
         ((7, 4, 6), 90, 1, (2, 9, 13), dict(budget=40, init_beam_width=3, num_outputs=8, k=4, iters=12)),
         # root-only start, one node per iteration
@@ -269,9 +274,8 @@ def test_matches_numpy_reference_node_for_node(sizes, num_items, dense_depth, of
     model = PrefixHashModel(rng, batch, len(sizes), vocab, token_offsets)
     trie = build_dict_trie(codes, item_ids)
     row_width = max(index.max_branch)
-    for seed, (lam, beta) in enumerate([(0.1, 1.0), (0.5, 0.3), (0.0, 0.0), (2.0, 3.0)]):
-        uniforms = np.asarray(ved_uniforms(jax.random.key(seed), num_iterations=iters, num_requests=batch,
-                                           nodes_per_iteration=k))
+    for lam, beta in [(0.1, 1.0), (0.5, 0.3), (0.0, 0.0), (2.0, 3.0)]:
+        uniforms = rng.random((iters, batch, k)).astype(np.float32)
         tree, out = run_ved(index, model.tables(), uniforms, token_offsets, lam=lam, beta=beta, **settings)
         for b in range(batch):
             nodes, best = reference_ved(
@@ -284,32 +288,50 @@ def test_matches_numpy_reference_node_for_node(sizes, num_items, dense_depth, of
         assert np.all(out.tokens_used > 1 + len(sizes) * settings["init_beam_width"])
 
 
-def test_every_rollout_is_a_catalogue_item_within_the_budget():
-    """Random settings (shape settings drawn once, then tables, lam, beta and
-    random numbers per trial): the rollout properties of assert_valid_rollouts."""
+def test_every_rollout_is_a_catalogue_item_within_the_default_budget():
+    """value_guided_decode with its defaults (budget 1 + (L - 1) * G, initial beam
+    G // 4) over random G, k, iteration counts, tables, lam, beta and random
+    numbers: valid outputs are distinct catalogue items with their own codes,
+    best value first, invalid slots marked, tokens_used <= budget."""
     rng = np.random.default_rng(100)
-    sizes = tuple(int(s) for s in rng.integers(2, 7, size=3))
-    _, codes, item_ids, index, token_offsets, vocab, item_of_codes = make_catalogue(
-        1, sizes, int(rng.integers(5, 60)), int(rng.integers(1, 3)), None)
-    batch, num_outputs = 3, int(rng.integers(1, 12))
-    init_beam_width = int(rng.integers(0, 4))
-    budget = int(rng.integers(1 + 3 * init_beam_width, 50))
-    k, iters = int(rng.integers(1, 6)), int(rng.integers(1, 12))
-    for _ in range(5):
+    _, _, _, index, token_offsets, vocab, item_of_codes = make_catalogue(1, (4, 6, 3), 50, 1, None)
+    batch, num_outputs, k, iters = 3, int(rng.integers(4, 12)), int(rng.integers(1, 6)), int(rng.integers(1, 12))
+    budget = 1 + 2 * num_outputs
+
+    @jax.jit
+    def decode(device_index, tables, uniforms, lam, beta):
+        return value_guided_decode(device_index, hash_node_fn(tables, token_offsets), uniforms,
+                                   num_outputs=num_outputs, lam=lam, beta=beta)
+
+    for trial in range(5):
         model = PrefixHashModel(rng, batch, 3, vocab, token_offsets)
-        uniforms = rng.random((iters, batch, k)).astype(np.float32)
-        tree, out = run_ved(index, model.tables(), uniforms, token_offsets, num_outputs=num_outputs, budget=budget,
-                            init_beam_width=init_beam_width, lam=rng.uniform(0, 1), beta=rng.uniform(0, 2))
-        assert_valid_rollouts(tree, out, budget, num_outputs, item_of_codes)
+        uniforms = ved_uniforms(jax.random.key(trial), num_iterations=iters, num_requests=batch,
+                                nodes_per_iteration=k)
+        out = jax.tree_util.tree_map(np.asarray, decode(index.to_device(), model.tables(), uniforms,
+                                                        rng.uniform(0, 1), rng.uniform(0, 2)))
+        assert np.all(out.tokens_used <= budget) and np.all(out.tokens_used > 1 + 3 * (num_outputs // 4))
+        for b in range(batch):
+            valid = out.valid[b]
+            returned = out.item_ids[b][valid]
+            assert len(returned) >= num_outputs // 4 and len(set(returned.tolist())) == len(returned)
+            for j in np.flatnonzero(valid):
+                assert item_of_codes[tuple(out.sid_codes[b, j])] == out.item_ids[b, j]
+            assert np.all(out.sid_codes[b][~valid] == -1) and np.all(out.item_ids[b][~valid] == -1)
+            assert np.all(out.values[b][~valid] == -np.inf)
+            assert np.all(np.diff(out.values[b][valid]) <= 0)
 
 
 def test_initial_beam_equals_trie_normalized_beam_search():
-    """With no iterations the leaves are exactly the constrained beam search's
-    (normalization="trie"), each leaf's log-probs sum to its beam score, and
-    the spend is 1 + L * width."""
-    rng, codes, item_ids, index, token_offsets, vocab, item_of_codes = make_catalogue(5, (6, 5, 4), 80, 2, (2, 8, 13))
-    batch, width = 3, 4
-    model = PrefixHashModel(rng, batch, 3, vocab, token_offsets)
+    """The first 1 + L * width nodes are the constrained beam search's beams
+    (normalization="trie"): the same complete SIDs, each leaf's log-probs
+    summing to its beam score."""
+    sizes, num_items, dense_depth, offsets, settings = DENSE_CASE
+    rng, codes, item_ids, index, token_offsets, vocab, item_of_codes = make_catalogue(
+        len(sizes) + num_items, sizes, num_items, dense_depth, offsets)
+    settings = dict(settings)
+    k, iters, width = settings.pop("k"), settings.pop("iters"), settings["init_beam_width"]
+    batch = 3
+    model = PrefixHashModel(rng, batch, len(sizes), vocab, token_offsets)
 
     def step_fn(shared, beam_cache, last_tokens, step):
         h = beam_cache
@@ -320,16 +342,18 @@ def test_initial_beam_equals_trie_normalized_beam_search():
     beams = jax.jit(functools.partial(constrained_beam_search, step_fn=step_fn, num_beams=width, start_token=1,
                                       normalization="trie"))(
         index.to_device(), shared=jnp.asarray(model.logit_table), beam_cache=jnp.zeros((batch, width), jnp.int32))
-    tree, out = run_ved(index, model.tables(), np.zeros((0, batch, 1), np.float32), token_offsets,
-                        num_outputs=width, budget=1 + 3 * width, init_beam_width=width, lam=0.1, beta=1.0)
-    np.testing.assert_array_equal(out.tokens_used, 1 + 3 * width)
-    assert_valid_rollouts(tree, out, 1 + 3 * width, width, item_of_codes)
+    beams = jax.tree_util.tree_map(np.asarray, beams)
+    uniforms = rng.random((iters, batch, k)).astype(np.float32)
+    tree, _ = run_ved(index, model.tables(), uniforms, token_offsets, lam=0.1, beta=1.0, **settings)
+    init_slots = 1 + len(sizes) * width
     for b in range(batch):
-        beam_items = np.asarray(beams.item_ids[b]).tolist()
-        assert set(out.item_ids[b].tolist()) == set(beam_items)
-        beam_score = dict(zip(beam_items, np.asarray(beams.scores[b]).tolist()))
-        for j, item in enumerate(out.item_ids[b].tolist()):
-            np.testing.assert_allclose(out.token_log_probs[b, j].sum(), beam_score[item], rtol=1e-5)
+        assert np.all(tree.depth[b, :init_slots] == np.repeat(np.arange(len(sizes) + 1), [1] + [width] * len(sizes)))
+        leaves = np.flatnonzero(tree.depth[b, :init_slots] == len(sizes))
+        leaf_items = [item_of_codes[tuple(tree.codes[b, i])] for i in leaves]
+        assert sorted(leaf_items) == sorted(beams.item_ids[b].tolist())
+        beam_score = dict(zip(beams.item_ids[b].tolist(), beams.scores[b].tolist()))
+        for i, item in zip(leaves, leaf_items):
+            np.testing.assert_allclose(tree.token_log_probs[b, i].sum(), beam_score[item], rtol=1e-5)
 
 
 def reward_node_fn(tables, token_offsets):
@@ -366,22 +390,46 @@ def test_true_value_finds_the_target():
         assert out.item_ids[b, 0] == item_of_codes[tuple(targets[b])]
         assert out.values[b, 0] == 1.0
     assert_valid_rollouts(tree, out, budget, 3, item_of_codes)
-    # Not found by the initial beam alone: the search did the finding.
-    _, beam_only = run_ved(index, tables, uniforms[:0], token_offsets, node_fn_factory=reward_node_fn,
-                           num_outputs=3, budget=budget, init_beam_width=1, lam=0.0, beta=0.0)
-    assert not np.all(beam_only.values[:, 0] == 1.0)
+    # The initial beam (root, slots 1-3) missed some target: the search did the finding.
+    assert np.all(tree.depth[:, 3] == 3)
+    assert any(tuple(tree.codes[b, 3]) != tuple(targets[b]) for b in range(batch))
 
 
-def test_default_budget_and_argument_errors():
-    rng, _, _, index, token_offsets, vocab, item_of_codes = make_catalogue(1, (3, 3, 3), 10, 2, None)
-    model = PrefixHashModel(rng, 2, 3, vocab, token_offsets)
-    uniforms = ved_uniforms(jax.random.key(0), num_iterations=2, num_requests=2, nodes_per_iteration=2)
-    out = jax.jit(lambda di, tables, u: value_guided_decode(di, hash_node_fn(tables, token_offsets), u,
-                                                            num_outputs=4))(index.to_device(), model.tables(), uniforms)
-    # Default budget: one width-G beam search, 1 + (L - 1) * G; default initial beam: G // 4 = 1.
-    assert np.all(np.asarray(out.tokens_used) <= 1 + 2 * 4)
-    assert np.all(np.asarray(out.tokens_used) > 1 + 3 * 1)
+def test_argument_errors():
+    _, _, _, index, _, _, _ = make_catalogue(1, (3, 3, 3), 10, 2, None)
+    uniforms = jnp.zeros((2, 2, 2))
     with pytest.raises(ValueError, match="init_beam_width"):
         value_guided_decode(index.to_device(), None, uniforms, num_outputs=4, budget=6, init_beam_width=2)
     with pytest.raises(ValueError, match="uniforms"):
         value_guided_decode(index.to_device(), None, jnp.zeros((2, 2)), num_outputs=4, budget=9, init_beam_width=1)
+    with pytest.raises(ValueError, match="num_outputs"):
+        value_guided_decode(index.to_device(), None, uniforms, num_outputs=0)
+
+
+def test_node_fn_glue_reads_each_prefix_at_its_own_position():
+    """A causal fake decoder over prefix_input_tokens, read by at_prefix_end, gives
+    the node_fn of the same prefixes (padding after the prefix never matters)."""
+    rng = np.random.default_rng(4)
+    token_offsets, start = (2, 8, 13), 1
+    model = PrefixHashModel(rng, 2, 3, 17, token_offsets)
+    logit_table, value_table = model.tables()
+    prefix_len = rng.integers(0, 4, size=(2, 5)).astype(np.int32)
+    codes = rng.integers(0, 4, size=(2, 5, 3)).astype(np.int32)
+    codes[np.arange(3) >= prefix_len[..., None]] = -1
+
+    def decoder(tokens):  # [B, N, P]: position p hashes tokens 1..p
+        hashes, h = [jnp.zeros(tokens.shape[:2], jnp.int32)], jnp.zeros(tokens.shape[:2], jnp.int32)
+        for p in range(1, tokens.shape[-1]):
+            h = (h * 31 + tokens[..., p] + 1) % HASH_MOD
+            hashes.append(h)
+        h = jnp.stack(hashes, axis=-1)
+        rows, positions = jnp.arange(2)[:, None, None], jnp.arange(tokens.shape[-1])
+        return logit_table[rows, positions, h], value_table[rows, positions, h]
+
+    tokens = prefix_input_tokens(jnp.asarray(codes), token_offsets, start)
+    assert tokens.shape == (2, 5, 4) and np.all(np.asarray(tokens[..., 0]) == start)
+    logits, values = decoder(tokens)
+    want_logits, want_values = hash_node_fn((logit_table, value_table), token_offsets)(
+        jnp.asarray(codes), jnp.asarray(prefix_len))
+    np.testing.assert_array_equal(at_prefix_end(logits, jnp.asarray(prefix_len)), want_logits)
+    np.testing.assert_array_equal(at_prefix_end(values, jnp.asarray(prefix_len)), want_values)
