@@ -183,7 +183,7 @@ def reference_ved(trie, logits_fn, value_fn, uniforms, *, num_levels, token_offs
     return nodes, [nodes[i] for i in leaves[:num_outputs]]
 
 
-def assert_tree_matches(tree, out, b, nodes, best, num_outputs, item_of_codes):
+def assert_tree_matches(tree, out, b, nodes, best, item_of_codes):
     n = len(nodes)
     assert tree.num_nodes[b] == n == out.tokens_used[b]
     assert np.all(tree.depth[b, n:] == -1)
@@ -280,7 +280,7 @@ def test_matches_numpy_reference_node_for_node(sizes, num_items, dense_depth, of
                 trie, functools.partial(model.logits, b), functools.partial(model.value, b), uniforms[:, b],
                 num_levels=len(sizes), token_offsets=token_offsets, row_width=row_width, lam=lam, beta=beta,
                 **settings)
-            assert_tree_matches(tree, out, b, nodes, best, settings["num_outputs"], item_of_codes)
+            assert_tree_matches(tree, out, b, nodes, best, item_of_codes)
         assert_valid_rollouts(tree, out, settings["budget"], settings["num_outputs"], item_of_codes)
         # The search does spend tokens beyond its initial beam (the trees are not trivial).
         assert np.all(out.tokens_used > 1 + len(sizes) * settings["init_beam_width"])
