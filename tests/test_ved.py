@@ -1,0 +1,437 @@
+"""VED (constrained/ved.py): node-for-node equality with a plain NumPy replay of
+the same batched algorithm, every rollout a catalogue item, the budget never
+exceeded, the initial beam equal to the constrained beam search, and a perfect
+value function finding the target."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from catalogues import random_catalogue
+
+from constrained.beam_search import constrained_beam_search
+from constrained.index import build_index
+from constrained.reference import build_dict_trie
+from constrained.ved import (
+    GATE_TOLERANCE,
+    at_prefix_end,
+    best_leaves,
+    prefix_input_tokens,
+    value_guided_decode,
+    value_guided_tree,
+    ved_uniforms,
+)
+
+HASH_MOD = 2039
+
+
+class PrefixHashModel:
+    """Logits and values are table look-ups keyed by (request, prefix length, hash of the prefix)."""
+
+    def __init__(self, rng, batch, num_levels, vocab, token_offsets, scale=2.0):
+        self.logit_table = (scale * rng.standard_normal((batch, num_levels + 1, HASH_MOD, vocab))).astype(np.float32)
+        self.value_table = rng.standard_normal((batch, num_levels + 1, HASH_MOD)).astype(np.float32)
+        self.token_offsets = tuple(token_offsets)
+
+    def prefix_hash(self, prefix):
+        h = 0
+        for level, code in enumerate(prefix):
+            h = (h * 31 + code + self.token_offsets[level] + 1) % HASH_MOD
+        return h
+
+    def logits(self, request, prefix):
+        return self.logit_table[request, len(prefix), self.prefix_hash(prefix)]
+
+    def value(self, request, prefix):
+        return self.value_table[request, len(prefix), self.prefix_hash(prefix)]
+
+    def tables(self):
+        return jnp.asarray(self.logit_table), jnp.asarray(self.value_table)
+
+
+def hash_node_fn(tables, token_offsets):
+    """The JAX node_fn of :class:`PrefixHashModel` over traced tables."""
+    logit_table, value_table = tables
+
+    def node_fn(prefix_codes, prefix_len):
+        batch, _, num_levels = prefix_codes.shape
+        h = jnp.zeros(prefix_len.shape, jnp.int32)
+        for level in range(num_levels):
+            step = (h * 31 + prefix_codes[..., level] + token_offsets[level] + 1) % HASH_MOD
+            h = jnp.where(level < prefix_len, step, h)
+        rows = jnp.arange(batch)[:, None]
+        return logit_table[rows, prefix_len, h], value_table[rows, prefix_len, h]
+
+    return node_fn
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_ved(node_fn_factory, token_offsets, num_outputs, budget, init_beam_width):
+    @jax.jit
+    def run(device_index, tables, uniforms, lam, beta):
+        node_fn = node_fn_factory(tables, token_offsets)
+        tree = value_guided_tree(device_index, node_fn, uniforms, budget=budget, init_beam_width=init_beam_width,
+                                 lam=lam, beta=beta)
+        return tree, best_leaves(device_index, tree, num_outputs)
+
+    return run
+
+
+def run_ved(index, tables, uniforms, token_offsets, *, num_outputs, budget, init_beam_width, lam, beta,
+            node_fn_factory=hash_node_fn):
+    """The jitted tree and its best leaves; one compile per static setting and shape
+    (tables, uniforms, lam and beta enter as arguments)."""
+    run = _compiled_ved(node_fn_factory, tuple(token_offsets), num_outputs, budget, init_beam_width)
+    tree, out = run(index.to_device(), tables, jnp.asarray(uniforms), jnp.float32(lam), jnp.float32(beta))
+    return jax.tree_util.tree_map(np.asarray, tree), jax.tree_util.tree_map(np.asarray, out)
+
+
+# ----------------------------------------------------------------- the oracle
+
+
+def reference_ved(trie, logits_fn, value_fn, uniforms, *, num_levels, token_offsets, budget, init_beam_width,
+                  lam, beta, num_outputs, row_width):
+    """One request's VED in plain Python: a list of node dicts, grown exactly as
+    constrained/ved.py describes (initial beam, then per iteration: depth-mean
+    gate, masked top-k by U on the snapshot, inverse-CDF child draws, adds in
+    slot order until the budget is spent).
+
+    uniforms: float[num_iterations, k]. Returns (nodes, output rows).
+    """
+    nodes = []
+
+    def add(parent, position):
+        if len(nodes) >= budget:
+            return None
+        if parent is None:
+            prefix, subtrie, token_logp = (), trie, [0.0] * num_levels
+        else:
+            up = nodes[parent]
+            code = up["child_codes"][position]
+            prefix, subtrie = up["prefix"] + (code,), up["subtrie"][code]
+            token_logp = list(up["token_logp"])
+            token_logp[up["depth"]] = up["child_logp"][position]
+            up["expanded"].add(position)
+        depth = len(prefix)
+        child_codes = sorted(subtrie) if depth < num_levels else []
+        logits = np.asarray(logits_fn(prefix), np.float64)
+        picked = np.array([logits[c + token_offsets[depth]] for c in child_codes])
+        if len(picked):
+            shifted = picked - picked.max()
+            logp = shifted - np.log(np.exp(shifted).sum())
+            logp = np.where(np.isnan(logp), -np.inf, logp)
+        else:
+            logp = picked
+        probs = np.exp(logp)
+        entropy = -float(np.sum(np.where(probs > 0, probs * logp, 0.0)))
+        value = float(value_fn(prefix))
+        nodes.append(dict(prefix=prefix, subtrie=subtrie, depth=depth, parent=parent, value=value,
+                          entropy=entropy, priority=value + lam * entropy, visits=1, child_codes=child_codes,
+                          child_logp=list(logp), expanded=set(), token_logp=token_logp))
+        ancestor = parent
+        while ancestor is not None:
+            nodes[ancestor]["visits"] += 1
+            ancestor = nodes[ancestor]["parent"]
+        return len(nodes) - 1
+
+    add(None, None)
+    if init_beam_width:
+        beam = [(0.0, 0)]
+        for _ in range(num_levels):
+            candidates = []
+            for slot, (score, node) in enumerate(beam):
+                for position, lp in enumerate(nodes[node]["child_logp"]):
+                    if lp > -np.inf:
+                        candidates.append((score + lp, slot * row_width + position, node, position))
+            candidates.sort(key=lambda c: (-c[0], c[1]))
+            beam = []
+            for score, _, node, position in candidates[:init_beam_width]:
+                new = add(node, position)
+                if new is not None:
+                    beam.append((score, new))
+
+    for step_uniforms in uniforms:
+        means = {}
+        for depth in range(num_levels):
+            gs = [n["priority"] for n in nodes if n["depth"] == depth and np.isfinite(n["priority"])]
+            means[depth] = sum(gs) / len(gs) if gs else 0.0
+        root_visits = nodes[0]["visits"]
+        scored = []
+        for i, n in enumerate(nodes):
+            open_children = [p for p, lp in enumerate(n["child_logp"]) if lp > -np.inf and p not in n["expanded"]]
+            if n["depth"] >= num_levels or not open_children or not np.isfinite(n["priority"]):
+                continue
+            mean = means[n["depth"]]
+            if n["priority"] < mean - GATE_TOLERANCE * max(1.0, abs(mean)):
+                continue
+            u = n["priority"] + beta * np.sqrt(np.log(root_visits + 1) / (n["visits"] + 1))
+            scored.append((-u, i, open_children))
+        scored.sort(key=lambda s: (s[0], s[1]))
+        picks = []
+        for (_, i, open_children), u in zip(scored, step_uniforms):
+            logp = np.array([nodes[i]["child_logp"][p] for p in open_children])
+            cdf = np.cumsum(np.exp(logp - logp.max()))
+            position = min(int(np.sum(cdf <= u * cdf[-1])), len(open_children) - 1)
+            picks.append((i, open_children[position]))
+        for i, position in picks:
+            add(i, position)
+
+    leaves = [i for i, n in enumerate(nodes) if n["depth"] == num_levels]
+    leaves.sort(key=lambda i: (-nodes[i]["value"], i))
+    return nodes, [nodes[i] for i in leaves[:num_outputs]]
+
+
+def assert_tree_matches(tree, out, b, nodes, best, item_of_codes):
+    n = len(nodes)
+    assert tree.num_nodes[b] == n == out.tokens_used[b]
+    assert np.all(tree.depth[b, n:] == -1)
+    for i, node in enumerate(nodes):
+        depth = node["depth"]
+        assert tuple(tree.codes[b, i, :depth]) == node["prefix"], i
+        assert np.all(tree.codes[b, i, depth:] == -1)
+        assert tree.depth[b, i] == depth
+        assert tree.parent[b, i] == (-1 if node["parent"] is None else node["parent"])
+        assert tree.visits[b, i] == node["visits"]
+        assert set(np.flatnonzero(tree.expanded[b, i])) == node["expanded"]
+        assert tree.values[b, i] == np.float32(node["value"])
+        np.testing.assert_allclose(tree.entropy[b, i], node["entropy"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(tree.priority[b, i], node["priority"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(tree.token_log_probs[b, i], node["token_logp"], rtol=1e-5, atol=1e-5)
+        width = len(node["child_logp"])
+        np.testing.assert_allclose(tree.child_log_probs[b, i, :width], node["child_logp"], rtol=1e-5, atol=1e-5)
+        assert np.all(tree.child_log_probs[b, i, width:] == -np.inf)
+    assert out.valid[b].sum() == len(best) and np.all(out.valid[b, : len(best)])
+    for j, node in enumerate(best):
+        assert tuple(out.sid_codes[b, j]) == node["prefix"]
+        assert out.item_ids[b, j] == item_of_codes[node["prefix"]]
+        assert out.values[b, j] == np.float32(node["value"])
+        np.testing.assert_allclose(out.token_log_probs[b, j], node["token_logp"], rtol=1e-5, atol=1e-5)
+    assert np.all(out.sid_codes[b, len(best):] == -1) and np.all(out.item_ids[b, len(best):] == -1)
+
+
+def make_catalogue(seed, sizes, num_items, dense_depth, offsets):
+    rng = np.random.default_rng(seed)
+    codes = random_catalogue(rng, num_items, sizes)
+    item_ids = rng.permutation(10 * len(codes))[: len(codes)]
+    token_offsets = offsets or (0,) * len(sizes)
+    index = build_index(codes, item_ids, dense_depth=dense_depth, token_offsets=token_offsets)
+    vocab = max(o + k for o, k in zip(token_offsets, sizes))
+    item_of_codes = {tuple(c): int(i) for c, i in zip(codes.tolist(), item_ids)}
+    return rng, codes, item_ids, index, token_offsets, vocab, item_of_codes
+
+
+def assert_valid_rollouts(tree, out, budget, num_outputs, item_of_codes):
+    """Every valid output is a distinct catalogue item with its own codes, best
+    value first; invalid slots are marked; tokens_used <= budget; N(s) is the
+    size of the subtree of s; every complete leaf the tree holds is offered."""
+    num_levels = tree.codes.shape[-1]
+    assert np.all(out.tokens_used <= budget) and np.all(out.tokens_used >= 1)
+    np.testing.assert_array_equal(out.tokens_used, tree.num_nodes)
+    for b in range(out.valid.shape[0]):
+        valid = out.valid[b]
+        returned = out.item_ids[b][valid]
+        assert len(set(returned.tolist())) == len(returned)
+        for j in np.flatnonzero(valid):
+            assert item_of_codes[tuple(out.sid_codes[b, j])] == out.item_ids[b, j]
+        assert np.all(out.sid_codes[b][~valid] == -1) and np.all(out.item_ids[b][~valid] == -1)
+        assert np.all(np.diff(out.values[b][valid]) <= 0)
+        n = tree.num_nodes[b]
+        assert valid.sum() == min(num_outputs, int(np.sum(tree.depth[b, :n] == num_levels)))
+        subtree = np.ones(n, np.int64)
+        for i in range(n - 1, 0, -1):  # children come after their parent
+            assert 0 <= tree.parent[b, i] < i
+            subtree[tree.parent[b, i]] += subtree[i]
+        np.testing.assert_array_equal(tree.visits[b, :n], subtree)
+
+
+# ------------------------------------------------------------------- tests
+
+
+# Dense levels 0-1, then CSR; budget = one width-6 beam search.
+DENSE_CASE = ((6, 5, 4), 80, 2, None, dict(budget=13, init_beam_width=2, num_outputs=6, k=3, iters=5))
+
+
+@pytest.mark.parametrize(
+    "sizes,num_items,dense_depth,offsets,settings",
+    [
+        DENSE_CASE,
+        # CSR from level 1, shifted token blocks, root-only start, more iterations than the budget needs
+        ((7, 4, 6), 90, 1, (2, 9, 13), dict(budget=30, init_beam_width=0, num_outputs=8, k=2, iters=25)),
+    ],
+)
+def test_matches_numpy_reference_node_for_node(sizes, num_items, dense_depth, offsets, settings):
+    """Same node table (codes, parents, visits, expanded children, V, H, G) and
+    same outputs as the NumPy replay, for several seeds, lam and beta (one compile)."""
+    rng, codes, item_ids, index, token_offsets, vocab, item_of_codes = make_catalogue(
+        len(sizes) + num_items, sizes, num_items, dense_depth, offsets)
+    settings = dict(settings)
+    k, iters = settings.pop("k"), settings.pop("iters")
+    batch = 3
+    model = PrefixHashModel(rng, batch, len(sizes), vocab, token_offsets)
+    trie = build_dict_trie(codes, item_ids)
+    row_width = max(index.max_branch)
+    for lam, beta in [(0.1, 1.0), (0.5, 0.3), (0.0, 0.0), (2.0, 3.0)]:
+        uniforms = rng.random((iters, batch, k)).astype(np.float32)
+        tree, out = run_ved(index, model.tables(), uniforms, token_offsets, lam=lam, beta=beta, **settings)
+        for b in range(batch):
+            nodes, best = reference_ved(
+                trie, functools.partial(model.logits, b), functools.partial(model.value, b), uniforms[:, b],
+                num_levels=len(sizes), token_offsets=token_offsets, row_width=row_width, lam=lam, beta=beta,
+                **settings)
+            assert_tree_matches(tree, out, b, nodes, best, item_of_codes)
+        assert_valid_rollouts(tree, out, settings["budget"], settings["num_outputs"], item_of_codes)
+        # The search does spend tokens beyond its initial beam (the trees are not trivial).
+        assert np.all(out.tokens_used > 1 + len(sizes) * settings["init_beam_width"])
+
+
+def test_every_rollout_is_a_catalogue_item_within_the_default_budget():
+    """value_guided_decode with its defaults (budget 1 + (L - 1) * G, initial beam
+    G // 4) over random G, k, iteration counts, tables, lam, beta and random
+    numbers: valid outputs are distinct catalogue items with their own codes,
+    best value first, invalid slots marked, tokens_used <= budget."""
+    rng = np.random.default_rng(100)
+    _, _, _, index, token_offsets, vocab, item_of_codes = make_catalogue(1, (4, 6, 3), 50, 1, None)
+    batch, num_outputs, k, iters = 3, int(rng.integers(4, 12)), int(rng.integers(1, 6)), int(rng.integers(1, 12))
+    budget = 1 + 2 * num_outputs
+
+    @jax.jit
+    def decode(device_index, tables, key, lam, beta):
+        uniforms = ved_uniforms(key, num_iterations=iters, num_requests=batch, nodes_per_iteration=k)
+        return value_guided_decode(device_index, hash_node_fn(tables, token_offsets), uniforms,
+                                   num_outputs=num_outputs, lam=lam, beta=beta)
+
+    keys = jax.random.split(jax.random.key(0), 5)
+    for trial in range(5):
+        model = PrefixHashModel(rng, batch, 3, vocab, token_offsets)
+        out = jax.tree_util.tree_map(np.asarray, decode(index.to_device(), model.tables(), keys[trial],
+                                                        rng.uniform(0, 1), rng.uniform(0, 2)))
+        assert np.all(out.tokens_used <= budget) and np.all(out.tokens_used > 1 + 3 * (num_outputs // 4))
+        for b in range(batch):
+            valid = out.valid[b]
+            returned = out.item_ids[b][valid]
+            assert len(returned) >= num_outputs // 4 and len(set(returned.tolist())) == len(returned)
+            for j in np.flatnonzero(valid):
+                assert item_of_codes[tuple(out.sid_codes[b, j])] == out.item_ids[b, j]
+            assert np.all(out.sid_codes[b][~valid] == -1) and np.all(out.item_ids[b][~valid] == -1)
+            assert np.all(out.values[b][~valid] == -np.inf)
+            assert np.all(np.diff(out.values[b][valid]) <= 0)
+
+
+def test_initial_beam_equals_trie_normalized_beam_search():
+    """The first 1 + L * width nodes are the constrained beam search's beams
+    (normalization="trie"): the same complete SIDs, each leaf's log-probs
+    summing to its beam score."""
+    sizes, num_items, dense_depth, offsets, settings = DENSE_CASE
+    rng, codes, item_ids, index, token_offsets, vocab, item_of_codes = make_catalogue(
+        len(sizes) + num_items, sizes, num_items, dense_depth, offsets)
+    settings = dict(settings)
+    k, iters, width = settings.pop("k"), settings.pop("iters"), settings["init_beam_width"]
+    batch = 3
+    model = PrefixHashModel(rng, batch, len(sizes), vocab, token_offsets)
+
+    def step_fn(shared, beam_cache, last_tokens, step):
+        h = beam_cache
+        if step > 0:
+            h = (h * 31 + last_tokens + 1) % HASH_MOD
+        return shared[jnp.arange(h.shape[0])[:, None], step, h], h
+
+    beams = jax.jit(functools.partial(constrained_beam_search, step_fn=step_fn, num_beams=width, start_token=1,
+                                      normalization="trie"))(
+        index.to_device(), shared=jnp.asarray(model.logit_table), beam_cache=jnp.zeros((batch, width), jnp.int32))
+    beams = jax.tree_util.tree_map(np.asarray, beams)
+    uniforms = rng.random((iters, batch, k)).astype(np.float32)
+    tree, _ = run_ved(index, model.tables(), uniforms, token_offsets, lam=0.1, beta=1.0, **settings)
+    init_slots = 1 + len(sizes) * width
+    for b in range(batch):
+        assert np.all(tree.depth[b, :init_slots] == np.repeat(np.arange(len(sizes) + 1), [1] + [width] * len(sizes)))
+        leaves = np.flatnonzero(tree.depth[b, :init_slots] == len(sizes))
+        leaf_items = [item_of_codes[tuple(tree.codes[b, i])] for i in leaves]
+        assert sorted(leaf_items) == sorted(beams.item_ids[b].tolist())
+        beam_score = dict(zip(beams.item_ids[b].tolist(), beams.scores[b].tolist()))
+        for i, item in zip(leaves, leaf_items):
+            np.testing.assert_allclose(tree.token_log_probs[b, i].sum(), beam_score[item], rtol=1e-5)
+
+
+def reward_node_fn(tables, token_offsets):
+    """V(prefix) = 1 when the prefix leads to the request's target, else 0; logits from the hash model."""
+    logit_table, _, targets = tables
+    hash_fn = hash_node_fn((logit_table, jnp.zeros(logit_table.shape[:3], jnp.float32)), token_offsets)
+
+    def node_fn(prefix_codes, prefix_len):
+        logits, _ = hash_fn(prefix_codes, prefix_len)
+        level = jnp.arange(prefix_codes.shape[-1])
+        match = (prefix_codes == targets[:, None, :]) | (level >= prefix_len[..., None])
+        return logits, jnp.all(match, axis=-1).astype(jnp.float32)
+
+    return node_fn
+
+
+def test_true_value_finds_the_target():
+    """lam=0, beta=0 and V = the true reward, one node per iteration: the gate and
+    U = G keep every expansion on the target's path (the root first, then deeper),
+    so a budget of the root, the initial beam and every child along the path finds
+    the target, and it comes out first."""
+    rng, codes, item_ids, index, token_offsets, vocab, item_of_codes = make_catalogue(9, (5, 4, 4), 60, 2, None)
+    batch = 4
+    model = PrefixHashModel(rng, batch, 3, vocab, token_offsets)
+    targets = codes[rng.choice(len(codes), batch, replace=False)]
+    trie = build_dict_trie(codes, item_ids)
+    path_children = [len(trie) + len(trie[t[0]]) + len(trie[t[0]][t[1]]) for t in targets]
+    budget = 1 + 3 + max(path_children)
+    tables = model.tables() + (jnp.asarray(targets),)
+    uniforms = rng.random((budget, batch, 1)).astype(np.float32)
+    tree, out = run_ved(index, tables, uniforms, token_offsets, node_fn_factory=reward_node_fn, num_outputs=3,
+                        budget=budget, init_beam_width=1, lam=0.0, beta=0.0)
+    for b in range(batch):
+        assert out.item_ids[b, 0] == item_of_codes[tuple(targets[b])]
+        assert out.values[b, 0] == 1.0
+    assert_valid_rollouts(tree, out, budget, 3, item_of_codes)
+    # The initial beam (root, slots 1-3) missed some target: the search did the finding.
+    assert np.all(tree.depth[:, 3] == 3)
+    assert any(tuple(tree.codes[b, 3]) != tuple(targets[b]) for b in range(batch))
+
+
+def test_argument_errors():
+    _, _, _, index, _, _, _ = make_catalogue(1, (3, 3, 3), 10, 2, None)
+    uniforms = jnp.zeros((2, 2, 2))
+    with pytest.raises(ValueError, match="init_beam_width"):
+        value_guided_decode(index.to_device(), None, uniforms, num_outputs=4, budget=6, init_beam_width=2)
+    with pytest.raises(ValueError, match="uniforms"):
+        value_guided_decode(index.to_device(), None, jnp.zeros((2, 2)), num_outputs=4, budget=9, init_beam_width=1)
+    with pytest.raises(ValueError, match="num_outputs"):
+        value_guided_decode(index.to_device(), None, uniforms, num_outputs=0)
+
+
+def test_node_fn_glue_reads_each_prefix_at_its_own_position():
+    """A causal fake decoder over prefix_input_tokens, read by at_prefix_end, gives
+    the node_fn of the same prefixes (padding after the prefix never matters)."""
+    rng = np.random.default_rng(4)
+    token_offsets, start = (2, 8, 13), 1
+    model = PrefixHashModel(rng, 2, 3, 17, token_offsets)
+    logit_table, value_table = model.tables()
+    prefix_len = rng.integers(0, 4, size=(2, 5)).astype(np.int32)
+    codes = rng.integers(0, 4, size=(2, 5, 3)).astype(np.int32)
+    codes[np.arange(3) >= prefix_len[..., None]] = -1
+
+    def decoder(tokens):  # [B, N, P]: position p hashes tokens 1..p
+        hashes, h = [jnp.zeros(tokens.shape[:2], jnp.int32)], jnp.zeros(tokens.shape[:2], jnp.int32)
+        for p in range(1, tokens.shape[-1]):
+            h = (h * 31 + tokens[..., p] + 1) % HASH_MOD
+            hashes.append(h)
+        h = jnp.stack(hashes, axis=-1)
+        rows, positions = jnp.arange(2)[:, None, None], jnp.arange(tokens.shape[-1])
+        return logit_table[rows, positions, h], value_table[rows, positions, h]
+
+    @jax.jit
+    def glue_and_direct(codes, prefix_len):
+        tokens = prefix_input_tokens(codes, token_offsets, start)
+        logits, values = decoder(tokens)
+        direct = hash_node_fn((logit_table, value_table), token_offsets)(codes, prefix_len)
+        return tokens, (at_prefix_end(logits, prefix_len), at_prefix_end(values, prefix_len)), direct
+
+    tokens, (logits, values), (want_logits, want_values) = glue_and_direct(codes, prefix_len)
+    assert tokens.shape == (2, 5, 4) and np.all(np.asarray(tokens[..., 0]) == start)
+    np.testing.assert_array_equal(logits, want_logits)
+    np.testing.assert_array_equal(values, want_values)
