@@ -383,12 +383,14 @@ def beam_rollouts(
       SampleOutput with leaves [batch, num_rollouts, ...], best first; slots
       past the number of reachable items are invalid.
     """
-    num_beams = jax.tree_util.tree_leaves(beam_cache)[0].shape[1] if jax.tree_util.tree_leaves(beam_cache) else None
-    if num_beams is not None and num_beams < num_rollouts:
-        raise ValueError(f"beam_cache has {num_beams} slots, fewer than num_rollouts={num_rollouts}.")
+    leaves = jax.tree_util.tree_leaves(beam_cache)
+    num_beams = leaves[0].shape[1] if leaves else num_rollouts
+    if num_beams < num_rollouts:
+        raise ValueError(f"beam_cache has {num_beams} slots, fewer than num_rollouts={num_rollouts}; "
+                         "pass a cache of at least num_rollouts beams.")
     fresh_cache = jax.tree_util.tree_map(lambda leaf: leaf[:, :num_rollouts], beam_cache)
     found = constrained_beam_search(
-        index, step_fn, shared, beam_cache, num_beams=num_beams or num_rollouts, start_token=start_token,
+        index, step_fn, shared, beam_cache, num_beams=num_beams, start_token=start_token,
         allow_mask=allow_mask, exclude_rows=exclude_rows, normalization=normalization,
     )
     forced = found.sid_codes[:, :num_rollouts]

@@ -14,7 +14,7 @@ from catalogues import random_catalogue
 from flax import nnx
 from scipy import stats
 
-from constrained.decode import decode_batch
+from constrained.beam_search import constrained_beam_search
 from constrained.index import build_index
 from constrained.reference import (
     build_dict_trie,
@@ -24,7 +24,6 @@ from constrained.reference import (
     reference_token_log_probs,
 )
 from constrained.sampling import (
-    beam_rollout_batch,
     beam_rollouts,
     constrained_sample,
     restricted_entropy,
@@ -69,7 +68,9 @@ def draw(index, model, num_samples, seed=0, normalization="trie", **kwargs):
     """constrained_sample under jit; keyword knobs (temperature, top_k, top_p,
     allow_mask) are traced, so one compile serves every value."""
     shared, cache = model.inputs(num_samples)
-    out = _jitted_sample(index.to_device(), shared, cache, jax.random.key(seed), kwargs,
+    # An rbg key compiles faster than the default threefry (which the genrec-model test uses).
+    key = jax.random.key(seed, impl="rbg")
+    out = _jitted_sample(index.to_device(), shared, cache, key, kwargs,
                          step_fn=model.step, num_samples=num_samples, normalization=normalization)
     return jax.tree_util.tree_map(np.asarray, out)
 
@@ -118,9 +119,10 @@ SAMPLING_CASES = [(1.0, None, None, False), (0.6, None, None, False), (1.5, 2, N
                   (1.0, None, 0.8, False), (0.8, 3, None, True)]
 
 
-@pytest.mark.parametrize("dense_depth,offsets,normalization", [(2, (0, 0, 0), "trie"), (1, (2, 6, 11), "vocab")])
-def test_sample_frequencies_match_exact_constrained_distribution(dense_depth, offsets, normalization):
-    rng = np.random.default_rng(dense_depth)
+def test_sample_frequencies_match_exact_constrained_distribution():
+    """Dense levels 0 and 1, a CSR level 2; the beam-rollout test walks CSR level 1 and "vocab"."""
+    dense_depth, offsets, normalization = 2, (2, 6, 11), "trie"
+    rng = np.random.default_rng(2)
     sizes, batch, num_samples = (4, 5, 6), 2, 10_000
     codes = random_catalogue(rng, 15, sizes)
     item_ids = 100 + rng.permutation(len(codes))
@@ -144,52 +146,58 @@ def test_sample_frequencies_match_exact_constrained_distribution(dense_depth, of
         # Log-probs are the untempered, untruncated, unfiltered policy's.
         assert_catalogue_rollouts(out, item_to_codes, trie, model, offsets, normalization)
 
-
-def test_no_allowed_item_or_nan_logits_give_invalid_rows():
-    rng = np.random.default_rng(3)
-    sizes = (3, 4, 5)
-    codes = random_catalogue(rng, 20, sizes)
-    index = build_index(codes)
-    model = PrefixHashModel(rng, 3, len(sizes), max(sizes))
+    # Edge cases on the same compile: a request with no allowed item, then one with NaN logits,
+    # each beside a normal request; their slots are invalid, the other request's are not.
+    allow = np.zeros((batch, len(codes)), bool)
+    allow[1, :3] = True
+    out = draw(index, model, num_samples, normalization=normalization, temperature=1.0, top_k=100, top_p=1.0,
+               allow_mask=jnp.asarray(allow))
+    assert not out.valid[0].any() and out.valid[1].all()
+    assert set(out.item_ids[1].tolist()) == set(item_ids[:3].tolist())
     model.table[1, 1] = np.nan  # every level-1 logit of request 1
-    allow = np.ones((3, len(codes)), bool)
-    allow[0] = False  # request 0 may receive nothing
-    allow[2, 4:] = False  # request 2: items 0..3 only
-    out = draw(index, model, 64, allow_mask=jnp.asarray(allow))
-    assert not out.valid[0].any() and not out.valid[1].any() and out.valid[2].all()
-    assert set(out.item_ids[2].tolist()) <= {0, 1, 2, 3}
-    assert np.all(out.item_ids[:2] == -1) and np.all(out.sid_codes[:2] == -1)
-    assert np.all(np.isfinite(out.token_log_probs))
+    out = draw(index, model, num_samples, normalization=normalization, temperature=1.0, top_k=100, top_p=1.0,
+               allow_mask=jnp.ones((batch, len(codes)), bool))
+    assert out.valid[0].all() and not out.valid[1].any()
+    assert_catalogue_rollouts(out, item_to_codes, trie, model, offsets, normalization)
     with pytest.raises(ValueError, match="temperature"):
         constrained_sample(index.to_device(), model.step, *model.inputs(4), jax.random.key(0), num_samples=4,
                            start_token=START, temperature=0.0)
 
 
-@pytest.mark.parametrize("dense_depth", [1, 2])
-def test_beam_rollouts_are_the_top_beams_with_their_per_level_log_probs(dense_depth):
+def test_beam_rollouts_are_the_top_beams_with_their_per_level_log_probs():
     rng = np.random.default_rng(5)
     sizes, offsets = (4, 5, 6), (2, 6, 11)
     codes = random_catalogue(rng, 30, sizes)
-    index = build_index(codes, dense_depth=dense_depth, token_offsets=offsets)
+    index = build_index(codes, dense_depth=1, token_offsets=offsets)  # the real-model test has dense_depth 2
     model = PrefixHashModel(rng, 2, len(sizes), 17, scale=3.0)
-    shared, cache = model.inputs(12)
-    out = jax.jit(functools.partial(beam_rollouts, step_fn=model.step, num_rollouts=5, start_token=START))(
-        index.to_device(), shared=shared, beam_cache=cache)
+
+    @jax.jit
+    def rollouts_and_search(index, shared, cache):
+        search = constrained_beam_search(index, model.step, shared, cache, num_beams=12, start_token=START,
+                                         normalization="vocab")
+        return beam_rollouts(index, model.step, shared, cache, num_rollouts=5, start_token=START,
+                             normalization="vocab"), search
+
+    out, search = rollouts_and_search(index.to_device(), *model.inputs(12))
+    # The top 5 of decode_batch's search (same engine), with per-level log-probs summing to its scores.
+    np.testing.assert_array_equal(out.sid_codes, search.sid_codes[:, :5])
+    np.testing.assert_allclose(out.token_log_probs.sum(-1), search.scores[:, :5], atol=1e-5)
     trie = build_dict_trie(codes, np.arange(len(codes)))
-    totals = np.array([[reference_token_log_probs(trie, model.logits_fn(b, offsets), c, token_offsets=offsets).sum()
+    totals = np.array([[reference_token_log_probs(trie, model.logits_fn(b, offsets), c, token_offsets=offsets,
+                                                  normalization="vocab").sum()
                         for c in codes.tolist()] for b in range(2)])
     # Width 12 >> 5 on this small trie: the top 5 are the exact top 5 items.
     np.testing.assert_array_equal(out.item_ids, np.argsort(-totals, axis=1)[:, :5])
     assert_catalogue_rollouts(jax.tree_util.tree_map(np.asarray, out), dict(enumerate(map(tuple, codes.tolist()))),
-                              trie, model, offsets, "trie")
+                              trie, model, offsets, "vocab")
 
 
-@pytest.mark.parametrize("dense_depth,normalization", [(1, "trie"), (2, "trie"), (2, "vocab")])
-def test_token_log_probs_of_matches_reference_with_finite_gradient(dense_depth, normalization):
-    rng = np.random.default_rng(dense_depth)
+def test_token_log_probs_of_matches_reference_with_finite_gradient():
+    """CSR levels 1 and 2 here; the genrec-model test covers the dense level-1 table."""
+    rng = np.random.default_rng(1)
     sizes, offsets, vocab, batch, num_rollouts = (4, 5, 6), (2, 6, 11), 17, 2, 6
     codes = random_catalogue(rng, 25, sizes)
-    index = build_index(codes, dense_depth=dense_depth, token_offsets=offsets)
+    index = build_index(codes, dense_depth=1, token_offsets=offsets)
     trie = build_dict_trie(codes, np.arange(len(codes)))
     first = rng.standard_normal((batch, vocab)).astype(np.float32) * 2
     rest = rng.standard_normal((batch, num_rollouts, 2, vocab)).astype(np.float32) * 2
@@ -198,31 +206,36 @@ def test_token_log_probs_of_matches_reference_with_finite_gradient(dense_depth, 
     outside = next(c for c in range(sizes[2]) if (*sids[1, 5, :2], c) not in set(map(tuple, codes.tolist())))
     sids[1, 5, 2] = outside  # a valid prefix, then a code that is not its child
 
-    got = np.asarray(token_log_probs_of(index.to_device(), jnp.asarray(first), jnp.asarray(rest),
-                                        jnp.asarray(sids), normalization))
-    for b in range(batch):
-        for g in range(num_rollouts):
-            if (b, g) in ((0, 4), (1, 5)):
-                continue
+    @jax.jit
+    def log_probs_and_grads(index, first, rest):
+        def total(first, rest, normalization):
+            logp = token_log_probs_of(index, first, rest, jnp.asarray(sids), normalization)
+            return jnp.sum(jnp.where(jnp.isfinite(logp), logp, 0.0)), logp
 
-            def logits_fn(prefix, b=b, g=g):
-                return first[b] if not prefix else rest[b, g, len(prefix) - 1]
+        return {norm: jax.grad(total, argnums=(0, 1), has_aux=True)(first, rest, norm) for norm in ("trie", "vocab")}
 
-            want = reference_token_log_probs(trie, logits_fn, sids[b, g].tolist(), token_offsets=offsets,
-                                             normalization=normalization)
-            np.testing.assert_allclose(got[b, g], want, atol=1e-5)
-    np.testing.assert_array_equal(got[0, 4], 0.0)
-    assert np.all(np.isfinite(got[1, 5, :2])) and got[1, 5, 2] == -np.inf
+    results = log_probs_and_grads(index.to_device(), jnp.asarray(first), jnp.asarray(rest))
+    for normalization, (grads, got) in results.items():
+        got = np.asarray(got)
+        for b in range(batch):
+            for g in range(num_rollouts):
+                if (b, g) in ((0, 4), (1, 5)):
+                    continue
 
-    def loss(first, rest):
-        logp = token_log_probs_of(index.to_device(), first, rest, jnp.asarray(sids), normalization)
-        return jnp.sum(jnp.where(jnp.isfinite(logp), logp, 0.0))
+                def logits_fn(prefix, b=b, g=g):
+                    return first[b] if not prefix else rest[b, g, len(prefix) - 1]
 
-    grads = jax.grad(loss, argnums=(0, 1))(jnp.asarray(first), jnp.asarray(rest))
-    for grad in grads:
-        assert np.all(np.isfinite(grad)) and np.any(grad != 0)
-    if normalization == "trie":  # tokens outside the prefix's children get no gradient
-        assert np.all(np.asarray(grads[0])[:, : offsets[0]] == 0)
+                want = reference_token_log_probs(trie, logits_fn, sids[b, g].tolist(), token_offsets=offsets,
+                                                 normalization=normalization)
+                np.testing.assert_allclose(got[b, g], want, atol=1e-5)
+        np.testing.assert_array_equal(got[0, 4], 0.0)
+        assert np.all(np.isfinite(got[1, 5, :2])) and got[1, 5, 2] == -np.inf
+        for grad in grads:
+            assert np.all(np.isfinite(grad)) and np.any(grad != 0)
+        root_children = np.zeros(vocab, bool)
+        root_children[offsets[0] + np.unique(codes[:, 0])] = True
+        # Under the trie policy only the prefix's children get a gradient; under "vocab" every token does.
+        assert np.all((np.asarray(grads[0]) != 0) == (root_children if normalization == "trie" else True))
 
 
 def test_restricted_entropy_matches_reference():
@@ -235,8 +248,8 @@ def test_restricted_entropy_matches_reference():
     prefix_len = rng.integers(0, 4, nodes)
     prefix = np.where(np.arange(3) < prefix_len[:, None], codes[rng.integers(0, len(codes), nodes)], -1)
     logits = rng.standard_normal((nodes, vocab)).astype(np.float32) * 2
-    got = np.asarray(restricted_entropy(index.to_device(), jnp.asarray(logits), jnp.asarray(prefix),
-                                        jnp.asarray(prefix_len)))
+    got = np.asarray(jax.jit(restricted_entropy)(index.to_device(), jnp.asarray(logits), jnp.asarray(prefix),
+                                                 jnp.asarray(prefix_len)))
     for n in range(nodes):
         if prefix_len[n] == 3:
             assert got[n] == 0.0
@@ -253,35 +266,30 @@ TOKEN_OFFSETS = (2, 10, 18)  # genrec/vocab.py layout
 VOCAB_SIZE = 2 + sum(CODEBOOK_SIZES)
 
 
-def test_genrec_model_samples_catalogue_items_and_beam_rollouts_equal_decode_batch():
+def test_genrec_model_samples_catalogue_items_with_teacher_forced_log_probs():
+    """sample_batch on a real model: valid SIDs, and log-probs equal to the
+    teacher-forced ones the RL loss recomputes (so the first PPO ratio is 1)."""
     rng = np.random.default_rng(0)
-    flat = rng.choice(np.prod(CODEBOOK_SIZES), size=40, replace=False)
+    num_items = 24
+    flat = rng.choice(np.prod(CODEBOOK_SIZES), size=num_items, replace=False)
     codes = np.stack(np.unravel_index(flat, CODEBOOK_SIZES), axis=1).astype(np.int32)
     index = build_index(codes, codebook_sizes=CODEBOOK_SIZES, token_offsets=TOKEN_OFFSETS).to_device()
     mask = np.zeros((2, 9), bool)
     mask[0, 3:] = mask[1, 6:] = True
-    history = np.where(mask, (codes + TOKEN_OFFSETS)[rng.integers(0, 40, (2, 3))].reshape(2, 9), PAD_ID)
+    history = np.where(mask, (codes + TOKEN_OFFSETS)[rng.integers(0, num_items, (2, 3))].reshape(2, 9), PAD_ID)
     model = build_model(ModelConfig.tiny(VOCAB_SIZE, 3, num_encoder_layers=1, num_decoder_layers=1),
                         rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(model)
     history, mask = jnp.asarray(history, jnp.int32), jnp.asarray(mask)
 
-    out = sample_batch(graphdef, state, index, history, mask, jax.random.key(1), num_samples=16, temperature=1.3)
-    assert bool(out.valid.all())
-    np.testing.assert_array_equal(codes[np.asarray(out.item_ids)], out.sid_codes)
-
-    # The sampler's log-probs equal the teacher-forced ones the RL loss recomputes.
     @jax.jit
     def teacher_forced(state, sid_codes):
         model = nnx.merge(graphdef, state)
-        shared = model.encode(history, mask)
-        first, rest = model.score_candidates(shared, sid_codes + jnp.asarray(TOKEN_OFFSETS))
+        first, rest = model.score_candidates(model.encode(history, mask), sid_codes + jnp.asarray(TOKEN_OFFSETS))
         return token_log_probs_of(index, first, rest, sid_codes)
 
+    out = sample_batch(graphdef, state, index, history, mask, jax.random.key(1), num_samples=num_items,
+                       temperature=1.3, top_k=6)
+    assert bool(out.valid.all())
+    np.testing.assert_array_equal(codes[np.asarray(out.item_ids)], out.sid_codes)
     np.testing.assert_allclose(teacher_forced(state, out.sid_codes), out.token_log_probs, atol=1e-4)
-
-    rollouts = beam_rollout_batch(graphdef, state, index, history, mask, num_rollouts=4, num_beams=8)
-    found = decode_batch(graphdef, state, index, history, mask, num_beams=8, normalization="trie")
-    np.testing.assert_array_equal(rollouts.item_ids, found.item_ids[:, :4])
-    np.testing.assert_array_equal(rollouts.sid_codes, found.sid_codes[:, :4])
-    np.testing.assert_allclose(rollouts.token_log_probs.sum(-1), found.scores[:, :4], atol=1e-4)
