@@ -104,3 +104,83 @@ def prune_trie(trie: dict, allowed_items: set[int]) -> dict:
         return out
 
     return prune(trie)
+
+
+def reference_step_distribution(
+    logits: np.ndarray, *, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> np.ndarray:
+    """The constrained sampler's proposal over some children: softmax of
+    ``logits / temperature``, truncated to the ``top_k`` best, then to the
+    fewest best holding ``top_p`` of the mass (ties at the cut kept), renormalised."""
+    scores = np.asarray(logits, np.float64) / temperature
+    scores = np.where(np.isnan(scores), -np.inf, scores)
+    if top_k is not None and top_k < len(scores):
+        scores = np.where(scores >= np.sort(scores)[::-1][top_k - 1], scores, -np.inf)
+    probs = np.exp(log_softmax(scores))
+    if top_p is not None:
+        ranked = np.sort(probs)[::-1]
+        mass_before = np.cumsum(ranked) - ranked
+        kept = max(1, int(np.sum(mass_before < top_p)))
+        probs = np.where(probs >= ranked[kept - 1], probs, 0.0)
+        probs = probs / probs.sum()
+    return probs
+
+
+def reference_sample_distribution(
+    trie: dict,
+    logits_fn: Callable[[tuple[int, ...]], np.ndarray],
+    *,
+    num_levels: int,
+    token_offsets: Sequence[int],
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> dict[int, float]:
+    """Exact probability of each item under constrained sampling, by enumeration.
+
+    At each prefix the next code is drawn among the children of ``trie`` (the
+    request's, already pruned by its filter) with
+    :func:`reference_step_distribution` of their logits.
+
+    Returns:
+      item id -> probability (items of probability 0 included).
+    """
+    out: dict[int, float] = {}
+
+    def walk(node, prefix, prob):
+        level = len(prefix)
+        codes = sorted(node)
+        logits = np.asarray(logits_fn(prefix), np.float64)
+        step = reference_step_distribution(
+            logits[np.asarray(codes) + token_offsets[level]], temperature=temperature, top_k=top_k, top_p=top_p)
+        for code, p in zip(codes, step):
+            if level + 1 == num_levels:
+                out[node[code]] = prob * p
+            else:
+                walk(node[code], prefix + (code,), prob * p)
+
+    walk(trie, (), 1.0)
+    return out
+
+
+def reference_token_log_probs(
+    trie: dict,
+    logits_fn: Callable[[tuple[int, ...]], np.ndarray],
+    codes: Sequence[int],
+    *,
+    token_offsets: Sequence[int],
+    normalization: str = "trie",
+) -> np.ndarray:
+    """log pi(code_l | codes[:l]) of one SID, float64[levels]: the softmax over
+    the prefix's children in ``trie`` (``"trie"``) or over the vocabulary (``"vocab"``)."""
+    out = []
+    for level, code in enumerate(codes):
+        prefix = tuple(codes[:level])
+        logits = np.asarray(logits_fn(prefix), np.float64)
+        if normalization == "vocab":
+            out.append(log_softmax(logits)[token_offsets[level] + code])
+        else:
+            children = sorted(_lookup(trie, prefix))
+            logp = log_softmax(logits[np.asarray(children) + token_offsets[level]])
+            out.append(logp[children.index(code)])
+    return np.asarray(out)
