@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from training.config import DataConfig, EvalConfig, ModelSpec, OptimizerConfig, TrainConfig
+from training.config import DataConfig, EvalConfig, ModelSpec, OptimizerConfig, RLConfig, TrainConfig
 from training.losses import LossConfig
 
 
@@ -88,11 +88,21 @@ def paper_losses(*, beta: float, eta: float, msl_tau: float | None = None,
     return losses
 
 
+# The arms of the RL comparison (docs/rl.md), V-STAR first (the default of ``genrec rl``).
+# Every arm has the same rollout budget: one constrained beam search of width num_rollouts.
+RL_ARMS = {
+    "vstar": RLConfig(rollouts="ved", sibling_weight=1.0, value_weight=1.0),
+    "grpo_beam": RLConfig(rollouts="beam", sibling_weight=0.0, value_weight=0.0),
+    "grpo_sample": RLConfig(rollouts="sample", sibling_weight=0.0, value_weight=0.0),
+    "sibling": RLConfig(rollouts="sample", sibling_weight=1.0, value_weight=0.0),
+}
+
+
 def paper_config(arg: str, *, dataset: str, preset: str, losses: dict[str, LossConfig],
                  log_every: int) -> TrainConfig:
     """The APAO paper's recipe (arXiv 2603.02730) on ``data/<dataset>`` with model
     ``preset``, the variant of ``arg`` (keys ``loss``: one of ``losses``, ``dtype``,
-    ``platform``; :func:`parse_arg`).
+    ``platform``, ``rl``: the arm ``genrec rl`` runs, one of :data:`RL_ARMS`; :func:`parse_arg`).
 
     The recipe: history of the last 20 items; AdamW lr 5e-4, weight decay 0.01,
     1% warmup, cosine decay; batch 1024; up to 200 epochs, early stopping after
@@ -102,7 +112,8 @@ def paper_config(arg: str, *, dataset: str, preset: str, losses: dict[str, LossC
     (``--eval_sample_num -1``): on Beauty the first 5,000 are not typical
     (docs/results.md).
     """
-    args = parse_arg(arg, {"loss": tuple(losses), "dtype": DTYPES, "platform": tuple(PLATFORMS)})
+    args = parse_arg(arg, {"loss": tuple(losses), "dtype": DTYPES, "platform": tuple(PLATFORMS),
+                           "rl": tuple(RL_ARMS)})
     platform = PLATFORMS[args["platform"]]
     return TrainConfig(
         data=DataConfig(data_dir=f"data/{dataset}", max_history=20),
@@ -116,4 +127,5 @@ def paper_config(arg: str, *, dataset: str, preset: str, losses: dict[str, LossC
         early_stopping_patience=20,
         seed=42,
         log_every=log_every,
+        rl=RL_ARMS[args["rl"]],
     )

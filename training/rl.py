@@ -1,0 +1,420 @@
+"""V-STAR reinforcement learning on top of a supervised run: ``genrec rl``.
+
+    genrec rl --config tpu_configs/office_t5.py:rl=vstar --init-from runs/office_ce \\
+        --workdir runs/office_vstar [--set rl.num_steps=2000 ...] [--no-resume]
+
+Reads top to bottom: config -> the supervised run (data, model, weights) ->
+value head -> optimizer -> loop -> evaluation -> checkpoints. Each step draws
+``rl.num_rollouts`` rollouts per training request (beam, sampled or VED,
+``rl.rollouts``), scores them against the request's target and updates the
+policy and the value head with GRPO + Sibling-GRPO + value + KL losses, all
+in one jitted program (training/rl_step.py). docs/rl.md describes the method
+and the contracts of its parts.
+
+The workdir has the layout of a supervised one (``config.json``,
+``vocab.json``, ``catalogue.npz``, ``checkpoints/``, ``best/``,
+``metrics.jsonl``, ``results.json``): ``genrec eval``, ``genrec recommend``
+and the ``Recommender`` read it unchanged. The value head is saved with the
+optimizer state of the periodic checkpoints (it is for training only).
+``rl_init.json`` records the supervised checkpoint the run started from.
+
+Selection: validation ``eval.selection_metric`` with the usual constrained
+beam search, measured first at step 0 (the supervised start), so the best
+checkpoint is never worse on validation than the model the run started from.
+Resume is exact (rollout and dropout randomness are pure functions of
+``(seed, step)``); SIGTERM checkpoints the current step and exits 143.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from constrained.decode import build_eval_index
+from genrec.array_digest import tree_digest
+from genrec.atomic_files import atomic_open, write_json_atomic
+from genrec.batching import BatchIterator
+from genrec.console import UserError, add_verbose_flag, run_command, setup_logging
+from genrec.locks import DirectoryLock
+from genrec.models import build_model, count_params
+from genrec.progress import progress_bar
+from genrec.run_files import CONFIG_FILE, all_finite, read_catalogue, restore_params
+from genrec.split import leave_one_out_split, subset_examples
+from training.checkpoint import Checkpointer, TrainingProgress, read_run_config, write_run_files
+from training.config import TrainConfig, flat_settings, load_config_file, override_keys, score_normalization
+from training.evaluate import evaluate_split
+from training.optim import make_optimizer
+from training.preemption import StopOnSignal, TrainingInterrupted
+from training.rl_step import init_value_head, make_rl_step
+from training.train import (
+    METRICS_FILE,
+    RESULTS_FILE,
+    TENSORBOARD_DIR,
+    TEST_RANKS_FILE,
+    MetricsLog,
+    holds_checkpoint,
+    load_data,
+)
+from training.train_step import make_data_mesh, replicate, shard_batch
+
+__all__ = ["RLResult", "main", "rl_train"]
+
+logger = logging.getLogger("genrec.rl")
+
+RL_INIT_FILE = "rl_init.json"
+# What --no-resume removes from a workdir (only files this module writes).
+_RUN_OUTPUTS = ("checkpoints", "best", METRICS_FILE, RESULTS_FILE, TENSORBOARD_DIR, TEST_RANKS_FILE, RL_INIT_FILE)
+# Settings a resumed RL run may change (they cannot change what it computes); a longer run is allowed too.
+_RESUMABLE = ("log_every", "checkpoint.async_save", "checkpoint.keep", "checkpoint.every_steps", "rl.num_steps",
+              "early_stopping_patience", "eval.batch_size")
+
+
+@dataclasses.dataclass(frozen=True)
+class RLResult:
+    """What a finished RL run reports (also in ``workdir/results.json``).
+
+    Attributes:
+      workdir: the run's directory.
+      init_from: the supervised workdir and checkpoint it started from.
+      final_step: RL steps done.
+      best_step: step of the best validation ``eval.selection_metric`` (0 = the supervised start).
+      start_valid_metrics: validation metrics of the supervised start (step 0).
+      best_valid_metrics: validation metrics at ``best_step``.
+      test_metrics: test-split metrics of the best checkpoint.
+    """
+
+    workdir: Path
+    init_from: dict[str, Any]
+    final_step: int
+    best_step: int
+    start_valid_metrics: dict[str, float]
+    best_valid_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+
+
+def _check_same_run(config: TrainConfig, init_from: Path) -> None:
+    """Refuses an RL config whose data or model differ from the supervised run's."""
+    saved, _ = read_run_config(init_from)
+    old, new = flat_settings(saved), flat_settings(config)
+    differ = [key for key in new if key.startswith(("data.", "model.")) and old.get(key) != new[key]]
+    if differ:
+        listed = ", ".join(f"{key} {old.get(key)!r} -> {new[key]!r}" for key in differ)
+        raise UserError(f"{init_from / CONFIG_FILE}: the RL config changes the supervised run's {listed}; "
+                        "RL continues that run's model on its data: use its config file")
+
+
+def _check_resume(saved: TrainConfig, current: TrainConfig, source: Path) -> dict[str, tuple[Any, Any]]:
+    """``{key: (old, new)}`` of accepted changes; refuses changes that alter the run, or a shorter run."""
+    old, new = flat_settings(saved), flat_settings(current)
+    changes = {key: (old[key], new[key]) for key in old if old[key] != new.get(key)}
+    refused = [key for key in changes if key not in _RESUMABLE]
+    if refused:
+        listed = ", ".join(f"{key} {changes[key][0]!r} -> {changes[key][1]!r}" for key in refused)
+        raise UserError(f"{source}: resuming would change {listed}; a resumed run keeps its settings: "
+                        "use the run's settings, another --workdir, or --no-resume")
+    if current.rl.num_steps < saved.rl.num_steps:
+        raise UserError(f"{source}: resuming would shorten the run from {saved.rl.num_steps} to "
+                        f"{current.rl.num_steps} steps; a resumed run may only get longer")
+    return changes
+
+
+def rl_train(
+    config: TrainConfig,
+    init_from: str | Path,
+    workdir: str | Path,
+    *,
+    resume: bool = True,
+    on_step_end: Callable[[int], None] | None = None,
+) -> RLResult:
+    """Fine-tunes the supervised run in ``init_from`` with RL (``config.rl``) into ``workdir``.
+
+    Args:
+      config: the run: ``data`` and ``model`` must be the supervised run's;
+        ``rl`` holds the RL settings; ``eval`` / ``checkpoint`` / ``seed`` /
+        ``log_every`` / ``num_devices`` / ``early_stopping_patience`` apply as in ``genrec train``.
+      init_from: a supervised workdir (``genrec train``); read only.
+      workdir: output directory (created).
+      resume: continue from the newest checkpoint in ``workdir``; False starts over.
+      on_step_end: called with the step number after every step (and its checkpoint, if due).
+
+    Raises:
+      UserError: the config does not match the supervised run, or a resume would change the run.
+      genrec.locks.DirectoryInUseError: another process uses ``workdir``.
+      TrainingInterrupted: SIGTERM; the step is checkpointed, call again to resume.
+      FloatingPointError: the policy's weights or loss became non-finite.
+    """
+    init_from, workdir = Path(init_from), Path(workdir)
+    if init_from.resolve() == workdir.resolve():
+        raise UserError(f"--workdir {workdir} is the supervised run itself; RL writes a new workdir")
+    lock = DirectoryLock(workdir, "genrec rl").acquire() if jax.process_index() == 0 else None
+    try:
+        return _rl_train_locked(config, init_from, workdir, resume=resume, on_step_end=on_step_end)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, resume: bool,
+                     on_step_end: Callable[[int], None] | None) -> RLResult:
+    rl = config.rl
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        for name in _RUN_OUTPUTS:
+            path = workdir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+
+    # --- The supervised run: data, model, weights ----------------------------
+    _check_same_run(config, init_from)
+    data = load_data(config.data)
+    vocab = data.vocab
+    saved_codes, _ = read_catalogue(init_from)
+    if not np.array_equal(saved_codes, data.sid_codes):
+        raise UserError(f"{init_from}: its catalogue differs from the data of this config; use the run's config")
+    split = leave_one_out_split(data.sequences, config.data.max_history)
+    model_config = config.model.build(vocab.vocab_size, vocab.num_levels, config.data.max_history)
+    model = build_model(model_config, rngs=nnx.Rngs(params=config.seed, dropout=config.seed))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    del model
+    params, init_step = restore_params(init_from, params, rl.init_checkpoint)
+    if not all_finite(params):
+        raise UserError(f"{init_from}: its {rl.init_checkpoint} checkpoint (step {init_step}) holds non-finite "
+                        "weights; RL needs a sound supervised model")
+    init_record = {"workdir": str(init_from.resolve()), "checkpoint": rl.init_checkpoint, "step": int(init_step),
+                   "params": tree_digest(nnx.to_pure_dict(params))}
+    logger.info("RL from %s (%s checkpoint, step %d): %s, %d parameters", init_from, rl.init_checkpoint,
+                init_step, model_config.arch, count_params(nnx.merge(graphdef, params, rest)))
+    # The frozen KL anchor, in buffers of its own (the step donates the policy's).
+    reference_params = jax.tree.map(lambda x: x.copy(), params)
+    value_graphdef, value_params = init_value_head(model_config, rl, seed=config.seed)
+
+    # --- Optimizer, devices --------------------------------------------------
+    optimizer, schedule = make_optimizer(rl.optimizer, rl.num_steps)
+    trainable = {"policy": params, "value": value_params}
+    opt_state = optimizer.init(trainable)
+    mesh = make_data_mesh(rl.batch_size, config.num_devices)
+    eval_index, _ = build_eval_index(data.sid_codes, vocab)
+    device_index = replicate(eval_index.to_device(), mesh)
+    trainable, opt_state, reference_params, rest = replicate((trainable, opt_state, reference_params, rest), mesh)
+    rl_step = make_rl_step(rl, optimizer, mesh)
+
+    # --- Run files, resume ----------------------------------------------------
+    changes: dict[str, tuple[Any, Any]] = {}
+    if resume and (workdir / CONFIG_FILE).exists():
+        saved_config, _ = read_run_config(workdir)
+        changes = _check_resume(saved_config, config, workdir / CONFIG_FILE)
+        saved_init = json.loads((workdir / RL_INIT_FILE).read_text(encoding="utf-8"))
+        if saved_init != init_record:
+            raise UserError(f"{workdir / RL_INIT_FILE}: this run started from {saved_init['workdir']} "
+                            f"({saved_init['checkpoint']} step {saved_init['step']}, {saved_init['params'][:19]}), "
+                            f"not from {init_record['workdir']} ({init_record['checkpoint']} step "
+                            f"{init_record['step']}, {init_record['params'][:19]}); use another --workdir")
+    write_run_files(workdir, config, model_config, vocab, data.sid_codes, data.item_ids)
+    write_json_atomic(workdir / RL_INIT_FILE, init_record, indent=1)
+    checkpointer = Checkpointer(workdir, config.checkpoint)
+    base_key = jax.random.key(config.seed)
+    progress = TrainingProgress(step=0, data_step=0, rng_key=tuple(int(w) for w in jax.random.key_data(base_key)))
+    if resume and checkpointer.latest_step() is not None:
+        restored_params, extra, progress = checkpointer.restore(
+            trainable["policy"], {"optimizer": opt_state, "value": trainable["value"]})
+        trainable = {"policy": restored_params, "value": extra["value"]}
+        opt_state = extra["optimizer"]
+        base_key = jax.random.wrap_key_data(np.asarray(progress.rng_key, np.uint32))
+        logger.info("resumed from step %d in %s", progress.step, workdir)
+        if progress.finished and progress.step < rl.num_steps and not progress.early_stopped:
+            progress = dataclasses.replace(progress, finished=False)
+    # A run that never checkpointed starts its log afresh (its step-0 evaluation is redone).
+    metrics_log = MetricsLog(workdir / METRICS_FILE, keep_up_to_step=progress.step if progress.step else None,
+                             tensorboard_dir=workdir / TENSORBOARD_DIR)
+    if changes:
+        metrics_log.write({"step": progress.step, "kind": "resume_changes",
+                           "changes": {key: [old, new] for key, (old, new) in changes.items()}})
+
+    # --- Evaluation: the supervised protocol ----------------------------------
+    valid_examples = subset_examples(split.valid, config.eval.max_examples, config.eval.subset)
+    selection_metric = config.eval.selection_metric
+    if selection_metric == "valid_ce":
+        raise UserError("eval.selection_metric=valid_ce does not apply to RL; select by recall@k or ndcg@k")
+
+    def evaluate(policy: nnx.State, split_arrays) -> Any:
+        result = evaluate_split(nnx.merge(graphdef, policy, rest), eval_index, data, split_arrays,
+                                num_beams=config.eval.num_beams, batch_size=config.eval.batch_size,
+                                ks=tuple(config.eval.ks), normalization=score_normalization(config))
+        return dataclasses.replace(result, metrics={key: float(value) for key, value in result.metrics.items()})
+
+    def consider(step: int, valid_metrics: dict[str, float]) -> bool:
+        nonlocal progress
+        score = valid_metrics[selection_metric]
+        improved = progress.best_metric is None or score > progress.best_metric
+        if improved:
+            progress = dataclasses.replace(progress, best_metric=score, best_step=step, evals_without_improvement=0)
+            checkpointer.save_best(trainable["policy"], dataclasses.replace(progress, step=step), valid_metrics)
+        else:
+            progress = dataclasses.replace(progress, evals_without_improvement=progress.evals_without_improvement + 1)
+        logger.info("step %d valid %s=%.4f %s", step, selection_metric, score,
+                    "(new best)" if improved else f"(best {progress.best_metric:.4f} at step {progress.best_step})")
+        return improved
+
+    if progress.step == 0 and progress.best_metric is None:
+        start_metrics = evaluate(trainable["policy"], valid_examples).metrics
+        metrics_log.write({"step": 0, "kind": "valid", **start_metrics})
+        consider(0, start_metrics)
+
+    # --- Loop -------------------------------------------------------------------
+    batches = BatchIterator.from_split(split.train, data.sid_codes, vocab, rl.batch_size, shuffle=True,
+                                       seed=config.seed, drop_remainder=True, start_step=progress.data_step)
+    checkpoint_every = config.checkpoint.every_steps or rl.eval_every or rl.num_steps
+    window: list[dict[str, jax.Array]] = []
+    window_start = time.perf_counter()
+    step = progress.step
+    with StopOnSignal() as stop_signal, progress_bar(rl.num_steps, unit="step", initial=step, desc="rl") as bar:
+        while not progress.finished and step < rl.num_steps:
+            batch = shard_batch(next(batches), mesh)
+            trainable, opt_state, step_metrics = rl_step(
+                graphdef, value_graphdef, trainable, opt_state, reference_params, rest, batch,
+                jax.random.fold_in(base_key, step), device_index)
+            step += 1
+            window.append(step_metrics)
+            bar.update(1)
+            if step % config.log_every == 0 or step == rl.num_steps:
+                record = _summarize(jax.device_get(window), step, time.perf_counter() - window_start,
+                                    float(schedule(step - 1)))
+                metrics_log.write(record)
+                logger.info(_progress_line(record, rl.num_steps))
+                bar.set_postfix(reward=f"{record['reward_mean']:.3f}", refresh=False)
+                if not np.isfinite(record["loss"]) or not all_finite(trainable["policy"]):
+                    checkpointer.close()
+                    metrics_log.close()
+                    raise FloatingPointError(f"RL diverged by step {step}: non-finite loss or weights; nothing "
+                                             "of it was saved. Lower rl.optimizer.learning_rate")
+                window, window_start = [], time.perf_counter()
+            stop_early = False
+            if rl.eval_every and (step % rl.eval_every == 0 or step == rl.num_steps):
+                eval_start = time.perf_counter()
+                valid_metrics = evaluate(trainable["policy"], valid_examples).metrics
+                window_start += time.perf_counter() - eval_start
+                metrics_log.write({"step": step, "kind": "valid", **valid_metrics})
+                consider(step, valid_metrics)
+                patience = config.early_stopping_patience
+                stop_early = patience is not None and progress.evals_without_improvement >= patience
+            finished = stop_early or step == rl.num_steps
+            interrupted = not finished and stop_signal.requested(step)
+            progress = dataclasses.replace(progress, step=step, data_step=batches.step, finished=finished,
+                                           early_stopped=stop_early)
+            if finished or interrupted or step % checkpoint_every == 0:
+                checkpointer.save(trainable["policy"], {"optimizer": opt_state, "value": trainable["value"]},
+                                  progress)
+            if on_step_end is not None:
+                checkpointer.wait()
+                on_step_end(step)
+            if interrupted:
+                checkpointer.wait()
+                checkpointer.close()
+                metrics_log.close()
+                logger.warning("stopped at step %d with a checkpoint; run the same command to resume", step)
+                raise TrainingInterrupted(step, stop_signal.signum)
+    checkpointer.wait()
+
+    # --- Final evaluation: test split, best checkpoint ------------------------
+    best_meta = checkpointer.best_metadata()
+    policy, best_step = checkpointer.restore_params(trainable["policy"], "best")
+    test_result = evaluate(policy, split.test)
+    with atomic_open(workdir / TEST_RANKS_FILE, "wb") as f:
+        np.save(f, test_result.ranks)
+    metrics_log.write({"step": progress.step, "kind": "test", **test_result.metrics})
+    start_valid = next(r for r in metrics_log.records() if r.get("kind") == "valid" and r["step"] == 0)
+    checkpointer.close()
+    metrics_log.close()
+    result = RLResult(
+        workdir=workdir, init_from=init_record, final_step=progress.step, best_step=int(best_step),
+        start_valid_metrics={k: v for k, v in start_valid.items() if k not in ("step", "kind")},
+        best_valid_metrics=best_meta["valid_metrics"], test_metrics=test_result.metrics,
+    )
+    payload = dataclasses.asdict(result)
+    payload["workdir"] = str(workdir)
+    write_json_atomic(workdir / RESULTS_FILE, payload, indent=1)
+    return result
+
+
+def _summarize(host: list[dict[str, Any]], step: int, seconds: float, learning_rate: float) -> dict[str, Any]:
+    """One metrics.jsonl record: the window's mean of every step metric (lists by element), the rate."""
+    record: dict[str, Any] = {"step": step, "kind": "train"}
+    for key in host[-1]:
+        values = np.stack([np.asarray(m[key], np.float64) for m in host])
+        mean = np.nanmean(values, axis=0) if np.isfinite(values).any() else values.mean(axis=0)
+        record[key] = mean.tolist()
+    record["learning_rate"] = learning_rate
+    record["steps_per_s"] = len(host) / max(seconds, 1e-9)
+    return record
+
+
+def _progress_line(record: dict[str, Any], total_steps: int) -> str:
+    return (f"step {record['step']}/{total_steps} | loss {record['loss']:.4f} | reward {record['reward_mean']:.4f} "
+            f"| kl {record['kl']:.2e} | value_loss {record['value_loss']:.4f} "
+            f"| unique/group {record['unique_items_per_group']:.1f} | {record['steps_per_s']:.2f} steps/s")
+
+
+def _result_line(result: RLResult) -> str:
+    keys = [key for key in ("recall@10", "ndcg@10") if key in result.test_metrics] or \
+        [key for key in result.test_metrics if "@" in key]
+    metrics = " ".join(f"{key} {result.test_metrics[key]:.4f}" for key in keys)
+    start = " ".join(f"{key} {result.start_valid_metrics[key]:.4f}" for key in keys)
+    best = " ".join(f"{key} {result.best_valid_metrics[key]:.4f}" for key in keys)
+    return (f"test {metrics} (best checkpoint, RL step {result.best_step}); valid {best} against the supervised "
+            f"start's {start}; all metrics in {result.workdir / RESULTS_FILE}")
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "genrec rl",
+         on_step_end: Callable[[int], None] | None = None) -> int:
+    """``genrec rl``: parse arguments, then :func:`rl_train`. Exit status 0 done, 2 a user's mistake, 143 SIGTERM."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Fine-tune a supervised genrec run with V-STAR reinforcement learning (docs/rl.md).",
+        epilog="Settable keys: " + ", ".join(key for key in override_keys() if key.startswith("rl.")) +
+        " (and every key of genrec train)",
+    )
+    parser.add_argument("--config", required=True, metavar="FILE[:ARG]",
+                        help="the supervised run's config file with an RL arm, e.g. tpu_configs/office_t5.py:rl=vstar")
+    parser.add_argument("--init-from", required=True, metavar="WORKDIR",
+                        help="the supervised run's workdir (read only)")
+    parser.add_argument("--workdir", required=True, help="output directory of the RL run")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set rl.num_rollouts=8 (repeatable)")
+    parser.add_argument("--no-resume", action="store_true", help="start over, deleting the workdir's previous RL run")
+    add_verbose_flag(parser)
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+
+    def run() -> int:
+        if not (Path(args.init_from) / CONFIG_FILE).is_file():
+            raise UserError(f"--init-from {args.init_from}: not a genrec workdir (no {CONFIG_FILE}); "
+                            "give the workdir of a genrec train run")
+        config = load_config_file(args.config, args.overrides)
+        try:
+            result = rl_train(config, args.init_from, args.workdir, resume=not args.no_resume,
+                              on_step_end=on_step_end)
+        except TrainingInterrupted as stopped:
+            print(json.dumps({"interrupted_at_step": stopped.step}))
+            return stopped.exit_code
+        print(_result_line(result), flush=True)
+        return 0
+
+    return run_command(parser.prog, run, outputs=[args.workdir], verbose=args.verbose,
+                       keep_outputs=lambda: holds_checkpoint(args.workdir))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
