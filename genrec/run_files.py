@@ -56,7 +56,6 @@ __all__ = [
     "all_finite",
     "catalogue_fingerprint",
     "check_same_catalogue",
-    "damaged_checkpoint_fix",
     "load_model_for_inference",
     "load_run_data",
     "load_workdir_data",
@@ -342,7 +341,7 @@ def _damaged(directory: Path, step: int, reason: str) -> CheckpointDamaged:
     return CheckpointDamaged(f"{directory}: checkpoint step {step} is damaged ({reason})", step=step, reason=reason)
 
 
-def damaged_checkpoint_fix(which: Literal["best", "latest"]) -> str:
+def _damaged_checkpoint_fix(which: Literal["best", "latest"]) -> str:
     """What to do about a damaged best or latest checkpoint (the end of the one-line error)."""
     if which == "best":
         return "load the latest checkpoint instead (--which latest, which='latest') or retrain"
@@ -381,7 +380,7 @@ def restore_params_from(
     except CheckpointDamaged as damaged:
         raise CheckpointDamaged(
             f"{directory}: the {which} checkpoint (step {step}) is damaged ({damaged.reason}); "
-            f"{damaged_checkpoint_fix(which)}", step=step, reason=damaged.reason) from damaged
+            f"{_damaged_checkpoint_fix(which)}", step=step, reason=damaged.reason) from damaged
     return state_with_values(params, arrays["params"]), step
 
 

@@ -257,9 +257,9 @@ class Checkpointer:
         try:
             progress = TrainingProgress.from_json(meta)
         except (TypeError, ValueError, KeyError) as error:
-            raise CheckpointDamaged(
-                f"{self.workdir / PERIODIC_DIR}: checkpoint step {step} is damaged (its meta is not a training "
-                f"progress record: {error})", step=step, reason="its meta is not a training progress record") from error
+            reason = f"its meta is not a training progress record: {error}"
+            raise CheckpointDamaged(f"{self.workdir / PERIODIC_DIR}: checkpoint step {step} is damaged ({reason})",
+                                    step=step, reason=reason) from error
         return state_with_values(params, arrays["params"]), arrays["opt_state"], progress
 
     def restore_newest_intact(self, params: nnx.State, opt_state: Any) -> tuple[nnx.State, Any, TrainingProgress]:

@@ -20,6 +20,7 @@ import pytest
 from logging_state import kept_logging
 from train_cli import TINY_RUN, assert_same_latest_params
 
+from genrec.console import UserError
 from serving.cli import main as genrec_main
 from serving.recommender import Recommender
 from training.config import load_config_file
@@ -166,6 +167,6 @@ def test_a_damaged_best_checkpoint_stops_the_final_test_evaluation(finished_run,
     damage(workdir / best, "flip", intact_arrays(reference_dir, best))
     message = (rf"best checkpoint \(step {reference.best_step}\) is damaged \(params/\S+ checksum mismatch\), "
                "so the test split was not evaluated")
-    with kept_logging(), pytest.raises(Exception, match=message):
+    with kept_logging(), pytest.raises(UserError, match=message):
         train(load_config_file(SMOKE, TINY), workdir)  # the finished run goes straight to its test evaluation
     assert (workdir / "results.json").read_bytes() == results_before
