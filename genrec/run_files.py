@@ -11,7 +11,7 @@ Workdir layout::
       config.json        {"format_version", "train_config": TrainConfig, "model_config": ModelConfig}
       vocab.json         genrec.vocab.SIDVocabulary (token layout)
       catalogue.npz      sid_codes int32[num_items, L], item_ids str[num_items]
-      checkpoints/<step>/  periodic Orbax checkpoints: params, opt_state, meta (JSON)
+      checkpoints/<step>/  periodic Orbax checkpoints: params, opt_state, meta (JSON, with the arrays' checksums)
       best/<step>/         the best one by eval.selection_metric: params, meta
       metrics.jsonl, results.json, curves.png, ...  (written by training/train.py)
 
@@ -37,6 +37,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from genrec.array_digest import tree_digest
+from genrec.checkpoint_checksums import CHECKSUMS_KEY, CheckpointDamaged, reading_error, verify_checksums
 from genrec.datasets import MIN_INTERACTIONS, InteractionData, load_sid_dataset
 from genrec.models import ModelConfig, SIDRecommender, build_model
 from genrec.synthetic import make_synthetic_dataset
@@ -70,6 +71,7 @@ __all__ = [
     "resolve_score_normalization",
     "restore_params",
     "restore_params_from",
+    "restore_verified",
     "state_with_values",
 ]
 
@@ -83,6 +85,8 @@ PERIODIC_ITEMS = ("params", "opt_state", "meta")
 BEST_ITEMS = ("params", "meta")
 # Version of config.json's layout; training.config writes and checks it too.
 CONFIG_FORMAT_VERSION = 1
+
+logger = logging.getLogger(__name__)
 
 
 def _not_a_workdir(path: Path, workdir: str | Path) -> FileNotFoundError:
@@ -296,20 +300,76 @@ def state_with_values(template: nnx.State, pure: dict[str, Any]) -> nnx.State:
     return state
 
 
+def restore_verified(
+    manager: ocp.CheckpointManager, step: int, directory: Path, **targets: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One step's array items, checked against the checksums saved with them, and its ``meta``.
+
+    Args:
+      manager: the Orbax manager of ``directory``.
+      step: the checkpoint to read.
+      targets: the array items to restore, by name, as Orbax restore targets
+        (``params=abstract_tree(...)``).
+
+    Returns:
+      ``(arrays, meta)``: the restored trees by item name, and the ``meta``
+      JSON without its checksum record. A checkpoint saved before checksums
+      were recorded is returned unverified, with a one-line warning.
+
+    Raises:
+      CheckpointDamaged: a file of the step cannot be read (missing, truncated,
+        undecodable, bad JSON), or an array differs from its checksum.
+    """
+    args = {name: ocp.args.StandardRestore(target) for name, target in targets.items()}
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(**args, meta=ocp.args.JsonRestore()))
+        arrays = {name: restored[name] for name in targets}
+        meta = restored.meta
+    except Exception as error:  # whatever the reader raises, the step is unusable
+        raise _damaged(directory, step, reading_error(error)) from error
+    if not isinstance(meta, Mapping):
+        raise _damaged(directory, step, "its meta item is missing or not a JSON object")
+    meta = dict(meta)
+    record = meta.pop(CHECKSUMS_KEY, None)
+    if record is None:
+        logger.warning("%s: checkpoint step %d has no checksums (saved by an older genrec): its arrays cannot be "
+                       "verified", directory, step)
+        return arrays, meta
+    reason = verify_checksums(record, **arrays)
+    if reason is not None:
+        raise _damaged(directory, step, reason)
+    return arrays, meta
+
+
+def _damaged(directory: Path, step: int, reason: str) -> CheckpointDamaged:
+    return CheckpointDamaged(f"{directory}: checkpoint step {step} is damaged ({reason})", step=step, reason=reason)
+
+
+def _damaged_checkpoint_fix(which: Literal["best", "latest"]) -> str:
+    """What to do about a damaged best or latest checkpoint (the end of the one-line error)."""
+    if which == "best":
+        return "load the latest checkpoint instead (--which latest, which='latest') or retrain"
+    return ("load the best checkpoint instead (--which best, which='best'), or run genrec train again: "
+            "it resumes from the newest intact checkpoint")
+
+
 def restore_params_from(
     manager: ocp.CheckpointManager | None, params: nnx.State, which: Literal["best", "latest"], directory: Path
 ) -> tuple[nnx.State, int]:
-    """The parameters of ``manager``'s newest step onto the template ``params``: ``(params, step)``.
+    """The parameters of ``manager``'s newest step onto the template ``params``: ``(params, step)``,
+    verified against the checksums saved with them (:func:`restore_verified`).
 
     Args:
-      manager: an Orbax manager of ``directory`` with a ``params`` item, or
-        None when the directory does not exist.
+      manager: an Orbax manager of ``directory`` with ``params`` and ``meta``
+        items, or None when the directory does not exist.
       params: the model's ``nnx.Param`` state; gives the structure, dtypes and
         shardings (its values are not used).
       which: the kind of checkpoint ``directory`` holds (for the error message).
 
     Raises:
       FileNotFoundError: no checkpoint there.
+      CheckpointDamaged: the checkpoint cannot be read or its weights differ
+        from their checksums (one line naming it, its step, the reason and the fix).
     """
     step = None if manager is None else manager.latest_step()
     if step is None:
@@ -319,11 +379,13 @@ def restore_params_from(
                 "(eval_every=0, or training stopped before the first one); use which='latest'"
             )
         raise FileNotFoundError(f"no checkpoint in {directory}")
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_tree(nnx.to_pure_dict(params)))),
-    )
-    return state_with_values(params, restored.params), step
+    try:
+        arrays, _ = restore_verified(manager, step, directory, params=abstract_tree(nnx.to_pure_dict(params)))
+    except CheckpointDamaged as damaged:
+        raise CheckpointDamaged(
+            f"{directory}: the {which} checkpoint (step {step}) is damaged ({damaged.reason}); "
+            f"{_damaged_checkpoint_fix(which)}", step=step, reason=damaged.reason) from damaged
+    return state_with_values(params, arrays["params"]), step
 
 
 def _drop_read_only_notices(record: logging.LogRecord) -> bool:

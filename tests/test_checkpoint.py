@@ -149,3 +149,64 @@ def test_inference_view_of_config_json_agrees_with_training(workdir):
         load_model_for_inference(path)
     with pytest.raises(FileNotFoundError, match="no checkpoint in"):
         load_model_for_inference(path, which="latest")
+
+
+def _read_meta(directory, step):
+    """A checkpoint's ``meta`` JSON, read through Orbax's public API (not the code under test)."""
+    import orbax.checkpoint as ocp
+
+    with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
+                               item_names=("meta",)) as manager:
+        return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+
+@pytest.mark.parametrize("async_save", [True, False])
+def test_checkpoints_record_a_checksum_of_every_array(workdir, async_save):
+    from genrec.array_digest import tree_digest, tree_digests
+    from genrec.checkpoint_checksums import verify_checksums
+
+    path, _ = workdir
+    optimizer, _ = make_optimizer(OptimizerConfig(), total_steps=10)
+    _, params, _ = _split(seed=5)
+    opt_state = optimizer.init(params)
+    checkpointer = Checkpointer(path, CheckpointConfig(async_save=async_save))
+    progress = TrainingProgress(step=3, data_step=3, rng_key=(0, 1))
+    checkpointer.save(params, opt_state, progress)
+    checkpointer.save_best(params, progress, {"ndcg@10": 0.5})
+    checkpointer.close()
+
+    pure = nnx.to_pure_dict(params)
+    periodic = _read_meta(path / "checkpoints", 3)["checksums"]
+    best = _read_meta(path / "best", 3)["checksums"]
+    assert periodic["params"] == best["params"] == {"tree": tree_digest(pure), "arrays": tree_digests(pure)}
+    assert periodic["opt_state"] == {"tree": tree_digest(opt_state), "arrays": tree_digests(opt_state)}
+    assert len(periodic["params"]["arrays"]) == len(jax.tree.leaves(pure)) and set(best) == {"params"}
+
+    # The record accepts the saved arrays and names the one array that changed by one ulp.
+    assert verify_checksums(periodic, params=pure, opt_state=opt_state) is None
+    name = sorted(periodic["params"]["arrays"])[3]
+    changed = jax.tree_util.tree_map_with_path(
+        lambda p, x: np.nextafter(x, np.inf) if "/".join(str(getattr(k, "key", k)) for k in p) == name else x, pure)
+    assert verify_checksums(periodic, params=changed) == f"params/{name} checksum mismatch"
+    # ... and the restore round trip passes its own verification.
+    restored_params, restored_opt_state, restored = Checkpointer(path, CheckpointConfig()).restore(params, opt_state)
+    _assert_trees_equal(restored_params, params)
+    assert restored == progress
+
+
+def test_a_checkpoint_saved_without_checksums_loads_with_one_warning(workdir, caplog):
+    """Checkpoints written before checksums were recorded stay readable (unverified, said once per load)."""
+    import logging
+
+    import orbax.checkpoint as ocp
+
+    path, _ = workdir
+    _, params, _ = _split(seed=6)
+    with ocp.CheckpointManager(path / "best", item_names=("params", "meta")) as manager:  # the old save_best
+        manager.save(7, args=ocp.args.Composite(params=ocp.args.StandardSave(nnx.to_pure_dict(params)),
+                                                meta=ocp.args.JsonSave({"progress": {}, "valid_metrics": {}})))
+    with caplog.at_level(logging.WARNING):
+        model, *_ = load_model_for_inference(path, "best")
+    _assert_trees_equal(nnx.state(model, nnx.Param), params)
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("genrec")]
+    assert len(warnings) == 1 and "checkpoint step 7 has no checksums" in warnings[0], warnings

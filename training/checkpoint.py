@@ -10,19 +10,27 @@ so serving reads a workdir without importing training.
 only by a resuming run). The three run files are written atomically (temp
 file + ``os.replace``); Orbax itself commits a step directory only when it is
 complete, so a crash at any moment leaves the last complete checkpoint intact.
+Every checkpoint's ``meta`` also records a checksum of each array it holds
+(genrec/checkpoint_checksums.py); restoring verifies them, and a resumed run
+falls back past a damaged checkpoint to the newest intact one (docs/training.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from genrec.atomic_files import atomic_open, write_json_atomic
+from genrec.checkpoint_checksums import CHECKSUMS_KEY, CheckpointDamaged, checksum_record, reading_error
+from genrec.console import UserError
 from genrec.models import ModelConfig
 from genrec.run_files import (
     BEST_DIR,
@@ -37,6 +45,7 @@ from genrec.run_files import (
     model_config_to_json,
     read_config_json,
     restore_params_from,
+    restore_verified,
     state_with_values,
 )
 from genrec.vocab import SIDVocabulary
@@ -48,6 +57,8 @@ __all__ = [
     "read_run_config",
     "write_run_files",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------
@@ -163,30 +174,37 @@ class Checkpointer:
     # -- saving
 
     def save(self, params: nnx.State, opt_state: Any, progress: TrainingProgress) -> None:
-        """Saves a periodic checkpoint at ``progress.step`` (async if configured).
+        """Saves a periodic checkpoint at ``progress.step`` (async if configured),
+        with the checksums of its arrays in its ``meta``.
 
-        A step that is already saved (a resumed run passing it again) is skipped.
+        The checksums are computed here, before the (possibly async) write: one
+        host copy and one SHA-256 pass over params and opt_state per save. A
+        step that is already saved (a resumed run passing it again) is skipped.
         """
         if progress.step in self._periodic.all_steps():
             return
+        pure_params = nnx.to_pure_dict(params)
+        meta = {**progress.to_json(), CHECKSUMS_KEY: checksum_record(params=pure_params, opt_state=opt_state)}
         self._periodic.save(
             progress.step,
             args=ocp.args.Composite(
-                params=ocp.args.StandardSave(nnx.to_pure_dict(params)),
+                params=ocp.args.StandardSave(pure_params),
                 opt_state=ocp.args.StandardSave(opt_state),
-                meta=ocp.args.JsonSave(progress.to_json()),
+                meta=ocp.args.JsonSave(meta),
             ),
         )
 
     def save_best(self, params: nnx.State, progress: TrainingProgress, metrics: dict[str, float]) -> None:
-        """Replaces the best checkpoint with ``params`` at ``progress.step``."""
+        """Replaces the best checkpoint with ``params`` at ``progress.step`` (with their checksums)."""
         if progress.step in self._best.all_steps():
             return
-        meta = {"progress": progress.to_json(), "valid_metrics": metrics}
+        pure_params = nnx.to_pure_dict(params)
+        meta = {"progress": progress.to_json(), "valid_metrics": metrics,
+                CHECKSUMS_KEY: checksum_record(params=pure_params)}
         self._best.save(
             progress.step,
             args=ocp.args.Composite(
-                params=ocp.args.StandardSave(nnx.to_pure_dict(params)),
+                params=ocp.args.StandardSave(pure_params),
                 meta=ocp.args.JsonSave(meta),
             ),
         )
@@ -214,7 +232,8 @@ class Checkpointer:
     def restore(
         self, params: nnx.State, opt_state: Any, step: int | None = None
     ) -> tuple[nnx.State, Any, TrainingProgress]:
-        """Restores a periodic checkpoint (the latest by default) onto the given templates.
+        """Restores a periodic checkpoint (the latest by default) onto the given templates,
+        verified against the checksums saved with it.
 
         Args:
           params: the model's ``nnx.Param`` state; gives the structure, dtypes
@@ -223,19 +242,72 @@ class Checkpointer:
 
         Returns:
           ``(params, opt_state, progress)``.
+
+        Raises:
+          FileNotFoundError: no checkpoint.
+          CheckpointDamaged: the step cannot be read or differs from its checksums.
         """
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.workdir / PERIODIC_DIR}")
-        restored = self._periodic.restore(
-            step,
-            args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(abstract_tree(nnx.to_pure_dict(params))),
-                opt_state=ocp.args.StandardRestore(abstract_tree(opt_state)),
-                meta=ocp.args.JsonRestore(),
-            ),
+        arrays, meta = restore_verified(
+            self._periodic, step, self.workdir / PERIODIC_DIR,
+            params=abstract_tree(nnx.to_pure_dict(params)), opt_state=abstract_tree(opt_state),
         )
-        return state_with_values(params, restored.params), restored.opt_state, TrainingProgress.from_json(restored.meta)
+        try:
+            progress = TrainingProgress.from_json(meta)
+        except (TypeError, ValueError, KeyError) as error:
+            reason = f"its meta is not a training progress record: {error}"
+            raise CheckpointDamaged(f"{self.workdir / PERIODIC_DIR}: checkpoint step {step} is damaged ({reason})",
+                                    step=step, reason=reason) from error
+        return state_with_values(params, arrays["params"]), arrays["opt_state"], progress
+
+    def restore_newest_intact(self, params: nnx.State, opt_state: Any) -> tuple[nnx.State, Any, TrainingProgress]:
+        """:meth:`restore` of the newest periodic checkpoint that reads back intact (resuming a run).
+
+        Damaged newer checkpoints are moved aside (``checkpoints/<step>.damaged``:
+        kept for inspection, and out of Orbax's way when the resumed run saves
+        that step again), with one warning line naming them and why.
+
+        Raises:
+          FileNotFoundError: no periodic checkpoint.
+          UserError: every periodic checkpoint is damaged (one line).
+        """
+        directory = self.workdir / PERIODIC_DIR
+        steps = sorted(self._periodic.all_steps(), reverse=True)
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint in {directory}")
+        damaged: list[CheckpointDamaged] = []
+        for step in steps:
+            try:
+                restored = self.restore(params, opt_state, step)
+            except CheckpointDamaged as error:
+                damaged.append(error)
+                continue
+            if damaged:
+                moved_to = self._move_aside([error.step for error in damaged])
+                logger.warning("%s; moved to %s; resuming from step %d", _damaged_list(damaged),
+                               ", ".join(str(path) for path in moved_to), step)
+            return restored
+        raise UserError(f"{directory}: no intact checkpoint to resume from: {_damaged_list(damaged)}; start over "
+                        "with --no-resume (it deletes them) or use another --workdir")
+
+    def _move_aside(self, steps: list[int]) -> list[Path]:
+        """Renames damaged step directories to ``<step>.damaged`` (a name Orbax does not take for a step)."""
+        directory = self.workdir / PERIODIC_DIR
+        targets = []
+        for step in steps:
+            target = directory / f"{step}.damaged"
+            suffix = 1
+            while target.exists():
+                target, suffix = directory / f"{step}.damaged.{suffix}", suffix + 1
+            targets.append(target)
+            if jax.process_index() == 0:
+                (directory / str(step)).rename(target)
+        if jax.process_count() > 1:  # every process sees the renamed steps before listing them again
+            multihost_utils.sync_global_devices("genrec.checkpoint: damaged steps moved aside")
+        self._periodic.reload()
+        return targets
 
     def restore_params(self, params: nnx.State, which: Literal["best", "latest"]) -> tuple[nnx.State, int]:
         """Only the parameters of the best or latest checkpoint: ``(params, step)``."""
@@ -248,4 +320,20 @@ class Checkpointer:
         step = self._best.latest_step()
         if step is None:
             return None
-        return self._best.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        try:
+            meta = dict(self._best.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
+        except Exception as error:  # whatever the reader raises, the step is unusable
+            reason = reading_error(error)
+            raise CheckpointDamaged(f"{self.workdir / BEST_DIR}: the best checkpoint (step {step}) is damaged "
+                                    f"({reason})", step=step, reason=reason) from error
+        meta.pop(CHECKSUMS_KEY, None)
+        return meta
+
+
+def _damaged_list(damaged: list[CheckpointDamaged]) -> str:
+    """``checkpoint step 4 is damaged (why)`` or ``checkpoint steps 6, 4 are damaged (6: why; 4: why)``."""
+    if len(damaged) == 1:
+        return f"checkpoint step {damaged[0].step} is damaged ({damaged[0].reason})"
+    steps = ", ".join(str(error.step) for error in damaged)
+    reasons = "; ".join(f"{error.step}: {error.reason}" for error in damaged)
+    return f"checkpoint steps {steps} are damaged ({reasons})"

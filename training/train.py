@@ -48,12 +48,21 @@ from jax.experimental import multihost_utils
 from constrained.decode import build_eval_index
 from genrec.atomic_files import atomic_open, write_json_atomic
 from genrec.batching import BatchIterator
-from genrec.console import add_verbose_flag, run_command, setup_logging
+from genrec.checkpoint_checksums import CheckpointDamaged
+from genrec.console import UserError, add_verbose_flag, run_command, setup_logging
 from genrec.datasets import InteractionData
 from genrec.locks import DirectoryLock
 from genrec.models import build_model, count_params
 from genrec.progress import progress_bar
-from genrec.run_files import CATALOGUE_FILE, CONFIG_FILE, PERIODIC_DIR, all_finite, load_run_data, read_catalogue
+from genrec.run_files import (
+    BEST_DIR,
+    CATALOGUE_FILE,
+    CONFIG_FILE,
+    PERIODIC_DIR,
+    all_finite,
+    load_run_data,
+    read_catalogue,
+)
 from genrec.split import LeaveOneOutSplit, SplitArrays, leave_one_out_split, subset_examples
 from training.checkpoint import Checkpointer, TrainingProgress, read_run_config, write_run_files
 from training.config import (
@@ -392,7 +401,11 @@ def _train_locked(
     progress = TrainingProgress(step=0, data_step=0, rng_key=tuple(int(w) for w in jax.random.key_data(base_key)))
     if resume and checkpointer.latest_step() is not None:
         params, rest = nnx.split_state(state, nnx.Param, ...)
-        params, opt_state, progress = checkpointer.restore(params, opt_state)
+        try:  # the newest checkpoint that reads back intact (a damaged one is named and moved aside)
+            params, opt_state, progress = checkpointer.restore_newest_intact(params, opt_state)
+        except UserError:
+            checkpointer.close()
+            raise
         state = nnx.merge_state(params, rest)
         base_key = jax.random.wrap_key_data(np.asarray(progress.rng_key, np.uint32))
         logger.info("resumed from step %d in %s", progress.step, workdir)
@@ -524,11 +537,18 @@ def _train_locked(
     checkpointer.wait()
 
     # --- Final evaluation: test split, best checkpoint ----------------------
-    best_meta = checkpointer.best_metadata()
     params, rest = nnx.split_state(state, nnx.Param, ...)
-    if best_meta is not None:
-        params, _ = checkpointer.restore_params(params, "best")
-        state = nnx.merge_state(params, rest)
+    try:  # never a test evaluation of damaged weights
+        best_meta = checkpointer.best_metadata()
+        if best_meta is not None:
+            params, _ = checkpointer.restore_params(params, "best")
+            state = nnx.merge_state(params, rest)
+    except CheckpointDamaged as damaged:
+        checkpointer.close()
+        metrics_log.close()
+        raise UserError(f"{workdir / BEST_DIR}: the best checkpoint (step {damaged.step}) is damaged "
+                        f"({damaged.reason}), so the test split was not evaluated; retrain with --no-resume, or "
+                        "evaluate the latest checkpoint: genrec eval --which latest") from damaged
     test_result = evaluate(state, split.test)
     test_metrics = test_result.metrics
     if is_primary:  # per-user ranks, for paired comparisons of runs (research/compare_runs.py)
