@@ -228,7 +228,7 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
     base_key = jax.random.key(config.seed)
     progress = TrainingProgress(step=0, data_step=0, rng_key=tuple(int(w) for w in jax.random.key_data(base_key)))
     if resume and checkpointer.latest_step() is not None:
-        restored_params, extra, progress = checkpointer.restore(
+        restored_params, extra, progress = checkpointer.restore_newest_intact(
             trainable["policy"], {"optimizer": opt_state, "value": trainable["value"]})
         trainable = {"policy": restored_params, "value": extra["value"]}
         opt_state = extra["optimizer"]
