@@ -46,7 +46,12 @@ per sample for the CE step (3 x (encode + 4 positions)). At 989 TFLOP/s (H100 bf
 about half that for float32 through TF32) that is a floor of ~250k requests/s (sampling
 arms) and ~790k CE samples/s; matmuls this small reach a few % of peak, so launches and
 memory bound both steps. The script prints this estimate for whatever model and sizes it
-runs, beside XLA's own FLOP count of each compiled program (``cost_analysis``).
+runs, beside XLA's own FLOP count of each compiled program (``cost_analysis``, which counts
+a loop body once: VED's ``lax.scan`` levels and iterations make its figure too low).
+
+Every arm's ``valid`` column is the fraction of its ``G`` slots holding a rollout: VED
+returns fewer than ``G`` complete SIDs when its tree holds fewer leaves (on the synthetic
+catalogue at the defaults, about a third), so compare its time together with it.
 
 Run (GPU):  PYTHONPATH=. python benchmarks/rl_step.py --data data_local/Beauty --batch-size 64,256 --out rl_step.json
 CPU smoke:  PYTHONPATH=. python benchmarks/rl_step.py --model tiny --batch-size 4 --num-rollouts 4 --repeats 2
@@ -180,17 +185,15 @@ def copied(tree: Any) -> Any:
 def time_calls(call: Callable[[int], Any], repeats: int) -> tuple[float, float]:
     """``(median seconds of a warm call, compile seconds)``: ``call(i)`` returns arrays to wait on.
 
-    The first call (trace + compile + run) is timed too; compile = first - median.
-    One untimed call after it lets lazy device set-up settle.
+    The first call (trace + compile + run) is the warm-up, timed too: compile = first - median.
     """
     start = time.perf_counter()
     jax.block_until_ready(call(0))
     first = time.perf_counter() - start
-    jax.block_until_ready(call(1))
     times = []
     for i in range(repeats):
         start = time.perf_counter()
-        jax.block_until_ready(call(i + 2))
+        jax.block_until_ready(call(i + 1))
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
     return median, max(first - median, 0.0)
@@ -250,7 +253,7 @@ def rollout_rows(model, model_config, rl, device_index, host_batch, repeats, his
     weights = {"model": state, "value": value_params}
     tokens, mask = jax.device_put((host_batch["history_tokens"], host_batch["history_mask"]))
     base_key = jax.random.key(0)
-    keys = [jax.random.fold_in(base_key, i) for i in range(repeats + 2)]
+    keys = [jax.random.fold_in(base_key, i) for i in range(repeats + 1)]
     batch, G = tokens.shape[0], rl.num_rollouts
     rows = []
     for arm in ROLLOUT_ARMS:
@@ -297,7 +300,7 @@ def rl_step_row(arm_name, rl, model, model_config, eval_index, host_batch, repea
     batch = shard_batch(host_batch, mesh)
     step = make_rl_step(rl, optimizer, mesh)
     base_key = jax.random.key(0)
-    keys = [jax.random.fold_in(base_key, i) for i in range(repeats + 2)]
+    keys = [jax.random.fold_in(base_key, i) for i in range(repeats + 1)]
     carry = {"trainable": trainable, "opt_state": opt_state}
     metrics = {}
 
@@ -318,6 +321,8 @@ def rl_step_row(arm_name, rl, model, model_config, eval_index, host_batch, repea
         "rollouts_per_s": size * rl.num_rollouts / sec, "loss": float(metrics["loss"]),
         "tokens_used": float(metrics["tokens_used"]),
         "rollouts_in_catalogue": float(metrics["rollouts_in_catalogue"]),
+        "valid_fraction": float(metrics["valid_fraction"]),
+        "unique_items_per_group": float(metrics["unique_items_per_group"]),
         "est_gflop_per_request": estimated_gflop("rl_step", STEP_ROLLOUT_ARM[rl.rollouts], rl, model_config,
                                                  num_levels, history_tokens),
         "xla_gflop_per_request": gflop / size,
@@ -340,7 +345,7 @@ def ce_step_row(model, model_config, data, split, batch_size, repeats, history_t
     iterator = BatchIterator.from_split(split.train, data.sid_codes, data.vocab, batch_size, seed=0)
     batch = shard_batch(next(iterator), mesh)
     base_key = jax.random.key(0)
-    keys = [jax.random.fold_in(base_key, i) for i in range(repeats + 2)]
+    keys = [jax.random.fold_in(base_key, i) for i in range(repeats + 1)]
     carry = {"state": state, "opt_state": opt_state}
     metrics = {}
 
@@ -380,13 +385,14 @@ def print_tables(rows: list[dict]) -> None:
             print("| " + " | ".join(str(c) for c in cells) + " |")
     if steps:
         ce = next((r for r in steps if r["part"] == "ce_step"), None)
-        print("\n| step | batch | G | ms | compile s | requests/s (CE: samples/s) | rollouts/s | time/request vs CE | "
-              "est. GFLOP/req | XLA GFLOP/req |")
-        print("|---" * 10 + "|")
+        print("\n| step | batch | G | ms | compile s | requests/s (CE: samples/s) | rollouts/s | valid | "
+              "time/request vs CE | est. GFLOP/req | XLA GFLOP/req |")
+        print("|---" * 11 + "|")
         for r in steps:
             cells = [r["arm"], r["batch"], r.get("num_rollouts", "-"), f"{r['ms']:.2f}", f"{r['compile_s']:.1f}",
                      f"{r['requests_per_s']:,.0f}",
                      f"{r['rollouts_per_s']:,.0f}" if "rollouts_per_s" in r else "-",
+                     f"{r['valid_fraction']:.3f}" if "valid_fraction" in r else "-",
                      f"{ce['requests_per_s'] / r['requests_per_s']:.1f}x" if ce else "-",
                      f"{r['est_gflop_per_request']:.2f}", f"{r['xla_gflop_per_request']:.2f}"]
             print("| " + " | ".join(str(c) for c in cells) + " |")
@@ -430,7 +436,9 @@ def main(argv=None):
           f"({model_config.dtype}); {device_index.meta.num_items} SIDs; {len(split.train.targets)} training examples",
           flush=True)
     settings = {"device": jax.devices()[0].device_kind, "params": count_params(model), "num_levels": num_levels,
-                "history_tokens": history_tokens, "workdir": args.workdir, "model": args.model, "dtype": args.dtype}
+                "history_tokens": history_tokens, "workdir": args.workdir,
+                "model": None if args.workdir else args.model, "dtype": str(model_config.dtype),
+                "num_rollouts": args.num_rollouts, "budget": args.budget, "repeats": args.repeats}
     rows: list[dict] = []
 
     def save():
