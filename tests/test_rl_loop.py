@@ -114,10 +114,27 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_run(supervised, referen
     assert resumed == dataclasses.replace(result, workdir=workdir)
 
 
+class _Crash(Exception):
+    pass
+
+
+def _crash_at_step_1(step):
+    if step == 1:
+        raise _Crash
+
+
 def test_sigterm_checkpoints_the_step_exits_143_and_a_rerun_finishes(supervised, reference, tmp_path, capsys):
+    """One workdir through a crash before its first checkpoint, a SIGTERM at step 3 (exit 143, a checkpoint
+    of step 3 though none was due) and a rerun to the end: the uninterrupted run's weights and records."""
     _, reference_dir = reference
     workdir = tmp_path / "stopped"
     argv = rl_arguments(supervised, workdir, TINY_RUN + RL_TINY)
+
+    # First a crash before any periodic checkpoint: the start's evaluation and best/0 are on disk.
+    # The next run starts over, evaluates the start again and logs it once (checked below).
+    with pytest.raises(_Crash):
+        rl_train(CONFIG, supervised, workdir, on_step_end=_crash_at_step_1)
+    assert [r["step"] for r in _records(workdir, "valid")] == [0] and not (workdir / "checkpoints" / "1").exists()
 
     def sigterm_at_step_2(step):
         if step == 2:
@@ -172,6 +189,8 @@ ERRORS = [
     ("workdir-is-init-from", lambda sup, ref, tmp: (sup, sup, []), "is the supervised run itself"),
     ("resume-changed-rollouts", lambda sup, ref, tmp: (sup, ref, ["rl.num_rollouts=4"]), "rl.num_rollouts 8 -> 4"),
     ("resume-other-start", lambda sup, ref, tmp: ("{tmp}/copy", ref, []), "rl_init.json"),
+    ("batch-over-devices", lambda sup, ref, tmp: (sup, "{tmp}/rl", ["rl.batch_size=12"]),
+     "rl.batch_size=12 does not split evenly over 8 devices; use a multiple of 8 (e.g. --set rl.batch_size=16)"),
 ]
 
 

@@ -179,6 +179,11 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
 
     # --- The supervised run: data, model, weights ----------------------------
     _check_same_run(config, init_from)
+    num_devices = config.num_devices or jax.device_count()
+    if rl.batch_size % num_devices:  # make_data_mesh's message would name genrec train's batch_size
+        fits = -(-rl.batch_size // num_devices) * num_devices
+        raise UserError(f"rl.batch_size={rl.batch_size} does not split evenly over {num_devices} devices; use a "
+                        f"multiple of {num_devices} (e.g. --set rl.batch_size={fits}) or set num_devices")
     data = load_data(config.data)
     vocab = data.vocab
     saved_codes, _ = read_catalogue(init_from)
