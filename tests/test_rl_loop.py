@@ -176,31 +176,35 @@ def test_rl_workdir_serves_genrec_eval_and_the_recommender(supervised, reference
 
 
 def _tree(root):
-    return {p.relative_to(root).as_posix(): p.read_bytes() if p.is_file() else None
+    """Every path under ``root`` with its bytes, but the lock file's (the last holder's pid)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() if p.is_file() and p.name != ".genrec.lock" else None
             for p in sorted(root.rglob("*"))}
 
 
-# (case, --init-from, --workdir, extra --set, text of the one error line); {sup} the supervised workdir,
-# {ref} the finished RL run (every resume case must leave it as it was), {tmp} the test's own folder.
+# (case, --init-from, --workdir, more arguments, text of the one error line); {sup} the supervised workdir,
+# {ref} the finished RL run (every resume case must leave it as it was), {tmp} the test's own folder,
+# {tmp}/copy a copy of {sup}.
 ERRORS = [
     ("init-from-not-a-workdir", "{tmp}", "{tmp}/rl", [], "not a genrec workdir"),
-    ("changed-model", "{sup}", "{tmp}/new/rl", ["model.num_decoder_layers=2"], "model.num_decoder_layers 1 -> 2"),
+    ("changed-model", "{sup}", "{tmp}/new/rl", ["--set", "model.num_decoder_layers=2"],
+     "model.num_decoder_layers 1 -> 2"),
     ("workdir-is-init-from", "{sup}", "{sup}", [], "is the supervised run itself"),
-    ("resume-changed-rollouts", "{sup}", "{ref}", ["rl.num_rollouts=4"], "rl.num_rollouts 8 -> 4"),
+    ("workdir-is-a-supervised-run", "{sup}", "{tmp}/copy", ["--no-resume"], "holds a genrec train run"),
+    ("resume-changed-rollouts", "{sup}", "{ref}", ["--set", "rl.num_rollouts=4"], "rl.num_rollouts 8 -> 4"),
     ("resume-other-start", "{tmp}/copy", "{ref}", [], "rl_init.json: this run started from"),
-    ("batch-over-devices", "{sup}", "{tmp}/rl", ["rl.batch_size=12"],
+    ("batch-over-devices", "{sup}", "{tmp}/rl", ["--set", "rl.batch_size=12"],
      "rl.batch_size=12 does not split evenly over 8 devices; use a multiple of 8 (e.g. --set rl.batch_size=16)"),
 ]
 
 
-@pytest.mark.parametrize("case, init_from, workdir, extra, expected", ERRORS, ids=[case[0] for case in ERRORS])
-def test_user_error_is_one_line_and_changes_nothing(case, init_from, workdir, extra, expected, supervised, reference,
+@pytest.mark.parametrize("case, init_from, workdir, more, expected", ERRORS, ids=[case[0] for case in ERRORS])
+def test_user_error_is_one_line_and_changes_nothing(case, init_from, workdir, more, expected, supervised, reference,
                                                     tmp_path, capsys):
     places = {"sup": supervised, "ref": reference[1], "tmp": tmp_path}
-    if case == "resume-other-start":  # the same weights in another supervised workdir
+    if "{tmp}/copy" in (init_from, workdir):
         shutil.copytree(supervised, tmp_path / "copy")
     before = [_tree(root) for root in places.values()]
-    argv = rl_arguments(init_from.format(**places), workdir.format(**places), TINY_RUN + RL_TINY + extra)
+    argv = rl_arguments(init_from.format(**places), workdir.format(**places), TINY_RUN + RL_TINY) + more
     capsys.readouterr()
     assert rl_main(argv) == 2
     err = capsys.readouterr().err

@@ -169,6 +169,9 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
                      on_step_end: Callable[[int], None] | None) -> RLResult:
     rl = config.rl
     workdir.mkdir(parents=True, exist_ok=True)
+    if (workdir / CONFIG_FILE).exists() and not (workdir / RL_INIT_FILE).exists():  # never resume or wipe it
+        raise UserError(f"--workdir {workdir} holds a genrec train run (no {RL_INIT_FILE}); RL writes a workdir "
+                        "of its own: use another --workdir")
     if not resume:
         for name in _RUN_OUTPUTS:
             path = workdir / name
