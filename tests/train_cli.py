@@ -62,3 +62,20 @@ def assert_same_latest_params(workdir_a: Path, workdir_b: Path, *, rtol: float =
     """The two runs' latest parameters have the same structure and agree within ``rtol`` / ``atol``."""
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=rtol, atol=atol),
                  latest_params(workdir_a), latest_params(workdir_b))
+
+
+# The RL stage (training.rl) on a TINY_RUN supervised workdir: 8 requests x 8 rollouts a step,
+# 4 steps, validation (and a periodic checkpoint) every 2, a metrics record every 2.
+RL_TINY = ["rl.batch_size=8", "rl.num_rollouts=8", "rl.num_steps=4", "rl.eval_every=2", "log_every=2"]
+
+
+def rl_arguments(init_from: Path, workdir: Path, overrides: Sequence[str], *flags: str) -> list[str]:
+    """``[--config REPO/SMOKE, --init-from I, --workdir W, *flags, --set o ...]``: argv of ``training.rl.main``."""
+    arguments = _train_arguments(workdir, overrides, *flags)[2:]  # without its --config
+    return ["--config", str(REPO / SMOKE), "--init-from", str(init_from), *arguments]
+
+
+def killed_rl_command(init_from: Path, workdir: Path, overrides: Sequence[str], kill_at: int) -> list[str]:
+    """``python -m training.rl`` through ``training.rl.main``, SIGKILLed right after step ``kill_at``."""
+    script = _KILLED_MAIN.format(kill_at=int(kill_at)).replace("from training.train import", "from training.rl import")
+    return [sys.executable, "-c", script, *rl_arguments(init_from, workdir, overrides)]

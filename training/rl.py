@@ -169,6 +169,9 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
                      on_step_end: Callable[[int], None] | None) -> RLResult:
     rl = config.rl
     workdir.mkdir(parents=True, exist_ok=True)
+    if (workdir / CONFIG_FILE).exists() and not (workdir / RL_INIT_FILE).exists():  # never resume or wipe it
+        raise UserError(f"--workdir {workdir} holds a genrec train run (no {RL_INIT_FILE}); RL writes a workdir "
+                        "of its own: use another --workdir")
     if not resume:
         for name in _RUN_OUTPUTS:
             path = workdir / name
@@ -179,6 +182,11 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
 
     # --- The supervised run: data, model, weights ----------------------------
     _check_same_run(config, init_from)
+    num_devices = config.num_devices or jax.device_count()
+    if rl.batch_size % num_devices:  # make_data_mesh's message would name genrec train's batch_size
+        fits = -(-rl.batch_size // num_devices) * num_devices
+        raise UserError(f"rl.batch_size={rl.batch_size} does not split evenly over {num_devices} devices; use a "
+                        f"multiple of {num_devices} (e.g. --set rl.batch_size={fits}) or set num_devices")
     data = load_data(config.data)
     vocab = data.vocab
     saved_codes, _ = read_catalogue(init_from)

@@ -94,15 +94,17 @@ def _rollouts(rl: RLConfig, model, head, shared, index: DeviceIndex, key: jax.Ar
     num_levels = index.meta.num_levels
     G = rl.num_rollouts
     budget = float(rollout_budget(rl, num_levels))
+    # Beam search and sampling decode G paths from one root whatever ``rl.budget`` says: 1 + (L - 1) * G tokens.
+    fixed_cost = jnp.full((batch,), float(beam_search_budget(num_levels, G)))
     if rl.rollouts == "beam":
         out = beam_rollouts(index, model.decode_step, shared, model.init_beam_cache(shared, G),
                             num_rollouts=G, start_token=BOS_ID, normalization="trie")
-        return out.sid_codes, out.valid, jnp.full((batch,), float(beam_search_budget(num_levels, G)))
+        return out.sid_codes, out.valid, fixed_cost
     if rl.rollouts == "sample":
         out = constrained_sample(index, model.decode_step, shared, model.init_beam_cache(shared, G), key,
                                  num_samples=G, start_token=BOS_ID, temperature=rl.temperature, top_k=rl.top_k,
                                  top_p=rl.top_p, normalization="trie")
-        return out.sid_codes, out.valid, jnp.full((batch,), budget)
+        return out.sid_codes, out.valid, fixed_cost
     width, iterations = ved_iterations(rl, num_levels)
     uniforms = ved_uniforms(key, num_iterations=iterations, num_requests=batch,
                             nodes_per_iteration=rl.ved_nodes_per_iteration)

@@ -1,0 +1,212 @@
+"""training/rl.py end to end on the tiny smoke run: a V-STAR run from a supervised
+workdir writes one step-0 validation record and keeps the supervised start as
+the best checkpoint when RL does not beat it; SIGKILL and SIGTERM mid-run
+resume to exactly the uninterrupted run; the RL workdir serves ``genrec eval``
+and the ``Recommender`` unchanged; user mistakes are one line, exit status 2,
+nothing changed.
+
+One supervised workdir and one uninterrupted RL run serve every test (module
+fixtures); the V-STAR step is the program tests/test_rl_step.py compiles on 8
+devices, and the killed process loads it from conftest.py's persistent cache."""
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+
+import numpy as np
+import pytest
+from flax import nnx
+from logging_state import kept_logging
+from train_cli import REPO, RL_TINY, SMOKE, TINY_RUN, assert_same_latest_params, killed_rl_command, rl_arguments
+
+from genrec.array_digest import tree_digest
+from genrec.run_files import load_model_for_inference
+from serving.cli import main as genrec_main
+from serving.recommender import Recommender
+from training.config import load_config_file
+from training.rl import main as rl_main
+from training.rl import rl_train
+from training.rl_step import rollout_budget
+from training.train import train
+
+CONFIG = load_config_file(REPO / SMOKE, TINY_RUN + RL_TINY)
+NUM_STEPS, KILL_AT = CONFIG.rl.num_steps, 3  # checkpoints at 2 and 4: the killed run redoes step 3
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    with kept_logging():
+        yield
+
+
+@pytest.fixture(scope="module")
+def supervised(tmp_path_factory):
+    """A supervised tiny workdir with a best checkpoint (step 4), the RL runs' start."""
+    workdir = tmp_path_factory.mktemp("supervised")
+    train(load_config_file(REPO / SMOKE, TINY_RUN + ["num_steps=4", "eval_every=4"]), workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def reference(supervised, tmp_path_factory):
+    """An uninterrupted V-STAR run (in process): ``(RLResult, workdir)``."""
+    workdir = tmp_path_factory.mktemp("rl") / "reference"
+    return rl_train(CONFIG, supervised, workdir, resume=False), workdir
+
+
+def _records(workdir, kind=None):
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in records if kind is None or r["kind"] == kind]
+
+
+def _timeless(records):
+    return [{k: v for k, v in r.items() if k != "steps_per_s"} for r in records]
+
+
+def _params_digest(workdir, which):
+    model = load_model_for_inference(workdir, which=which)[0]
+    return tree_digest(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+
+
+def test_run_logs_the_start_once_and_keeps_it_as_best_when_rl_does_not_improve(reference):
+    result, workdir = reference
+    assert result.final_step == NUM_STEPS
+    valid = _records(workdir, "valid")
+    assert [r["step"] for r in valid] == [0, 2, 4]  # the supervised start, evaluated once, then every 2 steps
+    train_records = _records(workdir, "train")
+    assert [r["step"] for r in train_records] == [2, 4]
+    budget = rollout_budget(CONFIG.rl, np.load(workdir / "catalogue.npz")["sid_codes"].shape[1])
+    for record in train_records:
+        assert record["rollouts_in_catalogue"] == 1.0 and np.isfinite(record["loss"])
+        assert 0 < record["valid_fraction"] <= 1 and 1 <= record["tokens_used"] <= budget
+        assert not record["update_skipped"]
+    assert len(_records(workdir, "test")) == 1
+
+    # lr 1e-5 for 4 steps moves the weights but not the validation ranking: no later evaluation
+    # beats the start, so the best checkpoint is step 0, the supervised weights bit for bit.
+    metric = CONFIG.eval.selection_metric
+    assert all(r[metric] <= valid[0][metric] for r in valid), "the setup no longer leaves validation unchanged"
+    assert result.best_step == 0
+    assert result.best_valid_metrics == result.start_valid_metrics == {k: v for k, v in valid[0].items()
+                                                                       if k not in ("step", "kind")}
+    init = json.loads((workdir / "rl_init.json").read_text())
+    assert init["checkpoint"] == "best" and _params_digest(workdir, "best") == init["params"]
+    assert _params_digest(workdir, "latest") != init["params"]  # RL did change the weights
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["best_step"] == 0 and results["test_metrics"] == result.test_metrics
+
+
+def test_killed_and_resumed_run_equals_the_uninterrupted_run(supervised, reference, tmp_path):
+    result, reference_dir = reference
+    workdir = tmp_path / "resumed"
+    command = killed_rl_command(supervised, workdir, TINY_RUN + RL_TINY, KILL_AT)
+    killed = subprocess.run(command, cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:] + killed.stderr[-3000:]
+    saved_steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved_steps == [2] and not (workdir / "results.json").exists()
+
+    resumed = rl_train(CONFIG, supervised, workdir, resume=True)
+    assert_same_latest_params(reference_dir, workdir, atol=0.0)  # bit-identical
+    assert _timeless(_records(workdir)) == _timeless(_records(reference_dir))
+    assert resumed == dataclasses.replace(result, workdir=workdir)
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_at_step_1(step):
+    if step == 1:
+        raise _Crash
+
+
+def test_sigterm_checkpoints_the_step_exits_143_and_a_rerun_finishes(supervised, reference, tmp_path, capsys):
+    """One workdir through a crash before its first checkpoint, a SIGTERM at step 3 (exit 143, a checkpoint
+    of step 3 though none was due) and a rerun to the end: the uninterrupted run's weights and records."""
+    _, reference_dir = reference
+    workdir = tmp_path / "stopped"
+    argv = rl_arguments(supervised, workdir, TINY_RUN + RL_TINY)
+
+    # First a crash before any periodic checkpoint: the start's evaluation and best/0 are on disk.
+    # The next run starts over, evaluates the start again and logs it once (checked below).
+    with pytest.raises(_Crash):
+        rl_train(CONFIG, supervised, workdir, on_step_end=_crash_at_step_1)
+    assert [r["step"] for r in _records(workdir, "valid")] == [0] and not (workdir / "checkpoints" / "1").exists()
+
+    def sigterm_at_step_2(step):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    handler_before = signal.getsignal(signal.SIGTERM)
+    assert rl_main(argv, on_step_end=sigterm_at_step_2) == 143
+    assert signal.getsignal(signal.SIGTERM) is handler_before
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"interrupted_at_step": 3}
+    saved_steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved_steps == [2, 3]  # the step the signal arrived in, though no checkpoint was due
+    assert rl_main(argv) == 0
+    assert_same_latest_params(reference_dir, workdir, atol=0.0)
+    # The same records, but for the train record of step 4: as in genrec train, a window cut by the
+    # stop is not logged, so after the resume it averages step 4 alone (the reference: steps 3 and 4).
+    cut = {"step": 4, "kind": "train"}
+    records, expected = (_timeless([r for r in _records(d) if {"step": r["step"], "kind": r["kind"]} != cut])
+                         for d in (workdir, reference_dir))
+    assert records == expected and len(records) == len(_records(workdir)) - 1
+
+
+def test_rl_workdir_serves_genrec_eval_and_the_recommender(supervised, reference, capsys):
+    result, workdir = reference
+    capsys.readouterr()
+    assert genrec_main(["eval", "--workdir", str(workdir)]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evaluated["split"] == "test"
+    for key, value in result.test_metrics.items():  # the run's own test evaluation of its best checkpoint
+        assert evaluated["metrics"][key] == pytest.approx(value, abs=1e-6), key
+
+    histories = [["1", "2", "3"], ["10"], []]
+    rl_recs = Recommender.from_workdir(workdir, num_beams=8).recommend(histories, top_k=5)
+    start_recs = Recommender.from_workdir(supervised, num_beams=8).recommend(histories, top_k=5)
+    catalogue = set(np.load(workdir / "catalogue.npz")["item_ids"].tolist())
+    assert all(set(items) <= catalogue and len(items) == 5 for items in rl_recs.item_ids.tolist())
+    # Its best checkpoint is the supervised start (previous test): the same recommendations.
+    assert result.best_step == 0
+    np.testing.assert_array_equal(rl_recs.item_ids, start_recs.item_ids)
+
+
+def _tree(root):
+    """Every path under ``root`` with its bytes, but the lock file's (the last holder's pid)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() if p.is_file() and p.name != ".genrec.lock" else None
+            for p in sorted(root.rglob("*"))}
+
+
+# (case, --init-from, --workdir, more arguments, text of the one error line); {sup} the supervised workdir,
+# {ref} the finished RL run (every resume case must leave it as it was), {tmp} the test's own folder,
+# {tmp}/copy a copy of {sup}.
+ERRORS = [
+    ("init-from-not-a-workdir", "{tmp}", "{tmp}/rl", [], "not a genrec workdir"),
+    ("changed-model", "{sup}", "{tmp}/new/rl", ["--set", "model.num_decoder_layers=2"],
+     "model.num_decoder_layers 1 -> 2"),
+    ("workdir-is-init-from", "{sup}", "{sup}", [], "is the supervised run itself"),
+    ("workdir-is-a-supervised-run", "{sup}", "{tmp}/copy", ["--no-resume"], "holds a genrec train run"),
+    ("resume-changed-rollouts", "{sup}", "{ref}", ["--set", "rl.num_rollouts=4"], "rl.num_rollouts 8 -> 4"),
+    ("resume-other-start", "{tmp}/copy", "{ref}", [], "rl_init.json: this run started from"),
+    ("batch-over-devices", "{sup}", "{tmp}/rl", ["--set", "rl.batch_size=12"],
+     "rl.batch_size=12 does not split evenly over 8 devices; use a multiple of 8 (e.g. --set rl.batch_size=16)"),
+]
+
+
+@pytest.mark.parametrize("case, init_from, workdir, more, expected", ERRORS, ids=[case[0] for case in ERRORS])
+def test_user_error_is_one_line_and_changes_nothing(case, init_from, workdir, more, expected, supervised, reference,
+                                                    tmp_path, capsys):
+    places = {"sup": supervised, "ref": reference[1], "tmp": tmp_path}
+    if "{tmp}/copy" in (init_from, workdir):
+        shutil.copytree(supervised, tmp_path / "copy")
+    before = [_tree(root) for root in places.values()]
+    argv = rl_arguments(init_from.format(**places), workdir.format(**places), TINY_RUN + RL_TINY) + more
+    capsys.readouterr()
+    assert rl_main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("genrec rl: error: ") and expected in err, err
+    assert [_tree(root) for root in places.values()] == before
