@@ -229,10 +229,10 @@ def _build_index(args: argparse.Namespace) -> int:
 
     from constrained.decode import build_eval_index
     from constrained.index import build_index
-    from genrec.datasets import find_duplicate_sids, load_sid_dataset
+    from genrec.datasets import find_duplicate_sids, load_sid_catalogue
 
     _check_output_file(args.out, "--out")
-    data = load_sid_dataset(args.data, args.name)
+    data = load_sid_catalogue(args.data, args.name)  # the SIDs only: the interactions are not needed
     start = time.perf_counter()
     if args.disambiguate:
         index = build_index(data.sid_codes, np.arange(data.num_items), codebook_sizes=data.vocab.codebook_sizes,
