@@ -23,7 +23,10 @@ parameters (batch ``k``, dropout masks and negatives are pure functions of
 ``(seed, k)``; parameters, optimizer state and early-stopping counters are in
 the checkpoint). SIGTERM (preemption, a scheduler, ``timeout``) does not
 lose the steps since the last periodic checkpoint: the loop finishes its step,
-saves it and exits with status 143 (training/preemption.py).
+saves it and exits with status 143 (training/preemption.py). The log window's
+step metrics are in the checkpoint too, so metrics.jsonl reads as one
+uninterrupted run. After the last checkpoint (the final test evaluation) a
+SIGTERM stops at once, exit 143, and rerunning the command only evaluates.
 """
 
 from __future__ import annotations
@@ -307,7 +310,8 @@ def train(
     Raises:
       genrec.locks.DirectoryInUseError: another process is training in ``workdir``.
       TrainingInterrupted: SIGTERM (or a first Ctrl-C) arrived; the step it stopped at is
-        checkpointed and calling ``train`` again (``resume=True``) continues.
+        checkpointed and calling ``train`` again (``resume=True``) continues (after the
+        last step: it stopped at once, and calling again runs the final evaluation).
       FloatingPointError: ``optimizer.max_consecutive_nonfinite`` steps in a row
         had non-finite gradients.
     """
