@@ -213,25 +213,38 @@ class TrieIndex:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TrieIndex":
-        """Reads an index written by :meth:`save`; raises IndexFileError if the
-        file is corrupt, truncated, of another format or version."""
+        """Reads an index written by :meth:`save`.
+
+        Raises:
+          FileNotFoundError, IsADirectoryError, PermissionError: about ``path`` itself.
+          IndexFileError: the file is corrupt, truncated, of another format or
+            version; one line naming the file. Any damage of the file's bytes
+            gives this or an identical index (the checksum covers every array
+            and the metadata; tests/reliability/test_index_bit_flips.py).
+        """
         import json
-        import zipfile
 
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as npz:
                 contents = {k: npz[k] for k in npz.files}
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
             raise
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        except Exception as e:  # a damaged zip or .npy header raises many kinds (NotImplementedError for a
+            # flipped compression method, RuntimeError for a flipped encryption flag, ValueError, EOFError, ...)
             raise IndexFileError(
-                f"{path}: not a readable index file ({e}); rebuild it with "
+                f"{path}: not a readable index file ({_one_line(e)}); rebuild it with "
                 "constrained.build_index(...).save(path)."
             ) from e
         if str(contents.get("__magic__", "")) != _MAGIC:
             raise IndexFileError(f"{path}: not a genrec trie index file.")
-        version = int(contents["__version__"])
+        missing = [key for key in ("__version__", "__meta__", "__checksum__") if key not in contents]
+        if missing:
+            raise IndexFileError(f"{path}: the file lacks {', '.join(missing)}, it is corrupt; rebuild the index.")
+        try:
+            version = int(contents["__version__"])
+        except (TypeError, ValueError, OverflowError):
+            version = None
         if version != FORMAT_VERSION:
             raise IndexFileError(
                 f"{path}: index format version {version}, this code reads "
@@ -244,15 +257,25 @@ class TrieIndex:
             raise IndexFileError(
                 f"{path}: checksum mismatch, the file is corrupt; rebuild the index."
             )
-        meta = json.loads(meta_json)
-        return cls(
-            codebook_sizes=tuple(meta["codebook_sizes"]),
-            token_offsets=tuple(meta["token_offsets"]),
-            dense_depth=int(meta["dense_depth"]),
-            max_branch=tuple(meta["max_branch"]),
-            num_appended_levels=int(meta["num_appended_levels"]),
-            **arrays,
-        )
+        try:  # what the checksum covers was written by save(): a failure here is a file of another writer
+            meta = json.loads(meta_json)
+            return cls(
+                codebook_sizes=tuple(meta["codebook_sizes"]),
+                token_offsets=tuple(meta["token_offsets"]),
+                dense_depth=int(meta["dense_depth"]),
+                max_branch=tuple(meta["max_branch"]),
+                num_appended_levels=int(meta["num_appended_levels"]),
+                **arrays,
+            )
+        except (TypeError, ValueError, KeyError) as e:
+            raise IndexFileError(f"{path}: not an index written by TrieIndex.save ({_one_line(e)}); "
+                                 "rebuild the index.") from e
+
+
+def _one_line(error: BaseException) -> str:
+    """``Type: first line of the message``, for a one-line error that names its cause."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def _checksum(arrays: dict[str, np.ndarray], meta_json: str) -> str:

@@ -69,6 +69,8 @@ def user_error_message(error: BaseException) -> str | None:
         message = str(error)
     elif isinstance(error, FileExistsError) and error.filename is not None and not os.path.isdir(error.filename):
         message = f"{error.filename}: is a file, not a directory; choose another path"
+    elif isinstance(error, PermissionError) and error.filename is not None:
+        message = f"{error.filename}: permission denied; choose another path or change its permissions"
     elif isinstance(error, OSError) and error.filename is not None:
         message = f"{error.filename}: {error.strerror or error}"
     elif isinstance(error, (ValueError, KeyError, OSError)) and error.args and _raised_by_genrec(error):

@@ -23,7 +23,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -84,6 +86,27 @@ _DELEGATED: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
 # ---------------------------------------------------------------------------
 # Shared pieces
 # ---------------------------------------------------------------------------
+
+
+def _check_output_file(path: str | None, option: str) -> None:
+    """Refuses an output file that cannot be written (a directory, under a file, in a read-only
+    directory) before the work whose end writes it: one line naming the path, not a traceback or
+    the name of a temporary file after a whole evaluation."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"{path}: is a directory; give a file path to {option}")
+    existing = next(parent for parent in target.absolute().parents if os.path.lexists(parent))
+    if not existing.is_dir():
+        raise UserError(f"{path}: {existing} is a file, not a directory; choose another {option} path")
+    try:  # root ignores permission bits, os.access does not know it: try what the writer will do
+        fd, probe = tempfile.mkstemp(prefix=".genrec-write-check-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise UserError(f"{path}: cannot write in {existing} ({error.strerror}); "
+                        f"choose another {option} path") from None
 
 
 def _metrics_table(rows: dict[str, dict[str, float]], keys: Sequence[str]) -> str:
@@ -165,6 +188,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     if args.save_prefix_ranks and not args.diagnose:
         raise ValueError("--save-prefix-ranks needs --diagnose")
+    _check_output_file(args.save_ranks, "--save-ranks")
+    _check_output_file(args.save_prefix_ranks, "--save-prefix-ranks")
     import numpy as np
 
     from genrec.atomic_files import atomic_open
@@ -204,9 +229,10 @@ def _build_index(args: argparse.Namespace) -> int:
 
     from constrained.decode import build_eval_index
     from constrained.index import build_index
-    from genrec.datasets import find_duplicate_sids, load_sid_dataset
+    from genrec.datasets import find_duplicate_sids, load_sid_catalogue
 
-    data = load_sid_dataset(args.data, args.name)
+    _check_output_file(args.out, "--out")
+    data = load_sid_catalogue(args.data, args.name)  # the SIDs only: the interactions are not needed
     start = time.perf_counter()
     if args.disambiguate:
         index = build_index(data.sid_codes, np.arange(data.num_items), codebook_sizes=data.vocab.codebook_sizes,

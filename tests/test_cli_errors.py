@@ -127,6 +127,11 @@ CASES = [
     ("synth-too-many-items", None, ["synth", "--out", "{tmp}/new/synth", "--num-items", "5000",
                                     "--codebook-size", "4"], "num_items=5000"),
     ("synth-out-is-a-file", "file", ["synth", "--out", "{tmp}/a_file", "--num-items", "50"], "a_file"),
+    ("train-workdir-is-a-file", "file", ["train", "--config", "{smoke}", "--workdir", "{tmp}/a_file"], "a_file"),
+    ("recommend-out-is-a-file", "file", ["recommend", "--workdir", "{workdir}", "--which", "latest", "--num-beams",
+                                         "4", "--top-k", "4", "--out", "{tmp}/a_file"], "a_file"),
+    ("eval-save-ranks-under-a-file", "file", ["eval", "--workdir", "{workdir}", "--which", "latest",
+                                              "--save-ranks", "{tmp}/a_file/ranks.npy"], "a_file"),
 ]
 
 

@@ -128,6 +128,9 @@ class TrainingProgress:
       evals_without_improvement: evaluations since ``best_step`` (early stopping).
       finished: the loop ended (last step reached or stopped early).
       early_stopped: it ended by early stopping.
+      log_window: the step metrics since the last metrics.jsonl log (strict JSON,
+        training/train.py ``_window_to_json``), so a resumed run's first log
+        averages the same steps as an uninterrupted run's; empty in older checkpoints.
     """
 
     step: int
@@ -138,6 +141,7 @@ class TrainingProgress:
     evals_without_improvement: int = 0
     finished: bool = False
     early_stopped: bool = False
+    log_window: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -146,6 +150,7 @@ class TrainingProgress:
     def from_json(cls, values: dict[str, Any]) -> "TrainingProgress":
         values = dict(values)
         values["rng_key"] = tuple(values["rng_key"])
+        values["log_window"] = tuple(values.get("log_window", ()))
         return cls(**values)
 
 

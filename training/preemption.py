@@ -10,6 +10,11 @@ Running the same command again resumes exactly from that step. A first
 Ctrl-C (SIGINT) does the same; a second one raises ``KeyboardInterrupt`` at
 once, for when the step itself hangs.
 
+After the last step's checkpoint is committed nothing is left to save, so the
+final test evaluation stops at once (:meth:`StopOnSignal.stop_at_once`):
+:class:`TrainingInterrupted` is raised from the handler, the command exits
+143, and rerunning it (training finished) runs only the final evaluation.
+
 Single process: the handlers are Python signal handlers, installed only when
 training runs in the main thread (Python allows no other), and the previous
 handlers are restored on exit. Several processes (``jax.distributed``): every
@@ -63,6 +68,7 @@ class StopOnSignal:
         self.signum: int = signal.SIGTERM  # the signal that asked to stop (preemption: SIGTERM)
         self._multiprocess = False
         self._warned = False
+        self._at_once_step: int | None = None
 
     def __enter__(self) -> StopOnSignal:
         self._multiprocess = jax.process_count() > 1
@@ -79,6 +85,12 @@ class StopOnSignal:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         del frame
         name = signal.Signals(signum).name
+        if self._at_once_step is not None:
+            self.signum = signum
+            self._flag.set()
+            logger.warning("%s received: stopping now (the checkpoint of step %d is committed)", name,
+                           self._at_once_step)
+            raise TrainingInterrupted(self._at_once_step, signum)
         if self._flag.is_set():
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
@@ -87,6 +99,21 @@ class StopOnSignal:
                        " (Ctrl-C again to abort at once)" if signum == signal.SIGINT else "")
         self.signum = signum
         self._flag.set()
+
+    def stop_at_once(self, step: int) -> None:
+        """From now on a signal raises :class:`TrainingInterrupted` of ``step`` at once, from the handler.
+
+        For the time after the run's last checkpoint (step ``step``) is committed,
+        when nothing is in flight that a stop could lose (the final evaluation).
+        A signal that already came (during the last step or validation, which
+        finish the run) raises here. Single process only: with several processes
+        the preemption service decides at step boundaries, and this does nothing.
+        """
+        if self._multiprocess:
+            return
+        self._at_once_step = step
+        if self._flag.is_set():
+            raise TrainingInterrupted(step, self.signum)
 
     def requested(self, step: int) -> bool:
         """Whether to checkpoint and stop after ``step`` (a SIGTERM arrived, on any process)."""

@@ -23,18 +23,23 @@ parameters (batch ``k``, dropout masks and negatives are pure functions of
 ``(seed, k)``; parameters, optimizer state and early-stopping counters are in
 the checkpoint). SIGTERM (preemption, a scheduler, ``timeout``) does not
 lose the steps since the last periodic checkpoint: the loop finishes its step,
-saves it and exits with status 143 (training/preemption.py).
+saves it and exits with status 143 (training/preemption.py). The log window's
+step metrics are in the checkpoint too, so metrics.jsonl reads as one
+uninterrupted run. After the last checkpoint (the final test evaluation) a
+SIGTERM stops at once, exit 143, and rerunning the command only evaluates.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import numbers
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -306,7 +311,8 @@ def train(
     Raises:
       genrec.locks.DirectoryInUseError: another process is training in ``workdir``.
       TrainingInterrupted: SIGTERM (or a first Ctrl-C) arrived; the step it stopped at is
-        checkpointed and calling ``train`` again (``resume=True``) continues.
+        checkpointed and calling ``train`` again (``resume=True``) continues (after the
+        last step: it stopped at once, and calling again runs the final evaluation).
       FloatingPointError: ``optimizer.max_consecutive_nonfinite`` steps in a row
         had non-finite gradients.
     """
@@ -315,16 +321,19 @@ def train(
     # checkpoints and interleave its metrics (process 0 holds it for all).
     lock = DirectoryLock(workdir, "genrec train").acquire() if jax.process_index() == 0 else None
     try:
-        return _train_locked(config, workdir, resume=resume, on_step_end=on_step_end)
+        # What the run opens (checkpointer, metrics log, signal handlers) is closed however it ends.
+        with contextlib.ExitStack() as cleanup:
+            return _train_locked(config, workdir, resume=resume, on_step_end=on_step_end, cleanup=cleanup)
     finally:
         if lock is not None:
             lock.release()
 
 
 def _train_locked(
-    config: TrainConfig, workdir: Path, *, resume: bool, on_step_end: Callable[[int], None] | None
+    config: TrainConfig, workdir: Path, *, resume: bool, on_step_end: Callable[[int], None] | None,
+    cleanup: contextlib.ExitStack,
 ) -> TrainResult:
-    """:func:`train` once the workdir's lock is held."""
+    """:func:`train` once the workdir's lock is held; ``cleanup`` closes what it opens."""
     workdir.mkdir(parents=True, exist_ok=True)
     is_primary = jax.process_index() == 0
     if not resume and is_primary:
@@ -334,6 +343,8 @@ def _train_locked(
                 shutil.rmtree(path)
             elif path.exists():
                 path.unlink()
+    if is_primary:
+        _check_writable_directories(workdir)
     if jax.process_count() > 1:  # nobody touches the workdir before process 0 has cleared it
         multihost_utils.sync_global_devices("genrec.train: workdir ready")
 
@@ -383,10 +394,12 @@ def _train_locked(
             logger.warning("resuming with another validation setting (%s): the best checkpoint so far "
                            "was chosen under the old one", change)
         if saved_model_config != model_config:
-            raise ValueError(
-                f"{workdir}/{CONFIG_FILE} holds a different model ({saved_model_config}) than this "
-                f"config ({model_config}); use another --workdir or --no-resume"
-            )
+            differences = ", ".join(
+                f"{field.name} {getattr(saved_model_config, field.name)!r} -> {getattr(model_config, field.name)!r}"
+                for field in dataclasses.fields(model_config)
+                if getattr(saved_model_config, field.name) != getattr(model_config, field.name))
+            raise ValueError(f"{workdir}/{CONFIG_FILE} holds a different model than this config ({differences}); "
+                             "use the run's settings, another --workdir, or --no-resume")
         saved_sid_codes, _ = read_catalogue(workdir)
         if not np.array_equal(saved_sid_codes, data.sid_codes):
             raise ValueError(
@@ -397,6 +410,7 @@ def _train_locked(
     if is_primary:
         write_run_files(workdir, config, model_config, vocab, data.sid_codes, data.item_ids)
     checkpointer = Checkpointer(workdir, config.checkpoint)
+    cleanup.callback(_close_quietly, checkpointer)
     base_key = jax.random.key(config.seed)
     progress = TrainingProgress(step=0, data_step=0, rng_key=tuple(int(w) for w in jax.random.key_data(base_key)))
     if resume and checkpointer.latest_step() is not None:
@@ -414,6 +428,7 @@ def _train_locked(
             progress = dataclasses.replace(progress, finished=False)
     metrics_log = MetricsLog(workdir / METRICS_FILE, keep_up_to_step=progress.step if resume else None,
                              enabled=is_primary, tensorboard_dir=workdir / TENSORBOARD_DIR)
+    cleanup.callback(_close_quietly, metrics_log)
     if resume_changes:  # every accepted change of settings stays on record
         logger.info("resuming with changed settings: %s", ", ".join(
             f"{key} {old!r} -> {new!r}" for key, (old, new) in resume_changes.items()))
@@ -452,13 +467,18 @@ def _train_locked(
             metrics_log.close()
             raise FloatingPointError(_diverged_message(step, reason))
 
-    window: list[dict[str, jax.Array]] = []
+    # The step metrics since the last log, those before a resume included (the checkpoint holds them), so
+    # the first log after a resume averages the same steps as an uninterrupted run's; throughput counts
+    # only this process's steps.
+    window: list[dict[str, Any]] = _window_from_json(progress.log_window)
+    restored_in_window = len(window)
+    progress = dataclasses.replace(progress, log_window=())
     window_start = time.perf_counter()
     step = progress.step
     # SIGTERM (preemption, timeout, scheduler) stops the loop after a step, with a checkpoint.
+    stop_signal = cleanup.enter_context(StopOnSignal())
     # One bar over the whole run (ETA to the end, right after a resume too), the epoch in its label.
-    with StopOnSignal() as stop_signal, progress_bar(total_steps, unit="step", initial=step,
-                                                     enabled=None if is_primary else False) as bar:
+    with progress_bar(total_steps, unit="step", initial=step, enabled=None if is_primary else False) as bar:
         while not progress.finished and step < total_steps:
             batch = shard_batch(next(train_batches), mesh)
             state, opt_state, step_metrics = train_step(
@@ -471,8 +491,9 @@ def _train_locked(
 
             if step % config.log_every == 0 or step == total_steps:
                 host_window = jax.device_get(window)  # waits for the window's steps to finish
-                record = _summarize(host_window, step, steps_per_epoch, schedule, time.perf_counter() - window_start,
-                                    config.batch_size)
+                record = _summarize(host_window, step, steps_per_epoch, schedule, config.batch_size,
+                                    timed_steps=len(host_window) - restored_in_window,
+                                    seconds=time.perf_counter() - window_start)
                 metrics_log.write(record)
                 logger.info(_progress_line(record, total_steps))
                 bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
@@ -484,7 +505,7 @@ def _train_locked(
                         f"{record['nonfinite_consecutive']} consecutive steps had non-finite gradients "
                         f"(up to step {step}); lower optimizer.learning_rate or check the data"
                     )
-                window, window_start = [], time.perf_counter()
+                window, window_start, restored_in_window = [], time.perf_counter(), 0
 
             stop_early = False
             if eval_every and (step % eval_every == 0 or step == total_steps):
@@ -521,7 +542,8 @@ def _train_locked(
                                            finished=finished, early_stopped=stop_early)
             if finished or interrupted or step % checkpoint_every == 0:
                 stop_if_diverged()
-                checkpointer.save(nnx.split_state(state, nnx.Param, ...)[0], opt_state, progress)
+                checkpointer.save(nnx.split_state(state, nnx.Param, ...)[0], opt_state,
+                                  dataclasses.replace(progress, log_window=_window_to_json(jax.device_get(window))))
             if stop_early:
                 logger.info("early stopping at step %d: no better validation %s in %d evaluations",
                             step, selection_metric, config.early_stopping_patience)
@@ -535,6 +557,9 @@ def _train_locked(
                 logger.warning("stopped at step %d with a checkpoint; run the same command to resume", step)
                 raise TrainingInterrupted(step, stop_signal.signum)
     checkpointer.wait()
+    # Training is finished and its last checkpoint committed: a signal from here on stops at once (exit 143)
+    # and rerunning the command runs only this final evaluation.
+    stop_signal.stop_at_once(progress.step)
 
     # --- Final evaluation: test split, best checkpoint ----------------------
     params, rest = nnx.split_state(state, nnx.Param, ...)
@@ -598,8 +623,9 @@ def _diverged_message(step: int, reason: str) -> str:
             "optimizer.learning_rate or check the data, then resume from the last checkpoint")
 
 
-def _summarize(host, step, steps_per_epoch, schedule, seconds, batch_size) -> dict[str, Any]:
-    """One metrics.jsonl record: means of the window's step metrics (on host), throughput, learning rate."""
+def _summarize(host, step, steps_per_epoch, schedule, batch_size, *, timed_steps, seconds) -> dict[str, Any]:
+    """One metrics.jsonl record: means of the window's step metrics (on host), learning rate, and
+    throughput (``timed_steps`` of the window's steps took ``seconds``)."""
     record: dict[str, Any] = {"step": step, "kind": "train", "epoch": step / steps_per_epoch}
     for key in host[-1]:
         values = np.stack([np.asarray(m[key], np.float64) for m in host])
@@ -610,9 +636,53 @@ def _summarize(host, step, steps_per_epoch, schedule, seconds, batch_size) -> di
         else:
             record[key] = _to_json_value(_nan_mean(values))
     record["learning_rate"] = float(schedule(step - 1))
-    record["steps_per_s"] = len(host) / seconds
-    record["samples_per_s"] = len(host) * batch_size / seconds
+    record["steps_per_s"] = timed_steps / seconds
+    record["samples_per_s"] = timed_steps * batch_size / seconds
     return record
+
+
+def _window_to_json(host_window: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The log window's step metrics (host arrays) as strict JSON for the checkpoint's ``meta``: float64
+    values (exact for the float32 / int32 metrics), non-finite ones as ``"nan"``, ``"inf"``, ``"-inf"``."""
+    def encode(value: Any) -> Any:
+        array = np.asarray(value, np.float64)
+        values = array.astype(object)
+        values[~np.isfinite(array)] = array[~np.isfinite(array)].astype(str)
+        return values.tolist()
+
+    return [{key: encode(value) for key, value in metrics.items()} for metrics in host_window]
+
+
+def _window_from_json(saved: Sequence[dict[str, Any]]) -> list[dict[str, np.ndarray]]:
+    """Inverse of :func:`_window_to_json` (float64 arrays; :func:`_summarize` reads them as it reads the steps')."""
+    return [{key: np.asarray(np.array(value, dtype=object), np.float64) for key, value in metrics.items()}
+            for metrics in saved]
+
+
+def _check_writable_directories(workdir: Path) -> None:
+    """Refuses a workdir whose checkpoint directories cannot be written, before the run starts.
+
+    A failed Orbax save (``checkpoints`` a file, a read-only ``best/``) printed its
+    error and then left the process waiting 300 s for its save threads.
+    """
+    for directory in (workdir, workdir / PERIODIC_DIR, workdir / BEST_DIR):
+        if not directory.exists():
+            continue
+        if not directory.is_dir():
+            raise ValueError(f"{directory}: is a file, not a directory; remove it or use another --workdir")
+        try:  # root ignores permission bits and os.access does not know it: try what the saves will do
+            fd, probe = tempfile.mkstemp(prefix=".genrec-write-check-", dir=directory)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as error:
+            raise ValueError(f"{directory}: cannot write there ({error.strerror}); "
+                             "change its permissions or use another --workdir") from None
+
+
+def _close_quietly(resource: Any) -> None:
+    """Closes ``resource`` on the way out; a second close, or one after its error, is not a new error."""
+    with contextlib.suppress(Exception):
+        resource.close()
 
 
 def _nan_mean(values: np.ndarray) -> np.ndarray:
