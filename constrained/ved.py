@@ -27,14 +27,16 @@ The batched variant (decision 3), per request:
   (``normalization="trie"``), each kept beam a node, so the tree holds
   complete SIDs from the start. ``init_beam_width=0`` starts from the root alone.
 * **Iteration** (``num_iterations`` of them, fixed): among the nodes that
-  exist, are not complete, have a not-yet-expanded valid child, pass the
-  depth-mean gate ``G(s) >= mean G of the existing nodes at depth(s)`` and
-  could still add a child (depth ``L - 1``, whose child is free, or budget
-  left), take the ``k`` best by ``U = G + beta * sqrt(ln(N_root + 1) / (N + 1))``
-  (masked top-k); give each one child drawn from the policy renormalised over
-  its unexpanded valid children; evaluate the new non-leaf nodes in one
-  ``node_fn`` call; back up the visit counts. A non-leaf node past the budget
-  is not added.
+  exist, are not complete, have a not-yet-expanded valid child and pass the
+  depth-mean gate ``G(s) >= mean G of the existing nodes at depth(s)``, take
+  the ``k`` best: first, while budget is left, the nodes whose child costs a
+  token (depth < ``L - 1``), then depth ``L - 1`` nodes, whose child is a free
+  leaf, each group by ``U = G + beta * sqrt(ln(N_root + 1) / (N + 1))``. (The
+  iteration count is sized to spend the budget, so a free pick never takes a
+  slot an evaluation could use.) Give each one child drawn from the policy
+  renormalised over its unexpanded valid children; evaluate the new non-leaf
+  nodes in one ``node_fn`` call; back up the visit counts. A non-leaf node
+  past the budget is not added.
 * **Output.** ``G`` complete SIDs among (a) the tree's leaves, the search's own
   choices, and (b) the not-yet-added valid children of its evaluated
   depth-``L - 1`` nodes, free to read off; (a) before (b), each ranked by the
@@ -49,8 +51,9 @@ would leave the same rejected nodes on top of U every iteration, which then
 stalls); a node's V and H are its own prefix's (the paper's code gives a child
 its parent's), but a leaf's are its parent's (leaves cost no forward pass);
 N(s) counts the whole subtree from the start (the paper's code leaves the
-initial tree's inner nodes at 1); slots left empty by the search's leaves are
-filled from (b). All children come from the CSR rows, at the width of the
+initial tree's inner nodes at 1); leaves cost no token, so evaluations take
+the selection slots before free leaves do, and slots left empty by the
+search's leaves are filled from (b). All children come from the CSR rows, at the width of the
 widest row of any level (the dense tables would save nothing here: a node
 reads one row). Compute: each step evaluates its full static width
 (``init_beam_width`` prefixes per initial level above the leaves, ``k`` per
