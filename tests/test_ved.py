@@ -1,7 +1,9 @@
 """VED (constrained/ved.py): node-for-node equality with a plain NumPy replay of
 the same batched algorithm, every rollout a catalogue item, the budget never
-exceeded, the initial beam equal to the constrained beam search, and a perfect
-value function finding the target."""
+exceeded, every slot filled when the tree reaches G items, the initial beam
+equal to the constrained beam search (and, alone at width G, the beam search's
+SIDs and cost), a perfect value function finding the target, and the genrec
+model's node_fn replayed node for node."""
 
 import functools
 
@@ -16,12 +18,11 @@ from constrained.index import build_index
 from constrained.reference import build_dict_trie
 from constrained.ved import (
     GATE_TOLERANCE,
-    at_prefix_end,
+    beam_search_budget,
     best_leaves,
-    prefix_input_tokens,
+    default_init_beam_width,
     value_guided_decode,
     value_guided_tree,
-    ved_uniforms,
 )
 
 HASH_MOD = 2039
@@ -95,15 +96,19 @@ def reference_ved(trie, logits_fn, value_fn, uniforms, *, num_levels, token_offs
                   lam, beta, num_outputs, row_width):
     """One request's VED in plain Python: a list of node dicts, grown exactly as
     constrained/ved.py describes (initial beam, then per iteration: depth-mean
-    gate, masked top-k by U on the snapshot, inverse-CDF child draws, adds in
-    slot order until the budget is spent).
+    gate, the k best of the snapshot by (charged first, U, slot), inverse-CDF
+    child draws, adds in slot order, a non-leaf one only within the budget;
+    leaves are free and unevaluated), then the output ranking.
 
-    uniforms: float[num_iterations, k]. Returns (nodes, output rows).
+    uniforms: float[num_iterations, k]. Returns (nodes, output rows); an output
+    row is a dict with prefix, value, token_logp and tree_leaf.
     """
     nodes = []
+    tokens = [0]
 
     def add(parent, position):
-        if len(nodes) >= budget:
+        leaf = parent is not None and nodes[parent]["depth"] == num_levels - 1
+        if not leaf and tokens[0] >= budget:
             return None
         if parent is None:
             prefix, subtrie, token_logp = (), trie, [0.0] * num_levels
@@ -115,18 +120,19 @@ def reference_ved(trie, logits_fn, value_fn, uniforms, *, num_levels, token_offs
             token_logp[up["depth"]] = up["child_logp"][position]
             up["expanded"].add(position)
         depth = len(prefix)
-        child_codes = sorted(subtrie) if depth < num_levels else []
-        logits = np.asarray(logits_fn(prefix), np.float64)
-        picked = np.array([logits[c + token_offsets[depth]] for c in child_codes])
-        if len(picked):
+        if leaf:  # read off the parent's logits: no evaluation, the parent's value
+            child_codes, logp, entropy, value = [], [], 0.0, nodes[parent]["value"]
+        else:
+            tokens[0] += 1
+            child_codes = sorted(subtrie)
+            logits = np.asarray(logits_fn(prefix), np.float64)
+            picked = np.array([logits[c + token_offsets[depth]] for c in child_codes])
             shifted = picked - picked.max()
             logp = shifted - np.log(np.exp(shifted).sum())
             logp = np.where(np.isnan(logp), -np.inf, logp)
-        else:
-            logp = picked
-        probs = np.exp(logp)
-        entropy = -float(np.sum(np.where(probs > 0, probs * logp, 0.0)))
-        value = float(value_fn(prefix))
+            probs = np.exp(logp)
+            entropy = -float(np.sum(np.where(probs > 0, probs * logp, 0.0)))
+            value = float(value_fn(prefix))
         nodes.append(dict(prefix=prefix, subtrie=subtrie, depth=depth, parent=parent, value=value,
                           entropy=entropy, priority=value + lam * entropy, visits=1, child_codes=child_codes,
                           child_logp=list(logp), expanded=set(), token_logp=token_logp))
@@ -166,11 +172,14 @@ def reference_ved(trie, logits_fn, value_fn, uniforms, *, num_levels, token_offs
             mean = means[n["depth"]]
             if n["priority"] < mean - GATE_TOLERANCE * max(1.0, abs(mean)):
                 continue
+            free = n["depth"] == num_levels - 1
+            if not free and tokens[0] >= budget:
+                continue
             u = n["priority"] + beta * np.sqrt(np.log(root_visits + 1) / (n["visits"] + 1))
-            scored.append((-u, i, open_children))
-        scored.sort(key=lambda s: (s[0], s[1]))
+            scored.append((free, -u, i, open_children))
+        scored.sort(key=lambda s: s[:3])
         picks = []
-        for (_, i, open_children), u in zip(scored, step_uniforms):
+        for (_, _, i, open_children), u in zip(scored, step_uniforms):
             logp = np.array([nodes[i]["child_logp"][p] for p in open_children])
             cdf = np.cumsum(np.exp(logp - logp.max()))
             position = min(int(np.sum(cdf <= u * cdf[-1])), len(open_children) - 1)
@@ -178,14 +187,29 @@ def reference_ved(trie, logits_fn, value_fn, uniforms, *, num_levels, token_offs
         for i, position in picks:
             add(i, position)
 
-    leaves = [i for i, n in enumerate(nodes) if n["depth"] == num_levels]
-    leaves.sort(key=lambda i: (-nodes[i]["value"], i))
-    return nodes, [nodes[i] for i in leaves[:num_outputs]]
+    # Output: the tree's leaves, then the free children of depth L - 1 nodes; each by
+    # (value of the depth L - 1 node read off, log-prob of the last code, slot[, position]).
+    candidates = []
+    for i, n in enumerate(nodes):
+        if n["depth"] == num_levels:
+            candidates.append(((0, -n["value"], -n["token_logp"][-1], i, 0), n["prefix"], n["token_logp"], True))
+        elif n["depth"] == num_levels - 1:
+            for position, lp in enumerate(n["child_logp"]):
+                if lp > -np.inf and position not in n["expanded"]:
+                    token_logp = n["token_logp"][:-1] + [lp]
+                    candidates.append(((1, -n["value"], -lp, i, position), n["prefix"] + (n["child_codes"][position],),
+                                       token_logp, False))
+    candidates.sort(key=lambda c: c[0])
+    best = [dict(prefix=prefix, value=-key[1], token_logp=token_logp, tree_leaf=tree_leaf)
+            for key, prefix, token_logp, tree_leaf in candidates[:num_outputs]]
+    return nodes, best
 
 
 def assert_tree_matches(tree, out, b, nodes, best, item_of_codes):
     n = len(nodes)
-    assert tree.num_nodes[b] == n == out.tokens_used[b]
+    num_levels = tree.codes.shape[-1]
+    evaluated = sum(node["depth"] < num_levels for node in nodes)
+    assert tree.num_nodes[b] == n and tree.tokens_used[b] == evaluated == out.tokens_used[b]
     assert np.all(tree.depth[b, n:] == -1)
     for i, node in enumerate(nodes):
         depth = node["depth"]
@@ -203,11 +227,11 @@ def assert_tree_matches(tree, out, b, nodes, best, item_of_codes):
         np.testing.assert_allclose(tree.child_log_probs[b, i, :width], node["child_logp"], rtol=1e-5, atol=1e-5)
         assert np.all(tree.child_log_probs[b, i, width:] == -np.inf)
     assert out.valid[b].sum() == len(best) and np.all(out.valid[b, : len(best)])
-    for j, node in enumerate(best):
-        assert tuple(out.sid_codes[b, j]) == node["prefix"]
-        assert out.item_ids[b, j] == item_of_codes[node["prefix"]]
-        assert out.values[b, j] == np.float32(node["value"])
-        np.testing.assert_allclose(out.token_log_probs[b, j], node["token_logp"], rtol=1e-5, atol=1e-5)
+    for j, row in enumerate(best):
+        assert tuple(out.sid_codes[b, j]) == row["prefix"]
+        assert out.item_ids[b, j] == item_of_codes[row["prefix"]]
+        assert out.values[b, j] == np.float32(row["value"])
+        np.testing.assert_allclose(out.token_log_probs[b, j], row["token_logp"], rtol=1e-5, atol=1e-5)
     assert np.all(out.sid_codes[b, len(best):] == -1) and np.all(out.item_ids[b, len(best):] == -1)
 
 
@@ -222,13 +246,22 @@ def make_catalogue(seed, sizes, num_items, dense_depth, offsets):
     return rng, codes, item_ids, index, token_offsets, vocab, item_of_codes
 
 
+def reachable_items(tree, b):
+    """Complete SIDs under the evaluated depth-(L - 1) nodes of request b (valid children, in the tree or not)."""
+    num_levels = tree.codes.shape[-1]
+    last = np.flatnonzero(tree.depth[b, : tree.num_nodes[b]] == num_levels - 1)
+    return int(np.sum(np.isfinite(tree.child_log_probs[b, last])))
+
+
 def assert_valid_rollouts(tree, out, budget, num_outputs, item_of_codes):
-    """Every valid output is a distinct catalogue item with its own codes, best
-    value first; invalid slots are marked; tokens_used <= budget; N(s) is the
-    size of the subtree of s; every complete leaf the tree holds is offered."""
+    """Every valid output is a distinct catalogue item with its own codes; the
+    tree's leaves come first, each group by non-increasing value; invalid slots
+    are marked; tokens_used <= budget counts the evaluated nodes; N(s) is the
+    size of the subtree of s; every slot is filled when the evaluated
+    depth-(L - 1) nodes hold that many items."""
     num_levels = tree.codes.shape[-1]
     assert np.all(out.tokens_used <= budget) and np.all(out.tokens_used >= 1)
-    np.testing.assert_array_equal(out.tokens_used, tree.num_nodes)
+    np.testing.assert_array_equal(out.tokens_used, tree.tokens_used)
     for b in range(out.valid.shape[0]):
         valid = out.valid[b]
         returned = out.item_ids[b][valid]
@@ -236,9 +269,15 @@ def assert_valid_rollouts(tree, out, budget, num_outputs, item_of_codes):
         for j in np.flatnonzero(valid):
             assert item_of_codes[tuple(out.sid_codes[b, j])] == out.item_ids[b, j]
         assert np.all(out.sid_codes[b][~valid] == -1) and np.all(out.item_ids[b][~valid] == -1)
-        assert np.all(np.diff(out.values[b][valid]) <= 0)
         n = tree.num_nodes[b]
-        assert valid.sum() == min(num_outputs, int(np.sum(tree.depth[b, :n] == num_levels)))
+        assert tree.tokens_used[b] == np.sum(tree.depth[b, :n] < num_levels)
+        assert valid.sum() == min(num_outputs, reachable_items(tree, b))
+        assert np.all(valid[: valid.sum()])
+        leaves = {tuple(c) for c in tree.codes[b, :n][tree.depth[b, :n] == num_levels]}
+        in_tree = np.array([tuple(c) in leaves for c in out.sid_codes[b][valid]], bool)
+        assert np.all(np.diff(in_tree.astype(int)) <= 0)  # the tree's leaves first
+        values = out.values[b][valid]
+        assert np.all(np.diff(values[in_tree]) <= 0) and np.all(np.diff(values[~in_tree]) <= 0)
         subtree = np.ones(n, np.int64)
         for i in range(n - 1, 0, -1):  # children come after their parent
             assert 0 <= tree.parent[b, i] < i
@@ -249,8 +288,9 @@ def assert_valid_rollouts(tree, out, budget, num_outputs, item_of_codes):
 # ------------------------------------------------------------------- tests
 
 
-# Dense levels 0-1, then CSR; budget = one width-6 beam search.
-DENSE_CASE = ((6, 5, 4), 80, 2, None, dict(budget=13, init_beam_width=2, num_outputs=6, k=3, iters=5))
+# Dense levels 0-1, then CSR; value_guided_decode's defaults for G = 6: budget = one width-6 beam
+# search, initial beam G // 4 = 1; ceil((13 - 3) / 3) = 4 iterations spend the rest, one more for free leaves.
+DENSE_CASE = ((6, 5, 4), 80, 2, None, dict(budget=13, init_beam_width=1, num_outputs=6, k=3, iters=5))
 
 
 @pytest.mark.parametrize(
@@ -283,53 +323,41 @@ def test_matches_numpy_reference_node_for_node(sizes, num_items, dense_depth, of
             assert_tree_matches(tree, out, b, nodes, best, item_of_codes)
         assert_valid_rollouts(tree, out, settings["budget"], settings["num_outputs"], item_of_codes)
         # The search does spend tokens beyond its initial beam (the trees are not trivial).
-        assert np.all(out.tokens_used > 1 + len(sizes) * settings["init_beam_width"])
+        assert np.all(out.tokens_used > beam_search_budget(len(sizes), settings["init_beam_width"]))
 
 
-def test_every_rollout_is_a_catalogue_item_within_the_default_budget():
-    """value_guided_decode with its defaults (budget 1 + (L - 1) * G, initial beam
-    G // 4) over random G, k, iteration counts, tables, lam, beta and random
-    numbers: valid outputs are distinct catalogue items with their own codes,
-    best value first, invalid slots marked, tokens_used <= budget."""
-    rng = np.random.default_rng(100)
-    _, _, _, index, token_offsets, vocab, item_of_codes = make_catalogue(1, (4, 6, 3), 50, 1, None)
-    batch, num_outputs, k, iters = 3, int(rng.integers(4, 12)), int(rng.integers(1, 6)), int(rng.integers(1, 12))
-    budget = 1 + 2 * num_outputs
-
-    @jax.jit
-    def decode(device_index, tables, key, lam, beta):
-        uniforms = ved_uniforms(key, num_iterations=iters, num_requests=batch, nodes_per_iteration=k)
-        return value_guided_decode(device_index, hash_node_fn(tables, token_offsets), uniforms,
-                                   num_outputs=num_outputs, lam=lam, beta=beta)
-
-    keys = jax.random.split(jax.random.key(0), 5)
-    for trial in range(5):
-        model = PrefixHashModel(rng, batch, 3, vocab, token_offsets)
-        out = jax.tree_util.tree_map(np.asarray, decode(index.to_device(), model.tables(), keys[trial],
-                                                        rng.uniform(0, 1), rng.uniform(0, 2)))
-        assert np.all(out.tokens_used <= budget) and np.all(out.tokens_used > 1 + 3 * (num_outputs // 4))
-        for b in range(batch):
-            valid = out.valid[b]
-            returned = out.item_ids[b][valid]
-            assert len(returned) >= num_outputs // 4 and len(set(returned.tolist())) == len(returned)
-            for j in np.flatnonzero(valid):
-                assert item_of_codes[tuple(out.sid_codes[b, j])] == out.item_ids[b, j]
-            assert np.all(out.sid_codes[b][~valid] == -1) and np.all(out.item_ids[b][~valid] == -1)
-            assert np.all(out.values[b][~valid] == -np.inf)
-            assert np.all(np.diff(out.values[b][valid]) <= 0)
-
-
-def test_initial_beam_equals_trie_normalized_beam_search():
-    """The first 1 + L * width nodes are the constrained beam search's beams
-    (normalization="trie"): the same complete SIDs, each leaf's log-probs
-    summing to its beam score."""
+def test_default_budget_fills_the_slots_with_catalogue_items():
+    """VED at the defaults of value_guided_decode (DENSE_CASE: budget 1 + (L - 1) * G,
+    initial beam G // 4, iterations enough to spend the rest) over random tables,
+    lam, beta and random numbers (the node-for-node test's compile): valid
+    outputs are distinct catalogue items with their own codes, tokens_used <=
+    budget, and every slot is filled whenever the evaluated depth-(L - 1) nodes
+    hold G items (assert_valid_rollouts). That is not always so at this budget
+    (a search that spends tokens on shallow nodes reaches fewer depth-(L - 1)
+    nodes than a width-G beam), but nearly: at least 90% of the slots here
+    (about a third when every leaf cost a token)."""
     sizes, num_items, dense_depth, offsets, settings = DENSE_CASE
     rng, codes, item_ids, index, token_offsets, vocab, item_of_codes = make_catalogue(
         len(sizes) + num_items, sizes, num_items, dense_depth, offsets)
     settings = dict(settings)
-    k, iters, width = settings.pop("k"), settings.pop("iters"), settings["init_beam_width"]
-    batch = 3
-    model = PrefixHashModel(rng, batch, len(sizes), vocab, token_offsets)
+    k, iters = settings.pop("k"), settings.pop("iters")
+    num_levels, num_outputs, batch = len(sizes), settings["num_outputs"], 3
+    assert settings["budget"] == beam_search_budget(num_levels, num_outputs)
+    assert settings["init_beam_width"] == default_init_beam_width(num_levels, num_outputs, settings["budget"])
+    assert iters >= -(-(settings["budget"] - beam_search_budget(num_levels, settings["init_beam_width"])) // k)
+    filled = []
+    for _ in range(8):
+        model = PrefixHashModel(rng, batch, num_levels, vocab, token_offsets, scale=rng.uniform(0.5, 4.0))
+        uniforms = rng.random((iters, batch, k)).astype(np.float32)
+        tree, out = run_ved(index, model.tables(), uniforms, token_offsets, lam=rng.uniform(0, 1),
+                            beta=rng.uniform(0, 2), **settings)
+        assert_valid_rollouts(tree, out, settings["budget"], num_outputs, item_of_codes)
+        filled.append(out.valid.mean())
+    assert np.mean(filled) >= 0.9, filled
+
+
+def hash_beam_search(index, model, width, batch):
+    """The constrained beam search (normalization="trie") over :class:`PrefixHashModel`'s logits."""
 
     def step_fn(shared, beam_cache, last_tokens, step):
         h = beam_cache
@@ -340,18 +368,38 @@ def test_initial_beam_equals_trie_normalized_beam_search():
     beams = jax.jit(functools.partial(constrained_beam_search, step_fn=step_fn, num_beams=width, start_token=1,
                                       normalization="trie"))(
         index.to_device(), shared=jnp.asarray(model.logit_table), beam_cache=jnp.zeros((batch, width), jnp.int32))
-    beams = jax.tree_util.tree_map(np.asarray, beams)
-    uniforms = rng.random((iters, batch, k)).astype(np.float32)
-    tree, _ = run_ved(index, model.tables(), uniforms, token_offsets, lam=0.1, beta=1.0, **settings)
-    init_slots = 1 + len(sizes) * width
+    return jax.tree_util.tree_map(np.asarray, beams)
+
+
+def test_width_g_initial_beam_alone_is_the_beam_search():
+    """Initial beam width G and no iteration: the tree's nodes are the constrained
+    beam search's beams (normalization="trie"), level by level; VED spends
+    exactly a width-G beam search's tokens, 1 + (L - 1) * G, and returns its G
+    SIDs (free children never displace the tree's leaves), each with the beam's
+    score as the sum of its log-probs."""
+    sizes, num_items, dense_depth, offsets, settings = DENSE_CASE
+    rng, codes, item_ids, index, token_offsets, vocab, item_of_codes = make_catalogue(
+        len(sizes) + num_items, sizes, num_items, dense_depth, offsets)
+    num_levels, width, batch = len(sizes), settings["num_outputs"], 3
+    budget = beam_search_budget(num_levels, width)
+    model = PrefixHashModel(rng, batch, num_levels, vocab, token_offsets)
+    beams = hash_beam_search(index, model, width, batch)
+    assert np.all(beams.valid)
+    uniforms = np.zeros((0, batch, 1), np.float32)
+    tree, out = run_ved(index, model.tables(), uniforms, token_offsets, lam=0.1, beta=1.0, num_outputs=width,
+                        budget=budget, init_beam_width=width)
+    np.testing.assert_array_equal(out.tokens_used, budget)
+    assert np.all(out.valid)
     for b in range(batch):
-        assert np.all(tree.depth[b, :init_slots] == np.repeat(np.arange(len(sizes) + 1), [1] + [width] * len(sizes)))
-        leaves = np.flatnonzero(tree.depth[b, :init_slots] == len(sizes))
-        leaf_items = [item_of_codes[tuple(tree.codes[b, i])] for i in leaves]
-        assert sorted(leaf_items) == sorted(beams.item_ids[b].tolist())
+        assert tree.num_nodes[b] == 1 + num_levels * width
+        layout = np.repeat(np.arange(num_levels + 1), [1] + [width] * num_levels)
+        assert np.all(tree.depth[b, : tree.num_nodes[b]] == layout)
+        leaf_items = [item_of_codes[tuple(c)] for c in tree.codes[b][tree.depth[b] == num_levels]]
+        assert sorted(leaf_items) == sorted(beams.item_ids[b].tolist()) == sorted(out.item_ids[b].tolist())
         beam_score = dict(zip(beams.item_ids[b].tolist(), beams.scores[b].tolist()))
-        for i, item in zip(leaves, leaf_items):
-            np.testing.assert_allclose(tree.token_log_probs[b, i].sum(), beam_score[item], rtol=1e-5)
+        np.testing.assert_allclose(out.token_log_probs[b].sum(-1), [beam_score[i] for i in out.item_ids[b]],
+                                   rtol=1e-5)
+    assert_valid_rollouts(tree, out, budget, width, item_of_codes)
 
 
 def reward_node_fn(tables, token_offsets):
@@ -370,24 +418,29 @@ def reward_node_fn(tables, token_offsets):
 
 def test_true_value_finds_the_target():
     """lam=0, beta=0 and V = the true reward, one node per iteration: the gate and
-    U = G keep every expansion on the target's path (the root first, then deeper),
-    so a budget of the root, the initial beam and every child along the path finds
-    the target, and it comes out first."""
+    U = G keep every expansion on the target's path (the root first, then
+    deeper), so a budget of the root, the initial beam and every evaluated child
+    along the path finds the target's parent, whose free children the remaining
+    iterations add; the target comes out among them, ahead of every leaf off
+    another parent (value 1 = the value of the parent a leaf is read off)."""
     rng, codes, item_ids, index, token_offsets, vocab, item_of_codes = make_catalogue(9, (5, 4, 4), 60, 2, None)
-    batch = 4
+    batch, num_outputs = 4, 4  # num_outputs = the widest last level: every child of the target's parent fits
     model = PrefixHashModel(rng, batch, 3, vocab, token_offsets)
     targets = codes[rng.choice(len(codes), batch, replace=False)]
     trie = build_dict_trie(codes, item_ids)
-    path_children = [len(trie) + len(trie[t[0]]) + len(trie[t[0]][t[1]]) for t in targets]
-    budget = 1 + 3 + max(path_children)
+    budget = 1 + 2 + max(len(trie) + len(trie[t[0]]) for t in targets)
+    iterations = budget + max(len(trie[t[0]][t[1]]) for t in targets)
     tables = model.tables() + (jnp.asarray(targets),)
-    uniforms = rng.random((budget, batch, 1)).astype(np.float32)
-    tree, out = run_ved(index, tables, uniforms, token_offsets, node_fn_factory=reward_node_fn, num_outputs=3,
-                        budget=budget, init_beam_width=1, lam=0.0, beta=0.0)
+    uniforms = rng.random((iterations, batch, 1)).astype(np.float32)
+    tree, out = run_ved(index, tables, uniforms, token_offsets, node_fn_factory=reward_node_fn,
+                        num_outputs=num_outputs, budget=budget, init_beam_width=1, lam=0.0, beta=0.0)
     for b in range(batch):
-        assert out.item_ids[b, 0] == item_of_codes[tuple(targets[b])]
-        assert out.values[b, 0] == 1.0
-    assert_valid_rollouts(tree, out, budget, 3, item_of_codes)
+        target = item_of_codes[tuple(targets[b])]
+        assert target in out.item_ids[b].tolist()
+        on_path = out.values[b] == 1.0
+        assert on_path[0] and np.all(on_path[: out.item_ids[b].tolist().index(target) + 1])
+        assert np.all(out.sid_codes[b][on_path][:, :2] == targets[b][:2])
+    assert_valid_rollouts(tree, out, budget, num_outputs, item_of_codes)
     # The initial beam (root, slots 1-3) missed some target: the search did the finding.
     assert np.all(tree.depth[:, 3] == 3)
     assert any(tuple(tree.codes[b, 3]) != tuple(targets[b]) for b in range(batch))
@@ -397,41 +450,8 @@ def test_argument_errors():
     _, _, _, index, _, _, _ = make_catalogue(1, (3, 3, 3), 10, 2, None)
     uniforms = jnp.zeros((2, 2, 2))
     with pytest.raises(ValueError, match="init_beam_width"):
-        value_guided_decode(index.to_device(), None, uniforms, num_outputs=4, budget=6, init_beam_width=2)
+        value_guided_decode(index.to_device(), None, uniforms, num_outputs=4, budget=6, init_beam_width=3)
     with pytest.raises(ValueError, match="uniforms"):
         value_guided_decode(index.to_device(), None, jnp.zeros((2, 2)), num_outputs=4, budget=9, init_beam_width=1)
     with pytest.raises(ValueError, match="num_outputs"):
         value_guided_decode(index.to_device(), None, uniforms, num_outputs=0)
-
-
-def test_node_fn_glue_reads_each_prefix_at_its_own_position():
-    """A causal fake decoder over prefix_input_tokens, read by at_prefix_end, gives
-    the node_fn of the same prefixes (padding after the prefix never matters)."""
-    rng = np.random.default_rng(4)
-    token_offsets, start = (2, 8, 13), 1
-    model = PrefixHashModel(rng, 2, 3, 17, token_offsets)
-    logit_table, value_table = model.tables()
-    prefix_len = rng.integers(0, 4, size=(2, 5)).astype(np.int32)
-    codes = rng.integers(0, 4, size=(2, 5, 3)).astype(np.int32)
-    codes[np.arange(3) >= prefix_len[..., None]] = -1
-
-    def decoder(tokens):  # [B, N, P]: position p hashes tokens 1..p
-        hashes, h = [jnp.zeros(tokens.shape[:2], jnp.int32)], jnp.zeros(tokens.shape[:2], jnp.int32)
-        for p in range(1, tokens.shape[-1]):
-            h = (h * 31 + tokens[..., p] + 1) % HASH_MOD
-            hashes.append(h)
-        h = jnp.stack(hashes, axis=-1)
-        rows, positions = jnp.arange(2)[:, None, None], jnp.arange(tokens.shape[-1])
-        return logit_table[rows, positions, h], value_table[rows, positions, h]
-
-    @jax.jit
-    def glue_and_direct(codes, prefix_len):
-        tokens = prefix_input_tokens(codes, token_offsets, start)
-        logits, values = decoder(tokens)
-        direct = hash_node_fn((logit_table, value_table), token_offsets)(codes, prefix_len)
-        return tokens, (at_prefix_end(logits, prefix_len), at_prefix_end(values, prefix_len)), direct
-
-    tokens, (logits, values), (want_logits, want_values) = glue_and_direct(codes, prefix_len)
-    assert tokens.shape == (2, 5, 4) and np.all(np.asarray(tokens[..., 0]) == start)
-    np.testing.assert_array_equal(logits, want_logits)
-    np.testing.assert_array_equal(values, want_values)

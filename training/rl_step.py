@@ -62,12 +62,12 @@ def rollout_budget(rl: RLConfig, num_levels: int) -> int:
 
 def ved_iterations(rl: RLConfig, num_levels: int) -> tuple[int, int]:
     """``(init_beam_width, iterations)`` of VED: enough iterations of ``ved_nodes_per_iteration`` nodes
-    to spend the budget left after the initial beam (``1 + L * width`` tokens)."""
+    to spend the budget left after the initial beam (``1 + (L - 1) * width`` tokens, as a beam search)."""
     budget = rollout_budget(rl, num_levels)
     width = rl.ved_init_beam_width
-    if 1 + num_levels * width > budget:  # the initial beam must leave room in the budget
+    if beam_search_budget(num_levels, width) > budget:  # the initial beam must leave room in the budget
         width = default_init_beam_width(num_levels, rl.num_rollouts, budget)
-    left = budget - (1 + num_levels * width)
+    left = budget - beam_search_budget(num_levels, width)
     return width, max(1, math.ceil(left / rl.ved_nodes_per_iteration))
 
 
