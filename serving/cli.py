@@ -6,6 +6,7 @@ module that owns the work, so the same job runs from Python without the CLI:
     genrec demo         synthetic (or --data) dataset -> train (tpu_configs/cpu_smoke.py)
                         -> test Recall/NDCG@10 vs popularity -> top-10 for 3 users
     genrec train        training.train.main
+    genrec rl           training.rl.main (V-STAR RL on top of a genrec train run)
     genrec eval         training.evaluate.evaluate_workdir
     genrec recommend    serving.batch_job.main (resumable sharded job)
     genrec build-index  constrained.build_index over the distinct SIDs, memory report
@@ -50,6 +51,12 @@ def _train(argv: Sequence[str]) -> int:
     return train_main(list(argv))
 
 
+def _rl(argv: Sequence[str]) -> int:
+    from training.rl import main as rl_main
+
+    return rl_main(list(argv))
+
+
 def _recommend(argv: Sequence[str]) -> int:
     from serving.batch_job import build_parser as batch_parser
     from serving.batch_job import main as batch_main
@@ -77,6 +84,7 @@ def _synth(argv: Sequence[str]) -> int:
 
 _DELEGATED: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "train": (_train, "train a model from a config file (genrec train --config FILE --workdir DIR)"),
+    "rl": (_rl, "fine-tune a trained model with V-STAR RL (genrec rl --config FILE --init-from RUN --workdir DIR)"),
     "recommend": (_recommend, "batch job: top-k items for every user, resumable JSONL shards"),
     "build-sids": (_build_sids, "RQ-KMeans semantic IDs from item embeddings"),
     "synth": (_synth, "write the synthetic dataset in the standard format (genrec synth --out DIR)"),
