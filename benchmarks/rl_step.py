@@ -135,7 +135,8 @@ def decoder_positions(arm: str, rl: RLConfig, num_levels: int) -> int:
     if arm == "beam_rollouts":
         return 2 * num_levels * G
     width, iterations = ved_iterations(rl, num_levels)
-    return (1 + num_levels * width + iterations * rl.ved_nodes_per_iteration) * (num_levels + 1)
+    evaluated = beam_search_budget(num_levels, width) + iterations * rl.ved_nodes_per_iteration  # leaves are free
+    return evaluated * (num_levels + 1)
 
 
 def estimated_gflop(part: str, arm: str, rl: RLConfig, config: ModelConfig, num_levels: int,
