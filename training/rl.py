@@ -65,6 +65,7 @@ from training.train import (
     MetricsLog,
     holds_checkpoint,
     load_data,
+    report_run,
 )
 from training.train_step import make_data_mesh, replicate, shard_batch
 
@@ -411,14 +412,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "genrec rl",
             raise UserError(f"--init-from {args.init_from}: not a genrec workdir (no {CONFIG_FILE}); "
                             "give the workdir of a genrec train run")
         config = load_config_file(args.config, args.overrides)
-        try:
-            result = rl_train(config, args.init_from, args.workdir, resume=not args.no_resume,
-                              on_step_end=on_step_end)
-        except TrainingInterrupted as stopped:
-            print(json.dumps({"interrupted_at_step": stopped.step}))
-            return stopped.exit_code
-        print(_result_line(result), flush=True)
-        return 0
+        return report_run(lambda: rl_train(config, args.init_from, args.workdir, resume=not args.no_resume,
+                                           on_step_end=on_step_end), _result_line)
 
     return run_command(parser.prog, run, outputs=[args.workdir], verbose=args.verbose,
                        keep_outputs=lambda: holds_checkpoint(args.workdir))

@@ -171,7 +171,7 @@ def _rl_step(
     metrics = {
         **metrics,
         "loss": loss,
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree.norm(grads),
         "update_skipped": ~opt_state.last_finite,
         "tokens_used": jnp.mean(tokens_used),
         **nonfinite_counts(opt_state),

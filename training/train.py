@@ -93,7 +93,7 @@ from training.train_step import (
     shard_batch,
 )
 
-__all__ = ["TrainResult", "holds_checkpoint", "load_data", "main", "train"]
+__all__ = ["TrainResult", "holds_checkpoint", "load_data", "main", "report_run", "train"]
 
 logger = logging.getLogger("genrec.train")
 
@@ -770,6 +770,18 @@ def _result_line(result: TrainResult) -> str:
             f"all metrics in {result.workdir / RESULTS_FILE}")
 
 
+def report_run(job: Callable[[], Any], result_line: Callable[[Any], str]) -> int:
+    """Runs a training job for a command line: prints its result line (exit 0), or, when SIGTERM
+    stopped it, ``{"interrupted_at_step": N}`` (exit 143 / 130)."""
+    try:
+        result = job()
+    except TrainingInterrupted as stopped:
+        print(json.dumps({"interrupted_at_step": stopped.step}))
+        return stopped.exit_code
+    print(result_line(result), flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, *, on_step_end: Callable[[int], None] | None = None) -> int:
     """``genrec train`` / ``python -m training.train``: parse arguments, then :func:`train`
     (``on_step_end``: passed to :func:`train`).
@@ -807,13 +819,8 @@ def main(argv: Sequence[str] | None = None, *, on_step_end: Callable[[int], None
 
     def run() -> int:
         config = load_config_file(args.config, args.overrides)
-        try:
-            result = train(config, args.workdir, resume=not args.no_resume, on_step_end=on_step_end)
-        except TrainingInterrupted as stopped:
-            print(json.dumps({"interrupted_at_step": stopped.step}))
-            return stopped.exit_code
-        print(_result_line(result), flush=True)
-        return 0
+        return report_run(lambda: train(config, args.workdir, resume=not args.no_resume, on_step_end=on_step_end),
+                          _result_line)
 
     return run_command(parser.prog, run, outputs=[args.workdir], verbose=args.verbose,
                        keep_outputs=lambda: holds_checkpoint(args.workdir))
