@@ -184,3 +184,23 @@ def reference_token_log_probs(
             logp = log_softmax(logits[np.asarray(children) + token_offsets[level]])
             out.append(logp[children.index(code)])
     return np.asarray(out)
+
+
+def reference_restricted_kl(
+    trie: dict,
+    new_logits_fn: Callable[[tuple[int, ...]], np.ndarray],
+    ref_logits_fn: Callable[[tuple[int, ...]], np.ndarray],
+    codes: Sequence[int],
+    *,
+    token_offsets: Sequence[int],
+) -> np.ndarray:
+    """KL(new || ref) at each prefix ``codes[:l]`` of one SID, float64[levels]: both
+    softmaxes taken over the prefix's children in ``trie``, summed over those children."""
+    out = []
+    for level in range(len(codes)):
+        prefix = tuple(codes[:level])
+        children = np.asarray(sorted(_lookup(trie, prefix))) + token_offsets[level]
+        new = log_softmax(np.asarray(new_logits_fn(prefix), np.float64)[children])
+        ref = log_softmax(np.asarray(ref_logits_fn(prefix), np.float64)[children])
+        out.append(float(np.sum(np.exp(new) * (new - ref))))
+    return np.asarray(out)

@@ -24,6 +24,8 @@ the policy itself, not the sampler's proposal.
   reference log-probs of the RL losses.
 * :func:`restricted_entropy`: entropy of the policy at a prefix (VED's
   priority, Eq. 11).
+* :func:`restricted_kl`: exact KL(new || ref) of two restricted policies at
+  every prefix of given SIDs (the RL stage's exact KL, docs/rl.md "Losses").
 * :func:`sample_batch`, :func:`beam_rollout_batch`: the jitted entries for
   genrec models (encode + rollouts in one compiled call, like
   ``constrained.decode.decode_batch``).
@@ -68,6 +70,7 @@ __all__ = [
     "beam_rollouts",
     "constrained_sample",
     "restricted_entropy",
+    "restricted_kl",
     "sample_batch",
     "token_log_probs_of",
 ]
@@ -494,6 +497,64 @@ def token_log_probs_of(
         hit = valid & (child_codes == codes[..., None])
         read = jnp.sum(jnp.where(hit, log_probs, 0.0), axis=-1)
         out.append(jnp.where(codes < 0, 0.0, jnp.where(hit.any(-1), read, -jnp.inf)))
+    return jnp.stack(out, axis=-1)
+
+
+def restricted_kl(
+    index: DeviceIndex,
+    new_first_logits: jax.Array,
+    new_rest_logits: jax.Array,
+    ref_first_logits: jax.Array,
+    ref_rest_logits: jax.Array,
+    sid_codes: jax.Array,
+) -> jax.Array:
+    """Exact KL(pi_new || pi_ref) of the trie-restricted policies at each prefix of given SIDs (differentiable).
+
+    Entry ``[b, g, l]`` is ``sum_c pi_new(c | s_l) * (log pi_new(c | s_l) - log pi_ref(c | s_l))`` over
+    the valid children ``c`` of rollout ``g``'s prefix ``s_l`` (its first ``l`` codes), both policies
+    renormalised over those children (docs/rl.md, "The policy"). Unlike the k3 estimate on the chosen
+    code, it is the KL at ``s_l`` whichever way the rollout was chosen (docs/rl.md, "Losses").
+    Logits are laid out as in :func:`token_log_probs_of`.
+
+    Args:
+      index: the device index (built with the model's ``token_offsets``).
+      new_first_logits, ref_first_logits: float[batch, vocab], level 0 (the root, one per request).
+      new_rest_logits, ref_rest_logits: float[batch, G, levels - 1, vocab]; entry ``l - 1`` predicts level ``l``.
+      sid_codes: int32[batch, G, levels], codes; -1 marks an empty slot.
+
+    Returns:
+      float32[batch, G, levels], >= 0 up to rounding; 0.0 where the code is -1, at a prefix with one
+      child and at a prefix off the trie (no valid child); NaN logits give NaN. Gradients (to both
+      sets of logits) are finite wherever the logits are, one-child prefixes included.
+    """
+    num_levels = index.meta.num_levels
+    for name, rest in (("new_rest_logits", new_rest_logits), ("ref_rest_logits", ref_rest_logits)):
+        if sid_codes.shape[-1] != num_levels or rest.shape[:3] != sid_codes.shape[:2] + (num_levels - 1,):
+            raise ValueError(
+                f"restricted_kl: sid_codes {sid_codes.shape} / {name} {rest.shape} do not fit an index of "
+                f"{num_levels} levels (expected [B, G, {num_levels}] and [B, G, {num_levels - 1}, V])."
+            )
+    states = _prefix_states(index, sid_codes)
+    root = jnp.zeros(new_first_logits.shape[:1], jnp.int32)
+
+    def level_kl(level, new_logits, ref_logits, level_states, level0):
+        _, new_lp, valid = _restricted_log_probs(index, level, new_logits, level_states, level0, "trie")
+        _, ref_lp, _ = _restricted_log_probs(index, level, ref_logits, level_states, level0, "trie")
+        # Non-children are masked before exp / subtraction, so -inf never reaches a value or a gradient.
+        new_lp = jnp.where(valid, new_lp, 0.0)
+        ref_lp = jnp.where(valid, ref_lp, 0.0)
+        return jnp.sum(jnp.where(valid, jnp.exp(new_lp) * (new_lp - ref_lp), 0.0), axis=-1)
+
+    out = []
+    for level in range(num_levels):
+        if level == 0:
+            # One distribution per request: its KL once, read by every rollout.
+            kl = level_kl(0, new_first_logits, ref_first_logits, root, root)[:, None]
+            kl = jnp.broadcast_to(kl, sid_codes.shape[:2])
+        else:
+            kl = level_kl(level, new_rest_logits[:, :, level - 1], ref_rest_logits[:, :, level - 1],
+                          states[level], sid_codes[..., 0])
+        out.append(jnp.where(sid_codes[..., level] < 0, 0.0, kl))
     return jnp.stack(out, axis=-1)
 
 
