@@ -7,6 +7,7 @@ every batch has invalid slots (codes -1, NaN log-probs and values), one
 request with no valid rollout and one whose rollouts are all the same SID.
 """
 
+import dataclasses
 from collections import defaultdict
 
 import jax
@@ -17,6 +18,7 @@ import pytest
 from training.rl_losses import (
     RLLossConfig,
     default_level_weights,
+    exact_kl,
     group_advantages,
     grpo_loss,
     k3_kl,
@@ -554,3 +556,52 @@ def test_rl_loss_config_rejects_bad_settings():
         RLLossConfig(clip_eps=0.0)
     with pytest.raises(ValueError, match="kl_weight"):
         RLLossConfig(kl_weight=-1.0)
+    with pytest.raises(ValueError, match="kl_estimator"):
+        RLLossConfig(kl_estimator="k2")
+
+
+def test_rl_objective_penalises_the_kl_estimator_asked_for_and_logs_both():
+    """kl_estimator="exact": the penalty (value and gradient) is the mean of ``prefix_kl`` over valid
+    (rollout, level) pairs; "k3" ignores ``prefix_kl`` in the loss but logs it; NaN in invalid slots
+    reaches neither."""
+    seed, levels = CASES[1]
+    codes, targets, valid = random_rollouts(seed, levels)
+    new, old, ref = random_log_probs(seed, valid, levels)
+    values = random_values(seed, valid, levels)
+    prefix_kl = np.random.default_rng(seed + 400).uniform(0.0, 2.0, codes.shape).astype(np.float32)
+    prefix_kl[~valid] = np.nan
+    k3_config = RLLossConfig(kl_weight=0.1)
+    exact_config = dataclasses.replace(k3_config, kl_estimator="exact")
+    want_k3, want_exact = np_k3(new, ref, valid), np.float64(prefix_kl[valid]).mean()
+    np.testing.assert_allclose(jax.jit(exact_kl)(prefix_kl, valid), want_exact, rtol=1e-6)
+
+    losses = {}
+    for config, want_kl in ((k3_config, want_k3), (exact_config, want_exact)):
+        losses[config.kl_estimator], metrics = rl_objective_jit(
+            new, old, ref, values, codes, targets, valid, config=config, prefix_kl=prefix_kl)
+        np.testing.assert_allclose(metrics["kl"], want_kl, rtol=1e-5)
+        np.testing.assert_allclose(metrics["kl_k3"], want_k3, rtol=1e-5)
+        np.testing.assert_allclose(metrics["kl_exact"], want_exact, rtol=1e-5)
+    np.testing.assert_allclose(losses["exact"] - losses["k3"], 0.1 * (want_exact - want_k3), rtol=1e-4, atol=1e-6)
+    assert abs(want_exact - want_k3) > 0.1  # the two penalties differ, so the check above tells them apart
+
+    # Without logp_ref: the exact KL alone, no k3 key.
+    _, exact_only = rl_objective_jit(new, old, None, values, codes, targets, valid, config=exact_config,
+                                     prefix_kl=prefix_kl)
+    assert "kl_k3" not in exact_only and float(exact_only["kl"]) == float(exact_only["kl_exact"])
+
+    def total(kl_per_prefix, config):
+        return rl_objective(new, None, ref, values, codes, targets, valid, config=config, prefix_kl=kl_per_prefix)[0]
+
+    grad = {c.kl_estimator: np.asarray(jax.jit(jax.grad(total), static_argnums=1)(prefix_kl, c))
+            for c in (k3_config, exact_config)}
+    want_grad = np.where(valid[..., None], 0.1 / (valid.sum() * levels), np.zeros(codes.shape))
+    np.testing.assert_allclose(grad["exact"], want_grad, rtol=1e-5)
+    np.testing.assert_array_equal(grad["k3"], 0.0)
+
+    with pytest.raises(ValueError, match="prefix_kl"):
+        rl_objective(new, None, ref, values, codes, targets, valid, config=exact_config)
+    with pytest.raises(ValueError, match="logp_ref"):
+        rl_objective(new, None, None, values, codes, targets, valid, config=k3_config, prefix_kl=prefix_kl)
+    with pytest.raises(ValueError, match="prefix_kl"):
+        rl_objective(new, None, ref, values, codes, targets, valid, config=exact_config, prefix_kl=prefix_kl[..., 1:])

@@ -3,7 +3,8 @@
 Where it sits: rollouts -> **RL loss** -> RL train step. The RL loop samples
 ``G`` SIDs per request (``constrained/sampling.py``, ``constrained/ved.py``),
 scores their token log-probs under the trie-restricted policy (new, old and
-frozen reference) and the value head's ``V(s_0) .. V(s_L)``, and hands them to
+frozen reference), the exact KL to the reference at each visited prefix and
+the value head's ``V(s_0) .. V(s_L)``, and hands them to
 :func:`rl_objective`, which returns the total loss and everything the loop logs.
 
 Every piece is a pure ``jax.numpy`` function over static shapes (jit-able, no
@@ -31,6 +32,8 @@ import jax.numpy as jnp
 
 RewardKind = Literal["exact", "prefix_credit"]
 REWARD_KINDS: tuple[str, ...] = ("exact", "prefix_credit")
+KLEstimator = Literal["k3", "exact"]
+KL_ESTIMATORS: tuple[str, ...] = ("k3", "exact")
 
 
 # ---------------------------------------------------------------------------
@@ -516,6 +519,28 @@ def k3_kl(logp_new: jax.Array, logp_ref: jax.Array, valid: jax.Array) -> jax.Arr
     return jnp.where(token_mask, per_token, 0.0).sum() / jnp.maximum(token_mask.sum(), 1).astype(jnp.float32)
 
 
+def exact_kl(prefix_kl: jax.Array, valid: jax.Array) -> jax.Array:
+    """Exact KL(new || ref) at the rollouts' prefixes, mean over valid (rollout, level) pairs.
+
+    ``prefix_kl[b, g, l]`` is the KL of the two trie-restricted policies at
+    rollout ``g``'s prefix ``s_l`` (``constrained.sampling.restricted_kl``). A
+    prefix shared by several rollouts counts once per rollout, as the token
+    terms count it: on rollouts drawn from the policy this is the k3 estimate
+    with the expectation over the chosen code taken exactly (same mean, no
+    sampling noise), and on VED's rollouts still a KL (docs/rl.md, "Losses").
+
+    Args:
+      prefix_kl: float ``[B, G, L]`` (differentiated through the new policy's logits).
+      valid: bool ``[B, G]``.
+
+    Returns:
+      float32 scalar (0 without valid rollouts).
+    """
+    token_mask = jnp.broadcast_to(valid.astype(bool)[..., None], prefix_kl.shape)
+    per_prefix = jnp.where(token_mask, prefix_kl.astype(jnp.float32), 0.0)
+    return per_prefix.sum() / jnp.maximum(token_mask.sum(), 1).astype(jnp.float32)
+
+
 # ---------------------------------------------------------------------------
 # The RL objective
 # ---------------------------------------------------------------------------
@@ -529,6 +554,8 @@ class RLLossConfig:
       grpo_weight, sibling_weight, value_weight, kl_weight: the total is
         ``grpo_weight * GRPO + sibling_weight * Sibling + value_weight * value + kl_weight * KL``;
         defaults 1, 1, 1, 1e-3 (the paper adds the three losses 1:1 and the k3 KL at 1e-3).
+      kl_estimator: the KL penalised: ``"k3"`` (:func:`k3_kl` on the chosen codes) or ``"exact"``
+        (:func:`exact_kl` over each visited prefix's children; docs/rl.md, "Losses").
       clip_eps: PPO clip of both GRPO losses.
       advantage_eps: ``eps`` added to the std in both advantages.
       gamma: TD discount of the value target.
@@ -546,6 +573,7 @@ class RLLossConfig:
     gamma: float = 0.99
     reward_kind: RewardKind = "exact"
     level_weights: tuple[float, ...] | None = None
+    kl_estimator: KLEstimator = "k3"
 
     def __post_init__(self):
         for name in ("grpo_weight", "sibling_weight", "value_weight", "kl_weight"):
@@ -559,6 +587,8 @@ class RLLossConfig:
             raise ValueError(f"RLLossConfig.gamma={self.gamma!r} must be in [0, 1]")
         if self.reward_kind not in REWARD_KINDS:
             raise ValueError(f"RLLossConfig.reward_kind={self.reward_kind!r}; expected one of {REWARD_KINDS}")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"RLLossConfig.kl_estimator={self.kl_estimator!r}; expected one of {KL_ESTIMATORS}")
         if self.level_weights is not None:
             object.__setattr__(self, "level_weights", tuple(float(w) for w in self.level_weights))
 
@@ -566,7 +596,7 @@ class RLLossConfig:
 def rl_objective(
     logp_new: jax.Array,
     logp_old: jax.Array | None,
-    logp_ref: jax.Array,
+    logp_ref: jax.Array | None,
     values: jax.Array,
     sid_codes: jax.Array,
     target_codes: jax.Array,
@@ -575,6 +605,7 @@ def rl_objective(
     config: RLLossConfig = RLLossConfig(),
     candidate_embeddings: jax.Array | None = None,
     target_embeddings: jax.Array | None = None,
+    prefix_kl: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, Any]]:
     """Total RL loss (GRPO + Sibling-GRPO + value + KL, weighted by ``config``) and what to log.
 
@@ -587,7 +618,8 @@ def rl_objective(
       logp_new: float ``[B, G, L]`` token log-probs under the policy being trained.
       logp_old: float ``[B, G, L]`` under the rollout policy; None =
         ``stop_gradient(logp_new)`` (one inner epoch: ratio 1).
-      logp_ref: float ``[B, G, L]`` under the frozen supervised model.
+      logp_ref: float ``[B, G, L]`` under the frozen supervised model (the k3 KL's input);
+        None only with ``config.kl_estimator="exact"``.
       values: float ``[B, G, L + 1]``, ``V(s_0) .. V(s_L)``.
       sid_codes: int32 ``[B, G, L]`` rollouts (-1 in invalid slots).
       target_codes: int32 ``[B, L]``.
@@ -595,10 +627,17 @@ def rl_objective(
       config: :class:`RLLossConfig`.
       candidate_embeddings, target_embeddings: optional ``[B, G, D]`` and
         ``[B, D]`` item embeddings for the value reward's cosine penalty.
+      prefix_kl: optional float ``[B, G, L]``, the exact KL to the frozen model
+        at each rollout's prefix ``s_l`` (``constrained.sampling.restricted_kl``,
+        its gradient through the new policy only); required with
+        ``config.kl_estimator="exact"``.
 
     Returns:
       ``(total_loss, metrics)``; metrics (scalars unless noted): ``total_loss``,
-      ``grpo_loss``, ``sibling_loss``, ``value_loss``, ``kl``,
+      ``grpo_loss``, ``sibling_loss``, ``value_loss``, ``kl`` (the KL
+      penalised, ``config.kl_estimator``), ``kl_k3`` (:func:`k3_kl`, when
+      ``logp_ref`` is given), ``kl_exact`` (:func:`exact_kl`, when ``prefix_kl``
+      is given),
       ``reward_mean`` and ``reward_std`` (over the batch's valid rollouts),
       ``reward_group_std`` (population std within a request, averaged over
       requests with a valid rollout), ``zero_signal_fraction`` (requests
@@ -612,10 +651,15 @@ def rl_objective(
     """
     num_levels = sid_codes.shape[-1]
     expected = sid_codes.shape
-    for name, array in (("logp_new", logp_new), ("logp_ref", logp_ref)) + (
-        (("logp_old", logp_old),) if logp_old is not None else ()
-    ):
-        if array.shape != expected:
+    if config.kl_estimator == "exact" and prefix_kl is None:
+        raise ValueError('rl_objective: config.kl_estimator="exact" needs prefix_kl [B, G, L] '
+                         "(constrained.sampling.restricted_kl of the new and reference logits)")
+    if config.kl_estimator == "k3" and logp_ref is None:
+        raise ValueError('rl_objective: config.kl_estimator="k3" needs logp_ref [B, G, L]; pass it '
+                         'or use kl_estimator="exact" with prefix_kl')
+    named = (("logp_new", logp_new), ("logp_old", logp_old), ("logp_ref", logp_ref), ("prefix_kl", prefix_kl))
+    for name, array in named:
+        if array is not None and array.shape != expected:
             raise ValueError(f"rl_objective: {name} must be [B, G, L] = {expected}; got {array.shape}")
     values_shape = expected[:2] + (num_levels + 1,)
     if values.shape != values_shape:
@@ -642,7 +686,12 @@ def rl_objective(
     )
     value_targets = td_targets(dense_rewards, values, config.gamma)
     value, value_stats = value_loss(values, value_targets, mask)
-    kl = k3_kl(logp_new, logp_ref, mask)
+    kl_values = {}
+    if logp_ref is not None:
+        kl_values["kl_k3"] = k3_kl(logp_new, logp_ref, mask)
+    if prefix_kl is not None:
+        kl_values["kl_exact"] = exact_kl(prefix_kl, mask)
+    kl = kl_values[f"kl_{config.kl_estimator}"]
     total = (
         config.grpo_weight * grpo
         + config.sibling_weight * sibling
@@ -671,6 +720,7 @@ def rl_objective(
         "sibling_loss": sibling,
         "value_loss": value,
         "kl": kl,
+        **kl_values,
         "reward_mean": reward_mean,
         "reward_std": reward_std,
         "reward_group_std": jnp.where(has_rollouts, request_std, 0.0).sum() / num_requests,
