@@ -30,7 +30,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from constrained.index import DeviceIndex
-from constrained.sampling import beam_rollouts, constrained_sample, token_log_probs_of
+from constrained.sampling import beam_rollouts, constrained_sample, restricted_kl, token_log_probs_of
 from constrained.ved import beam_search_budget, default_init_beam_width, value_guided_decode, ved_uniforms
 from genrec.models import ModelConfig
 from genrec.models.config import BOS_ID
@@ -47,7 +47,7 @@ def rl_loss_config(rl: RLConfig) -> RLLossConfig:
     """The loss settings of an :class:`RLConfig`."""
     return RLLossConfig(grpo_weight=rl.grpo_weight, sibling_weight=rl.sibling_weight, value_weight=rl.value_weight,
                         kl_weight=rl.kl_weight, clip_eps=rl.clip_eps, gamma=rl.gamma, reward_kind=rl.reward,
-                        level_weights=rl.level_weights)
+                        level_weights=rl.level_weights, kl_estimator=rl.kl_estimator)
 
 
 def uses_value_head(rl: RLConfig) -> bool:
@@ -78,15 +78,16 @@ def init_value_head(model_config: ModelConfig, rl: RLConfig, *, seed: int) -> tu
 
 
 def _policy_log_probs(model, shared, index: DeviceIndex, sid_codes: jax.Array, head=None):
-    """``(token log-probs float32[B, G, L], values float32[B, G, L + 1] or None)`` of the rollouts."""
+    """``(token log-probs float32[B, G, L], values float32[B, G, L + 1] or None, logits)`` of the rollouts;
+    ``logits = (first [B, V], rest [B, G, L - 1, V])``, the layout of ``token_log_probs_of``."""
     offsets = index.meta.token_offsets
     if head is not None:
         logits, values = prefix_values_and_logits(model, head, shared, sid_codes, offsets)
     else:
         logits = model.decode_hidden(shared, codes_to_input_tokens(sid_codes, offsets))[0][:, :, :-1]
         values = None
-    logp = token_log_probs_of(index, logits[:, 0, 0], logits[:, :, 1:], sid_codes, "trie")
-    return logp, values
+    first, rest = logits[:, 0, 0], logits[:, :, 1:]
+    return token_log_probs_of(index, first, rest, sid_codes, "trie"), values, (first, rest)
 
 
 def _rollouts(rl: RLConfig, model, head, shared, index: DeviceIndex, key: jax.Array, batch: int):
@@ -143,10 +144,10 @@ def _rl_step(
         _rollouts(rl, model, head, shared, index, rng, num_requests))
     valid = valid & real[:, None]
 
-    # 2. The frozen supervised model's log-probs (the KL anchor), and the rollout policy's.
+    # 2. The frozen supervised model's log-probs and logits (the KL anchor), and the rollout policy's.
     reference = nnx.merge(graphdef, reference_params, rest)
-    logp_ref, _ = _policy_log_probs(reference, reference.encode(history_tokens, history_mask), index, sid_codes)
-    logp_ref = jax.lax.stop_gradient(logp_ref)
+    logp_ref, _, ref_logits = jax.lax.stop_gradient(
+        _policy_log_probs(reference, reference.encode(history_tokens, history_mask), index, sid_codes))
     logp_old = None
     if rl.inner_epochs > 1:
         logp_old = jax.lax.stop_gradient(_policy_log_probs(model, shared, index, sid_codes)[0])
@@ -154,12 +155,13 @@ def _rl_step(
     def loss_fn(params: dict[str, nnx.State]):
         policy = nnx.merge(graphdef, params["policy"], rest)
         value_head = nnx.merge(value_graphdef, params["value"]) if with_values else None
-        logp, values = _policy_log_probs(policy, policy.encode(history_tokens, history_mask), index, sid_codes,
-                                         value_head)
+        logp, values, logits = _policy_log_probs(policy, policy.encode(history_tokens, history_mask), index,
+                                                 sid_codes, value_head)
         if values is None:
             values = jnp.zeros(sid_codes.shape[:2] + (sid_codes.shape[2] + 1,), jnp.float32)
+        prefix_kl = restricted_kl(index, *logits, *ref_logits, sid_codes)  # both KLs are logged
         loss, metrics = rl_objective(logp, logp_old, logp_ref, values, sid_codes, target_codes, valid,
-                                     config=loss_config)
+                                     config=loss_config, prefix_kl=prefix_kl)
         in_catalogue = jnp.all(jnp.isfinite(logp), axis=-1) | ~valid
         metrics["rollouts_in_catalogue"] = jnp.mean(in_catalogue.astype(jnp.float32))
         return loss, metrics
