@@ -240,7 +240,8 @@ def read_run_info(workdir: str | Path) -> RunInfo:
     Raises:
       FileNotFoundError: not a training workdir.
       ValueError: config.json is not one of genrec train (:func:`read_config_json`),
-        or lacks a section or field that inference reads: one line naming the file.
+        or a section or field that inference reads is missing or of the wrong
+        kind (``"num_beams": "x"``, ``"ks": []``): one line naming the file.
     """
     path = Path(workdir) / CONFIG_FILE
     payload = read_config_json(workdir)
@@ -248,26 +249,40 @@ def read_run_info(workdir: str | Path) -> RunInfo:
     data = _json_object(train_config.get("data"), path, "train_config.data")
     evaluation = _json_object(train_config.get("eval"), path, "train_config.eval")
     loss = _json_object(train_config.get("loss", {}), path, "train_config.loss")
+    # The data section goes to load_run_data as it is: its kinds are checked here, not where they are used.
+    _json_object(data.get("synthetic", {}), path, "train_config.data.synthetic")
+    for key in ("data_dir", "name"):
+        if not isinstance(data.get(key), (str, type(None))):
+            raise damaged_run_file(path, f"train_config.data.{key} is {json.dumps(data[key])}, not a string or null")
     missing = [f"train_config.{where}.{key}" for where, section, keys in
                (("data", data, ("max_history",)), ("eval", evaluation, ("num_beams", "batch_size", "ks")))
                for key in keys if key not in section]
     if missing:
         raise damaged_run_file(path, f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing")
-    model_config = model_config_from_json(payload["model_config"], path)
+    ks = evaluation["ks"]
+    if not isinstance(ks, list) or not ks:
+        raise damaged_run_file(path, f"train_config.eval.ks is {json.dumps(ks)}, not a list of positive integers")
     try:
-        return RunInfo(
-            model_config=model_config,
-            data=dict(data),
-            max_history=int(data["max_history"]),
-            score_normalization=resolve_score_normalization(
-                evaluation.get("score_normalization", "auto"), loss.get("kind", "ce")
-            ),
-            num_beams=int(evaluation["num_beams"]),
-            eval_batch_size=int(evaluation["batch_size"]),
-            ks=tuple(int(k) for k in evaluation["ks"]),
-        )
-    except (TypeError, ValueError) as error:  # a field of the wrong type (``"ks": 5``, ``"num_beams": "x"``)
-        raise damaged_run_file(path, f"a train_config field has a bad value ({error})") from error
+        score_normalization = resolve_score_normalization(evaluation.get("score_normalization", "auto"),
+                                                          loss.get("kind", "ce"))
+    except ValueError as error:
+        raise damaged_run_file(path, f"train_config.eval.{error}") from None
+    return RunInfo(
+        model_config=model_config_from_json(payload["model_config"], path),
+        data=dict(data),
+        max_history=_positive_int(data["max_history"], path, "train_config.data.max_history"),
+        score_normalization=score_normalization,
+        num_beams=_positive_int(evaluation["num_beams"], path, "train_config.eval.num_beams"),
+        eval_batch_size=_positive_int(evaluation["batch_size"], path, "train_config.eval.batch_size"),
+        ks=tuple(_positive_int(k, path, f"train_config.eval.ks[{i}]") for i, k in enumerate(ks)),
+    )
+
+
+def _positive_int(value: Any, path: Path, where: str) -> int:
+    """``value`` if it is an integer >= 1, else :func:`damaged_run_file`'s error naming ``where``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise damaged_run_file(path, f"{where} is {json.dumps(value)}, not a positive integer")
+    return value
 
 
 def load_run_data(data: Mapping[str, Any], min_interactions: int = MIN_INTERACTIONS) -> InteractionData:

@@ -31,6 +31,7 @@ import hashlib
 import importlib.machinery
 import importlib.util
 import inspect
+import json
 import math
 import sys
 import types
@@ -715,8 +716,45 @@ def _from_dict(cls: type, values: dict[str, Any], source: str, where: str = "tra
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
             value = _from_dict(hint, value, source, f"{where}.{name}")
+        elif not _json_fits(value, hint):
+            raise damaged_run_file(source, f"{where}.{name} is {json.dumps(value)}, not {_json_type_name(hint)}")
         elif isinstance(value, list):
             value = tuple(value)
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def _json_fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value is one of a config field's type (an int is a float; a hint not known here fits)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_json_fits(value, arg) for arg in args)
+    if origin is Literal:
+        return value in args and type(value) in {type(arg) for arg in args}
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return isinstance(value, (list, tuple)) and all(_json_fits(item, args[0]) for item in value)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _json_type_name(hint: Any) -> str:
+    """A config field's type as its JSON reads (``"a number or null"``, ``"one of ['ce', 'msl']"``)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_json_type_name(arg) for arg in args)
+    if origin is Literal:
+        return f"one of {list(args)}"
+    if origin is tuple:
+        return f"a list of {_json_type_name(args[0])}"
+    names = {type(None): "null", bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
 

@@ -131,6 +131,9 @@ DAMAGES = [
      "model_config is not a valid ModelConfig"),
     ("config-unknown-top-level-key", CONFIG_FILE, _edit_json(CONFIG_FILE, lambda c: c.update(note="x")),
      "unknown top-level keys ['note']"),
+    ("config-value-of-wrong-kind", CONFIG_FILE,
+     _edit_json(CONFIG_FILE, lambda c: c["train_config"]["eval"].update(num_beams="x")),
+     'train_config.eval.num_beams is "x", not '),
     ("catalogue-junk", CATALOGUE_FILE, _write(CATALOGUE_FILE, b"junk" * 16), "not an npz archive"),
     ("catalogue-truncated", CATALOGUE_FILE, _cut(CATALOGUE_FILE, 0.5), "a truncated or damaged npz archive"),
     ("catalogue-empty", CATALOGUE_FILE, _write(CATALOGUE_FILE, b""), ": empty;"),
@@ -144,7 +147,21 @@ DAMAGES = [
      "no 'codebook_sizes' field"),
     ("vocab-of-another-run", VOCAB_FILE, _other_vocabulary, "a vocabulary of 18 tokens and 2 levels"),
 ]
-CONFIG_DAMAGES = [case for case in DAMAGES if case[1] == CONFIG_FILE]
+# Damage to settings that only training reads (serving and evaluation need not refuse it).
+TRAINING_DAMAGES = [
+    ("config-unknown-section-field", CONFIG_FILE,
+     _edit_json(CONFIG_FILE, lambda c: c["train_config"]["optimizer"].update(lr=0.1)),
+     "unknown OptimizerConfig fields ['lr'] in train_config.optimizer"),
+    ("config-learning-rate-a-string", CONFIG_FILE,
+     _edit_json(CONFIG_FILE, lambda c: c["train_config"]["optimizer"].update(learning_rate="fast")),
+     'train_config.optimizer.learning_rate is "fast", not a number'),
+    ("config-batch-size-null", CONFIG_FILE,
+     _edit_json(CONFIG_FILE, lambda c: c["train_config"].update(batch_size=None)),
+     "train_config.batch_size is null, not an integer"),
+    ("config-loss-section-a-list", CONFIG_FILE, _edit_json(CONFIG_FILE, lambda c: c["train_config"].update(loss=[])),
+     "train_config.loss is a JSON list, not an object"),
+]
+CONFIG_DAMAGES = [case for case in DAMAGES if case[1] == CONFIG_FILE] + TRAINING_DAMAGES
 
 
 def _damaged_copy(workdir: Path, tmp_path: Path, damage: Callable[[Path], None]) -> Path:
