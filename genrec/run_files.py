@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import logging
 from collections.abc import Mapping
@@ -250,7 +251,10 @@ def read_run_info(workdir: str | Path) -> RunInfo:
     evaluation = _json_object(train_config.get("eval"), path, "train_config.eval")
     loss = _json_object(train_config.get("loss", {}), path, "train_config.loss")
     # The data section goes to load_run_data as it is: its kinds are checked here, not where they are used.
-    _json_object(data.get("synthetic", {}), path, "train_config.data.synthetic")
+    synthetic = _json_object(data.get("synthetic", {}), path, "train_config.data.synthetic")
+    unknown = sorted(set(synthetic) - set(inspect.signature(make_synthetic_dataset).parameters))
+    if unknown:
+        raise damaged_run_file(path, f"unknown train_config.data.synthetic fields {unknown}")
     for key in ("data_dir", "name"):
         if not isinstance(data.get(key), (str, type(None))):
             raise damaged_run_file(path, f"train_config.data.{key} is {json.dumps(data[key])}, not a string or null")

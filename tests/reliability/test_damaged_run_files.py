@@ -131,6 +131,8 @@ DAMAGES = [
      "model_config is not a valid ModelConfig"),
     ("config-unknown-top-level-key", CONFIG_FILE, _edit_json(CONFIG_FILE, lambda c: c.update(note="x")),
      "unknown top-level keys ['note']"),
+    ("config-unknown-synthetic-field", CONFIG_FILE,
+     _edit_json(CONFIG_FILE, lambda c: c["train_config"]["data"]["synthetic"].update(bogus=1)), "fields ['bogus']"),
     ("config-value-of-wrong-kind", CONFIG_FILE,
      _edit_json(CONFIG_FILE, lambda c: c["train_config"]["eval"].update(num_beams="x")),
      'train_config.eval.num_beams is "x", not '),
