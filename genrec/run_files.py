@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import logging
 from collections.abc import Mapping
@@ -58,6 +59,7 @@ __all__ = [
     "all_finite",
     "catalogue_fingerprint",
     "check_same_catalogue",
+    "damaged_run_file",
     "load_inference_model",
     "load_model_for_inference",
     "load_run_data",
@@ -93,6 +95,12 @@ def _not_a_workdir(path: Path, workdir: str | Path) -> FileNotFoundError:
     return FileNotFoundError(f"{path} not found: {workdir} is not a genrec training workdir")
 
 
+def damaged_run_file(path: str | Path, reason: str) -> ValueError:
+    """The one-line error of a workdir file that cannot be what genrec train wrote: names it, why, and the fix."""
+    return ValueError(f"{path}: {reason}; the file is damaged or was not written by genrec train: "
+                      "restore the workdir from a copy, or train the run again into a new --workdir")
+
+
 # ---------------------------------------------------------------------------
 # config.json
 # ---------------------------------------------------------------------------
@@ -106,27 +114,85 @@ def model_config_to_json(config: ModelConfig) -> dict[str, Any]:
     return values
 
 
-def model_config_from_json(values: dict[str, Any]) -> ModelConfig:
-    """Inverse of :func:`model_config_to_json`."""
-    return ModelConfig(**values)
+def model_config_from_json(values: Any, source: str | Path = "<json>") -> ModelConfig:
+    """Inverse of :func:`model_config_to_json`.
+
+    Raises:
+      ValueError: ``values`` is not a ``ModelConfig`` as JSON (not an object,
+        unknown or missing fields, a bad value): one line naming ``source``.
+    """
+    if not isinstance(values, dict):
+        raise damaged_run_file(source, f"model_config is {_not_an_object(values)}")
+    unknown = sorted(set(values) - {field.name for field in dataclasses.fields(ModelConfig)})
+    if unknown:
+        raise damaged_run_file(source, f"unknown model_config fields {unknown}")
+    try:
+        return ModelConfig(**values)
+    except (TypeError, ValueError) as error:  # a missing field, a dtype that is no dtype, a value out of range
+        raise damaged_run_file(source, f"model_config is not a valid ModelConfig ({error})") from error
+
+
+# config.json's top-level keys (training/checkpoint.py write_run_files writes every one).
+_CONFIG_KEYS = ("format_version", "train_config", "model_config")
+
+
+def _json_object(value: Any, path: Path, where: str) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else :func:`damaged_run_file`'s error saying what ``where`` holds."""
+    if not isinstance(value, dict):
+        raise damaged_run_file(path, f"{where} is {_not_an_object(value)}")
+    return value
+
+
+def _not_an_object(value: Any) -> str:
+    """What a JSON value that should be an object is, for an error message (``"a JSON list, not an object"``)."""
+    if value is None:
+        return "missing"
+    kinds = {list: "list", str: "string", bool: "boolean", int: "number", float: "number"}
+    return f"a JSON {kinds.get(type(value), type(value).__name__)}, not an object"
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file's value; a file that is not UTF-8 JSON raises :func:`damaged_run_file`'s ValueError."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise damaged_run_file(path, f"not UTF-8 text (byte {error.start})") from None
+    if not text.strip():
+        raise damaged_run_file(path, "empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:  # truncated or edited
+        raise damaged_run_file(path, f"malformed JSON at line {error.lineno}, column {error.colno} "
+                                     f"({error.msg})") from None
 
 
 def read_config_json(workdir: str | Path) -> dict[str, Any]:
-    """``workdir/config.json`` as a dict, its ``format_version`` checked.
+    """``workdir/config.json`` as a dict, its layout checked: ``format_version``,
+    and ``train_config`` and ``model_config`` JSON objects, nothing else.
 
     Raises:
       FileNotFoundError: not a training workdir.
-      ValueError: written by a genrec version with another config layout.
+      ValueError: written by a genrec version with another config layout, or
+        not a config.json of genrec train (malformed JSON, not an object, a
+        section missing, an unknown top-level key): one line naming the file.
     """
     path = Path(workdir) / CONFIG_FILE
     if not path.is_file():
         raise _not_a_workdir(path, workdir)
-    payload = json.loads(path.read_text(encoding="utf-8"))
+    payload = _read_json(path)
+    if not isinstance(payload, dict):
+        raise damaged_run_file(path, f"holds {_not_an_object(payload)}")
     if payload.get("format_version") != CONFIG_FORMAT_VERSION:
         raise ValueError(
             f"{path}: config format_version {payload.get('format_version')!r} is not "
             f"{CONFIG_FORMAT_VERSION}; it was written by another genrec version"
         )
+    unknown = sorted(set(payload) - set(_CONFIG_KEYS))
+    if unknown:
+        raise damaged_run_file(path, f"unknown top-level keys {unknown}: config.json holds only "
+                                     f"{', '.join(_CONFIG_KEYS)}")
+    for key in _CONFIG_KEYS[1:]:
+        _json_object(payload.get(key), path, key)
     return payload
 
 
@@ -174,21 +240,53 @@ def read_run_info(workdir: str | Path) -> RunInfo:
 
     Raises:
       FileNotFoundError: not a training workdir.
+      ValueError: config.json is not one of genrec train (:func:`read_config_json`),
+        or a section or field that inference reads is missing or of the wrong
+        kind (``"num_beams": "x"``, ``"ks": []``): one line naming the file.
     """
+    path = Path(workdir) / CONFIG_FILE
     payload = read_config_json(workdir)
     train_config = payload["train_config"]
-    data, evaluation = train_config["data"], train_config["eval"]
+    data = _json_object(train_config.get("data"), path, "train_config.data")
+    evaluation = _json_object(train_config.get("eval"), path, "train_config.eval")
+    loss = _json_object(train_config.get("loss", {}), path, "train_config.loss")
+    # The data section goes to load_run_data as it is: its kinds are checked here, not where they are used.
+    synthetic = _json_object(data.get("synthetic", {}), path, "train_config.data.synthetic")
+    unknown = sorted(set(synthetic) - set(inspect.signature(make_synthetic_dataset).parameters))
+    if unknown:
+        raise damaged_run_file(path, f"unknown train_config.data.synthetic fields {unknown}")
+    for key in ("data_dir", "name"):
+        if not isinstance(data.get(key), (str, type(None))):
+            raise damaged_run_file(path, f"train_config.data.{key} is {json.dumps(data[key])}, not a string or null")
+    missing = [f"train_config.{where}.{key}" for where, section, keys in
+               (("data", data, ("max_history",)), ("eval", evaluation, ("num_beams", "batch_size", "ks")))
+               for key in keys if key not in section]
+    if missing:
+        raise damaged_run_file(path, f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing")
+    ks = evaluation["ks"]
+    if not isinstance(ks, list) or not ks:
+        raise damaged_run_file(path, f"train_config.eval.ks is {json.dumps(ks)}, not a list of positive integers")
+    try:
+        score_normalization = resolve_score_normalization(evaluation.get("score_normalization", "auto"),
+                                                          loss.get("kind", "ce"))
+    except ValueError as error:
+        raise damaged_run_file(path, f"train_config.eval.{error}") from None
     return RunInfo(
-        model_config=model_config_from_json(payload["model_config"]),
+        model_config=model_config_from_json(payload["model_config"], path),
         data=dict(data),
-        max_history=int(data["max_history"]),
-        score_normalization=resolve_score_normalization(
-            evaluation.get("score_normalization", "auto"), train_config.get("loss", {}).get("kind", "ce")
-        ),
-        num_beams=int(evaluation["num_beams"]),
-        eval_batch_size=int(evaluation["batch_size"]),
-        ks=tuple(int(k) for k in evaluation["ks"]),
+        max_history=_positive_int(data["max_history"], path, "train_config.data.max_history"),
+        score_normalization=score_normalization,
+        num_beams=_positive_int(evaluation["num_beams"], path, "train_config.eval.num_beams"),
+        eval_batch_size=_positive_int(evaluation["batch_size"], path, "train_config.eval.batch_size"),
+        ks=tuple(_positive_int(k, path, f"train_config.eval.ks[{i}]") for i, k in enumerate(ks)),
     )
+
+
+def _positive_int(value: Any, path: Path, where: str) -> int:
+    """``value`` if it is an integer >= 1, else :func:`damaged_run_file`'s error naming ``where``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise damaged_run_file(path, f"{where} is {json.dumps(value)}, not a positive integer")
+    return value
 
 
 def load_run_data(data: Mapping[str, Any], min_interactions: int = MIN_INTERACTIONS) -> InteractionData:
@@ -275,12 +373,35 @@ def check_same_catalogue(data: InteractionData, item_ids: np.ndarray, sid_codes:
 
 
 def read_catalogue(workdir: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(sid_codes int32[num_items, L], item_ids str[num_items])`` from ``workdir/catalogue.npz``."""
+    """``(sid_codes int32[num_items, L], item_ids str[num_items])`` from ``workdir/catalogue.npz``.
+
+    Raises:
+      FileNotFoundError: not a training workdir.
+      ValueError: the file is not a catalogue that genrec train wrote (not an
+        npz archive, truncated, an array missing or of the wrong kind): one line naming it.
+    """
     path = Path(workdir) / CATALOGUE_FILE
     if not path.is_file():
         raise _not_a_workdir(path, workdir)
-    with np.load(path, allow_pickle=False) as arrays:
-        return arrays["sid_codes"], arrays["item_ids"]
+    with path.open("rb") as file:
+        magic = file.read(4)
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # an npz file is a zip archive
+        raise damaged_run_file(path, "empty" if not magic else "not an npz archive")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            missing = [name for name in ("sid_codes", "item_ids") if name not in arrays.files]
+            if not missing:
+                sid_codes, item_ids = arrays["sid_codes"], arrays["item_ids"]
+    except Exception as error:  # whatever NumPy's zip reader raises (BadZipFile, EOFError, zlib.error, ...)
+        raise damaged_run_file(path, f"a truncated or damaged npz archive ({type(error).__name__}: {error})") from error
+    if missing:
+        raise damaged_run_file(path, f"no {' or '.join(missing)} array")
+    if sid_codes.ndim != 2 or sid_codes.size == 0 or not np.issubdtype(sid_codes.dtype, np.integer):
+        raise damaged_run_file(path, f"sid_codes is {sid_codes.dtype}{list(sid_codes.shape)}, not int[num_items, L]")
+    if item_ids.shape != sid_codes.shape[:1]:
+        raise damaged_run_file(path, f"item_ids has shape {list(item_ids.shape)}, not [{sid_codes.shape[0]}] "
+                                     "(one id per sid_codes row)")
+    return sid_codes, item_ids
 
 
 # ---------------------------------------------------------------------------
@@ -510,6 +631,7 @@ def _load_model(
     model_config = read_run_info(workdir).model_config
     vocab = SIDVocabulary.load(workdir / VOCAB_FILE)
     sid_codes, item_ids = read_catalogue(workdir)
+    _check_run_files_agree(workdir, model_config, vocab, sid_codes)
 
     model = build_model(model_config, rngs=nnx.Rngs(params=0, dropout=0))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -518,6 +640,21 @@ def _load_model(
         raise ValueError(f"{workdir}: the {which} checkpoint (step {step}) holds non-finite weights; "
                          "the run diverged or the checkpoint is damaged: use another checkpoint or retrain")
     return nnx.merge(graphdef, params, rest), model_config, vocab, sid_codes, item_ids, int(step)
+
+
+def _check_run_files_agree(workdir: Path, model_config: ModelConfig, vocab: SIDVocabulary,
+                           sid_codes: np.ndarray) -> None:
+    """Refuses run files that each read well but describe different runs (one of them replaced or edited):
+    the model's token count and SID length are the vocabulary's, and every catalogue code is in its codebook."""
+    if (model_config.vocab_size, model_config.num_levels) != (vocab.vocab_size, vocab.num_levels):
+        raise damaged_run_file(workdir / VOCAB_FILE, f"a vocabulary of {vocab.vocab_size} tokens and "
+                               f"{vocab.num_levels} levels, but {CONFIG_FILE}'s model has {model_config.vocab_size} "
+                               f"tokens and {model_config.num_levels} levels")
+    sizes = np.asarray(vocab.codebook_sizes)
+    if sid_codes.shape[1] != len(sizes) or np.any((sid_codes < 0) | (sid_codes >= sizes)):
+        raise damaged_run_file(workdir / CATALOGUE_FILE, f"its SID codes ({sid_codes.shape[1]} levels, "
+                               f"{int(sid_codes.min())} to {int(sid_codes.max())}) do not fit {VOCAB_FILE}'s "
+                               f"codebooks {list(vocab.codebook_sizes)}")
 
 
 def all_finite(tree: Any) -> bool:

@@ -253,10 +253,25 @@ class SIDVocabulary:
 
     @classmethod
     def load(cls, path: str | Path) -> "SIDVocabulary":
-        """Reads a file written by :meth:`save`."""
+        """Reads a file written by :meth:`save`.
+
+        Raises:
+          ValueError: the file is not one :meth:`save` wrote (not UTF-8 JSON,
+            truncated, a field missing or of the wrong kind): one line naming it and the fix.
+        """
         path = Path(path)
+        fix = "restore it from a copy, or write it again with genrec (build-sids for a dataset, train for a workdir)"
         try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
+            payload = json.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text (byte {e.start}), not a genrec SID vocabulary; {fix}") from None
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
-        return cls.from_json(payload, source=str(path))
+            raise ValueError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg} "
+                             f"(a truncated or damaged file); {fix}") from None
+        try:
+            return cls.from_json(payload, source=str(path))
+        except (KeyError, TypeError, ValueError) as e:
+            if str(e).startswith(str(path)):  # from_json's own checks name the file
+                raise
+            reason = f"no {e.args[0]!r} field" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+            raise ValueError(f"{path}: not a genrec SID vocabulary ({reason}); {fix}") from e

@@ -103,10 +103,13 @@ def read_run_config(workdir: str | Path) -> tuple[TrainConfig, ModelConfig]:
 
     Raises:
       FileNotFoundError: not a training workdir.
-      ValueError: written by another genrec version, or with unknown fields.
+      ValueError: written by another genrec version, or damaged: malformed
+        JSON, an unknown field (at the top level or in any section), a section
+        missing, a value refused (one line naming the file and the fix).
     """
+    path = Path(workdir) / CONFIG_FILE
     payload = read_config_json(workdir)
-    return config_from_json(payload, str(Path(workdir) / CONFIG_FILE)), model_config_from_json(payload["model_config"])
+    return config_from_json(payload, str(path)), model_config_from_json(payload["model_config"], path)
 
 
 # ---------------------------------------------------------------------------

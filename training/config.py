@@ -31,6 +31,7 @@ import hashlib
 import importlib.machinery
 import importlib.util
 import inspect
+import json
 import math
 import sys
 import types
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from genrec.models import ModelConfig
-from genrec.run_files import CONFIG_FORMAT_VERSION, resolve_score_normalization
+from genrec.run_files import CONFIG_FORMAT_VERSION, damaged_run_file, resolve_score_normalization
 from genrec.split import SUBSET_RULES
 from training.losses import LossConfig
 
@@ -668,38 +669,95 @@ def config_to_json(config: TrainConfig) -> dict[str, Any]:
     return {"format_version": CONFIG_FORMAT_VERSION, "train_config": dataclasses.asdict(config)}
 
 
+# The train_config sections that every config.json has held since format_version 1
+# (a section added later, like rl, may be absent: it takes its defaults).
+_FORMAT_1_SECTIONS = ("data", "model", "loss", "optimizer", "eval", "checkpoint")
+
+
 def config_from_json(payload: dict[str, Any], source: str = "<json>") -> TrainConfig:
     """Inverse of :func:`config_to_json`.
 
     Raises:
-      ValueError: unsupported ``format_version`` or unknown fields.
+      ValueError: unsupported ``format_version``, unknown fields, a section
+        missing or not a JSON object, or a value the config refuses: one line naming ``source``.
     """
+    if not isinstance(payload, dict):
+        raise damaged_run_file(source, f"holds a JSON {type(payload).__name__}, not an object")
     if payload.get("format_version") != CONFIG_FORMAT_VERSION:
         raise ValueError(
             f"{source}: config format_version {payload.get('format_version')!r} is not "
             f"{CONFIG_FORMAT_VERSION}; it was written by another genrec version"
         )
+    if not isinstance(payload.get("train_config"), dict):
+        raise damaged_run_file(source, "train_config is missing or not a JSON object")
     train_config = dict(payload["train_config"])
+    missing = [f"train_config.{name}" for name in _FORMAT_1_SECTIONS if name not in train_config]
+    if missing:
+        raise damaged_run_file(source, f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing")
     if isinstance(train_config.get("eval"), dict) and "subset" not in train_config["eval"]:
         # Written before eval.subset existed, when the leading slice was the only
         # rule: a resumed run keeps validating on the examples it started with.
         train_config["eval"] = {**train_config["eval"], "subset": "first"}
-    return _from_dict(TrainConfig, train_config, source)
+    try:
+        return _from_dict(TrainConfig, train_config, source)
+    except (TypeError, ValueError) as error:  # a value of the wrong type or out of range
+        if str(error).startswith(source):
+            raise
+        raise damaged_run_file(source, f"a train_config value is refused ({error})") from error
 
 
-def _from_dict(cls: type, values: dict[str, Any], source: str) -> Any:
+def _from_dict(cls: type, values: dict[str, Any], source: str, where: str = "train_config") -> Any:
+    if not isinstance(values, dict):
+        raise damaged_run_file(source, f"{where} is a JSON {type(values).__name__}, not an object")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - names
     if unknown:
-        raise ValueError(f"{source}: unknown {cls.__name__} fields {sorted(unknown)}")
+        raise damaged_run_file(source, f"unknown {cls.__name__} fields {sorted(unknown)} in {where}")
     kwargs = {}
     for name, value in values.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            value = _from_dict(hint, value, source)
+            value = _from_dict(hint, value, source, f"{where}.{name}")
+        elif not _json_fits(value, hint):
+            raise damaged_run_file(source, f"{where}.{name} is {json.dumps(value)}, not {_json_type_name(hint)}")
         elif isinstance(value, list):
             value = tuple(value)
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def _json_fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value is one of a config field's type (an int is a float; a hint not known here fits)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_json_fits(value, arg) for arg in args)
+    if origin is Literal:
+        return value in args and type(value) in {type(arg) for arg in args}
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return isinstance(value, (list, tuple)) and all(_json_fits(item, args[0]) for item in value)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _json_type_name(hint: Any) -> str:
+    """A config field's type as its JSON reads (``"a number or null"``, ``"one of ['ce', 'msl']"``)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_json_type_name(arg) for arg in args)
+    if origin is Literal:
+        return f"one of {list(args)}"
+    if origin is tuple:
+        return f"a list of {_json_type_name(args[0])}"
+    names = {type(None): "null", bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
 
