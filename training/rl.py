@@ -49,7 +49,7 @@ from genrec.console import UserError, add_verbose_flag, run_command, setup_loggi
 from genrec.locks import DirectoryLock
 from genrec.models import build_model, count_params
 from genrec.progress import progress_bar
-from genrec.run_files import CONFIG_FILE, all_finite, read_catalogue, restore_params
+from genrec.run_files import CONFIG_FILE, all_finite, damaged_run_file, read_catalogue, restore_params
 from genrec.split import leave_one_out_split, subset_examples
 from training.checkpoint import Checkpointer, TrainingProgress, read_run_config, write_run_files
 from training.config import TrainConfig, flat_settings, load_config_file, override_keys, score_normalization
@@ -128,6 +128,17 @@ def _check_resume(saved: TrainConfig, current: TrainConfig, source: Path) -> dic
         raise UserError(f"{source}: resuming would shorten the run from {saved.rl.num_steps} to "
                         f"{current.rl.num_steps} steps; a resumed run may only get longer")
     return changes
+
+
+def _read_rl_init(path: Path) -> dict[str, Any]:
+    """``rl_init.json`` of an RL workdir; a damaged one is one line naming it."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise damaged_run_file(path, f"not JSON ({error})") from error
+    if not isinstance(record, dict) or not {"workdir", "checkpoint", "step", "params"} <= record.keys():
+        raise damaged_run_file(path, "not the record of a supervised start (workdir, checkpoint, step, params)")
+    return record
 
 
 def rl_train(
@@ -225,7 +236,7 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
     if resume and (workdir / CONFIG_FILE).exists():
         saved_config, _ = read_run_config(workdir)
         changes = _check_resume(saved_config, config, workdir / CONFIG_FILE)
-        saved_init = json.loads((workdir / RL_INIT_FILE).read_text(encoding="utf-8"))
+        saved_init = _read_rl_init(workdir / RL_INIT_FILE)
         if saved_init != init_record:
             raise UserError(f"{workdir / RL_INIT_FILE}: this run started from {saved_init['workdir']} "
                             f"({saved_init['checkpoint']} step {saved_init['step']}, {saved_init['params'][:19]}), "

@@ -273,3 +273,15 @@ def test_the_cli_process_exits_2_without_a_traceback(workdir, tmp_path):
     prefix = "genrec eval: error: "
     assert done.stderr.startswith(prefix) and "Traceback" not in done.stderr, done.stderr[-3000:]
     _assert_one_line(done.stderr[len(prefix):], damaged / CONFIG_FILE, "unknown top-level keys ['note']")
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"workdir": "w"}', "\udcff"])
+def test_a_damaged_rl_init_record_is_one_line_naming_it(tmp_path, text):
+    from training.rl import RL_INIT_FILE, _read_rl_init
+
+    path = tmp_path / RL_INIT_FILE
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(ValueError) as error:
+        _read_rl_init(path)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(str(path)) and "restore the workdir" in message
