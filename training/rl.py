@@ -55,7 +55,7 @@ from training.checkpoint import Checkpointer, TrainingProgress, read_run_config,
 from training.config import TrainConfig, flat_settings, load_config_file, override_keys, score_normalization
 from training.evaluate import evaluate_split
 from training.optim import make_optimizer
-from training.preemption import StopOnSignal, TrainingInterrupted
+from training.preemption import StopOnSignal
 from training.rl_step import init_value_head, make_rl_step
 from training.train import (
     METRICS_FILE,
@@ -63,6 +63,7 @@ from training.train import (
     TENSORBOARD_DIR,
     TEST_RANKS_FILE,
     MetricsLog,
+    end_step,
     holds_checkpoint,
     load_data,
     report_run,
@@ -337,15 +338,7 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
             if finished or interrupted or step % checkpoint_every == 0:
                 checkpointer.save(trainable["policy"], {"optimizer": opt_state, "value": trainable["value"]},
                                   progress)
-            if on_step_end is not None:
-                checkpointer.wait()
-                on_step_end(step)
-            if interrupted:
-                checkpointer.wait()
-                checkpointer.close()
-                metrics_log.close()
-                logger.warning("stopped at step %d with a checkpoint; run the same command to resume", step)
-                raise TrainingInterrupted(step, stop_signal.signum)
+            end_step(step, checkpointer, metrics_log, on_step_end, stop_signal.signum if interrupted else None)
     checkpointer.wait()
 
     # --- Final evaluation: test split, best checkpoint ------------------------

@@ -93,7 +93,7 @@ from training.train_step import (
     shard_batch,
 )
 
-__all__ = ["TrainResult", "holds_checkpoint", "load_data", "main", "report_run", "train"]
+__all__ = ["TrainResult", "end_step", "holds_checkpoint", "load_data", "main", "report_run", "train"]
 
 logger = logging.getLogger("genrec.train")
 
@@ -547,15 +547,7 @@ def _train_locked(
             if stop_early:
                 logger.info("early stopping at step %d: no better validation %s in %d evaluations",
                             step, selection_metric, config.early_stopping_patience)
-            if on_step_end is not None:
-                checkpointer.wait()
-                on_step_end(step)
-            if interrupted:
-                checkpointer.wait()
-                checkpointer.close()
-                metrics_log.close()
-                logger.warning("stopped at step %d with a checkpoint; run the same command to resume", step)
-                raise TrainingInterrupted(step, stop_signal.signum)
+            end_step(step, checkpointer, metrics_log, on_step_end, stop_signal.signum if interrupted else None)
     checkpointer.wait()
     # Training is finished and its last checkpoint committed: a signal from here on stops at once (exit 143)
     # and rerunning the command runs only this final evaluation.
@@ -768,6 +760,21 @@ def _result_line(result: TrainResult) -> str:
 
     return (f"test {metrics(result.test_metrics)} ({which}); popularity {metrics(result.popularity_test_metrics)}; "
             f"all metrics in {result.workdir / RESULTS_FILE}")
+
+
+def end_step(step: int, checkpointer: Checkpointer, metrics_log: MetricsLog,
+             on_step_end: Callable[[int], None] | None, stop_signum: int | None) -> None:
+    """The end of a training step, once its checkpoint (if due) is saved: the ``on_step_end`` hook, then,
+    if a signal asked to stop (``stop_signum``), the checkpoint committed and ``TrainingInterrupted``."""
+    if on_step_end is not None:
+        checkpointer.wait()
+        on_step_end(step)
+    if stop_signum is not None:
+        checkpointer.wait()
+        checkpointer.close()
+        metrics_log.close()
+        logger.warning("stopped at step %d with a checkpoint; run the same command to resume", step)
+        raise TrainingInterrupted(step, stop_signum)
 
 
 def report_run(job: Callable[[], Any], result_line: Callable[[Any], str]) -> int:
