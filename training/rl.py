@@ -31,7 +31,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -66,7 +65,9 @@ from training.train import (
     end_step,
     holds_checkpoint,
     load_data,
+    remove_run_outputs,
     report_run,
+    resume_changes,
 )
 from training.train_step import make_data_mesh, replicate, shard_batch
 
@@ -118,17 +119,8 @@ def _check_same_run(config: TrainConfig, init_from: Path) -> None:
 
 def _check_resume(saved: TrainConfig, current: TrainConfig, source: Path) -> dict[str, tuple[Any, Any]]:
     """``{key: (old, new)}`` of accepted changes; refuses changes that alter the run, or a shorter run."""
-    old, new = flat_settings(saved), flat_settings(current)
-    changes = {key: (old[key], new[key]) for key in old if old[key] != new.get(key)}
-    refused = [key for key in changes if key not in _RESUMABLE]
-    if refused:
-        listed = ", ".join(f"{key} {changes[key][0]!r} -> {changes[key][1]!r}" for key in refused)
-        raise UserError(f"{source}: resuming would change {listed}; a resumed run keeps its settings: "
-                        "use the run's settings, another --workdir, or --no-resume")
-    if current.rl.num_steps < saved.rl.num_steps:
-        raise UserError(f"{source}: resuming would shorten the run from {saved.rl.num_steps} to "
-                        f"{current.rl.num_steps} steps; a resumed run may only get longer")
-    return changes
+    return resume_changes(saved, current, lambda key: key in _RESUMABLE, saved.rl.num_steps,
+                          current.rl.num_steps, source)
 
 
 def _read_rl_init(path: Path) -> dict[str, Any]:
@@ -162,7 +154,8 @@ def rl_train(
       on_step_end: called with the step number after every step (and its checkpoint, if due).
 
     Raises:
-      UserError: the config does not match the supervised run, or a resume would change the run.
+      UserError: the config does not match the supervised run.
+      ValueError: a resume would change the run's settings or shorten it (``training.train.resume_changes``).
       genrec.locks.DirectoryInUseError: another process uses ``workdir``.
       TrainingInterrupted: SIGTERM; the step is checkpointed, call again to resume.
       FloatingPointError: the policy's weights or loss became non-finite.
@@ -186,12 +179,7 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
         raise UserError(f"--workdir {workdir} holds a genrec train run (no {RL_INIT_FILE}); RL writes a workdir "
                         "of its own: use another --workdir")
     if not resume:
-        for name in _RUN_OUTPUTS:
-            path = workdir / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
+        remove_run_outputs(workdir, _RUN_OUTPUTS)
 
     # --- The supervised run: data, model, weights ----------------------------
     _check_same_run(config, init_from)

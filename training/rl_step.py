@@ -39,7 +39,7 @@ from training.config import RLConfig
 from training.optim import nonfinite_counts
 from training.rl_losses import RLLossConfig, rl_objective
 
-__all__ = ["init_value_head", "make_rl_step", "rl_loss_config", "rl_step_settings", "rollout_budget", "uses_value_head",
+__all__ = ["init_value_head", "make_rl_step", "rl_loss_config", "rollout_budget", "uses_value_head",
            "ved_iterations"]
 
 
@@ -94,7 +94,6 @@ def _rollouts(rl: RLConfig, model, head, shared, index: DeviceIndex, key: jax.Ar
     """``(sid_codes int32[B, G, L], valid bool[B, G], tokens_used float32[B])`` of the step's rollouts."""
     num_levels = index.meta.num_levels
     G = rl.num_rollouts
-    budget = float(rollout_budget(rl, num_levels))
     # Beam search and sampling decode G paths from one root whatever ``rl.budget`` says: 1 + (L - 1) * G tokens.
     fixed_cost = jnp.full((batch,), float(beam_search_budget(num_levels, G)))
     if rl.rollouts == "beam":
@@ -110,7 +109,7 @@ def _rollouts(rl: RLConfig, model, head, shared, index: DeviceIndex, key: jax.Ar
     uniforms = ved_uniforms(key, num_iterations=iterations, num_requests=batch,
                             nodes_per_iteration=rl.ved_nodes_per_iteration)
     out = value_guided_decode(index, make_node_fn(model, head, shared, index.meta.token_offsets), uniforms,
-                              num_outputs=G, budget=int(budget), init_beam_width=width,
+                              num_outputs=G, budget=rollout_budget(rl, num_levels), init_beam_width=width,
                               lam=rl.ved_lambda, beta=rl.ved_beta)
     return out.sid_codes, out.valid, out.tokens_used.astype(jnp.float32)
 
@@ -198,12 +197,3 @@ def make_rl_step(rl: RLConfig, optimizer: optax.GradientTransformation, mesh: Me
     return jax.jit(step, static_argnums=(0, 1), donate_argnums=(2, 3) if donate else (),
                    out_shardings=(replicated, replicated, replicated))
 
-
-def rl_step_settings(rl: RLConfig, num_levels: int) -> dict[str, Any]:
-    """What a step of ``rl`` spends, for the run's log: rollouts, budget, VED's shape."""
-    settings = {"rollouts": rl.rollouts, "num_rollouts": rl.num_rollouts,
-                "budget": rollout_budget(rl, num_levels)}
-    if rl.rollouts == "ved":
-        width, iterations = ved_iterations(rl, num_levels)
-        settings.update(init_beam_width=width, iterations=iterations, nodes_per_iteration=rl.ved_nodes_per_iteration)
-    return settings

@@ -93,7 +93,8 @@ from training.train_step import (
     shard_batch,
 )
 
-__all__ = ["TrainResult", "end_step", "holds_checkpoint", "load_data", "main", "report_run", "train"]
+__all__ = ["TrainResult", "end_step", "holds_checkpoint", "load_data", "main", "remove_run_outputs", "report_run",
+           "resume_changes", "train"]
 
 logger = logging.getLogger("genrec.train")
 
@@ -230,18 +231,40 @@ def check_resume_changes(saved: TrainConfig, current: TrainConfig, steps_per_epo
         learning rate, loss, seed, data, model, ...), or a shorter run; the
         message lists the keys.
     """
+    return resume_changes(
+        saved, current, lambda key: key in RESUMABLE_CHANGES or key.startswith(("eval.", "rl.")),
+        _total_steps(saved, steps_per_epoch), _total_steps(current, steps_per_epoch), source)
+
+
+def resume_changes(saved: TrainConfig, current: TrainConfig, may_change: Callable[[str], bool],
+                   saved_steps: int, current_steps: int, source: Path) -> dict[str, tuple[Any, Any]]:
+    """``{key: (old, new)}`` of the settings ``current`` changes, if each key passes ``may_change`` and the
+    run (``saved_steps`` long before, ``current_steps`` now) does not get shorter (genrec train and genrec rl).
+
+    Raises:
+      ValueError: a refused change (the message lists the keys) or a shorter run.
+    """
     old, new = flat_settings(saved), flat_settings(current)
     changes = {key: (old[key], new[key]) for key in old if old[key] != new.get(key)}
-    refused = [key for key in changes if key not in RESUMABLE_CHANGES and not key.startswith(("eval.", "rl."))]
+    refused = [key for key in changes if not may_change(key)]
     if refused:
         listed = ", ".join(f"{key} {changes[key][0]!r} -> {changes[key][1]!r}" for key in refused)
         raise ValueError(f"{source}: resuming would change {listed}; a resumed run keeps its settings: "
                          "use the run's settings, another --workdir, or --no-resume")
-    saved_steps, current_steps = _total_steps(saved, steps_per_epoch), _total_steps(current, steps_per_epoch)
     if current_steps < saved_steps:
         raise ValueError(f"{source}: resuming would shorten the run from {saved_steps} to "
                          f"{current_steps} steps; a resumed run may only get longer")
     return changes
+
+
+def remove_run_outputs(workdir: Path, names: Sequence[str]) -> None:
+    """Deletes the files and folders ``names`` of ``workdir`` that exist (``--no-resume``)."""
+    for name in names:
+        path = workdir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def validation_changes(saved: EvalConfig, current: EvalConfig) -> list[str]:
@@ -337,12 +360,7 @@ def _train_locked(
     workdir.mkdir(parents=True, exist_ok=True)
     is_primary = jax.process_index() == 0
     if not resume and is_primary:
-        for name in _RUN_OUTPUTS:
-            path = workdir / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
+        remove_run_outputs(workdir, _RUN_OUTPUTS)
     if is_primary:
         _check_writable_directories(workdir)
     if jax.process_count() > 1:  # nobody touches the workdir before process 0 has cleared it
