@@ -1,0 +1,151 @@
+"""The Office RL comparison's table and tests (docs/results.md, "V-STAR RL on Office").
+
+Reads the raw files of ``office_gpu.py`` (the start's and every RL run's
+results.json, test_ranks.npy, metrics.jsonl), picks each arm's learning rate
+on validation (seed mean of the best validation NDCG@10), and prints, as
+Markdown: test Recall/NDCG@{1,5,10,20} (seed means, per-seed Recall@10), the
+rollout statistics, and the pre-registered one-sided sign-flip permutation
+test over test users of (seed-mean hit - start hit), with a bootstrap over RL
+seeds and users beside it.
+
+Usage: python research/rl_comparison/analyze_office.py --runs DIR --start DIR [--json OUT.json]
+(DIR: the unpacked rl_<tag>.tar.gz; the start: the unpacked sup_Office.tar).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ARMS = ("grpo_beam", "grpo_sample", "sibling", "vstar")
+KS = (1, 5, 10, 20)
+
+
+def per_user(ranks: np.ndarray, metric: str, k: int) -> np.ndarray:
+    """float64[users]: recall@k (rank in 1..k) or ndcg@k (1 / log2(rank + 1) there) of 1-based ranks (0 = missed)."""
+    hit = (ranks >= 1) & (ranks <= k)
+    if metric == "recall":
+        return hit.astype(np.float64)
+    return np.where(hit, 1.0 / np.log2(np.maximum(ranks, 1) + 1.0), 0.0)
+
+
+def sign_flip_p(diff: np.ndarray, flips: int, rng: np.random.Generator) -> float:
+    """One-sided p of mean(diff) > 0 under random sign flips of the per-user differences (chunked)."""
+    observed = diff.mean()
+    nonzero = diff[diff != 0]
+    count, done = 0, 0
+    while done < flips:
+        n = min(10_000, flips - done)
+        signs = rng.integers(0, 2, size=(n, nonzero.size), dtype=np.int8) * 2 - 1
+        count += int(((signs * nonzero).sum(axis=1) / diff.size >= observed - 1e-15).sum())
+        done += n
+    return (count + 1) / (flips + 1)
+
+
+def bootstrap_p(runs: np.ndarray, start: np.ndarray, draws: int, rng: np.random.Generator) -> float:
+    """Share of (seeds, users) resamples whose mean difference is <= 0: ``runs`` float64[seeds, users]."""
+    seeds, users = runs.shape
+    worse = 0
+    for _ in range(draws):
+        s = rng.integers(0, seeds, seeds)
+        u = rng.integers(0, users, users)
+        worse += (runs[s][:, u].mean() - start[u].mean()) <= 0
+    return worse / draws
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=Path, required=True)
+    parser.add_argument("--start", type=Path, required=True)
+    parser.add_argument("--flips", type=int, default=100_000)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+
+    start_ranks = np.load(args.start / "test_ranks.npy")
+    start_valid = json.loads((args.start / "results.json").read_text())["best_valid_metrics"]["ndcg@10"]
+    runs: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
+    for run_dir in sorted(p for p in args.runs.iterdir() if p.is_dir()):
+        arm, lr, seed = run_dir.name.rsplit("_", 2)
+        result = json.loads((run_dir / "results.json").read_text())
+        train = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        train = [r for r in train if r.get("kind") == "train"]
+        runs[(arm, lr[2:])][int(seed[1:])] = {
+            "ranks": np.load(run_dir / "test_ranks.npy"),
+            "best_valid_ndcg10": result["best_valid_metrics"]["ndcg@10"],
+            "best_step": result["best_step"],
+            "unique": float(np.mean([r["unique_items_per_group"] for r in train])),
+            "group_std": float(np.mean([r["reward_group_std"] for r in train])),
+            "reward": float(np.mean([r["reward_mean"] for r in train])),
+            "kl_exact_end": train[-1]["kl_exact"],
+        }
+
+    report: dict = {"start": {f"{m}@{k}": float(per_user(start_ranks, m, k).mean())
+                              for m in ("recall", "ndcg") for k in KS}}
+    report["start"]["valid_ndcg@10"] = start_valid
+    print(f"start: valid NDCG@10 {start_valid:.4f}; test " + ", ".join(
+        f"{key} {value:.4f}" for key, value in report["start"].items() if key != "valid_ndcg@10"))
+
+    print("\n| arm | lr | valid NDCG@10 (best, seed mean) | best steps | test R@10 per seed |")
+    print("|---|---|---|---|---|")
+    chosen: dict[str, str] = {}
+    for arm in ARMS:
+        lrs = sorted({lr for a, lr in runs if a == arm}, key=float)
+        means = {lr: np.mean([r["best_valid_ndcg10"] for r in runs[(arm, lr)].values()]) for lr in lrs}
+        chosen[arm] = max(lrs, key=lambda lr: (means[lr], -float(lr)))
+        for lr in lrs:
+            seeds = runs[(arm, lr)]
+            per_seed = [per_user(seeds[s]["ranks"], "recall", 10).mean() for s in sorted(seeds)]
+            mark = " (chosen)" if lr == chosen[arm] else ""
+            print(f"| {arm} | {lr}{mark} | {means[lr]:.4f} | {[seeds[s]['best_step'] for s in sorted(seeds)]} | "
+                  + " / ".join(f"{v:.4f}" for v in per_seed) + " |")
+
+    header = " | ".join(f"R@{k}" for k in KS) + " | " + " | ".join(f"N@{k}" for k in KS)
+    print(f"\n| model | lr | seeds | {header} | R@10 vs start | p (users) | p (seeds+users) | unique/group | "
+          "reward std in group | KL at 300 |")
+    print("|---|---|---|" + "---|" * (2 * len(KS)) + "---|---|---|---|---|---|")
+    print("| CE start | - | 1 | " + " | ".join(f"{report['start'][f'recall@{k}']:.4f}" for k in KS) + " | "
+          + " | ".join(f"{report['start'][f'ndcg@{k}']:.4f}" for k in KS) + " | - | - | - | - | - | - |")
+    report["arms"] = {}
+    for arm in ARMS:
+        for lr in sorted({lr for a, lr in runs if a == arm}, key=float):
+            seeds = runs[(arm, lr)]
+            row: dict = {"lr": lr, "chosen": lr == chosen[arm], "seeds": len(seeds)}
+            for metric in ("recall", "ndcg"):
+                for k in KS:
+                    row[f"{metric}@{k}"] = float(np.mean([per_user(r["ranks"], metric, k).mean()
+                                                           for r in seeds.values()]))
+            for metric in ("recall", "ndcg"):
+                matrix = np.stack([per_user(r["ranks"], metric, 10) for r in seeds.values()])
+                start = per_user(start_ranks, metric, 10)
+                diff = matrix.mean(axis=0) - start
+                row[f"{metric}@10_rel"] = float(diff.mean() / start.mean())
+                row[f"{metric}@10_p_users"] = sign_flip_p(diff, args.flips, rng)
+                row[f"{metric}@10_p_seeds_users"] = bootstrap_p(matrix, start, 2000, rng)
+            for key in ("unique", "group_std", "reward", "kl_exact_end"):
+                row[key] = float(np.mean([r[key] for r in seeds.values()]))
+            report["arms"][f"{arm}@{lr}"] = row
+            print(f"| {arm} | {lr}{' (chosen)' if row['chosen'] else ''} | {row['seeds']} | "
+                  + " | ".join(f"{row[f'recall@{k}']:.4f}" for k in KS) + " | "
+                  + " | ".join(f"{row[f'ndcg@{k}']:.4f}" for k in KS)
+                  + f" | {row['recall@10_rel']:+.1%} | {row['recall@10_p_users']:.3f} | "
+                  f"{row['recall@10_p_seeds_users']:.3f} | {row['unique']:.1f} | {row['group_std']:.3f} | "
+                  f"{row['kl_exact_end']:.3f} |")
+    primary = report["arms"][f"vstar@{chosen['vstar']}"]
+    bar = 1.05 * report["start"]["recall@10"]
+    print(f"\nPrimary (V-STAR at lr {chosen['vstar']}): test Recall@10 {primary['recall@10']:.4f} vs start "
+          f"{report['start']['recall@10']:.4f} ({primary['recall@10_rel']:+.1%}), one-sided p "
+          f"{primary['recall@10_p_users']:.3f}; the bar needs >= {bar:.4f}, p < 0.05 and > 0.0671: "
+          + ("MET" if primary["recall@10"] >= bar and primary["recall@10_p_users"] < 0.05
+             and primary["recall@10"] > 0.0671 else "NOT MET"))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
