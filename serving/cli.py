@@ -30,8 +30,12 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from genrec.console import UserError, add_verbose_flag, run_command, setup_logging
+
+if TYPE_CHECKING:  # the CLI imports training lazily, inside the commands that need it
+    from training.config import TrainConfig
 
 __all__ = ["main"]
 
@@ -169,6 +173,8 @@ def _demo(args: argparse.Namespace) -> int:
                           "popularity": result.popularity_test_metrics}, ndcg_keys))
 
     which = "best" if result.best_step is not None else "latest"
+    if args.rl:
+        workdir, which = _demo_rl(config, workdir, result.test_metrics, fresh=args.fresh), "best"
     recommender = Recommender.from_workdir(workdir, which, num_beams=config.eval.num_beams,
                                            batch_size=_DEMO_USERS)
     data = load_data(config.data)
@@ -186,6 +192,25 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"Checkpoints, metrics.jsonl and results.json are in {workdir}; next: genrec recommend --workdir {workdir} "
           f"--out {workdir / 'recommendations'}")
     return 0
+
+
+def _demo_rl(config: TrainConfig, workdir: Path, supervised_test: dict[str, float], *, fresh: bool) -> Path:
+    """``genrec demo --rl``: V-STAR fine-tuning of the demo run (the config's ``rl``) into ``<workdir>_rl``,
+    its test metrics printed beside the supervised model's; returns the RL workdir."""
+    from training.rl import rl_train
+
+    rl_workdir = workdir.with_name(workdir.name + "_rl")
+    rl = config.rl
+    print(f"\ngenrec demo --rl: {rl.num_steps} RL steps ({rl.rollouts} rollouts, {rl.num_rollouts} per request, "
+          f"{rl.batch_size} requests a step) from {workdir} in {rl_workdir}", flush=True)
+    start = time.perf_counter()
+    rl_result = rl_train(config, workdir, rl_workdir, resume=not fresh)
+    minutes = (time.perf_counter() - start) / 60
+    print(f"\nTest split after RL (best validation checkpoint: RL step {rl_result.best_step}; 0 = the "
+          f"supervised start), {minutes:.1f} min:")
+    print(_metrics_table({"supervised": supervised_test, "+ V-STAR RL": rl_result.test_metrics},
+                         ("recall@10", "ndcg@10")))
+    return rl_workdir
 
 
 # ---------------------------------------------------------------------------
@@ -290,7 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config field, e.g. --set num_steps=100 (repeatable)")
     demo.add_argument("--fresh", action="store_true", help="retrain from scratch instead of resuming")
-    demo.set_defaults(handler=_demo, outputs=lambda args: [_demo_workdir(args)],
+    demo.add_argument("--rl", action="store_true",
+                      help="then fine-tune the model with V-STAR RL (the config's rl.*, docs/rl.md) in "
+                           "<workdir>_rl, and recommend from that")
+    demo.set_defaults(handler=_demo, outputs=lambda args: [_demo_workdir(args)] + (
+                          [_demo_workdir(args).with_name(_demo_workdir(args).name + "_rl")] if args.rl else []),
                       keep_outputs=_demo_holds_checkpoint)
 
     evaluate = commands.add_parser(

@@ -77,6 +77,25 @@ def test_demo_end_to_end(demo_run):
     assert results["test_metrics"]["num_examples"] == 80
 
 
+def test_demo_rl_fine_tunes_the_demo_run_and_recommends_from_it(demo_run):
+    """`genrec demo --rl` on a finished demo: reuses its run, fine-tunes it with V-STAR (2 tiny steps) into
+    <workdir>_rl, prints both test rows and recommends from the RL run (a genrec rl workdir)."""
+    _, _, workdir = demo_run
+    buffer = io.StringIO()
+    rl_tiny = ["rl.num_steps=2", "rl.eval_every=1", "rl.batch_size=8", "rl.num_rollouts=4", "log_every=1"]
+    with kept_logging(), contextlib.redirect_stdout(buffer):
+        code = main(["demo", "--workdir", str(workdir), "--rl", *TINY_DEMO,
+                     *[arg for override in rl_tiny for arg in ("--set", override)]])
+    out = buffer.getvalue()
+    assert code == 0, out
+    rl_workdir = workdir.with_name(workdir.name + "_rl")
+    rl_results = json.loads((rl_workdir / "results.json").read_text())
+    assert rl_results["final_step"] == 2 and rl_results["test_metrics"]["num_examples"] == 80
+    table = out[out.index("Test split after RL"):]
+    assert "supervised" in table and "+ V-STAR RL" in table and f"{rl_workdir}" in out
+    assert out.count("top-10:") == 3  # recommended once, from the RL run
+
+
 def test_eval_and_recommend_on_demo_workdir(demo_run, tmp_path, capsys):
     _, _, workdir = demo_run
     capsys.readouterr()

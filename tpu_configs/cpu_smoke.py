@@ -13,7 +13,7 @@ Recall@10 0.165 and NDCG@10 0.091 (both printed at the end and written to
 `genrec train --config tpu_configs/cpu_smoke.py --workdir runs/cpu_smoke --no-resume`: Recall@10 0.298, NDCG@10 0.188
 """
 
-from training.config import DataConfig, EvalConfig, ModelSpec, OptimizerConfig, TrainConfig
+from training.config import DataConfig, EvalConfig, ModelSpec, OptimizerConfig, RLConfig, TrainConfig
 
 
 def get_config() -> TrainConfig:
@@ -27,4 +27,9 @@ def get_config() -> TrainConfig:
         num_epochs=3,
         early_stopping_patience=None,
         log_every=50,
+        # `genrec demo --rl` / `genrec rl`: V-STAR (VED rollouts, GRPO + Sibling-GRPO + value head), sized
+        # for a CPU: 60 steps of 32 requests x 8 rollouts, at a learning rate a tiny model moves at.
+        rl=RLConfig(num_rollouts=8, batch_size=32, num_steps=60, eval_every=20,
+                    optimizer=OptimizerConfig(learning_rate=1e-4, warmup_fraction=0.0, schedule="constant",
+                                              weight_decay=0.0)),
     )

@@ -273,8 +273,9 @@ class RLConfig:
       grpo_weight, sibling_weight, value_weight, kl_weight: weights of the
         four loss terms (0 turns a term off; the value head is trained and
         used only when ``value_weight > 0`` or ``rollouts="ved"``).
-      kl_estimator: the KL to the supervised model that is penalised: ``"k3"`` (on the chosen codes)
-        or ``"exact"`` (over each visited prefix's valid children); both are logged (docs/rl.md, "Losses").
+      kl_estimator: the KL to the supervised model that is penalised: ``"exact"`` (over each visited
+        prefix's valid children; the default) or ``"k3"`` (on the chosen codes, the paper's, an estimate of
+        the KL only for rollouts drawn from the policy: not VED's, docs/rl.md); both are logged.
       clip_eps: PPO clip range of the policy ratio.
       inner_epochs: gradient steps on each batch of rollouts (1: the ratio is 1, the clip inactive).
       value_grad_to_trunk: the value loss's gradient reaches the shared trunk.
@@ -302,7 +303,7 @@ class RLConfig:
     sibling_weight: float = 1.0
     value_weight: float = 1.0
     kl_weight: float = 1e-3
-    kl_estimator: Literal["k3", "exact"] = "k3"
+    kl_estimator: Literal["k3", "exact"] = "exact"
     clip_eps: float = 0.2
     inner_epochs: int = 1
     value_grad_to_trunk: bool = True
