@@ -38,7 +38,8 @@ Behaviour at the edges (tested):
     whole row is NaN is dropped rather than returned with a NaN score.
   * Ties: candidates of equal score are ordered by parent beam, then by code
     (``lax.top_k`` keeps the lower index first).
-  * Per-request filters: ``allow_mask[b, i]`` (input item row ``i``) and/or
+  * Per-request filters: ``allow_mask[b, i]`` (input item row ``i``),
+    ``allow_rows[b, :]`` (a short list of the only input rows allowed) and/or
     ``exclude_rows[b, :]`` (a short list of input rows, e.g. seen items)
     remove items from request ``b``; prefixes whose items are all removed are
     pruned before they take a beam, so a filtered search returns exactly what
@@ -55,6 +56,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from constrained.index import DeviceIndex, csr_children
+from constrained.item_lists import count_listed, sorted_list, target_row_range
 
 PyTree = Any
 StepFn = Callable[[PyTree, PyTree, jax.Array, int], tuple[jax.Array, PyTree]]
@@ -97,39 +99,25 @@ def alive_state_table(index: DeviceIndex, allow_mask: jax.Array) -> jax.Array:
     ) > 0
 
 
-def _sorted_exclusions(index: DeviceIndex, exclude_rows: jax.Array) -> jax.Array:
-    """Per request, the excluded items as ascending *sorted* rows without
-    repeats; padding (-1) and repeats become a sentinel past every row.
-
-    exclude_rows: int[batch, num_excluded] input item rows, -1 = padding.
-    """
-    sentinel = index.meta.num_items
-    rows = jnp.where(
-        exclude_rows >= 0,
-        jnp.take(index.input_to_sorted, jnp.clip(exclude_rows, 0, sentinel - 1)),
-        sentinel,
-    )
-    rows = jnp.sort(rows, axis=1)
-    repeat = jnp.concatenate([jnp.zeros_like(rows[:, :1], bool), rows[:, 1:] == rows[:, :-1]], axis=1)
-    return jnp.sort(jnp.where(repeat, sentinel, rows), axis=1)
-
-
-def _make_target_filter(index, allow_mask, exclude_rows):
+def _make_target_filter(index, allow_mask, exclude_rows, allow_rows=None):
     """keep(targets, leaf) -> bool[batch, ...]: does a candidate transition
     lead to at least one item the request may receive?
 
     ``targets``: int[batch, ...], trie states, or sorted item rows when
-    ``leaf``. Both filters cost O(1) per candidate per step (a table read; a
-    binary search over the request's exclusions), independent of N.
+    ``leaf``. Every filter costs O(1) or O(log list width) per candidate per
+    step (a table read; binary searches in the request's sorted list,
+    :mod:`constrained.item_lists`), independent of N.
     """
-    if allow_mask is None and exclude_rows is None:
+    if allow_mask is None and exclude_rows is None and allow_rows is None:
         return None
     if allow_mask is not None:
         allow_sorted = jnp.take(allow_mask.astype(bool), index.sorted_input_rows, axis=1)
         alive = alive_state_table(index, allow_mask)
     if exclude_rows is not None:
-        excluded = _sorted_exclusions(index, exclude_rows)
-        count_below = jax.vmap(lambda ex, q: jnp.searchsorted(ex, q, side="left"))
+        excluded = sorted_list(index, exclude_rows)
+    if allow_rows is not None:
+        listed = sorted_list(index, allow_rows)
+        unconstrained = ~jnp.any(allow_rows >= 0, axis=1, keepdims=True)  # [B, 1]: an empty allow list
 
     def keep(targets, leaf):
         batch = targets.shape[0]
@@ -137,14 +125,12 @@ def _make_target_filter(index, allow_mask, exclude_rows):
         ok = jnp.ones(flat.shape, bool)
         if allow_mask is not None:
             ok &= jnp.take_along_axis(allow_sorted if leaf else alive, flat, axis=1)
+        if exclude_rows is not None or allow_rows is not None:
+            lo, hi = target_row_range(index, flat, leaf)
         if exclude_rows is not None:
-            if leaf:
-                lo, hi = flat, flat + 1
-            else:
-                lo = jnp.take(index.state_row_lo, flat)
-                hi = jnp.take(index.state_row_hi, flat)
-            num_excluded = count_below(excluded, hi) - count_below(excluded, lo)
-            ok &= num_excluded < hi - lo
+            ok &= count_listed(excluded, lo, hi) < hi - lo
+        if allow_rows is not None:
+            ok &= unconstrained | (count_listed(listed, lo, hi) > 0)
         return ok.reshape(targets.shape)
 
     return keep
@@ -299,6 +285,7 @@ def constrained_beam_search(
     allow_mask: jax.Array | None = None,
     exclude_rows: jax.Array | None = None,
     normalization: Normalization = "vocab",
+    allow_rows: jax.Array | None = None,
 ) -> BeamSearchOutput:
     """Beam search that only emits SIDs of the index (traceable; the jitted
     entry point for genrec models is ``constrained.decode.decode_batch``).
@@ -315,6 +302,10 @@ def constrained_beam_search(
       exclude_rows: optional int[batch, num_excluded] input item rows the
         request must not receive, -1 padding, repeats allowed (sparse filter,
         e.g. already-seen items: set-up cost O(batch * num_excluded)).
+      allow_rows: optional int[batch, num_allowed] input item rows, the only
+        items the request may receive; -1 padding, repeats allowed; a request
+        with no listed row (all -1) is not constrained by it (sparse filter,
+        :mod:`constrained.item_lists`: set-up cost O(batch * num_allowed)).
       normalization: ``"vocab"`` (softmax over the whole vocabulary) or
         ``"trie"`` (over the valid children of each prefix); module docstring.
 
@@ -331,6 +322,8 @@ def constrained_beam_search(
         batch = allow_mask.shape[0]
     elif exclude_rows is not None:
         batch = exclude_rows.shape[0]
+    elif allow_rows is not None:
+        batch = allow_rows.shape[0]
     else:
         batch = jax.tree_util.tree_leaves(shared)[0].shape[0]
     if allow_mask is not None and allow_mask.shape != (batch, meta.num_items):
@@ -342,7 +335,9 @@ def constrained_beam_search(
         raise ValueError(
             f"exclude_rows has shape {exclude_rows.shape}, expected ({batch}, num_excluded)."
         )
-    keep = _make_target_filter(index, allow_mask, exclude_rows)
+    if allow_rows is not None and (allow_rows.ndim != 2 or allow_rows.shape[0] != batch):
+        raise ValueError(f"allow_rows has shape {allow_rows.shape}, expected ({batch}, num_allowed).")
+    keep = _make_target_filter(index, allow_mask, exclude_rows, allow_rows)
 
     # Level 0: every beam holds the empty prefix; read beam 0 only.
     last_tokens = jnp.full((batch, num_beams), start_token, dtype=jnp.int32)

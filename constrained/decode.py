@@ -91,6 +91,7 @@ def decode_batch(
     history_mask: jax.Array,
     allow_mask: jax.Array | None = None,
     exclude_rows: jax.Array | None = None,
+    allow_rows: jax.Array | None = None,
     *,
     num_beams: int,
     normalization: str = "vocab",
@@ -109,6 +110,9 @@ def decode_batch(
       history_tokens: ``int32[B, H*L]``; history_mask: ``bool[B, H*L]`` (:func:`history_tokens`).
       allow_mask: optional ``bool[B, num_index_items]`` over index item rows.
       exclude_rows: optional ``int32[B, E]`` index item rows to drop, -1 padding.
+      allow_rows: optional ``int32[B, A]`` the only index item rows allowed, -1
+        padding; an all-padding row leaves its request unconstrained. List
+        widths, not the catalogue size, fix these two shapes.
       normalization: ``"vocab"`` or ``"trie"`` (``constrained.beam_search``);
         ``"trie"`` for models trained with the MSL loss.
 
@@ -121,5 +125,5 @@ def decode_batch(
     return constrained_beam_search(
         index, model.decode_step, shared, beam_cache,
         num_beams=num_beams, start_token=BOS_ID,
-        allow_mask=allow_mask, exclude_rows=exclude_rows, normalization=normalization,
+        allow_mask=allow_mask, exclude_rows=exclude_rows, allow_rows=allow_rows, normalization=normalization,
     )

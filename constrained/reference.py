@@ -106,6 +106,30 @@ def prune_trie(trie: dict, allowed_items: set[int]) -> dict:
     return prune(trie)
 
 
+def reference_listed_prefix(
+    sid_codes: np.ndarray,
+    prefix: Sequence[int],
+    *,
+    allow_rows: Sequence[int] | None = None,
+    exclude_rows: Sequence[int] | None = None,
+) -> bool:
+    """Does some item whose SID starts with ``prefix`` survive one request's lists?
+
+    ``sid_codes``: ``int[num_items, L]`` by input row. ``allow_rows``: the only
+    input rows allowed (``-1`` entries ignored; none listed = no constraint);
+    ``exclude_rows``: input rows removed (``-1`` ignored).
+    """
+    codes = np.asarray(sid_codes)
+    alive = np.all(codes[:, : len(prefix)] == np.asarray(prefix, dtype=codes.dtype).reshape(1, -1), axis=1)
+    if allow_rows is not None:
+        listed = [row for row in allow_rows if row >= 0]
+        if listed:
+            alive &= np.isin(np.arange(len(codes)), listed)
+    if exclude_rows is not None:
+        alive &= ~np.isin(np.arange(len(codes)), [row for row in exclude_rows if row >= 0])
+    return bool(alive.any())
+
+
 def reference_step_distribution(
     logits: np.ndarray, *, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
 ) -> np.ndarray:

@@ -27,6 +27,10 @@ Behaviour (docs/serving.md has the full list, each point is tested):
   can be returned (a small catalogue, a filter that leaves few items), the
   extra slots have ``valid=False``, score ``-inf``, item row ``-1`` and item id
   ``""`` (``-1`` for an integer id array).
+* **Item lists** (``exclude_items`` / ``allow_items``, per request): unknown
+  ids raise ``ValueError`` naming the id and the request, or are dropped with
+  ``on_unknown="skip"``; an empty list (or None) is no constraint, but an allow
+  list whose ids are all unknown or excluded allows nothing (every slot invalid).
 * **Shared SIDs**: the index holds each distinct SID once, so a SID shared by
   several items fills one slot with one of its items: the first (in catalogue
   order) that the request's filters allow. A SID is dropped only when every
@@ -34,9 +38,10 @@ Behaviour (docs/serving.md has the full list, each point is tested):
 
 Batches: requests are cut into chunks of ``batch_size``, the last one padded
 with empty histories, so every decode call has one shape: one compile per
-filter combination (none, ``allow_mask``, ``exclude_seen`` alone) and
-exclusion-list width (a power of two, at least 64), whatever the number of
-requests. A single request pays for a whole batch; pick ``batch_size`` for the
+filter combination (none; ``allow_mask``; sparse lists: an exclusion list when
+``exclude_seen`` or ``exclude_items`` is given, an allow list when
+``allow_items`` is) and list width (a power of two, at least 64), whatever the
+number of requests and the catalogue size. A single request pays for a whole batch; pick ``batch_size`` for the
 traffic (small for interactive use, large for batch jobs).
 """
 
@@ -60,8 +65,8 @@ __all__ = ["Recommendations", "Recommender"]
 
 OnUnknown = Literal["error", "skip"]
 
-# Exclusion lists are padded to a power of two at least this long (fewer compiles).
-_MIN_EXCLUDE_WIDTH = 64
+# Item lists (exclusion, allow) are padded to a power of two at least this long (fewer compiles).
+_MIN_LIST_WIDTH = 64
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -259,6 +264,8 @@ class Recommender:
         allow_mask: np.ndarray | None = None,
         exclude_seen: bool = False,
         on_unknown: OnUnknown = "error",
+        exclude_items: Sequence[Sequence[Any] | None] | None = None,
+        allow_items: Sequence[Sequence[Any] | None] | None = None,
     ) -> Recommendations:
         """Top-``top_k`` items for each history of original item ids.
 
@@ -270,13 +277,25 @@ class Recommender:
           allow_mask: optional ``bool[B, num_items]`` (catalogue rows): only
             allowed items are returned.
           exclude_seen: never return an item of the request's history.
-          on_unknown: ``"error"`` (default) or ``"skip"`` unknown item ids.
+          on_unknown: ``"error"`` (default) or ``"skip"`` unknown item ids, in
+            histories and in the item lists.
+          exclude_items: optional, per request a list of item ids never to
+            return (or None / empty: nothing excluded).
+          allow_items: optional, per request the list of the only item ids it
+            may receive (None / empty: no constraint). The sparse form of
+            ``allow_mask`` (exclusive with it): compiled shapes depend on the
+            lists' bucketed width, not on the catalogue size. A list whose ids
+            are all unknown (skipped) or excluded allows nothing; fewer allowed
+            items than ``top_k`` leave invalid slots, as with ``allow_mask``.
 
         Returns:
           :class:`Recommendations` with arrays ``[B, top_k]``.
 
         Raises:
-          TypeError: a history (or ``histories``) is a string.
+          TypeError: a history or item list (or ``histories``) is a string.
+          KeyError: an unknown id in a history (with ``on_unknown="error"``).
+          ValueError: an unknown id in an item list (with ``on_unknown="error"``),
+            one list per request not given, or ``allow_mask`` with ``allow_items``.
         """
         if on_unknown not in ("error", "skip"):
             raise ValueError(f"on_unknown={on_unknown!r}; use 'error' or 'skip'")
@@ -284,10 +303,17 @@ class Recommender:
             # list("1433") would silently become the items "1", "4", "3", "3".
             raise TypeError("a history must be a sequence of item ids, not a string: pass "
                             "recommend([['1433']]) for one request whose history is item '1433'")
+        if allow_mask is not None and allow_items is not None:
+            raise ValueError("allow_mask and allow_items are both given; pass one (allow_items lists ids, "
+                             "allow_mask is the dense bool[B, num_items] form)")
         if isinstance(histories, np.ndarray) and histories.ndim == 2:
             histories = list(histories)
         row_lists = [self.item_rows(list(h), on_unknown=on_unknown, request=i) for i, h in enumerate(histories)]
-        return self.recommend_rows(row_lists, top_k=top_k, allow_mask=allow_mask, exclude_seen=exclude_seen)
+        return self.recommend_rows(
+            row_lists, top_k=top_k, allow_mask=allow_mask, exclude_seen=exclude_seen,
+            exclude_rows=self._id_lists_to_rows(exclude_items, "exclude_items", len(row_lists), on_unknown),
+            allow_rows=self._id_lists_to_rows(allow_items, "allow_items", len(row_lists), on_unknown),
+        )
 
     def recommend_rows(
         self,
@@ -296,12 +322,18 @@ class Recommender:
         top_k: int = 10,
         allow_mask: np.ndarray | None = None,
         exclude_seen: bool = False,
+        exclude_rows: Sequence[Sequence[int] | None] | None = None,
+        allow_rows: Sequence[Sequence[int] | None] | None = None,
     ) -> Recommendations:
-        """:meth:`recommend` for histories of catalogue *rows*.
+        """:meth:`recommend` for histories and item lists of catalogue *rows*.
 
         Args:
           histories: per request a chronological sequence of rows, or
             ``int[B, H]`` rows left-padded with -1 (``genrec.split`` layout).
+          exclude_rows, allow_rows: per request a list of rows (or None), as
+            ``exclude_items`` / ``allow_items``. A ``-1`` entry (an unknown id,
+            as :meth:`lookup_rows` gives) matches no item: a non-empty allow
+            list of only ``-1`` allows nothing.
         """
         if top_k < 1:
             raise ValueError(f"top_k={top_k} must be >= 1")
@@ -310,6 +342,9 @@ class Recommender:
                 f"top_k={top_k} exceeds num_beams={self.num_beams}: the beam holds at most "
                 f"{self.num_beams} items; build the Recommender with num_beams >= {top_k}"
             )
+        if allow_mask is not None and allow_rows is not None:
+            raise ValueError("allow_mask and allow_rows are both given; pass one (allow_rows lists rows, "
+                             "allow_mask is the dense bool[B, num_items] form)")
         row_lists = [np.asarray(h, dtype=np.int64).reshape(-1) for h in histories]
         row_lists = [h[h >= 0] for h in row_lists]
         for request, rows in enumerate(row_lists):
@@ -326,13 +361,31 @@ class Recommender:
                     f"allow_mask has shape {allow_mask.shape}, expected ({num_requests}, {self.num_items}): "
                     "one row per request, one column per catalogue item"
                 )
+        exclude_lists = self._checked_row_lists(exclude_rows, "exclude_rows", num_requests)
+        allow_lists = self._checked_row_lists(allow_rows, "allow_rows", num_requests)
+        # Per request: the rows never to return (history if exclude_seen, plus the exclusion list) ...
+        excluded = None
+        if exclude_seen or exclude_lists is not None:
+            excluded = []
+            for i, rows in enumerate(row_lists):
+                listed = rows[:0] if exclude_lists is None or exclude_lists[i] is None else exclude_lists[i]
+                merged = np.concatenate([rows if exclude_seen else rows[:0], listed])
+                excluded.append(np.unique(merged[merged >= 0]))
+        # ... and the only rows it may receive (None: no constraint; empty: nothing).
+        allowed = None
+        if allow_lists is not None:
+            allowed = [None if rows is None or rows.size == 0 else rows for rows in allow_lists]
 
         item_rows = np.full((num_requests, top_k), -1, np.int32)
         scores = np.full((num_requests, top_k), -np.inf, np.float32)
         for start in range(0, num_requests, self.batch_size):
             stop = min(start + self.batch_size, num_requests)
-            chunk_allow = None if allow_mask is None else allow_mask[start:stop]
-            rows, chunk_scores = self._recommend_chunk(row_lists[start:stop], top_k, chunk_allow, exclude_seen)
+            rows, chunk_scores = self._recommend_chunk(
+                row_lists[start:stop], top_k,
+                None if allow_mask is None else allow_mask[start:stop],
+                None if excluded is None else excluded[start:stop],
+                None if allowed is None else allowed[start:stop],
+            )
             item_rows[start:stop], scores[start:stop] = rows, chunk_scores
 
         valid = item_rows >= 0
@@ -342,14 +395,70 @@ class Recommender:
         ids[~valid] = self._invalid_id
         return Recommendations(item_ids=ids, item_rows=item_rows, scores=scores, valid=valid)
 
+    def _id_lists_to_rows(
+        self, lists: Sequence[Sequence[Any] | None] | None, kind: str, num_requests: int, on_unknown: OnUnknown
+    ) -> list[np.ndarray | None] | None:
+        """Per-request id lists -> row lists (-1 for a skipped unknown id, which matches no item)."""
+        if lists is None:
+            return None
+        self._check_list_count(lists, kind, num_requests)
+        out: list[np.ndarray | None] = []
+        for request, ids in enumerate(lists):
+            if ids is None:
+                out.append(None)
+                continue
+            if isinstance(ids, (str, bytes)):
+                raise TypeError(f"{kind}[{request}] is the string {ids!r}; pass a list of item ids per request, "
+                                f"e.g. {kind}=[[{ids!r}]]")
+            ids = list(ids)
+            rows = self.lookup_rows(ids)
+            if on_unknown == "error" and (rows < 0).any():
+                unknown = ids[int(np.argmax(rows < 0))]
+                raise ValueError(
+                    f"{kind} of request {request}: item id {unknown!r} is not in the model's catalogue of "
+                    f"{self.num_items} items; pass on_unknown='skip' to drop unknown ids"
+                )
+            out.append(rows)
+        return out
+
+    def _checked_row_lists(
+        self, lists: Sequence[Sequence[int] | None] | None, kind: str, num_requests: int
+    ) -> list[np.ndarray | None] | None:
+        """Per-request row lists as ``int64`` arrays (None kept), rows checked against the catalogue."""
+        if lists is None:
+            return None
+        self._check_list_count(lists, kind, num_requests)
+        out: list[np.ndarray | None] = []
+        for request, rows in enumerate(lists):
+            if rows is None:
+                out.append(None)
+                continue
+            rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+            if rows.size and rows.max() >= self.num_items:
+                raise ValueError(f"{kind} of request {request}: item row {int(rows.max())} is outside the "
+                                 f"catalogue of {self.num_items} items")
+            out.append(rows)
+        return out
+
+    @staticmethod
+    def _check_list_count(lists: Any, kind: str, num_requests: int) -> None:
+        if isinstance(lists, (str, bytes)) or len(lists) != num_requests:
+            count = "a string" if isinstance(lists, (str, bytes)) else f"{len(lists)} lists"
+            raise ValueError(f"{kind} has {count} for {num_requests} requests; pass one list (or None) per request")
+
     def _recommend_chunk(
         self,
         row_lists: list[np.ndarray],
         top_k: int,
         allow_mask: np.ndarray | None,
-        exclude_seen: bool,
+        excluded: list[np.ndarray] | None,
+        allowed: list[np.ndarray | None] | None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """One decode call: ``(item_rows int32[n, top_k], scores float32[n, top_k])``."""
+        """One decode call: ``(item_rows int32[n, top_k], scores float32[n, top_k])``.
+
+        ``excluded``: per request the rows never to return; ``allowed``: per
+        request None (no constraint) or the only rows it may receive.
+        """
         num_requests = len(row_lists)
         padded = self.batch_size
         history = np.full((padded, self.max_history), -1, np.int32)
@@ -361,31 +470,52 @@ class Recommender:
 
         # Item-level permission of each request, reduced to SID level for the index.
         allowed_items = None  # bool[n, num_items] when a dense filter is needed
+        sid_allow = sid_exclude = sid_allow_rows = None
+        allows_nothing = np.zeros(num_requests, bool)
         if allow_mask is not None:
             allowed_items = allow_mask.copy()
-            if exclude_seen:
-                for i, rows in enumerate(row_lists):
-                    allowed_items[i, rows] = False
-        sid_allow = sid_exclude = None
-        if allowed_items is not None:
+            for i, rows in enumerate(excluded or []):
+                allowed_items[i, rows] = False
             sid_allow = np.zeros((padded, self.num_sids), bool)
             sid_allow[:num_requests] = np.logical_or.reduceat(
                 allowed_items[:, self._items_by_sid], self._sid_group_start, axis=1
             )
-        elif exclude_seen:
-            excluded = [self._fully_seen_sids(rows) for rows in row_lists]
-            width = max(_MIN_EXCLUDE_WIDTH, _next_power_of_two(max(len(e) for e in excluded)))
-            sid_exclude = np.full((padded, width), -1, np.int32)
-            for i, sids in enumerate(excluded):
-                sid_exclude[i, : len(sids)] = sids
+        else:
+            # Sparse lists of SID rows, padded to a bucketed width (shapes never follow the catalogue).
+            allow_sids: list[np.ndarray | None] = [None] * num_requests
+            for i, rows in enumerate(allowed or []):
+                if rows is not None:
+                    # A SID is allowed when one of its listed items is not excluded.
+                    rows = rows[rows >= 0] if excluded is None else np.setdiff1d(rows[rows >= 0], excluded[i])
+                    allow_sids[i] = np.unique(self._sid_of_item[rows]).astype(np.int32)
+                    allows_nothing[i] = allow_sids[i].size == 0
+            if allowed is not None:
+                sid_allow_rows = self._padded_sid_lists(allow_sids)
+            if excluded is not None:
+                # A request with an allow list has its exclusions folded into it already.
+                sid_exclude = self._padded_sid_lists(
+                    [self._fully_seen_sids(rows) if allow_sids[i] is None else None for i, rows in enumerate(excluded)]
+                )
 
         output = decode_batch(
             self._graphdef, self._state, self._device_index, tokens, mask,
-            sid_allow, sid_exclude, num_beams=self.num_beams, normalization=self.normalization,
+            sid_allow, sid_exclude, sid_allow_rows, num_beams=self.num_beams, normalization=self.normalization,
         )
-        sid_rows = np.asarray(output.item_ids)[:num_requests, :top_k]
-        scores = np.asarray(output.scores)[:num_requests, :top_k].astype(np.float32)
-        return self._items_of_sids(sid_rows, allowed_items, row_lists if exclude_seen else None), scores
+        sid_rows = np.array(output.item_ids)[:num_requests, :top_k]
+        scores = np.array(output.scores)[:num_requests, :top_k].astype(np.float32)
+        # An empty allow list means "no constraint" to the decode: drop what it found for these.
+        sid_rows[allows_nothing], scores[allows_nothing] = -1, -np.inf
+        return self._items_of_sids(sid_rows, allowed_items, allowed, excluded), scores
+
+    def _padded_sid_lists(self, sid_lists: list[np.ndarray | None]) -> np.ndarray:
+        """``int32[batch_size, W]`` of per-request SID rows, -1 padding; W a power of two >= 64."""
+        longest = max((len(sids) for sids in sid_lists if sids is not None), default=0)
+        width = max(_MIN_LIST_WIDTH, _next_power_of_two(longest))
+        padded = np.full((self.batch_size, width), -1, np.int32)
+        for i, sids in enumerate(sid_lists):
+            if sids is not None:
+                padded[i, : len(sids)] = sids
+        return padded
 
     def _fully_seen_sids(self, rows: np.ndarray) -> np.ndarray:
         """SID rows all of whose items are in ``rows`` (the SIDs to exclude)."""
@@ -396,7 +526,8 @@ class Recommender:
         self,
         sid_rows: np.ndarray,
         allowed_items: np.ndarray | None,
-        seen_rows: list[np.ndarray] | None,
+        allowed: list[np.ndarray | None] | None,
+        excluded: list[np.ndarray] | None,
     ) -> np.ndarray:
         """Distinct-SID rows ``[n, k]`` (-1 invalid) -> catalogue item rows (policy: module docstring)."""
         valid = sid_rows >= 0
@@ -409,7 +540,9 @@ class Recommender:
             for item in self._items_by_sid[start : start + self._sid_group_size[sid]]:
                 if allowed_items is not None and not allowed_items[request, item]:
                     continue
-                if seen_rows is not None and item in seen_rows[request]:
+                if allowed is not None and allowed[request] is not None and item not in allowed[request]:
+                    continue
+                if excluded is not None and item in excluded[request]:
                     continue
                 items[request, slot] = item
                 break
