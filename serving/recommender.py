@@ -337,8 +337,9 @@ class Recommender:
 
         Within the capacity the decode keeps its shapes: no new compile. A
         catalogue that exceeds it is not refused or truncated: the capacity
-        grows (to cover it, with the recommender's headroom) and a WARNING
-        says that the next decode compiles again. Without a capacity the
+        grows to cover it with the recommender's headroom (the factor passed
+        as ``capacity=``, else 1.25) and a WARNING says that the next decode
+        compiles again. Without a capacity the
         index has exact shapes, and a catalogue whose shapes differ compiles
         again (logged at INFO).
 
