@@ -174,16 +174,25 @@ class IndexCapacity:
         return cls.of_index(index).with_headroom(headroom, index.codebook_sizes)
 
     def with_headroom(self, headroom: float, codebook_sizes: Sequence[int] | None = None) -> "IndexCapacity":
-        """Every size times ``headroom`` (>= 1), rounded up; widths capped at ``codebook_sizes``."""
+        """Every size times ``headroom`` (>= 1), rounded up; with ``codebook_sizes``, no size
+        above what the codebooks allow (``K_l`` children, ``K_0 * .. * K_l`` prefixes)."""
         if not headroom >= 1.0:
             raise ValueError(f"headroom={headroom} must be >= 1 (1.25 leaves room for a quarter more items).")
-        grow = lambda n: int(np.ceil(n * headroom))  # noqa: E731
-        caps = codebook_sizes if codebook_sizes is not None else (None,) * self.num_levels
+        if codebook_sizes is None:
+            most_prefixes = most_children = (None,) * self.num_levels
+        else:
+            most_children = tuple(int(k) for k in codebook_sizes)
+            most_prefixes = tuple(int(np.prod(most_children[: level + 1], dtype=object))
+                                  for level in range(self.num_levels))
+
+        def grow(size: int, most: int | None) -> int:
+            grown = int(np.ceil(size * headroom))
+            return grown if most is None else max(size, min(grown, most))
+
         return IndexCapacity(
-            num_items=grow(self.num_items),
-            level_prefixes=tuple(grow(n) for n in self.level_prefixes),
-            max_branch=tuple(grow(w) if cap is None else min(grow(w), int(cap))
-                             for w, cap in zip(self.max_branch, caps)),
+            num_items=grow(self.num_items, most_prefixes[-1]),
+            level_prefixes=tuple(grow(n, most) for n, most in zip(self.level_prefixes, most_prefixes)),
+            max_branch=tuple(grow(w, most) for w, most in zip(self.max_branch, most_children)),
         )
 
     def shortfall(self, need: "IndexCapacity") -> list[str]:
