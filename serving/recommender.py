@@ -266,12 +266,13 @@ class Recommender:
         self.normalization = normalization
         self._graphdef, self._state = nnx.split(model)
         # Growth allowed for when an update exceeds the capacity (update_catalogue).
-        self._headroom = DEFAULT_HEADROOM if capacity is None or isinstance(capacity, IndexCapacity) else capacity
+        self._headroom = DEFAULT_HEADROOM
         if capacity is None or isinstance(capacity, IndexCapacity):
             choose_capacity = lambda exact: capacity  # noqa: E731
         else:
+            self._headroom = float(capacity)
             choose_capacity = lambda exact: IndexCapacity.of_index(exact).with_headroom(  # noqa: E731
-                float(capacity), vocab.codebook_sizes)
+                self._headroom, vocab.codebook_sizes)
         self._catalogue = _build_catalogue(vocab, sid_codes, item_ids, choose_capacity)
         self._pins = threading.local()  # the catalogue each thread's call in flight reads (_one_catalogue)
         self._update_lock = threading.Lock()  # one update at a time; requests never take it
