@@ -14,17 +14,22 @@ from constrained.decode import build_eval_index, decode_batch, history_tokens
 from constrained.index import (
     DeviceIndex,
     DuplicateSIDError,
+    IndexCapacity,
+    IndexCapacityError,
     IndexFileError,
     TrieIndex,
     build_index,
     disambiguate_sids,
     find_duplicate_groups,
+    pad_index,
 )
 
 __all__ = [
     "BeamSearchOutput",
     "DeviceIndex",
     "DuplicateSIDError",
+    "IndexCapacity",
+    "IndexCapacityError",
     "IndexFileError",
     "TrieIndex",
     "alive_state_table",
@@ -35,5 +40,6 @@ __all__ = [
     "disambiguate_sids",
     "find_duplicate_groups",
     "history_tokens",
+    "pad_index",
     "unconstrained_beam_search",
 ]

@@ -24,6 +24,15 @@ Layout (all states numbered level by level, in lexicographic SID order):
 * ``state_row_lo/hi``: the sorted item rows under each state (a contiguous
   range, since rows are sorted), used to prune prefixes whose items a
   request's filter removes entirely.
+
+Padding to a capacity (:class:`IndexCapacity`, ``build_index(...,
+capacity=...)``): the arrays the search reads get the shapes and dtypes of the
+capacity, whatever catalogue within it they hold, so one compiled decode
+serves every such catalogue (docs/serving.md, "Catalogue updates"). Padding
+is appended after the real entries and is unreachable: extra states have no
+children and are never a transition's target, extra transitions lie past
+every state's CSR row, extra item slots are never a leaf (their item id is
+-1), and ``max_branch`` widens each level's gather with invalid slots only.
 """
 
 from __future__ import annotations
@@ -48,7 +57,10 @@ from genrec.rqkmeans import append_disambiguation_level
 
 disambiguate_sids = append_disambiguation_level  # public name in constrained/
 
-FORMAT_VERSION = 1
+# Version 2: an index padded to a capacity (its metadata carries it). Exact indexes are still written as
+# version 1, so an older reader loads them, and refuses a padded one (whose shapes it would misread).
+FORMAT_VERSION = 2
+_EXACT_FORMAT_VERSION = 1
 _MAGIC = "genrec-trie-index"
 
 # Dense level-1 table is kept when it costs at most this many bytes.
@@ -75,6 +87,153 @@ class IndexFileError(ValueError):
     """A saved index file is corrupt, truncated or of another format version."""
 
 
+class IndexCapacityError(ValueError):
+    """A catalogue does not fit the capacity an index is to be padded to."""
+
+
+DEFAULT_HEADROOM = 1.25
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexCapacity:
+    """The sizes a padded index is built to: every catalogue within them yields
+    arrays of one shape and dtype, so the jitted decode compiles once for all
+    of them (docs/serving.md, "Catalogue updates").
+
+    Attributes:
+      num_items: leaf slots (the index's items; distinct SIDs for
+        :func:`constrained.decode.build_eval_index`).
+      level_prefixes: ``L - 1`` counts, slots for the distinct prefixes of
+        length ``1 .. L-1`` (the trie states of each level).
+      max_branch: ``L`` widths, the most children a prefix of length ``l``
+        may have (the static width of level ``l``'s candidate gather).
+    """
+
+    num_items: int
+    level_prefixes: tuple[int, ...]
+    max_branch: tuple[int, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "num_items", int(self.num_items))
+        object.__setattr__(self, "level_prefixes", tuple(int(n) for n in self.level_prefixes))
+        object.__setattr__(self, "max_branch", tuple(int(w) for w in self.max_branch))
+        if len(self.level_prefixes) != len(self.max_branch) - 1 or not self.max_branch:
+            raise ValueError(
+                f"IndexCapacity has {len(self.max_branch)} branch widths and {len(self.level_prefixes)} prefix "
+                "counts; an L-level index needs L widths and L-1 counts."
+            )
+        if min((self.num_items,) + self.level_prefixes + self.max_branch) < 1:
+            raise ValueError(f"{self}: every size must be >= 1.")
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.max_branch)
+
+    @property
+    def num_states(self) -> int:
+        """State slots: the root and every prefix slot."""
+        return 1 + sum(self.level_prefixes)
+
+    @property
+    def num_transitions(self) -> int:
+        """CSR slots: one per prefix slot and one per leaf slot."""
+        return sum(self.level_prefixes) + self.num_items
+
+    @classmethod
+    def of_index(cls, index: "TrieIndex") -> "IndexCapacity":
+        """The exact sizes of an index's catalogue (of its real entries, if it is padded)."""
+        children = np.diff(index.csr_indptr[: index.num_states + 1])
+        starts = index.level_state_start
+        return cls(
+            num_items=index.num_items,
+            level_prefixes=tuple(int(starts[length + 1] - starts[length]) for length in range(1, index.num_levels)),
+            max_branch=tuple(int(children[starts[level]:starts[level + 1]].max())
+                             for level in range(index.num_levels)),
+        )
+
+    @classmethod
+    def for_catalogue(
+        cls,
+        sid_codes: np.ndarray,
+        headroom: float = DEFAULT_HEADROOM,
+        *,
+        codebook_sizes: Sequence[int] | None = None,
+    ) -> "IndexCapacity":
+        """A capacity for the trie over the distinct SIDs of ``sid_codes``
+        (as :func:`constrained.decode.build_eval_index` builds it), each size
+        times ``headroom`` rounded up; branch widths at most the codebook size.
+
+        Args:
+          sid_codes: int[num_items, L].
+          headroom: growth to allow for, >= 1 (1.25: a quarter more items,
+            prefixes and children per prefix).
+          codebook_sizes: codes per level (default: max code + 1 per level).
+        """
+        distinct = np.unique(np.asarray(sid_codes), axis=0)
+        index = build_index(distinct, codebook_sizes=codebook_sizes)
+        return cls.of_index(index).with_headroom(headroom, index.codebook_sizes)
+
+    def with_headroom(self, headroom: float, codebook_sizes: Sequence[int] | None = None) -> "IndexCapacity":
+        """Every size times ``headroom`` (>= 1), rounded up; with ``codebook_sizes``, no size
+        above what the codebooks allow (``K_l`` children, ``K_0 * .. * K_l`` prefixes)."""
+        if not headroom >= 1.0:
+            raise ValueError(f"headroom={headroom} must be >= 1 (1.25 leaves room for a quarter more items).")
+        if codebook_sizes is None:
+            most_prefixes = most_children = (None,) * self.num_levels
+        else:
+            most_children = tuple(int(k) for k in codebook_sizes)
+            most_prefixes = tuple(int(np.prod(most_children[: level + 1], dtype=object))
+                                  for level in range(self.num_levels))
+
+        def grow(size: int, most: int | None) -> int:
+            grown = int(np.ceil(size * headroom))
+            return grown if most is None else max(size, min(grown, most))
+
+        return IndexCapacity(
+            num_items=grow(self.num_items, most_prefixes[-1]),
+            level_prefixes=tuple(grow(n, most) for n, most in zip(self.level_prefixes, most_prefixes)),
+            max_branch=tuple(grow(w, most) for w, most in zip(self.max_branch, most_children)),
+        )
+
+    def shortfall(self, need: "IndexCapacity") -> list[str]:
+        """What of ``need`` exceeds this capacity, one phrase per size (empty: it fits)."""
+        if need.num_levels != self.num_levels:
+            return [f"{need.num_levels} levels where the capacity has {self.num_levels}"]
+        short = []
+        if need.num_items > self.num_items:
+            short.append(f"{need.num_items} items > {self.num_items}")
+        for length, (n, cap) in enumerate(zip(need.level_prefixes, self.level_prefixes), start=1):
+            if n > cap:
+                short.append(f"{n} prefixes of length {length} > {cap}")
+        for level, (w, cap) in enumerate(zip(need.max_branch, self.max_branch)):
+            if w > cap:
+                short.append(f"{w} children of one prefix at level {level} > {cap}")
+        return short
+
+    def covers(self, need: "IndexCapacity") -> bool:
+        """Whether a catalogue of sizes ``need`` fits (same levels, no size larger)."""
+        return not self.shortfall(need)
+
+    def union(self, other: "IndexCapacity") -> "IndexCapacity":
+        """The elementwise maximum: a capacity covering both."""
+        if other.num_levels != self.num_levels:
+            raise ValueError(f"capacities of {self.num_levels} and {other.num_levels} levels cannot be merged.")
+        return IndexCapacity(
+            num_items=max(self.num_items, other.num_items),
+            level_prefixes=tuple(map(max, self.level_prefixes, other.level_prefixes)),
+            max_branch=tuple(map(max, self.max_branch, other.max_branch)),
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {"num_items": self.num_items, "level_prefixes": list(self.level_prefixes),
+                "max_branch": list(self.max_branch)}
+
+    @classmethod
+    def from_json(cls, fields: dict[str, object]) -> "IndexCapacity":
+        return cls(num_items=fields["num_items"], level_prefixes=tuple(fields["level_prefixes"]),
+                   max_branch=tuple(fields["max_branch"]))
+
+
 def find_duplicate_groups(sid_codes: np.ndarray) -> list[np.ndarray]:
     """Groups of input rows that share an SID, ordered by SID (the index's
     sort order); :func:`genrec.datasets.find_duplicate_sids` finds them.
@@ -95,7 +254,9 @@ class TrieIndex:
     """Flattened trie over the catalogue's semantic IDs (see module docstring).
 
     Arrays are NumPy on the host; :meth:`to_device` gives the pytree the beam
-    search consumes.
+    search consumes. A padded index (``capacity`` set) holds its real entries
+    first: ``level_state_start`` and ``sorted_codes`` cover only those, the
+    other arrays have the capacity's lengths and ``max_branch`` its widths.
     """
 
     codebook_sizes: tuple[int, ...]
@@ -103,17 +264,18 @@ class TrieIndex:
     dense_depth: int
     max_branch: tuple[int, ...]
     level_state_start: np.ndarray  # int64[L + 1]; states of prefix length l
-    csr_indptr: np.ndarray  # int32[num_states + 1]
-    csr_codes: np.ndarray  # int32[num_transitions]
-    csr_next: np.ndarray  # int32[num_transitions]
+    csr_indptr: np.ndarray  # int32[num_state_slots + 1]
+    csr_codes: np.ndarray  # int32[num_transition_slots]
+    csr_next: np.ndarray  # int32[num_transition_slots]
     root_next: np.ndarray  # int32[K0]
     dense2_next: np.ndarray  # int32[K0, K1] (or [0, 0] when dense_depth == 1)
-    state_row_lo: np.ndarray  # int32[num_states]
-    state_row_hi: np.ndarray  # int32[num_states]
+    state_row_lo: np.ndarray  # int32[num_state_slots]
+    state_row_hi: np.ndarray  # int32[num_state_slots]
     sorted_codes: np.ndarray  # int32[N, L], SIDs in sorted order
-    sorted_item_ids: np.ndarray  # int64[N], item id of each sorted row
-    sorted_input_rows: np.ndarray  # int32[N], input row of each sorted row
+    sorted_item_ids: np.ndarray  # int64[num_item_slots], item id of each sorted row (-1: padding)
+    sorted_input_rows: np.ndarray  # int32[num_item_slots], input row of each sorted row
     num_appended_levels: int = 0  # 1 when a disambiguation level was added
+    capacity: IndexCapacity | None = None  # the sizes it is padded to; None: exact shapes
 
     @property
     def num_levels(self) -> int:
@@ -125,7 +287,13 @@ class TrieIndex:
 
     @property
     def num_states(self) -> int:
-        return int(self.csr_indptr.shape[0] - 1)
+        """Trie states of the catalogue (padding excluded)."""
+        return int(self.level_state_start[-1])
+
+    @property
+    def num_item_slots(self) -> int:
+        """Leaf slots: ``num_items``, or the capacity's when padded (the width of a decode's ``allow_mask``)."""
+        return int(self.sorted_item_ids.shape[0])
 
     def memory_report(self) -> dict[str, int]:
         """Bytes held by each part of the index, plus ``total``."""
@@ -141,9 +309,9 @@ class TrieIndex:
         return parts
 
     def item_rows_to_sorted(self) -> np.ndarray:
-        """int32[N]: sorted row of each input row (inverse permutation)."""
+        """int32[num_item_slots]: sorted row of each input row (inverse permutation)."""
         inverse = np.empty_like(self.sorted_input_rows)
-        inverse[self.sorted_input_rows] = np.arange(self.num_items, dtype=np.int32)
+        inverse[self.sorted_input_rows] = np.arange(self.num_item_slots, dtype=np.int32)
         return inverse
 
     def to_device(self) -> "DeviceIndex":
@@ -167,7 +335,7 @@ class TrieIndex:
                 token_offsets=self.token_offsets,
                 dense_depth=self.dense_depth,
                 max_branch=self.max_branch,
-                num_items=self.num_items,
+                num_items=self.num_item_slots,
             ),
         )
 
@@ -181,19 +349,23 @@ class TrieIndex:
         }
 
     def _meta(self) -> dict[str, object]:
-        return {
+        meta = {
             "codebook_sizes": list(self.codebook_sizes),
             "token_offsets": list(self.token_offsets),
             "dense_depth": self.dense_depth,
             "max_branch": list(self.max_branch),
             "num_appended_levels": self.num_appended_levels,
         }
+        if self.capacity is not None:
+            meta["capacity"] = self.capacity.to_json()
+        return meta
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the index to one ``.npz`` file atomically (temp file + rename).
 
-        The file carries a format version and a SHA-256 checksum over every
-        array, verified by :meth:`load`.
+        The file carries a format version (1 for an exact index, 2 for one
+        padded to a capacity) and a SHA-256 checksum over every array and the
+        metadata (the capacity included), verified by :meth:`load`.
         """
         import json
 
@@ -205,7 +377,7 @@ class TrieIndex:
             np.savez(
                 f,
                 __magic__=np.array(_MAGIC),
-                __version__=np.array(FORMAT_VERSION),
+                __version__=np.array(_EXACT_FORMAT_VERSION if self.capacity is None else FORMAT_VERSION),
                 __meta__=np.array(meta_json),
                 __checksum__=np.array(checksum),
                 **arrays,
@@ -245,10 +417,10 @@ class TrieIndex:
             version = int(contents["__version__"])
         except (TypeError, ValueError, OverflowError):
             version = None
-        if version != FORMAT_VERSION:
+        if version not in (_EXACT_FORMAT_VERSION, FORMAT_VERSION):
             raise IndexFileError(
                 f"{path}: index format version {version}, this code reads "
-                f"version {FORMAT_VERSION}; rebuild the index."
+                f"versions {_EXACT_FORMAT_VERSION} to {FORMAT_VERSION}; rebuild the index."
             )
         meta_json = str(contents["__meta__"])
         names = [f.name for f in dataclasses.fields(cls)]
@@ -265,6 +437,7 @@ class TrieIndex:
                 dense_depth=int(meta["dense_depth"]),
                 max_branch=tuple(meta["max_branch"]),
                 num_appended_levels=int(meta["num_appended_levels"]),
+                capacity=IndexCapacity.from_json(meta["capacity"]) if "capacity" in meta else None,
                 **arrays,
             )
         except (TypeError, ValueError, KeyError) as e:
@@ -366,6 +539,7 @@ def build_index(
     on_duplicate: Literal["error", "disambiguate"] = "error",
     dense_depth: int | None = None,
     dense_budget_bytes: int = DEFAULT_DENSE_BUDGET_BYTES,
+    capacity: IndexCapacity | None = None,
 ) -> TrieIndex:
     """Builds the flattened trie from a catalogue's semantic IDs.
 
@@ -388,9 +562,15 @@ def build_index(
       dense_depth: 1 or 2 dense levels; default: 2 when ``K0 * K1`` int32
         fits ``dense_budget_bytes``, else 1.
       dense_budget_bytes: memory budget of the level-1 dense table.
+      capacity: pad the index to these sizes (:func:`pad_index`), so that
+        every catalogue within them gives the same shapes; None (default):
+        exact shapes.
 
     Returns:
       The index.
+
+    Raises:
+      IndexCapacityError: the catalogue exceeds ``capacity``.
     """
     sid_codes = np.asarray(sid_codes)
     if sid_codes.ndim != 2 or sid_codes.shape[0] == 0 or sid_codes.shape[1] == 0:
@@ -532,7 +712,7 @@ def build_index(
     else:
         dense2_next = np.zeros((0, 0), dtype=np.int32)
 
-    return TrieIndex(
+    index = TrieIndex(
         codebook_sizes=codebook_sizes,
         token_offsets=token_offsets,
         dense_depth=dense_depth,
@@ -549,6 +729,53 @@ def build_index(
         sorted_item_ids=item_ids[order],
         sorted_input_rows=order.astype(np.int32),
         num_appended_levels=num_appended,
+    )
+    return index if capacity is None else pad_index(index, capacity)
+
+
+def pad_index(index: TrieIndex, capacity: IndexCapacity) -> TrieIndex:
+    """The exact ``index`` padded to ``capacity`` (layout: module docstring).
+
+    The search over the result equals the search over ``index``: padding is
+    unreachable, and a level's wider gather adds only invalid candidates,
+    which the selection never takes (tests/test_catalogue_update.py).
+
+    Raises:
+      IndexCapacityError: the index's catalogue exceeds ``capacity``; one line
+        saying which size and the fix.
+    """
+    if index.capacity is not None:
+        raise ValueError("pad_index takes an exact index; this one is already padded (build it without capacity).")
+    short = capacity.shortfall(IndexCapacity.of_index(index))
+    if short:
+        raise IndexCapacityError(
+            f"the catalogue exceeds the index capacity ({'; '.join(short)}); pass a larger capacity, e.g. "
+            "IndexCapacity.for_catalogue(sid_codes)."
+        )
+    num_states, num_transitions, num_items = index.num_states, int(index.csr_indptr[index.num_states]), index.num_items
+    # The dtype follows the capacity, not the catalogue: every catalogue within it gets the same one.
+    indptr_dtype = np.int32 if capacity.num_transitions < 2**31 else np.int64
+    csr_indptr = np.full(capacity.num_states + 1, num_transitions, dtype=indptr_dtype)
+    csr_indptr[: num_states + 1] = index.csr_indptr[: num_states + 1]
+
+    def padded(values: np.ndarray, length: int, fill: int) -> np.ndarray:
+        out = np.full(length, fill, dtype=values.dtype)
+        out[: values.shape[0]] = values
+        return out
+
+    return dataclasses.replace(
+        index,
+        max_branch=capacity.max_branch,
+        csr_indptr=csr_indptr,
+        csr_codes=padded(index.csr_codes, capacity.num_transitions, 0),
+        csr_next=padded(index.csr_next, capacity.num_transitions, 0),
+        state_row_lo=padded(index.state_row_lo, capacity.num_states, 0),
+        state_row_hi=padded(index.state_row_hi, capacity.num_states, 0),
+        sorted_item_ids=padded(index.sorted_item_ids, capacity.num_items, -1),
+        # Extra slots map to themselves, so sorted_input_rows stays a permutation of the slots.
+        sorted_input_rows=np.concatenate(
+            [index.sorted_input_rows, np.arange(num_items, capacity.num_items, dtype=np.int32)]),
+        capacity=capacity,
     )
 
 

@@ -223,6 +223,8 @@ def run_batch_job(
     """
     if users_per_shard < 1:
         raise ValueError(f"users_per_shard={users_per_shard} must be >= 1")
+    # One catalogue for the whole job (rows, shards, manifest), whatever update_catalogue does meanwhile.
+    recommender = recommender.snapshot()
     out_dir = Path(out_dir)
     # One job per output directory: two would overwrite each other's shards and manifest.
     # The lock creates the directory.

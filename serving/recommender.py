@@ -43,25 +43,39 @@ filter combination (none; ``allow_mask``; sparse lists: an exclusion list when
 ``allow_items`` is) and list width (a power of two, at least 64), whatever the
 number of requests and the catalogue size. A single request pays for a whole batch; pick ``batch_size`` for the
 traffic (small for interactive use, large for batch jobs).
+
+Catalogue updates: :meth:`Recommender.update_catalogue` swaps in a new
+catalogue while requests are being served; with ``capacity=`` the index is
+padded to fixed sizes, so a catalogue within them needs no new compile
+(docs/serving.md, "Catalogue updates").
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from collections.abc import Sequence
+import functools
+import logging
+import threading
+import types
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import jax
 import numpy as np
 from flax import nnx
 
 from constrained.beam_search import check_normalization
 from constrained.decode import build_eval_index, decode_batch, history_tokens
+from constrained.index import DEFAULT_HEADROOM, DeviceIndex, IndexCapacity, TrieIndex, pad_index
 from genrec.run_files import load_inference_model, params_digest, read_run_info
 from genrec.split import DEFAULT_MAX_HISTORY
 from genrec.vocab import SIDVocabulary
 
 __all__ = ["Recommendations", "Recommender"]
+
+logger = logging.getLogger(__name__)
 
 OnUnknown = Literal["error", "skip"]
 
@@ -100,6 +114,94 @@ def _next_power_of_two(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Catalogue:
+    """Everything a request reads about the catalogue, built together and never
+    mutated afterwards: :meth:`Recommender.update_catalogue` replaces the whole
+    object with one reference assignment."""
+
+    item_ids: np.ndarray  # [num_items] original ids
+    sid_codes: np.ndarray  # int[num_items, L]
+    item_tokens: np.ndarray  # int32[num_items, L] model tokens of each item
+    index: TrieIndex  # over the distinct SIDs (padded when the recommender has a capacity)
+    device_index: DeviceIndex
+    sid_of_item: np.ndarray  # int32[num_items] distinct-SID row of each item
+    items_by_sid: np.ndarray  # int32[num_items] items grouped by SID, catalogue order within a group
+    sid_group_size: np.ndarray  # int[num_sids]
+    sid_group_start: np.ndarray  # int[num_sids]
+    row_of_id: Mapping[str, int]  # read-only
+    invalid_id: Any
+
+
+def _build_catalogue(
+    vocab: SIDVocabulary,
+    sid_codes: np.ndarray,
+    item_ids: np.ndarray,
+    choose_capacity: Callable[[TrieIndex], IndexCapacity | None],
+) -> _Catalogue:
+    """The catalogue's index, device arrays and id maps.
+
+    ``choose_capacity(exact_index)`` gives the capacity to pad the index to
+    (None: keep exact shapes).
+    """
+    if sid_codes.ndim != 2 or sid_codes.shape[0] != item_ids.shape[0]:
+        raise ValueError(
+            f"sid_codes has shape {sid_codes.shape} but there are {item_ids.shape[0]} item ids; "
+            "pass one SID row per item id"
+        )
+    item_tokens = vocab.codes_to_tokens(sid_codes)  # also checks the codes fit
+    index, sid_of_item = build_eval_index(sid_codes, vocab)
+    capacity = choose_capacity(index)
+    if capacity is not None:
+        index = pad_index(index, capacity)
+    row_of_id = {str(item_id): row for row, item_id in enumerate(item_ids.tolist())}
+    if len(row_of_id) != item_ids.shape[0]:
+        raise ValueError("item_ids holds repeated ids; every catalogue item needs its own id")
+    # Items of each distinct SID, in catalogue order: CSR over SID rows.
+    sid_group_size = np.bincount(sid_of_item, minlength=index.num_items)
+    return _Catalogue(
+        item_ids=item_ids,
+        sid_codes=sid_codes,
+        item_tokens=item_tokens,
+        index=index,
+        device_index=index.to_device(),
+        sid_of_item=sid_of_item,
+        items_by_sid=np.argsort(sid_of_item, kind="stable").astype(np.int32),
+        sid_group_size=sid_group_size,
+        sid_group_start=np.concatenate([[0], np.cumsum(sid_group_size)[:-1]]),
+        row_of_id=types.MappingProxyType(row_of_id),
+        invalid_id=-1 if item_ids.dtype.kind in "iu" else ("" if item_ids.dtype.kind in "US" else None),
+    )
+
+
+def _shape_signature(index: DeviceIndex) -> tuple:
+    """What of an index the compiled decode depends on: its static metadata and its arrays' shapes and dtypes."""
+    leaves = jax.tree_util.tree_leaves(index)
+    return (index.meta,) + tuple((leaf.shape, str(leaf.dtype)) for leaf in leaves)
+
+
+def _one_catalogue(method):
+    """Runs ``method`` with the recommender's current catalogue pinned for this
+    thread: the call, and every method it calls, reads that one snapshot even
+    if :meth:`Recommender.update_catalogue` swaps catalogues meanwhile."""
+
+    @functools.wraps(method)
+    def pinned(self, *args, **kwargs):
+        if getattr(self._pins, "catalogue", None) is not None:  # an outer call already pinned one
+            return method(self, *args, **kwargs)
+        self._pins.catalogue = self._catalogue
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._pins.catalogue = None
+
+    return pinned
+
+
+def _catalogue_field(name: str, doc: str) -> property:
+    return property(lambda self: getattr(self._current_catalogue(), name), doc=doc)
+
+
 class Recommender:
     """Generates top-k items for histories of item ids with a trained genrec model.
 
@@ -118,6 +220,11 @@ class Recommender:
       normalization: softmax support of the beam scores, ``"vocab"`` or
         ``"trie"`` (valid children only, for MSL-trained models;
         :meth:`from_workdir` picks it from the run's config).
+      capacity: pad the index so that catalogue updates within it keep the
+        decode's shapes (no recompile; :meth:`update_catalogue`): an
+        :class:`~constrained.index.IndexCapacity`, or a headroom factor
+        ``>= 1`` (e.g. ``1.25``) over this catalogue's sizes
+        (``IndexCapacity.for_catalogue``). None (default): exact shapes.
     """
 
     def __init__(
@@ -131,14 +238,10 @@ class Recommender:
         batch_size: int = 32,
         max_history: int | None = None,
         normalization: Literal["vocab", "trie"] = "vocab",
+        capacity: IndexCapacity | float | None = None,
     ):
         sid_codes = np.asarray(sid_codes)
         item_ids = np.asarray(item_ids)
-        if sid_codes.ndim != 2 or sid_codes.shape[0] != item_ids.shape[0]:
-            raise ValueError(
-                f"sid_codes has shape {sid_codes.shape} but there are {item_ids.shape[0]} item ids; "
-                "pass one SID row per item id"
-            )
         if num_beams < 1 or batch_size < 1:
             raise ValueError(f"num_beams={num_beams} and batch_size={batch_size} must be >= 1")
         check_normalization(normalization)
@@ -166,21 +269,18 @@ class Recommender:
         self.batch_size = int(batch_size)
         self.max_history = int(max_history)
         self.normalization = normalization
-        self.item_ids = item_ids
-        self.sid_codes = sid_codes
-        self._item_tokens = vocab.codes_to_tokens(sid_codes)  # also checks the codes fit
         self._graphdef, self._state = nnx.split(model)
-        self.index, self._sid_of_item = build_eval_index(sid_codes, vocab)
-        self._device_index = self.index.to_device()
-
-        # Items of each distinct SID, in catalogue order: CSR over SID rows.
-        self._items_by_sid = np.argsort(self._sid_of_item, kind="stable").astype(np.int32)
-        self._sid_group_size = np.bincount(self._sid_of_item, minlength=self.num_sids)
-        self._sid_group_start = np.concatenate([[0], np.cumsum(self._sid_group_size)[:-1]])
-        self._row_of_id = {str(item_id): row for row, item_id in enumerate(item_ids.tolist())}
-        if len(self._row_of_id) != item_ids.shape[0]:
-            raise ValueError("item_ids holds repeated ids; every catalogue item needs its own id")
-        self._invalid_id = -1 if item_ids.dtype.kind in "iu" else ("" if item_ids.dtype.kind in "US" else None)
+        # Growth allowed for when an update exceeds the capacity (update_catalogue).
+        self._headroom = DEFAULT_HEADROOM
+        if capacity is None or isinstance(capacity, IndexCapacity):
+            choose_capacity = lambda exact: capacity  # noqa: E731
+        else:
+            self._headroom = float(capacity)
+            choose_capacity = lambda exact: IndexCapacity.of_index(exact).with_headroom(  # noqa: E731
+                self._headroom, vocab.codebook_sizes)
+        self._catalogue = _build_catalogue(vocab, sid_codes, item_ids, choose_capacity)
+        self._pins = threading.local()  # the catalogue each thread's call in flight reads (_one_catalogue)
+        self._update_lock = threading.Lock()  # one update at a time; requests never take it
         self._model_identity: dict[str, Any] | None = None  # from_workdir's, else computed when first asked
 
     @classmethod
@@ -193,6 +293,9 @@ class Recommender:
         ``kwargs`` go to the constructor. The history length defaults to the
         one the model was trained with, and the score normalisation to the
         run's (``genrec.run_files.RunInfo.score_normalization``: ``"trie"`` after MSL).
+        ``capacity=`` (a headroom such as ``1.25``, or an ``IndexCapacity``)
+        pads the index for catalogue updates without recompiling
+        (:meth:`update_catalogue`).
         """
         loaded = load_inference_model(workdir, which)
         run = read_run_info(workdir)
@@ -201,6 +304,105 @@ class Recommender:
         recommender = cls(loaded.model, loaded.vocab, loaded.sid_codes, loaded.item_ids, **kwargs)
         recommender._model_identity = loaded.identity
         return recommender
+
+    # ------------------------------------------------------------ catalogue
+
+    def _current_catalogue(self) -> _Catalogue:
+        pinned = getattr(self._pins, "catalogue", None)
+        return self._catalogue if pinned is None else pinned
+
+    item_ids = _catalogue_field("item_ids", "``[num_items]`` original item ids of the catalogue.")
+    sid_codes = _catalogue_field("sid_codes", "``int[num_items, L]`` SID codes of the catalogue.")
+    index = _catalogue_field("index", "The trie over the catalogue's distinct SIDs (padded with a capacity).")
+    _item_tokens = _catalogue_field("item_tokens", None)
+    _device_index = _catalogue_field("device_index", None)
+    _sid_of_item = _catalogue_field("sid_of_item", None)
+    _items_by_sid = _catalogue_field("items_by_sid", None)
+    _sid_group_size = _catalogue_field("sid_group_size", None)
+    _sid_group_start = _catalogue_field("sid_group_start", None)
+    _row_of_id = _catalogue_field("row_of_id", None)
+    _invalid_id = _catalogue_field("invalid_id", None)
+
+    @property
+    def capacity(self) -> IndexCapacity | None:
+        """The sizes the index is padded to (None: exact shapes)."""
+        return self.index.capacity
+
+    def update_catalogue(self, sid_codes: np.ndarray, item_ids: Sequence[Any] | np.ndarray) -> bool:
+        """Serves a new catalogue from now on: items added, retired or re-coded.
+
+        The new index (padded to the recommender's capacity), its device
+        arrays and the id maps are built off to the side into one immutable
+        object, which then replaces the old one in a single reference
+        assignment (atomic in Python). A :meth:`recommend` /
+        :meth:`recommend_rows` call reads that reference once when it starts
+        and uses the one catalogue for all its steps (id lookup, filters,
+        decode, rows back to ids), so a call in flight sees the old catalogue
+        or the new one, never a mix. Updates are serialised by a lock that
+        requests never take.
+
+        Within the capacity the decode keeps its shapes: no new compile. A
+        catalogue that exceeds it is not refused or truncated: the capacity
+        grows to cover it with the recommender's headroom (the factor passed
+        as ``capacity=``, else 1.25) and a WARNING says that the next decode
+        compiles again. Without a capacity the
+        index has exact shapes, and a catalogue whose shapes differ compiles
+        again (logged at INFO).
+
+        The model is unchanged: new items must have SIDs of its vocabulary.
+        Histories, ``allow_mask`` columns and returned rows refer to the new
+        catalogue's rows afterwards; the batch job's manifest records the
+        catalogue's fingerprint, so a job resumed over another catalogue is
+        refused (serving/batch_job.py).
+
+        Args:
+          sid_codes: ``int[num_items, L]`` SID codes of the new catalogue.
+          item_ids: its ``num_items`` original item ids.
+
+        Returns:
+          True when the new catalogue fit the capacity (the compiled decode
+          is reused); False when the index's shapes changed.
+        """
+        sid_codes = np.asarray(sid_codes)
+        item_ids = np.asarray(item_ids)
+        with self._update_lock:
+            old = self._catalogue
+            new = _build_catalogue(self.vocab, sid_codes, item_ids,
+                                   functools.partial(self._capacity_for, old.index.capacity))
+            same_shapes = _shape_signature(new.device_index) == _shape_signature(old.device_index)
+            if not same_shapes and old.index.capacity is None:
+                logger.info("update_catalogue: the new catalogue changes the index's shapes, the next decode of "
+                            "each batch shape will recompile (build the Recommender with capacity= to avoid it)")
+            self._catalogue = new  # the swap: one reference assignment
+        return same_shapes
+
+    def _capacity_for(self, capacity: IndexCapacity | None, exact: TrieIndex) -> IndexCapacity | None:
+        """``capacity``, grown (with a warning) when the catalogue of ``exact`` exceeds it."""
+        if capacity is None:
+            return None
+        need = IndexCapacity.of_index(exact)
+        if capacity.covers(need):
+            return capacity
+        grown = capacity.union(need.with_headroom(self._headroom, self.vocab.codebook_sizes))
+        logger.warning(
+            "update_catalogue: the new catalogue exceeds the index capacity (%s); rebuilding the index with "
+            "capacity %s: the next decode of each batch shape will recompile",
+            "; ".join(capacity.shortfall(need)), grown)
+        return grown
+
+    def snapshot(self) -> "Recommender":
+        """This recommender with its current catalogue fixed for good.
+
+        Shares the model and the compiled decode; later :meth:`update_catalogue`
+        calls on ``self`` do not reach it. For work that must see one
+        catalogue across many calls (the batch job: its rows, shards and
+        manifest).
+        """
+        view = copy.copy(self)
+        view._catalogue = self._current_catalogue()
+        view._pins = threading.local()
+        view._update_lock = threading.Lock()
+        return view
 
     # ------------------------------------------------------------ properties
 
@@ -256,6 +458,7 @@ class Recommender:
 
     # ------------------------------------------------------------ recommending
 
+    @_one_catalogue
     def recommend(
         self,
         histories: Sequence[Sequence[Any]] | np.ndarray,
@@ -315,6 +518,7 @@ class Recommender:
             allow_rows=self._id_lists_to_rows(allow_items, "allow_items", len(row_lists), on_unknown),
         )
 
+    @_one_catalogue
     def recommend_rows(
         self,
         histories: Sequence[Sequence[int]] | np.ndarray,
@@ -476,8 +680,8 @@ class Recommender:
             allowed_items = allow_mask.copy()
             for i, rows in enumerate(excluded or []):
                 allowed_items[i, rows] = False
-            sid_allow = np.zeros((padded, self.num_sids), bool)
-            sid_allow[:num_requests] = np.logical_or.reduceat(
+            sid_allow = np.zeros((padded, self.index.num_item_slots), bool)  # padded slots stay False
+            sid_allow[:num_requests, : self.num_sids] = np.logical_or.reduceat(
                 allowed_items[:, self._items_by_sid], self._sid_group_start, axis=1
             )
         else:
