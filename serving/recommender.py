@@ -38,6 +38,11 @@ filter combination (none, ``allow_mask``, ``exclude_seen`` alone) and
 exclusion-list width (a power of two, at least 64), whatever the number of
 requests. A single request pays for a whole batch; pick ``batch_size`` for the
 traffic (small for interactive use, large for batch jobs).
+
+Devices: each decode call spans every local device by default (``devices=``):
+the batch is split over them, weights and index are copied to each
+(``constrained.sharding``), and the results equal one device's
+(docs/serving.md, "All local devices").
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from flax import nnx
 
 from constrained.beam_search import check_normalization
 from constrained.decode import build_eval_index, decode_batch, history_tokens
+from constrained.sharding import local_layout
 from genrec.run_files import load_inference_model, params_digest, read_run_info
 from genrec.split import DEFAULT_MAX_HISTORY
 from genrec.vocab import SIDVocabulary
@@ -106,13 +112,17 @@ class Recommender:
       item_ids: ``num_items`` original item ids (compared as strings, as in
         ``genrec.datasets``).
       num_beams: beam width; the most items one request can get.
-      batch_size: requests per decode call (the last chunk is padded).
+      batch_size: requests per decode call (the last chunk is padded); rounded
+        up to a multiple of ``devices`` (12 on 8 devices -> 16), so every
+        device decodes as many rows.
       max_history: most recent history items the model reads (default: the
         model's limit, at most ``genrec.split.DEFAULT_MAX_HISTORY`` = 20;
         :meth:`from_workdir` uses the training run's value).
       normalization: softmax support of the beam scores, ``"vocab"`` or
         ``"trie"`` (valid children only, for MSL-trained models;
         :meth:`from_workdir` picks it from the run's config).
+      devices: local devices each decode call is split over; None = all
+        (``constrained.sharding.local_layout``), 1 = one device.
     """
 
     def __init__(
@@ -126,6 +136,7 @@ class Recommender:
         batch_size: int = 32,
         max_history: int | None = None,
         normalization: Literal["vocab", "trie"] = "vocab",
+        devices: int | None = None,
     ):
         sid_codes = np.asarray(sid_codes)
         item_ids = np.asarray(item_ids)
@@ -156,17 +167,19 @@ class Recommender:
                 f"max_history_tokens // num_levels)"
             )
 
+        self._layout = local_layout(devices)
         self.vocab = vocab
         self.num_beams = int(num_beams)
-        self.batch_size = int(batch_size)
+        self.batch_size = self._layout.round_batch(batch_size)
         self.max_history = int(max_history)
         self.normalization = normalization
         self.item_ids = item_ids
         self.sid_codes = sid_codes
         self._item_tokens = vocab.codes_to_tokens(sid_codes)  # also checks the codes fit
         self._graphdef, self._state = nnx.split(model)
+        self._state = self._layout.replicate(self._state)
         self.index, self._sid_of_item = build_eval_index(sid_codes, vocab)
-        self._device_index = self.index.to_device()
+        self._device_index = self._layout.replicate(self.index.to_device())
 
         # Items of each distinct SID, in catalogue order: CSR over SID rows.
         self._items_by_sid = np.argsort(self._sid_of_item, kind="stable").astype(np.int32)
@@ -185,7 +198,7 @@ class Recommender:
         """The recommender of a training workdir (``genrec train --workdir``).
 
         ``which`` picks the best (validation ndcg@10) or latest checkpoint;
-        ``kwargs`` go to the constructor. The history length defaults to the
+        ``kwargs`` go to the constructor (``devices=1`` for one device). The history length defaults to the
         one the model was trained with, and the score normalisation to the
         run's (``genrec.run_files.RunInfo.score_normalization``: ``"trie"`` after MSL).
         """
@@ -222,6 +235,11 @@ class Recommender:
     def num_sids(self) -> int:
         """Distinct SIDs in the catalogue (the most items any request can receive)."""
         return self.index.num_items
+
+    @property
+    def num_devices(self) -> int:
+        """Local devices each decode call is split over (the ``devices`` argument)."""
+        return self._layout.num_devices
 
     def lookup_rows(self, item_ids: Sequence[Any]) -> np.ndarray:
         """Catalogue rows ``int32[n]`` of original item ids, ``-1`` for unknown ids."""
@@ -379,9 +397,11 @@ class Recommender:
             for i, sids in enumerate(excluded):
                 sid_exclude[i, : len(sids)] = sids
 
+        # Rows split over the devices; replicate() is a no-op for an index already placed.
+        shard = self._layout.shard_rows
         output = decode_batch(
-            self._graphdef, self._state, self._device_index, tokens, mask,
-            sid_allow, sid_exclude, num_beams=self.num_beams, normalization=self.normalization,
+            self._graphdef, self._state, self._layout.replicate(self._device_index), shard(tokens), shard(mask),
+            shard(sid_allow), shard(sid_exclude), num_beams=self.num_beams, normalization=self.normalization,
         )
         sid_rows = np.asarray(output.item_ids)[:num_requests, :top_k]
         scores = np.asarray(output.scores)[:num_requests, :top_k].astype(np.float32)
