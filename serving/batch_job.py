@@ -355,7 +355,10 @@ def build_parser(prog: str = "python -m serving.batch_job") -> argparse.Argument
     parser.add_argument("--which", choices=("best", "latest"), default="best", help="checkpoint to load")
     parser.add_argument("--top-k", type=int, default=10, help="items per user (default 10)")
     parser.add_argument("--num-beams", type=int, default=20, help="beam width, >= top-k (default 20)")
-    parser.add_argument("--batch-size", type=int, default=256, help="users per decode call (default 256)")
+    parser.add_argument("--batch-size", type=int, default=256,
+                        help="users per decode call (default 256; rounded up to a multiple of --devices)")
+    parser.add_argument("--devices", type=int, default=None, metavar="N",
+                        help="local devices each decode call is split over (default: all; 1 = one device)")
     parser.add_argument("--users-per-shard", type=int, default=1000, help="users per output file (default 1000)")
     parser.add_argument("--exclude-seen", action="store_true", help="never recommend an item the user has seen")
     parser.add_argument("--skip-unknown", action="store_true",
@@ -372,7 +375,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m serving.batch
         raise UserError(f"--top-k {args.top_k} exceeds --num-beams {args.num_beams}; raise --num-beams to at least "
                         f"{args.top_k} or lower --top-k")
     recommender = Recommender.from_workdir(args.workdir, args.which, num_beams=args.num_beams,
-                                           batch_size=args.batch_size)
+                                           batch_size=args.batch_size, devices=args.devices)
     # Every user of the input is served: the 3-interaction minimum is leave-one-out's, not serving's.
     data = load_workdir_data(args.workdir, args.data, recommender.vocab, min_interactions=0)
     result = run_batch_job(

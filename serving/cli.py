@@ -231,7 +231,7 @@ def _eval(args: argparse.Namespace) -> int:
     evaluation = evaluate_workdir(
         args.workdir, split=args.split, data_dir=args.data, which=args.which, num_beams=args.num_beams,
         batch_size=args.batch_size, max_examples=args.max_examples, normalization=args.normalization,
-        diagnose=args.diagnose,
+        diagnose=args.diagnose, devices=args.devices,
     )
     result = evaluation.result
     for path, ranks in ((args.save_ranks, result.ranks), (args.save_prefix_ranks, result.prefix_ranks)):
@@ -332,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--which", choices=("best", "latest"), default="best", help="checkpoint to load")
     evaluate.add_argument("--num-beams", type=int, default=None, help="beam width (default: the run's)")
     evaluate.add_argument("--batch-size", type=int, default=None, help="users per decode call (default: the run's)")
+    evaluate.add_argument("--devices", type=int, default=None, metavar="N",
+                          help="local devices each decode call is split over (default: all; 1 = one device)")
     evaluate.add_argument("--max-examples", type=int, default=None,
                           help="evaluate only the first N examples (in the data file's user order, which "
                                "may not be typical of all users; docs/results.md)")

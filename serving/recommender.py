@@ -48,6 +48,11 @@ Catalogue updates: :meth:`Recommender.update_catalogue` swaps in a new
 catalogue while requests are being served; with ``capacity=`` the index is
 padded to fixed sizes, so a catalogue within them needs no new compile
 (docs/serving.md, "Catalogue updates").
+
+Devices: each decode call spans every local device by default (``devices=``):
+the batch is split over them, weights and index are copied to each
+(``constrained.sharding``), and the results equal one device's
+(docs/serving.md, "All local devices").
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ from flax import nnx
 from constrained.beam_search import check_normalization
 from constrained.decode import build_eval_index, decode_batch, history_tokens
 from constrained.index import DEFAULT_HEADROOM, DeviceIndex, IndexCapacity, TrieIndex, pad_index
+from constrained.sharding import local_layout
 from genrec.run_files import load_inference_model, params_digest, read_run_info
 from genrec.split import DEFAULT_MAX_HISTORY
 from genrec.vocab import SIDVocabulary
@@ -138,11 +144,13 @@ def _build_catalogue(
     sid_codes: np.ndarray,
     item_ids: np.ndarray,
     choose_capacity: Callable[[TrieIndex], IndexCapacity | None],
+    place: Callable[[DeviceIndex], DeviceIndex],
 ) -> _Catalogue:
     """The catalogue's index, device arrays and id maps.
 
     ``choose_capacity(exact_index)`` gives the capacity to pad the index to
-    (None: keep exact shapes).
+    (None: keep exact shapes); ``place`` puts the device index on the decode's
+    devices (``DecodeLayout.replicate``).
     """
     if sid_codes.ndim != 2 or sid_codes.shape[0] != item_ids.shape[0]:
         raise ValueError(
@@ -164,7 +172,7 @@ def _build_catalogue(
         sid_codes=sid_codes,
         item_tokens=item_tokens,
         index=index,
-        device_index=index.to_device(),
+        device_index=place(index.to_device()),
         sid_of_item=sid_of_item,
         items_by_sid=np.argsort(sid_of_item, kind="stable").astype(np.int32),
         sid_group_size=sid_group_size,
@@ -213,7 +221,9 @@ class Recommender:
       item_ids: ``num_items`` original item ids (compared as strings, as in
         ``genrec.datasets``).
       num_beams: beam width; the most items one request can get.
-      batch_size: requests per decode call (the last chunk is padded).
+      batch_size: requests per decode call (the last chunk is padded); rounded
+        up to a multiple of ``devices`` (12 on 8 devices -> 16), so every
+        device decodes as many rows.
       max_history: most recent history items the model reads (default: the
         model's limit, at most ``genrec.split.DEFAULT_MAX_HISTORY`` = 20;
         :meth:`from_workdir` uses the training run's value).
@@ -225,6 +235,8 @@ class Recommender:
         :class:`~constrained.index.IndexCapacity`, or a headroom factor
         ``>= 1`` (e.g. ``1.25``) over this catalogue's sizes
         (``IndexCapacity.for_catalogue``). None (default): exact shapes.
+      devices: local devices each decode call is split over; None = all
+        (``constrained.sharding.local_layout``), 1 = one device.
     """
 
     def __init__(
@@ -239,6 +251,7 @@ class Recommender:
         max_history: int | None = None,
         normalization: Literal["vocab", "trie"] = "vocab",
         capacity: IndexCapacity | float | None = None,
+        devices: int | None = None,
     ):
         sid_codes = np.asarray(sid_codes)
         item_ids = np.asarray(item_ids)
@@ -264,12 +277,14 @@ class Recommender:
                 f"max_history_tokens // num_levels)"
             )
 
+        self._layout = local_layout(devices)
         self.vocab = vocab
         self.num_beams = int(num_beams)
-        self.batch_size = int(batch_size)
+        self.batch_size = self._layout.round_batch(batch_size)
         self.max_history = int(max_history)
         self.normalization = normalization
         self._graphdef, self._state = nnx.split(model)
+        self._state = self._layout.replicate(self._state)
         # Growth allowed for when an update exceeds the capacity (update_catalogue).
         self._headroom = DEFAULT_HEADROOM
         if capacity is None or isinstance(capacity, IndexCapacity):
@@ -278,7 +293,7 @@ class Recommender:
             self._headroom = float(capacity)
             choose_capacity = lambda exact: IndexCapacity.of_index(exact).with_headroom(  # noqa: E731
                 self._headroom, vocab.codebook_sizes)
-        self._catalogue = _build_catalogue(vocab, sid_codes, item_ids, choose_capacity)
+        self._catalogue = _build_catalogue(vocab, sid_codes, item_ids, choose_capacity, self._layout.replicate)
         self._pins = threading.local()  # the catalogue each thread's call in flight reads (_one_catalogue)
         self._update_lock = threading.Lock()  # one update at a time; requests never take it
         self._model_identity: dict[str, Any] | None = None  # from_workdir's, else computed when first asked
@@ -290,7 +305,7 @@ class Recommender:
         """The recommender of a training workdir (``genrec train --workdir``).
 
         ``which`` picks the best (validation ndcg@10) or latest checkpoint;
-        ``kwargs`` go to the constructor. The history length defaults to the
+        ``kwargs`` go to the constructor (``devices=1`` for one device). The history length defaults to the
         one the model was trained with, and the score normalisation to the
         run's (``genrec.run_files.RunInfo.score_normalization``: ``"trie"`` after MSL).
         ``capacity=`` (a headroom such as ``1.25``, or an ``IndexCapacity``)
@@ -368,7 +383,7 @@ class Recommender:
         with self._update_lock:
             old = self._catalogue
             new = _build_catalogue(self.vocab, sid_codes, item_ids,
-                                   functools.partial(self._capacity_for, old.index.capacity))
+                                   functools.partial(self._capacity_for, old.index.capacity), self._layout.replicate)
             same_shapes = _shape_signature(new.device_index) == _shape_signature(old.device_index)
             if not same_shapes and old.index.capacity is None:
                 logger.info("update_catalogue: the new catalogue changes the index's shapes, the next decode of "
@@ -429,6 +444,11 @@ class Recommender:
     def num_sids(self) -> int:
         """Distinct SIDs in the catalogue (the most items any request can receive)."""
         return self.index.num_items
+
+    @property
+    def num_devices(self) -> int:
+        """Local devices each decode call is split over (the ``devices`` argument)."""
+        return self._layout.num_devices
 
     def lookup_rows(self, item_ids: Sequence[Any]) -> np.ndarray:
         """Catalogue rows ``int32[n]`` of original item ids, ``-1`` for unknown ids."""
@@ -701,9 +721,12 @@ class Recommender:
                     [self._fully_seen_sids(rows) if allow_sids[i] is None else None for i, rows in enumerate(excluded)]
                 )
 
+        # Rows split over the devices (the catalogue's index and the weights were placed on all of them).
+        shard = self._layout.shard_rows
         output = decode_batch(
-            self._graphdef, self._state, self._device_index, tokens, mask,
-            sid_allow, sid_exclude, sid_allow_rows, num_beams=self.num_beams, normalization=self.normalization,
+            self._graphdef, self._state, self._device_index, shard(tokens), shard(mask),
+            shard(sid_allow), shard(sid_exclude), shard(sid_allow_rows), num_beams=self.num_beams,
+            normalization=self.normalization,
         )
         sid_rows = np.array(output.item_ids)[:num_requests, :top_k]
         scores = np.array(output.scores)[:num_requests, :top_k].astype(np.float32)

@@ -32,6 +32,9 @@ Every batch has the same shape (the last one is padded with empty histories
 and its rows dropped from the metrics), so one compile serves a whole split,
 and the compiled decode is cached across calls with the same model structure,
 beam width and batch size (the trainer's periodic evaluations compile once).
+Each batch is split over all local devices by default (``devices``; weights and
+index copied to each, ``constrained.sharding``); the ranks equal one device's
+(docs/serving.md, "All local devices").
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from flax import nnx
 
 from constrained.decode import build_eval_index, decode_batch, history_tokens
 from constrained.index import TrieIndex
+from constrained.sharding import local_layout
 from genrec.datasets import InteractionData
 from genrec.progress import track
 from genrec.run_files import load_model_for_inference, load_workdir_data, read_run_info
@@ -182,6 +186,7 @@ def evaluate_split(
     normalization: str = "vocab",
     diagnose_unconstrained: bool = False,
     diagnose_prefix_survival: bool = False,
+    devices: int | None = None,
 ) -> EvalResult:
     """Recall@k / NDCG@k of ``model`` on one leave-one-out split.
 
@@ -194,7 +199,8 @@ def evaluate_split(
       split_arrays: ``histories int32[n, H]`` (left-padded with -1) and
         ``targets int32[n]``, item rows of ``data``.
       num_beams: beam width; every ``k`` in ``ks`` must be ``<= num_beams``.
-      batch_size: examples per decode call (the last batch is padded).
+      batch_size: examples per decode call (the last batch is padded); rounded
+        up to a multiple of ``devices``.
       ks: cut-offs.
       max_examples: evaluate only the first this many examples.
       normalization: beam scores' softmax support, ``"vocab"`` or ``"trie"``
@@ -204,6 +210,8 @@ def evaluate_split(
       diagnose_prefix_survival: also report ``prefix_in_beam@t`` and return
         ``prefix_ranks`` (``training.diagnostics.PrefixSurvival``; one extra
         ``t``-level search per ``t < L``).
+      devices: local devices each batch is split over; None = all
+        (``constrained.sharding.local_layout``: 1 with several processes), 1 = one device.
 
     Returns:
       :class:`EvalResult`. A progress bar over the batches shows on a terminal.
@@ -223,12 +231,14 @@ def evaluate_split(
         )
     num_examples = _num_examples(split_arrays, max_examples)
     targets = np.asarray(split_arrays.targets[:num_examples])
-    batch_size = min(batch_size, num_examples)
+    layout = local_layout(devices)
+    batch_size = layout.round_batch(min(batch_size, num_examples))
 
     item_tokens = data.vocab.codes_to_tokens(data.sid_codes)
     target_codes = np.asarray(data.sid_codes)[targets]
     graphdef, state = nnx.split(model)
-    device_index = index.to_device()
+    state = layout.replicate(state)
+    device_index = layout.replicate(index.to_device())
     validity = UnconstrainedValidity(data, num_beams) if diagnose_unconstrained else None
     survival = PrefixSurvival(data, num_examples, num_beams, normalization) if diagnose_prefix_survival else None
 
@@ -243,6 +253,7 @@ def evaluate_split(
     batches = _padded_batches(split_arrays, num_examples, batch_size)
     for start, stop, rows, _ in track(batches, total=-(-num_examples // batch_size), desc="eval", unit="batch"):
         tokens, mask = history_tokens(rows, item_tokens)
+        tokens, mask = layout.shard_rows(tokens), layout.shard_rows(mask)
         output = decode_batch(graphdef, state, device_index, tokens, mask, num_beams=num_beams,
                               normalization=normalization)
         if validity is not None:
@@ -306,6 +317,7 @@ def evaluate_workdir(
     max_examples: int | None = None,
     normalization: Literal["vocab", "trie"] | None = None,
     diagnose: bool = False,
+    devices: int | None = None,
 ) -> WorkdirEvaluation:
     """Leave-one-out evaluation of a training workdir's model, next to the popularity baseline.
 
@@ -316,6 +328,7 @@ def evaluate_workdir(
 
     Args:
       diagnose: also run both diagnoses (``training/diagnostics.py``).
+      devices: local devices each batch is split over (None = all; ``evaluate_split``).
 
     Raises:
       FileNotFoundError: not a workdir, or no checkpoint of that kind.
@@ -331,7 +344,7 @@ def evaluate_workdir(
     result = evaluate_split(
         model, index, data, examples, num_beams=num_beams, batch_size=batch_size or run.eval_batch_size,
         ks=run.ks, max_examples=max_examples, normalization=normalization or run.score_normalization,
-        diagnose_unconstrained=diagnose, diagnose_prefix_survival=diagnose,
+        diagnose_unconstrained=diagnose, diagnose_prefix_survival=diagnose, devices=devices,
     )
     seconds = time.perf_counter() - start
     num_done = int(result.metrics["num_examples"])
