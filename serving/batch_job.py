@@ -382,7 +382,7 @@ def _check_known_items(requests: RequestTable, rec_row_of_data_row: np.ndarray) 
         if unknown_used.size:
             shown = ", ".join(repr(str(requests.item_ids[r])) for r in unknown_used[:5])
             raise ValueError(
-                f"{unknown_used.size} item(s) of {what} in dataset {requests.name!r} are not in the "
+                f"{unknown_used.size} item(s) of {what} in {requests.name!r} are not in the "
                 f"model's catalogue, e.g. {shown}; pass skip_unknown=True (--skip-unknown) to drop them"
             )
 
