@@ -253,11 +253,11 @@ def run_batch_job(
         raise ValueError(f"item_fields has values for another catalogue than the recommender's "
                          f"{recommender.num_items} items; load them with the recommender's item_ids")
     encode = encode_records(output_format, item_fields)  # checks pyarrow and the field types before any work
-    requests = data if isinstance(data, RequestTable) else RequestTable.from_interactions(data)
     out_dir = Path(out_dir)
     # One job per output directory: two would overwrite each other's shards and manifest.
     # The lock creates the directory.
     with DirectoryLock(out_dir, "genrec recommend"):
+        requests = data if isinstance(data, RequestTable) else RequestTable.from_interactions(data)
         num_users = requests.num_users
         num_shards = -(-num_users // users_per_shard)
         settings = {
