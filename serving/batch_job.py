@@ -479,6 +479,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m serving.batch
         encode_records("parquet")  # pyarrow is there
     requests = read_requests(args.requests) if args.requests else None
     users = read_user_list(args.users) if args.users else None
+    if requests is not None and users is not None:
+        requests, users = requests.select_users(users, source=args.users), None
     recommender = Recommender.from_workdir(args.workdir, args.which, num_beams=args.num_beams,
                                            batch_size=args.batch_size)
     dataset_name = None

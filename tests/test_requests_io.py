@@ -148,6 +148,10 @@ def test_parquet_output_reads_back_to_the_jsonl_records_with_item_fields(tmp_pat
     assert any(metadata.get(i, {}).get("brand") is None for i in shown)  # the null case is exercised
     with pytest.raises(ValueError, match="no item has the field 'titel' .*fields there: brand, title"):
         load_item_fields(item_file, ["titel"], recommender.item_ids)
+    # The fields' values are part of the job's input: a resume with other values is refused.
+    fields.values["title"][0] = "renamed"
+    with pytest.raises(ValueError, match="item fields had values sha256:.*the item metadata file changed"):
+        _job(recommender, data, tmp_path / "jsonl", item_fields=fields)
 
 
 def test_interrupted_parquet_job_resumes_to_the_same_files(tmp_path, data, recommender):
@@ -251,8 +255,8 @@ def test_malformed_parquet_requests_name_the_file_and_row(tmp_path, table, expec
 def test_parquet_without_pyarrow_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now raises ImportError
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
-    for call in (lambda: read_requests(tmp_path), lambda: encode_records("parquet")):
-        (tmp_path / "r.parquet").write_bytes(b"")
+    (tmp_path / "requests.parquet").write_bytes(b"")
+    for call in (lambda: read_requests(tmp_path / "requests.parquet"), lambda: encode_records("parquet")):
         with pytest.raises(MissingPyarrow) as error:
             call()
         assert _one_line(error).endswith('needs pyarrow: pip install -e ".[parquet]"')
