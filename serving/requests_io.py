@@ -210,8 +210,9 @@ def _is_id(value: Any) -> bool:
 
 def _read_jsonl(path: Path) -> RequestTable:
     user_ids: list[str] = []
-    lists: dict[str, tuple[list[str], list[int], list[bool]]] = {k: ([], [], []) for k in
-                                                                 (HISTORY_KEY, ALLOW_KEY, EXCLUDE_KEY)}
+    # Per list key: (item ids flattened, each request's length, whether the request has no such list).
+    lists: dict[str, tuple[list[str], list[int], list[bool]]] = {
+        key: ([], [], []) for key in (HISTORY_KEY, ALLOW_KEY, EXCLUDE_KEY)}
     line_of_request: list[str] = []
     with path.open("r", encoding="utf-8") as f:
         for line_number, line in enumerate(f, start=1):
@@ -241,8 +242,8 @@ def _read_jsonl(path: Path) -> RequestTable:
                     nulls.append(True)
                     continue
                 if not isinstance(value, list) or not all(_is_id(item) for item in value):
-                    got = type(value).__name__ if not isinstance(value, list) else "a list holding " + next(
-                        repr(item) for item in value if not _is_id(item))
+                    got = ("null" if value is None else type(value).__name__) if not isinstance(value, list) else (
+                        "a list holding " + next(repr(item) for item in value if not _is_id(item)))
                     raise ValueError(f"{where}: {key!r} is {got}; give a list of item ids (strings or integers)")
                 flat.extend(str(item) for item in value)
                 lengths.append(len(value))
@@ -270,14 +271,12 @@ def _parquet_id_column(pa: Any, path: Path, table: Any, key: str) -> _IdColumn |
         raise ValueError(f"{path}: row {int(np.argmax(is_null))} (counting from 0) has a null {key!r}; "
                          "every request needs a list of item ids (an empty list for a cold-start user)")
     values = column.flatten()  # the non-null rows' items, in row order
-    if values.null_count:
-        lengths = column.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
-        bad_row = int(np.searchsorted(np.cumsum(lengths), int(np.argmax(values.is_null().to_numpy(
-            zero_copy_only=False))), side="right"))
-        raise ValueError(f"{path}: row {bad_row} (counting from 0): {key!r} holds a null item id; remove it")
     lengths = column.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-    flat = values.cast(pa.string()).to_numpy(zero_copy_only=False)
-    return _IdColumn(flat, lengths, is_null)
+    if values.null_count:
+        first_null = int(np.argmax(values.is_null().to_numpy(zero_copy_only=False)))
+        bad_row = int(np.searchsorted(np.cumsum(lengths), first_null, side="right"))
+        raise ValueError(f"{path}: row {bad_row} (counting from 0): {key!r} holds a null item id; remove it")
+    return _IdColumn(values.cast(pa.string()).to_numpy(zero_copy_only=False), lengths, is_null)
 
 
 def _read_parquet(path: Path) -> RequestTable:

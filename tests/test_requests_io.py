@@ -223,6 +223,7 @@ def _one_line(error):
     ({"user_id": "u2", "history": "a b"}, "line 3: 'history' is str; give a list of item ids"),
     ({"user_id": "u2", "history": ["a", 1.5]}, "line 3: 'history' is a list holding 1.5"),
     ({"user_id": "u2", "history": [], "allow_items": 7}, "line 3: 'allow_items' is int"),
+    ({"user_id": "u2", "history": None}, "line 3: 'history' is null"),
     ({"user_id": None, "history": []}, "line 3: 'user_id' is None"),
     ({"user_id": "u1", "history": []}, "user 'u1' has two requests (line 1 and line 3)"),
     (["u2", []], "line 3: expected an object"),
