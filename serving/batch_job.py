@@ -1,14 +1,17 @@
 """Offline batch recommendation: top-k items for every user of a dataset, in resumable shards.
 
 Where it sits: checkpoint -> index -> decode -> **serve** (offline). Users are
-taken in dataset order and cut into shards of ``users_per_shard``; shard ``s``
-is written to ``OUT/shard-{s:05d}.jsonl``, one line per user::
+taken in input order and cut into shards of ``users_per_shard``; shard ``s``
+is written to ``OUT/shard-{s:05d}.jsonl`` (or ``.parquet``), one record per user::
 
     {"user": "A1B2", "items": ["item7", "item3", ...], "scores": [-1.23, -2.5, ...]}
 
-(best first; only valid slots, so a line can hold fewer than ``top_k`` items
-when a filter leaves few). Each user's history is their whole interaction
-sequence: the job recommends what comes *after* everything in the data.
+(best first; only valid slots, so a record can hold fewer than ``top_k`` items
+when a filter leaves few; with item fields, one list per field beside
+``items``). The input is a dataset (each user's history is their whole
+interaction sequence: the job recommends what comes *after* everything in the
+data) or a request table (JSONL, Parquet: user, history, optional allow and
+exclude item lists; ``serving.requests_io``), optionally cut to a list of users.
 
 Crash safety: a shard goes to a temporary file in ``OUT`` that is fsynced and
 ``os.replace``-d into place, then ``OUT/manifest.json`` (also written
@@ -20,15 +23,17 @@ exactly the files an uninterrupted run would have.
 
 Identity: the manifest binds the job to the model (checkpoint, step and a
 digest of its weights: :attr:`Recommender.model_identity`), to the input (a
-digest of the user ids and their histories: :func:`input_digest`) and to the
-settings (users per shard, ``top_k``, filters, catalogue, checkpoint). A rerun
+digest of the user ids, their histories and item lists: :func:`input_digest`;
+and of the item fields' values) and to the settings (users per shard,
+``top_k``, filters, catalogue, checkpoint, output format). A rerun
 after the workdir was retrained, with changed histories, or with other
 settings is refused with one line saying what changed, rather than mixing two
 jobs' outputs (docs/serving.md).
 
 Command line (also ``genrec recommend``)::
 
-    python -m serving.batch_job --workdir runs/demo --out runs/demo/recs [--data DIR]
+    python -m serving.batch_job --workdir runs/demo --out runs/demo/recs [--data DIR] [--requests FILE]
+        [--users FILE] [--item-fields title,...] [--output-format jsonl|parquet]
 """
 
 from __future__ import annotations
@@ -50,8 +55,20 @@ from genrec.console import UserError, run_command
 from genrec.datasets import MIN_INTERACTIONS, InteractionData
 from genrec.locks import DirectoryLock
 from genrec.progress import progress_bar
-from genrec.run_files import catalogue_fingerprint, load_workdir_data
+from genrec.run_files import catalogue_fingerprint, load_workdir_data, read_run_info
 from serving.recommender import Recommender
+from serving.requests_io import (
+    OUTPUT_FORMATS,
+    ItemFields,
+    OutputFormat,
+    RequestTable,
+    encode_records,
+    find_item_file,
+    load_item_fields,
+    read_requests,
+    read_user_list,
+    requests_digest,
+)
 
 __all__ = ["BatchJobResult", "input_digest", "main", "run_batch_job", "shard_path"]
 
@@ -81,26 +98,21 @@ class BatchJobResult:
     finished: bool
 
 
-def shard_path(out_dir: str | Path, shard: int) -> Path:
-    """``OUT/shard-00007.jsonl``."""
-    return Path(out_dir) / f"shard-{shard:05d}.jsonl"
+def shard_path(out_dir: str | Path, shard: int, output_format: OutputFormat = "jsonl") -> Path:
+    """``OUT/shard-00007.jsonl`` (or ``.parquet``)."""
+    return Path(out_dir) / f"shard-{shard:05d}.{output_format}"
 
 
-def input_digest(data: InteractionData) -> str:
-    """``sha256:<hex>`` of the users and their histories as the job serves them.
+def input_digest(data: InteractionData | RequestTable) -> str:
+    """``sha256:<hex>`` of the users and their requests as the job serves them.
 
     Covers the user ids in order and each user's history as item ids (the
-    item id table, each history's length and its item rows), so a dataset whose
-    users or histories changed gets another digest, whatever its name.
+    item id table, each history's length and its item rows), and the allow and
+    exclude lists where there are any (:func:`serving.requests_io.requests_digest`),
+    so an input whose users, histories or lists changed gets another digest,
+    whatever its name.
     """
-    digest = hashlib.sha256()
-    digest.update(json.dumps([str(user) for user in data.user_ids]).encode())
-    digest.update(json.dumps(np.asarray(data.item_ids).astype(str).tolist()).encode())
-    lengths = np.fromiter((len(sequence) for sequence in data.sequences), dtype="<i8", count=data.num_users)
-    digest.update(lengths.tobytes())
-    if data.num_users:
-        digest.update(np.concatenate([np.asarray(s, dtype="<i8") for s in data.sequences]).tobytes())
-    return "sha256:" + digest.hexdigest()
+    return requests_digest(data if isinstance(data, RequestTable) else RequestTable.from_interactions(data))
 
 
 def _file_record(payload: bytes) -> dict[str, Any]:
@@ -151,13 +163,19 @@ def _check_identity(manifest_path: Path, manifest: dict[str, Any], model: dict[s
         raise ValueError(f"{manifest_path}: this directory holds a job of {_describe_model(there)}; {now}: "
                          f"{_REFUSAL_FIX}")
     there = manifest["input"]
-    if there != data_input:
+    requests_keys = ("dataset", "num_users", "sha256")
+    if any(there.get(key) != data_input.get(key) for key in requests_keys):
         raise ValueError(
             f"{manifest_path}: this directory holds a job over input {_short(there['sha256'])} "
             f"({there['num_users']} users of dataset {there['dataset']!r}); the input now is "
             f"{_short(data_input['sha256'])} ({data_input['num_users']} users of dataset "
-            f"{data_input['dataset']!r}): its users or their histories changed; {_REFUSAL_FIX}"
+            f"{data_input['dataset']!r}): its users or their histories changed (or their item lists); {_REFUSAL_FIX}"
         )
+    if there != data_input and "item_fields" in there and "item_fields" in data_input:
+        # The same requests and fields (else the settings differ, below): the fields' values changed.
+        before, now = (_short(values["item_fields"]) for values in (there, data_input))
+        raise ValueError(f"{manifest_path}: this directory holds a job whose item fields had values {before}; "
+                         f"now {now}: the item metadata file changed; {_REFUSAL_FIX}")
     there = manifest["settings"]
     if there != settings:
         changed = sorted(k for k in settings.keys() | there.keys() if there.get(k) != settings.get(k))
@@ -187,7 +205,7 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
 
 def run_batch_job(
     recommender: Recommender,
-    data: InteractionData,
+    data: InteractionData | RequestTable,
     out_dir: str | Path,
     *,
     top_k: int = 10,
@@ -195,6 +213,8 @@ def run_batch_job(
     exclude_seen: bool = False,
     skip_unknown: bool = False,
     max_shards: int | None = None,
+    output_format: OutputFormat = "jsonl",
+    item_fields: ItemFields | None = None,
     job_info: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> BatchJobResult:
@@ -202,15 +222,20 @@ def run_batch_job(
 
     Args:
       recommender: the model and catalogue.
-      data: the users; their item ids are looked up in the recommender's catalogue.
+      data: the users: a dataset, or requests (``serving.requests_io.read_requests``)
+        whose allow/exclude item lists go to :meth:`Recommender.recommend`; their
+        item ids are looked up in the recommender's catalogue.
       out_dir: output directory (created); resumes the job found there.
       top_k: items per user (``<= recommender.num_beams``).
       users_per_shard: users per shard file.
       exclude_seen: never recommend an item of the user's history.
-      skip_unknown: drop history items missing from the catalogue instead of failing.
+      skip_unknown: drop history and list items missing from the catalogue instead of failing.
       max_shards: write at most this many shards in this invocation, then
         return (``finished=False`` if shards remain); for time-boxed runs and
         for testing resumption.
+      output_format: ``"jsonl"`` or ``"parquet"`` shards (``serving.requests_io.encode_records``).
+      item_fields: metadata (``serving.requests_io.load_item_fields``, aligned
+        with the recommender's catalogue) written beside each recommended item.
       job_info: extra settings recorded in the manifest and checked on resume
         (e.g. the checkpoint it ran).
       log: where progress lines go.
@@ -218,21 +243,27 @@ def run_batch_job(
     Raises:
       ValueError: the output directory holds a job of another model
         (:attr:`Recommender.model_identity`), another input
-        (:func:`input_digest`) or other settings, or of an older manifest
-        format; or unknown history items without ``skip_unknown``.
+        (:func:`input_digest`, item fields' values) or other settings, or of an
+        older manifest format; or unknown items without ``skip_unknown``.
+      MissingPyarrow: Parquet output without pyarrow.
     """
     if users_per_shard < 1:
         raise ValueError(f"users_per_shard={users_per_shard} must be >= 1")
     # One catalogue for the whole job (rows, shards, manifest), whatever update_catalogue does meanwhile.
     recommender = recommender.snapshot()
+    if item_fields is not None and any(len(v) != recommender.num_items for v in item_fields.values.values()):
+        raise ValueError(f"item_fields has values for another catalogue than the recommender's "
+                         f"{recommender.num_items} items; load them with the recommender's item_ids")
+    encode = encode_records(output_format, item_fields)  # checks pyarrow and the field types before any work
     out_dir = Path(out_dir)
     # One job per output directory: two would overwrite each other's shards and manifest.
     # The lock creates the directory.
     with DirectoryLock(out_dir, "genrec recommend"):
-        num_users = data.num_users
+        requests = data if isinstance(data, RequestTable) else RequestTable.from_interactions(data)
+        num_users = requests.num_users
         num_shards = -(-num_users // users_per_shard)
         settings = {
-            "dataset": data.name,
+            "dataset": requests.name,
             "num_users": num_users,
             "users_per_shard": users_per_shard,
             "top_k": top_k,
@@ -244,8 +275,14 @@ def run_batch_job(
             "catalogue": catalogue_fingerprint(recommender.item_ids, recommender.sid_codes),
             **(job_info or {}),
         }
+        data_input = {"dataset": requests.name, "num_users": num_users, "sha256": input_digest(requests)}
+        # Recorded only when used, so that a job started before these options existed still resumes.
+        if output_format != "jsonl":
+            settings["output_format"] = output_format
+        if item_fields is not None:
+            settings["item_fields"] = list(item_fields.names)
+            data_input["item_fields"] = item_fields.digest
         model = recommender.model_identity
-        data_input = {"dataset": data.name, "num_users": num_users, "sha256": input_digest(data)}
         manifest_path = out_dir / MANIFEST_FILE
         manifest = _read_manifest(manifest_path)
         # Shard file name -> {"bytes", "sha256"} of each complete shard.
@@ -254,28 +291,18 @@ def run_batch_job(
         if manifest is not None:
             _check_identity(manifest_path, manifest, model, data_input, settings)
             for shard in sorted(manifest["completed"]):
-                name = shard_path(out_dir, shard).name
-                fault = _shard_fault(shard_path(out_dir, shard), manifest["shards"].get(name))
+                path = shard_path(out_dir, shard, output_format)
+                fault = _shard_fault(path, manifest["shards"].get(path.name))
                 if fault is None:
                     completed.add(shard)
-                    shard_files[name] = manifest["shards"][name]
+                    shard_files[path.name] = manifest["shards"][path.name]
                 else:
-                    log(f"{name} is {fault}; writing it again")
+                    log(f"{path.name} is {fault}; writing it again")
 
-        # Data item row -> recommender row, once for the whole catalogue.
-        rec_row_of_data_row = recommender.lookup_rows(data.item_ids.tolist())
-        unknown = np.flatnonzero(rec_row_of_data_row < 0)
-        if unknown.size and not skip_unknown:
-            used = np.zeros(data.num_items, bool)
-            for sequence in data.sequences:
-                used[sequence] = True
-            unknown_used = unknown[used[unknown]]
-            if unknown_used.size:
-                shown = ", ".join(repr(str(data.item_ids[r])) for r in unknown_used[:5])
-                raise ValueError(
-                    f"{unknown_used.size} item(s) of the histories in dataset {data.name!r} are not in the "
-                    f"model's catalogue, e.g. {shown}; pass skip_unknown=True (--skip-unknown) to drop them"
-                )
+        # Request item row -> recommender row, once for the whole table.
+        rec_row_of_data_row = recommender.lookup_rows(requests.item_ids.tolist())
+        if not skip_unknown:
+            _check_known_items(requests, rec_row_of_data_row)
 
         def write_manifest(finished: bool) -> None:
             write_json_atomic(manifest_path, {
@@ -300,21 +327,25 @@ def run_batch_job(
                 break
             shard_start = time.perf_counter()
             first, last = shard * users_per_shard, min((shard + 1) * users_per_shard, num_users)
-            histories = [rec_row_of_data_row[data.sequences[u]] for u in range(first, last)]
-            recs = recommender.recommend_rows(histories, top_k=top_k, exclude_seen=exclude_seen)
-            lines = []
+            recs = _recommend_shard(recommender, requests, rec_row_of_data_row, range(first, last), top_k,
+                                    exclude_seen)
+            records = []
             for offset, user in enumerate(range(first, last)):
                 keep = recs.valid[offset]
-                lines.append(json.dumps({
-                    "user": data.user_ids[user],
+                record = {
+                    "user": requests.user_ids[user],
                     "items": [str(i) for i in recs.item_ids[offset][keep].tolist()],
                     "scores": [round(float(s), 6) for s in recs.scores[offset][keep]],
-                }))
+                }
+                if item_fields is not None:
+                    record.update(item_fields.for_rows(recs.item_rows[offset][keep]))
+                records.append(record)
             # Shard first, then the manifest that records it (with the bytes' checksum).
-            payload = ("\n".join(lines) + "\n").encode("utf-8")
-            with atomic_open(shard_path(out_dir, shard), "wb") as f:
+            payload = encode(records)
+            path = shard_path(out_dir, shard, output_format)
+            with atomic_open(path, "wb") as f:
                 f.write(payload)
-            shard_files[shard_path(out_dir, shard).name] = _file_record(payload)
+            shard_files[path.name] = _file_record(payload)
             completed.add(shard)
             write_manifest(len(completed) == num_shards)
             written += 1
@@ -327,7 +358,7 @@ def run_batch_job(
         bar.close()
         finished = len(completed) == num_shards
         if finished:
-            cold = sum(len(sequence) < MIN_INTERACTIONS for sequence in data.sequences)
+            cold = sum(len(history) < MIN_INTERACTIONS for history in requests.histories)
             log(f"done: {num_users} users ({cold} with fewer than {MIN_INTERACTIONS} interactions, "
                 f"served from what they have) in {num_shards} shards under {out_dir}")
         else:
@@ -335,6 +366,47 @@ def run_batch_job(
                 "rerun the same command to resume")
         return BatchJobResult(out_dir=out_dir, num_shards=num_shards, shards_written=written,
                               shards_skipped=skipped, finished=finished)
+
+
+def _check_known_items(requests: RequestTable, rec_row_of_data_row: np.ndarray) -> None:
+    """Refuses request items missing from the catalogue (the histories' first, then the lists'), naming a few."""
+    unknown = np.flatnonzero(rec_row_of_data_row < 0)
+    if not unknown.size:
+        return
+    for what, lists in (("the histories", requests.histories),
+                        ("the allow_items lists", requests.allow_items),
+                        ("the exclude_items lists", requests.exclude_items)):
+        used = np.zeros(len(requests.item_ids), bool)
+        for rows in lists or ():
+            if rows is not None:
+                used[rows] = True
+        unknown_used = unknown[used[unknown]]
+        if unknown_used.size:
+            shown = ", ".join(repr(str(requests.item_ids[r])) for r in unknown_used[:5])
+            raise ValueError(
+                f"{unknown_used.size} item(s) of {what} in {requests.name!r} are not in the "
+                f"model's catalogue, e.g. {shown}; pass skip_unknown=True (--skip-unknown) to drop them"
+            )
+
+
+def _recommend_shard(recommender: Recommender, requests: RequestTable, rec_row_of_data_row: np.ndarray,
+                     users: range, top_k: int, exclude_seen: bool) -> Any:
+    """The :class:`Recommendations` of one shard's users (unknown items already dropped or refused)."""
+    histories = [rec_row_of_data_row[requests.histories[u]] for u in users]
+
+    def id_lists(lists: list[np.ndarray | None] | None) -> list[list[Any] | None] | None:
+        if lists is None or all(lists[u] is None for u in users):
+            return None
+        known = [None if lists[u] is None else rec_row_of_data_row[lists[u]] for u in users]
+        return [None if rows is None else recommender.item_ids[rows[rows >= 0]].tolist() for rows in known]
+
+    allow_items, exclude_items = id_lists(requests.allow_items), id_lists(requests.exclude_items)
+    if allow_items is None and exclude_items is None:
+        return recommender.recommend_rows(histories, top_k=top_k, exclude_seen=exclude_seen)
+    # Per-request lists go through the id API (Recommender.recommend's allow_items / exclude_items).
+    return recommender.recommend([recommender.item_ids[rows[rows >= 0]].tolist() for rows in histories],
+                                 top_k=top_k, exclude_seen=exclude_seen, allow_items=allow_items,
+                                 exclude_items=exclude_items)
 
 
 # ---------------------------------------------------------------------------
@@ -345,13 +417,27 @@ def run_batch_job(
 def build_parser(prog: str = "python -m serving.batch_job") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Recommend top-k items for every user of a dataset with a trained model; writes "
-        "resumable JSONL shards (rerun the same command to resume an interrupted job).",
+        description="Recommend top-k items for every user of a dataset (or of a request file) with a trained "
+        "model; writes resumable JSONL or Parquet shards (rerun the same command to resume an interrupted job). "
+        "Formats: docs/serving.md.",
     )
     parser.add_argument("--workdir", required=True, help="training workdir (genrec train / genrec demo)")
-    parser.add_argument("--out", required=True, help="output directory for shard-NNNNN.jsonl + manifest.json")
+    parser.add_argument("--out", required=True,
+                        help="output directory for shard-NNNNN.jsonl (or .parquet) + manifest.json")
     parser.add_argument("--data", default=None,
-                        help="dataset directory (docs/data.md); default: the dataset the model was trained on")
+                        help="dataset directory (docs/data.md): its users are served unless --requests is given, "
+                        "and --item-fields reads its NAME.item.json; default: the dataset the model was trained on")
+    parser.add_argument("--requests", default=None, metavar="FILE",
+                        help="serve these requests instead of the dataset's users: .jsonl (one object a line: "
+                        "user_id, history, optional allow_items, exclude_items), .parquet (same columns; a file "
+                        "or a directory), or NAME.inter.json")
+    parser.add_argument("--users", default=None, metavar="FILE",
+                        help="recommend only for these users (one user id a line, served in that order)")
+    parser.add_argument("--item-fields", default=None, metavar="FIELD,...",
+                        help="copy these fields of NAME.item.json into the output beside each recommended item "
+                        "(one list per field, null where an item lacks it), e.g. title,brand")
+    parser.add_argument("--output-format", choices=OUTPUT_FORMATS, default="jsonl",
+                        help="shard format (default jsonl; parquet needs pyarrow)")
     parser.add_argument("--which", choices=("best", "latest"), default="best", help="checkpoint to load")
     parser.add_argument("--top-k", type=int, default=10, help="items per user (default 10)")
     parser.add_argument("--num-beams", type=int, default=20, help="beam width, >= top-k (default 20)")
@@ -362,10 +448,28 @@ def build_parser(prog: str = "python -m serving.batch_job") -> argparse.Argument
     parser.add_argument("--users-per-shard", type=int, default=1000, help="users per output file (default 1000)")
     parser.add_argument("--exclude-seen", action="store_true", help="never recommend an item the user has seen")
     parser.add_argument("--skip-unknown", action="store_true",
-                        help="drop history items missing from the model's catalogue instead of failing")
+                        help="drop history and list items missing from the model's catalogue instead of failing")
     parser.add_argument("--max-shards", type=int, default=None,
                         help="write at most this many shards, then stop (resume later)")
     return parser
+
+
+def _item_field_names(spec: str) -> list[str]:
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    if not names:
+        raise UserError(f"--item-fields {spec!r} names no field; give e.g. --item-fields title,brand")
+    return names
+
+
+def _item_file(workdir: str, data_dir: str | None, dataset_name: str | None) -> Path:
+    """``NAME.item.json`` of ``--data`` or of the run's dataset directory."""
+    if data_dir is None:
+        run_data = read_run_info(workdir).data
+        if run_data.get("data_dir") is None:
+            raise UserError("--item-fields reads NAME.item.json from a dataset directory, but the model was trained "
+                            "on the built-in synthetic data: pass --data DIR")
+        data_dir, dataset_name = run_data["data_dir"], dataset_name or run_data.get("name")
+    return find_item_file(data_dir, dataset_name)
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m serving.batch_job") -> int:
@@ -374,13 +478,31 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m serving.batch
     if args.top_k > args.num_beams:
         raise UserError(f"--top-k {args.top_k} exceeds --num-beams {args.num_beams}; raise --num-beams to at least "
                         f"{args.top_k} or lower --top-k")
+    # The user's files first: a mistake in them is reported before the model is loaded and compiled.
+    field_names = _item_field_names(args.item_fields) if args.item_fields is not None else None
+    if args.output_format == "parquet":
+        encode_records("parquet")  # pyarrow is there
+    requests = read_requests(args.requests) if args.requests else None
+    users = read_user_list(args.users) if args.users else None
+    if requests is not None and users is not None:
+        requests, users = requests.select_users(users, source=args.users), None
     recommender = Recommender.from_workdir(args.workdir, args.which, num_beams=args.num_beams,
                                            batch_size=args.batch_size, devices=args.devices)
-    # Every user of the input is served: the 3-interaction minimum is leave-one-out's, not serving's.
-    data = load_workdir_data(args.workdir, args.data, recommender.vocab, min_interactions=0)
+    dataset_name = None
+    if requests is None:
+        # Every user of the input is served: the 3-interaction minimum is leave-one-out's, not serving's.
+        data = load_workdir_data(args.workdir, args.data, recommender.vocab, min_interactions=0)
+        requests, dataset_name = read_requests(data=data), data.name
+    if users is not None:
+        requests = requests.select_users(users, source=args.users)
+    item_fields = None
+    if field_names is not None:
+        item_file = _item_file(args.workdir, args.data, dataset_name if args.data else None)
+        item_fields = load_item_fields(item_file, field_names, recommender.item_ids)
     result = run_batch_job(
-        recommender, data, args.out, top_k=args.top_k, users_per_shard=args.users_per_shard,
+        recommender, requests, args.out, top_k=args.top_k, users_per_shard=args.users_per_shard,
         exclude_seen=args.exclude_seen, skip_unknown=args.skip_unknown, max_shards=args.max_shards,
+        output_format=args.output_format, item_fields=item_fields,
         job_info={"workdir": str(Path(args.workdir).resolve()), "checkpoint": args.which},
         log=lambda line: print(line, flush=True),
     )
