@@ -1,0 +1,149 @@
+"""serving/beam_pipeline.py on Beam's DirectRunner: the same records as the local
+batch job, failed requests in the dead-letter output while the rest complete,
+per-request item lists, and the one-line error without apache-beam."""
+
+import inspect
+import json
+import sys
+
+import numpy as np
+import pytest
+from flax import nnx
+
+pytest.importorskip("apache_beam")
+
+from genrec.datasets import write_sid_dataset  # noqa: E402
+from genrec.models import ModelConfig, build_model  # noqa: E402
+from genrec.synthetic import make_synthetic_dataset  # noqa: E402
+from serving import cli  # noqa: E402
+from serving.batch_job import run_batch_job  # noqa: E402
+from serving.beam_pipeline import run_beam_job  # noqa: E402
+from serving.recommender import Recommender  # noqa: E402
+
+BATCH = 8
+TOP_K = 5
+DIRECT = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_synthetic_dataset(num_items=50, num_users=19, num_levels=3, codebook_size=4, seed=5)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data):
+    """A workdir holding a tiny random model over the synthetic catalogue, and the dataset's directory."""
+    from training.checkpoint import Checkpointer, TrainingProgress, write_run_files
+    from training.config import CheckpointConfig, DataConfig, TrainConfig
+
+    root = tmp_path_factory.mktemp("beam")
+    workdir, data_dir = root / "run", root / "data"
+    model = build_model(ModelConfig.tiny(data.vocab.vocab_size, data.num_levels, num_encoder_layers=1,
+                                         num_decoder_layers=1), rngs=nnx.Rngs(0))
+    write_run_files(workdir, TrainConfig(data=DataConfig(max_history=5)), model.config, data.vocab, data.sid_codes,
+                    data.item_ids)
+    checkpointer = Checkpointer(workdir, CheckpointConfig(async_save=False))
+    checkpointer.save_best(nnx.state(model, nnx.Param), TrainingProgress(step=1, data_step=1, rng_key=(0, 0)),
+                           {"ndcg@10": 0.0})
+    checkpointer.close()
+    write_sid_dataset(data, data_dir, "toy")
+    return workdir, data_dir
+
+
+@pytest.fixture(scope="module")
+def recommender(run):
+    return Recommender.from_workdir(run[0], num_beams=TOP_K + 1, batch_size=BATCH)
+
+
+def _beam(run, out, **kwargs):
+    lines = []
+    result = run_beam_job(run[0], out, top_k=TOP_K, num_beams=TOP_K + 1, batch_size=BATCH, pipeline_options=DIRECT,
+                          log=lines.append, **kwargs)
+    assert len(lines) == 1 and "users/s" in lines[0]
+    return result
+
+
+def _records(out, pattern):
+    if pattern.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        rows = [row for path in sorted(out.glob(pattern)) for row in pq.read_table(path).to_pylist()]
+    else:
+        rows = [json.loads(line) for path in sorted(out.glob(pattern)) for line in path.read_text().splitlines()]
+    return {json.dumps(row, sort_keys=True) for row in rows}, len(rows)
+
+
+def test_beam_on_the_dataset_writes_the_local_jobs_records(tmp_path, run, data, recommender):
+    run_batch_job(recommender, data, tmp_path / "local", top_k=TOP_K, users_per_shard=7, exclude_seen=True,
+                  log=lambda line: None)
+    result = _beam(run, tmp_path / "beam", data=run[1], exclude_seen=True)
+    local, num_local = _records(tmp_path / "local", "shard-*.jsonl")
+    beam, num_beam = _records(tmp_path / "beam", "shard-*.jsonl")
+    assert num_local == num_beam == data.num_users == result.num_recommended
+    assert beam == local  # same users, items and scores, whatever order the runner wrote them in
+    assert result.num_dead_letter == 0 and _records(tmp_path / "beam", "dead-letter-*.jsonl")[1] == 0
+
+
+def test_failed_requests_go_to_the_dead_letter_output_and_the_rest_complete(tmp_path, run, data, recommender):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    histories = [[str(data.item_ids[row]) for row in sequence] for sequence in data.sequences[:BATCH + 3]]
+    users = [f"u{i}" for i in range(len(histories))]
+    histories[2] = histories[2] + ["no-such-item"]  # in the first batch, among good requests
+    histories[9] = ["also-missing"]
+    pq.write_table(pa.table({"user": users, "history": histories}), tmp_path / "requests.parquet")
+    result = _beam(run, tmp_path / "out", requests=str(tmp_path / "requests.parquet"))
+
+    good = [i for i in range(len(users)) if i not in (2, 9)]
+    expected = recommender.recommend([histories[i] for i in good], top_k=TOP_K)
+    assert _records(tmp_path / "out", "shard-*.jsonl")[0] == {json.dumps({
+        "user": users[i], "items": [str(item) for item, _ in expected.for_request(k)],
+        "scores": [round(score, 6) for _, score in expected.for_request(k)]}, sort_keys=True)
+        for k, i in enumerate(good)}
+    dead = [json.loads(line) for path in (tmp_path / "out").glob("dead-letter-*.jsonl")
+            for line in path.read_text().splitlines()]
+    assert sorted(d["request"]["user"] for d in dead) == ["u2", "u9"]
+    assert all("not in the model's catalogue" in d["error"] and "\n" not in d["error"] for d in dead)
+    assert {d["request"]["user"]: d["error"].split("'")[1] for d in dead} == {"u2": "no-such-item", "u9": "also-missing"}
+    assert (result.num_recommended, result.num_dead_letter) == (len(good), 2)
+
+
+def test_per_request_item_lists_reach_the_recommender(tmp_path, run, data):
+    if not {"allow_items", "exclude_items"} <= set(inspect.signature(Recommender.recommend).parameters):
+        pytest.skip("Recommender.recommend has no allow_items / exclude_items yet (issue 23, section 2)")
+    items = [str(item) for item in data.item_ids]
+    histories = [[items[row] for row in sequence] for sequence in data.sequences[:4]]
+    requests = [{"user": "allow", "history": histories[0], "allow_items": items[:3]},
+                {"user": "exclude", "history": histories[1], "exclude_items": items[:40]},
+                {"user": "both", "history": histories[2], "allow_items": items[:10], "exclude_items": items[:5]},
+                {"user": "plain", "history": histories[3]},
+                "not a record"]
+    (tmp_path / "requests.jsonl").write_text("\n".join(map(json.dumps, requests)) + "\n{broken\n")
+    result = _beam(run, tmp_path / "out", requests=str(tmp_path / "requests.jsonl"), output_format="parquet")
+    import pyarrow.parquet as pq
+
+    records = {row["user"]: row["items"] for path in (tmp_path / "out").glob("shard-*.parquet")
+               for row in pq.read_table(path).to_pylist()}
+    assert sorted(records) == ["allow", "both", "exclude", "plain"]
+    assert set(records["allow"]) <= set(items[:3]) and records["allow"]
+    assert not set(records["exclude"]) & set(items[:40])
+    assert set(records["both"]) <= set(items[5:10])
+    assert len(records["plain"]) == TOP_K
+    assert result.num_dead_letter == 2  # the string record and the broken line
+
+
+def test_beam_runner_without_apache_beam_is_one_line(tmp_path, run, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "apache_beam", None)  # import apache_beam now raises ModuleNotFoundError
+    monkeypatch.delitem(sys.modules, "serving.beam_pipeline")
+    status = cli.main(["recommend", "--runner", "beam", "--workdir", str(run[0]), "--out", str(tmp_path / "out")])
+    assert status == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        'genrec recommend: error: --runner beam needs apache-beam: pip install -e ".[beam]"']
+    assert not (tmp_path / "out").exists()
+
+
+def test_options_after_the_separator_are_refused_by_the_local_runner(tmp_path, run, capsys):
+    status = cli.main(["recommend", "--workdir", str(run[0]), "--out", str(tmp_path / "out"), "--", "--runner=X"])
+    assert status == 2 and "options after -- are for --runner beam" in capsys.readouterr().err
+    np.testing.assert_equal(list(tmp_path.iterdir()), [])
