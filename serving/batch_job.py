@@ -384,7 +384,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m serving.batch
             raise UserError('--runner beam needs apache-beam: pip install -e ".[beam]"') from None
         return run_from_args(args, args.pipeline_options)
     if args.pipeline_options:
-        raise UserError(f"unexpected arguments {' '.join(args.pipeline_options)}: options after -- are for --runner beam")
+        raise UserError(f"unexpected arguments {' '.join(args.pipeline_options)}: options after -- are for "
+                        "--runner beam")
     recommender = Recommender.from_workdir(args.workdir, args.which, num_beams=args.num_beams,
                                            batch_size=args.batch_size)
     # Every user of the input is served: the 3-interaction minimum is leave-one-out's, not serving's.

@@ -413,8 +413,9 @@ def run_beam_job(
     result.wait_until_finish()
     seconds = time.perf_counter() - start
 
-    counters = {c.key.metric.name: c.committed
-                for c in result.metrics().query(MetricsFilter().with_namespace(_METRICS_NAMESPACE))["counters"]}
+    counters: dict[str, int] = {}  # summed over steps: malformed lines and failed requests are both dead letters
+    for counter in result.metrics().query(MetricsFilter().with_namespace(_METRICS_NAMESPACE))["counters"]:
+        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + counter.committed
     recommended, failed = int(counters.get("recommended", 0)), int(counters.get("dead_letter", 0))
     log(f"done: {recommended} users in {seconds:.1f} s ({recommended / max(seconds, 1e-9):.0f} users/s) in "
         f"{shards}-*.{output_format}; {failed} failed request(s) in {FileSystems.join(out, 'dead-letter')}-*.jsonl")

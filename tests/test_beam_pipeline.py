@@ -17,8 +17,8 @@ from genrec.models import ModelConfig, build_model  # noqa: E402
 from genrec.synthetic import make_synthetic_dataset  # noqa: E402
 from serving import cli  # noqa: E402
 from serving.batch_job import run_batch_job  # noqa: E402
-from serving.beam_pipeline import run_beam_job  # noqa: E402
-from serving.recommender import Recommender  # noqa: E402
+from serving.beam_pipeline import RecommenderModelHandler, run_beam_job  # noqa: E402
+from serving.recommender import Recommendations, Recommender  # noqa: E402
 
 BATCH = 8
 TOP_K = 5
@@ -93,10 +93,11 @@ def test_failed_requests_go_to_the_dead_letter_output_and_the_rest_complete(tmp_
     histories[2] = histories[2] + ["no-such-item"]  # in the first batch, among good requests
     histories[9] = ["also-missing"]
     pq.write_table(pa.table({"user": users, "history": histories}), tmp_path / "requests.parquet")
-    result = _beam(run, tmp_path / "out", requests=str(tmp_path / "requests.parquet"))
+    # exclude_seen as in the test above: the same decode shapes, so no second compile.
+    result = _beam(run, tmp_path / "out", requests=str(tmp_path / "requests.parquet"), exclude_seen=True)
 
     good = [i for i in range(len(users)) if i not in (2, 9)]
-    expected = recommender.recommend([histories[i] for i in good], top_k=TOP_K)
+    expected = recommender.recommend([histories[i] for i in good], top_k=TOP_K, exclude_seen=True)
     assert _records(tmp_path / "out", "shard-*.jsonl")[0] == {json.dumps({
         "user": users[i], "items": [str(item) for item, _ in expected.for_request(k)],
         "scores": [round(score, 6) for _, score in expected.for_request(k)]}, sort_keys=True)
@@ -105,8 +106,70 @@ def test_failed_requests_go_to_the_dead_letter_output_and_the_rest_complete(tmp_
             for line in path.read_text().splitlines()]
     assert sorted(d["request"]["user"] for d in dead) == ["u2", "u9"]
     assert all("not in the model's catalogue" in d["error"] and "\n" not in d["error"] for d in dead)
-    assert {d["request"]["user"]: d["error"].split("'")[1] for d in dead} == {"u2": "no-such-item", "u9": "also-missing"}
+    assert {d["request"]["user"]: d["error"].split("'")[1] for d in dead} == {"u2": "no-such-item",
+                                                                              "u9": "also-missing"}
     assert (result.num_recommended, result.num_dead_letter) == (len(good), 2)
+
+
+class _FailingRecommender:
+    """Knows every item; its recommend fails a whole call when any history holds "boom" (a bug in one request)."""
+
+    num_items = 10
+
+    def __init__(self):
+        self.calls = []
+
+    def lookup_rows(self, item_ids):
+        return np.zeros(len(item_ids), np.int32)
+
+    def recommend(self, histories, *, top_k, exclude_seen, on_unknown):
+        self.calls.append(len(histories))
+        return self._answer(histories)
+
+    @staticmethod
+    def _answer(histories):
+        if any("boom" in history for history in histories):
+            raise RuntimeError("boom\nin the decode")
+        scores = np.array([[-float(len(h)), -9.0] for h in histories], np.float32)
+        return Recommendations(item_ids=np.array([["a", ""]] * len(histories)), scores=scores,
+                               item_rows=np.array([[0, -1]] * len(histories)), valid=scores > -5)
+
+
+def test_a_request_that_fails_its_batch_fails_alone():
+    handler = RecommenderModelHandler("unused", top_k=2, num_beams=2, batch_size=4)
+    assert handler.batch_elements_kwargs() == {"min_batch_size": 4, "max_batch_size": 4}
+    model = _FailingRecommender()
+    batch = [{"user": 1, "history": ["x"]}, {"user": 2, "history": ["boom"]}, {"user": 3, "history": ["x", "y"]},
+             {"user": 4, "history": "x"}]
+    results = list(handler.run_inference(batch, model))
+    assert [r.example for r in results] == batch
+    assert results[0].inference == {"record": {"user": "1", "items": ["a"], "scores": [-1.0]}}
+    assert results[1].inference == {"error": "RuntimeError: boom in the decode"}
+    assert results[2].inference == {"record": {"user": "3", "items": ["a"], "scores": [-2.0]}}
+    assert results[3].inference["error"].startswith("ValueError: history is 'x', not a list")
+    assert model.calls == [3, 1, 1, 1]  # the checked three together, then one at a time
+
+
+class _ListRecommender(_FailingRecommender):
+    """Records the item lists each recommend call received."""
+
+    def recommend(self, histories, *, top_k, exclude_seen, on_unknown, allow_items=None, exclude_items=None):
+        self.calls.append((allow_items, exclude_items))
+        return self._answer(histories)
+
+
+def test_item_lists_are_passed_per_request_with_one_call_per_filter_kind(monkeypatch):
+    monkeypatch.setattr("serving.beam_pipeline._HAS_ITEM_LISTS", True)
+    handler = RecommenderModelHandler("unused", top_k=2, num_beams=2, batch_size=4)
+    model = _ListRecommender()
+    batch = [{"user": 1, "history": ["x"], "exclude_items": ["e"]}, {"user": 2, "history": [], "allow_items": ["a"]},
+             {"user": 3, "history": ["y"]}, {"user": 4, "history": [], "allow_items": ["b"], "exclude_items": ["f"]}]
+    assert all("record" in r.inference for r in handler.run_inference(batch, model))
+    # Requests with an allow list go together; the others get no allow list at all (not an empty one).
+    assert model.calls == [([["a"], ["b"]], [[], ["f"]]), (None, [["e"], []])]
+    monkeypatch.setattr("serving.beam_pipeline._HAS_ITEM_LISTS", False)
+    errors = [r.inference.get("error") for r in handler.run_inference(batch, _FailingRecommender())]
+    assert errors[2] is None and all("need Recommender.recommend(allow_items" in e for e in errors[:2] + errors[3:])
 
 
 def test_per_request_item_lists_reach_the_recommender(tmp_path, run, data):
@@ -120,7 +183,8 @@ def test_per_request_item_lists_reach_the_recommender(tmp_path, run, data):
                 {"user": "plain", "history": histories[3]},
                 "not a record"]
     (tmp_path / "requests.jsonl").write_text("\n".join(map(json.dumps, requests)) + "\n{broken\n")
-    result = _beam(run, tmp_path / "out", requests=str(tmp_path / "requests.jsonl"), output_format="parquet")
+    result = _beam(run, tmp_path / "out", requests=str(tmp_path / "requests.jsonl"), output_format="parquet",
+                   exclude_seen=True)
     import pyarrow.parquet as pq
 
     records = {row["user"]: row["items"] for path in (tmp_path / "out").glob("shard-*.parquet")
