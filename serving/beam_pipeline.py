@@ -375,7 +375,8 @@ def run_beam_job(
       log: where the summary line goes.
 
     Raises:
-      UserError: a non-empty output directory, or an unrecognised requests pattern.
+      UserError: a non-empty output directory, or a requests pattern that matches
+        no file or whose format cannot be told from its suffix.
       FileNotFoundError / ValueError: not a workdir, or a bad dataset (one line).
     """
     if output_format not in ("jsonl", "parquet"):
@@ -386,6 +387,8 @@ def run_beam_job(
     handler = RecommenderModelHandler(workdir, which=which, top_k=top_k, num_beams=num_beams, batch_size=batch_size,
                                       exclude_seen=exclude_seen, skip_unknown=skip_unknown)
     source = None if requests is None else _requests_format(requests, requests_format)
+    if requests is not None and not FileSystems.match([requests])[0].metadata_list:
+        raise UserError(f"--requests {requests}: no file matches; give a JSONL or Parquet file or a glob of them")
     start = time.perf_counter()
     pipeline = beam.Pipeline(options=PipelineOptions(list(pipeline_options)))
     bad_lines = []

@@ -12,6 +12,7 @@ from flax import nnx
 
 pytest.importorskip("apache_beam")
 
+from genrec.console import UserError  # noqa: E402
 from genrec.datasets import write_sid_dataset  # noqa: E402
 from genrec.models import ModelConfig, build_model  # noqa: E402
 from genrec.synthetic import make_synthetic_dataset  # noqa: E402
@@ -211,3 +212,24 @@ def test_options_after_the_separator_are_refused_by_the_local_runner(tmp_path, r
     status = cli.main(["recommend", "--workdir", str(run[0]), "--out", str(tmp_path / "out"), "--", "--runner=X"])
     assert status == 2 and "options after -- are for --runner beam" in capsys.readouterr().err
     np.testing.assert_equal(list(tmp_path.iterdir()), [])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--", "--requests", "{tmp}/missing-*.jsonl"], "no file matches"),
+    (["--", "--requests", "{tmp}/requests.txt"], "cannot tell JSONL from Parquet"),
+    (["--max-shards", "1"], "--max-shards is the local job's"),
+    (["--data", "{tmp}", "--", "--requests", "{tmp}/requests.txt"], "pass one"),
+])
+def test_beam_runner_mistakes_are_one_line(tmp_path, run, capsys, extra, message):
+    (tmp_path / "requests.txt").write_text("{}\n")
+    argv = ["recommend", "--runner", "beam", "--workdir", str(run[0]), "--out", str(tmp_path / "out")]
+    assert cli.main(argv + [a.format(tmp=tmp_path) for a in extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("genrec recommend: error: ") and message in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_beam_runner_refuses_a_non_empty_output_directory(tmp_path, run):
+    (tmp_path / "old.jsonl").write_text("")
+    with pytest.raises(UserError, match="not empty"):
+        run_beam_job(run[0], tmp_path, pipeline_options=DIRECT)
