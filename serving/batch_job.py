@@ -451,6 +451,12 @@ def build_parser(prog: str = "python -m serving.batch_job") -> argparse.Argument
                         help="drop history and list items missing from the model's catalogue instead of failing")
     parser.add_argument("--max-shards", type=int, default=None,
                         help="write at most this many shards, then stop (resume later)")
+    parser.add_argument("--runner", choices=("local", "beam"), default="local",
+                        help="local: this resumable job (default); beam: the Apache Beam pipeline "
+                        "(serving/beam_pipeline.py, docs/serving.md)")
+    parser.add_argument("pipeline_options", nargs="*", metavar="-- OPTION",
+                        help="with --runner beam, after --: --requests PATTERN, --output-format jsonl|parquet "
+                        "and Beam pipeline options (default runner: DirectRunner)")
     return parser
 
 
@@ -478,6 +484,17 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m serving.batch
     if args.top_k > args.num_beams:
         raise UserError(f"--top-k {args.top_k} exceeds --num-beams {args.num_beams}; raise --num-beams to at least "
                         f"{args.top_k} or lower --top-k")
+    if args.runner == "beam":
+        try:
+            from serving.beam_pipeline import run_from_args  # lazily: apache-beam is an optional extra
+        except ModuleNotFoundError as error:
+            if error.name != "apache_beam":
+                raise
+            raise UserError('--runner beam needs apache-beam: pip install -e ".[beam]"') from None
+        return run_from_args(args, args.pipeline_options)
+    if args.pipeline_options:
+        raise UserError(f"unexpected arguments {' '.join(args.pipeline_options)}: options after -- are for "
+                        "--runner beam")
     # The user's files first: a mistake in them is reported before the model is loaded and compiled.
     field_names = _item_field_names(args.item_fields) if args.item_fields is not None else None
     if args.output_format == "parquet":
