@@ -1,9 +1,10 @@
 """Raw interaction logs (CSV or Parquet) -> a dataset in the standard SID format.
 
-Where it sits: a team's event log -> :func:`read_interactions` -> :func:`chronological_k_core`
--> ``NAME.inter.json`` (:func:`convert_log`); with item embeddings, ``genrec.rqkmeans`` then writes
-``NAME.index.rq-kmeans.json`` and ``NAME.vocab.json`` for the items kept, so the directory loads with
-``genrec.datasets.load_sid_dataset`` and trains with ``genrec train --set data.data_dir=DIR``.
+Where it sits: a team's event log -> :func:`read_interactions` -> :func:`filter_log` (around
+:func:`chronological_k_core`) -> :func:`write_interactions` -> ``NAME.inter.json``; with item
+embeddings, :func:`write_sid_index` (``genrec.rqkmeans``) adds ``NAME.index.rq-kmeans.json`` and
+``NAME.vocab.json`` for the items kept, so the directory loads with ``genrec.datasets.load_sid_dataset``
+and trains with ``genrec train --set data.data_dir=DIR``.
 
 What happens to the log (docs/data.md, "Bring your own data"):
 
@@ -42,8 +43,9 @@ from genrec.datasets import INDEX_SUFFIX, INTER_SUFFIX
 from genrec.rqkmeans import RQKMeansConfig, SemanticIDReport, _load_embeddings, build_semantic_ids, write_index
 from genrec.vocab import SIDVocabulary, write_json_atomic
 
-__all__ = ["DEDUPE_RULES", "InteractionLog", "ConvertResult", "read_interactions", "parse_timestamps",
-           "chronological_k_core", "convert_log", "load_item_embeddings", "write_sid_index", "main"]
+__all__ = ["DEDUPE_RULES", "InteractionLog", "ConvertedLog", "read_interactions", "parse_timestamps",
+           "chronological_k_core", "filter_log", "write_interactions", "load_item_embeddings", "check_embedded",
+           "write_sid_index", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -334,15 +336,14 @@ def _codes_in_first_appearance_order(ids: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 @dataclass(frozen=True)
-class ConvertResult:
-    """What :func:`convert_log` kept and wrote.
+class ConvertedLog:
+    """What :func:`filter_log` kept.
 
     Attributes:
       user_ids: kept users, in the order of their first event in the log.
       sequences: each kept user's item ids, chronological.
       item_ids: kept items, in the order of their first kept event.
       num_events, num_log_users, num_log_items: the log before filtering.
-      inter_path: the ``NAME.inter.json`` written.
     """
 
     user_ids: list[str]
@@ -351,7 +352,6 @@ class ConvertResult:
     num_events: int
     num_log_users: int
     num_log_items: int
-    inter_path: Path
 
     @property
     def num_interactions(self) -> int:
@@ -362,9 +362,8 @@ class ConvertResult:
                 f"(of {self.num_events:,} events, {self.num_log_users:,} users, {self.num_log_items:,} items)")
 
 
-def convert_log(log: InteractionLog, out_dir: str | Path, name: str, *, k_core: int = 5,
-                dedupe: str = "consecutive") -> ConvertResult:
-    """Orders, dedupes and k-core filters ``log`` (module docstring), then writes ``NAME.inter.json``.
+def filter_log(log: InteractionLog, *, k_core: int = 5, dedupe: str = "consecutive") -> ConvertedLog:
+    """Orders, dedupes and k-core filters ``log`` (module docstring) into per-user item sequences.
 
     Raises:
       ValueError: nothing is left after filtering (the message names the file and ``k_core``).
@@ -378,12 +377,16 @@ def convert_log(log: InteractionLog, out_dir: str | Path, name: str, *, k_core: 
     kept_users, kept_items = user_codes[kept], log.item_ids[kept].tolist()
     starts = np.flatnonzero(np.r_[True, kept_users[1:] != kept_users[:-1]])
     ends = np.r_[starts[1:], kept.size]
-    user_ids = distinct_users[kept_users[starts]].tolist()
-    sequences = [kept_items[start:end] for start, end in zip(starts.tolist(), ends.tolist())]
-    inter_path = write_json_atomic(Path(out_dir) / f"{name}{INTER_SUFFIX}", dict(zip(user_ids, sequences)))
-    return ConvertResult(user_ids=user_ids, sequences=sequences, item_ids=list(dict.fromkeys(kept_items)),
-                         num_events=log.num_events, num_log_users=len(distinct_users),
-                         num_log_items=len(distinct_items), inter_path=inter_path)
+    return ConvertedLog(user_ids=distinct_users[kept_users[starts]].tolist(),
+                        sequences=[kept_items[start:end] for start, end in zip(starts.tolist(), ends.tolist())],
+                        item_ids=list(dict.fromkeys(kept_items)), num_events=log.num_events,
+                        num_log_users=len(distinct_users), num_log_items=len(distinct_items))
+
+
+def write_interactions(converted: ConvertedLog, out_dir: str | Path, name: str) -> Path:
+    """Writes ``NAME.inter.json`` (``{user id: [item id, ...]}``, users in ``converted`` order) atomically."""
+    return write_json_atomic(Path(out_dir) / f"{name}{INTER_SUFFIX}",
+                             dict(zip(converted.user_ids, converted.sequences)))
 
 
 def load_item_embeddings(embeddings_path: str | Path, ids_path: str | Path) -> tuple[np.ndarray, list[str]]:
@@ -418,6 +421,16 @@ def load_item_embeddings(embeddings_path: str | Path, ids_path: str | Path) -> t
     return embeddings, item_ids
 
 
+def check_embedded(item_ids: Sequence[str], embedding_ids: Sequence[str], source: str) -> None:
+    """Raises a one-line ValueError naming ``source`` and the first items of ``item_ids`` without an embedding."""
+    embedded = set(embedding_ids)
+    missing = [item for item in item_ids if item not in embedded]
+    if missing:
+        listed = ", ".join(map(repr, missing[:_MAX_LISTED]))
+        raise ValueError(f"{source}: {len(missing)} of the {len(item_ids)} kept items have no embedding, e.g. "
+                         f"{listed}; add their rows, or remove their events from the log")
+
+
 def write_sid_index(out_dir: str | Path, name: str, item_ids: Sequence[str], embeddings: np.ndarray,
                     embedding_ids: Sequence[str], config: RQKMeansConfig, *, source: str = "the embedding ids",
                     index_all_items: bool = False) -> tuple[list[Path], SemanticIDReport]:
@@ -434,12 +447,8 @@ def write_sid_index(out_dir: str | Path, name: str, item_ids: Sequence[str], emb
     Raises:
       ValueError: an item of ``item_ids`` has no embedding (the message names the ids file and items).
     """
+    check_embedded(item_ids, embedding_ids, source)
     row_of = {item: row for row, item in enumerate(embedding_ids)}
-    missing = [item for item in item_ids if item not in row_of]
-    if missing:
-        listed = ", ".join(map(repr, missing[:_MAX_LISTED]))
-        raise ValueError(f"{source}: {len(missing)} of the {len(item_ids)} kept items have no embedding, e.g. "
-                         f"{listed}; add their rows, or remove their events from the log")
     rows = np.arange(len(embedding_ids)) if index_all_items else np.sort([row_of[item] for item in item_ids])
     codes, report = build_semantic_ids(np.asarray(embeddings)[rows], config)
     sizes = [config.codebook_size] * config.num_levels + ([report.disambiguation_size] if config.disambiguate else [])
@@ -520,8 +529,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m genrec.conver
             embedded = load_item_embeddings(args.item_embeddings, args.embedding_ids)
         log = read_interactions(args.interactions, args.user_col, args.item_col, args.time_col,
                                 delimiter=args.delimiter)
-        result = convert_log(log, out_dir, name, k_core=args.k_core, dedupe=args.dedupe)
-        written = [result.inter_path]
+        result = filter_log(log, k_core=args.k_core, dedupe=args.dedupe)
+        if embedded is not None:  # before writing anything: a failed command leaves no half dataset
+            check_embedded(result.item_ids, embedded[1], args.embedding_ids)
+        written = [write_interactions(result, out_dir, name)]
         if embedded is not None:
             config = RQKMeansConfig(num_levels=args.levels, codebook_size=args.codes, num_iters=args.iters,
                                     balanced=args.balanced, disambiguate=not args.no_disambiguate,

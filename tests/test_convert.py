@@ -11,7 +11,7 @@ import pytest
 from logging_state import kept_logging
 from train_cli import TINY_RUN
 
-from genrec.convert import InteractionLog, chronological_k_core, convert_log, read_interactions
+from genrec.convert import InteractionLog, chronological_k_core, filter_log, read_interactions, write_interactions
 from genrec.datasets import load_sid_dataset
 from genrec.synthetic import make_synthetic_dataset
 from serving.cli import main
@@ -75,9 +75,10 @@ def test_k_core_and_dedupe_equal_the_reference_on_random_logs(seed, tmp_path):
             expected = _reference(events, k_core, dedupe)
             if not expected:
                 with pytest.raises(ValueError, match=f"no interactions left after the {k_core}-core filter"):
-                    convert_log(_log(events), tmp_path, "r", k_core=k_core, dedupe=dedupe)
+                    filter_log(_log(events), k_core=k_core, dedupe=dedupe)
                 continue
-            result = convert_log(_log(events), tmp_path, "r", k_core=k_core, dedupe=dedupe)
+            result = filter_log(_log(events), k_core=k_core, dedupe=dedupe)
+            write_interactions(result, tmp_path, "r")
             # The same users in the same order (first event in the file), the same sequences; written as such.
             assert dict(zip(result.user_ids, result.sequences)) == expected
             assert list(json.loads((tmp_path / "r.inter.json").read_text()).items()) == list(expected.items())
@@ -129,7 +130,7 @@ def test_iso_timestamps_and_parquet_read_like_csv(tmp_path):
         csv.writer(f).writerows([("user", "item", "t"), *rows])
     from_csv = read_interactions(tmp_path / "log.csv", "user", "item", "t")
     # 08:00Z (10:00+02:00) < 08:30Z < 09:00 (no zone: UTC); the date alone is midnight.
-    result = convert_log(from_csv, tmp_path / "a", "log", k_core=1)
+    result = filter_log(from_csv, k_core=1)
     assert result.sequences == [["c", "a", "d", "b"]]
     table = pa.table({"user": [1, 1, 1, 1], "item": ["a", "b", "c", "d"], "t": times})
     pq.write_table(table, tmp_path / "log.parquet")
@@ -158,6 +159,19 @@ def test_errors_are_one_line_naming_file_column_row(text, flags, names, tmp_path
     assert len(err.strip().splitlines()) == 1 and err.startswith("genrec convert: error: ")
     assert all(name in err for name in names), err
     assert not (tmp_path / "new").exists()  # what the failed command created is removed
+
+
+def test_an_item_without_embedding_is_one_line_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "log.csv").write_text("u,i,t\nu1,a,1\nu1,b,2\nu2,a,3\n")
+    np.save(tmp_path / "emb.npy", np.ones((2, 4), np.float32))
+    (tmp_path / "ids.txt").write_text("a\nc\n")
+    (tmp_path / "out").mkdir()
+    assert main(["convert", "--interactions", str(tmp_path / "log.csv"), "--user-col", "u", "--item-col", "i",
+                 "--time-col", "t", "--k-core", "1", "--out", str(tmp_path / "out"),
+                 "--item-embeddings", str(tmp_path / "emb.npy"), "--embedding-ids", str(tmp_path / "ids.txt")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "ids.txt: 1 of the 2 kept items have no embedding, e.g. 'b'" in err
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def _write_log_csv(path: Path, seed: int = 0) -> tuple[list[str], np.ndarray]:
@@ -229,3 +243,11 @@ def test_csv_to_recommendations_walk(tmp_path, capsys):
     assert [r["user"] for r in records] == list(inter)
     known = set(item_ids)
     assert all(1 <= len(r["items"]) <= 5 and set(r["items"]) <= known for r in records)
+
+
+def test_help_names_the_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["convert", "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and out.startswith("usage: genrec convert ")
+    assert all(option in out for option in ("--k-core", "--dedupe", "--item-embeddings", "--embedding-ids"))
