@@ -464,7 +464,7 @@ def write_sid_index(out_dir: str | Path, name: str, item_ids: Sequence[str], emb
 
 
 def _default_name(path: str) -> str:
-    return Path(path).name.split(".")[0] or "dataset"
+    return Path(path).stem or "dataset"
 
 
 def build_parser(prog: str = "python -m genrec.convert") -> argparse.ArgumentParser:
