@@ -11,6 +11,7 @@ module that owns the work, so the same job runs from Python without the CLI:
     genrec recommend    serving.batch_job.main (resumable sharded job)
     genrec build-index  constrained.build_index over the distinct SIDs, memory report
     genrec build-sids   genrec.rqkmeans.main
+    genrec convert      genrec.convert.main (raw interaction log -> standard dataset)
     genrec synth        genrec.synthetic.main
 
 Heavy imports (JAX, Flax) happen inside the subcommands, so ``genrec --help``
@@ -80,6 +81,12 @@ def _build_sids(argv: Sequence[str]) -> int:
     return rqkmeans_main(list(argv), prog="genrec build-sids")
 
 
+def _convert(argv: Sequence[str]) -> int:
+    from genrec.convert import main as convert_main
+
+    return convert_main(list(argv), prog="genrec convert")
+
+
 def _synth(argv: Sequence[str]) -> int:
     from genrec.synthetic import main as synthetic_main
 
@@ -91,6 +98,7 @@ _DELEGATED: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "rl": (_rl, "fine-tune a trained model with V-STAR RL (genrec rl --config FILE --init-from RUN --workdir DIR)"),
     "recommend": (_recommend, "batch job: top-k items for every user, resumable JSONL shards"),
     "build-sids": (_build_sids, "RQ-KMeans semantic IDs from item embeddings"),
+    "convert": (_convert, "raw interaction log (CSV/Parquet) -> standard dataset, k-core filtered, SIDs optional"),
     "synth": (_synth, "write the synthetic dataset in the standard format (genrec synth --out DIR)"),
 }
 
