@@ -34,8 +34,8 @@ docs/results.md has NDCG, the spread and the comparisons):
 `genrec train --config tpu_configs/office_t5.py:loss=apao_pairwise --workdir runs/x`: Recall@10 0.0637 (8 seeds)
 `genrec train --config tpu_configs/office_t5.py:loss=apao,platform=tpu_v5e_8 --workdir runs/x`: to be measured
 `genrec train --config tpu_configs/office_t5.py:loss=apao,platform=tpu_v4_8 --workdir runs/x`: to be measured
-`genrec train --config tpu_configs/office_t5.py:loss=ce,model=hf --workdir runs/x`: expected result: not measured
-  yet (Hugging Face T5 numerics; the A/B is on Beauty, beauty_t5.py)
+`genrec train --config tpu_configs/office_t5.py:loss=ce,model=hf --workdir runs/x`: to be measured (expected
+  result: not measured yet; Hugging Face T5 numerics, whose A/B is on Beauty, beauty_t5.py)
 
 Published bars, test Recall@10 (paper): ce 0.0608, apao 0.0667, apao_pairwise
 0.0671; 0.0638 for the strongest baseline (MSL or two-stage S-DPO). The APAO
