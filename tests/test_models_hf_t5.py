@@ -15,7 +15,7 @@ from flax import nnx
 from genrec.models import BOS_ID, ModelConfig, build_model, layers
 
 VOCAB_SIZE, NUM_LEVELS = 26, 3  # 3 levels of 8 codes
-HF_OPTIONS = dict(attention_dropout=0.1, ffn_dropout=0.1, attention_logit_scale="none", init="hf_t5")
+HF_OPTIONS = dict(attention_dropout=0.1, ffn_dropout=0.1, attention_logit_scale="unscaled", init="hf_t5")
 
 # One request pair: [batch 2, 9 history tokens] (row 1 left-padded by 3), [batch 2, 2 candidates, 3 levels].
 HISTORY = np.array([[8, 15, 22, 4, 12, 18, 2, 10, 19], [0, 0, 0, 6, 14, 25, 7, 15, 22]], np.int32)

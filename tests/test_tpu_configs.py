@@ -67,12 +67,15 @@ def test_every_old_config_file_is_reachable_unchanged(old_name):
 def test_model_hf_changes_only_the_four_hf_t5_options(base):
     plain = load_config_file(CONFIG_DIR / f"{base}:loss=ce")
     hf = load_config_file(CONFIG_DIR / f"{base}:loss=ce,model=hf")
-    hf_options = dict(attention_dropout=0.1, ffn_dropout=0.1, attention_logit_scale="none", init="hf_t5")
+    hf_options = dict(attention_dropout=0.1, ffn_dropout=0.1, attention_logit_scale="unscaled", init="hf_t5")
     assert hf == dataclasses.replace(plain, model=dataclasses.replace(plain.model, **hf_options))
     assert load_config_file(CONFIG_DIR / f"{base}:loss=ce,model=default") == plain
     model_config = hf.model.build(vocab_size=1026, num_levels=4, max_history=20)
     assert {key: getattr(model_config, key) for key in hf_options} == hf_options
     assert model_config.dropout_rate == 0.1  # HF T5 uses its one dropout_rate everywhere
+    # Each option alone through --set (the value is "unscaled", not "none", which --set reads as None).
+    one = load_config_file(CONFIG_DIR / f"{base}:loss=ce", ["model.attention_logit_scale=unscaled"])
+    assert one.model.build(1026, 4, 20).attention_logit_scale == "unscaled"
 
 
 def test_llama_base_refuses_model_hf_in_one_line():

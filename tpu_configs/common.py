@@ -94,7 +94,7 @@ def paper_losses(*, beta: float, eta: float, msl_tau: float | None = None,
 # and HF's init (q std (d_model * head_dim) ** -0.5 carries the scale). The Llama base has only ``default``.
 T5_MODEL_VARIANTS: dict[str, dict[str, float | str]] = {
     "default": {},
-    "hf": {"attention_dropout": 0.1, "ffn_dropout": 0.1, "attention_logit_scale": "none", "init": "hf_t5"},
+    "hf": {"attention_dropout": 0.1, "ffn_dropout": 0.1, "attention_logit_scale": "unscaled", "init": "hf_t5"},
 }
 
 

@@ -133,7 +133,7 @@ class ModelSpec:
     fuse_qkv_projections: bool | None = None
     attention_dropout: float | None = None
     ffn_dropout: float | None = None
-    attention_logit_scale: Literal["inv_sqrt_d", "none"] | None = None
+    attention_logit_scale: Literal["inv_sqrt_d", "unscaled"] | None = None
     init: Literal["default", "hf_t5"] | None = None
 
     def build(self, vocab_size: int, num_levels: int, max_history: int) -> ModelConfig:

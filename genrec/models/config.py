@@ -35,12 +35,12 @@ NUM_SPECIAL_TOKENS: int = FIRST_CODE_ID
 
 Arch = Literal["encoder_decoder", "decoder_only"]
 FfnActivation = Literal["geglu", "swiglu", "relu"]
-AttentionLogitScale = Literal["inv_sqrt_d", "none"]
+AttentionLogitScale = Literal["inv_sqrt_d", "unscaled"]
 Init = Literal["default", "hf_t5"]
 
 _ARCHS = ("encoder_decoder", "decoder_only")
 _FFN_ACTIVATIONS = ("geglu", "swiglu", "relu")
-_ATTENTION_LOGIT_SCALES = ("inv_sqrt_d", "none")
+_ATTENTION_LOGIT_SCALES = ("inv_sqrt_d", "unscaled")
 _INITS = ("default", "hf_t5")
 # The Hugging Face T5 options and their defaults (today's model); encoder_decoder only.
 _HF_T5_OPTION_DEFAULTS: dict[str, Any] = {
@@ -91,9 +91,10 @@ class ModelConfig:
         the gate product, before the down projection) while training, as
         Hugging Face T5. encoder_decoder only.
       attention_logit_scale: "inv_sqrt_d" multiplies the query by
-        head_dim ** -0.5 before the logits; "none" leaves the logits unscaled,
+        head_dim ** -0.5 before the logits; "unscaled" leaves them as q.k,
         as Hugging Face T5, which folds the scale into the query's init
-        (``init="hf_t5"``). encoder_decoder only.
+        (``init="hf_t5"``). Not spelled "none": ``--set model.X=none`` means
+        the preset's value for every ModelSpec field. encoder_decoder only.
       init: "default" (every projection Flax's LeCun normal, truncated, std
         fan_in ** -0.5; relative-position tables std head_dim ** -0.5) or
         "hf_t5", Hugging Face's ``T5PreTrainedModel._init_weights``, untruncated
