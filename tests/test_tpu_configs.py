@@ -6,12 +6,14 @@ whole train loop (mesh, sharded steps, evaluation, checkpoints) on the 8 fake
 CPU devices of conftest.py. Only the scale is shrunk (synthetic data, a small
 model, a few steps); they are still untested on a TPU."""
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tpu_configs.common import T5_MODEL_VARIANTS
 from training.config import config_to_json, load_config_file
 from training.train import train
 
@@ -55,7 +57,30 @@ def test_every_old_config_file_is_reachable_unchanged(old_name):
     payload = json.loads(json.dumps(config_to_json(config)))
     # The goldens predate the RL stage's settings, which supervised training does not read.
     payload["train_config"].pop("rl")
+    # ... and the Hugging Face T5 options, which the old files leave at the preset's (None).
+    for key in T5_MODEL_VARIANTS["hf"]:
+        assert payload["train_config"]["model"].pop(key) is None, key
     assert payload == golden, OLD_CONFIG_SPELLINGS[old_name]
+
+
+@pytest.mark.parametrize("base", ["beauty_t5.py", "office_t5.py"])
+def test_model_hf_changes_only_the_four_hf_t5_options(base):
+    plain = load_config_file(CONFIG_DIR / f"{base}:loss=ce")
+    hf = load_config_file(CONFIG_DIR / f"{base}:loss=ce,model=hf")
+    hf_options = dict(attention_dropout=0.1, ffn_dropout=0.1, attention_logit_scale="unscaled", init="hf_t5")
+    assert hf == dataclasses.replace(plain, model=dataclasses.replace(plain.model, **hf_options))
+    assert load_config_file(CONFIG_DIR / f"{base}:loss=ce,model=default") == plain
+    model_config = hf.model.build(vocab_size=1026, num_levels=4, max_history=20)
+    assert {key: getattr(model_config, key) for key in hf_options} == hf_options
+    assert model_config.dropout_rate == 0.1  # HF T5 uses its one dropout_rate everywhere
+    # Each option alone through --set (the value is "unscaled", not "none", which --set reads as None).
+    one = load_config_file(CONFIG_DIR / f"{base}:loss=ce", ["model.attention_logit_scale=unscaled"])
+    assert one.model.build(1026, 4, 20).attention_logit_scale == "unscaled"
+
+
+def test_llama_base_refuses_model_hf_in_one_line():
+    with pytest.raises(ValueError, match="config argument model='hf' is not one of: default$"):
+        load_config_file(CONFIG_DIR / "office_llama.py:loss=ce,model=hf")
 
 
 def test_there_are_tpu_configs():

@@ -156,7 +156,7 @@ def test_config_argument_reaches_get_config_and_bad_ones_fail_in_one_line(tmp_pa
     with pytest.raises(ValueError) as error:
         load_config_file(f"{CONFIG_DIR}/office_t5.py:los=apao")
     assert str(error.value).endswith("office_t5.py:los=apao: unknown config argument key 'los'; "
-                                     "valid keys: loss, dtype, platform, rl")
+                                     "valid keys: loss, dtype, platform, rl, model")
     with pytest.raises(ValueError, match="loss='focal' is not one of: ce, apao, apao_running, msl, apao_pairwise"):
         load_config_file(f"{CONFIG_DIR}/office_t5.py:loss=focal")
     with pytest.raises(ValueError, match=r"'apao' is not key=value"):

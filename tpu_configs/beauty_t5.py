@@ -15,6 +15,11 @@ Argument (``FILE:key=value,...``; the first choice is the default):
       float32 the step costs 4.4x a CE step (docs/benchmarks.md).
   dtype=auto|float32|bfloat16     compute dtype; auto: the platform's.
   platform=gpu|tpu_v4_8|tpu_v5e_8  device count and dtype (common.PLATFORMS).
+  model=default|hf
+      hf: Hugging Face T5's numerics, which the published T5 figures come from
+      (common.T5_MODEL_VARIANTS, docs/models.md): dropout 0.1 also on the
+      attention probabilities and the FFN hidden layer, unscaled attention
+      logits, HF's init (q std (d_model * head_dim) ** -0.5).
 
 Validation (checkpoint selection and early stopping) uses every validation
 user. Earlier Beauty runs used the first 5,000, which are not typical
@@ -33,6 +38,10 @@ docs/results.md has NDCG, the spread and the comparisons):
 `genrec train --config tpu_configs/beauty_t5.py:loss=msl --workdir runs/x`: Recall@10 0.0588 (4 seeds)
 `genrec train --config tpu_configs/beauty_t5.py:loss=apao_pairwise,dtype=bfloat16 --workdir runs/x`:
   Recall@10 0.0587 (4 seeds), about 22-24 minutes alone on an H200
+`genrec train --config tpu_configs/beauty_t5.py:loss=ce,model=hf --workdir runs/x --set seed=S`:
+  to be measured (expected result: not measured yet; the A/B against loss=ce, seeds
+  1-4 each, is written before its runs in docs/results.md, "Hugging Face T5 numerics
+  on Beauty CE")
 
 Published bars, test Recall@10 (paper): ce 0.0611, apao 0.0637, apao_pairwise
 0.0639; 0.0606 for the strongest baseline (MSL or two-stage S-DPO).

@@ -88,6 +88,16 @@ def paper_losses(*, beta: float, eta: float, msl_tau: float | None = None,
     return losses
 
 
+# Model variants of the T5 bases (``model=``), today's model first. ``hf``: Hugging Face T5's numerics,
+# which the published T5 figures come from (docs/models.md, "Hugging Face T5 options"): dropout at the
+# preset's 0.1 also on the attention probabilities and the FFN hidden layer, unscaled attention logits,
+# and HF's init (q std (d_model * head_dim) ** -0.5 carries the scale). The Llama base has only ``default``.
+T5_MODEL_VARIANTS: dict[str, dict[str, float | str]] = {
+    "default": {},
+    "hf": {"attention_dropout": 0.1, "ffn_dropout": 0.1, "attention_logit_scale": "unscaled", "init": "hf_t5"},
+}
+
+
 # The arms of the RL comparison (docs/rl.md), V-STAR first (the default of ``genrec rl``).
 # Every arm has the same rollout budget: one constrained beam search of width num_rollouts.
 RL_ARMS = {
@@ -102,7 +112,8 @@ def paper_config(arg: str, *, dataset: str, preset: str, losses: dict[str, LossC
                  log_every: int) -> TrainConfig:
     """The APAO paper's recipe (arXiv 2603.02730) on ``data/<dataset>`` with model
     ``preset``, the variant of ``arg`` (keys ``loss``: one of ``losses``, ``dtype``,
-    ``platform``, ``rl``: the arm ``genrec rl`` runs, one of :data:`RL_ARMS`; :func:`parse_arg`).
+    ``platform``, ``rl``: the arm ``genrec rl`` runs, one of :data:`RL_ARMS`; ``model``: one of
+    :data:`T5_MODEL_VARIANTS` for the T5 preset, ``default`` only otherwise; :func:`parse_arg`).
 
     The recipe: history of the last 20 items; AdamW lr 5e-4, weight decay 0.01,
     1% warmup, cosine decay; batch 1024; up to 200 epochs, early stopping after
@@ -112,12 +123,14 @@ def paper_config(arg: str, *, dataset: str, preset: str, losses: dict[str, LossC
     (``--eval_sample_num -1``): on Beauty the first 5,000 are not typical
     (docs/results.md).
     """
+    models = tuple(T5_MODEL_VARIANTS) if preset == "t5_small_rec" else ("default",)
     args = parse_arg(arg, {"loss": tuple(losses), "dtype": DTYPES, "platform": tuple(PLATFORMS),
-                           "rl": tuple(RL_ARMS)})
+                           "rl": tuple(RL_ARMS), "model": models})
     platform = PLATFORMS[args["platform"]]
     return TrainConfig(
         data=DataConfig(data_dir=f"data/{dataset}", max_history=20),
-        model=ModelSpec(preset=preset, dtype=platform.dtype if args["dtype"] == "auto" else args["dtype"]),
+        model=ModelSpec(preset=preset, dtype=platform.dtype if args["dtype"] == "auto" else args["dtype"],
+                        **T5_MODEL_VARIANTS[args["model"]]),
         loss=losses[args["loss"]],
         optimizer=OptimizerConfig(learning_rate=5e-4, weight_decay=0.01, warmup_fraction=0.01, schedule="cosine"),
         eval=EvalConfig(num_beams=20, batch_size=512, max_examples=None),

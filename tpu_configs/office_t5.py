@@ -15,6 +15,11 @@ Argument (``FILE:key=value,...``; the first choice is the default):
       [1024, 101, 4, 1026] float32 (~1.7 GB) a step (docs/losses.md).
   dtype=auto|float32|bfloat16     compute dtype; auto: the platform's.
   platform=gpu|tpu_v4_8|tpu_v5e_8  device count and dtype (common.PLATFORMS).
+  model=default|hf
+      hf: Hugging Face T5's numerics, which the published T5 figures come from
+      (common.T5_MODEL_VARIANTS, docs/models.md): dropout 0.1 also on the
+      attention probabilities and the FFN hidden layer, unscaled attention
+      logits, HF's init (q std (d_model * head_dim) ** -0.5).
 
 Data: ``data/Office`` (relative to the working directory) holding
 ``Office.inter.json`` and ``Office.index.rq-kmeans.json``; elsewhere, add
@@ -29,6 +34,8 @@ docs/results.md has NDCG, the spread and the comparisons):
 `genrec train --config tpu_configs/office_t5.py:loss=apao_pairwise --workdir runs/x`: Recall@10 0.0637 (8 seeds)
 `genrec train --config tpu_configs/office_t5.py:loss=apao,platform=tpu_v5e_8 --workdir runs/x`: to be measured
 `genrec train --config tpu_configs/office_t5.py:loss=apao,platform=tpu_v4_8 --workdir runs/x`: to be measured
+`genrec train --config tpu_configs/office_t5.py:loss=ce,model=hf --workdir runs/x`: to be measured (expected
+  result: not measured yet; Hugging Face T5 numerics, whose A/B is on Beauty, beauty_t5.py)
 
 Published bars, test Recall@10 (paper): ce 0.0608, apao 0.0667, apao_pairwise
 0.0671; 0.0638 for the strongest baseline (MSL or two-stage S-DPO). The APAO

@@ -114,6 +114,8 @@ class ModelSpec:
       dtype: compute dtype; parameters and optimizer state stay float32.
       fuse_qkv_projections: ``ModelConfig.fuse_qkv_projections`` (same
         parameters, one matmul for an attention input's projections).
+      attention_dropout, ffn_dropout, attention_logit_scale, init: the Hugging
+        Face T5 options of ``ModelConfig`` (T5 presets only; docs/models.md).
     """
 
     preset: ModelPreset = "t5_small_rec"
@@ -129,6 +131,10 @@ class ModelSpec:
     ffn_activation: Literal["geglu", "swiglu", "relu"] | None = None
     tie_embeddings: bool | None = None
     fuse_qkv_projections: bool | None = None
+    attention_dropout: float | None = None
+    ffn_dropout: float | None = None
+    attention_logit_scale: Literal["inv_sqrt_d", "unscaled"] | None = None
+    init: Literal["default", "hf_t5"] | None = None
 
     def build(self, vocab_size: int, num_levels: int, max_history: int) -> ModelConfig:
         """The ``ModelConfig`` for a vocabulary and a history length (``max_history`` items)."""
@@ -424,6 +430,8 @@ _FLOAT_RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "optimizer.b2": (0.0, 1.0, True, False),
     "optimizer.eps": (0.0, math.inf, False, False),
     "model.dropout_rate": (0.0, 1.0, True, False),
+    "model.attention_dropout": (0.0, 1.0, True, False),
+    "model.ffn_dropout": (0.0, 1.0, True, False),
     "rl.temperature": (0.0, math.inf, False, False),
     "rl.top_p": (0.0, 1.0, False, True),
     "rl.ved_lambda": (0.0, math.inf, True, False),

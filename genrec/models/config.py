@@ -35,9 +35,17 @@ NUM_SPECIAL_TOKENS: int = FIRST_CODE_ID
 
 Arch = Literal["encoder_decoder", "decoder_only"]
 FfnActivation = Literal["geglu", "swiglu", "relu"]
+AttentionLogitScale = Literal["inv_sqrt_d", "unscaled"]
+Init = Literal["default", "hf_t5"]
 
 _ARCHS = ("encoder_decoder", "decoder_only")
 _FFN_ACTIVATIONS = ("geglu", "swiglu", "relu")
+_ATTENTION_LOGIT_SCALES = ("inv_sqrt_d", "unscaled")
+_INITS = ("default", "hf_t5")
+# The Hugging Face T5 options and their defaults (today's model); encoder_decoder only.
+_HF_T5_OPTION_DEFAULTS: dict[str, Any] = {
+    "attention_dropout": 0.0, "ffn_dropout": 0.0, "attention_logit_scale": "inv_sqrt_d", "init": "default",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +84,25 @@ class ModelConfig:
         backward passes) for one wider one. Off by default because it made
         the train step slower (docs/benchmarks.md, "Fused Q/K/V projections:
         slower").
+      attention_dropout: dropout on the attention probabilities (every
+        attention: self, causal and cross) while training, as Hugging Face T5
+        applies its dropout_rate there. encoder_decoder only.
+      ffn_dropout: dropout on the FFN's hidden activation (after the ReLU /
+        the gate product, before the down projection) while training, as
+        Hugging Face T5. encoder_decoder only.
+      attention_logit_scale: "inv_sqrt_d" multiplies the query by
+        head_dim ** -0.5 before the logits; "unscaled" leaves them as q.k,
+        as Hugging Face T5, which folds the scale into the query's init
+        (``init="hf_t5"``). Not spelled "none": ``--set model.X=none`` means
+        the preset's value for every ModelSpec field. encoder_decoder only.
+      init: "default" (every projection Flax's LeCun normal, truncated, std
+        fan_in ** -0.5; relative-position tables std head_dim ** -0.5) or
+        "hf_t5", Hugging Face's ``T5PreTrainedModel._init_weights``, untruncated
+        normals: q std (d_model * head_dim) ** -0.5, k and v d_model ** -0.5,
+        o (num_heads * head_dim) ** -0.5, FFN inputs d_model ** -0.5, FFN
+        output d_ff ** -0.5, relative-position tables d_model ** -0.5, an
+        untied output projection 1.0 (the embedding is N(0, 1) either way).
+        encoder_decoder only. docs/models.md, "Hugging Face T5 options".
     """
 
     arch: Arch
@@ -98,6 +125,10 @@ class ModelConfig:
     relative_attention_max_distance: int = 128
     norm_epsilon: float = 1e-6
     fuse_qkv_projections: bool = False
+    attention_dropout: float = 0.0
+    ffn_dropout: float = 0.0
+    attention_logit_scale: AttentionLogitScale = "inv_sqrt_d"
+    init: Init = "default"
 
     def __post_init__(self):
         # Canonical dtypes keep the config hashable and comparable whether the
@@ -134,10 +165,23 @@ class ModelConfig:
                 raise ValueError(
                     f"ModelConfig.head_dim={self.head_dim}: RoPE needs an even head_dim."
                 )
-        if not 0.0 <= self.dropout_rate < 1.0:
+        for field in ("dropout_rate", "attention_dropout", "ffn_dropout"):
+            if not 0.0 <= getattr(self, field) < 1.0:
+                raise ValueError(f"ModelConfig.{field}={getattr(self, field)}: must be in [0, 1).")
+        if self.attention_logit_scale not in _ATTENTION_LOGIT_SCALES:
             raise ValueError(
-                f"ModelConfig.dropout_rate={self.dropout_rate}: must be in [0, 1)."
+                f"ModelConfig.attention_logit_scale={self.attention_logit_scale!r}: use one of"
+                f" {_ATTENTION_LOGIT_SCALES}."
             )
+        if self.init not in _INITS:
+            raise ValueError(f"ModelConfig.init={self.init!r}: use one of {_INITS}.")
+        if self.arch == "decoder_only":
+            for field, default in _HF_T5_OPTION_DEFAULTS.items():
+                if getattr(self, field) != default:
+                    raise ValueError(
+                        f"ModelConfig.{field}={getattr(self, field)!r}: a Hugging Face T5 option, for"
+                        f" arch='encoder_decoder' only; leave it at {default!r} for decoder_only."
+                    )
 
     # ------------------------------------------------------------------ presets
 

@@ -9,7 +9,9 @@ against one encoding (``score_targets``); the constrained beam search calls
 Architecture: pre-norm RMSNorm blocks; bias-free projections; T5 relative
 position bias (bidirectional in the encoder, causal in the decoder, one table
 per stack shared by its layers, none in cross-attention); FFN per
-``config.ffn_activation``; tied or separate output projection.
+``config.ffn_activation``; tied or separate output projection. The Hugging
+Face T5 options of ModelConfig (attention_dropout, ffn_dropout,
+attention_logit_scale, init) apply here only (docs/models.md).
 """
 
 from __future__ import annotations
@@ -45,16 +47,18 @@ class EncoderLayer(nnx.Module):
         """hidden: [batch, hist_len, d_model]; allowed: bool[batch, 1, 1, 1, hist_len];
         position_bias: [heads, hist_len, hist_len]. Returns [batch, hist_len, d_model]."""
         queries, keys, values = self.attention.queries_keys_values(self.attention_norm(hidden))
-        attended = layers.attend(
+        attended = self.attention.attend(
             queries[:, None],  # beam axis of 1 for attend()
             history_keys=keys,
             history_values=values,
             history_allowed=allowed,
             history_bias=position_bias,
+            deterministic=deterministic,
         )[:, 0]
         hidden = hidden + self.dropout(self.attention.merge_heads(attended),
                                        deterministic=deterministic)
-        return hidden + self.dropout(self.ffn(self.ffn_norm(hidden)), deterministic=deterministic)
+        return hidden + self.dropout(self.ffn(self.ffn_norm(hidden), deterministic=deterministic),
+                                     deterministic=deterministic)
 
 
 class DecoderLayer(nnx.Module):
@@ -105,25 +109,28 @@ class DecoderLayer(nnx.Module):
         target_keys, target_values, cached = layers.extend_target_kv(
             new_keys, new_values, cached, start
         )
-        attended = layers.attend(
+        attended = self.self_attention.attend(
             queries,
             target_keys=target_keys,
             target_values=target_values,
             target_allowed=layers.causal_allowed(start, query_len, start + query_len),
             target_bias=position_bias,
+            deterministic=deterministic,
         )
         hidden = hidden + self.dropout(self.self_attention.merge_heads(attended),
                                        deterministic=deterministic)
 
-        attended = layers.attend(
+        attended = self.cross_attention.attend(
             self.cross_attention.queries(self.cross_attention_norm(hidden)),
             history_keys=history_keys,
             history_values=history_values,
             history_allowed=history_allowed,
+            deterministic=deterministic,
         )
         hidden = hidden + self.dropout(self.cross_attention.merge_heads(attended),
                                        deterministic=deterministic)
-        hidden = hidden + self.dropout(self.ffn(self.ffn_norm(hidden)), deterministic=deterministic)
+        hidden = hidden + self.dropout(self.ffn(self.ffn_norm(hidden), deterministic=deterministic),
+                                       deterministic=deterministic)
         return hidden, cached
 
 

@@ -17,7 +17,9 @@ RoPE, T5 relative-position buckets) is written as pure functions.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -86,6 +88,8 @@ def attend(
     target_values: jax.Array | None = None,
     target_allowed: jax.Array | None = None,
     target_bias: jax.Array | None = None,
+    scale_logits: bool = True,
+    probability_dropout: Callable[[jax.Array], jax.Array] | None = None,
 ) -> jax.Array:
     """Softmax attention over per-request history keys and per-beam target keys.
 
@@ -105,6 +109,12 @@ def attend(
       target_values: [batch, beams, t_len, heads, head_dim], or None.
       target_allowed: bool, broadcastable to [batch, beams, heads, q_len, t_len].
       target_bias: float, broadcastable to [batch, beams, heads, q_len, t_len].
+      scale_logits: multiply the logits by head_dim ** -0.5 (False: unscaled, as
+        Hugging Face T5, whose query init carries the scale).
+      probability_dropout: applied to the attention probabilities
+        [batch, beams, heads, q_len, hist_len + t_len] (compute dtype) before
+        they weight the values; None (inference, or no attention dropout)
+        leaves them as they are.
 
     Returns:
       [batch, beams, q_len, heads, head_dim] in the dtype of ``queries``.
@@ -112,7 +122,8 @@ def attend(
     if history_keys is None and target_keys is None:
         raise ValueError("attend() needs history_keys, target_keys or both.")
     dtype = queries.dtype
-    queries = queries * jnp.asarray(queries.shape[-1] ** -0.5, dtype)
+    if scale_logits:
+        queries = queries * jnp.asarray(queries.shape[-1] ** -0.5, dtype)
 
     def masked_logits(logits, allowed, bias):
         logits = logits.astype(jnp.float32)
@@ -131,6 +142,8 @@ def attend(
         logit_blocks.append(masked_logits(target_logits, target_allowed, target_bias))
 
     weights = jax.nn.softmax(jnp.concatenate(logit_blocks, axis=-1), axis=-1).astype(dtype)
+    if probability_dropout is not None:
+        weights = probability_dropout(weights)
 
     outputs = 0
     offset = 0
@@ -248,6 +261,30 @@ def relative_position_bucket(
 # ------------------------------------------------------------------ modules
 
 
+def dropout_rngs(rate: float, rngs: nnx.Rngs) -> nnx.Rngs | None:
+    """``rngs`` for an ``nnx.Dropout`` of ``rate``, None when the rate is 0.
+
+    A rate-0 dropout then holds no RNG stream and forks none at build time, so
+    an option left at 0 leaves the model's state, its parameter init and every
+    other dropout mask exactly as they were without it.
+    """
+    return rngs if rate > 0 else None
+
+
+def hf_t5_normal(stddev: float) -> jax.nn.initializers.Initializer:
+    """Untruncated N(0, stddev^2), the initializer of ``ModelConfig.init="hf_t5"``."""
+    return jax.nn.initializers.normal(stddev=stddev)
+
+
+def _dense_kwargs(config: ModelConfig, rngs: nnx.Rngs, hf_t5_stddev: float) -> dict:
+    """nnx.Linear keyword arguments; the kernel init is HF T5's when ``config.init == "hf_t5"``
+    (otherwise nnx.Linear's default, LeCun normal, untouched)."""
+    dense = dict(use_bias=False, dtype=config.dtype, param_dtype=config.param_dtype, rngs=rngs)
+    if config.init == "hf_t5":
+        dense["kernel_init"] = hf_t5_normal(hf_t5_stddev)
+    return dense
+
+
 class RMSNorm(nnx.Module):
     """Root-mean-square norm with a learned scale; statistics in float32."""
 
@@ -265,40 +302,57 @@ class RMSNorm(nnx.Module):
 
 
 class FeedForward(nnx.Module):
-    """Position-wise FFN: gated (GeGLU / SwiGLU) or T5 v1.0 ReLU."""
+    """Position-wise FFN: gated (GeGLU / SwiGLU) or T5 v1.0 ReLU; optional dropout
+    on the hidden activation (``config.ffn_dropout``, Hugging Face T5's)."""
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
-        dense = dict(use_bias=False, dtype=config.dtype, param_dtype=config.param_dtype, rngs=rngs)
+        dense_in = _dense_kwargs(config, rngs, config.d_model ** -0.5)
         self.activation = config.ffn_activation
         if config.is_gated_ffn:
-            self.gate = nnx.Linear(config.d_model, config.d_ff, **dense)
-        self.up = nnx.Linear(config.d_model, config.d_ff, **dense)
-        self.down = nnx.Linear(config.d_ff, config.d_model, **dense)
+            self.gate = nnx.Linear(config.d_model, config.d_ff, **dense_in)
+        self.up = nnx.Linear(config.d_model, config.d_ff, **dense_in)
+        self.down = nnx.Linear(config.d_ff, config.d_model, **_dense_kwargs(config, rngs, config.d_ff ** -0.5))
+        self.hidden_dropout = nnx.Dropout(config.ffn_dropout, rngs=dropout_rngs(config.ffn_dropout, rngs))
 
-    def __call__(self, hidden: jax.Array) -> jax.Array:
-        """hidden: [..., d_model] -> [..., d_model]."""
+    def __call__(self, hidden: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        """hidden: [..., d_model] -> [..., d_model]; deterministic=False applies ffn_dropout."""
         if self.activation == "relu":
             activated = jax.nn.relu(self.up(hidden))
         else:
             gate_fn = jax.nn.gelu if self.activation == "geglu" else jax.nn.silu
             activated = gate_fn(self.gate(hidden)) * self.up(hidden)
-        return self.down(activated)
+        return self.down(self.hidden_dropout(activated, deterministic=deterministic))
 
 
 class AttentionProjections(nnx.Module):
-    """Bias-free query/key/value/output projections of multi-head attention."""
+    """Bias-free query/key/value/output projections of multi-head attention, and
+    how this attention runs :func:`attend` (logit scaling, probability dropout)."""
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
-        dense = dict(use_bias=False, dtype=config.dtype, param_dtype=config.param_dtype, rngs=rngs)
         width = config.attention_width
         self.num_heads = config.num_heads
         self.head_dim = config.head_dim
         self.dtype = config.dtype
         self.fuse = config.fuse_qkv_projections
-        self.query = nnx.Linear(config.d_model, width, **dense)
-        self.key = nnx.Linear(config.d_model, width, **dense)
-        self.value = nnx.Linear(config.d_model, width, **dense)
-        self.output = nnx.Linear(width, config.d_model, **dense)
+        self.scale_logits = config.attention_logit_scale == "inv_sqrt_d"
+        # HF T5 stds (used only with config.init == "hf_t5"); q carries the 1/sqrt(head_dim)
+        # that its unscaled logits leave out.
+        self.query = nnx.Linear(config.d_model, width,
+                                **_dense_kwargs(config, rngs, (config.d_model * config.head_dim) ** -0.5))
+        self.key = nnx.Linear(config.d_model, width, **_dense_kwargs(config, rngs, config.d_model ** -0.5))
+        self.value = nnx.Linear(config.d_model, width, **_dense_kwargs(config, rngs, config.d_model ** -0.5))
+        self.output = nnx.Linear(width, config.d_model, **_dense_kwargs(config, rngs, width ** -0.5))
+        self.probability_dropout = nnx.Dropout(config.attention_dropout,
+                                               rngs=dropout_rngs(config.attention_dropout, rngs))
+
+    def attend(self, queries: jax.Array, *, deterministic: bool, **keys_values_masks) -> jax.Array:
+        """:func:`attend` with this attention's logit scaling and, unless
+        ``deterministic``, its dropout on the attention probabilities."""
+        dropout = None
+        if not deterministic and self.probability_dropout.rate > 0:
+            dropout = functools.partial(self.probability_dropout, deterministic=False)
+        return attend(queries, scale_logits=self.scale_logits, probability_dropout=dropout,
+                      **keys_values_masks)
 
     def _split_heads(self, projected: jax.Array) -> jax.Array:
         return projected.reshape(*projected.shape[:-1], self.num_heads, self.head_dim)
@@ -346,7 +400,8 @@ class RelativePositionBias(nnx.Module):
         self.bidirectional = bidirectional
         self.num_buckets = config.relative_attention_num_buckets
         self.max_distance = config.relative_attention_max_distance
-        init = jax.nn.initializers.normal(stddev=1.0 / math.sqrt(config.head_dim))
+        stddev = config.d_model ** -0.5 if config.init == "hf_t5" else 1.0 / math.sqrt(config.head_dim)
+        init = jax.nn.initializers.normal(stddev=stddev)
         self.table = nnx.Param(
             init(rngs.params(), (self.num_buckets, config.num_heads), config.param_dtype)
         )
@@ -380,10 +435,9 @@ class TokenEmbedding(nnx.Module):
             init(rngs.params(), (config.vocab_size, config.d_model), config.param_dtype)
         )
         if not config.tie_embeddings:
-            self.output_projection = nnx.Linear(
-                config.d_model, config.vocab_size, use_bias=False, dtype=config.dtype,
-                param_dtype=config.param_dtype, rngs=rngs,
-            )
+            # HF T5 initializes an untied lm_head N(0, 1) (and, untied, does not rescale its input).
+            self.output_projection = nnx.Linear(config.d_model, config.vocab_size,
+                                                **_dense_kwargs(config, rngs, 1.0))
 
     def embed(self, tokens: jax.Array) -> jax.Array:
         """tokens: int32[...] -> [..., d_model] in the compute dtype."""
