@@ -71,10 +71,23 @@ def random_workdir(root: Path, args: argparse.Namespace) -> tuple[Path, Path]:
     return workdir, data_dir
 
 
-def read_records(out_dir: Path) -> set[str]:
-    """The records of a job's shard files, as a set of canonical JSON lines (order-free)."""
-    return {json.dumps(json.loads(line), sort_keys=True)
-            for path in sorted(out_dir.glob("shard-*.jsonl")) for line in path.read_text().splitlines()}
+def read_records(out_dir: Path) -> dict[str, dict]:
+    """The records of a job's shard files by user (order-free)."""
+    records = (json.loads(line) for path in sorted(out_dir.glob("shard-*.jsonl"))
+               for line in path.read_text().splitlines())
+    return {str(record["user"]): record for record in records}
+
+
+def agreement(records: dict[str, dict], reference: dict[str, dict]) -> dict[str, float | bool]:
+    """How far a run's records are from the local job's: the same users; the share of users with the same
+    item list; the largest score difference among those (float noise of other batch compositions)."""
+    same_users = records.keys() == reference.keys()
+    common = records.keys() & reference.keys()
+    same_items = [u for u in common if records[u]["items"] == reference[u]["items"]]
+    score_gap = max((abs(a - b) for u in same_items for a, b in zip(records[u]["scores"], reference[u]["scores"])),
+                    default=0.0)
+    return {"same_users": same_users, "same_items_share": len(same_items) / max(len(common), 1),
+            "max_score_diff": float(score_gap), "identical": records == reference}
 
 
 def run_local(workdir: Path, data_dir: Path, out_dir: Path, args: argparse.Namespace) -> int:
@@ -153,15 +166,15 @@ def main(argv=None):
         for name in runs:
             best = min(seconds[name])
             rows.append({"runner": name, "users": users[name], "seconds": best, "users_per_s": users[name] / best,
-                         "all_seconds": seconds[name], "same_records_as_local": records[name] == records["local"]})
+                         "all_seconds": seconds[name], **agreement(records[name], records["local"])})
         for row in rows:
             row["ratio"] = row["users_per_s"] / rows[0]["users_per_s"]
             print(row, flush=True)
-    print("\n| runner | users | seconds | users/s | ratio to local | same records |")
-    print("|---|---|---|---|---|---|")
+    print("\n| runner | users | seconds | users/s | ratio to local | same users | same items | max score diff |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['runner']} | {r['users']} | {r['seconds']:.2f} | {r['users_per_s']:,.0f} | {r['ratio']:.3f} | "
-              f"{r['same_records_as_local']} |")
+              f"{r['same_users']} | {r['same_items_share']:.4f} | {r['max_score_diff']:.1e} |")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"device": jax.devices()[0].device_kind, "batch_size": args.batch_size,
