@@ -41,9 +41,10 @@ Behaviour at the edges (tested):
   * Per-request filters: ``allow_mask[b, i]`` (input item row ``i``),
     ``allow_rows[b, :]`` (a short list of the only input rows allowed) and/or
     ``exclude_rows[b, :]`` (a short list of input rows, e.g. seen items)
-    remove items from request ``b``; prefixes whose items are all removed are
-    pruned before they take a beam, so a filtered search returns exactly what
-    an unfiltered search over the allowed sub-catalogue would.
+    remove items from request ``b`` (given together, an item must pass all of
+    them: they are merged into one filter first); prefixes whose items are all
+    removed are pruned before they take a beam, so a filtered search returns
+    exactly what an unfiltered search over the allowed sub-catalogue would.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from constrained.index import DeviceIndex, csr_children
-from constrained.item_lists import count_listed, sorted_list, target_row_range
+from constrained.item_lists import count_listed, drop_listed, sorted_list, target_row_range
 
 PyTree = Any
 StepFn = Callable[[PyTree, PyTree, jax.Array, int], tuple[jax.Array, PyTree]]
@@ -110,6 +111,12 @@ def _make_target_filter(index, allow_mask, exclude_rows, allow_rows=None):
     """
     if allow_mask is None and exclude_rows is None and allow_rows is None:
         return None
+    # Two filters on one request become one before any test: a prefix must hold an item that every
+    # filter permits, not an item per filter (a prefix whose allowed items are all excluded while its
+    # other items are not allowed would pass both tests and take a beam that leads nowhere).
+    if allow_mask is not None and (allow_rows is not None or exclude_rows is not None):
+        allow_mask = _fold_into_mask(allow_mask.astype(bool), allow_rows, exclude_rows)
+        allow_rows = exclude_rows = None
     if allow_mask is not None:
         allow_sorted = jnp.take(allow_mask.astype(bool), index.sorted_input_rows, axis=1)
         alive = alive_state_table(index, allow_mask)
@@ -118,6 +125,10 @@ def _make_target_filter(index, allow_mask, exclude_rows, allow_rows=None):
     if allow_rows is not None:
         listed = sorted_list(index, allow_rows)
         unconstrained = ~jnp.any(allow_rows >= 0, axis=1, keepdims=True)  # [B, 1]: an empty allow list
+        if exclude_rows is not None:
+            # The exclusion test stays for requests without an allow list (for the others it is implied);
+            # an allow list emptied by its exclusions allows nothing (``unconstrained`` was read before).
+            listed = drop_listed(listed, excluded, index.meta.num_items)
 
     def keep(targets, leaf):
         batch = targets.shape[0]
@@ -134,6 +145,21 @@ def _make_target_filter(index, allow_mask, exclude_rows, allow_rows=None):
         return ok.reshape(targets.shape)
 
     return keep
+
+
+def _fold_into_mask(allow_mask: jax.Array, allow_rows: jax.Array | None, exclude_rows: jax.Array | None) -> jax.Array:
+    """``allow_mask: bool[B, N]`` narrowed to the rows of ``allow_rows`` (a request that lists none is
+    not narrowed) and without the rows of ``exclude_rows`` (both ``int[B, *]``, -1 padding)."""
+    batch, num_items = allow_mask.shape
+    requests = jnp.arange(batch)[:, None]
+    if allow_rows is not None:
+        listed = jnp.zeros_like(allow_mask).at[requests, jnp.where(allow_rows >= 0, allow_rows, num_items)].set(
+            True, mode="drop")
+        allow_mask &= listed | ~jnp.any(allow_rows >= 0, axis=1, keepdims=True)
+    if exclude_rows is not None:
+        allow_mask = allow_mask.at[requests, jnp.where(exclude_rows >= 0, exclude_rows, num_items)].set(
+            False, mode="drop")
+    return allow_mask
 
 
 def _nan_to_neg_inf(logp: jax.Array) -> jax.Array:
@@ -306,6 +332,9 @@ def constrained_beam_search(
         items the request may receive; -1 padding, repeats allowed; a request
         with no listed row (all -1) is not constrained by it (sparse filter,
         :mod:`constrained.item_lists`: set-up cost O(batch * num_allowed)).
+        Filters given together must all permit an item: the lists are folded
+        into ``allow_mask``, or the exclusions removed from ``allow_rows``
+        (an allow list left empty by them allows nothing).
       normalization: ``"vocab"`` (softmax over the whole vocabulary) or
         ``"trie"`` (over the valid children of each prefix); module docstring.
 

@@ -9,7 +9,10 @@ so "how many listed items lie under this prefix" is two binary searches in the
 request's sorted list, O(log A) per candidate and decode step:
 
 * allow list: a prefix stays alive when at least one listed item lies under it;
-* exclusion list: a prefix stays alive when not all of its items are listed.
+* exclusion list: a prefix stays alive when not all of its items are listed;
+* both: the exclusions are first removed from the allow list (:func:`drop_listed`),
+  since two separate tests would keep a prefix whose allowed items are all
+  excluded while its other items are not allowed.
 
 ``constrained.beam_search`` prunes candidates with these before they take a
 beam, so a filtered search equals a search over the remaining sub-catalogue;
@@ -23,7 +26,7 @@ import jax.numpy as jnp
 
 from constrained.index import DeviceIndex
 
-__all__ = ["count_listed", "sorted_list", "target_row_range"]
+__all__ = ["count_listed", "drop_listed", "sorted_list", "target_row_range"]
 
 
 def sorted_list(index: DeviceIndex, item_rows: jax.Array) -> jax.Array:
@@ -72,3 +75,17 @@ def count_listed(listed: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
     """
     below = jax.vmap(lambda rows, q: jnp.searchsorted(rows, q, side="left"))
     return (below(listed, hi) - below(listed, lo)).astype(jnp.int32)
+
+
+def drop_listed(listed: jax.Array, removed: jax.Array, sentinel: int) -> jax.Array:
+    """``listed`` without the rows of ``removed``, still sorted: an allow list with its exclusions taken out.
+
+    Args:
+      listed, removed: ``int32[B, A]`` and ``int32[B, E]`` from :func:`sorted_list`.
+      sentinel: ``index.meta.num_items``, the padding value.
+
+    Returns:
+      ``int32[B, A]``: ascending, dropped rows replaced by ``sentinel``. O(A log E) per request.
+    """
+    dropped = count_listed(removed, listed, listed + 1) > 0
+    return jnp.sort(jnp.where(dropped, sentinel, listed), axis=1)

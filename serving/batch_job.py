@@ -34,6 +34,10 @@ Command line (also ``genrec recommend``)::
 
     python -m serving.batch_job --workdir runs/demo --out runs/demo/recs [--data DIR] [--requests FILE]
         [--users FILE] [--item-fields title,...] [--output-format jsonl|parquet]
+        [--runner local|beam] [-- <Beam pipeline options>]
+
+``--runner beam`` runs the same requests, flags and records on Apache Beam
+(:mod:`serving.beam_pipeline`); only Beam's own options go after ``--``.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ from genrec.console import UserError, run_command
 from genrec.datasets import MIN_INTERACTIONS, InteractionData
 from genrec.locks import DirectoryLock
 from genrec.progress import progress_bar
-from genrec.run_files import catalogue_fingerprint, load_workdir_data, read_run_info
+from genrec.run_files import catalogue_fingerprint, load_workdir_data
 from serving.recommender import Recommender
 from serving.requests_io import (
     OUTPUT_FORMATS,
@@ -63,11 +67,13 @@ from serving.requests_io import (
     OutputFormat,
     RequestTable,
     encode_records,
-    find_item_file,
     load_item_fields,
+    parse_item_fields,
     read_requests,
     read_user_list,
+    recommendation_records,
     requests_digest,
+    workdir_item_file,
 )
 
 __all__ = ["BatchJobResult", "input_digest", "main", "run_batch_job", "shard_path"]
@@ -77,6 +83,7 @@ _MANIFEST_KIND = "genrec.batch_job"
 # 2: the model's and the input's identity, and each shard's size and SHA-256 (version 1 had neither).
 MANIFEST_FORMAT_VERSION = 2
 _REFUSAL_FIX = "use another output directory or delete this one"
+DEFAULT_USERS_PER_SHARD = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,7 +216,7 @@ def run_batch_job(
     out_dir: str | Path,
     *,
     top_k: int = 10,
-    users_per_shard: int = 1000,
+    users_per_shard: int = DEFAULT_USERS_PER_SHARD,
     exclude_seen: bool = False,
     skip_unknown: bool = False,
     max_shards: int | None = None,
@@ -329,17 +336,7 @@ def run_batch_job(
             first, last = shard * users_per_shard, min((shard + 1) * users_per_shard, num_users)
             recs = _recommend_shard(recommender, requests, rec_row_of_data_row, range(first, last), top_k,
                                     exclude_seen)
-            records = []
-            for offset, user in enumerate(range(first, last)):
-                keep = recs.valid[offset]
-                record = {
-                    "user": requests.user_ids[user],
-                    "items": [str(i) for i in recs.item_ids[offset][keep].tolist()],
-                    "scores": [round(float(s), 6) for s in recs.scores[offset][keep]],
-                }
-                if item_fields is not None:
-                    record.update(item_fields.for_rows(recs.item_rows[offset][keep]))
-                records.append(record)
+            records = recommendation_records(requests.user_ids[first:last], recs, item_fields)
             # Shard first, then the manifest that records it (with the bytes' checksum).
             payload = encode(records)
             path = shard_path(out_dir, shard, output_format)
@@ -430,7 +427,8 @@ def build_parser(prog: str = "python -m serving.batch_job") -> argparse.Argument
     parser.add_argument("--requests", default=None, metavar="FILE",
                         help="serve these requests instead of the dataset's users: .jsonl (one object a line: "
                         "user_id, history, optional allow_items, exclude_items), .parquet (same columns; a file "
-                        "or a directory), or NAME.inter.json")
+                        "or a directory), or NAME.inter.json; with --runner beam also a glob or a Beam file "
+                        "system URL (gs://b/requests-*.parquet)")
     parser.add_argument("--users", default=None, metavar="FILE",
                         help="recommend only for these users (one user id a line, served in that order)")
     parser.add_argument("--item-fields", default=None, metavar="FIELD,...",
@@ -445,37 +443,20 @@ def build_parser(prog: str = "python -m serving.batch_job") -> argparse.Argument
                         help="users per decode call (default 256; rounded up to a multiple of --devices)")
     parser.add_argument("--devices", type=int, default=None, metavar="N",
                         help="local devices each decode call is split over (default: all; 1 = one device)")
-    parser.add_argument("--users-per-shard", type=int, default=1000, help="users per output file (default 1000)")
+    parser.add_argument("--users-per-shard", type=int, default=None,
+                        help=f"users per output file (default {DEFAULT_USERS_PER_SHARD}; local runner only)")
     parser.add_argument("--exclude-seen", action="store_true", help="never recommend an item the user has seen")
     parser.add_argument("--skip-unknown", action="store_true",
                         help="drop history and list items missing from the model's catalogue instead of failing")
     parser.add_argument("--max-shards", type=int, default=None,
-                        help="write at most this many shards, then stop (resume later)")
+                        help="write at most this many shards, then stop (resume later; local runner only)")
     parser.add_argument("--runner", choices=("local", "beam"), default="local",
                         help="local: this resumable job (default); beam: the Apache Beam pipeline "
                         "(serving/beam_pipeline.py, docs/serving.md)")
     parser.add_argument("pipeline_options", nargs="*", metavar="-- OPTION",
-                        help="with --runner beam, after --: --requests PATTERN, --output-format jsonl|parquet "
-                        "and Beam pipeline options (default runner: DirectRunner)")
+                        help="with --runner beam, after --: Beam's own pipeline options (--runner=DataflowRunner, "
+                        "...; default: the DirectRunner); every flag above goes before --")
     return parser
-
-
-def _item_field_names(spec: str) -> list[str]:
-    names = [name.strip() for name in spec.split(",") if name.strip()]
-    if not names:
-        raise UserError(f"--item-fields {spec!r} names no field; give e.g. --item-fields title,brand")
-    return names
-
-
-def _item_file(workdir: str, data_dir: str | None, dataset_name: str | None) -> Path:
-    """``NAME.item.json`` of ``--data`` or of the run's dataset directory."""
-    if data_dir is None:
-        run_data = read_run_info(workdir).data
-        if run_data.get("data_dir") is None:
-            raise UserError("--item-fields reads NAME.item.json from a dataset directory, but the model was trained "
-                            "on the built-in synthetic data: pass --data DIR")
-        data_dir, dataset_name = run_data["data_dir"], dataset_name or run_data.get("name")
-    return find_item_file(data_dir, dataset_name)
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m serving.batch_job") -> int:
@@ -496,7 +477,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m serving.batch
         raise UserError(f"unexpected arguments {' '.join(args.pipeline_options)}: options after -- are for "
                         "--runner beam")
     # The user's files first: a mistake in them is reported before the model is loaded and compiled.
-    field_names = _item_field_names(args.item_fields) if args.item_fields is not None else None
+    field_names = parse_item_fields(args.item_fields) if args.item_fields is not None else None
     if args.output_format == "parquet":
         encode_records("parquet")  # pyarrow is there
     requests = read_requests(args.requests) if args.requests else None
@@ -514,10 +495,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m serving.batch
         requests = requests.select_users(users, source=args.users)
     item_fields = None
     if field_names is not None:
-        item_file = _item_file(args.workdir, args.data, dataset_name if args.data else None)
+        item_file = workdir_item_file(args.workdir, args.data, dataset_name if args.data else None)
         item_fields = load_item_fields(item_file, field_names, recommender.item_ids)
     result = run_batch_job(
-        recommender, requests, args.out, top_k=args.top_k, users_per_shard=args.users_per_shard,
+        recommender, requests, args.out, top_k=args.top_k,
+        users_per_shard=DEFAULT_USERS_PER_SHARD if args.users_per_shard is None else args.users_per_shard,
         exclude_seen=args.exclude_seen, skip_unknown=args.skip_unknown, max_shards=args.max_shards,
         output_format=args.output_format, item_fields=item_fields,
         job_info={"workdir": str(Path(args.workdir).resolve()), "checkpoint": args.which},

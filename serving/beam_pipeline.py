@@ -1,41 +1,43 @@
-"""Batch recommendation on Apache Beam: the local batch job's records, from any Beam runner.
+"""Batch recommendation on Apache Beam: the local batch job's requests and records, from any Beam runner.
 
 Where it sits: checkpoint -> index -> decode -> **serve** (offline, distributed).
-The same requests and the same records as :mod:`serving.batch_job`, but read,
+The same requests, flags and records as :mod:`serving.batch_job`, but read,
 batched, decoded and written by a Beam pipeline, so a Beam runner (Dataflow,
 Flink, Spark; the DirectRunner by default) spreads the users over its workers::
 
-    requests (inter.json | JSONL | Parquet)
+    requests (dataset | NAME.inter.json | JSONL | Parquet)
+      -> parse each row (serving.requests_io.parse_request, the local job's parser)
       -> RunInference(RecommenderModelHandler)   one Recommender per worker process
-      -> OUT/shard-SSSSS-of-NNNNN.{jsonl,parquet}  {"user", "items", "scores"}, as the local job
-      -> OUT/dead-letter-SSSSS-of-NNNNN.jsonl      {"request", "error"}: a request that failed
+      -> OUT/shard-SSSSS-of-NNNNN.{jsonl,parquet}  the local job's records (requests_io.recommendation_records)
+      -> OUT/dead-letter-SSSSS-of-NNNNN.jsonl      {"request", "error"}: a row or request that failed
 
-A request is a record ``{"user": id, "history": [item id, ...]}`` (oldest
-first), optionally with ``"allow_items": [item id, ...]`` (recommend only
-these) and ``"exclude_items": [item id, ...]`` (never these). With the
-standard dataset (``--data DIR`` or the workdir's own, no ``--requests``) every
-user's whole sequence is the history, exactly as the local job builds it, so
-both give the same records (tests/test_beam_pipeline.py).
+A request is the local job's: ``{"user_id": id, "history": [item id, ...]}``
+(oldest first), optionally with ``"allow_items"`` and ``"exclude_items"``
+(docs/serving.md, "Inputs and outputs"). Without ``--requests`` every user of
+the dataset is served with their whole sequence as history, exactly as the
+local job builds it, so both write the same records (tests/test_beam_pipeline.py).
 
-A request that fails (an unknown history item without ``--skip-unknown``, a
-malformed line, an item list the installed Recommender cannot apply) goes to
-the dead-letter output with a one-line error; every other request completes.
-Unlike the local job there is no manifest and no resume: a Beam runner retries
-failed work itself, and its file sinks publish the output only when the whole
-job succeeded. docs/serving.md ("Beam") says how to run it on Dataflow, Flink
-or Spark with accelerator workers; only the DirectRunner has been run.
+A row that does not parse, a request with an item missing from the catalogue
+(without ``--skip-unknown``), a ``--users`` user without a request: each goes
+to the dead-letter output with a one-line error; every other request
+completes. Unlike the local job there is no manifest and no resume (a Beam
+runner retries failed work itself, and its file sinks publish the output only
+when the whole job succeeded), and file requests are not checked for a user
+with two requests unless ``--users`` selects them. docs/serving.md ("Beam")
+says how to run it on Dataflow, Flink or Spark with accelerator workers; only
+the DirectRunner has been run.
 
-Command line::
+Command line: the local job's flags, Beam's own options after ``--``::
 
-    genrec recommend --runner beam --workdir W --out OUT [--data DIR] [--top-k 10] ...
-        [-- [--requests 'PATTERN'] [--output-format jsonl|parquet] [<Beam pipeline options>]]
+    genrec recommend --runner beam --workdir W --out OUT [--requests FILE|PATTERN] [--users FILE]
+        [--data DIR] [--item-fields title,...] [--output-format jsonl|parquet] [--top-k 10] ...
+        [-- <Beam pipeline options>]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -49,17 +51,41 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from genrec.console import UserError
-from genrec.run_files import VOCAB_FILE, load_workdir_data, read_run_info
+from genrec.datasets import INTER_SUFFIX
+from genrec.run_files import VOCAB_FILE, load_workdir_data, read_catalogue, read_run_info
 from genrec.vocab import SIDVocabulary
 from serving.recommender import Recommender
+from serving.requests_io import (
+    ALLOW_KEY,
+    EXCLUDE_KEY,
+    HISTORY_KEY,
+    USER_KEY,
+    ItemFields,
+    OutputFormat,
+    RequestTable,
+    encode_records,
+    load_item_fields,
+    parse_item_fields,
+    parse_request,
+    parse_request_line,
+    read_requests,
+    read_user_list,
+    recommendation_records,
+    record_line,
+    records_schema,
+    workdir_item_file,
+)
 
-__all__ = ["BeamJobResult", "RecommendRequests", "RecommenderModelHandler", "run_beam_job", "run_from_args"]
+__all__ = ["BeamJobResult", "RecommendRequests", "RecommenderModelHandler", "ServedModel", "run_beam_job",
+           "run_from_args"]
 
-OutputFormat = Literal["jsonl", "parquet"]
 _METRICS_NAMESPACE = "genrec"
 _DEAD_LETTER = "dead_letter"
-# Whether this genrec's Recommender.recommend takes per-request item lists (issue 23, section 2).
-_HAS_ITEM_LISTS = {"allow_items", "exclude_items"} <= set(inspect.signature(Recommender.recommend).parameters)
+# The local job's flags a Beam job cannot honour, and why (one line each).
+_LOCAL_ONLY = {
+    "max_shards": "--max-shards is the local job's (--runner local); a Beam job runs to the end",
+    "users_per_shard": "--users-per-shard is the local job's (--runner local); the Beam runner picks the shards",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +95,7 @@ class BeamJobResult:
     Attributes:
       out_dir: the output directory (a local path or a Beam file system URL).
       num_recommended: requests with a record in the ``shard-*`` files.
-      num_dead_letter: requests in the ``dead-letter-*`` files.
+      num_dead_letter: rows and requests in the ``dead-letter-*`` files.
       seconds: wall time of the pipeline, from construction to its end.
     """
 
@@ -84,35 +110,8 @@ class BeamJobResult:
 # ---------------------------------------------------------------------------
 
 
-def _item_list(request: Mapping[str, Any], field: str) -> list[Any] | None:
-    """``request[field]`` as a list of item ids, None when absent; ValueError when it is not a list."""
-    value = request.get(field)
-    if value is None:
-        return None
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise ValueError(f"{field} is {value!r}, not a list of item ids")
-    return list(value)
-
-
-def _check_request(request: Any, recommender: Recommender, on_unknown: str) -> None:
-    """Raises ValueError with one line if the request cannot be served; cheap (no decode)."""
-    if not isinstance(request, Mapping) or request.get("user") is None:
-        raise ValueError(f"expected a record with a 'user' and a 'history', got {request!r}")
-    history = _item_list(request, "history") or []
-    lists = [field for field in ("allow_items", "exclude_items") if _item_list(request, field) is not None]
-    if lists and not _HAS_ITEM_LISTS:
-        raise ValueError(f"{' and '.join(lists)} need Recommender.recommend(allow_items=..., exclude_items=...), "
-                         "which this genrec lacks; update genrec or drop the lists")
-    if on_unknown == "error" and history:
-        rows = recommender.lookup_rows(history)
-        if (rows < 0).any():
-            unknown = history[int((rows < 0).argmax())]
-            raise ValueError(f"history item {unknown!r} is not in the model's catalogue of {recommender.num_items} "
-                             "items; pass --skip-unknown (on_unknown='skip') to drop unknown items")
-
-
 def _dead_letter(request: Any, error: BaseException | str) -> dict[str, Any]:
-    """``{"request": ..., "error": "one line"}``: a request that failed and why."""
+    """``{"request": ..., "error": "one line"}``: a row or request that failed and why."""
     if isinstance(error, BaseException):
         text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
         error = f"{type(error).__name__}: {text}"
@@ -121,37 +120,69 @@ def _dead_letter(request: Any, error: BaseException | str) -> dict[str, Any]:
 
 
 def dataset_requests(workdir: str | Path, data_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """The local job's requests: every user of the dataset with their whole sequence as history.
+    """The local job's default requests: every user of the dataset, whole sequence as history.
 
     ``data_dir`` as in ``genrec recommend --data`` (default: the dataset the
     workdir's model was trained on), loaded with the same function and checks
-    as :func:`serving.batch_job.main` (every user, cold start included). Read on
-    the launching machine: for millions of users write JSONL or Parquet
-    requests, which the workers read in parallel.
+    as :func:`serving.batch_job.main` (every user, cold start included); rows
+    in :func:`serving.requests_io.parse_request`'s form. Read on the launching
+    machine: for millions of users write JSONL or Parquet requests, which the
+    workers read in parallel.
     """
+    return list(_dataset_table(workdir, data_dir).records())
+
+
+def _dataset_table(workdir: str | Path, data_dir: str | Path | None) -> RequestTable:
     vocab = SIDVocabulary.load(Path(workdir) / VOCAB_FILE)
-    data = load_workdir_data(workdir, data_dir, vocab, min_interactions=0)
-    item_ids = [str(item) for item in data.item_ids.tolist()]
-    return [{"user": user, "history": [item_ids[row] for row in sequence.tolist()]}
-            for user, sequence in zip(data.user_ids, data.sequences)]
+    return read_requests(data=load_workdir_data(workdir, data_dir, vocab, min_interactions=0))
 
 
-class _ParseJsonLines(beam.DoFn):
-    """JSONL lines -> request dicts; a line that is not JSON goes to the dead-letter output."""
+class _ParseRequests(beam.DoFn):
+    """Request rows (dicts, e.g. Parquet rows) or ``(file, line)`` JSONL pairs -> parsed requests;
+    a row that does not parse goes to the dead-letter output (:func:`serving.requests_io.parse_request`)."""
 
-    def __init__(self):
+    def __init__(self, where: str):
+        self._where = where
         self._failed = Metrics.counter(_METRICS_NAMESPACE, "dead_letter")
 
-    def process(self, line: str) -> Iterator[Any]:
-        if not line.strip():
-            return
+    def process(self, element: Any) -> Iterator[Any]:
+        if isinstance(element, tuple):  # ReadFromTextWithFilename: (file name, line)
+            where, row = element
+            if not row.strip():
+                return
+        else:
+            where, row = self._where, element
         try:
-            request = json.loads(line)
-        except json.JSONDecodeError as error:
+            yield parse_request_line(row, where) if isinstance(element, tuple) else parse_request(row, where)
+        except ValueError as error:
             self._failed.inc()
-            yield beam.pvalue.TaggedOutput(_DEAD_LETTER, _dead_letter(line, f"not a JSON line ({error})"))
+            yield beam.pvalue.TaggedOutput(_DEAD_LETTER, _dead_letter(row, error))
+
+
+class _SelectUsers(beam.DoFn):
+    """``(user id, {"request": [...], "listed": [...]})`` -> the request of each listed user; a listed user
+    with no request, or with several, is dead-lettered (the local job refuses both before it starts)."""
+
+    def __init__(self, source: str):
+        self._source = source
+        self._failed = Metrics.counter(_METRICS_NAMESPACE, "dead_letter")
+
+    def process(self, element: tuple[str, Mapping[str, list]]) -> Iterator[Any]:
+        user, grouped = element
+        requests = list(grouped["request"])
+        if not list(grouped["listed"]):
             return
-        yield request
+        if len(requests) == 1:
+            yield requests[0]
+            return
+        if not requests:
+            error = f"--users lists user {user!r}, who has no request in {self._source}; remove it from the list"
+            requests = [{USER_KEY: user}]
+        else:
+            error = f"user {user!r} has {len(requests)} requests in {self._source}; give each user one request"
+        for request in requests:
+            self._failed.inc()
+            yield beam.pvalue.TaggedOutput(_DEAD_LETTER, _dead_letter(request, error))
 
 
 # ---------------------------------------------------------------------------
@@ -159,36 +190,59 @@ class _ParseJsonLines(beam.DoFn):
 # ---------------------------------------------------------------------------
 
 
-class RecommenderModelHandler(ModelHandler[dict, PredictionResult, Recommender]):
-    """Beam's RunInference handler for genrec: request dicts in, record or error per request out.
+@dataclasses.dataclass(frozen=True, eq=False)
+class ServedModel:
+    """What :meth:`RecommenderModelHandler.load_model` gives each worker process: the recommender, and the
+    item fields written beside each recommended item (None without ``--item-fields``). A class, not a
+    tuple: Beam's ``shared.Shared`` holds it by weak reference."""
 
-    Model sharing: :meth:`load_model` builds ``Recommender.from_workdir`` once
-    per worker *process*; RunInference keeps it in ``apache_beam.utils.shared``
-    (its default when :meth:`share_model_across_processes` is False), so every
-    thread of the process serves from that one copy and its compiled decode.
-    We do not share across processes (``multi_process_shared``): that would
-    proxy every batch, requests and results pickled, through a model server
-    process, and JAX already takes the whole accelerator per process; run one
-    SDK process per accelerator instead (docs/serving.md, "Beam").
+    recommender: Recommender
+    item_fields: ItemFields | None = None
+
+
+def _check_known_items(request: Mapping[str, Any], recommender: Recommender) -> None:
+    """ValueError (one line) when a history or list item is not in the catalogue; cheap (no decode)."""
+    for key in (HISTORY_KEY, ALLOW_KEY, EXCLUDE_KEY):
+        items = request.get(key) or []
+        rows = recommender.lookup_rows(items) if items else None
+        if rows is not None and (rows < 0).any():
+            unknown = items[int((rows < 0).argmax())]
+            raise ValueError(f"{key} item {unknown!r} is not in the model's catalogue of {recommender.num_items} "
+                             "items; pass --skip-unknown to drop unknown items")
+
+
+class RecommenderModelHandler(ModelHandler[dict, PredictionResult, ServedModel]):
+    """Beam's RunInference handler for genrec: parsed requests in, record or error per request out.
+
+    Model sharing: :meth:`load_model` builds ``Recommender.from_workdir`` (and
+    the item fields) once per worker *process*; RunInference keeps it in
+    ``apache_beam.utils.shared`` (its default when
+    :meth:`share_model_across_processes` is False), so every thread of the
+    process serves from that one copy and its compiled decode. We do not share
+    across processes (``multi_process_shared``): that would proxy every batch,
+    requests and results pickled, through a model server process, and JAX
+    already takes the whole accelerator per process; run one SDK process per
+    accelerator instead (docs/serving.md, "Beam").
 
     Batching: :meth:`batch_elements_kwargs` asks Beam for batches of exactly
     the recommender's ``batch_size`` (smaller only at a bundle's end; the
     Recommender pads those), so every decode call has the compiled shape.
 
-    Failures: one bad request never fails its batch. Each request is checked
-    first (record shape, unknown history items, item lists this Recommender
-    cannot apply); the rest are decoded together, and if that call still
-    raises, one at a time, so only the failing request becomes an error.
-    (RunInference's ``with_exception_handling()`` would dead-letter the whole
-    batch instead.) Each :class:`PredictionResult`'s ``inference`` is either
-    ``{"record": {...}}`` or ``{"error": "one line"}``.
+    Failures: one bad request never fails its batch. Each request's items are
+    looked up first (without ``skip_unknown``); the rest are decoded together,
+    and if that call still raises, one at a time, so only the failing request
+    becomes an error. (RunInference's ``with_exception_handling()`` would
+    dead-letter the whole batch instead.) Each :class:`PredictionResult`'s
+    ``inference`` is either ``{"record": {...}}`` or ``{"error": "one line"}``.
 
     Args:
       workdir: the training workdir, a path every worker can read.
       which: ``"best"`` or ``"latest"`` checkpoint.
-      top_k, num_beams, batch_size: as in ``genrec recommend``.
+      top_k, num_beams, batch_size, devices: as in ``genrec recommend``.
       exclude_seen: never recommend an item of the request's history.
-      skip_unknown: drop unknown history items instead of failing the request.
+      skip_unknown: drop unknown history and list items instead of failing the request.
+      item_file, item_fields: ``NAME.item.json`` and the fields of it written
+        beside each recommended item (``--item-fields``); a path every worker can read.
     """
 
     def __init__(
@@ -199,23 +253,35 @@ class RecommenderModelHandler(ModelHandler[dict, PredictionResult, Recommender])
         top_k: int = 10,
         num_beams: int = 20,
         batch_size: int = 256,
+        devices: int | None = None,
         exclude_seen: bool = False,
         skip_unknown: bool = False,
+        item_file: str | Path | None = None,
+        item_fields: Sequence[str] = (),
     ):
         super().__init__()
         if top_k > num_beams:
             raise ValueError(f"top_k={top_k} exceeds num_beams={num_beams}; raise num_beams or lower top_k")
+        if bool(item_fields) != (item_file is not None):
+            raise ValueError("item_fields and item_file go together; give both or neither")
         self._workdir = str(workdir)
         self._which = which
         self._top_k = int(top_k)
         self._num_beams = int(num_beams)
         self._batch_size = int(batch_size)
+        self._devices = devices
         self._exclude_seen = bool(exclude_seen)
-        self._on_unknown = "skip" if skip_unknown else "error"
+        self._skip_unknown = bool(skip_unknown)
+        self._item_file = None if item_file is None else str(item_file)
+        self._item_fields = tuple(item_fields)
 
-    def load_model(self) -> Recommender:
-        return Recommender.from_workdir(self._workdir, self._which, num_beams=self._num_beams,
-                                        batch_size=self._batch_size)
+    def load_model(self) -> ServedModel:
+        recommender = Recommender.from_workdir(self._workdir, self._which, num_beams=self._num_beams,
+                                               batch_size=self._batch_size, devices=self._devices)
+        fields = None
+        if self._item_fields:
+            fields = load_item_fields(self._item_file, self._item_fields, recommender.item_ids)
+        return ServedModel(recommender, fields)
 
     def batch_elements_kwargs(self) -> Mapping[str, Any]:
         return {"min_batch_size": self._batch_size, "max_batch_size": self._batch_size}
@@ -227,52 +293,42 @@ class RecommenderModelHandler(ModelHandler[dict, PredictionResult, Recommender])
         return _METRICS_NAMESPACE
 
     def run_inference(
-        self, batch: Sequence[dict], model: Recommender, inference_args: dict[str, Any] | None = None
+        self, batch: Sequence[dict], model: ServedModel, inference_args: dict[str, Any] | None = None
     ) -> Iterable[PredictionResult]:
+        recommender, item_fields = model.recommender, model.item_fields
         outcomes: list[dict[str, Any] | None] = [None] * len(batch)
         servable = []
         for i, request in enumerate(batch):
             try:
-                _check_request(request, model, self._on_unknown)
+                if not self._skip_unknown:
+                    _check_known_items(request, recommender)
                 servable.append(i)
             except ValueError as error:
                 outcomes[i] = {"error": _dead_letter(request, error)["error"]}
-        # One decode call per kind of filter: a request without an allow list must not get an empty one.
-        groups = [[i for i in servable if _item_list(batch[i], "allow_items") is not None],
-                  [i for i in servable if _item_list(batch[i], "allow_items") is None]]
-        for group in filter(None, groups):
+        if servable:
             try:
-                records = self._recommend(model, [batch[i] for i in group])
-            except Exception:  # noqa: BLE001 - some request of the group is bad: find it, serve the rest
+                records = self._recommend(recommender, item_fields, [batch[i] for i in servable])
+            except Exception:  # noqa: BLE001 - some request of the batch is bad: find it, serve the rest
                 records = []
-                for i in group:
+                for i in servable:
                     try:
-                        records.append(self._recommend(model, [batch[i]])[0])
+                        records.extend(self._recommend(recommender, item_fields, [batch[i]]))
                     except Exception as error:  # noqa: BLE001 - this one request is what failed
                         records.append({"error": _dead_letter(batch[i], error)["error"]})
-            for i, record in zip(group, records):
+            for i, record in zip(servable, records):
                 outcomes[i] = record
         return [PredictionResult(request, outcome) for request, outcome in zip(batch, outcomes)]
 
-    def _recommend(self, model: Recommender, requests: list[dict]) -> list[dict[str, Any]]:
-        """``{"record": {"user", "items", "scores"}}`` per request: one ``Recommender.recommend`` call."""
-        lists: dict[str, Any] = {}
-        for field in ("allow_items", "exclude_items"):
-            values = [_item_list(request, field) for request in requests]
-            if any(value is not None for value in values):
-                lists[field] = [value or [] for value in values]
-        recs = model.recommend([_item_list(request, "history") or [] for request in requests], top_k=self._top_k,
-                               exclude_seen=self._exclude_seen, on_unknown=self._on_unknown, **lists)
-        records = []
-        for i, request in enumerate(requests):
-            keep = recs.valid[i]
-            # The local job's record, byte for byte (serving/batch_job.py).
-            records.append({"record": {
-                "user": str(request["user"]),
-                "items": [str(item) for item in recs.item_ids[i][keep].tolist()],
-                "scores": [round(float(score), 6) for score in recs.scores[i][keep]],
-            }})
-        return records
+    def _recommend(self, recommender: Recommender, item_fields: ItemFields | None,
+                   requests: list[dict]) -> list[dict[str, Any]]:
+        """``{"record": {...}}`` per request: one ``Recommender.recommend`` call, the local job's records."""
+        lists = {key: [request.get(key) for request in requests] for key in (ALLOW_KEY, EXCLUDE_KEY)}
+        recs = recommender.recommend(
+            [request[HISTORY_KEY] for request in requests], top_k=self._top_k, exclude_seen=self._exclude_seen,
+            on_unknown="skip" if self._skip_unknown else "error",
+            **{key: values for key, values in lists.items() if any(value is not None for value in values)})
+        records = recommendation_records([request[USER_KEY] for request in requests], recs, item_fields)
+        return [{"record": record} for record in records]
 
 
 class _SplitOutcomes(beam.DoFn):
@@ -292,21 +348,45 @@ class _SplitOutcomes(beam.DoFn):
 
 
 class RecommendRequests(beam.PTransform):
-    """Request dicts -> ``{"records": PCollection[dict], "dead_letter": PCollection[dict]}``.
+    """Request rows -> ``{"records": PCollection[dict], "dead_letter": PCollection[dict]}``.
 
-    For composing your own pipeline: ``requests | RecommendRequests(handler)``
-    with a :class:`RecommenderModelHandler`.
+    The input holds request rows (dicts with ``user_id``, ``history``, optional
+    ``allow_items`` / ``exclude_items``) or ``(file name, line)`` pairs of JSONL
+    (``ReadFromTextWithFilename``); each is parsed with the local job's parser.
+    For composing your own pipeline: ``rows | RecommendRequests(handler)`` with
+    a :class:`RecommenderModelHandler`.
+
+    Args:
+      handler: the model handler.
+      where: what names a dict row in its parse error (a file pattern).
+      users: serve only these users' requests (``--users``); a listed user
+        without a request, or with several, is dead-lettered.
     """
 
-    def __init__(self, handler: RecommenderModelHandler):
+    def __init__(self, handler: RecommenderModelHandler, where: str = "the requests",
+                 users: Sequence[str] | None = None):
         super().__init__()
         self._handler = handler
+        self._where = where
+        self._users = None if users is None else list(users)
 
-    def expand(self, requests):
+    def expand(self, rows):
+        parsed = rows | "Parse" >> beam.ParDo(_ParseRequests(self._where)).with_outputs(_DEAD_LETTER, main="requests")
+        requests, dead = parsed.requests, [parsed[_DEAD_LETTER]]
+        if self._users is not None:
+            listed = rows.pipeline | "ListedUsers" >> beam.Create([(user, True) for user in self._users])
+            selected = ({"request": requests | "ByUser" >> beam.Map(lambda request: (request[USER_KEY], request)),
+                         "listed": listed}
+                        | "JoinUsers" >> beam.CoGroupByKey()
+                        | "SelectUsers" >> beam.ParDo(_SelectUsers(self._where)).with_outputs(
+                            _DEAD_LETTER, main="requests"))
+            requests = selected.requests
+            dead.append(selected[_DEAD_LETTER])
         outcomes = (requests
                     | "RunInference" >> RunInference(self._handler)
                     | "Split" >> beam.ParDo(_SplitOutcomes()).with_outputs(_DEAD_LETTER, main="records"))
-        return {"records": outcomes.records, "dead_letter": outcomes[_DEAD_LETTER]}
+        dead.append(outcomes[_DEAD_LETTER])
+        return {"records": outcomes.records, "dead_letter": tuple(dead) | "AllDeadLetters" >> beam.Flatten()}
 
 
 # ---------------------------------------------------------------------------
@@ -314,16 +394,21 @@ class RecommendRequests(beam.PTransform):
 # ---------------------------------------------------------------------------
 
 
-def _requests_format(pattern: str, requests_format: str | None) -> str:
-    if requests_format is not None:
-        return requests_format
-    suffix = pattern.lower().rsplit(".", 1)[-1] if "." in pattern.rsplit("/", 1)[-1] else ""
-    if suffix in ("parquet", "pq"):
-        return "parquet"
-    if suffix in ("jsonl", "json", "ndjson"):
-        return "jsonl"
-    raise UserError(f"--requests {pattern}: cannot tell JSONL from Parquet by its suffix; "
-                    "pass --requests-format jsonl or parquet")
+def _request_source(requests: str) -> tuple[Literal["inter", "parquet", "jsonl"], str]:
+    """``(kind, file pattern)`` of ``--requests``: by suffix, as :func:`serving.requests_io.read_requests`
+    (a directory of Parquet files too), and also a glob or a Beam file system URL."""
+    name = requests.rstrip("/").rsplit("/", 1)[-1].lower()
+    if name.endswith(INTER_SUFFIX):
+        return "inter", requests
+    if name.endswith((".parquet", ".pq")):
+        return "parquet", requests
+    if name.endswith((".jsonl", ".ndjson")):
+        return "jsonl", requests
+    parts = FileSystems.join(requests, "*.parquet")
+    if FileSystems.match([parts])[0].metadata_list:
+        return "parquet", parts
+    raise UserError(f"--requests {requests}: unknown request format; give .jsonl or .parquet files (a glob of "
+                    f"them), a directory of .parquet files, or a NAME{INTER_SUFFIX}")
 
 
 def _check_output_dir(out: str) -> None:
@@ -333,23 +418,19 @@ def _check_output_dir(out: str) -> None:
                         "not resume); use another --out or delete this one")
 
 
-def _records_schema():
-    import pyarrow as pa
-
-    return pa.schema([("user", pa.string()), ("items", pa.list_(pa.string())), ("scores", pa.list_(pa.float64()))])
-
-
 def run_beam_job(
     workdir: str | Path,
     out: str | Path,
     *,
     requests: str | None = None,
-    requests_format: Literal["jsonl", "parquet"] | None = None,
+    users: str | Path | Sequence[str] | None = None,
     data: str | Path | None = None,
+    item_fields: Sequence[str] = (),
     which: Literal["best", "latest"] = "best",
     top_k: int = 10,
     num_beams: int = 20,
     batch_size: int = 256,
+    devices: int | None = None,
     exclude_seen: bool = False,
     skip_unknown: bool = False,
     output_format: OutputFormat = "jsonl",
@@ -359,64 +440,78 @@ def run_beam_job(
     """Runs the Beam pipeline (module docstring) to the end and returns what it wrote.
 
     Args:
-      workdir: training workdir; read here (its run files, and the dataset
-        without ``requests``) and by every worker (the model).
+      workdir: training workdir; read here (its run files, the dataset without
+        ``requests``) and by every worker (the model).
       out: output directory (local or a Beam file system URL); must be empty.
-      requests: a file pattern of JSONL or Parquet requests (``gs://b/req-*.parquet``);
-        None: every user of the dataset, as the local job.
-      requests_format: ``"jsonl"`` or ``"parquet"``; default: from the pattern's suffix.
-      data: dataset directory when ``requests`` is None (default: the workdir's).
-      which, top_k, num_beams, batch_size, exclude_seen, skip_unknown: as
-        :class:`RecommenderModelHandler` and ``genrec recommend``.
-      output_format: ``"jsonl"`` (the local job's lines) or ``"parquet"``
-        (columns ``user``, ``items``, ``scores``).
+      requests: as ``genrec recommend --requests``: ``.jsonl`` or ``.parquet``
+        files (also a glob such as ``gs://b/req-*.parquet``, read by the
+        workers), a directory of Parquet files, or ``NAME.inter.json`` (read
+        here); None: every user of the dataset, as the local job.
+      users: a user list file (``--users``) or the user ids: serve only these.
+      data: dataset directory (``--data``): its users without ``requests``, and
+        its ``NAME.item.json`` for ``item_fields`` (default: the workdir's dataset).
+      item_fields: fields of ``NAME.item.json`` written beside each item (``--item-fields``).
+      which, top_k, num_beams, batch_size, devices, exclude_seen, skip_unknown:
+        as :class:`RecommenderModelHandler` and ``genrec recommend``.
+      output_format: ``"jsonl"`` or ``"parquet"``, the local job's records and
+        schema (:func:`serving.requests_io.records_schema`).
       pipeline_options: Beam pipeline options (``--runner=DataflowRunner``, ...);
         none: the DirectRunner.
       log: where the summary line goes.
 
     Raises:
-      UserError: a non-empty output directory, or a requests pattern that matches
-        no file or whose format cannot be told from its suffix.
-      FileNotFoundError / ValueError: not a workdir, or a bad dataset (one line).
+      UserError: a non-empty output directory, a requests pattern that matches no
+        file or has an unknown format, a user list naming users without a request
+        (requests read here), or Parquet without pyarrow.
+      FileNotFoundError / ValueError: not a workdir, a bad dataset, request
+        file (read here), user list or item metadata file (one line).
     """
-    if output_format not in ("jsonl", "parquet"):
-        raise ValueError(f"output_format={output_format!r}; use 'jsonl' or 'parquet'")
     read_run_info(workdir)  # fail here, in one line, rather than on every worker
     out = str(out)
     _check_output_dir(out)
-    handler = RecommenderModelHandler(workdir, which=which, top_k=top_k, num_beams=num_beams, batch_size=batch_size,
-                                      exclude_seen=exclude_seen, skip_unknown=skip_unknown)
-    source = None if requests is None else _requests_format(requests, requests_format)
-    if requests is not None and not FileSystems.match([requests])[0].metadata_list:
+    # The user's files first, as the local job: a mistake in them is reported before any worker starts.
+    user_ids = read_user_list(users) if isinstance(users, (str, Path)) else None if users is None else list(users)
+    kind, pattern = _request_source(requests) if requests is not None else ("dataset", None)
+    if pattern is not None and not FileSystems.match([pattern])[0].metadata_list:
         raise UserError(f"--requests {requests}: no file matches; give a JSONL or Parquet file or a glob of them")
+    table = None
+    if kind in ("dataset", "inter"):  # read here, as the local job reads them
+        table = _dataset_table(workdir, data) if kind == "dataset" else read_requests(requests)
+        if user_ids is not None:
+            table = table.select_users(user_ids, source=str(users) if isinstance(users, (str, Path)) else "users")
+    fields, item_file = None, None
+    if item_fields:
+        item_file = workdir_item_file(workdir, data, table.name if kind == "dataset" and data else None)
+        fields = load_item_fields(item_file, item_fields, read_catalogue(workdir)[1])
+    encode_records(output_format, fields)  # the format, pyarrow and the fields' Parquet types
+    handler = RecommenderModelHandler(
+        workdir, which=which, top_k=top_k, num_beams=num_beams, batch_size=batch_size, devices=devices,
+        exclude_seen=exclude_seen, skip_unknown=skip_unknown, item_file=item_file, item_fields=tuple(item_fields))
+
     start = time.perf_counter()
     pipeline = beam.Pipeline(options=PipelineOptions(list(pipeline_options)))
-    bad_lines = []
-    if source is None:
-        request_pcoll = pipeline | "Dataset" >> beam.Create(dataset_requests(workdir, data))
-    elif source == "parquet":
-        request_pcoll = pipeline | "ReadParquet" >> beam.io.ReadFromParquet(requests)
+    if table is not None:
+        rows = pipeline | "Requests" >> beam.Create(list(table.records()))
+    elif kind == "parquet":
+        rows = pipeline | "ReadParquet" >> beam.io.ReadFromParquet(pattern)
     else:
-        parsed = (pipeline
-                  | "ReadJsonl" >> beam.io.ReadFromText(requests)
-                  | "Parse" >> beam.ParDo(_ParseJsonLines()).with_outputs(_DEAD_LETTER, main="requests"))
-        request_pcoll, bad_lines = parsed.requests, [parsed[_DEAD_LETTER]]
-    outputs = request_pcoll | "Recommend" >> RecommendRequests(handler)
+        rows = pipeline | "ReadJsonl" >> beam.io.ReadFromTextWithFilename(pattern)
+    outputs = rows | "Recommend" >> RecommendRequests(handler, where=str(requests or table.name),
+                                                     users=user_ids if table is None else None)
     shards = FileSystems.join(out, "shard")
     if output_format == "parquet":
         _ = outputs["records"] | "WriteParquet" >> beam.io.WriteToParquet(
-            shards, _records_schema(), file_name_suffix=".parquet")
+            shards, records_schema(fields), file_name_suffix=".parquet")
     else:
-        _ = (outputs["records"] | "RecordLines" >> beam.Map(json.dumps)
+        _ = (outputs["records"] | "RecordLines" >> beam.Map(record_line)
              | "WriteJsonl" >> beam.io.WriteToText(shards, file_name_suffix=".jsonl"))
-    _ = ((outputs["dead_letter"], *bad_lines) | "AllDeadLetters" >> beam.Flatten()
-         | "DeadLetterLines" >> beam.Map(json.dumps, default=str)
+    _ = (outputs["dead_letter"] | "DeadLetterLines" >> beam.Map(json.dumps, default=str)
          | "WriteDeadLetters" >> beam.io.WriteToText(FileSystems.join(out, "dead-letter"), file_name_suffix=".jsonl"))
     result = pipeline.run()
     result.wait_until_finish()
     seconds = time.perf_counter() - start
 
-    counters: dict[str, int] = {}  # summed over steps: malformed lines and failed requests are both dead letters
+    counters: dict[str, int] = {}  # summed over steps: bad rows and failed requests are both dead letters
     for counter in result.metrics().query(MetricsFilter().with_namespace(_METRICS_NAMESPACE))["counters"]:
         counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + counter.committed
     recommended, failed = int(counters.get("recommended", 0)), int(counters.get("dead_letter", 0))
@@ -425,35 +520,40 @@ def run_beam_job(
     return BeamJobResult(out_dir=out, num_recommended=recommended, num_dead_letter=failed, seconds=seconds)
 
 
-def _beam_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="genrec recommend --runner beam ... --", add_help=False)
-    parser.add_argument("--requests", default=None,
-                        help="file pattern of JSONL or Parquet requests; default: every user of the dataset")
-    parser.add_argument("--requests-format", choices=("jsonl", "parquet"), default=None,
-                        help="default: from the pattern's suffix")
-    parser.add_argument("--output-format", choices=("jsonl", "parquet"), default="jsonl")
-    return parser
+def _check_pipeline_options(pipeline_options: Sequence[str], args: argparse.Namespace) -> None:
+    """Refuses one of ``genrec recommend``'s own flags after ``--``, where only Beam's options go
+    (``--runner`` is both: before ``--`` genrec's runner, after it Beam's)."""
+    job_options = {"--" + name.replace("_", "-") for name in vars(args)} - {"--runner"}
+    for option in pipeline_options:
+        name = option.split("=", 1)[0]
+        if name == "--requests-format":
+            raise UserError("--requests-format is gone: --requests (before --) takes the format from the file's "
+                            f"suffix (.jsonl, .parquet, NAME{INTER_SUFFIX})")
+        if name in job_options:
+            raise UserError(f"{name} is a genrec recommend flag: put it before --, where the local job takes it "
+                            "(only Beam's pipeline options go after --)")
 
 
 def run_from_args(args: argparse.Namespace, pipeline_options: Sequence[str]) -> int:
-    """``genrec recommend --runner beam``: the batch job's parsed options and what follows ``--``.
+    """``genrec recommend --runner beam``: the batch job's parsed flags and Beam's options (after ``--``).
 
-    After ``--``: ``--requests PATTERN``, ``--requests-format``, ``--output-format``
-    (this module's), then any Beam pipeline option (``--runner=FlinkRunner``, ...).
-    ``--users-per-shard`` does not apply (the runner picks the shards).
+    The batch job's flags are refused after ``--``; a flag of the local job
+    that a Beam job cannot honour is one line (``--max-shards``,
+    ``--users-per-shard``).
 
     Returns:
       0 when every request has a record, 1 when some went to the dead-letter output.
     """
-    ours, beam_options = _beam_parser().parse_known_args(list(pipeline_options))
-    if args.max_shards is not None:
-        raise UserError("--max-shards is the local job's (--runner local); a Beam job runs to the end")
-    if ours.requests is not None and args.data is not None:
-        raise UserError("--data (a dataset's users) and --requests (request files) both given; pass one")
+    _check_pipeline_options(pipeline_options, args)
+    for flag, message in _LOCAL_ONLY.items():
+        if getattr(args, flag) is not None:
+            raise UserError(message)
     result = run_beam_job(
-        args.workdir, args.out, requests=ours.requests, requests_format=ours.requests_format, data=args.data,
+        args.workdir, args.out, requests=args.requests, users=args.users, data=args.data,
+        item_fields=parse_item_fields(args.item_fields) if args.item_fields is not None else (),
         which=args.which, top_k=args.top_k, num_beams=args.num_beams, batch_size=args.batch_size,
-        exclude_seen=args.exclude_seen, skip_unknown=args.skip_unknown, output_format=ours.output_format,
-        pipeline_options=beam_options, log=lambda line: print(line, flush=True),
+        devices=args.devices, exclude_seen=args.exclude_seen, skip_unknown=args.skip_unknown,
+        output_format=args.output_format, pipeline_options=list(pipeline_options),
+        log=lambda line: print(line, flush=True),
     )
     return 0 if result.num_dead_letter == 0 else 1

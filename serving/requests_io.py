@@ -22,14 +22,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from genrec.console import UserError
 from genrec.datasets import INTER_SUFFIX, InteractionData
+from genrec.run_files import read_run_info
+
+if TYPE_CHECKING:
+    from serving.recommender import Recommendations
 
 __all__ = [
     "ItemFields",
@@ -39,10 +43,17 @@ __all__ = [
     "encode_records",
     "find_item_file",
     "load_item_fields",
+    "parse_item_fields",
+    "parse_request",
+    "parse_request_line",
     "read_records",
     "read_requests",
     "read_user_list",
+    "record_line",
+    "recommendation_records",
+    "records_schema",
     "requests_digest",
+    "workdir_item_file",
 ]
 
 OutputFormat = Literal["jsonl", "parquet"]
@@ -111,6 +122,17 @@ class RequestTable:
         """Whether any request carries an allow or exclude list."""
         return any(lists is not None and any(rows is not None for rows in lists)
                    for lists in (self.allow_items, self.exclude_items))
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """The requests as request rows (:func:`parse_request`'s form, item ids as strings), in order."""
+        item_ids = np.asarray(self.item_ids).astype(str)
+
+        def ids(lists: list[np.ndarray | None] | None, u: int) -> list[str] | None:
+            return None if lists is None or lists[u] is None else item_ids[lists[u]].tolist()
+
+        for u, user in enumerate(self.user_ids):
+            yield {USER_KEY: user, HISTORY_KEY: item_ids[self.histories[u]].tolist(),
+                   ALLOW_KEY: ids(self.allow_items, u), EXCLUDE_KEY: ids(self.exclude_items, u)}
 
     @classmethod
     def from_interactions(cls, data: InteractionData) -> "RequestTable":
@@ -208,6 +230,57 @@ def _is_id(value: Any) -> bool:
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
+def parse_request(request: Any, where: str) -> dict[str, Any]:
+    """One request (a decoded JSONL object or a Parquet row as a dict), checked and normalised.
+
+    The one parser of a request row: the local job's JSONL reader and the Beam
+    pipeline (serving/beam_pipeline.py) both call it, so both accept and refuse the same rows.
+
+    Args:
+      request: ``{"user_id": id, "history": [item id, ...], "allow_items": [...] | None,
+        "exclude_items": [...] | None}``; other keys are ignored.
+      where: what to name in an error (``"requests.jsonl: line 3"``).
+
+    Returns:
+      ``{"user_id": str, "history": [str, ...], "allow_items": [str, ...] | None,
+      "exclude_items": [str, ...] | None}`` (ids as strings; None: no such list).
+
+    Raises:
+      ValueError: one line starting with ``where``: not an object, a missing
+        ``user_id`` or ``history``, an id or list of the wrong type.
+    """
+    if not isinstance(request, Mapping):
+        raise ValueError(f"{where}: expected an object {{\"{USER_KEY}\": ..., \"{HISTORY_KEY}\": [item "
+                         f"ids]}}, got {type(request).__name__}")
+    for key in (USER_KEY, HISTORY_KEY):
+        if key not in request:
+            raise ValueError(f"{where}: no {key!r}; every request needs {USER_KEY!r} and {HISTORY_KEY!r} "
+                             "(a list of item ids, oldest first)")
+    if not _is_id(request[USER_KEY]):
+        raise ValueError(f"{where}: {USER_KEY!r} is {request[USER_KEY]!r}; give a string or an integer")
+    parsed: dict[str, Any] = {USER_KEY: str(request[USER_KEY])}
+    for key in (HISTORY_KEY, ALLOW_KEY, EXCLUDE_KEY):
+        value = request.get(key)
+        if value is None and key != HISTORY_KEY:
+            parsed[key] = None
+            continue
+        if not isinstance(value, list) or not all(_is_id(item) for item in value):
+            got = ("null" if value is None else type(value).__name__) if not isinstance(value, list) else (
+                "a list holding " + next(repr(item) for item in value if not _is_id(item)))
+            raise ValueError(f"{where}: {key!r} is {got}; give a list of item ids (strings or integers)")
+        parsed[key] = [str(item) for item in value]
+    return parsed
+
+
+def parse_request_line(line: str, where: str) -> dict[str, Any]:
+    """One JSONL line as a request (:func:`parse_request`); ValueError naming ``where`` if it is not JSON."""
+    try:
+        request = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: malformed JSON ({e.msg}, column {e.colno}); one request object a line") from None
+    return parse_request(request, where)
+
+
 def _read_jsonl(path: Path) -> RequestTable:
     user_ids: list[str] = []
     # Per list key: (item ids flattened, each request's length, whether the request has no such list).
@@ -218,36 +291,14 @@ def _read_jsonl(path: Path) -> RequestTable:
         for line_number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            where = f"{path}: line {line_number}"
-            try:
-                request = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: malformed JSON ({e.msg}, column {e.colno}); one request object "
-                                 "a line") from None
-            if not isinstance(request, dict):
-                raise ValueError(f"{where}: expected an object {{\"{USER_KEY}\": ..., \"{HISTORY_KEY}\": [item "
-                                 f"ids]}}, got {type(request).__name__}")
-            for key in (USER_KEY, HISTORY_KEY):
-                if key not in request:
-                    raise ValueError(f"{where}: no {key!r}; every request needs {USER_KEY!r} and {HISTORY_KEY!r} "
-                                     "(a list of item ids, oldest first)")
-            if not _is_id(request[USER_KEY]):
-                raise ValueError(f"{where}: {USER_KEY!r} is {request[USER_KEY]!r}; give a string or an integer")
-            user_ids.append(str(request[USER_KEY]))
+            request = parse_request_line(line, f"{path}: line {line_number}")
+            user_ids.append(request[USER_KEY])
             line_of_request.append(f"line {line_number}")  # blank lines make lines and requests differ
             for key, (flat, lengths, nulls) in lists.items():
-                value = request.get(key)
-                if value is None and key != HISTORY_KEY:
-                    lengths.append(0)
-                    nulls.append(True)
-                    continue
-                if not isinstance(value, list) or not all(_is_id(item) for item in value):
-                    got = ("null" if value is None else type(value).__name__) if not isinstance(value, list) else (
-                        "a list holding " + next(repr(item) for item in value if not _is_id(item)))
-                    raise ValueError(f"{where}: {key!r} is {got}; give a list of item ids (strings or integers)")
-                flat.extend(str(item) for item in value)
-                lengths.append(len(value))
-                nulls.append(False)
+                items = request[key]
+                flat.extend(items or ())
+                lengths.append(len(items or ()))
+                nulls.append(items is None)
     _check_unique_users(path, line_of_request.__getitem__, user_ids)
     columns = {key: (_IdColumn(flat, np.asarray(lengths, np.int64), np.asarray(nulls, bool))
                      if key == HISTORY_KEY or not all(nulls) else None)
@@ -413,6 +464,25 @@ class ItemFields:
         return {name: [self.values[name][row] for row in rows.tolist()] for name in self.names}
 
 
+def parse_item_fields(spec: str) -> list[str]:
+    """``--item-fields title,brand`` -> ``["title", "brand"]``; UserError when it names none."""
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    if not names:
+        raise UserError(f"--item-fields {spec!r} names no field; give e.g. --item-fields title,brand")
+    return names
+
+
+def workdir_item_file(workdir: str | Path, data_dir: str | Path | None, dataset_name: str | None = None) -> Path:
+    """``NAME.item.json`` of ``--data`` (``data_dir``) or of the directory of the dataset the workdir trained on."""
+    if data_dir is None:
+        run_data = read_run_info(workdir).data
+        if run_data.get("data_dir") is None:
+            raise UserError("--item-fields reads NAME.item.json from a dataset directory, but the model was trained "
+                            "on the built-in synthetic data: pass --data DIR")
+        data_dir, dataset_name = run_data["data_dir"], dataset_name or run_data.get("name")
+    return find_item_file(data_dir, dataset_name)
+
+
 def find_item_file(data_dir: str | Path, name: str | None = None) -> Path:
     """``DATA_DIR/NAME.item.json``; ``name`` inferred when the directory holds exactly one ``*.item.json``."""
     data_dir = Path(data_dir)
@@ -473,25 +543,43 @@ def load_item_fields(path: str | Path, names: Sequence[str], item_ids: Sequence[
 # ---------------------------------------------------------------------------
 
 
-def encode_records(output_format: OutputFormat, item_fields: ItemFields | None = None
-                   ) -> Callable[[list[dict[str, Any]]], bytes]:
-    """The encoder of one shard's records ``{"user", "items", "scores", <field>...}`` as file bytes.
+def recommendation_records(user_ids: Sequence[str], recs: "Recommendations",
+                           item_fields: ItemFields | None = None) -> list[dict[str, Any]]:
+    """The output record of each request: ``{"user", "items", "scores", <field>...}``, valid slots only.
 
-    JSONL: one ``json.dumps`` line per record. Parquet: columns ``user`` (string),
-    ``items`` (list<string>), ``scores`` (list<double>) and one list column per
-    item field, one schema for the whole job (each field's type inferred over
-    the whole catalogue), so every shard reads back the same way. Building the
-    Parquet encoder checks pyarrow and the field types before any work is done.
+    The one record layout of the local job and the Beam pipeline: ``recs`` is
+    :meth:`serving.Recommender.recommend`'s result for ``user_ids``, in order;
+    scores are rounded to 6 decimals, item ids written as strings.
+    """
+    records = []
+    for i, user in enumerate(user_ids):
+        keep = recs.valid[i]
+        record = {
+            "user": str(user),
+            "items": [str(item) for item in recs.item_ids[i][keep].tolist()],
+            "scores": [round(float(score), 6) for score in recs.scores[i][keep]],
+        }
+        if item_fields is not None:
+            record.update(item_fields.for_rows(recs.item_rows[i][keep]))
+        records.append(record)
+    return records
+
+
+def record_line(record: dict[str, Any]) -> str:
+    """One record as its JSONL line, without the newline."""
+    return json.dumps(record)
+
+
+def records_schema(item_fields: ItemFields | None = None) -> Any:
+    """The Parquet schema of the records: ``user`` (string), ``items`` (list<string>),
+    ``scores`` (list<double>) and one list column per item field, each field's type
+    inferred over the whole catalogue, so every shard of a job has this one schema.
 
     Raises:
-      MissingPyarrow: Parquet without pyarrow.
+      MissingPyarrow: without pyarrow.
       ValueError: an item field mixes value types Parquet cannot hold in one column.
     """
-    if output_format == "jsonl":
-        return lambda records: "".join(json.dumps(record) + "\n" for record in records).encode("utf-8")
-    if output_format != "parquet":
-        raise ValueError(f"output format {output_format!r}; use one of {', '.join(OUTPUT_FORMATS)}")
-    pa, pq = _pyarrow("--output-format parquet")
+    pa, _ = _pyarrow("--output-format parquet")
     columns = [pa.field("user", pa.string()), pa.field("items", pa.list_(pa.string())),
                pa.field("scores", pa.list_(pa.float64()))]
     for name in item_fields.names if item_fields else ():
@@ -501,7 +589,27 @@ def encode_records(output_format: OutputFormat, item_fields: ItemFields | None =
             raise ValueError(f"{item_fields.source}: field {name!r} mixes value types ({e}); Parquet holds one type "
                              "a column: make them agree or use --output-format jsonl") from None
         columns.append(pa.field(name, pa.list_(pa.string() if pa.types.is_null(value_type) else value_type)))
-    schema = pa.schema(columns)
+    return pa.schema(columns)
+
+
+def encode_records(output_format: OutputFormat, item_fields: ItemFields | None = None
+                   ) -> Callable[[list[dict[str, Any]]], bytes]:
+    """The encoder of one shard's records (:func:`recommendation_records`) as file bytes.
+
+    JSONL: one :func:`record_line` a line. Parquet: one table of
+    :func:`records_schema`. Building the Parquet encoder checks pyarrow and the
+    field types before any work is done.
+
+    Raises:
+      MissingPyarrow: Parquet without pyarrow.
+      ValueError: an item field mixes value types Parquet cannot hold in one column.
+    """
+    if output_format == "jsonl":
+        return lambda records: "".join(record_line(record) + "\n" for record in records).encode("utf-8")
+    if output_format != "parquet":
+        raise ValueError(f"output format {output_format!r}; use one of {', '.join(OUTPUT_FORMATS)}")
+    schema = records_schema(item_fields)
+    pa, pq = _pyarrow("--output-format parquet")
 
     def encode(records: list[dict[str, Any]]) -> bytes:
         table = pa.Table.from_pylist(records, schema=schema)

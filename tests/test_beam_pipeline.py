@@ -1,8 +1,8 @@
 """serving/beam_pipeline.py on Beam's DirectRunner: the same records as the local
-batch job, failed requests in the dead-letter output while the rest complete,
-per-request item lists, and the one-line error without apache-beam."""
+batch job from the same flags (dataset, Parquet requests with item lists, --users,
+--item-fields, Parquet output), bad rows and failed requests in the dead-letter
+output while the rest complete, and one-line errors for flags in the wrong place."""
 
-import inspect
 import json
 import sys
 
@@ -18,7 +18,7 @@ from genrec.models import ModelConfig, build_model  # noqa: E402
 from genrec.synthetic import make_synthetic_dataset  # noqa: E402
 from serving import cli  # noqa: E402
 from serving.batch_job import run_batch_job  # noqa: E402
-from serving.beam_pipeline import RecommenderModelHandler, run_beam_job  # noqa: E402
+from serving.beam_pipeline import RecommenderModelHandler, ServedModel, run_beam_job  # noqa: E402
 from serving.recommender import Recommendations, Recommender  # noqa: E402
 
 BATCH = 8
@@ -48,6 +48,8 @@ def run(tmp_path_factory, data):
                            {"ndcg@10": 0.0})
     checkpointer.close()
     write_sid_dataset(data, data_dir, "toy")
+    titles = {str(item): {"title": f"title of {item}"} for item in data.item_ids.tolist()[1:]}  # item 0: none
+    (data_dir / "toy.item.json").write_text(json.dumps(titles))
     return workdir, data_dir
 
 
@@ -85,19 +87,21 @@ def test_beam_on_the_dataset_writes_the_local_jobs_records(tmp_path, run, data, 
     assert result.num_dead_letter == 0 and _records(tmp_path / "beam", "dead-letter-*.jsonl")[1] == 0
 
 
-def test_failed_requests_go_to_the_dead_letter_output_and_the_rest_complete(tmp_path, run, data, recommender):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+def test_bad_rows_and_failed_requests_go_to_the_dead_letter_output_and_the_rest_complete(tmp_path, run, data,
+                                                                                      recommender):
     histories = [[str(data.item_ids[row]) for row in sequence] for sequence in data.sequences[:BATCH + 3]]
     users = [f"u{i}" for i in range(len(histories))]
     histories[2] = histories[2] + ["no-such-item"]  # in the first batch, among good requests
     histories[9] = ["also-missing"]
-    pq.write_table(pa.table({"user": users, "history": histories}), tmp_path / "requests.parquet")
+    rows = [{"user_id": user, "history": history} for user, history in zip(users, histories)]
+    rows += [{"user_id": "u4", "history": []}, "not a record", {"user_id": "u20", "history": "x"}]
+    (tmp_path / "requests.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows) + "{broken\n")
+    listed = [user for user in users if user != "u5"] + ["nobody"]  # u20: its row fails before the selection
     # exclude_seen as in the test above: the same decode shapes, so no second compile.
-    result = _beam(run, tmp_path / "out", requests=str(tmp_path / "requests.parquet"), exclude_seen=True)
+    result = _beam(run, tmp_path / "out", requests=str(tmp_path / "requests.jsonl"), users=listed,
+                   exclude_seen=True)
 
-    good = [i for i in range(len(users)) if i not in (2, 9)]
+    good = [i for i in range(len(users)) if i not in (2, 4, 5, 9)]
     expected = recommender.recommend([histories[i] for i in good], top_k=TOP_K, exclude_seen=True)
     assert _records(tmp_path / "out", "shard-*.jsonl")[0] == {json.dumps({
         "user": users[i], "items": [str(item) for item, _ in expected.for_request(k)],
@@ -105,15 +109,37 @@ def test_failed_requests_go_to_the_dead_letter_output_and_the_rest_complete(tmp_
         for k, i in enumerate(good)}
     dead = [json.loads(line) for path in (tmp_path / "out").glob("dead-letter-*.jsonl")
             for line in path.read_text().splitlines()]
-    assert sorted(d["request"]["user"] for d in dead) == ["u2", "u9"]
-    assert all("not in the model's catalogue" in d["error"] and "\n" not in d["error"] for d in dead)
-    assert {d["request"]["user"]: d["error"].split("'")[1] for d in dead} == {"u2": "no-such-item",
-                                                                              "u9": "also-missing"}
-    assert (result.num_recommended, result.num_dead_letter) == (len(good), 2)
+    assert all("\n" not in d["error"] for d in dead)
+    errors = sorted((_who(d["request"]), d["error"]) for d in dead)
+    requests_file = str(tmp_path / "requests.jsonl")
+    assert [user for user, _ in errors] == ['"not a record"', "nobody", "u2", "u20", "u4", "u4", "u9", "{broken"]
+    messages = dict(errors)
+    assert messages["u2"] == ("ValueError: history item 'no-such-item' is not in the model's catalogue of 50 items; "
+                              "pass --skip-unknown to drop unknown items")
+    assert "'also-missing' is not in the model's catalogue" in messages["u9"]
+    assert messages["u4"] == f"user 'u4' has 2 requests in {requests_file}; give each user one request"
+    assert messages["nobody"].startswith("--users lists user 'nobody', who has no request")
+    # Rows are refused by the local job's parser, with its words.
+    assert messages["u20"] == (f"ValueError: {requests_file}: 'history' is str; give a list of item ids "
+                               "(strings or integers)")
+    assert messages['"not a record"'] == (f"ValueError: {requests_file}: expected an object {{\"user_id\": ..., "
+                                          "\"history\": [item ids]}, got str")
+    assert messages["{broken"].startswith(f"ValueError: {requests_file}: malformed JSON")
+    assert (result.num_recommended, result.num_dead_letter) == (len(good), 8)
+
+
+def _who(request):
+    """The user id of a dead letter's request (a dict, or the JSONL line as read), else the line."""
+    if isinstance(request, str):
+        try:
+            request = json.loads(request)
+        except json.JSONDecodeError:
+            return request
+    return request.get("user_id") if isinstance(request, dict) else json.dumps(request)
 
 
 class _FailingRecommender:
-    """Knows every item; its recommend fails a whole call when any history holds "boom" (a bug in one request)."""
+    """Knows every item but "unknown"; its recommend fails a whole call when any history holds "boom"."""
 
     num_items = 10
 
@@ -121,14 +147,10 @@ class _FailingRecommender:
         self.calls = []
 
     def lookup_rows(self, item_ids):
-        return np.zeros(len(item_ids), np.int32)
+        return np.array([-1 if item == "unknown" else 0 for item in item_ids], np.int32)
 
-    def recommend(self, histories, *, top_k, exclude_seen, on_unknown):
-        self.calls.append(len(histories))
-        return self._answer(histories)
-
-    @staticmethod
-    def _answer(histories):
+    def recommend(self, histories, *, top_k, exclude_seen, on_unknown, **lists):
+        self.calls.append((len(histories), lists))
         if any("boom" in history for history in histories):
             raise RuntimeError("boom\nin the decode")
         scores = np.array([[-float(len(h)), -9.0] for h in histories], np.float32)
@@ -136,66 +158,70 @@ class _FailingRecommender:
                                item_rows=np.array([[0, -1]] * len(histories)), valid=scores > -5)
 
 
+def _request(user, history, **lists):
+    return {"user_id": user, "history": history, "allow_items": None, "exclude_items": None, **lists}
+
+
 def test_a_request_that_fails_its_batch_fails_alone():
     handler = RecommenderModelHandler("unused", top_k=2, num_beams=2, batch_size=4)
     assert handler.batch_elements_kwargs() == {"min_batch_size": 4, "max_batch_size": 4}
     model = _FailingRecommender()
-    batch = [{"user": 1, "history": ["x"]}, {"user": 2, "history": ["boom"]}, {"user": 3, "history": ["x", "y"]},
-             {"user": 4, "history": "x"}]
-    results = list(handler.run_inference(batch, model))
+    batch = [_request("1", ["x"]), _request("2", ["boom"]), _request("3", ["x", "y"]),
+             _request("4", ["x"], exclude_items=["unknown"])]
+    results = list(handler.run_inference(batch, ServedModel(model)))
     assert [r.example for r in results] == batch
     assert results[0].inference == {"record": {"user": "1", "items": ["a"], "scores": [-1.0]}}
     assert results[1].inference == {"error": "RuntimeError: boom in the decode"}
     assert results[2].inference == {"record": {"user": "3", "items": ["a"], "scores": [-2.0]}}
-    assert results[3].inference["error"].startswith("ValueError: history is 'x', not a list")
-    assert model.calls == [3, 1, 1, 1]  # the checked three together, then one at a time
+    assert results[3].inference["error"].startswith("ValueError: exclude_items item 'unknown' is not in")
+    assert [n for n, _ in model.calls] == [3, 1, 1, 1]  # the checked three together, then one at a time
 
 
-class _ListRecommender(_FailingRecommender):
-    """Records the item lists each recommend call received."""
-
-    def recommend(self, histories, *, top_k, exclude_seen, on_unknown, allow_items=None, exclude_items=None):
-        self.calls.append((allow_items, exclude_items))
-        return self._answer(histories)
-
-
-def test_item_lists_are_passed_per_request_with_one_call_per_filter_kind(monkeypatch):
-    monkeypatch.setattr("serving.beam_pipeline._HAS_ITEM_LISTS", True)
+def test_item_lists_go_per_request_in_one_call():
     handler = RecommenderModelHandler("unused", top_k=2, num_beams=2, batch_size=4)
-    model = _ListRecommender()
-    batch = [{"user": 1, "history": ["x"], "exclude_items": ["e"]}, {"user": 2, "history": [], "allow_items": ["a"]},
-             {"user": 3, "history": ["y"]}, {"user": 4, "history": [], "allow_items": ["b"], "exclude_items": ["f"]}]
-    assert all("record" in r.inference for r in handler.run_inference(batch, model))
-    # Requests with an allow list go together; the others get no allow list at all (not an empty one).
-    assert model.calls == [([["a"], ["b"]], [[], ["f"]]), (None, [["e"], []])]
-    monkeypatch.setattr("serving.beam_pipeline._HAS_ITEM_LISTS", False)
-    errors = [r.inference.get("error") for r in handler.run_inference(batch, _FailingRecommender())]
-    assert errors[2] is None and all("need Recommender.recommend(allow_items" in e for e in errors[:2] + errors[3:])
+    model = _FailingRecommender()
+    batch = [_request("1", ["x"], exclude_items=["e"]), _request("2", [], allow_items=["a"]), _request("3", ["y"]),
+             _request("4", [], allow_items=["b"], exclude_items=["f"])]
+    assert all("record" in r.inference for r in handler.run_inference(batch, ServedModel(model)))
+    # One decode call; a request without a list gets None (no constraint), not an empty list.
+    assert model.calls == [(4, {"allow_items": [None, ["a"], None, ["b"]],
+                                "exclude_items": [["e"], None, None, ["f"]]})]
+    handler.run_inference(batch[2:3], ServedModel(model))
+    assert model.calls[-1] == (1, {})  # no lists at all: the call without filters
 
 
-def test_per_request_item_lists_reach_the_recommender(tmp_path, run, data):
-    if not {"allow_items", "exclude_items"} <= set(inspect.signature(Recommender.recommend).parameters):
-        pytest.skip("Recommender.recommend has no allow_items / exclude_items yet (issue 23, section 2)")
-    items = [str(item) for item in data.item_ids]
-    histories = [[items[row] for row in sequence] for sequence in data.sequences[:4]]
-    requests = [{"user": "allow", "history": histories[0], "allow_items": items[:3]},
-                {"user": "exclude", "history": histories[1], "exclude_items": items[:40]},
-                {"user": "both", "history": histories[2], "allow_items": items[:10], "exclude_items": items[:5]},
-                {"user": "plain", "history": histories[3]},
-                "not a record"]
-    (tmp_path / "requests.jsonl").write_text("\n".join(map(json.dumps, requests)) + "\n{broken\n")
-    result = _beam(run, tmp_path / "out", requests=str(tmp_path / "requests.jsonl"), output_format="parquet",
-                   exclude_seen=True)
+def test_both_runners_take_the_same_flags_and_write_the_same_records(tmp_path, run, data, capsys):
+    """Parquet requests with item lists, --users, --item-fields and Parquet output: the same records."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    records = {row["user"]: row["items"] for path in (tmp_path / "out").glob("shard-*.parquet")
-               for row in pq.read_table(path).to_pylist()}
-    assert sorted(records) == ["allow", "both", "exclude", "plain"]
-    assert set(records["allow"]) <= set(items[:3]) and records["allow"]
-    assert not set(records["exclude"]) & set(items[:40])
-    assert set(records["both"]) <= set(items[5:10])
-    assert len(records["plain"]) == TOP_K
-    assert result.num_dead_letter == 2  # the string record and the broken line
+    items = [str(item) for item in data.item_ids]
+    histories = [[items[row] for row in sequence] for sequence in data.sequences[:6]]
+    allow = [items[:3], None, items[:10], None, [], items[20:]]
+    exclude = [None, items[:40], items[:5], None, items[30:35], items[25:45]]
+    users = [f"user{i}" for i in range(6)]
+    pq.write_table(pa.table({"user_id": users, "history": histories, "allow_items": allow,
+                             "exclude_items": exclude}), tmp_path / "requests.parquet")
+    (tmp_path / "users.txt").write_text("user5\nuser0\nuser2\nuser1\nuser4\n")
+    flags = ["--workdir", run[0], "--requests", tmp_path / "requests.parquet", "--users", tmp_path / "users.txt",
+             "--data", run[1], "--item-fields", "title", "--output-format", "parquet", "--top-k", TOP_K,
+             "--num-beams", TOP_K + 1, "--batch-size", BATCH, "--exclude-seen"]
+    flags = [str(flag) for flag in flags]
+    assert cli.main(["recommend", "--out", str(tmp_path / "local"), *flags]) == 0
+    assert cli.main(["recommend", "--runner", "beam", "--out", str(tmp_path / "beam"), *flags, "--", *DIRECT]) == 0
+    assert "done: 5 users" in capsys.readouterr().out
+    local, num_local = _records(tmp_path / "local", "shard-*.parquet")
+    beam, num_beam = _records(tmp_path / "beam", "shard-*.parquet")
+    assert beam == local and num_beam == num_local == 5
+    records = {record["user"]: record for record in map(json.loads, beam)}
+    assert set(records["user0"]["items"]) <= set(items[:3]) and records["user0"]["items"]
+    assert not set(records["user1"]["items"]) & set(items[:40])
+    assert set(records["user2"]["items"]) <= set(items[5:10])
+    assert len(records["user4"]["items"]) == TOP_K and not set(records["user4"]["items"]) & set(items[30:35])
+    assert set(records["user5"]["items"]) <= set(items[20:25] + items[45:])
+    titles = [title for record in records.values() for title in record["title"]]
+    assert titles and all(title == (None if item == items[0] else f"title of {item}")
+                          for record in records.values() for item, title in zip(record["items"], record["title"]))
 
 
 def test_beam_runner_without_apache_beam_is_one_line(tmp_path, run, monkeypatch, capsys):
@@ -215,10 +241,14 @@ def test_options_after_the_separator_are_refused_by_the_local_runner(tmp_path, r
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--", "--requests", "{tmp}/missing-*.jsonl"], "no file matches"),
-    (["--", "--requests", "{tmp}/requests.txt"], "cannot tell JSONL from Parquet"),
+    (["--requests", "{tmp}/missing-*.jsonl"], "no file matches"),
+    (["--requests", "{tmp}/requests.txt"], "unknown request format"),
     (["--max-shards", "1"], "--max-shards is the local job's"),
-    (["--data", "{tmp}", "--", "--requests", "{tmp}/requests.txt"], "pass one"),
+    (["--users-per-shard", "5"], "--users-per-shard is the local job's"),
+    (["--", "--requests", "{tmp}/requests.jsonl"], "--requests is a genrec recommend flag: put it before --"),
+    (["--", "--output-format=parquet"], "--output-format is a genrec recommend flag"),
+    (["--", "--requests-format", "jsonl"], "--requests-format is gone"),
+    (["--item-fields", "title"], "trained on the built-in synthetic data: pass --data DIR"),
 ])
 def test_beam_runner_mistakes_are_one_line(tmp_path, run, capsys, extra, message):
     (tmp_path / "requests.txt").write_text("{}\n")

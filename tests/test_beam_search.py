@@ -321,3 +321,48 @@ def test_repeated_exclusions_do_not_hide_siblings():
     out = run_search(index, model, 1, n + 2, exclude_rows=exclude)
     returned = set(out.item_ids[0][out.valid[0]].tolist())
     assert returned == set(range(n)) - {4, 11}
+
+
+@pytest.mark.parametrize("allow_kind", ["mask", "rows"])
+def test_allow_and_exclusion_together_equal_search_over_what_both_permit(allow_kind):
+    """A prefix whose allowed items are all excluded (its other items not allowed) must not take a beam:
+    with both filters on one request the search equals the oracle on the allowed-minus-excluded trie."""
+    rng = np.random.default_rng(29)
+    sizes, batch, num_beams = (4, 5, 3), 4, 5
+    codes = random_catalogue(rng, 50, sizes)
+    n = len(codes)
+    item_ids = np.arange(200, 200 + n)
+    index = build_index(codes, item_ids, dense_depth=2)
+    model = PrefixHashModel(rng, batch, len(sizes), max(sizes))
+    allow = np.full((batch, 24), -1, np.int64)  # request 0: no allow list
+    exclude = np.full((batch, 24), -1, np.int64)
+    for b in range(1, batch):
+        allowed = rng.choice(n, 16, replace=False)
+        # Exclude every allowed item under half of the level-1 prefixes: those prefixes keep items
+        # (not allowed) and allowed items (excluded), so each filter alone keeps them alive.
+        under_excluded_prefix = (codes[allowed, 0] * 5 + codes[allowed, 1]) % 2 == b % 2
+        allow[b, :16] = allowed
+        exclude[b, : under_excluded_prefix.sum()] = allowed[under_excluded_prefix]
+    exclude[0, :24] = rng.choice(n, 24, replace=False)  # no allow list: the exclusions alone apply
+    allow[3, :16] = allow[3, 16:] = -1
+    allow[3, :3] = exclude[3, :3] = [1, 2, 3]  # a list whose items are all excluded allows nothing
+    mask = np.ones((batch, n), bool)
+    for b in range(batch):
+        if (allow[b] >= 0).any():
+            mask[b] = np.isin(np.arange(n), allow[b])
+    decode = jax.jit(functools.partial(constrained_beam_search, step_fn=model.step, num_beams=num_beams,
+                                       start_token=START))
+    out = decode(index.to_device(), shared={"table": jnp.asarray(model.table)},
+                 beam_cache={"hash": jnp.zeros((batch, num_beams), jnp.int32)},
+                 allow_mask=jnp.asarray(mask) if allow_kind == "mask" else None,
+                 allow_rows=jnp.asarray(allow, jnp.int32) if allow_kind == "rows" else None,
+                 exclude_rows=jnp.asarray(exclude, jnp.int32))
+    out = jax.tree_util.tree_map(np.asarray, out)
+    trie = build_dict_trie(codes, item_ids)
+    for b in range(batch):
+        permitted = set(np.flatnonzero(mask[b]).tolist()) - set(exclude[b].tolist())
+        ref = reference_beam_search(prune_trie(trie, set(item_ids[sorted(permitted)].tolist())),
+                                    model.logits_fn(b, (0, 0, 0)), num_levels=3, num_beams=num_beams,
+                                    token_offsets=(0, 0, 0))
+        assert_matches_reference(out, b, ref)
+    assert not out.valid[3].any()
