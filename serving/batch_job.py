@@ -256,16 +256,16 @@ def run_batch_job(
     """
     if users_per_shard < 1:
         raise ValueError(f"users_per_shard={users_per_shard} must be >= 1")
-    # One catalogue for the whole job (rows, shards, manifest), whatever update_catalogue does meanwhile.
-    recommender = recommender.snapshot()
-    if item_fields is not None and any(len(v) != recommender.num_items for v in item_fields.values.values()):
-        raise ValueError(f"item_fields has values for another catalogue than the recommender's "
-                         f"{recommender.num_items} items; load them with the recommender's item_ids")
     encode = encode_records(output_format, item_fields)  # checks pyarrow and the field types before any work
     out_dir = Path(out_dir)
     # One job per output directory: two would overwrite each other's shards and manifest.
     # The lock creates the directory.
     with DirectoryLock(out_dir, "genrec recommend"):
+        # One catalogue for the whole job (rows, shards, manifest), whatever update_catalogue does meanwhile.
+        recommender = recommender.snapshot()
+        if item_fields is not None and any(len(v) != recommender.num_items for v in item_fields.values.values()):
+            raise ValueError(f"item_fields has values for another catalogue than the recommender's "
+                             f"{recommender.num_items} items; load them with the recommender's item_ids")
         requests = data if isinstance(data, RequestTable) else RequestTable.from_interactions(data)
         num_users = requests.num_users
         num_shards = -(-num_users // users_per_shard)

@@ -147,7 +147,7 @@ def test_ved_rollouts_are_catalogue_items_within_the_budget(tiny):
     assert metrics["tokens_used"] == pytest.approx(tokens_used.mean())
     assert metrics["rollouts_in_catalogue"] == 1.0 and np.isfinite(metrics["loss"])
     # One inner epoch: the loss reads the policy before its update, the reference itself, so both KLs are 0.
-    assert metrics["kl"] == metrics["kl_k3"] and abs(metrics["kl_k3"]) < 1e-6 and abs(metrics["kl_exact"]) < 1e-6
+    assert metrics["kl"] == metrics["kl_exact"] and abs(metrics["kl_k3"]) < 1e-6 and abs(metrics["kl_exact"]) < 1e-6
 
 
 def test_grpo_step_raises_the_advantage_weighted_rollout_probabilities(tiny):
@@ -163,8 +163,9 @@ def test_grpo_step_raises_the_advantage_weighted_rollout_probabilities(tiny):
     assert metrics["zero_signal_fraction"] < 1.0  # some request's rollouts differ in reward
     assert metrics["grpo_loss"] < -1e-4, metrics["grpo_loss"]
     assert metrics["ratio_mean"] != 1.0 and metrics["loss"] == pytest.approx(metrics["grpo_loss"])
-    # After the first update the policy has left the reference: both KLs are logged, k3 is the one reported.
-    assert metrics["kl"] == metrics["kl_k3"] > 0 and metrics["kl_exact"] > 0
+    # After the first update the policy has left the reference: both KLs are logged, the exact one (the
+    # default rl.kl_estimator) is the one reported and penalised.
+    assert metrics["kl"] == metrics["kl_exact"] > 0 and metrics["kl_k3"] > 0
 
 
 def test_padded_requests_do_not_change_the_update(tiny):
