@@ -35,8 +35,11 @@ def _free_port() -> int:
 
 def _two_process_command(workdir, overrides):
     """``(command without --process-id, env)`` of a 2-process CLI run, 4 CPU devices each."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-           "PYTHONUNBUFFERED": "1"}
+    # conftest.py's compile settings, with 4 devices a process instead of 8.
+    flags = [flag for flag in os.environ.get("XLA_FLAGS", "").split()
+             if not flag.startswith("--xla_force_host_platform_device_count")]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1",
+           "XLA_FLAGS": " ".join(flags + ["--xla_force_host_platform_device_count=4"])}
     command = train_command(workdir, overrides, "--no-resume", "--distributed",
                             "--coordinator", f"localhost:{_free_port()}", "--num-processes", "2")
     return command, env
