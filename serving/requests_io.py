@@ -226,6 +226,9 @@ def _check_unique_users(path: Path, place: Callable[[int], str], user_ids: list[
         seen[user] = position
 
 
+_STR_TYPE = frozenset({str})
+
+
 def _is_id(value: Any) -> bool:
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
@@ -263,6 +266,9 @@ def parse_request(request: Any, where: str) -> dict[str, Any]:
         value = request.get(key)
         if value is None and key != HISTORY_KEY:
             parsed[key] = None
+            continue
+        if isinstance(value, list) and set(map(type, value)) <= _STR_TYPE:  # all strings: checked at C speed
+            parsed[key] = list(value)
             continue
         if not isinstance(value, list) or not all(_is_id(item) for item in value):
             got = ("null" if value is None else type(value).__name__) if not isinstance(value, list) else (
