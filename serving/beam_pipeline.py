@@ -173,8 +173,8 @@ class _RequestChunk:
             ends = np.cumsum(np.maximum(lengths, 0)).tolist()
             columns[key] = [None if length < 0 else ids[end - length:end]
                             for length, end in zip(lengths.tolist(), ends)]
-        for i, user in enumerate(self.user_ids):
-            yield {USER_KEY: user, **{key: columns[key][i] for key in _LIST_KEYS}}
+        for user, history, allow, exclude in zip(self.user_ids, *(columns[key] for key in _LIST_KEYS)):
+            yield {USER_KEY: user, HISTORY_KEY: history, ALLOW_KEY: allow, EXCLUDE_KEY: exclude}
 
 
 def _table_chunks(table: RequestTable, users_per_chunk: int) -> list[_RequestChunk]:
