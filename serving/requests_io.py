@@ -557,16 +557,18 @@ def recommendation_records(user_ids: Sequence[str], recs: "Recommendations",
     :meth:`serving.Recommender.recommend`'s result for ``user_ids``, in order;
     scores are rounded to 6 decimals, item ids written as strings.
     """
+    # One conversion to Python objects per batch (not per request), the same values: float32 -> float is exact.
+    item_ids, scores, valid = recs.item_ids.tolist(), recs.scores.tolist(), recs.valid.tolist()
     records = []
     for i, user in enumerate(user_ids):
-        keep = recs.valid[i]
+        keep = valid[i]
         record = {
             "user": str(user),
-            "items": [str(item) for item in recs.item_ids[i][keep].tolist()],
-            "scores": [round(float(score), 6) for score in recs.scores[i][keep]],
+            "items": [str(item) for item, ok in zip(item_ids[i], keep) if ok],
+            "scores": [round(score, 6) for score, ok in zip(scores[i], keep) if ok],
         }
         if item_fields is not None:
-            record.update(item_fields.for_rows(recs.item_rows[i][keep]))
+            record.update(item_fields.for_rows(recs.item_rows[i][recs.valid[i]]))
         records.append(record)
     return records
 
