@@ -22,11 +22,13 @@ it; ``--num-users 200000`` measures the rate a large job runs at.
 Beam sources: ``dataset`` (the ``inter.json`` read on the launcher, as the
 local job does, and sent to the runner in chunks of users) and ``jsonl`` (the
 same requests as JSONL, ``--jsonl-files`` files read by the runner: the path
-for large jobs). The runner is Beam's DirectRunner in this process;
-``--pipeline-options`` (repeatable: one set of Beam rows per value) changes
-it, e.g. ``--direct_running_mode=multi_threading --direct_num_workers=2`` to
-let one thread's host work overlap another's decode (the dataset source's
-chunks, or several JSONL files, are what the workers share out).
+for large jobs). The runner is the job's default, Beam's DirectRunner in
+this process with two worker threads, so that one thread's host work
+overlaps the other's decode (the dataset source's chunks, or the JSONL
+files, are what the threads share out: one JSONL file is read by one
+thread). ``--pipeline-options`` (repeatable: one set of Beam rows per
+value) changes it, e.g. ``--direct_num_workers=1 --direct_running_mode=in_memory``
+for Beam's own default of one thread.
 
 ``--host-only`` replaces the decode by a replay of its answer for the batch
 shape (computed once): the rows then measure the runners' host work alone,
@@ -43,7 +45,7 @@ weights' values).
 Run (GPU):  PYTHONPATH=. python benchmarks/beam_vs_local.py --workdir runs/beauty --data data_local/Beauty \\
                 --out beam_vs_local.json
             PYTHONPATH=. python benchmarks/beam_vs_local.py --preset t5_small_rec --num-users 200000 --repeats 2 \\
-                --out bvl.json
+                --jsonl-files 4 --out bvl.json
 CPU:        PYTHONPATH=. python benchmarks/beam_vs_local.py --preset tiny --num-users 2000 --num-items 500 \\
                 --codebook-size 16 --batch-size 256 --repeats 1
 """
@@ -66,11 +68,12 @@ from genrec.models import ModelConfig, build_model
 from genrec.run_files import load_workdir_data
 from genrec.synthetic import make_synthetic_dataset
 from serving.batch_job import run_batch_job
-from serving.beam_pipeline import dataset_requests, run_beam_job
+from serving.beam_pipeline import DIRECT_RUNNER_DEFAULTS, dataset_requests, run_beam_job
 from serving.recommender import Recommender
 from serving.requests_io import read_requests
 
-DIRECT_RUNNER = "--runner=DirectRunner --direct_num_workers=1 --direct_running_mode=in_memory"
+# Beam's own default, one thread; without --pipeline-options the job's default (two threads) runs.
+ONE_THREAD = "--runner=DirectRunner --direct_num_workers=1 --direct_running_mode=in_memory"
 
 
 def random_workdir(root: Path, args: argparse.Namespace) -> tuple[Path, Path]:
@@ -205,8 +208,9 @@ def main(argv=None):
                         help="users of the short run that separates the fixed cost (default: --batch-size; "
                         "0: no short runs)")
     parser.add_argument("--pipeline-options", action="append", default=None,
-                        help=f"Beam pipeline options, one string; repeat it for more sets of Beam rows "
-                        f"(default {DIRECT_RUNNER!r})")
+                        help="Beam pipeline options, one string; repeat it for more sets of Beam rows (default: "
+                        f"none, the job's DirectRunner settings {' '.join(DIRECT_RUNNER_DEFAULTS)}; "
+                        f"Beam's one thread: {ONE_THREAD!r})")
     parser.add_argument("--host-only", action="store_true",
                         help="replay one decode answer per batch shape: time the runners' host work alone")
     parser.add_argument("--device-ms", type=float, default=0.0,
@@ -217,7 +221,7 @@ def main(argv=None):
     sources = args.sources.split(",")
     if not set(sources) <= {"dataset", "jsonl"}:
         parser.error(f"--sources {args.sources}: use dataset and/or jsonl")
-    option_sets = args.pipeline_options or [DIRECT_RUNNER]
+    option_sets = args.pipeline_options or [""]
     startup_users = args.batch_size if args.startup_users is None else args.startup_users
     if args.host_only:
         replay_decode(args.device_ms / 1000)
@@ -248,7 +252,7 @@ def main(argv=None):
         for k, options in enumerate(option_sets):
             for source in sources:
                 name = f"beam_{source}" + (f"@{k}" if k else "")
-                labels[name] = options
+                labels[name] = options or f"(the job's default: {' '.join(DIRECT_RUNNER_DEFAULTS)})"
                 runs[name] = lambda out, size, source=source, options=options: run_beam(
                     workdir, data_dir, out, source, requests[size], options, args,
                     None if size == "full" else first_users)

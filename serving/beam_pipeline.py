@@ -3,7 +3,8 @@
 Where it sits: checkpoint -> index -> decode -> **serve** (offline, distributed).
 The same requests, flags and records as :mod:`serving.batch_job`, but read,
 batched, decoded and written by a Beam pipeline, so a Beam runner (Dataflow,
-Flink, Spark; the DirectRunner by default) spreads the users over its workers::
+Flink, Spark; by default the DirectRunner, with two threads so that one's host
+work overlaps the other's decode) spreads the users over its workers::
 
     requests (dataset | NAME.inter.json: read here, sent in chunks of users | JSONL | Parquet: read by workers)
       -> parse each row (serving.requests_io.parse_request, the local job's parser)
@@ -77,11 +78,16 @@ from serving.requests_io import (
     workdir_item_file,
 )
 
-__all__ = ["BeamJobResult", "RecommendRequests", "RecommenderModelHandler", "ServedModel", "run_beam_job",
-           "run_from_args"]
+__all__ = ["DIRECT_RUNNER_DEFAULTS", "BeamJobResult", "RecommendRequests", "RecommenderModelHandler", "ServedModel",
+           "run_beam_job", "run_from_args"]
 
 _METRICS_NAMESPACE = "genrec"
 _DEAD_LETTER = "dead_letter"
+# The DirectRunner's settings unless the caller gives its own: two worker threads of this process, so one
+# thread's host work (reading, parsing, writing records) overlaps the other's decode (JAX releases the GIL
+# while the device computes); both share the process's one model (RecommenderModelHandler). Beam's own
+# default is one thread (docs/benchmarks.md, "Beam vs the local job").
+DIRECT_RUNNER_DEFAULTS = ("--direct_running_mode=multi_threading", "--direct_num_workers=2")
 # Requests read on the launcher go to the runner in tables of this many decode batches: enough of them for the
 # runner to spread over its workers, few enough that each is worth an element.
 _BATCHES_PER_CHUNK = 8
@@ -513,6 +519,15 @@ def _request_source(requests: str) -> tuple[Literal["inter", "parquet", "jsonl"]
                     f"them), a directory of .parquet files, or a NAME{INTER_SUFFIX}")
 
 
+def _with_direct_defaults(pipeline_options: Sequence[str]) -> list[str]:
+    """``pipeline_options`` plus :data:`DIRECT_RUNNER_DEFAULTS` where they set neither of its options (other
+    runners ignore them)."""
+    given = {option.split("=", 1)[0] for option in pipeline_options}
+    if given & {"--direct_running_mode", "--direct_num_workers"}:
+        return list(pipeline_options)
+    return [*pipeline_options, *DIRECT_RUNNER_DEFAULTS]
+
+
 def _check_output_dir(out: str) -> None:
     """Refuses an output directory that holds files: a Beam job starts afresh (no manifest, no resume)."""
     if FileSystems.exists(out) and FileSystems.match([FileSystems.join(out, "*")])[0].metadata_list:
@@ -558,7 +573,9 @@ def run_beam_job(
       output_format: ``"jsonl"`` or ``"parquet"``, the local job's records and
         schema (:func:`serving.requests_io.records_schema`).
       pipeline_options: Beam pipeline options (``--runner=DataflowRunner``, ...);
-        none: the DirectRunner.
+        none: the DirectRunner, with two worker threads unless
+        ``--direct_running_mode`` or ``--direct_num_workers`` say otherwise
+        (:data:`DIRECT_RUNNER_DEFAULTS`).
       log: where the summary line goes.
 
     Raises:
@@ -591,7 +608,7 @@ def run_beam_job(
         exclude_seen=exclude_seen, skip_unknown=skip_unknown, item_file=item_file, item_fields=tuple(item_fields))
 
     start = time.perf_counter()
-    pipeline = beam.Pipeline(options=PipelineOptions(list(pipeline_options)))
+    pipeline = beam.Pipeline(options=PipelineOptions(_with_direct_defaults(pipeline_options)))
     if table is not None:
         rows = pipeline | "Requests" >> beam.Create(_table_chunks(table, _BATCHES_PER_CHUNK * batch_size))
     elif kind == "parquet":

@@ -59,10 +59,10 @@ def recommender(run):
     return Recommender.from_workdir(run[0], num_beams=TOP_K + 1, batch_size=BATCH)
 
 
-def _beam(run, out, **kwargs):
+def _beam(run, out, pipeline_options=DIRECT, **kwargs):
     lines = []
-    result = run_beam_job(run[0], out, top_k=TOP_K, num_beams=TOP_K + 1, batch_size=BATCH, pipeline_options=DIRECT,
-                          log=lines.append, **kwargs)
+    result = run_beam_job(run[0], out, top_k=TOP_K, num_beams=TOP_K + 1, batch_size=BATCH,
+                          pipeline_options=pipeline_options, log=lines.append, **kwargs)
     assert len(lines) == 1 and "users/s" in lines[0]
     return result
 
@@ -78,15 +78,29 @@ def _records(out, pattern):
 
 
 def test_beam_on_the_dataset_writes_the_local_jobs_records(tmp_path, run, data, recommender, monkeypatch):
+    """With the default DirectRunner settings (two worker threads) and the dataset in 3 chunks, so both
+    threads serve users: the local job's records, and one model load for the process."""
     monkeypatch.setattr(beam_pipeline, "_BATCHES_PER_CHUNK", 1)  # 19 users in 3 chunks of one batch each
+    loads = []
+    load_model = RecommenderModelHandler.load_model
+    monkeypatch.setattr(RecommenderModelHandler, "load_model", lambda self: loads.append(1) or load_model(self))
     run_batch_job(recommender, data, tmp_path / "local", top_k=TOP_K, users_per_shard=7, exclude_seen=True,
                   log=lambda line: None)
-    result = _beam(run, tmp_path / "beam", data=run[1], exclude_seen=True)
+    result = _beam(run, tmp_path / "beam", pipeline_options=(), data=run[1], exclude_seen=True)
+    assert len(loads) == 1
     local, num_local = _records(tmp_path / "local", "shard-*.jsonl")
     beam, num_beam = _records(tmp_path / "beam", "shard-*.jsonl")
     assert num_local == num_beam == data.num_users == result.num_recommended
     assert beam == local  # same users, items and scores, whatever order the runner wrote them in
     assert result.num_dead_letter == 0 and _records(tmp_path / "beam", "dead-letter-*.jsonl")[1] == 0
+
+
+def test_direct_runner_defaults_apply_only_where_the_caller_set_neither_option():
+    defaults = list(beam_pipeline.DIRECT_RUNNER_DEFAULTS)
+    assert beam_pipeline._with_direct_defaults([]) == defaults
+    assert beam_pipeline._with_direct_defaults(["--runner=FlinkRunner"]) == ["--runner=FlinkRunner", *defaults]
+    for own in (["--direct_num_workers=4"], ["--direct_running_mode=in_memory", "--job_name=x"]):
+        assert beam_pipeline._with_direct_defaults(own) == own
 
 
 def test_request_chunks_hold_the_tables_requests_in_order():
