@@ -3,11 +3,12 @@
 Where it sits: checkpoint -> index -> decode -> **serve** (offline, distributed).
 The same requests, flags and records as :mod:`serving.batch_job`, but read,
 batched, decoded and written by a Beam pipeline, so a Beam runner (Dataflow,
-Flink, Spark; the DirectRunner by default) spreads the users over its workers::
+Flink, Spark; by default the DirectRunner, with two threads so that one's host
+work overlaps the other's decode) spreads the users over its workers::
 
-    requests (dataset | NAME.inter.json | JSONL | Parquet)
+    requests (dataset | NAME.inter.json: read here, sent in chunks of users | JSONL | Parquet: read by workers)
       -> parse each row (serving.requests_io.parse_request, the local job's parser)
-      -> RunInference(RecommenderModelHandler)   one Recommender per worker process
+      -> RunInference(RecommenderModelHandler)   one Recommender per worker process, one id look-up per batch
       -> OUT/shard-SSSSS-of-NNNNN.{jsonl,parquet}  the local job's records (requests_io.recommendation_records)
       -> OUT/dead-letter-SSSSS-of-NNNNN.jsonl      {"request", "error"}: a row or request that failed
 
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics, MetricsFilter
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
@@ -76,11 +78,21 @@ from serving.requests_io import (
     workdir_item_file,
 )
 
-__all__ = ["BeamJobResult", "RecommendRequests", "RecommenderModelHandler", "ServedModel", "run_beam_job",
-           "run_from_args"]
+__all__ = ["DIRECT_RUNNER_DEFAULTS", "BeamJobResult", "RecommendRequests", "RecommenderModelHandler", "ServedModel",
+           "run_beam_job", "run_from_args"]
 
 _METRICS_NAMESPACE = "genrec"
 _DEAD_LETTER = "dead_letter"
+# The DirectRunner's settings unless the caller gives its own: two worker threads of this process, so one
+# thread's host work (reading, parsing, writing records) overlaps the other's decode (JAX releases the GIL
+# while the device computes); both share the process's one model (RecommenderModelHandler). Beam's own
+# default is one thread (docs/benchmarks.md, "Beam vs the local job").
+DIRECT_RUNNER_DEFAULTS = ("--direct_running_mode=multi_threading", "--direct_num_workers=2")
+# Requests read on the launcher go to the runner in tables of this many decode batches: enough of them for the
+# runner to spread over its workers, few enough that each is worth an element.
+_BATCHES_PER_CHUNK = 8
+# The item lists of a request, in the order their rows are looked up and their unknown ids reported.
+_LIST_KEYS = (HISTORY_KEY, ALLOW_KEY, EXCLUDE_KEY)
 # The local job's flags a Beam job cannot honour, and why (one line each).
 _LOCAL_ONLY = {
     "max_shards": "--max-shards is the local job's (--runner local); a Beam job runs to the end",
@@ -137,15 +149,80 @@ def _dataset_table(workdir: str | Path, data_dir: str | Path | None) -> RequestT
     return read_requests(data=load_workdir_data(workdir, data_dir, vocab, min_interactions=0))
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class _RequestChunk:
+    """Some users' requests, read and checked on the launcher, in flat arrays: what the launcher hands the
+    runner (a few compact elements instead of one dict per user, which ``beam.Create`` would type-check,
+    pickle, reshuffle and unpickle one by one; docs/benchmarks.md, "Beam vs the local job").
+
+    Attributes:
+      user_ids: the chunk's users, in order.
+      item_ids: ``str[n]``, the item ids the chunk uses.
+      lists: per request key (history, allow_items, exclude_items), ``(rows, lengths)``: ``int32[total]``
+        rows into ``item_ids``, all requests' lists one after the other, and ``int64[num_users]`` each
+        request's list length, ``-1`` for a request without that list; None when no request has one.
+    """
+
+    user_ids: list[str]
+    item_ids: np.ndarray
+    lists: dict[str, tuple[np.ndarray, np.ndarray] | None]
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """The requests as :func:`serving.requests_io.parse_request` gives them, in order."""
+        columns = {}
+        for key in _LIST_KEYS:
+            if self.lists[key] is None:
+                columns[key] = [None] * len(self.user_ids)
+                continue
+            rows, lengths = self.lists[key]
+            ids = self.item_ids[rows].tolist()  # one conversion for the chunk, then slices of it
+            ends = np.cumsum(np.maximum(lengths, 0)).tolist()
+            columns[key] = [None if length < 0 else ids[end - length:end]
+                            for length, end in zip(lengths.tolist(), ends)]
+        for user, history, allow, exclude in zip(self.user_ids, *(columns[key] for key in _LIST_KEYS)):
+            yield {USER_KEY: user, HISTORY_KEY: history, ALLOW_KEY: allow, EXCLUDE_KEY: exclude}
+
+
+def _table_chunks(table: RequestTable, users_per_chunk: int) -> list[_RequestChunk]:
+    """``table`` cut into :class:`_RequestChunk` of ``users_per_chunk`` users, each with only the ids it uses."""
+    columns = dict(zip(_LIST_KEYS, (table.histories, table.allow_items, table.exclude_items)))
+    item_ids = np.asarray(table.item_ids).astype(str)
+    chunks = []
+    for first in range(0, table.num_users, users_per_chunk):
+        users = range(first, min(first + users_per_chunk, table.num_users))
+        lists = {key: None if column is None else [column[u] for u in users] for key, column in columns.items()}
+        present = [rows for column in lists.values() if column is not None for rows in column if rows is not None]
+        flat = np.concatenate(present).astype(np.int64) if present else np.zeros(0, np.int64)
+        used, new_rows = np.unique(flat, return_inverse=True)
+        new_rows = new_rows.reshape(-1).astype(np.int32)
+        packed: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
+        start = 0
+        for key, column in lists.items():
+            if column is None:
+                packed[key] = None
+                continue
+            lengths = np.array([-1 if rows is None else len(rows) for rows in column], np.int64)
+            total = int(np.maximum(lengths, 0).sum())
+            packed[key] = (new_rows[start:start + total], lengths)
+            start += total
+        chunks.append(_RequestChunk(user_ids=list(table.user_ids[first:users.stop]),
+                                    item_ids=item_ids[used], lists=packed))
+    return chunks
+
+
 class _ParseRequests(beam.DoFn):
-    """Request rows (dicts, e.g. Parquet rows) or ``(file, line)`` JSONL pairs -> parsed requests;
-    a row that does not parse goes to the dead-letter output (:func:`serving.requests_io.parse_request`)."""
+    """Request rows (dicts, e.g. Parquet rows), ``(file, line)`` JSONL pairs or request tables (read and
+    checked on the launcher) -> parsed requests; a row that does not parse goes to the dead-letter output
+    (:func:`serving.requests_io.parse_request`)."""
 
     def __init__(self, where: str):
         self._where = where
         self._failed = Metrics.counter(_METRICS_NAMESPACE, "dead_letter")
 
     def process(self, element: Any) -> Iterator[Any]:
+        if isinstance(element, _RequestChunk):  # parsed and checked by the local job's readers already
+            yield from element.records()
+            return
         if isinstance(element, tuple):  # ReadFromTextWithFilename: (file name, line)
             where, row = element
             if not row.strip():
@@ -200,15 +277,38 @@ class ServedModel:
     item_fields: ItemFields | None = None
 
 
-def _check_known_items(request: Mapping[str, Any], recommender: Recommender) -> None:
-    """ValueError (one line) when a history or list item is not in the catalogue; cheap (no decode)."""
-    for key in (HISTORY_KEY, ALLOW_KEY, EXCLUDE_KEY):
-        items = request.get(key) or []
-        rows = recommender.lookup_rows(items) if items else None
-        if rows is not None and (rows < 0).any():
-            unknown = items[int((rows < 0).argmax())]
-            raise ValueError(f"{key} item {unknown!r} is not in the model's catalogue of {recommender.num_items} "
-                             "items; pass --skip-unknown to drop unknown items")
+def _batch_rows(batch: Sequence[Mapping[str, Any]], recommender: Recommender
+                ) -> tuple[dict[str, list[np.ndarray | None]], np.ndarray]:
+    """``(rows, has_unknown)``: per key of :data:`_LIST_KEYS`, each request's catalogue rows ``int32[n]``
+    (-1: unknown id; None: no such list), and ``bool[len(batch)]`` whether a request has an unknown id.
+    One :meth:`Recommender.lookup_rows` for the whole batch, not one per request and list."""
+    lists = {key: [request.get(key) for request in batch] for key in _LIST_KEYS}
+    flat = recommender.lookup_rows([item for key in _LIST_KEYS for items in lists[key] if items for item in items])
+    lengths = [len(items) if items else 0 for key in _LIST_KEYS for items in lists[key]]
+    has_unknown = np.zeros(len(batch), bool)
+    owners = np.repeat(np.tile(np.arange(len(batch)), len(_LIST_KEYS)), lengths)  # the request of each id
+    has_unknown[owners[flat < 0]] = True
+    rows: dict[str, list[np.ndarray | None]] = {}
+    start = 0
+    for key in _LIST_KEYS:
+        rows[key] = []
+        for items in lists[key]:
+            rows[key].append(None if items is None else flat[start:start + len(items)])
+            start += len(items or ())
+    return rows, has_unknown
+
+
+def _unknown_item_error(request: Mapping[str, Any], rows: Mapping[str, list[np.ndarray | None]], i: int,
+                        num_items: int) -> str | None:
+    """The one-line error of request ``i`` of a batch when one of its items is not in the catalogue (the
+    first unknown id of its history, then of its lists), else None."""
+    for key in _LIST_KEYS:
+        found = rows[key][i]
+        if found is not None and (found < 0).any():
+            unknown = request[key][int((found < 0).argmax())]
+            return (f"ValueError: {key} item {unknown!r} is not in the model's catalogue of {num_items} items; "
+                    "pass --skip-unknown to drop unknown items")
+    return None
 
 
 class RecommenderModelHandler(ModelHandler[dict, PredictionResult, ServedModel]):
@@ -295,53 +395,56 @@ class RecommenderModelHandler(ModelHandler[dict, PredictionResult, ServedModel])
     def run_inference(
         self, batch: Sequence[dict], model: ServedModel, inference_args: dict[str, Any] | None = None
     ) -> Iterable[PredictionResult]:
-        recommender, item_fields = model.recommender, model.item_fields
+        recommender, item_fields = model.recommender.snapshot(), model.item_fields  # one catalogue for the batch
+        rows, has_unknown = _batch_rows(batch, recommender)
         outcomes: list[dict[str, Any] | None] = [None] * len(batch)
-        servable = []
-        for i, request in enumerate(batch):
-            try:
-                if not self._skip_unknown:
-                    _check_known_items(request, recommender)
-                servable.append(i)
-            except ValueError as error:
-                outcomes[i] = {"error": _dead_letter(request, error)["error"]}
+        servable = list(range(len(batch)))
+        if not self._skip_unknown and has_unknown.any():
+            for i in np.flatnonzero(has_unknown).tolist():
+                outcomes[i] = {"error": _unknown_item_error(batch[i], rows, i, recommender.num_items)}
+            servable = np.flatnonzero(~has_unknown).tolist()
         if servable:
             try:
-                records = self._recommend(recommender, item_fields, [batch[i] for i in servable])
+                records = self._recommend(recommender, item_fields, batch, rows, servable)
             except Exception:  # noqa: BLE001 - some request of the batch is bad: find it, serve the rest
                 records = []
                 for i in servable:
                     try:
-                        records.extend(self._recommend(recommender, item_fields, [batch[i]]))
+                        records.extend(self._recommend(recommender, item_fields, batch, rows, [i]))
                     except Exception as error:  # noqa: BLE001 - this one request is what failed
                         records.append({"error": _dead_letter(batch[i], error)["error"]})
             for i, record in zip(servable, records):
                 outcomes[i] = record
         return [PredictionResult(request, outcome) for request, outcome in zip(batch, outcomes)]
 
-    def _recommend(self, recommender: Recommender, item_fields: ItemFields | None,
-                   requests: list[dict]) -> list[dict[str, Any]]:
-        """``{"record": {...}}`` per request: one ``Recommender.recommend`` call, the local job's records."""
-        lists = {key: [request.get(key) for request in requests] for key in (ALLOW_KEY, EXCLUDE_KEY)}
-        recs = recommender.recommend(
-            [request[HISTORY_KEY] for request in requests], top_k=self._top_k, exclude_seen=self._exclude_seen,
-            on_unknown="skip" if self._skip_unknown else "error",
-            **{key: values for key, values in lists.items() if any(value is not None for value in values)})
-        records = recommendation_records([request[USER_KEY] for request in requests], recs, item_fields)
+    def _recommend(self, recommender: Recommender, item_fields: ItemFields | None, batch: Sequence[dict],
+                   rows: Mapping[str, list[np.ndarray | None]], which: list[int]) -> list[dict[str, Any]]:
+        """``{"record": {...}}`` per request ``which`` of the batch: one ``Recommender.recommend_rows`` call on
+        the rows :func:`_batch_rows` looked up (-1, an unknown id, is dropped from a history and matches no
+        item in a list: ``recommend``'s ``on_unknown="skip"``), the local job's records."""
+        lists = {name: [rows[key][i] for i in which] for name, key in (("allow_rows", ALLOW_KEY),
+                                                                        ("exclude_rows", EXCLUDE_KEY))}
+        recs = recommender.recommend_rows(
+            [rows[HISTORY_KEY][i] for i in which], top_k=self._top_k, exclude_seen=self._exclude_seen,
+            **{name: values for name, values in lists.items() if any(value is not None for value in values)})
+        records = recommendation_records([batch[i][USER_KEY] for i in which], recs, item_fields)
         return [{"record": record} for record in records]
 
 
 class _SplitOutcomes(beam.DoFn):
-    """PredictionResults -> records (main output) and dead letters (tagged), counted in Beam metrics."""
+    """PredictionResults -> records, passed through ``encode`` when given (main output), and dead letters
+    (tagged), counted in Beam metrics."""
 
-    def __init__(self):
+    def __init__(self, encode: Callable[[dict[str, Any]], Any] | None = None):
+        self._encode = encode
         self._recommended = Metrics.counter(_METRICS_NAMESPACE, "recommended")
         self._failed = Metrics.counter(_METRICS_NAMESPACE, "dead_letter")
 
     def process(self, result: PredictionResult) -> Iterator[Any]:
         if "record" in result.inference:
             self._recommended.inc()
-            yield result.inference["record"]
+            record = result.inference["record"]
+            yield record if self._encode is None else self._encode(record)
         else:
             self._failed.inc()
             yield beam.pvalue.TaggedOutput(_DEAD_LETTER, _dead_letter(result.example, result.inference["error"]))
@@ -361,14 +464,19 @@ class RecommendRequests(beam.PTransform):
       where: what names a dict row in its parse error (a file pattern).
       users: serve only these users' requests (``--users``); a listed user
         without a request, or with several, is dead-lettered.
+      encode: applied to each record in the step that separates records from
+        dead letters (e.g. :func:`serving.requests_io.record_line`): the
+        ``records`` output then holds what it returns, and the runner does one
+        step less per request.
     """
 
     def __init__(self, handler: RecommenderModelHandler, where: str = "the requests",
-                 users: Sequence[str] | None = None):
+                 users: Sequence[str] | None = None, encode: Callable[[dict[str, Any]], Any] | None = None):
         super().__init__()
         self._handler = handler
         self._where = where
         self._users = None if users is None else list(users)
+        self._encode = encode
 
     def expand(self, rows):
         parsed = rows | "Parse" >> beam.ParDo(_ParseRequests(self._where)).with_outputs(_DEAD_LETTER, main="requests")
@@ -384,7 +492,7 @@ class RecommendRequests(beam.PTransform):
             dead.append(selected[_DEAD_LETTER])
         outcomes = (requests
                     | "RunInference" >> RunInference(self._handler)
-                    | "Split" >> beam.ParDo(_SplitOutcomes()).with_outputs(_DEAD_LETTER, main="records"))
+                    | "Split" >> beam.ParDo(_SplitOutcomes(self._encode)).with_outputs(_DEAD_LETTER, main="records"))
         dead.append(outcomes[_DEAD_LETTER])
         return {"records": outcomes.records, "dead_letter": tuple(dead) | "AllDeadLetters" >> beam.Flatten()}
 
@@ -409,6 +517,15 @@ def _request_source(requests: str) -> tuple[Literal["inter", "parquet", "jsonl"]
         return "parquet", parts
     raise UserError(f"--requests {requests}: unknown request format; give .jsonl or .parquet files (a glob of "
                     f"them), a directory of .parquet files, or a NAME{INTER_SUFFIX}")
+
+
+def _with_direct_defaults(pipeline_options: Sequence[str]) -> list[str]:
+    """``pipeline_options`` plus :data:`DIRECT_RUNNER_DEFAULTS` where they set neither of its options (other
+    runners ignore them)."""
+    given = {option.split("=", 1)[0] for option in pipeline_options}
+    if given & {"--direct_running_mode", "--direct_num_workers"}:
+        return list(pipeline_options)
+    return [*pipeline_options, *DIRECT_RUNNER_DEFAULTS]
 
 
 def _check_output_dir(out: str) -> None:
@@ -456,7 +573,9 @@ def run_beam_job(
       output_format: ``"jsonl"`` or ``"parquet"``, the local job's records and
         schema (:func:`serving.requests_io.records_schema`).
       pipeline_options: Beam pipeline options (``--runner=DataflowRunner``, ...);
-        none: the DirectRunner.
+        none: the DirectRunner, with two worker threads unless
+        ``--direct_running_mode`` or ``--direct_num_workers`` say otherwise
+        (:data:`DIRECT_RUNNER_DEFAULTS`).
       log: where the summary line goes.
 
     Raises:
@@ -489,22 +608,22 @@ def run_beam_job(
         exclude_seen=exclude_seen, skip_unknown=skip_unknown, item_file=item_file, item_fields=tuple(item_fields))
 
     start = time.perf_counter()
-    pipeline = beam.Pipeline(options=PipelineOptions(list(pipeline_options)))
+    pipeline = beam.Pipeline(options=PipelineOptions(_with_direct_defaults(pipeline_options)))
     if table is not None:
-        rows = pipeline | "Requests" >> beam.Create(list(table.records()))
+        rows = pipeline | "Requests" >> beam.Create(_table_chunks(table, _BATCHES_PER_CHUNK * batch_size))
     elif kind == "parquet":
         rows = pipeline | "ReadParquet" >> beam.io.ReadFromParquet(pattern)
     else:
         rows = pipeline | "ReadJsonl" >> beam.io.ReadFromTextWithFilename(pattern)
     outputs = rows | "Recommend" >> RecommendRequests(handler, where=str(requests or table.name),
-                                                     users=user_ids if table is None else None)
+                                                     users=user_ids if table is None else None,
+                                                     encode=record_line if output_format == "jsonl" else None)
     shards = FileSystems.join(out, "shard")
     if output_format == "parquet":
         _ = outputs["records"] | "WriteParquet" >> beam.io.WriteToParquet(
             shards, records_schema(fields), file_name_suffix=".parquet")
     else:
-        _ = (outputs["records"] | "RecordLines" >> beam.Map(record_line)
-             | "WriteJsonl" >> beam.io.WriteToText(shards, file_name_suffix=".jsonl"))
+        _ = outputs["records"] | "WriteJsonl" >> beam.io.WriteToText(shards, file_name_suffix=".jsonl")
     _ = (outputs["dead_letter"] | "DeadLetterLines" >> beam.Map(json.dumps, default=str)
          | "WriteDeadLetters" >> beam.io.WriteToText(FileSystems.join(out, "dead-letter"), file_name_suffix=".jsonl"))
     result = pipeline.run()

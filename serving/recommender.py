@@ -60,6 +60,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import itertools
 import logging
 import threading
 import types
@@ -452,8 +453,9 @@ class Recommender:
 
     def lookup_rows(self, item_ids: Sequence[Any]) -> np.ndarray:
         """Catalogue rows ``int32[n]`` of original item ids, ``-1`` for unknown ids."""
-        return np.fromiter((self._row_of_id.get(str(item_id), -1) for item_id in item_ids),
-                           dtype=np.int32, count=len(item_ids))
+        row_of_id = self._row_of_id  # one catalogue for the whole call, and one property read, not one per id
+        return np.fromiter(map(row_of_id.get, map(str, item_ids), itertools.repeat(-1)), dtype=np.int32,
+                           count=len(item_ids))
 
     def item_rows(
         self, item_ids: Sequence[Any], *, on_unknown: OnUnknown = "error", request: int | None = None

@@ -226,6 +226,9 @@ def _check_unique_users(path: Path, place: Callable[[int], str], user_ids: list[
         seen[user] = position
 
 
+_STR_TYPE = frozenset({str})
+
+
 def _is_id(value: Any) -> bool:
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
@@ -263,6 +266,9 @@ def parse_request(request: Any, where: str) -> dict[str, Any]:
         value = request.get(key)
         if value is None and key != HISTORY_KEY:
             parsed[key] = None
+            continue
+        if isinstance(value, list) and set(map(type, value)) <= _STR_TYPE:  # all strings: checked at C speed
+            parsed[key] = list(value)
             continue
         if not isinstance(value, list) or not all(_is_id(item) for item in value):
             got = ("null" if value is None else type(value).__name__) if not isinstance(value, list) else (
@@ -551,16 +557,18 @@ def recommendation_records(user_ids: Sequence[str], recs: "Recommendations",
     :meth:`serving.Recommender.recommend`'s result for ``user_ids``, in order;
     scores are rounded to 6 decimals, item ids written as strings.
     """
+    # One conversion to Python objects per batch (not per request), the same values: float32 -> float is exact.
+    item_ids, scores, valid = recs.item_ids.tolist(), recs.scores.tolist(), recs.valid.tolist()
     records = []
     for i, user in enumerate(user_ids):
-        keep = recs.valid[i]
+        keep = valid[i]
         record = {
             "user": str(user),
-            "items": [str(item) for item in recs.item_ids[i][keep].tolist()],
-            "scores": [round(float(score), 6) for score in recs.scores[i][keep]],
+            "items": [str(item) for item, ok in zip(item_ids[i], keep) if ok],
+            "scores": [round(score, 6) for score, ok in zip(scores[i], keep) if ok],
         }
         if item_fields is not None:
-            record.update(item_fields.for_rows(recs.item_rows[i][keep]))
+            record.update(item_fields.for_rows(recs.item_rows[i][recs.valid[i]]))
         records.append(record)
     return records
 

@@ -16,10 +16,11 @@ from genrec.console import UserError  # noqa: E402
 from genrec.datasets import write_sid_dataset  # noqa: E402
 from genrec.models import ModelConfig, build_model  # noqa: E402
 from genrec.synthetic import make_synthetic_dataset  # noqa: E402
-from serving import cli  # noqa: E402
+from serving import beam_pipeline, cli  # noqa: E402
 from serving.batch_job import run_batch_job  # noqa: E402
 from serving.beam_pipeline import RecommenderModelHandler, ServedModel, run_beam_job  # noqa: E402
 from serving.recommender import Recommendations, Recommender  # noqa: E402
+from serving.requests_io import RequestTable  # noqa: E402
 
 BATCH = 8
 TOP_K = 5
@@ -58,10 +59,10 @@ def recommender(run):
     return Recommender.from_workdir(run[0], num_beams=TOP_K + 1, batch_size=BATCH)
 
 
-def _beam(run, out, **kwargs):
+def _beam(run, out, pipeline_options=DIRECT, **kwargs):
     lines = []
-    result = run_beam_job(run[0], out, top_k=TOP_K, num_beams=TOP_K + 1, batch_size=BATCH, pipeline_options=DIRECT,
-                          log=lines.append, **kwargs)
+    result = run_beam_job(run[0], out, top_k=TOP_K, num_beams=TOP_K + 1, batch_size=BATCH,
+                          pipeline_options=pipeline_options, log=lines.append, **kwargs)
     assert len(lines) == 1 and "users/s" in lines[0]
     return result
 
@@ -76,15 +77,52 @@ def _records(out, pattern):
     return {json.dumps(row, sort_keys=True) for row in rows}, len(rows)
 
 
-def test_beam_on_the_dataset_writes_the_local_jobs_records(tmp_path, run, data, recommender):
+def test_beam_on_the_dataset_writes_the_local_jobs_records(tmp_path, run, data, recommender, monkeypatch):
+    """With the default DirectRunner settings (two worker threads) and the dataset in 3 chunks, so both
+    threads serve users: the local job's records, and one model load for the process."""
+    monkeypatch.setattr(beam_pipeline, "_BATCHES_PER_CHUNK", 1)  # 19 users in 3 chunks of one batch each
+    loads = []
+    load_model = RecommenderModelHandler.load_model
+    monkeypatch.setattr(RecommenderModelHandler, "load_model", lambda self: loads.append(1) or load_model(self))
     run_batch_job(recommender, data, tmp_path / "local", top_k=TOP_K, users_per_shard=7, exclude_seen=True,
                   log=lambda line: None)
-    result = _beam(run, tmp_path / "beam", data=run[1], exclude_seen=True)
+    result = _beam(run, tmp_path / "beam", pipeline_options=(), data=run[1], exclude_seen=True)
+    assert len(loads) == 1
     local, num_local = _records(tmp_path / "local", "shard-*.jsonl")
     beam, num_beam = _records(tmp_path / "beam", "shard-*.jsonl")
     assert num_local == num_beam == data.num_users == result.num_recommended
     assert beam == local  # same users, items and scores, whatever order the runner wrote them in
     assert result.num_dead_letter == 0 and _records(tmp_path / "beam", "dead-letter-*.jsonl")[1] == 0
+
+
+def test_direct_runner_defaults_apply_only_where_the_caller_set_neither_option():
+    defaults = list(beam_pipeline.DIRECT_RUNNER_DEFAULTS)
+    assert beam_pipeline._with_direct_defaults([]) == defaults
+    assert beam_pipeline._with_direct_defaults(["--runner=FlinkRunner"]) == ["--runner=FlinkRunner", *defaults]
+    for own in (["--direct_num_workers=4"], ["--direct_running_mode=in_memory", "--job_name=x"]):
+        assert beam_pipeline._with_direct_defaults(own) == own
+
+
+def test_request_chunks_hold_the_tables_requests_in_order():
+    """What the launcher hands the runner (the dataset, NAME.inter.json): chunks whose requests are the
+    table's, lists and absent lists included, each chunk carrying only the item ids it uses."""
+    rng = np.random.default_rng(0)
+    item_ids = np.array([f"item{i}" for i in range(30)])
+
+    def lists(p_absent):
+        return [None if rng.random() < p_absent else rng.integers(0, 30, rng.integers(0, 5)).astype(np.int32)
+                for _ in range(11)]
+
+    table = RequestTable(user_ids=[f"u{i}" for i in range(11)], item_ids=item_ids, histories=lists(0.0),
+                         allow_items=lists(0.5), exclude_items=None, name="t")
+    for users_per_chunk in (1, 4, 11, 64):
+        chunks = beam_pipeline._table_chunks(table, users_per_chunk)
+        assert len(chunks) == -(-11 // users_per_chunk)
+        assert [request for chunk in chunks for request in chunk.records()] == list(table.records())
+        for chunk in chunks:
+            used = {item for request in chunk.records() for key in ("history", "allow_items")
+                    for item in request[key] or ()}
+            assert sorted(chunk.item_ids.tolist()) == sorted(used)
 
 
 def test_bad_rows_and_failed_requests_go_to_the_dead_letter_output_and_the_rest_complete(tmp_path, run, data,
@@ -139,19 +177,26 @@ def _who(request):
 
 
 class _FailingRecommender:
-    """Knows every item but "unknown"; its recommend fails a whole call when any history holds "boom"."""
+    """Knows every item but "unknown"; its recommend_rows fails a whole call when any history holds "boom"."""
 
     num_items = 10
+    _ids = ["x", "y", "boom", "a", "b", "e", "f"]
 
     def __init__(self):
         self.calls = []
 
-    def lookup_rows(self, item_ids):
-        return np.array([-1 if item == "unknown" else 0 for item in item_ids], np.int32)
+    def snapshot(self):
+        return self
 
-    def recommend(self, histories, *, top_k, exclude_seen, on_unknown, **lists):
-        self.calls.append((len(histories), lists))
-        if any("boom" in history for history in histories):
+    def lookup_rows(self, item_ids):
+        return np.array([self._ids.index(item) if item in self._ids else -1 for item in item_ids], np.int32)
+
+    def recommend_rows(self, histories, *, top_k, exclude_seen, **lists):
+        # Recorded as ids, so the test reads what the caller asked for.
+        self.calls.append((len(histories), {name.replace("_rows", "_items"): [
+            None if rows is None else [self._ids[row] for row in rows] for rows in values]
+            for name, values in lists.items()}))
+        if any(self._ids.index("boom") in history for history in histories):
             raise RuntimeError("boom\nin the decode")
         scores = np.array([[-float(len(h)), -9.0] for h in histories], np.float32)
         return Recommendations(item_ids=np.array([["a", ""]] * len(histories)), scores=scores,
