@@ -88,9 +88,9 @@ _DEAD_LETTER = "dead_letter"
 # while the device computes); both share the process's one model (RecommenderModelHandler). Beam's own
 # default is one thread (docs/benchmarks.md, "Beam vs the local job").
 DIRECT_RUNNER_DEFAULTS = ("--direct_running_mode=multi_threading", "--direct_num_workers=2")
-# Requests read on the launcher go to the runner in tables of this many decode batches: enough of them for the
-# runner to spread over its workers, few enough that each is worth an element.
-_BATCHES_PER_CHUNK = 8
+# Requests read on the launcher go to the runner in chunks of this many decode batches (a whole number, so a
+# bundle of whole chunks decodes full batches): enough chunks for the runner to spread over its workers.
+_BATCHES_PER_CHUNK = 2
 # The item lists of a request, in the order their rows are looked up and their unknown ids reported.
 _LIST_KEYS = (HISTORY_KEY, ALLOW_KEY, EXCLUDE_KEY)
 # The local job's flags a Beam job cannot honour, and why (one line each).
