@@ -7,28 +7,20 @@ import stat
 
 import numpy as np
 import pytest
-from flax import nnx
 
 from genrec.locks import LOCK_FILE
-from genrec.models import ModelConfig, build_model
-from genrec.synthetic import make_synthetic_dataset
 from serving.batch_job import MANIFEST_FILE, run_batch_job, shard_path
-from serving.recommender import Recommender
-
-USERS_PER_SHARD = 4
+from tests.batch_job_setup import USERS_PER_SHARD, batch_job_data, batch_job_recommender
 
 
 @pytest.fixture(scope="module")
 def data():
-    return make_synthetic_dataset(num_items=50, num_users=18, num_levels=3, codebook_size=4, seed=5)
+    return batch_job_data()
 
 
 @pytest.fixture(scope="module")
 def recommender(data):
-    config = ModelConfig.tiny(data.vocab.vocab_size, data.num_levels, num_encoder_layers=1, num_decoder_layers=1)
-    model = build_model(config, rngs=nnx.Rngs(0))
-    return Recommender(model, data.vocab, data.sid_codes, data.item_ids, num_beams=6,
-                       batch_size=USERS_PER_SHARD, max_history=5)
+    return batch_job_recommender(data)
 
 
 def _run(recommender, data, out_dir, **kwargs):

@@ -11,17 +11,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from flax import nnx
 from logging_state import kept_logging
 
 from genrec.console import user_error_message
 from genrec.datasets import write_sid_dataset
-from genrec.models import ModelConfig, build_model
-from genrec.synthetic import make_synthetic_dataset
 from serving import batch_job
 from serving.batch_job import MANIFEST_FILE, input_digest, run_batch_job
 from serving.cli import main as genrec_main
-from serving.recommender import Recommender
 from serving.requests_io import (
     MissingPyarrow,
     encode_records,
@@ -30,23 +26,20 @@ from serving.requests_io import (
     read_requests,
     requests_digest,
 )
+from tests.batch_job_setup import USERS_PER_SHARD, batch_job_data, batch_job_recommender
 
-# The data and model of tests/test_batch_job.py, so that the decode compiles once for both files
-# (the session's persistent XLA cache, conftest.py). 18 users: shards of 4, 4, 4, 4, 2.
-USERS_PER_SHARD = 4
+# The data and model of tests/test_batch_job.py (tests/batch_job_setup.py). 18 users: shards of 4, 4, 4, 4, 2.
 NUM_SHARDS = 5
 
 
 @pytest.fixture(scope="module")
 def data():
-    return make_synthetic_dataset(num_items=50, num_users=18, num_levels=3, codebook_size=4, seed=5)
+    return batch_job_data()
 
 
 @pytest.fixture(scope="module")
 def recommender(data):
-    config = ModelConfig.tiny(data.vocab.vocab_size, data.num_levels, num_encoder_layers=1, num_decoder_layers=1)
-    return Recommender(build_model(config, rngs=nnx.Rngs(0)), data.vocab, data.sid_codes, data.item_ids,
-                       num_beams=6, batch_size=USERS_PER_SHARD, max_history=5)
+    return batch_job_recommender(data)
 
 
 def _histories(data):

@@ -1,0 +1,20 @@
+"""The small dataset and recommender of the batch-job tests (tests/test_batch_job.py, tests/test_requests_io.py):
+one definition, so that both files decode the same shapes and the decode compiles once for both."""
+
+from flax import nnx
+
+from genrec.models import ModelConfig, build_model
+from genrec.synthetic import make_synthetic_dataset
+from serving.recommender import Recommender
+
+USERS_PER_SHARD = 4  # 18 users: shards of 4, 4, 4, 4, 2
+
+
+def batch_job_data():
+    return make_synthetic_dataset(num_items=50, num_users=18, num_levels=3, codebook_size=4, seed=5)
+
+
+def batch_job_recommender(data) -> Recommender:
+    config = ModelConfig.tiny(data.vocab.vocab_size, data.num_levels, num_encoder_layers=1, num_decoder_layers=1)
+    return Recommender(build_model(config, rngs=nnx.Rngs(0)), data.vocab, data.sid_codes, data.item_ids,
+                       num_beams=6, batch_size=USERS_PER_SHARD, max_history=5)
