@@ -15,6 +15,9 @@ Argument (``FILE:key=value,...``; the first choice is the default):
       float32 the step costs 4.4x a CE step (docs/benchmarks.md).
   dtype=auto|float32|bfloat16     compute dtype; auto: the platform's.
   platform=gpu|tpu_v4_8|tpu_v5e_8  device count and dtype (common.PLATFORMS).
+  rl=vstar|grpo_beam|grpo_sample|sibling
+      the arm `genrec rl` runs from a trained run (common.RL_ARMS, docs/rl.md);
+      `genrec train` ignores it. Not measured on Beauty yet (docs/results.md).
   model=default|hf
       hf: Hugging Face T5's numerics, which the published T5 figures come from
       (common.T5_MODEL_VARIANTS, docs/models.md): dropout 0.1 also on the

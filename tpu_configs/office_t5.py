@@ -20,6 +20,9 @@ Argument (``FILE:key=value,...``; the first choice is the default):
       (common.T5_MODEL_VARIANTS, docs/models.md): dropout 0.1 also on the
       attention probabilities and the FFN hidden layer, unscaled attention
       logits, HF's init (q std (d_model * head_dim) ** -0.5).
+  rl=vstar|grpo_beam|grpo_sample|sibling
+      the arm `genrec rl` runs from a trained run (common.RL_ARMS, docs/rl.md);
+      `genrec train` ignores it.
 
 Data: ``data/Office`` (relative to the working directory) holding
 ``Office.inter.json`` and ``Office.index.rq-kmeans.json``; elsewhere, add
@@ -36,6 +39,13 @@ docs/results.md has NDCG, the spread and the comparisons):
 `genrec train --config tpu_configs/office_t5.py:loss=apao,platform=tpu_v4_8 --workdir runs/x`: to be measured
 `genrec train --config tpu_configs/office_t5.py:loss=ce,model=hf --workdir runs/x`: to be measured (expected
   result: not measured yet; Hugging Face T5 numerics, whose A/B is on Beauty, beauty_t5.py)
+
+RL on top of a CE run (`genrec rl`; the pre-registered comparison of all arms, 4 RL seeds each, is in
+docs/results.md, "V-STAR RL on Office"): exact command, measured test Recall@10 (seed mean) against its
+CE start's 0.0648:
+`genrec rl --config tpu_configs/office_t5.py:rl=vstar --init-from runs/ce --workdir runs/x --set
+  rl.optimizer.learning_rate=3e-6 --set rl.num_steps=300 --set rl.eval_every=50`: Recall@10 0.0640 (4 seeds; -1.3%)
+  the same with `rl=grpo_beam`: 0.0624 (4 seeds), `rl=grpo_sample`: 0.0645 (4 seeds), `rl=sibling`: 0.0642 (4 seeds)
 
 Published bars, test Recall@10 (paper): ce 0.0608, apao 0.0667, apao_pairwise
 0.0671; 0.0638 for the strongest baseline (MSL or two-stage S-DPO). The APAO
