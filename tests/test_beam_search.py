@@ -7,39 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from catalogues import random_catalogue
+from catalogues import PrefixHashModel, random_catalogue
 
 from constrained.beam_search import constrained_beam_search
 from constrained.index import build_index
 from constrained.reference import build_dict_trie, log_softmax, prune_trie, reference_beam_search
 
-HASH_MOD = 997
 START = 1
-
-
-class PrefixHashModel:
-    """Logits depend on the request and the whole prefix (through a rolling
-    hash kept in the beam cache), so a wrong cache reorder changes results."""
-
-    def __init__(self, rng, batch, num_levels, vocab, scale=3.0):
-        self.table = (scale * rng.standard_normal((batch, num_levels, HASH_MOD, vocab))).astype(np.float32)
-
-    def step(self, shared, beam_cache, last_tokens, step):
-        h = beam_cache["hash"]
-        if step > 0:
-            h = (h * 31 + last_tokens + 1) % HASH_MOD
-        batch_idx = jnp.arange(h.shape[0])[:, None]
-        logits = shared["table"][batch_idx, step, h]  # [B, M, V]
-        return logits, {"hash": h}
-
-    def logits_fn(self, request, token_offsets):
-        def fn(prefix):
-            h = 0
-            for level, code in enumerate(prefix):
-                h = (h * 31 + token_offsets[level] + code + 1) % HASH_MOD
-            return self.table[request, len(prefix), h]
-
-        return fn
 
 
 def run_search(index, model, batch, num_beams, allow_mask=None, exclude_rows=None, normalization="vocab"):

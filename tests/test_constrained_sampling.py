@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from catalogues import random_catalogue
+from catalogues import PrefixHashModel, random_catalogue
 from flax import nnx
 from scipy import stats
 
@@ -32,36 +32,7 @@ from constrained.sampling import (
 )
 from genrec.models import PAD_ID, ModelConfig, build_model
 
-HASH_MOD = 997
 START = 1
-
-
-class PrefixHashModel:
-    """Logits depend on the request and the whole prefix (a rolling hash kept in
-    the per-slot cache), so the constrained distribution differs per prefix."""
-
-    def __init__(self, rng, batch, num_levels, vocab, scale=1.5):
-        self.table = (scale * rng.standard_normal((batch, num_levels, HASH_MOD, vocab))).astype(np.float32)
-
-    def step(self, shared, beam_cache, last_tokens, step):
-        h = beam_cache["hash"]
-        if step > 0:
-            h = (h * 31 + last_tokens + 1) % HASH_MOD
-        logits = shared["table"][jnp.arange(h.shape[0])[:, None], step, h]
-        return logits, {"hash": h}
-
-    def logits_fn(self, request, token_offsets):
-        def fn(prefix):
-            h = 0
-            for level, code in enumerate(prefix):
-                h = (h * 31 + token_offsets[level] + code + 1) % HASH_MOD
-            return self.table[request, len(prefix), h]
-
-        return fn
-
-    def inputs(self, num_slots):
-        batch = self.table.shape[0]
-        return {"table": jnp.asarray(self.table)}, {"hash": jnp.zeros((batch, num_slots), jnp.int32)}
 
 
 def draw(index, model, num_samples, seed=0, normalization="trie", **kwargs):
