@@ -40,8 +40,15 @@ import numpy as np
 
 from genrec.console import UserError, add_verbose_flag, run_command, setup_logging
 from genrec.datasets import INDEX_SUFFIX, INTER_SUFFIX
-from genrec.rqkmeans import RQKMeansConfig, SemanticIDReport, _load_embeddings, build_semantic_ids, write_index
-from genrec.vocab import SIDVocabulary, write_json_atomic
+from genrec.rqkmeans import (
+    RQKMeansConfig,
+    SemanticIDReport,
+    _load_embeddings,
+    add_sid_arguments,
+    build_and_write_index,
+    sid_config,
+)
+from genrec.vocab import write_json_atomic
 
 __all__ = ["DEDUPE_RULES", "InteractionLog", "ConvertedLog", "read_interactions", "parse_timestamps",
            "chronological_k_core", "filter_log", "write_interactions", "load_item_embeddings", "check_embedded",
@@ -450,12 +457,8 @@ def write_sid_index(out_dir: str | Path, name: str, item_ids: Sequence[str], emb
     check_embedded(item_ids, embedding_ids, source)
     row_of = {item: row for row, item in enumerate(embedding_ids)}
     rows = np.arange(len(embedding_ids)) if index_all_items else np.sort([row_of[item] for item in item_ids])
-    codes, report = build_semantic_ids(np.asarray(embeddings)[rows], config)
-    sizes = [config.codebook_size] * config.num_levels + ([report.disambiguation_size] if config.disambiguate else [])
-    vocab = SIDVocabulary.from_codes(codes, sizes)
-    written = write_index(Path(out_dir) / f"{name}{INDEX_SUFFIX}", [embedding_ids[r] for r in rows.tolist()],
-                          codes, vocab)
-    return written, report
+    return build_and_write_index(Path(out_dir) / f"{name}{INDEX_SUFFIX}", [embedding_ids[r] for r in rows.tolist()],
+                                 np.asarray(embeddings)[rows], config)
 
 
 # ---------------------------------------------------------------------------
@@ -498,14 +501,7 @@ def build_parser(prog: str = "python -m genrec.convert") -> argparse.ArgumentPar
     sids.add_argument("--index-all-items", action="store_true",
                       help="SIDs for every embedded item, not only those kept by the filter (the rest are "
                       "retrieval candidates nobody interacted with)")
-    sids.add_argument("--levels", type=int, default=3, help="clustered SID levels (default 3)")
-    sids.add_argument("--codes", type=int, default=256, help="codes per level (default 256)")
-    sids.add_argument("--iters", type=int, default=50, help="max Lloyd iterations per level")
-    sids.add_argument("--balanced", action="store_true", help="Sinkhorn-balanced code assignment")
-    sids.add_argument("--no-disambiguate", action="store_true",
-                      help="do not append the collision-rank level (SIDs may then be shared)")
-    sids.add_argument("--normalize", action="store_true", help="L2-normalize embeddings first")
-    sids.add_argument("--seed", type=int, default=0)
+    add_sid_arguments(sids)
     add_verbose_flag(parser)
     return parser
 
@@ -534,10 +530,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m genrec.conver
             check_embedded(result.item_ids, embedded[1], args.embedding_ids)
         written = [write_interactions(result, out_dir, name)]
         if embedded is not None:
-            config = RQKMeansConfig(num_levels=args.levels, codebook_size=args.codes, num_iters=args.iters,
-                                    balanced=args.balanced, disambiguate=not args.no_disambiguate,
-                                    normalize=args.normalize, seed=args.seed)
-            paths, report = write_sid_index(out_dir, name, result.item_ids, *embedded, config,
+            paths, report = write_sid_index(out_dir, name, result.item_ids, *embedded, sid_config(args),
                                             source=args.embedding_ids, index_all_items=args.index_all_items)
             written += paths
             logger.info("SID report: %s", json.dumps(report.to_json()))

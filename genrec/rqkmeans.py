@@ -341,6 +341,37 @@ def write_index(
     return written
 
 
+def build_and_write_index(
+    path: str | Path, item_ids: Sequence[str], embeddings: np.ndarray, config: RQKMeansConfig
+) -> tuple[list[Path], SemanticIDReport]:
+    """SIDs of ``embeddings`` (rows in ``item_ids`` order) written to ``path`` with their vocabulary
+    (:func:`write_index`): what ``genrec build-sids`` and ``genrec convert`` write. Returns
+    ``(paths written, report)``."""
+    codes, report = build_semantic_ids(embeddings, config)
+    sizes = [config.codebook_size] * config.num_levels + ([report.disambiguation_size] if config.disambiguate else [])
+    return write_index(path, item_ids, codes, SIDVocabulary.from_codes(codes, sizes)), report
+
+
+def add_sid_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The SID builder's options (``--levels`` ... ``--seed``), shared by ``genrec build-sids`` and
+    ``genrec convert``; :func:`sid_config` reads them back."""
+    parser.add_argument("--levels", type=int, default=3, help="clustered SID levels (default 3)")
+    parser.add_argument("--codes", type=int, default=256, help="codes per level (default 256)")
+    parser.add_argument("--iters", type=int, default=50, help="max Lloyd iterations per level")
+    parser.add_argument("--balanced", action="store_true", help="Sinkhorn-balanced code assignment")
+    parser.add_argument("--no-disambiguate", action="store_true",
+                        help="do not append the collision-rank level (SIDs may then be shared)")
+    parser.add_argument("--normalize", action="store_true", help="L2-normalize embeddings first")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def sid_config(args: argparse.Namespace) -> RQKMeansConfig:
+    """The :class:`RQKMeansConfig` of the options :func:`add_sid_arguments` added."""
+    return RQKMeansConfig(num_levels=args.levels, codebook_size=args.codes, num_iters=args.iters,
+                          balanced=args.balanced, disambiguate=not args.no_disambiguate, normalize=args.normalize,
+                          seed=args.seed)
+
+
 def _vocab_path(index_path: Path) -> Path | None:
     """``NAME.vocab.json`` beside ``NAME.index.rq-kmeans.json``; None for another file name."""
     if not index_path.name.endswith(INDEX_SUFFIX):
@@ -384,15 +415,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m genrec.rqkmea
     parser.add_argument("--embeddings", required=True, help=".npy file of float [num_items, dim]")
     parser.add_argument("--item-ids", help="JSON list of num_items item ids, in embedding row order "
                         "(default: '0' .. 'num_items-1')")
-    parser.add_argument("--levels", type=int, default=3, help="clustered SID levels (default 3)")
-    parser.add_argument("--codes", type=int, default=256, help="codes per level (default 256)")
     parser.add_argument("--out", required=True, help="output path, e.g. DIR/NAME.index.rq-kmeans.json")
-    parser.add_argument("--iters", type=int, default=50, help="max Lloyd iterations per level")
-    parser.add_argument("--balanced", action="store_true", help="Sinkhorn-balanced code assignment")
-    parser.add_argument("--no-disambiguate", action="store_true",
-                        help="do not append the collision-rank level (SIDs may then be shared)")
-    parser.add_argument("--normalize", action="store_true", help="L2-normalize embeddings first")
-    parser.add_argument("--seed", type=int, default=0)
+    add_sid_arguments(parser)
     parser.add_argument("--report", help="also write the report JSON here")
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
@@ -404,14 +428,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m genrec.rqkmea
             item_ids = _load_item_ids(args.item_ids, len(embeddings), args.embeddings)
         else:
             item_ids = [str(i) for i in range(len(embeddings))]
-        config = RQKMeansConfig(
-            num_levels=args.levels, codebook_size=args.codes, num_iters=args.iters, balanced=args.balanced,
-            disambiguate=not args.no_disambiguate, normalize=args.normalize, seed=args.seed,
-        )
-        codes, report = build_semantic_ids(embeddings, config)
-        sizes = [args.codes] * args.levels + ([report.disambiguation_size] if config.disambiguate else [])
-        vocab = SIDVocabulary.from_codes(codes, sizes)
-        written = write_index(args.out, item_ids, codes, vocab)
+        written, report = build_and_write_index(args.out, item_ids, embeddings, sid_config(args))
         if args.report:
             written.append(write_json_atomic(args.report, report.to_json(), indent=2))
         print(json.dumps(report.to_json(), indent=2))
