@@ -2,7 +2,9 @@
 
 Decodes the same users with one ``Recommender`` three ways: in order, in order
 again, and in reversed order (so each user shares its batch with other users
-and sits at another row), then again with float32 matmuls at full precision
+and sits at another row); with a second ``Recommender`` (a separate compilation
+of the same shapes) and with one of a quarter of the batch size (other kernel
+choices); then all again with float32 matmuls at full precision
 (``jax_default_matmul_precision="highest"``). Prints, for each pair, the share
 of users with the same item list and the largest score difference among them.
 On a GPU the default float32 matmul precision may use TF32; this tells
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from beam_vs_local import random_workdir  # benchmarks/ is the script directory, on sys.path
+from random_workdir import random_workdir  # benchmarks/ is the script directory, on sys.path
 
 from genrec.run_files import load_workdir_data
 from serving.recommender import Recommender
@@ -54,12 +56,19 @@ def main() -> int:
                 first = recommender.recommend_rows(histories, top_k=10)
                 again = recommender.recommend_rows(histories, top_k=10)
                 reversed_ = recommender.recommend_rows([histories[i] for i in order], top_k=10)
+                # A second compilation of the same shapes, and of another batch size (other kernels).
+                fresh = Recommender.from_workdir(workdir, "best", num_beams=20, batch_size=args.batch_size)
+                fresh_rows = fresh.recommend_rows(histories, top_k=10)
+                smaller = Recommender.from_workdir(workdir, "best", num_beams=20, batch_size=args.batch_size // 4)
+                smaller_rows = smaller.recommend_rows(histories, top_k=10)
             rev_items = np.empty_like(reversed_.item_ids)
             rev_items[order] = reversed_.item_ids
             rev_scores = np.empty_like(reversed_.scores)
             rev_scores[order] = reversed_.scores
             ns = argparse.Namespace(item_ids=rev_items, scores=rev_scores)
-            rows[precision] = {"again": compare(first, again), "reversed": compare(first, ns), "first": first}
+            rows[precision] = {"again": compare(first, again), "reversed": compare(first, ns),
+                               "fresh_compile": compare(first, fresh_rows),
+                               f"batch_size_{args.batch_size // 4}": compare(first, smaller_rows), "first": first}
         rows["highest_vs_default"] = compare(rows["highest"]["first"], rows["default"]["first"])
     for key in ("default", "highest"):
         rows[key].pop("first")

@@ -1,0 +1,191 @@
+"""One device call of an RL comparison (docs/results.md, "V-STAR RL on Office" / "on Beauty").
+
+Trains (or unpacks, or resumes) the CE start, then runs the RL grid (arm x
+learning rate x seed) as parallel processes on the one GPU (the 4.6M T5's
+steps leave it mostly idle, so 8 runs share it), under a deadline: the start
+gets SIGTERM at ``--kill-at`` (it checkpoints and exits 143; the next call's
+same command resumes it exactly, as long as the machine is still warm), no run
+starts after ``--launch-until``, and runs still going at ``--kill-at`` get
+SIGTERM too and resume in the next call. Programs compile once per arm and
+learning rate (a persistent JAX compilation cache shared by the processes).
+
+Writes under ``--out``: ``sup_<Dataset>.tar.part-*`` (the start's workdir, to
+carry into a later call as ``rl_start/``), ``rl_<tag>.tar.gz`` (per finished
+run: results.json, test_ranks.npy, metrics.jsonl, the log), ``driver.log``.
+
+Usage (repo root, data in data_local/<Dataset>):
+    python research/rl_comparison/rl_grid_gpu.py --out $OUT --tag a            # the Office grid
+    python research/rl_comparison/rl_grid_gpu.py --out $OUT --tag b --start rl_start --done rl_start/done.txt --bench
+    python research/rl_comparison/rl_grid_gpu.py --dataset Beauty --learning-rates 3e-6 --out $OUT --tag a
+(This script was ``office_gpu.py`` when the Office grid ran; the Office defaults are unchanged.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ARMS = ("vstar", "grpo_beam", "grpo_sample", "sibling")
+LEARNING_RATES = ("3e-6", "1e-5")
+SEEDS = (1, 2, 3, 4)
+START_FILES = ("config.json", "vocab.json", "catalogue.npz", "best", "results.json", "test_ranks.npy",
+               "metrics.jsonl")
+RUN_FILES = ("results.json", "test_ranks.npy", "metrics.jsonl", "rl_init.json")
+T0 = time.time()
+
+
+def log(out: Path, message: str) -> None:
+    line = f"[{time.time() - T0:6.0f} s] {message}"
+    print(line, flush=True)
+    with open(out / "driver.log", "a") as f:
+        f.write(line + "\n")
+
+
+def start_workdir(out: Path, dataset: str, start_dir: Path | None, kill_at: float) -> bool:
+    """The CE start in runs/sup_<dataset>: unpacked from ``start_dir``'s tar parts, else trained (or resumed)
+    and packed. False when training was stopped at ``kill_at`` (rerun the same command to resume it)."""
+    start = Path("runs") / f"sup_{dataset}"
+    if (start / "results.json").exists():
+        return True
+    parts = sorted(start_dir.glob(f"sup_{dataset}.tar.part-*")) if start_dir else []
+    if parts:
+        start.parent.mkdir(parents=True, exist_ok=True)
+        with open(f"/tmp/sup_{dataset}.tar", "wb") as joined:
+            for part in parts:
+                joined.write(part.read_bytes())
+        with tarfile.open(f"/tmp/sup_{dataset}.tar") as tar:
+            tar.extractall(start.parent)
+        log(out, f"unpacked the start from {len(parts)} parts")
+        return True
+    log(out, f"training the CE start{' (resuming)' if start.exists() else ''}")
+    with open(out / f"sup_{dataset}.log", "a") as logfile:
+        proc = subprocess.Popen([sys.executable, "-m", "training.train", "--config",
+                                 f"tpu_configs/{dataset.lower()}_t5.py:loss=ce", "--workdir", str(start),
+                                 "--set", f"data.data_dir=data_local/{dataset}"],
+                                stdout=logfile, stderr=subprocess.STDOUT)
+        while proc.poll() is None and time.time() - T0 < kill_at:
+            time.sleep(2)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=45)
+            except subprocess.TimeoutExpired:  # killed: the resume starts from its last checkpoint
+                proc.kill()
+                proc.wait()
+            log(out, f"start stopped by SIGTERM (rc {proc.returncode}); the same command resumes it")
+            return False
+    if proc.returncode != 0:
+        raise SystemExit(f"training the start failed (rc {proc.returncode}): see {out / f'sup_{dataset}.log'}")
+    log(out, "start trained: " + (start / "results.json").read_text()[:400].replace("\n", " "))
+    with tarfile.open(f"/tmp/sup_{dataset}.tar", "w") as tar:
+        for name in START_FILES:
+            tar.add(start / name, arcname=f"sup_{dataset}/{name}")
+    subprocess.run(["split", "-b", "15M", f"/tmp/sup_{dataset}.tar", str(out / f"sup_{dataset}.tar.part-")],
+                   check=True)
+    return True
+
+
+def rl_command(dataset: str, arm: str, lr: str, seed: int, workdir: Path) -> list[str]:
+    return [sys.executable, "-m", "training.rl", "--config", f"tpu_configs/{dataset.lower()}_t5.py:rl={arm}",
+            "--init-from", f"runs/sup_{dataset}", "--workdir", str(workdir),
+            "--set", f"data.data_dir=data_local/{dataset}",
+            "--set", f"rl.optimizer.learning_rate={lr}", "--set", "rl.num_steps=300", "--set", "rl.eval_every=50",
+            "--set", "log_every=50", "--set", f"seed={seed}", "--set", "rl.kl_estimator=exact"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--tag", required=True, help="names this call's results tar")
+    parser.add_argument("--dataset", default="Office", choices=["Office", "Beauty"])
+    parser.add_argument("--learning-rates", default=",".join(LEARNING_RATES), help="comma-separated")
+    parser.add_argument("--start", type=Path, default=None, help="folder with sup_<Dataset>.tar.part-* (carried)")
+    parser.add_argument("--done", type=Path, default=None, help="names of runs already finished, one a line")
+    parser.add_argument("--parallel", type=int, default=8)
+    parser.add_argument("--launch-until", type=float, default=470.0)
+    parser.add_argument("--kill-at", type=float, default=545.0)
+    parser.add_argument("--bench", action="store_true",
+                        help="after the grid: benchmarks/rl_step.py at batch 512 (needs ~90 s alone on the GPU)")
+    args = parser.parse_args()
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.update(PYTHONPATH=".", PYTHONUNBUFFERED="1", JAX_COMPILATION_CACHE_DIR="/tmp/jax_cache",
+                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="1",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    if shutil.which("nvidia-smi"):
+        log(out, subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                                capture_output=True, text=True).stdout.strip())
+    if not start_workdir(out, args.dataset, args.start, args.kill_at):
+        return 0
+
+    done = set(args.done.read_text().split()) if args.done and args.done.exists() else set()
+    # Seed-major: the first wave compiles each (arm, lr) once; later seeds hit the cache.
+    queue = [(arm, lr, seed) for seed, lr, arm in itertools.product(SEEDS, args.learning_rates.split(","), ARMS)
+             if f"{arm}_lr{lr}_s{seed}" not in done
+             and not (Path("runs") / f"{arm}_lr{lr}_s{seed}" / "results.json").exists()]  # finished in an earlier call
+    log(out, f"{len(queue)} runs to go ({len(done)} done before)")
+    env = dict(os.environ, XLA_PYTHON_CLIENT_MEM_FRACTION=str(round(0.9 / args.parallel, 3)))
+    results = out / f"rl_{args.tag}"
+    running: dict[str, tuple[subprocess.Popen, float]] = {}
+    finished: list[str] = []
+    while queue or running:
+        now = time.time() - T0
+        while queue and len(running) < args.parallel and now < args.launch_until:
+            arm, lr, seed = queue.pop(0)
+            name = f"{arm}_lr{lr}_s{seed}"
+            # A workdir left by a call that stopped this run resumes (exactly) from its checkpoint.
+            logfile = open(Path("runs") / f"{name}.log", "a")
+            running[name] = (subprocess.Popen(rl_command(args.dataset, arm, lr, seed, Path("runs") / name), env=env,
+                                              stdout=logfile, stderr=subprocess.STDOUT), time.time())
+        if not running:
+            break
+        time.sleep(2)
+        for name, (proc, began) in list(running.items()):
+            if proc.poll() is None and time.time() - T0 < args.kill_at:
+                continue
+            if proc.poll() is None:  # past the deadline: checkpoint and stop; the next call resumes it
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            del running[name]
+            ok = proc.returncode == 0 and (Path("runs") / name / "results.json").exists()
+            log(out, f"{name}: {'done' if ok else f'FAILED rc={proc.returncode}'} in {time.time() - began:.0f} s")
+            if ok:
+                finished.append(name)
+                (results / name).mkdir(parents=True, exist_ok=True)
+                for file in RUN_FILES:
+                    shutil.copy(Path("runs") / name / file, results / name / file)
+                shutil.copy(Path("runs") / f"{name}.log", results / name / "log.txt")
+            else:
+                tail = (Path("runs") / f"{name}.log").read_text().splitlines()[-5:]
+                log(out, "  " + "\n  ".join(tail))
+    log(out, f"finished this call: {len(finished)}; not started or killed: {len(queue)}")
+    if results.exists():
+        with tarfile.open(out / f"rl_{args.tag}.tar.gz", "w:gz") as tar:
+            tar.add(results, arcname=f"rl_{args.tag}")
+        shutil.rmtree(results)
+    if args.bench:
+        log(out, "benchmark: rl_step at batch 512")
+        bench = subprocess.run([sys.executable, "benchmarks/rl_step.py", "--data", f"data_local/{args.dataset}",
+                                "--workdir", f"runs/sup_{args.dataset}", "--batch-size", "512",
+                                "--out", str(out / "rl_step_512.json")],
+                               capture_output=True, text=True,
+                               env={k: v for k, v in os.environ.items() if not k.startswith("JAX_")})
+        (out / "rl_step_512.log").write_text(bench.stdout[-20000:] + bench.stderr[-20000:])
+        log(out, f"benchmark rc={bench.returncode}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
