@@ -5,7 +5,7 @@ Everything of a step is one XLA program: the histories are encoded once, the
 ``G`` rollouts of each request are drawn on the device through the catalogue
 trie (``"beam"``: ``constrained.sampling.beam_rollouts``; ``"sample"``:
 ``constrained_sample``; ``"ved"``: ``constrained.ved.value_guided_decode``
-with the value head), the frozen supervised model's log-probs of the rollouts
+with the value head and a KV cache over its tree), the frozen supervised model's log-probs of the rollouts
 are computed in the same program (the KL anchor), and the policy and the value
 head are updated on ``training.rl_losses.rl_objective``. docs/rl.md holds the
 contracts; log-probs are under the trie-restricted policy.

@@ -9,7 +9,8 @@ cache containers defined here:
   Beams never copy it; decode attention broadcasts over the beam axis.
 * :class:`BeamCache` -- per-beam keys/values of the generated target tokens,
   ``[batch, num_beams, num_levels, heads, head_dim]``; beam search reorders it
-  along axis 1.
+  along axis 1. VED's tree nodes use the same layout for their ancestors' K/V
+  (``decode_node``, :func:`insert_node_kv`).
 
 Math that needs no parameters (masked attention over history + target keys,
 RoPE, T5 relative-position buckets) is written as pure functions.
