@@ -10,10 +10,12 @@ and its compile time (first call minus the median: what a user waits once).
 1. Rollouts, ``G`` per request, each arm one jitted ``fn(weights, index, histories, key)``:
    ``beam_search`` (``constrained.decode.decode_batch``, width ``G``, trie
    normalization: the baseline), ``beam_rollouts`` (the same search plus a replay
-   for per-level log-probs), ``sample`` (``constrained_sample``) and ``ved``
-   (``value_guided_decode`` with the value head; initial beam and iterations from
-   ``training.rl_step.ved_iterations``). Target (shared/performance-targets.md):
-   ``ved`` <= 1.5x ``beam_search``.
+   for per-level log-probs), ``sample`` (``constrained_sample``), ``ved``
+   (``value_guided_decode`` with the value head and its KV cache over the tree,
+   ``make_cached_node_fn``, as the RL step runs it; initial beam and iterations from
+   ``training.rl_step.ved_iterations``) and ``ved_uncached`` (the same search, each
+   node's whole prefix decoded, ``make_node_fn``: what the cache saves). Target
+   (shared/performance-targets.md): ``ved`` <= 1.5x ``beam_search``.
 2. The RL step (``training.rl_step.make_rl_step``) of each arm of
    ``tpu_configs.common.RL_ARMS``, requests/s and rollouts/s, and the CE train step
    (``make_train_step``, ``LossConfig(kind="ce")``) at ``--ce-batch-size`` in samples/s.
@@ -33,15 +35,19 @@ against the decoder positions each arm computes (static shapes compute every slo
 | beam_search | 1 + 3 x 16 = 49 | 4 levels x 16 beams = 64 | 0.73 |
 | beam_rollouts | 49 | 64 + a 64-position replay = 128 | 1.07 |
 | sample | 49 | 64 | 0.73 |
-| ved | <= 49 | (1 + 4 x 4 + 4 x 8 = 49 nodes) x 5 positions, no KV cache = 245 | 1.68 |
+| ved | <= 49 | 1 + 3 x 4 + 5 x 8 = 53 node slots x 1 position (KV cache over the tree) = 53 | 0.67 |
+| ved_uncached | <= 49 | 53 node slots x 5 positions (each node's whole prefix) = 265 | 1.78 |
 
-So VED's floor is 2.3x the beam search's in FLOPs (3.8x in decoder positions; the shared
-encoding dilutes it), and it makes 1 + L + iterations = 9 sequential model calls to the
-beam search's 4: the <= 1.5x target needs VED's node evaluation cheaper than a full
-uncached prefix (a KV cache for the tree, or fewer, wider iterations).
+(VED's static shapes compute every slot: the root, 3 initial levels of width 4 above the
+free leaves, then ``ceil(36 / 8) = 5`` iterations of 8 slots.) With the cache VED's floor
+is 0.92x the beam search's in FLOPs (uncached: 2.4x, 4.1x in decoder positions), but it
+still makes 1 + (L - 1) + iterations = 9 sequential model calls to the beam search's 4,
+each gathering its nodes' ancestor K/V from the tree's table (``B x 53 x L`` rows of
+layers x 2 x heads x head_dim values; the table holds ``B x 49`` rows, 294 MiB at B = 512),
+so launches and memory traffic, not arithmetic, decide whether it meets 1.5x.
 The RL step adds to its rollouts a reference pass (encode + 16 x 5 teacher-forced
 positions: 0.82 GFLOP) and the policy's forward + backward (3 x 0.82): 4.0 GFLOP per
-request for grpo_sample / sibling, 4.3 for grpo_beam, 4.9 for vstar, against 1.25 GFLOP
+request for grpo_sample / sibling, 4.3 for grpo_beam, 3.9 for vstar (5.0 uncached), against 1.25 GFLOP
 per sample for the CE step (3 x (encode + 4 positions)). At 989 TFLOP/s (H100 bf16 dense;
 about half that for float32 through TF32) that is a floor of ~250k requests/s (sampling
 arms) and ~790k CE samples/s; matmuls this small reach a few % of peak, so launches and
@@ -54,6 +60,7 @@ returns fewer than ``G`` complete SIDs when its tree holds fewer leaves (on the 
 catalogue at the defaults, about a third), so compare its time together with it.
 
 Run (GPU):  PYTHONPATH=. python benchmarks/rl_step.py --data data_local/Beauty --batch-size 64,256 --out rl_step.json
+Rollouts only (no RL or CE step rows): add ``--rl-arms "" --ce-batch-size 0``.
 CPU smoke:  PYTHONPATH=. python benchmarks/rl_step.py --model tiny --batch-size 4 --num-rollouts 4 --repeats 2
 """
 
@@ -77,7 +84,7 @@ from constrained.ved import beam_search_budget, value_guided_decode, ved_uniform
 from genrec.atomic_files import write_json_atomic
 from genrec.batching import BatchIterator
 from genrec.models import ModelConfig, build_model, count_params
-from genrec.models.value_head import make_node_fn
+from genrec.models.value_head import make_cached_node_fn, make_node_fn
 from genrec.split import leave_one_out_split
 from genrec.vocab import BOS_ID
 from tpu_configs.common import RL_ARMS
@@ -95,7 +102,7 @@ from training.train_step import (
 )
 
 MAX_HISTORY = 20
-ROLLOUT_ARMS = ("beam_search", "beam_rollouts", "sample", "ved")
+ROLLOUT_ARMS = ("beam_search", "beam_rollouts", "sample", "ved", "ved_uncached")
 BASELINE = "beam_search"
 # The rollout arm each RLConfig.rollouts kind runs inside the RL step.
 STEP_ROLLOUT_ARM = {"beam": "beam_rollouts", "sample": "sample", "ved": "ved"}
@@ -136,7 +143,7 @@ def decoder_positions(arm: str, rl: RLConfig, num_levels: int) -> int:
         return 2 * num_levels * G
     width, iterations = ved_iterations(rl, num_levels)
     evaluated = beam_search_budget(num_levels, width) + iterations * rl.ved_nodes_per_iteration  # leaves are free
-    return evaluated * (num_levels + 1)
+    return evaluated * (num_levels + 1 if arm == "ved_uncached" else 1)
 
 
 def estimated_gflop(part: str, arm: str, rl: RLConfig, config: ModelConfig, num_levels: int,
@@ -239,9 +246,11 @@ def make_rollout_fn(arm: str, graphdef: nnx.GraphDef, value_graphdef: nnx.GraphD
         width, iterations = ved_iterations(rl, num_levels)
         uniforms = ved_uniforms(key, num_iterations=iterations, num_requests=batch,
                                 nodes_per_iteration=rl.ved_nodes_per_iteration)
-        out = value_guided_decode(index, make_node_fn(model, head, shared, index.meta.token_offsets), uniforms,
+        cached = arm == "ved"
+        make = make_cached_node_fn if cached else make_node_fn
+        out = value_guided_decode(index, make(model, head, shared, index.meta.token_offsets), uniforms,
                                   num_outputs=G, budget=budget, init_beam_width=width, lam=rl.ved_lambda,
-                                  beta=rl.ved_beta)
+                                  beta=rl.ved_beta, cached=cached)
         return out.sid_codes, out.valid, out.tokens_used
 
     return jax.jit(fn)
@@ -398,9 +407,9 @@ def print_tables(rows: list[dict]) -> None:
                      f"{r['est_gflop_per_request']:.2f}", f"{r['xla_gflop_per_request']:.2f}"]
             print("| " + " | ".join(str(c) for c in cells) + " |")
     for r in rollouts:
-        if r["arm"] == "ved":
+        if r["arm"] in ("ved", "ved_uncached"):
             verdict = "meets" if r["x_beam_search"] <= 1.5 else "misses"
-            print(f"VED / beam search at batch {r['batch']}, G {r['num_rollouts']}: {r['x_beam_search']:.2f}x "
+            print(f"{r['arm']} / beam search at batch {r['batch']}, G {r['num_rollouts']}: {r['x_beam_search']:.2f}x "
                   f"({verdict} the <= 1.5x target)")
 
 def main(argv=None):

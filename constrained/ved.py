@@ -76,6 +76,27 @@ Slots that evaluate no node are sent as the root prefix (length 0) and
 ignored. A genrec model provides it: ``genrec.models.make_node_fn(model,
 value_head, shared, token_offsets)``, the history encoded once outside.
 
+**Cached evaluation** (``cached=True``): a decoder computes a node's logits
+from its own input position only, if it keeps the keys/values its ancestors
+computed, as the beam search keeps its beams'. The node function then takes
+and returns them::
+
+    logits, values, own_kv = node_fn(prefix_codes, prefix_len, ancestor_kv)
+      ancestor_kv: pytree, leaves [B, M, L, ...]: entry j < prefix_len holds the
+                   own_kv its depth-j ancestor returned (later entries: anything);
+                   None at the root's call (every node a root)
+      own_kv:      pytree, leaves [B, M, ...]: this node's, for its children
+
+and the tree keeps every evaluated node's ``own_kv`` (``VEDTree.node_kv``, a
+row per evaluated node, ``VEDTree.kv_path`` the rows of each node's chain), so
+each evaluation costs one decoder position instead of ``L + 1`` (docs/rl.md,
+"Budget"); the search is the same, its results equal to float rounding.
+Leaves are never evaluated and hold none. Memory: ``B x budget`` rows of
+``layers x 2 x heads x head_dim`` values; 294 MiB at B = 512, budget 49 with
+the T5 preset ``t5_small_rec`` (4 decoder layers, 6 x 64 heads, float32).
+``genrec.models.make_cached_node_fn`` provides it
+(``SIDRecommender.decode_node``); the RL step uses it.
+
 The policy of a node is the softmax of ``logits`` at its valid children's
 model tokens (``code + token_offsets[level]``) renormalised over them.
 """
@@ -83,7 +104,7 @@ model tokens (``code + token_offsets[level]``) renormalised over them.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -93,6 +114,8 @@ from constrained.beam_search import _candidate_log_probs, _top_k_padded
 from constrained.index import DeviceIndex
 
 NodeFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+# (prefix_codes, prefix_len, ancestor_kv) -> (logits, values, own_kv): module docstring, "Cached evaluation".
+CachedNodeFn = Callable[[jax.Array, jax.Array, Any], tuple[jax.Array, jax.Array, Any]]
 
 # The depth-mean gate compares G with a float32 mean; this relative slack keeps
 # a node whose G equals the mean (every node of a depth alike) from failing on
@@ -120,6 +143,10 @@ class VEDTree:
     child_log_probs: float32[B, N, W], the policy over the node's CSR row, -inf past it
     expanded: bool[B, N, W], which children of the CSR row are in the tree
     token_log_probs: float32[B, N, L], log pi(code_l | s_l) along the path, 0 past the depth
+    kv_path: int32[B, N, L] or None (uncached): entry j < depth is the node_kv row of the
+      node's depth-j ancestor, entry depth its own (evaluated nodes); 0 elsewhere
+    node_kv: pytree with leaves [B, R, ...] or None (uncached): row r holds the own_kv of the
+      r-th evaluated node (the root first), R = min(budget, N) rows
     """
 
     num_nodes: jax.Array
@@ -135,6 +162,8 @@ class VEDTree:
     child_log_probs: jax.Array
     expanded: jax.Array
     token_log_probs: jax.Array
+    kv_path: jax.Array | None = None
+    node_kv: Any = None
 
 
 @jax.tree_util.register_dataclass
@@ -207,15 +236,20 @@ def _child_transition(index: DeviceIndex, parent_state: jax.Array, positions: ja
     return jnp.take(index.csr_codes, transition), jnp.take(index.csr_next, transition)
 
 
-def _evaluate(index: DeviceIndex, node_fn: NodeFn, codes, depth, trie_state, lam: float):
+def _evaluate(index: DeviceIndex, node_fn: NodeFn | CachedNodeFn, codes, depth, trie_state, lam: float,
+              cached: bool = False, ancestor_kv: Any = None):
     """One batched ``node_fn`` call on prefixes ``codes: int32[B, M, L]`` of length ``depth`` (< L).
 
-    Returns values, entropy, priority (float32[B, M]) and the policy's
-    log-probs over each node's CSR row (float32[B, M, W], -inf past it).
+    Returns values, entropy, priority (float32[B, M]), the policy's
+    log-probs over each node's CSR row (float32[B, M, W], -inf past it) and,
+    when ``cached``, the nodes' own K/V (module docstring; else None).
     """
     meta = index.meta
     num_levels = meta.num_levels
-    logits, values = node_fn(codes, depth)
+    if cached:
+        logits, values, own_kv = node_fn(codes, depth, ancestor_kv)
+    else:
+        (logits, values), own_kv = node_fn(codes, depth), None
     values = values.astype(jnp.float32)
     child_codes, child_valid = _children(index, trie_state, depth < num_levels)
     offsets = jnp.asarray(meta.token_offsets, jnp.int32)[jnp.clip(depth, 0, num_levels - 1)]
@@ -223,17 +257,18 @@ def _evaluate(index: DeviceIndex, node_fn: NodeFn, codes, depth, trie_state, lam
     log_probs = jnp.where(child_valid, log_probs, -jnp.inf)
     probs = jnp.exp(log_probs)
     entropy = -jnp.sum(jnp.where(probs > 0, probs * log_probs, 0.0), axis=-1)
-    return values, entropy, values + lam * entropy, log_probs
+    return values, entropy, values + lam * entropy, log_probs, own_kv
 
 
-def _grow(tree: VEDTree, index: DeviceIndex, node_fn: NodeFn, parents, positions, add, lam: float, budget: int,
-          evaluate: bool = True):
+def _grow(tree: VEDTree, index: DeviceIndex, node_fn: NodeFn | CachedNodeFn, parents, positions, add, lam: float,
+          budget: int, evaluate: bool = True):
     """Adds child ``positions[b, j]`` (of the CSR row) of node ``parents[b, j]`` where ``add``.
 
     New nodes take the next free slots in ``j`` order; a non-leaf one past the
     budget is dropped. Evaluates the new non-leaf nodes in one ``node_fn`` call
-    (none when ``evaluate`` is False: every new node is then a leaf) and backs
-    up the visit counts. Returns the tree and the slot of each new node
+    (none when ``evaluate`` is False: every new node is then a leaf), on their
+    ancestors' cached K/V when the tree holds them (``tree.kv_path`` set), and
+    backs up the visit counts. Returns the tree and the slot of each new node
     (int32[B, M], ``N`` where none was added).
     """
     batch, table_size, num_levels = tree.codes.shape
@@ -264,13 +299,28 @@ def _grow(tree: VEDTree, index: DeviceIndex, node_fn: NodeFn, parents, positions
     width = tree.child_log_probs.shape[-1]
     values, entropy, priority = parent_values, jnp.zeros_like(parent_values), parent_values
     child_log_probs = jnp.full(parents.shape + (width,), -jnp.inf, jnp.float32)
+    cached = tree.kv_path is not None
+    node_kv = tree.node_kv
+    if cached:
+        # The rows of the parent's chain, then the new node's own row (evaluation order) at its input position.
+        parent_path = tree.kv_path[rows, parents_safe]  # [B, M, L]
+        kv_rows = jax.tree.leaves(tree.node_kv)[0].shape[1]
+        own_row = jnp.where(evaluated, charged - 1, kv_rows)  # out of range for leaves: dropped
+        kv_path = jnp.where(jnp.arange(num_levels) == depth[..., None], own_row[..., None], parent_path)
     if evaluate:
-        evaluation = _evaluate(index, node_fn, jnp.where(evaluated[..., None], codes, -1),
-                               jnp.where(evaluated, depth, 0), jnp.where(evaluated, state, 0), lam)
+        ancestor_kv = None
+        if cached:
+            ancestor_kv = jax.tree.map(lambda table: table[rows[..., None], parent_path], tree.node_kv)
+        *evaluation, own_kv = _evaluate(index, node_fn, jnp.where(evaluated[..., None], codes, -1),
+                                        jnp.where(evaluated, depth, 0), jnp.where(evaluated, state, 0), lam,
+                                        cached, ancestor_kv)
         values, entropy, priority, child_log_probs = (
             jnp.where(leaf.reshape(leaf.shape + (1,) * (new.ndim - 2)), old, new)
             for old, new in zip((values, entropy, priority, child_log_probs), evaluation)
         )
+        if cached:
+            node_kv = jax.tree.map(lambda table, own: table.at[rows, own_row].set(own.astype(table.dtype), mode="drop"),
+                                   tree.node_kv, own_kv)
 
     def put(table, new):
         return table.at[rows, slots].set(new, mode="drop")
@@ -295,21 +345,31 @@ def _grow(tree: VEDTree, index: DeviceIndex, node_fn: NodeFn, parents, positions
         child_log_probs=put(tree.child_log_probs, child_log_probs),
         expanded=expanded,
         token_log_probs=put(tree.token_log_probs, token_log_probs),
+        kv_path=put(tree.kv_path, kv_path) if cached else None,
+        node_kv=node_kv,
     )
     return tree, slots
 
 
-def _initial_tree(index: DeviceIndex, node_fn: NodeFn, batch: int, table_size: int, budget: int,
-                  init_beam_width: int, lam: float):
+def _initial_tree(index: DeviceIndex, node_fn: NodeFn | CachedNodeFn, batch: int, table_size: int, budget: int,
+                  init_beam_width: int, lam: float, cached: bool):
     """The root, then a width-``init_beam_width`` beam search under the restricted policy, every beam a node."""
     num_levels = index.meta.num_levels
     width = _row_width(index)
     root_codes = jnp.full((batch, 1, num_levels), -1, jnp.int32)
     root_depth = jnp.zeros((batch, 1), jnp.int32)
-    values, entropy, priority, child_log_probs = _evaluate(index, node_fn, root_codes, root_depth, root_depth, lam)
+    values, entropy, priority, child_log_probs, root_kv = _evaluate(index, node_fn, root_codes, root_depth,
+                                                                    root_depth, lam, cached)
 
     def table(fill, dtype, *trailing):
         return jnp.full((batch, table_size, *trailing), fill, dtype)
+
+    kv_path = node_kv = None
+    if cached:  # a row per evaluated node, the root's first
+        kv_rows = min(budget, table_size)
+        kv_path = table(0, jnp.int32, num_levels)
+        node_kv = jax.tree.map(
+            lambda own: jnp.zeros((batch, kv_rows) + own.shape[2:], own.dtype).at[:, 0].set(own[:, 0]), root_kv)
 
     tree = VEDTree(
         num_nodes=jnp.ones((batch,), jnp.int32),
@@ -325,6 +385,8 @@ def _initial_tree(index: DeviceIndex, node_fn: NodeFn, batch: int, table_size: i
         child_log_probs=table(-jnp.inf, jnp.float32, width).at[:, 0].set(child_log_probs[:, 0]),
         expanded=table(False, bool, width),
         token_log_probs=table(0.0, jnp.float32, num_levels),
+        kv_path=kv_path,
+        node_kv=node_kv,
     )
     if init_beam_width == 0:
         return tree
@@ -359,7 +421,7 @@ def _descending_key(values: jax.Array) -> jax.Array:
     return jnp.where(values == 0, 0.0, -values)
 
 
-def _expand_once(tree: VEDTree, uniforms, index: DeviceIndex, node_fn: NodeFn, lam: float, beta: float,
+def _expand_once(tree: VEDTree, uniforms, index: DeviceIndex, node_fn: NodeFn | CachedNodeFn, lam: float, beta: float,
                  budget: int):
     """One iteration: the k best gated expandable nodes (charged ones first, then by U), one sampled child each.
 
@@ -406,13 +468,14 @@ def _expand_once(tree: VEDTree, uniforms, index: DeviceIndex, node_fn: NodeFn, l
 
 def value_guided_tree(
     index: DeviceIndex,
-    node_fn: NodeFn,
+    node_fn: NodeFn | CachedNodeFn,
     uniforms: jax.Array,
     *,
     budget: int,
     init_beam_width: int,
     lam: float | jax.Array = 0.1,
     beta: float | jax.Array = 1.0,
+    cached: bool = False,
 ) -> VEDTree:
     """Grows the VED tree of every request (module docstring); traceable.
 
@@ -427,6 +490,8 @@ def value_guided_tree(
       lam: entropy weight of the priority G (Eq. 11).
       beta: exploration weight of U (Eq. 13). lam and beta may be traced scalars:
         one compile then serves every setting.
+      cached: ``node_fn`` is a :data:`CachedNodeFn` and the tree keeps its K/V
+        (module docstring, "Cached evaluation").
     """
     num_levels = index.meta.num_levels
     if uniforms.ndim != 3:
@@ -442,7 +507,7 @@ def value_guided_tree(
         )
     num_iterations, batch, nodes_per_iteration = uniforms.shape
     table_size = tree_size(num_levels, budget, init_beam_width, num_iterations, nodes_per_iteration)
-    tree = _initial_tree(index, node_fn, batch, table_size, budget, init_beam_width, lam)
+    tree = _initial_tree(index, node_fn, batch, table_size, budget, init_beam_width, lam, cached)
     if num_iterations == 0 or nodes_per_iteration == 0:
         return tree
 
@@ -529,7 +594,7 @@ def default_init_beam_width(num_levels: int, num_outputs: int, budget: int) -> i
 
 def value_guided_decode(
     index: DeviceIndex,
-    node_fn: NodeFn,
+    node_fn: NodeFn | CachedNodeFn,
     uniforms: jax.Array,
     *,
     num_outputs: int,
@@ -537,6 +602,7 @@ def value_guided_decode(
     init_beam_width: int | None = None,
     lam: float | jax.Array = 0.1,
     beta: float | jax.Array = 1.0,
+    cached: bool = False,
 ) -> VEDOutput:
     """VED rollouts: ``num_outputs`` catalogue SIDs per request within ``budget`` forward tokens.
 
@@ -546,7 +612,8 @@ def value_guided_decode(
 
     Args:
       index: trie on the device (:meth:`TrieIndex.to_device`).
-      node_fn: ``(prefix_codes int32[B, M, L], prefix_len int32[B, M]) -> (logits float[B, M, V], values float[B, M])``.
+      node_fn: ``(prefix_codes int32[B, M, L], prefix_len int32[B, M]) -> (logits float[B, M, V], values float[B, M])``,
+        or with ``cached`` the :data:`CachedNodeFn` form (module docstring).
       uniforms: float32[num_iterations, B, k] (:func:`ved_uniforms`): fixes the
         number of iterations, the batch and ``k``, the nodes added per iteration.
       num_outputs: G, rollouts per request.
@@ -558,6 +625,8 @@ def value_guided_decode(
         :func:`default_init_beam_width`; 0 starts from the root alone.
       lam: entropy weight in G = V + lam * H.
       beta: exploration weight in U = G + beta * sqrt(ln(N_root + 1) / (N + 1)).
+      cached: ``node_fn`` takes and returns the tree's K/V (module docstring,
+        "Cached evaluation"): same rollouts, one decoder position per node.
 
     Returns:
       VEDOutput with rollouts [B, num_outputs, ...] (:func:`best_leaves`): all
@@ -573,6 +642,6 @@ def value_guided_decode(
     if init_beam_width is None:
         init_beam_width = default_init_beam_width(num_levels, num_outputs, budget)
     tree = value_guided_tree(
-        index, node_fn, uniforms, budget=budget, init_beam_width=init_beam_width, lam=lam, beta=beta
+        index, node_fn, uniforms, budget=budget, init_beam_width=init_beam_width, lam=lam, beta=beta, cached=cached
     )
     return best_leaves(index, tree, num_outputs)

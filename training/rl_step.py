@@ -5,7 +5,7 @@ Everything of a step is one XLA program: the histories are encoded once, the
 ``G`` rollouts of each request are drawn on the device through the catalogue
 trie (``"beam"``: ``constrained.sampling.beam_rollouts``; ``"sample"``:
 ``constrained_sample``; ``"ved"``: ``constrained.ved.value_guided_decode``
-with the value head), the frozen supervised model's log-probs of the rollouts
+with the value head and a KV cache over its tree), the frozen supervised model's log-probs of the rollouts
 are computed in the same program (the KL anchor), and the policy and the value
 head are updated on ``training.rl_losses.rl_objective``. docs/rl.md holds the
 contracts; log-probs are under the trie-restricted policy.
@@ -34,7 +34,12 @@ from constrained.sampling import beam_rollouts, constrained_sample, restricted_k
 from constrained.ved import beam_search_budget, default_init_beam_width, value_guided_decode, ved_uniforms
 from genrec.models import ModelConfig
 from genrec.models.config import BOS_ID
-from genrec.models.value_head import ValueHead, codes_to_input_tokens, make_node_fn, prefix_values_and_logits
+from genrec.models.value_head import (
+    ValueHead,
+    codes_to_input_tokens,
+    make_cached_node_fn,
+    prefix_values_and_logits,
+)
 from training.config import RLConfig
 from training.optim import nonfinite_counts
 from training.rl_losses import RLLossConfig, rl_objective
@@ -108,9 +113,10 @@ def _rollouts(rl: RLConfig, model, head, shared, index: DeviceIndex, key: jax.Ar
     width, iterations = ved_iterations(rl, num_levels)
     uniforms = ved_uniforms(key, num_iterations=iterations, num_requests=batch,
                             nodes_per_iteration=rl.ved_nodes_per_iteration)
-    out = value_guided_decode(index, make_node_fn(model, head, shared, index.meta.token_offsets), uniforms,
+    # KV-cached node evaluation (constrained/ved.py, "Cached evaluation"): one decoder position per node.
+    out = value_guided_decode(index, make_cached_node_fn(model, head, shared, index.meta.token_offsets), uniforms,
                               num_outputs=G, budget=rollout_budget(rl, num_levels), init_beam_width=width,
-                              lam=rl.ved_lambda, beta=rl.ved_beta)
+                              lam=rl.ved_lambda, beta=rl.ved_beta, cached=True)
     return out.sid_codes, out.valid, out.tokens_used.astype(jnp.float32)
 
 

@@ -27,6 +27,7 @@ from genrec.models.value_head import (
     PrefixLogitsValues,
     ValueHead,
     codes_to_input_tokens,
+    make_cached_node_fn,
     make_node_fn,
     prefix_values_and_logits,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "codes_to_input_tokens",
     "count_params",
     "expected_num_params",
+    "make_cached_node_fn",
     "make_node_fn",
     "prefix_values_and_logits",
 ]

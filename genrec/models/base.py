@@ -22,6 +22,9 @@ class SIDRecommender(nnx.Module):
       start, deterministic) -> (hidden[batch, beams, q_len, d_model], beam_cache)``:
       the decoder's final-normed states (after the final dropout), which the
       output projection ``self.embedding.logits`` reads.
+    * ``_decode_node_states(shared, input_tokens[batch, nodes], depth[batch, nodes],
+      ancestor_cache) -> (hidden[batch, nodes, d_model], own K/V)``: one position
+      per node at a traced depth (:meth:`decode_node`).
     """
 
     def _decode(
@@ -167,6 +170,53 @@ class SIDRecommender(nnx.Module):
         hidden, _ = self._decode_states(shared, input_tokens, None, start=0,
                                         deterministic=deterministic)
         return self.embedding.logits(hidden), hidden
+
+    def decode_node(
+        self,
+        shared: HistoryCache,
+        input_tokens: jax.Array,
+        depth: jax.Array,
+        ancestor_cache: BeamCache | None,
+    ) -> tuple[jax.Array, jax.Array, BeamCache]:
+        """One decoder position per prefix-tree node, over its ancestors' cached K/V (VED, docs/rl.md).
+
+        Node ``(b, n)`` is the prefix whose last input sits at position
+        ``depth[b, n]`` (BOS at 0, the token of level ``depth - 1`` else). It
+        computes that position only, attending (with the history, as ever) to
+        the K/V its ancestors computed at positions ``0..depth - 1`` and to its
+        own, so its logits and state equal :meth:`decode_hidden`'s at position
+        ``depth`` of the whole prefix (to rounding) at one position's cost.
+        Deterministic (no dropout): the RL stage's rollout search.
+
+        Args:
+          shared: from ``encode``.
+          input_tokens: int32[batch, nodes], each node's own input token.
+          depth: int32[batch, nodes] in ``[0, num_levels)`` (traced).
+          ancestor_cache: a :class:`BeamCache` over nodes, leaves [batch, nodes,
+            num_levels, heads, head_dim]: slot ``j < depth`` holds the own K/V
+            its depth-``j`` ancestor returned; later slots are ignored. None:
+            every node is a root (zeros).
+
+        Returns:
+          ``(logits float32[batch, nodes, vocab], hidden [batch, nodes, d_model],
+          own)``: ``own`` is a BeamCache with leaves [batch, nodes, heads,
+          head_dim], this position's K/V, for the node's children.
+        """
+        if input_tokens.ndim != 2 or depth.shape != input_tokens.shape:
+            raise ValueError(
+                f"decode_node() wants input_tokens and depth int32[batch, nodes]; got {input_tokens.shape} and"
+                f" {depth.shape}."
+            )
+        if ancestor_cache is None:
+            ancestor_cache = self.init_beam_cache(shared, input_tokens.shape[1])
+        expected = input_tokens.shape + (self.config.num_levels,)
+        if ancestor_cache.keys[0].shape[:3] != expected:
+            raise ValueError(
+                f"decode_node() wants ancestor_cache leaves [batch, nodes, num_levels, ..] = {expected}; got"
+                f" {ancestor_cache.keys[0].shape}."
+            )
+        hidden, own = self._decode_node_states(shared, input_tokens, jnp.asarray(depth, jnp.int32), ancestor_cache)
+        return self.embedding.logits(hidden), hidden, own
 
     def __call__(
         self,

@@ -123,6 +123,44 @@ class DecoderOnlyLayer(nnx.Module):
         )
         return self._residual_ffn(hidden, attended, deterministic), cached
 
+    def decode_node(
+        self,
+        hidden: jax.Array,
+        positions: jax.Array,
+        *,
+        history_keys: jax.Array,
+        history_values: jax.Array,
+        history_allowed: jax.Array,
+        ancestors: tuple[jax.Array, jax.Array],
+        depth: jax.Array,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """One input position per tree node over history ∪ its ancestors' cached K/V ∪ its own (deterministic).
+
+        Args:
+          hidden: [batch, nodes, 1, d_model].
+          positions: int32[batch, nodes, 1] RoPE positions (history length + depth).
+          history_keys, history_values, history_allowed: as in ``decode_targets``.
+          ancestors: this layer's (keys, values) [batch, nodes, num_levels, heads, head_dim]
+            (:func:`layers.insert_node_kv`).
+          depth: int32[batch, nodes], the node's target position.
+
+        Returns:
+          hidden [batch, nodes, 1, d_model] and the node's own (keys, values)
+          [batch, nodes, heads, head_dim], RoPE applied.
+        """
+        queries, new_keys, new_values = self._project(self.attention_norm(hidden), positions)
+        keys, values, allowed = layers.insert_node_kv(new_keys, new_values, ancestors, depth)
+        attended = layers.attend(
+            queries,
+            history_keys=history_keys,
+            history_values=history_values,
+            history_allowed=history_allowed,
+            target_keys=keys,
+            target_values=values,
+            target_allowed=allowed,
+        )
+        return self._residual_ffn(hidden, attended, True), (new_keys[:, :, 0], new_values[:, :, 0])
+
 
 class DecoderOnlyRecommender(SIDRecommender):
     """Llama-style generative recommender; see the module docstring for the data flow."""
@@ -220,3 +258,30 @@ class DecoderOnlyRecommender(SIDRecommender):
         if beam_cache is None:
             return hidden, None
         return hidden, BeamCache(keys=tuple(new_keys), values=tuple(new_values))
+
+    def _decode_node_states(
+        self,
+        shared: HistoryCache,
+        input_tokens: jax.Array,
+        depth: jax.Array,
+        ancestor_cache: BeamCache,
+    ) -> tuple[jax.Array, BeamCache]:
+        """input_tokens, depth: int32[batch, nodes] -> final-normed hidden [batch, nodes, d_model], own K/V."""
+        positions = (shared.lengths[:, None] + depth)[..., None]  # [batch, nodes, 1]; BOS at the history length
+        history_allowed = shared.mask[:, None, None, None, :]
+        hidden = self.embedding.embed(input_tokens)[:, :, None]
+        own_keys, own_values = [], []
+        for index, layer in enumerate(self.layers):
+            hidden, (keys, values) = layer.decode_node(
+                hidden,
+                positions,
+                history_keys=shared.keys[index],
+                history_values=shared.values[index],
+                history_allowed=history_allowed,
+                ancestors=(ancestor_cache.keys[index], ancestor_cache.values[index]),
+                depth=depth,
+            )
+            own_keys.append(keys)
+            own_values.append(values)
+        hidden = self.final_norm(hidden)[:, :, 0]
+        return hidden, BeamCache(keys=tuple(own_keys), values=tuple(own_values))

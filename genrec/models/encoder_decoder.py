@@ -119,7 +119,49 @@ class DecoderLayer(nnx.Module):
         )
         hidden = hidden + self.dropout(self.self_attention.merge_heads(attended),
                                        deterministic=deterministic)
+        return self._cross_attention_ffn(hidden, history_keys, history_values, history_allowed,
+                                         deterministic), cached
 
+    def decode_node(
+        self,
+        hidden: jax.Array,
+        *,
+        history_keys: jax.Array,
+        history_values: jax.Array,
+        history_allowed: jax.Array,
+        ancestors: tuple[jax.Array, jax.Array],
+        depth: jax.Array,
+        position_bias: jax.Array,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """One input position per tree node, at its own depth, over its ancestors' cached K/V (deterministic).
+
+        Args:
+          hidden: [batch, nodes, 1, d_model].
+          history_keys, history_values, history_allowed: as in ``__call__``.
+          ancestors: this layer's (keys, values) [batch, nodes, num_levels, heads, head_dim]
+            (:func:`layers.insert_node_kv`).
+          depth: int32[batch, nodes], the node's position.
+          position_bias: [batch, nodes, heads, 1, num_levels], the bias of position
+            ``depth`` to slots ``0..num_levels-1``.
+
+        Returns:
+          hidden [batch, nodes, 1, d_model] and the node's own (keys, values)
+          [batch, nodes, heads, head_dim].
+        """
+        queries, new_keys, new_values = self.self_attention.queries_keys_values(
+            self.self_attention_norm(hidden))
+        keys, values, allowed = layers.insert_node_kv(new_keys, new_values, ancestors, depth)
+        attended = self.self_attention.attend(
+            queries, target_keys=keys, target_values=values, target_allowed=allowed,
+            target_bias=position_bias, deterministic=True,
+        )
+        hidden = hidden + self.self_attention.merge_heads(attended)
+        hidden = self._cross_attention_ffn(hidden, history_keys, history_values, history_allowed, True)
+        return hidden, (new_keys[:, :, 0], new_values[:, :, 0])
+
+    def _cross_attention_ffn(self, hidden, history_keys, history_values, history_allowed,
+                             deterministic: bool) -> jax.Array:
+        """The cross-attention and FFN residual blocks: hidden [batch, beams, q_len, d_model] -> same."""
         attended = self.cross_attention.attend(
             self.cross_attention.queries(self.cross_attention_norm(hidden)),
             history_keys=history_keys,
@@ -129,9 +171,8 @@ class DecoderLayer(nnx.Module):
         )
         hidden = hidden + self.dropout(self.cross_attention.merge_heads(attended),
                                        deterministic=deterministic)
-        hidden = hidden + self.dropout(self.ffn(self.ffn_norm(hidden), deterministic=deterministic),
-                                       deterministic=deterministic)
-        return hidden, cached
+        return hidden + self.dropout(self.ffn(self.ffn_norm(hidden), deterministic=deterministic),
+                                     deterministic=deterministic)
 
 
 class EncoderDecoderRecommender(SIDRecommender):
@@ -240,3 +281,32 @@ class EncoderDecoderRecommender(SIDRecommender):
         if beam_cache is None:
             return hidden, None
         return hidden, BeamCache(keys=tuple(new_keys), values=tuple(new_values))
+
+    def _decode_node_states(
+        self,
+        shared: HistoryCache,
+        input_tokens: jax.Array,
+        depth: jax.Array,
+        ancestor_cache: BeamCache,
+    ) -> tuple[jax.Array, BeamCache]:
+        """input_tokens, depth: int32[batch, nodes] -> final-normed hidden [batch, nodes, d_model], own K/V."""
+        num_slots = ancestor_cache.keys[0].shape[2]
+        relative = jnp.arange(num_slots) - depth[..., None]  # [batch, nodes, num_levels]: key - query
+        position_bias = self.decoder_position_bias.of_relative(relative[:, :, None, :])
+        history_allowed = shared.mask[:, None, None, None, :]
+        hidden = self.embedding.embed(input_tokens)[:, :, None]
+        own_keys, own_values = [], []
+        for index, layer in enumerate(self.decoder_layers):
+            hidden, (keys, values) = layer.decode_node(
+                hidden,
+                history_keys=shared.keys[index],
+                history_values=shared.values[index],
+                history_allowed=history_allowed,
+                ancestors=(ancestor_cache.keys[index], ancestor_cache.values[index]),
+                depth=depth,
+                position_bias=position_bias,
+            )
+            own_keys.append(keys)
+            own_values.append(values)
+        hidden = self.decoder_norm(hidden)[:, :, 0]
+        return hidden, BeamCache(keys=tuple(own_keys), values=tuple(own_values))

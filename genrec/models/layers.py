@@ -9,7 +9,8 @@ cache containers defined here:
   Beams never copy it; decode attention broadcasts over the beam axis.
 * :class:`BeamCache` -- per-beam keys/values of the generated target tokens,
   ``[batch, num_beams, num_levels, heads, head_dim]``; beam search reorders it
-  along axis 1.
+  along axis 1. VED's tree nodes use the same layout for their ancestors' K/V
+  (``decode_node``, :func:`insert_node_kv`).
 
 Math that needs no parameters (masked attention over history + target keys,
 RoPE, T5 relative-position buckets) is written as pure functions.
@@ -198,6 +199,35 @@ def extend_target_kv(
     cache_keys = cached[0].at[:, :, start:end].set(new_keys.astype(cached[0].dtype))
     cache_values = cached[1].at[:, :, start:end].set(new_values.astype(cached[1].dtype))
     return cache_keys[:, :, :end], cache_values[:, :, :end], (cache_keys, cache_values)
+
+
+def insert_node_kv(
+    new_keys: jax.Array,
+    new_values: jax.Array,
+    ancestors: tuple[jax.Array, jax.Array],
+    depth: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The target K/V a tree node attends to: its ancestors' cached ones plus its own (VED's node cache).
+
+    Args:
+      new_keys: [batch, nodes, 1, heads, head_dim], the node's own input position.
+      new_values: like ``new_keys``.
+      ancestors: (keys, values) each [batch, nodes, num_levels, heads, head_dim];
+        slot ``j < depth`` holds the node's depth-``j`` ancestor's (the input at
+        position ``j``), the slots from ``depth`` on are ignored.
+      depth: int[batch, nodes], the node's input position (0 for the root's BOS).
+
+    Returns:
+      (keys, values) [batch, nodes, num_levels, ...] with the node's own in slot
+      ``depth``, and target_allowed bool[batch, nodes, 1, 1, num_levels]: slots
+      ``0..depth``, the causal mask of position ``depth`` in the full-prefix pass.
+    """
+    slots = jnp.arange(ancestors[0].shape[2])
+    own = (slots == depth[..., None])[..., None, None]  # [batch, nodes, num_levels, 1, 1]
+    keys = jnp.where(own, new_keys.astype(ancestors[0].dtype), ancestors[0])
+    values = jnp.where(own, new_values.astype(ancestors[1].dtype), ancestors[1])
+    allowed = (slots <= depth[..., None])[:, :, None, None, :]
+    return keys, values, allowed
 
 
 def apply_rope(inputs: jax.Array, positions: jax.Array, base: float) -> jax.Array:
@@ -408,14 +438,19 @@ class RelativePositionBias(nnx.Module):
 
     def __call__(self, query_positions: np.ndarray, key_positions: np.ndarray) -> jax.Array:
         """Static positions int[q_len], int[k_len] -> float32 bias [heads, q_len, k_len]."""
+        return self.of_relative(key_positions[None, :] - query_positions[:, None])
+
+    def of_relative(self, relative_position: np.ndarray | jax.Array) -> jax.Array:
+        """Key minus query positions int[..., q_len, k_len] (static or traced) -> float32 bias
+        [..., heads, q_len, k_len]; VED's node evaluation passes each node's own query position."""
         buckets = relative_position_bucket(
-            key_positions[None, :] - query_positions[:, None],
+            relative_position,
             bidirectional=self.bidirectional,
             num_buckets=self.num_buckets,
             max_distance=self.max_distance,
         )
-        bias = jnp.take(self.table[...].astype(jnp.float32), buckets, axis=0)  # [q, k, heads]
-        return jnp.transpose(bias, (2, 0, 1))
+        bias = jnp.take(self.table[...].astype(jnp.float32), buckets, axis=0)  # [..., q, k, heads]
+        return jnp.moveaxis(bias, -1, -3)
 
 
 class TokenEmbedding(nnx.Module):

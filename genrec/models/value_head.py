@@ -33,7 +33,7 @@ from flax import nnx
 
 from genrec.models.base import SIDRecommender
 from genrec.models.config import BOS_ID, PAD_ID, ModelConfig
-from genrec.models.layers import HistoryCache
+from genrec.models.layers import BeamCache, HistoryCache
 
 # Output layer's initial weight scale, relative to a unit-variance init.
 OUTPUT_INIT_SCALE = 1e-2
@@ -185,5 +185,37 @@ def make_node_fn(
         node_logits = jnp.take_along_axis(logits, index, axis=2)[:, :, 0]
         node_hidden = jnp.take_along_axis(hidden, index, axis=2)[:, :, 0]
         return node_logits, value_head(node_hidden)
+
+    return node_fn
+
+
+def make_cached_node_fn(
+    model: SIDRecommender,
+    value_head: ValueHead,
+    shared: HistoryCache,
+    token_offsets: Sequence[int] | jax.Array,
+) -> Callable[[jax.Array, jax.Array, BeamCache | None], tuple[jax.Array, jax.Array, BeamCache]]:
+    """VED's node evaluator with a KV cache over its tree (``constrained.ved``, "Cached evaluation").
+
+    The returned ``node_fn(prefix_codes int32[B, N, L], prefix_len int32[B, N],
+    ancestor_kv)`` decodes one position per node, ``prefix_len`` (BOS at 0,
+    else the token of the code at level ``prefix_len - 1``), with
+    :meth:`SIDRecommender.decode_node` over ``ancestor_kv`` (a BeamCache with
+    leaves [B, N, L, heads, head_dim], slot ``j`` the K/V of the node's depth-``j``
+    ancestor, or None for roots) and returns ``(logits float32[B, N, V], values
+    float32[B, N], own BeamCache [B, N, heads, head_dim])``: the logits and
+    values of :func:`make_node_fn` (to rounding) for ``1/(L + 1)`` of its decoder work.
+    """
+    offsets = jnp.asarray(token_offsets, jnp.int32)
+
+    def node_fn(prefix_codes: jax.Array, prefix_len: jax.Array,
+                ancestor_kv: BeamCache | None) -> tuple[jax.Array, jax.Array, BeamCache]:
+        prefix_len = jnp.asarray(prefix_len, jnp.int32)
+        last_level = jnp.clip(prefix_len - 1, 0, prefix_codes.shape[-1] - 1)
+        last_code = jnp.take_along_axis(prefix_codes, last_level[..., None], axis=-1)[..., 0]
+        token = jnp.where(last_code >= 0, last_code + offsets[last_level], PAD_ID)
+        token = jnp.where(prefix_len > 0, token, BOS_ID)
+        logits, hidden, own = model.decode_node(shared, token, prefix_len, ancestor_kv)
+        return logits, value_head(hidden), own
 
     return node_fn
