@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -99,6 +100,9 @@ _BATCHES_PER_CHUNK = 2
 # _MAX_RANGES ranges): enough ranges that even one file is read by every worker thread.
 _RANGE_BYTES = 1 << 20
 _MAX_RANGES = 10_000
+# What one request (or record) weighs in Beam's element size metrics (_BatchCoder): a typical request's
+# JSONL line, not measured per element.
+_BYTES_PER_ROW = 200
 # The item lists of a request, in the order their rows are looked up and their unknown ids reported.
 _LIST_KEYS = (HISTORY_KEY, ALLOW_KEY, EXCLUDE_KEY)
 # The local job's flags a Beam job cannot honour, and why (one line each).
@@ -175,6 +179,9 @@ class _RequestChunk:
     item_ids: np.ndarray
     lists: dict[str, tuple[np.ndarray, np.ndarray] | None]
 
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
     def records(self) -> Iterator[dict[str, Any]]:
         """The requests as :func:`serving.requests_io.parse_request` gives them, in order."""
         columns = {}
@@ -220,14 +227,49 @@ def _table_chunks(table: RequestTable, users_per_chunk: int, users: range | None
     return chunks
 
 
+class _BatchCoder(beam.coders.Coder):
+    """The coder of this module's batch elements (:class:`_RowBatch`, :class:`_RequestChunk`,
+    :class:`_Requests`, :class:`_Outcomes`): pickle where an element crosses a step boundary, and a size
+    estimate from the element's length, not from encoding it. A Beam worker samples the size of the first
+    elements of every step's output (about 10, then ~7 per doubling) by encoding them; with a few hundred
+    large elements that sampled most of them, a pickle of a thousand requests each time
+    (docs/benchmarks.md, "Beam pipeline against the local batch job")."""
+
+    def encode(self, element: Any) -> bytes:
+        return pickle.dumps(element, pickle.HIGHEST_PROTOCOL)
+
+    def decode(self, encoded: bytes) -> Any:
+        return pickle.loads(encoded)
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def estimate_size(self, element: Any) -> int:
+        return _BYTES_PER_ROW * len(element)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class _RowBatch:
     """Request rows a worker read, not parsed yet: JSONL lines (``str``) or Parquet rows (``dict``), and what
     names them in a parse error (the file or pattern). One element for many rows: Beam's per-element costs
-    (a hop between steps, a coder at a step boundary) are paid once per batch, not once per request."""
+    (a hop between steps, a size sample) are paid once per batch, not once per request."""
 
     where: str
     rows: list[str] | list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Requests:
+    """Parsed requests (:func:`serving.requests_io.parse_request`'s dicts), as one element: what goes
+    through ``RunInference``, a whole number of decode batches of them (:class:`_Rebatch`)."""
+
+    requests: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.requests)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,9 +364,10 @@ class _ParseRequests(beam.DoFn):
     """Rows -> lists of parsed requests (:func:`serving.requests_io.parse_request`, the local job's parser);
     a row that does not parse goes to the dead-letter output.
 
-    Takes a :class:`_RowBatch` or a :class:`_RequestChunk` (read and checked on the launcher already), one
-    list of requests out per element; or, composed by a user, one request row per element (a dict, or a
-    ``(file name, line)`` pair as ``ReadFromTextWithFilename`` gives), one list of one request out."""
+    Takes a :class:`_RowBatch` or a :class:`_RequestChunk` (read and checked by the local job's readers
+    already), one :class:`_Requests` out per element; or, composed by a user, one request row per element (a
+    dict, or a ``(file name, line)`` pair as ``ReadFromTextWithFilename`` gives), a :class:`_Requests` of one
+    request out."""
 
     def __init__(self, where: str):
         self._where = where
@@ -332,7 +375,7 @@ class _ParseRequests(beam.DoFn):
 
     def process(self, element: Any) -> Iterator[Any]:
         if isinstance(element, _RequestChunk):
-            yield list(element.records())
+            yield _Requests(list(element.records()))
             return
         if isinstance(element, _RowBatch):
             where, rows = element.where, element.rows
@@ -348,12 +391,12 @@ class _ParseRequests(beam.DoFn):
                 self._failed.inc()
                 yield beam.pvalue.TaggedOutput(_DEAD_LETTER, _dead_letter(row, error))
         if requests:
-            yield requests
+            yield _Requests(requests)
 
 
 class _Rebatch(beam.DoFn):
-    """Lists of requests -> lists of exactly ``size`` requests (a bundle's last list per window shorter), so
-    that each list decodes in full batches whatever sizes the readers produced."""
+    """:class:`_Requests` -> :class:`_Requests` of exactly ``size`` requests (a bundle's last one per window
+    shorter), so that each decodes in full batches whatever sizes the readers produced."""
 
     def __init__(self, size: int):
         self._size = size
@@ -362,26 +405,26 @@ class _Rebatch(beam.DoFn):
     def start_bundle(self) -> None:
         self._pending = {}
 
-    def process(self, requests: list[dict[str, Any]], window=beam.DoFn.WindowParam) -> Iterator[list[dict]]:
+    def process(self, batch: _Requests, window=beam.DoFn.WindowParam) -> Iterator[_Requests]:
         pending = self._pending.setdefault(window, [])
-        if not pending and len(requests) == self._size:
-            yield requests
+        if not pending and len(batch) == self._size:
+            yield batch
             return
-        pending.extend(requests)
+        pending.extend(batch.requests)
         while len(pending) >= self._size:
-            yield pending[:self._size]
+            yield _Requests(pending[:self._size])
             del pending[:self._size]
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         for window, pending in self._pending.items():
             if pending:
-                yield WindowedValue(pending, window.max_timestamp(), [window])
+                yield WindowedValue(_Requests(pending), window.max_timestamp(), [window])
         self._pending = {}
 
 
 class _SelectUsers(beam.DoFn):
-    """``(user id, {"request": [...], "listed": [...]})`` -> the request of each listed user (a list of one
-    request, as :class:`_ParseRequests` gives); a listed user with no request, or with several, is
+    """``(user id, {"request": [...], "listed": [...]})`` -> the request of each listed user (as
+    :class:`_Requests` of one); a listed user with no request, or with several, is
     dead-lettered (the local job refuses both before it starts)."""
 
     def __init__(self, source: str):
@@ -394,7 +437,7 @@ class _SelectUsers(beam.DoFn):
         if not list(grouped["listed"]):
             return
         if len(requests) == 1:
-            yield [requests[0]]  # a list of requests, as _ParseRequests gives
+            yield _Requests(requests)  # as _ParseRequests gives
             return
         if not requests:
             error = f"--users lists user {user!r}, who has no request in {self._source}; remove it from the list"
@@ -586,13 +629,24 @@ class RecommenderModelHandler(ModelHandler[dict, PredictionResult, ServedModel])
         return [{"record": record} for record in records]
 
 
-class _RequestListHandler(ModelHandler[list, PredictionResult, ServedModel]):
-    """RunInference on lists of requests, one list per call: :class:`RecommenderModelHandler` (its model,
-    its per-request outcomes) for elements that each hold a few decode batches of requests.
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Outcomes:
+    """What ``RunInference`` gives for one :class:`_Requests`: its requests and, in order, each one's outcome
+    (:class:`RecommenderModelHandler`'s ``{"record": {...}}`` or ``{"error": "one line"}``)."""
 
-    One Beam element per list, not per request: RunInference's batching, the step after it and the
-    writer then cost per list. Each :class:`PredictionResult` holds the list (``example``) and the
-    outcome of each of its requests (``inference``, in order)."""
+    requests: list[dict[str, Any]]
+    outcomes: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+
+class _RequestListHandler(ModelHandler[_Requests, _Outcomes, ServedModel]):
+    """RunInference on :class:`_Requests`, one element per call: :class:`RecommenderModelHandler` (its model,
+    its per-request outcomes) for elements that each hold a few decode batches of requests already.
+
+    One Beam element per list, not per request: RunInference (no ``BatchElements``), the step after it and
+    the writer then cost per list, not per request."""
 
     def __init__(self, handler: RecommenderModelHandler):
         super().__init__()
@@ -601,8 +655,8 @@ class _RequestListHandler(ModelHandler[list, PredictionResult, ServedModel]):
     def load_model(self) -> ServedModel:
         return self._handler.load_model()
 
-    def batch_elements_kwargs(self) -> Mapping[str, Any]:
-        return {"min_batch_size": 1, "max_batch_size": 1}  # a list is a whole number of decode batches already
+    def should_skip_batching(self) -> bool:
+        return True  # each element is a whole number of decode batches (_Rebatch)
 
     def share_model_across_processes(self) -> bool:
         return self._handler.share_model_across_processes()
@@ -610,29 +664,27 @@ class _RequestListHandler(ModelHandler[list, PredictionResult, ServedModel]):
     def get_metrics_namespace(self) -> str:
         return self._handler.get_metrics_namespace()
 
-    def get_num_bytes(self, batch: Sequence[list]) -> int:
-        return self._handler.get_num_bytes([request for requests in batch for request in requests])
+    def get_num_bytes(self, batch: _Requests) -> int:
+        return self._handler.get_num_bytes(batch.requests)
 
-    def run_inference(self, batch: Sequence[list], model: ServedModel,
-                      inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
-        return [PredictionResult(requests, [result.inference for result in
-                                            self._handler.run_inference(requests, model, inference_args)])
-                for requests in batch]
+    def run_inference(self, batch: _Requests, model: ServedModel,
+                      inference_args: dict[str, Any] | None = None) -> list[_Outcomes]:
+        results = self._handler.run_inference(batch.requests, model, inference_args)
+        return [_Outcomes(batch.requests, [result.inference for result in results])]
 
 
 class _SplitOutcomes(beam.DoFn):
-    """PredictionResults of request lists -> the records of each list (main output: one element per list,
-    ``encode_batch(records)``, or one per record without it) and dead letters (tagged), counted in Beam
-    metrics."""
+    """:class:`_Outcomes` -> their records (main output: ``encode_batch(records)``, one element, or one
+    element per record without it) and dead letters (tagged), counted in Beam metrics."""
 
     def __init__(self, encode_batch: Callable[[list[dict[str, Any]]], Any] | None = None):
         self._encode_batch = encode_batch
         self._recommended = Metrics.counter(_METRICS_NAMESPACE, "recommended")
         self._failed = Metrics.counter(_METRICS_NAMESPACE, "dead_letter")
 
-    def process(self, result: PredictionResult) -> Iterator[Any]:
+    def process(self, result: _Outcomes) -> Iterator[Any]:
         records = []
-        for request, outcome in zip(result.example, result.inference):
+        for request, outcome in zip(result.requests, result.outcomes):
             if "record" in outcome:
                 records.append(outcome["record"])
             else:
@@ -699,21 +751,23 @@ class RecommendRequests(beam.PTransform):
         self._encode_batch = encode_batch
 
     def expand(self, rows):
-        parsed = rows | "Parse" >> beam.ParDo(_ParseRequests(self._where)).with_outputs(_DEAD_LETTER, main="requests")
+        parsed = rows | "Parse" >> beam.ParDo(_ParseRequests(self._where)).with_output_types(_Requests).with_outputs(
+            _DEAD_LETTER, main="requests")
         requests, dead = parsed.requests, [parsed[_DEAD_LETTER]]
         if self._users is not None:  # a join by user: one element per request up to the selection
             listed = rows.pipeline | "ListedUsers" >> beam.Create([(user, True) for user in self._users])
             selected = ({"request": requests | "ByUser" >> beam.FlatMap(
-                            lambda batch: [(request[USER_KEY], request) for request in batch]),
+                            lambda batch: [(request[USER_KEY], request) for request in batch.requests]),
                          "listed": listed}
                         | "JoinUsers" >> beam.CoGroupByKey()
-                        | "SelectUsers" >> beam.ParDo(_SelectUsers(self._where)).with_outputs(
-                            _DEAD_LETTER, main="requests"))
+                        | "SelectUsers" >> beam.ParDo(_SelectUsers(self._where)).with_output_types(
+                            _Requests).with_outputs(_DEAD_LETTER, main="requests"))
             requests = selected.requests
             dead.append(selected[_DEAD_LETTER])
         outcomes = (requests
-                    | "Rebatch" >> beam.ParDo(_Rebatch(_BATCHES_PER_CHUNK * self._handler.batch_size))
-                    | "RunInference" >> RunInference(_RequestListHandler(self._handler))
+                    | "Rebatch" >> beam.ParDo(_Rebatch(_BATCHES_PER_CHUNK * self._handler.batch_size)
+                                             ).with_output_types(_Requests)
+                    | "RunInference" >> RunInference(_RequestListHandler(self._handler)).with_output_types(_Outcomes)
                     | "Split" >> beam.ParDo(_SplitOutcomes(self._encode_batch)).with_outputs(
                         _DEAD_LETTER, main="records"))
         dead.append(outcomes[_DEAD_LETTER])
@@ -840,13 +894,15 @@ def run_beam_job(
         users_per_chunk = _BATCHES_PER_CHUNK * batch_size
         rows = (pipeline | "UserRanges" >> beam.Create([(first, min(first + users_per_chunk, table.num_users))
                                                        for first in range(0, table.num_users, users_per_chunk)])
-                | "ReadRequests" >> beam.ParDo(_ReadTableChunks(table_source, shared_table, users_per_chunk)))
+                | "ReadRequests" >> beam.ParDo(_ReadTableChunks(table_source, shared_table, users_per_chunk)
+                                               ).with_output_types(_RequestChunk))
     elif kind == "parquet":
         rows = (pipeline | "ReadParquet" >> beam.io.ReadFromParquetBatched(pattern)
-                | "ParquetRows" >> beam.FlatMap(_parquet_row_batches, str(requests), _BATCHES_PER_CHUNK * batch_size))
+                | "ParquetRows" >> beam.FlatMap(_parquet_row_batches, str(requests), _BATCHES_PER_CHUNK * batch_size
+                                                ).with_output_types(_RowBatch))
     else:
         rows = (pipeline | "JsonlRanges" >> beam.Create(_jsonl_ranges(pattern))
-                | "ReadJsonl" >> beam.FlatMap(_read_jsonl_range))
+                | "ReadJsonl" >> beam.FlatMap(_read_jsonl_range).with_output_types(_RowBatch))
     shards = FileSystems.join(out, "shard")
     schema = records_schema(fields) if output_format == "parquet" else None
     outputs = rows | "Recommend" >> RecommendRequests(
@@ -909,3 +965,7 @@ def run_from_args(args: argparse.Namespace, pipeline_options: Sequence[str]) -> 
         log=lambda line: print(line, flush=True),
     )
     return 0 if result.num_dead_letter == 0 else 1
+
+
+for _batch_type in (_RowBatch, _RequestChunk, _Requests, _Outcomes):
+    beam.coders.registry.register_coder(_batch_type, _BatchCoder)
