@@ -100,8 +100,8 @@ _BATCHES_PER_CHUNK = 2
 # _MAX_RANGES ranges): enough ranges that even one file is read by every worker thread.
 _RANGE_BYTES = 1 << 20
 _MAX_RANGES = 10_000
-# What one request (or record) weighs in Beam's element size metrics (_BatchCoder): a typical request's
-# JSONL line, not measured per element.
+# What one request (or record) weighs in Beam's size metrics (_BatchCoder, get_num_bytes): a typical request's
+# JSONL line, an estimate instead of encoding each element.
 _BYTES_PER_ROW = 200
 # The item lists of a request, in the order their rows are looked up and their unknown ids reported.
 _LIST_KEYS = (HISTORY_KEY, ALLOW_KEY, EXCLUDE_KEY)
@@ -161,11 +161,55 @@ def _dataset_table(workdir: str | Path, data_dir: str | Path | None) -> RequestT
     return read_requests(data=load_workdir_data(workdir, data_dir, vocab, min_interactions=0))
 
 
+class _RequestBatch:
+    """One Beam element of requests (parsed and checked), a whole number of decode batches of them: what goes
+    through ``RunInference`` (:class:`_RequestListHandler`). Beam's per-element costs (a hop between steps,
+    a size sample) are then paid once per batch, not once per request.
+
+    Attributes:
+      user_ids: the requests' users, in order.
+    """
+
+    user_ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    def request(self, i: int) -> dict[str, Any]:
+        """Request ``i`` as :func:`serving.requests_io.parse_request` gives it (what a dead letter shows)."""
+        raise NotImplementedError
+
+    def catalogue_rows(self, recommender: Recommender) -> tuple[dict[str, list[np.ndarray | None]], np.ndarray]:
+        """``(rows, has_unknown)``: per key of :data:`_LIST_KEYS`, each request's catalogue rows ``int32[n]``
+        (-1: unknown id; None: no such list), and ``bool[len(self)]`` whether a request has an unknown id."""
+        raise NotImplementedError
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class _RequestChunk:
-    """Some users' requests, read and checked on the launcher, in flat arrays: what the launcher hands the
-    runner (a few compact elements instead of one dict per user, which ``beam.Create`` would type-check,
-    pickle, reshuffle and unpickle one by one; docs/benchmarks.md, "Beam vs the local job").
+class _Requests(_RequestBatch):
+    """Requests as :func:`serving.requests_io.parse_request`'s dicts (from JSONL or Parquet rows)."""
+
+    requests: list[dict[str, Any]]
+
+    @property
+    def user_ids(self) -> list[str]:
+        return [request[USER_KEY] for request in self.requests]
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def request(self, i: int) -> dict[str, Any]:
+        return self.requests[i]
+
+    def catalogue_rows(self, recommender: Recommender) -> tuple[dict[str, list[np.ndarray | None]], np.ndarray]:
+        return _batch_rows(self.requests, recommender)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _RequestChunk(_RequestBatch):
+    """Some users' requests from a request table (the dataset, ``NAME.inter.json``), in flat arrays: item ids
+    stay rows into the chunk's few distinct ids, looked up in the catalogue once per chunk
+    (:meth:`catalogue_rows`), not once per request and id.
 
     Attributes:
       user_ids: the chunk's users, in order.
@@ -179,8 +223,32 @@ class _RequestChunk:
     item_ids: np.ndarray
     lists: dict[str, tuple[np.ndarray, np.ndarray] | None]
 
-    def __len__(self) -> int:
-        return len(self.user_ids)
+    def request(self, i: int) -> dict[str, Any]:
+        request: dict[str, Any] = {USER_KEY: self.user_ids[i]}
+        for key in _LIST_KEYS:
+            request[key] = None
+            if self.lists[key] is not None and self.lists[key][1][i] >= 0:
+                rows, lengths = self.lists[key]
+                start = int(np.maximum(lengths[:i], 0).sum())
+                request[key] = self.item_ids[rows[start:start + lengths[i]]].tolist()
+        return request
+
+    def catalogue_rows(self, recommender: Recommender) -> tuple[dict[str, list[np.ndarray | None]], np.ndarray]:
+        found = recommender.lookup_rows(self.item_ids.tolist())  # catalogue row of each of the chunk's ids
+        has_unknown = np.zeros(len(self), bool)
+        rows: dict[str, list[np.ndarray | None]] = {}
+        for key in _LIST_KEYS:
+            if self.lists[key] is None:
+                rows[key] = [None] * len(self)
+                continue
+            chunk_rows, lengths = self.lists[key]
+            sizes = np.maximum(lengths, 0)
+            mapped = found[chunk_rows]
+            has_unknown[np.repeat(np.arange(len(self)), sizes)[mapped < 0]] = True
+            ends = np.cumsum(sizes).tolist()
+            rows[key] = [None if length < 0 else mapped[end - length:end]
+                         for length, end in zip(lengths.tolist(), ends)]
+        return rows, has_unknown
 
     def records(self) -> Iterator[dict[str, Any]]:
         """The requests as :func:`serving.requests_io.parse_request` gives them, in order."""
@@ -228,8 +296,8 @@ def _table_chunks(table: RequestTable, users_per_chunk: int, users: range | None
 
 
 class _BatchCoder(beam.coders.Coder):
-    """The coder of this module's batch elements (:class:`_RowBatch`, :class:`_RequestChunk`,
-    :class:`_Requests`, :class:`_Outcomes`): pickle where an element crosses a step boundary, and a size
+    """The coder of this module's batch elements (:class:`_RowBatch`, :class:`_RequestBatch`,
+    :class:`_Outcomes`): pickle where an element crosses a step boundary, and a size
     estimate from the element's length, not from encoding it. A Beam worker samples the size of the first
     elements of every step's output (about 10, then ~7 per doubling) by encoding them; with a few hundred
     large elements that sampled most of them, a pickle of a thousand requests each time
@@ -251,25 +319,13 @@ class _BatchCoder(beam.coders.Coder):
 @dataclasses.dataclass(frozen=True, eq=False)
 class _RowBatch:
     """Request rows a worker read, not parsed yet: JSONL lines (``str``) or Parquet rows (``dict``), and what
-    names them in a parse error (the file or pattern). One element for many rows: Beam's per-element costs
-    (a hop between steps, a size sample) are paid once per batch, not once per request."""
+    names them in a parse error (the file or pattern): one element for many rows, as :class:`_RequestBatch`."""
 
     where: str
     rows: list[str] | list[dict[str, Any]]
 
     def __len__(self) -> int:
         return len(self.rows)
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class _Requests:
-    """Parsed requests (:func:`serving.requests_io.parse_request`'s dicts), as one element: what goes
-    through ``RunInference``, a whole number of decode batches of them (:class:`_Rebatch`)."""
-
-    requests: list[dict[str, Any]]
-
-    def __len__(self) -> int:
-        return len(self.requests)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -364,18 +420,17 @@ class _ParseRequests(beam.DoFn):
     """Rows -> lists of parsed requests (:func:`serving.requests_io.parse_request`, the local job's parser);
     a row that does not parse goes to the dead-letter output.
 
-    Takes a :class:`_RowBatch` or a :class:`_RequestChunk` (read and checked by the local job's readers
-    already), one :class:`_Requests` out per element; or, composed by a user, one request row per element (a
-    dict, or a ``(file name, line)`` pair as ``ReadFromTextWithFilename`` gives), a :class:`_Requests` of one
-    request out."""
+    Takes a :class:`_RowBatch` (one :class:`_Requests` out) or a :class:`_RequestChunk` (passed on); or,
+    composed by a user, one request row per element (a dict, or a ``(file name, line)`` pair as
+    ``ReadFromTextWithFilename`` gives), a :class:`_Requests` of one request out."""
 
     def __init__(self, where: str):
         self._where = where
         self._failed = Metrics.counter(_METRICS_NAMESPACE, "dead_letter")
 
     def process(self, element: Any) -> Iterator[Any]:
-        if isinstance(element, _RequestChunk):
-            yield _Requests(list(element.records()))
+        if isinstance(element, _RequestChunk):  # read and checked by the local job's readers already
+            yield element
             return
         if isinstance(element, _RowBatch):
             where, rows = element.where, element.rows
@@ -395,8 +450,9 @@ class _ParseRequests(beam.DoFn):
 
 
 class _Rebatch(beam.DoFn):
-    """:class:`_Requests` -> :class:`_Requests` of exactly ``size`` requests (a bundle's last one per window
-    shorter), so that each decodes in full batches whatever sizes the readers produced."""
+    """:class:`_RequestBatch` -> :class:`_RequestBatch` of exactly ``size`` requests (a bundle's last one per
+    window shorter), so that each decodes in full batches whatever sizes the readers produced. One of that
+    size already (a table's chunk) passes as it is."""
 
     def __init__(self, size: int):
         self._size = size
@@ -405,12 +461,12 @@ class _Rebatch(beam.DoFn):
     def start_bundle(self) -> None:
         self._pending = {}
 
-    def process(self, batch: _Requests, window=beam.DoFn.WindowParam) -> Iterator[_Requests]:
+    def process(self, batch: _RequestBatch, window=beam.DoFn.WindowParam) -> Iterator[_RequestBatch]:
         pending = self._pending.setdefault(window, [])
         if not pending and len(batch) == self._size:
             yield batch
             return
-        pending.extend(batch.requests)
+        pending.extend(batch.requests if isinstance(batch, _Requests) else batch.records())
         while len(pending) >= self._size:
             yield _Requests(pending[:self._size])
             del pending[:self._size]
@@ -585,68 +641,73 @@ class RecommenderModelHandler(ModelHandler[dict, PredictionResult, ServedModel])
         return _METRICS_NAMESPACE
 
     def get_num_bytes(self, batch: Sequence[dict]) -> int:
-        """The characters of the batch's user and item ids: Beam's default pickles the whole batch for this
-        metric, a cost per request as large as the rest of the step's host work."""
-        return sum(len(request[USER_KEY]) + sum(len(item) for key in _LIST_KEYS for item in request.get(key) or ())
-                   for request in batch)
+        """An estimate for Beam's metrics, from the batch's length (Beam's default pickles the whole batch for
+        it, a cost per request as large as the rest of the step's host work)."""
+        return _BYTES_PER_ROW * len(batch)
 
     def run_inference(
         self, batch: Sequence[dict], model: ServedModel, inference_args: dict[str, Any] | None = None
     ) -> Iterable[PredictionResult]:
+        outcomes = self._outcomes(_Requests(list(batch)), model)
+        return [PredictionResult(request, outcome) for request, outcome in zip(batch, outcomes)]
+
+    def _outcomes(self, batch: _RequestBatch, model: ServedModel) -> list[dict[str, Any]]:
+        """Each request's ``{"record": {...}}`` or ``{"error": "one line"}``, in order (class docstring)."""
         recommender, item_fields = model.recommender.snapshot(), model.item_fields  # one catalogue for the batch
-        rows, has_unknown = _batch_rows(batch, recommender)
+        rows, has_unknown = batch.catalogue_rows(recommender)
         outcomes: list[dict[str, Any] | None] = [None] * len(batch)
         servable = list(range(len(batch)))
         if not self._skip_unknown and has_unknown.any():
             for i in np.flatnonzero(has_unknown).tolist():
-                outcomes[i] = {"error": _unknown_item_error(batch[i], rows, i, recommender.num_items)}
+                outcomes[i] = {"error": _unknown_item_error(batch.request(i), rows, i, recommender.num_items)}
             servable = np.flatnonzero(~has_unknown).tolist()
         if servable:
+            user_ids = batch.user_ids
             try:
-                records = self._recommend(recommender, item_fields, batch, rows, servable)
+                records = self._recommend(recommender, item_fields, user_ids, rows, servable)
             except Exception:  # noqa: BLE001 - some request of the batch is bad: find it, serve the rest
                 records = []
                 for i in servable:
                     try:
-                        records.extend(self._recommend(recommender, item_fields, batch, rows, [i]))
+                        records.extend(self._recommend(recommender, item_fields, user_ids, rows, [i]))
                     except Exception as error:  # noqa: BLE001 - this one request is what failed
-                        records.append({"error": _dead_letter(batch[i], error)["error"]})
+                        records.append({"error": _dead_letter(batch.request(i), error)["error"]})
             for i, record in zip(servable, records):
                 outcomes[i] = record
-        return [PredictionResult(request, outcome) for request, outcome in zip(batch, outcomes)]
+        return outcomes
 
-    def _recommend(self, recommender: Recommender, item_fields: ItemFields | None, batch: Sequence[dict],
+    def _recommend(self, recommender: Recommender, item_fields: ItemFields | None, user_ids: Sequence[str],
                    rows: Mapping[str, list[np.ndarray | None]], which: list[int]) -> list[dict[str, Any]]:
         """``{"record": {...}}`` per request ``which`` of the batch: one ``Recommender.recommend_rows`` call on
-        the rows :func:`_batch_rows` looked up (-1, an unknown id, is dropped from a history and matches no
-        item in a list: ``recommend``'s ``on_unknown="skip"``), the local job's records."""
+        the rows :meth:`_RequestBatch.catalogue_rows` looked up (-1, an unknown id, is dropped from a history
+        and matches no item in a list: ``recommend``'s ``on_unknown="skip"``), the local job's records."""
         lists = {name: [rows[key][i] for i in which] for name, key in (("allow_rows", ALLOW_KEY),
                                                                         ("exclude_rows", EXCLUDE_KEY))}
         recs = recommender.recommend_rows(
             [rows[HISTORY_KEY][i] for i in which], top_k=self._top_k, exclude_seen=self._exclude_seen,
             **{name: values for name, values in lists.items() if any(value is not None for value in values)})
-        records = recommendation_records([batch[i][USER_KEY] for i in which], recs, item_fields)
+        records = recommendation_records([user_ids[i] for i in which], recs, item_fields)
         return [{"record": record} for record in records]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class _Outcomes:
-    """What ``RunInference`` gives for one :class:`_Requests`: its requests and, in order, each one's outcome
-    (:class:`RecommenderModelHandler`'s ``{"record": {...}}`` or ``{"error": "one line"}``)."""
+    """What ``RunInference`` gives for one :class:`_RequestBatch`: the records of the requests that were
+    served, and a dead letter (:func:`_dead_letter`) for each that failed."""
 
-    requests: list[dict[str, Any]]
-    outcomes: list[dict[str, Any]]
+    records: list[dict[str, Any]]
+    dead_letters: list[dict[str, Any]]
 
     def __len__(self) -> int:
-        return len(self.requests)
+        return len(self.records) + len(self.dead_letters)
 
 
-class _RequestListHandler(ModelHandler[_Requests, _Outcomes, ServedModel]):
-    """RunInference on :class:`_Requests`, one element per call: :class:`RecommenderModelHandler` (its model,
-    its per-request outcomes) for elements that each hold a few decode batches of requests already.
+class _RequestListHandler(ModelHandler[_RequestBatch, _Outcomes, ServedModel]):
+    """RunInference on :class:`_RequestBatch` elements, one per call: :class:`RecommenderModelHandler` (its
+    model, its outcome per request) for elements that each hold a few decode batches of requests already.
 
-    One Beam element per list, not per request: RunInference (no ``BatchElements``), the step after it and
-    the writer then cost per list, not per request."""
+    One Beam element per batch of requests, not per request: RunInference (no ``BatchElements``), the step
+    after it and the writer then cost per batch, not per request."""
 
     def __init__(self, handler: RecommenderModelHandler):
         super().__init__()
@@ -664,13 +725,18 @@ class _RequestListHandler(ModelHandler[_Requests, _Outcomes, ServedModel]):
     def get_metrics_namespace(self) -> str:
         return self._handler.get_metrics_namespace()
 
-    def get_num_bytes(self, batch: _Requests) -> int:
-        return self._handler.get_num_bytes(batch.requests)
+    def get_num_bytes(self, batch: _RequestBatch) -> int:
+        return _BYTES_PER_ROW * len(batch)
 
-    def run_inference(self, batch: _Requests, model: ServedModel,
+    def run_inference(self, batch: _RequestBatch, model: ServedModel,
                       inference_args: dict[str, Any] | None = None) -> list[_Outcomes]:
-        results = self._handler.run_inference(batch.requests, model, inference_args)
-        return [_Outcomes(batch.requests, [result.inference for result in results])]
+        records, dead_letters = [], []
+        for i, outcome in enumerate(self._handler._outcomes(batch, model)):
+            if "record" in outcome:
+                records.append(outcome["record"])
+            else:
+                dead_letters.append(_dead_letter(batch.request(i), outcome["error"]))
+        return [_Outcomes(records, dead_letters)]
 
 
 class _SplitOutcomes(beam.DoFn):
@@ -683,20 +749,16 @@ class _SplitOutcomes(beam.DoFn):
         self._failed = Metrics.counter(_METRICS_NAMESPACE, "dead_letter")
 
     def process(self, result: _Outcomes) -> Iterator[Any]:
-        records = []
-        for request, outcome in zip(result.requests, result.outcomes):
-            if "record" in outcome:
-                records.append(outcome["record"])
-            else:
-                self._failed.inc()
-                yield beam.pvalue.TaggedOutput(_DEAD_LETTER, _dead_letter(request, outcome["error"]))
-        self._recommended.inc(len(records))
-        if not records:
+        for dead_letter in result.dead_letters:
+            self._failed.inc()
+            yield beam.pvalue.TaggedOutput(_DEAD_LETTER, dead_letter)
+        if not result.records:
             return
+        self._recommended.inc(len(result.records))
         if self._encode_batch is None:
-            yield from records
+            yield from result.records
         else:
-            yield self._encode_batch(records)
+            yield self._encode_batch(result.records)
 
 
 def _jsonl_text(records: list[dict[str, Any]]) -> str:
@@ -751,8 +813,8 @@ class RecommendRequests(beam.PTransform):
         self._encode_batch = encode_batch
 
     def expand(self, rows):
-        parsed = rows | "Parse" >> beam.ParDo(_ParseRequests(self._where)).with_output_types(_Requests).with_outputs(
-            _DEAD_LETTER, main="requests")
+        parsed = rows | "Parse" >> beam.ParDo(_ParseRequests(self._where)).with_output_types(
+            _RequestBatch).with_outputs(_DEAD_LETTER, main="requests")
         requests, dead = parsed.requests, [parsed[_DEAD_LETTER]]
         if self._users is not None:  # a join by user: one element per request up to the selection
             listed = rows.pipeline | "ListedUsers" >> beam.Create([(user, True) for user in self._users])
@@ -766,7 +828,7 @@ class RecommendRequests(beam.PTransform):
             dead.append(selected[_DEAD_LETTER])
         outcomes = (requests
                     | "Rebatch" >> beam.ParDo(_Rebatch(_BATCHES_PER_CHUNK * self._handler.batch_size)
-                                             ).with_output_types(_Requests)
+                                             ).with_output_types(_RequestBatch)
                     | "RunInference" >> RunInference(_RequestListHandler(self._handler)).with_output_types(_Outcomes)
                     | "Split" >> beam.ParDo(_SplitOutcomes(self._encode_batch)).with_outputs(
                         _DEAD_LETTER, main="records"))
@@ -895,7 +957,7 @@ def run_beam_job(
         rows = (pipeline | "UserRanges" >> beam.Create([(first, min(first + users_per_chunk, table.num_users))
                                                        for first in range(0, table.num_users, users_per_chunk)])
                 | "ReadRequests" >> beam.ParDo(_ReadTableChunks(table_source, shared_table, users_per_chunk)
-                                               ).with_output_types(_RequestChunk))
+                                               ).with_output_types(_RequestBatch))
     elif kind == "parquet":
         rows = (pipeline | "ReadParquet" >> beam.io.ReadFromParquetBatched(pattern)
                 | "ParquetRows" >> beam.FlatMap(_parquet_row_batches, str(requests), _BATCHES_PER_CHUNK * batch_size
@@ -967,5 +1029,5 @@ def run_from_args(args: argparse.Namespace, pipeline_options: Sequence[str]) -> 
     return 0 if result.num_dead_letter == 0 else 1
 
 
-for _batch_type in (_RowBatch, _RequestChunk, _Requests, _Outcomes):
+for _batch_type in (_RowBatch, _RequestBatch, _Outcomes):
     beam.coders.registry.register_coder(_batch_type, _BatchCoder)
