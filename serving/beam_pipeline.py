@@ -6,11 +6,20 @@ batched, decoded and written by a Beam pipeline, so a Beam runner (Dataflow,
 Flink, Spark; by default the DirectRunner, with two threads so that one's host
 work overlaps the other's decode) spreads the users over its workers::
 
-    requests (dataset | NAME.inter.json: read here, sent in chunks of users | JSONL | Parquet: read by workers)
+    requests: dataset | NAME.inter.json   read here for the checks, then by each worker process (user ranges)
+              JSONL                       read by the workers in byte ranges of the files
+              Parquet                     read by the workers, row group by row group
       -> parse each row (serving.requests_io.parse_request, the local job's parser)
+      -> rebatch: a few whole decode batches of requests per element
       -> RunInference(RecommenderModelHandler)   one Recommender per worker process, one id look-up per batch
       -> OUT/shard-SSSSS-of-NNNNN.{jsonl,parquet}  the local job's records (requests_io.recommendation_records)
       -> OUT/dead-letter-SSSSS-of-NNNNN.jsonl      {"request", "error"}: a row or request that failed
+
+Requests travel as batches, one Beam element per few decode batches of
+requests rather than one per request, from the reader to the writer: Beam's
+costs per element (a hop between steps, a size sample, a write call) are then
+paid per batch, not per request (docs/benchmarks.md, "Beam pipeline against
+the local batch job").
 
 A request is the local job's: ``{"user_id": id, "history": [item id, ...]}``
 (oldest first), optionally with ``"allow_items"`` and ``"exclude_items"``
@@ -570,6 +579,9 @@ class RecommenderModelHandler(ModelHandler[dict, PredictionResult, ServedModel])
     Batching: :meth:`batch_elements_kwargs` asks Beam for batches of exactly
     the recommender's ``batch_size`` (smaller only at a bundle's end; the
     Recommender pads those), so every decode call has the compiled shape.
+    :class:`RecommendRequests` batches the requests itself, before
+    ``RunInference`` (a few whole decode batches per element: the module
+    docstring says why), and runs this handler on each such batch.
 
     Failures: one bad request never fails its batch. Each request's items are
     looked up first (without ``skip_unknown``); the rest are decoded together,
