@@ -356,7 +356,7 @@ def _jsonl_ranges(pattern: str) -> list[_ByteRange]:
 
 
 def _read_jsonl_range(byte_range: _ByteRange) -> Iterator[_RowBatch]:
-    """The lines that start in ``byte_range``, as one :class:`_RowBatch` (each range is a few MiB).
+    """The lines that start in ``byte_range``, as one :class:`_RowBatch` (a range is about a MiB).
 
     A line that crosses the range's end is read to its end here; the next range skips it (it reads from
     the byte before its start and drops everything up to the first newline)."""
@@ -426,8 +426,8 @@ class _ReadTableChunks(beam.DoFn):
 
 
 class _ParseRequests(beam.DoFn):
-    """Rows -> lists of parsed requests (:func:`serving.requests_io.parse_request`, the local job's parser);
-    a row that does not parse goes to the dead-letter output.
+    """Rows -> :class:`_RequestBatch` of parsed requests (:func:`serving.requests_io.parse_request`, the local
+    job's parser); a row that does not parse goes to the dead-letter output.
 
     Takes a :class:`_RowBatch` (one :class:`_Requests` out) or a :class:`_RequestChunk` (passed on); or,
     composed by a user, one request row per element (a dict, or a ``(file name, line)`` pair as
