@@ -20,15 +20,15 @@ seconds, so 20,000 users on a GPU (a few seconds of decode) mostly measure
 it; ``--num-users 200000`` measures the rate a large job runs at.
 
 Beam sources: ``dataset`` (the ``inter.json`` read on the launcher, as the
-local job does, and sent to the runner in chunks of users) and ``jsonl`` (the
-same requests as JSONL, ``--jsonl-files`` files read by the runner: the path
-for large jobs). The runner is the job's default, Beam's DirectRunner in
-this process with two worker threads, so that one thread's host work
-overlaps the other's decode (the dataset source's chunks, or the JSONL
-files, are what the threads share out: one JSONL file is read by one
-thread). ``--pipeline-options`` (repeatable: one set of Beam rows per
-value) changes it, e.g. ``--direct_num_workers=1 --direct_running_mode=in_memory``
-for Beam's own default of one thread.
+local job does, and again by the runner's worker process, which serves
+ranges of its users) and ``jsonl`` (the same requests as JSONL,
+``--jsonl-files`` files read by the runner in byte ranges: the path for large
+jobs). The runner is the job's default, Beam's DirectRunner in this process
+with two worker threads, so that one thread's host work overlaps the other's
+decode (the user ranges or byte ranges are what the threads share out).
+``--pipeline-options`` (repeatable: one set of Beam rows per value) changes
+it, e.g. ``--direct_num_workers=1 --direct_running_mode=in_memory`` for
+Beam's own default of one thread.
 
 ``--host-only`` replaces the decode by a replay of its answer for the batch
 shape (computed once): the rows then measure the runners' host work alone,

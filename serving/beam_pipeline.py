@@ -6,11 +6,20 @@ batched, decoded and written by a Beam pipeline, so a Beam runner (Dataflow,
 Flink, Spark; by default the DirectRunner, with two threads so that one's host
 work overlaps the other's decode) spreads the users over its workers::
 
-    requests (dataset | NAME.inter.json: read here, sent in chunks of users | JSONL | Parquet: read by workers)
+    requests: dataset | NAME.inter.json   read here for the checks, then by each worker process (user ranges)
+              JSONL                       read by the workers in byte ranges of the files
+              Parquet                     read by the workers, row group by row group
       -> parse each row (serving.requests_io.parse_request, the local job's parser)
+      -> rebatch: a few whole decode batches of requests per element
       -> RunInference(RecommenderModelHandler)   one Recommender per worker process, one id look-up per batch
       -> OUT/shard-SSSSS-of-NNNNN.{jsonl,parquet}  the local job's records (requests_io.recommendation_records)
       -> OUT/dead-letter-SSSSS-of-NNNNN.jsonl      {"request", "error"}: a row or request that failed
+
+Requests travel as batches, one Beam element per few decode batches of
+requests rather than one per request, from the reader to the writer: Beam's
+costs per element (a hop between steps, a size sample, a write call) are then
+paid per batch, not per request (docs/benchmarks.md, "Beam pipeline against
+the local batch job").
 
 A request is the local job's: ``{"user_id": id, "history": [item id, ...]}``
 (oldest first), optionally with ``"allow_items"`` and ``"exclude_items"``
@@ -40,6 +49,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -47,10 +57,13 @@ from typing import Any, Literal
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics, MetricsFilter
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.utils import shared
+from apache_beam.utils.windowed_value import WindowedValue
 
 from genrec.console import UserError
 from genrec.datasets import INTER_SUFFIX
@@ -88,9 +101,17 @@ _DEAD_LETTER = "dead_letter"
 # while the device computes); both share the process's one model (RecommenderModelHandler). Beam's own
 # default is one thread (docs/benchmarks.md, "Beam vs the local job").
 DIRECT_RUNNER_DEFAULTS = ("--direct_running_mode=multi_threading", "--direct_num_workers=2")
-# Requests read on the launcher go to the runner in chunks of this many decode batches (a whole number, so a
-# bundle of whole chunks decodes full batches): enough chunks for the runner to spread over its workers.
+# Requests travel through the pipeline in lists of this many decode batches (a whole number, so each list
+# decodes full batches): one Beam element per list, not per request, and still enough lists for the runner to
+# spread over its workers (docs/benchmarks.md, "Beam pipeline against the local batch job").
 _BATCHES_PER_CHUNK = 2
+# JSONL requests are read by the workers in byte ranges of this size (more, so that there are at most
+# _MAX_RANGES ranges): enough ranges that even one file is read by every worker thread.
+_RANGE_BYTES = 1 << 20
+_MAX_RANGES = 10_000
+# What one request (or record) weighs in Beam's size metrics (_BatchCoder, get_num_bytes): a typical request's
+# JSONL line, an estimate instead of encoding each element.
+_BYTES_PER_ROW = 200
 # The item lists of a request, in the order their rows are looked up and their unknown ids reported.
 _LIST_KEYS = (HISTORY_KEY, ALLOW_KEY, EXCLUDE_KEY)
 # The local job's flags a Beam job cannot honour, and why (one line each).
@@ -149,11 +170,55 @@ def _dataset_table(workdir: str | Path, data_dir: str | Path | None) -> RequestT
     return read_requests(data=load_workdir_data(workdir, data_dir, vocab, min_interactions=0))
 
 
+class _RequestBatch:
+    """One Beam element of requests (parsed and checked), a whole number of decode batches of them: what goes
+    through ``RunInference`` (:class:`_RequestListHandler`). Beam's per-element costs (a hop between steps,
+    a size sample) are then paid once per batch, not once per request.
+
+    Attributes:
+      user_ids: the requests' users, in order.
+    """
+
+    user_ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    def request(self, i: int) -> dict[str, Any]:
+        """Request ``i`` as :func:`serving.requests_io.parse_request` gives it (what a dead letter shows)."""
+        raise NotImplementedError
+
+    def catalogue_rows(self, recommender: Recommender) -> tuple[dict[str, list[np.ndarray | None]], np.ndarray]:
+        """``(rows, has_unknown)``: per key of :data:`_LIST_KEYS`, each request's catalogue rows ``int32[n]``
+        (-1: unknown id; None: no such list), and ``bool[len(self)]`` whether a request has an unknown id."""
+        raise NotImplementedError
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class _RequestChunk:
-    """Some users' requests, read and checked on the launcher, in flat arrays: what the launcher hands the
-    runner (a few compact elements instead of one dict per user, which ``beam.Create`` would type-check,
-    pickle, reshuffle and unpickle one by one; docs/benchmarks.md, "Beam vs the local job").
+class _Requests(_RequestBatch):
+    """Requests as :func:`serving.requests_io.parse_request`'s dicts (from JSONL or Parquet rows)."""
+
+    requests: list[dict[str, Any]]
+
+    @property
+    def user_ids(self) -> list[str]:
+        return [request[USER_KEY] for request in self.requests]
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def request(self, i: int) -> dict[str, Any]:
+        return self.requests[i]
+
+    def catalogue_rows(self, recommender: Recommender) -> tuple[dict[str, list[np.ndarray | None]], np.ndarray]:
+        return _batch_rows(self.requests, recommender)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _RequestChunk(_RequestBatch):
+    """Some users' requests from a request table (the dataset, ``NAME.inter.json``), in flat arrays: item ids
+    stay rows into the chunk's few distinct ids, looked up in the catalogue once per chunk
+    (:meth:`catalogue_rows`), not once per request and id.
 
     Attributes:
       user_ids: the chunk's users, in order.
@@ -166,6 +231,33 @@ class _RequestChunk:
     user_ids: list[str]
     item_ids: np.ndarray
     lists: dict[str, tuple[np.ndarray, np.ndarray] | None]
+
+    def request(self, i: int) -> dict[str, Any]:
+        request: dict[str, Any] = {USER_KEY: self.user_ids[i]}
+        for key in _LIST_KEYS:
+            request[key] = None
+            if self.lists[key] is not None and self.lists[key][1][i] >= 0:
+                rows, lengths = self.lists[key]
+                start = int(np.maximum(lengths[:i], 0).sum())
+                request[key] = self.item_ids[rows[start:start + lengths[i]]].tolist()
+        return request
+
+    def catalogue_rows(self, recommender: Recommender) -> tuple[dict[str, list[np.ndarray | None]], np.ndarray]:
+        found = recommender.lookup_rows(self.item_ids.tolist())  # catalogue row of each of the chunk's ids
+        has_unknown = np.zeros(len(self), bool)
+        rows: dict[str, list[np.ndarray | None]] = {}
+        for key in _LIST_KEYS:
+            if self.lists[key] is None:
+                rows[key] = [None] * len(self)
+                continue
+            chunk_rows, lengths = self.lists[key]
+            sizes = np.maximum(lengths, 0)
+            mapped = found[chunk_rows]
+            has_unknown[np.repeat(np.arange(len(self)), sizes)[mapped < 0]] = True
+            ends = np.cumsum(sizes).tolist()
+            rows[key] = [None if length < 0 else mapped[end - length:end]
+                         for length, end in zip(lengths.tolist(), ends)]
+        return rows, has_unknown
 
     def records(self) -> Iterator[dict[str, Any]]:
         """The requests as :func:`serving.requests_io.parse_request` gives them, in order."""
@@ -183,13 +275,15 @@ class _RequestChunk:
             yield {USER_KEY: user, HISTORY_KEY: history, ALLOW_KEY: allow, EXCLUDE_KEY: exclude}
 
 
-def _table_chunks(table: RequestTable, users_per_chunk: int) -> list[_RequestChunk]:
-    """``table`` cut into :class:`_RequestChunk` of ``users_per_chunk`` users, each with only the ids it uses."""
+def _table_chunks(table: RequestTable, users_per_chunk: int, users: range | None = None) -> list[_RequestChunk]:
+    """``table`` (its ``users``, default all) cut into :class:`_RequestChunk` of ``users_per_chunk`` users, each
+    with only the ids it uses."""
     columns = dict(zip(_LIST_KEYS, (table.histories, table.allow_items, table.exclude_items)))
     item_ids = np.asarray(table.item_ids).astype(str)
     chunks = []
-    for first in range(0, table.num_users, users_per_chunk):
-        users = range(first, min(first + users_per_chunk, table.num_users))
+    every = range(table.num_users) if users is None else users
+    for first in range(every.start, every.stop, users_per_chunk):
+        users = range(first, min(first + users_per_chunk, every.stop))
         lists = {key: None if column is None else [column[u] for u in users] for key, column in columns.items()}
         present = [rows for column in lists.values() if column is not None for rows in column if rows is not None]
         flat = np.concatenate(present).astype(np.int64) if present else np.zeros(0, np.int64)
@@ -210,35 +304,193 @@ def _table_chunks(table: RequestTable, users_per_chunk: int) -> list[_RequestChu
     return chunks
 
 
+class _BatchCoder(beam.coders.Coder):
+    """The coder of this module's batch elements (:class:`_RowBatch`, :class:`_RequestBatch`,
+    :class:`_Outcomes`): pickle where an element crosses a step boundary, and a size
+    estimate from the element's length, not from encoding it. A Beam worker samples the size of the first
+    elements of every step's output (about 10, then ~7 per doubling) by encoding them; with a few hundred
+    large elements that sampled most of them, a pickle of a thousand requests each time
+    (docs/benchmarks.md, "Beam pipeline against the local batch job")."""
+
+    def encode(self, element: Any) -> bytes:
+        return pickle.dumps(element, pickle.HIGHEST_PROTOCOL)
+
+    def decode(self, encoded: bytes) -> Any:
+        return pickle.loads(encoded)
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def estimate_size(self, element: Any) -> int:
+        return _BYTES_PER_ROW * len(element)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _RowBatch:
+    """Request rows a worker read, not parsed yet: JSONL lines (``str``) or Parquet rows (``dict``), and what
+    names them in a parse error (the file or pattern): one element for many rows, as :class:`_RequestBatch`."""
+
+    where: str
+    rows: list[str] | list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ByteRange:
+    """Bytes ``[start, end)`` of a JSONL file: its worker serves each line that *starts* in the range."""
+
+    path: str
+    start: int
+    end: int
+
+
+def _jsonl_ranges(pattern: str) -> list[_ByteRange]:
+    """The byte ranges the workers read ``pattern``'s JSONL files in (from the file sizes alone: the
+    launcher reads no line), so even one large file is read by many workers."""
+    files = sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda metadata: metadata.path)
+    step = max(_RANGE_BYTES, -(-sum(metadata.size_in_bytes for metadata in files) // _MAX_RANGES))
+    return [_ByteRange(metadata.path, start, min(start + step, metadata.size_in_bytes))
+            for metadata in files for start in range(0, metadata.size_in_bytes, step)]
+
+
+def _read_jsonl_range(byte_range: _ByteRange) -> Iterator[_RowBatch]:
+    """The lines that start in ``byte_range``, as one :class:`_RowBatch` (a range is about a MiB).
+
+    A line that crosses the range's end is read to its end here; the next range skips it (it reads from
+    the byte before its start and drops everything up to the first newline)."""
+    path, start, end = byte_range.path, byte_range.start, byte_range.end
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.seek(max(start - 1, 0))
+        block = f.read(end - max(start - 1, 0))
+        if block and not block.endswith(b"\n"):
+            block += f.readline()
+    if start > 0:  # the previous range's last line (or, when byte start - 1 is a newline, nothing)
+        first = block.find(b"\n")
+        block = b"" if first < 0 else block[first + 1:]
+    lines = [line.removesuffix("\r") for line in block.decode("utf-8").split("\n")]
+    yield _RowBatch(path, [line for line in lines if line.strip()])
+
+
+def _parquet_row_batches(table: Any, where: str, rows_per_batch: int) -> Iterator[_RowBatch]:
+    """A Parquet row group (``pyarrow.Table``) as :class:`_RowBatch` of at most ``rows_per_batch`` rows,
+    so a row group of millions of rows never becomes millions of dicts at once."""
+    for part in table.to_batches(max_chunksize=rows_per_batch):
+        yield _RowBatch(where, part.to_pylist())
+
+
+@dataclasses.dataclass(frozen=True)
+class _TableSource:
+    """Requests read into a table (the dataset, or ``NAME.inter.json``): what the launcher reads for its
+    checks, and each worker process reads again, once for its threads (:class:`_ReadTableChunks`). Not
+    the requests themselves: ``beam.Create`` of them would pickle and bz2-compress every request into the
+    job's graph on the launcher (docs/benchmarks.md, "Beam pipeline against the local batch job").
+
+    Attributes:
+      workdir, data: ``--workdir`` and ``--data`` (paths every worker can read).
+      requests: a ``NAME.inter.json``; None: the dataset's users.
+      users: serve only these (``--users``): a user list file, or the user ids.
+    """
+
+    workdir: str
+    data: str | None = None
+    requests: str | None = None
+    users: str | tuple[str, ...] | None = None
+
+    def read(self) -> RequestTable:
+        """The table, as the local job reads it (one-line errors: a bad file, a listed user without a request)."""
+        table = _dataset_table(self.workdir, self.data) if self.requests is None else read_requests(self.requests)
+        if self.users is None:
+            return table
+        user_ids = read_user_list(self.users) if isinstance(self.users, str) else list(self.users)
+        return table.select_users(user_ids, source=self.users if isinstance(self.users, str) else "users")
+
+
+class _ReadTableChunks(beam.DoFn):
+    """``(first, stop)`` users of a :class:`_TableSource`'s table -> their requests, in :class:`_RequestChunk`
+    of ``users_per_chunk``. The table is read once per process (``shared``, the launcher's own copy on the
+    DirectRunner) and held by each thread's DoFn."""
+
+    def __init__(self, source: _TableSource, table: shared.Shared, users_per_chunk: int):
+        self._source = source
+        self._shared_table = table
+        self._users_per_chunk = users_per_chunk
+        self._table: RequestTable | None = None
+
+    def setup(self) -> None:
+        self._table = self._shared_table.acquire(self._source.read, tag=self._source)
+
+    def process(self, users: tuple[int, int]) -> Iterator[_RequestChunk]:
+        yield from _table_chunks(self._table, self._users_per_chunk, range(*users))
+
+
 class _ParseRequests(beam.DoFn):
-    """Request rows (dicts, e.g. Parquet rows), ``(file, line)`` JSONL pairs or request tables (read and
-    checked on the launcher) -> parsed requests; a row that does not parse goes to the dead-letter output
-    (:func:`serving.requests_io.parse_request`)."""
+    """Rows -> :class:`_RequestBatch` of parsed requests (:func:`serving.requests_io.parse_request`, the local
+    job's parser); a row that does not parse goes to the dead-letter output.
+
+    Takes a :class:`_RowBatch` (one :class:`_Requests` out) or a :class:`_RequestChunk` (passed on); or,
+    composed by a user, one request row per element (a dict, or a ``(file name, line)`` pair as
+    ``ReadFromTextWithFilename`` gives), a :class:`_Requests` of one request out."""
 
     def __init__(self, where: str):
         self._where = where
         self._failed = Metrics.counter(_METRICS_NAMESPACE, "dead_letter")
 
     def process(self, element: Any) -> Iterator[Any]:
-        if isinstance(element, _RequestChunk):  # parsed and checked by the local job's readers already
-            yield from element.records()
+        if isinstance(element, _RequestChunk):  # read and checked by the local job's readers already
+            yield element
             return
-        if isinstance(element, tuple):  # ReadFromTextWithFilename: (file name, line)
-            where, row = element
-            if not row.strip():
-                return
+        if isinstance(element, _RowBatch):
+            where, rows = element.where, element.rows
+        elif isinstance(element, tuple):  # ReadFromTextWithFilename: (file name, line)
+            where, rows = element[0], [element[1]] if element[1].strip() else []
         else:
-            where, row = self._where, element
-        try:
-            yield parse_request_line(row, where) if isinstance(element, tuple) else parse_request(row, where)
-        except ValueError as error:
-            self._failed.inc()
-            yield beam.pvalue.TaggedOutput(_DEAD_LETTER, _dead_letter(row, error))
+            where, rows = self._where, [element]
+        requests = []
+        for row in rows:
+            try:
+                requests.append(parse_request_line(row, where) if isinstance(row, str) else parse_request(row, where))
+            except ValueError as error:
+                self._failed.inc()
+                yield beam.pvalue.TaggedOutput(_DEAD_LETTER, _dead_letter(row, error))
+        if requests:
+            yield _Requests(requests)
+
+
+class _Rebatch(beam.DoFn):
+    """:class:`_RequestBatch` -> :class:`_RequestBatch` of exactly ``size`` requests (a bundle's last one per
+    window shorter), so that each decodes in full batches whatever sizes the readers produced. One of that
+    size already (a table's chunk) passes as it is."""
+
+    def __init__(self, size: int):
+        self._size = size
+        self._pending: dict[Any, list[dict[str, Any]]] = {}
+
+    def start_bundle(self) -> None:
+        self._pending = {}
+
+    def process(self, batch: _RequestBatch, window=beam.DoFn.WindowParam) -> Iterator[_RequestBatch]:
+        pending = self._pending.setdefault(window, [])
+        if not pending and len(batch) == self._size:
+            yield batch
+            return
+        pending.extend(batch.requests if isinstance(batch, _Requests) else batch.records())
+        while len(pending) >= self._size:
+            yield _Requests(pending[:self._size])
+            del pending[:self._size]
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for window, pending in self._pending.items():
+            if pending:
+                yield WindowedValue(_Requests(pending), window.max_timestamp(), [window])
+        self._pending = {}
 
 
 class _SelectUsers(beam.DoFn):
-    """``(user id, {"request": [...], "listed": [...]})`` -> the request of each listed user; a listed user
-    with no request, or with several, is dead-lettered (the local job refuses both before it starts)."""
+    """``(user id, {"request": [...], "listed": [...]})`` -> the request of each listed user (as
+    :class:`_Requests` of one); a listed user with no request, or with several, is
+    dead-lettered (the local job refuses both before it starts)."""
 
     def __init__(self, source: str):
         self._source = source
@@ -250,7 +502,7 @@ class _SelectUsers(beam.DoFn):
         if not list(grouped["listed"]):
             return
         if len(requests) == 1:
-            yield requests[0]
+            yield _Requests(requests)  # as _ParseRequests gives
             return
         if not requests:
             error = f"--users lists user {user!r}, who has no request in {self._source}; remove it from the list"
@@ -327,6 +579,9 @@ class RecommenderModelHandler(ModelHandler[dict, PredictionResult, ServedModel])
     Batching: :meth:`batch_elements_kwargs` asks Beam for batches of exactly
     the recommender's ``batch_size`` (smaller only at a bundle's end; the
     Recommender pads those), so every decode call has the compiled shape.
+    :class:`RecommendRequests` batches the requests itself, before
+    ``RunInference`` (a few whole decode batches per element: the module
+    docstring says why), and runs this handler on each such batch.
 
     Failures: one bad request never fails its batch. Each request's items are
     looked up first (without ``skip_unknown``); the rest are decoded together,
@@ -383,6 +638,11 @@ class RecommenderModelHandler(ModelHandler[dict, PredictionResult, ServedModel])
             fields = load_item_fields(self._item_file, self._item_fields, recommender.item_ids)
         return ServedModel(recommender, fields)
 
+    @property
+    def batch_size(self) -> int:
+        """Requests per decode call (the recommender's ``batch_size``)."""
+        return self._batch_size
+
     def batch_elements_kwargs(self) -> Mapping[str, Any]:
         return {"min_batch_size": self._batch_size, "max_batch_size": self._batch_size}
 
@@ -392,107 +652,198 @@ class RecommenderModelHandler(ModelHandler[dict, PredictionResult, ServedModel])
     def get_metrics_namespace(self) -> str:
         return _METRICS_NAMESPACE
 
+    def get_num_bytes(self, batch: Sequence[dict]) -> int:
+        """An estimate for Beam's metrics, from the batch's length (Beam's default pickles the whole batch for
+        it, a cost per request as large as the rest of the step's host work)."""
+        return _BYTES_PER_ROW * len(batch)
+
     def run_inference(
         self, batch: Sequence[dict], model: ServedModel, inference_args: dict[str, Any] | None = None
     ) -> Iterable[PredictionResult]:
+        outcomes = self._outcomes(_Requests(list(batch)), model)
+        return [PredictionResult(request, outcome) for request, outcome in zip(batch, outcomes)]
+
+    def _outcomes(self, batch: _RequestBatch, model: ServedModel) -> list[dict[str, Any]]:
+        """Each request's ``{"record": {...}}`` or ``{"error": "one line"}``, in order (class docstring)."""
         recommender, item_fields = model.recommender.snapshot(), model.item_fields  # one catalogue for the batch
-        rows, has_unknown = _batch_rows(batch, recommender)
+        rows, has_unknown = batch.catalogue_rows(recommender)
         outcomes: list[dict[str, Any] | None] = [None] * len(batch)
         servable = list(range(len(batch)))
         if not self._skip_unknown and has_unknown.any():
             for i in np.flatnonzero(has_unknown).tolist():
-                outcomes[i] = {"error": _unknown_item_error(batch[i], rows, i, recommender.num_items)}
+                outcomes[i] = {"error": _unknown_item_error(batch.request(i), rows, i, recommender.num_items)}
             servable = np.flatnonzero(~has_unknown).tolist()
         if servable:
+            user_ids = batch.user_ids
             try:
-                records = self._recommend(recommender, item_fields, batch, rows, servable)
+                records = self._recommend(recommender, item_fields, user_ids, rows, servable)
             except Exception:  # noqa: BLE001 - some request of the batch is bad: find it, serve the rest
                 records = []
                 for i in servable:
                     try:
-                        records.extend(self._recommend(recommender, item_fields, batch, rows, [i]))
+                        records.extend(self._recommend(recommender, item_fields, user_ids, rows, [i]))
                     except Exception as error:  # noqa: BLE001 - this one request is what failed
-                        records.append({"error": _dead_letter(batch[i], error)["error"]})
+                        records.append({"error": _dead_letter(batch.request(i), error)["error"]})
             for i, record in zip(servable, records):
                 outcomes[i] = record
-        return [PredictionResult(request, outcome) for request, outcome in zip(batch, outcomes)]
+        return outcomes
 
-    def _recommend(self, recommender: Recommender, item_fields: ItemFields | None, batch: Sequence[dict],
+    def _recommend(self, recommender: Recommender, item_fields: ItemFields | None, user_ids: Sequence[str],
                    rows: Mapping[str, list[np.ndarray | None]], which: list[int]) -> list[dict[str, Any]]:
         """``{"record": {...}}`` per request ``which`` of the batch: one ``Recommender.recommend_rows`` call on
-        the rows :func:`_batch_rows` looked up (-1, an unknown id, is dropped from a history and matches no
-        item in a list: ``recommend``'s ``on_unknown="skip"``), the local job's records."""
+        the rows :meth:`_RequestBatch.catalogue_rows` looked up (-1, an unknown id, is dropped from a history
+        and matches no item in a list: ``recommend``'s ``on_unknown="skip"``), the local job's records."""
         lists = {name: [rows[key][i] for i in which] for name, key in (("allow_rows", ALLOW_KEY),
                                                                         ("exclude_rows", EXCLUDE_KEY))}
         recs = recommender.recommend_rows(
             [rows[HISTORY_KEY][i] for i in which], top_k=self._top_k, exclude_seen=self._exclude_seen,
             **{name: values for name, values in lists.items() if any(value is not None for value in values)})
-        records = recommendation_records([batch[i][USER_KEY] for i in which], recs, item_fields)
+        records = recommendation_records([user_ids[i] for i in which], recs, item_fields)
         return [{"record": record} for record in records]
 
 
-class _SplitOutcomes(beam.DoFn):
-    """PredictionResults -> records, passed through ``encode`` when given (main output), and dead letters
-    (tagged), counted in Beam metrics."""
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Outcomes:
+    """What ``RunInference`` gives for one :class:`_RequestBatch`: the records of the requests that were
+    served, and a dead letter (:func:`_dead_letter`) for each that failed."""
 
-    def __init__(self, encode: Callable[[dict[str, Any]], Any] | None = None):
-        self._encode = encode
+    records: list[dict[str, Any]]
+    dead_letters: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.records) + len(self.dead_letters)
+
+
+class _RequestListHandler(ModelHandler[_RequestBatch, _Outcomes, ServedModel]):
+    """RunInference on :class:`_RequestBatch` elements, one per call: :class:`RecommenderModelHandler` (its
+    model, its outcome per request) for elements that each hold a few decode batches of requests already.
+
+    One Beam element per batch of requests, not per request: RunInference (no ``BatchElements``), the step
+    after it and the writer then cost per batch, not per request."""
+
+    def __init__(self, handler: RecommenderModelHandler):
+        super().__init__()
+        self._handler = handler
+
+    def load_model(self) -> ServedModel:
+        return self._handler.load_model()
+
+    def should_skip_batching(self) -> bool:
+        return True  # each element is a whole number of decode batches (_Rebatch)
+
+    def share_model_across_processes(self) -> bool:
+        return self._handler.share_model_across_processes()
+
+    def get_metrics_namespace(self) -> str:
+        return self._handler.get_metrics_namespace()
+
+    def get_num_bytes(self, batch: _RequestBatch) -> int:
+        return _BYTES_PER_ROW * len(batch)
+
+    def run_inference(self, batch: _RequestBatch, model: ServedModel,
+                      inference_args: dict[str, Any] | None = None) -> list[_Outcomes]:
+        records, dead_letters = [], []
+        for i, outcome in enumerate(self._handler._outcomes(batch, model)):
+            if "record" in outcome:
+                records.append(outcome["record"])
+            else:
+                dead_letters.append(_dead_letter(batch.request(i), outcome["error"]))
+        return [_Outcomes(records, dead_letters)]
+
+
+class _SplitOutcomes(beam.DoFn):
+    """:class:`_Outcomes` -> their records (main output: ``encode_batch(records)``, one element, or one
+    element per record without it) and dead letters (tagged), counted in Beam metrics."""
+
+    def __init__(self, encode_batch: Callable[[list[dict[str, Any]]], Any] | None = None):
+        self._encode_batch = encode_batch
         self._recommended = Metrics.counter(_METRICS_NAMESPACE, "recommended")
         self._failed = Metrics.counter(_METRICS_NAMESPACE, "dead_letter")
 
-    def process(self, result: PredictionResult) -> Iterator[Any]:
-        if "record" in result.inference:
-            self._recommended.inc()
-            record = result.inference["record"]
-            yield record if self._encode is None else self._encode(record)
-        else:
+    def process(self, result: _Outcomes) -> Iterator[Any]:
+        for dead_letter in result.dead_letters:
             self._failed.inc()
-            yield beam.pvalue.TaggedOutput(_DEAD_LETTER, _dead_letter(result.example, result.inference["error"]))
+            yield beam.pvalue.TaggedOutput(_DEAD_LETTER, dead_letter)
+        if not result.records:
+            return
+        self._recommended.inc(len(result.records))
+        if self._encode_batch is None:
+            yield from result.records
+        else:
+            yield self._encode_batch(result.records)
+
+
+def _jsonl_text(records: list[dict[str, Any]]) -> str:
+    """The records' JSONL lines as one string (``WriteToText`` adds the last newline): the same bytes as
+    one element per line."""
+    return "\n".join(map(record_line, records))
+
+
+@dataclasses.dataclass(frozen=True)
+class _ArrowTable:
+    """Records -> a ``pyarrow.Table`` of ``schema`` (:func:`serving.requests_io.records_schema`), the
+    element ``WriteToParquetBatched`` writes."""
+
+    schema: Any
+
+    def __call__(self, records: list[dict[str, Any]]) -> Any:
+        import pyarrow as pa  # the Parquet output's optional extra; checked by encode_records on the launcher
+
+        return pa.Table.from_pylist(records, schema=self.schema)
 
 
 class RecommendRequests(beam.PTransform):
-    """Request rows -> ``{"records": PCollection[dict], "dead_letter": PCollection[dict]}``.
+    """Request rows -> ``{"records": PCollection, "dead_letter": PCollection[dict]}``.
 
     The input holds request rows (dicts with ``user_id``, ``history``, optional
     ``allow_items`` / ``exclude_items``) or ``(file name, line)`` pairs of JSONL
     (``ReadFromTextWithFilename``); each is parsed with the local job's parser.
     For composing your own pipeline: ``rows | RecommendRequests(handler)`` with
-    a :class:`RecommenderModelHandler`.
+    a :class:`RecommenderModelHandler`. The requests then travel in lists of a
+    few decode batches (one Beam element per list, not per request) through
+    ``RunInference`` to the records.
 
     Args:
       handler: the model handler.
       where: what names a dict row in its parse error (a file pattern).
       users: serve only these users' requests (``--users``); a listed user
         without a request, or with several, is dead-lettered.
-      encode: applied to each record in the step that separates records from
-        dead letters (e.g. :func:`serving.requests_io.record_line`): the
-        ``records`` output then holds what it returns, and the runner does one
-        step less per request.
+      encode_batch: applied to each list of records (a few decode batches'
+        worth; e.g. all their JSONL lines as one string): the ``records``
+        output then holds what it returns, one element per list, which a
+        batched writer takes at a fraction of the per-record cost. Without it,
+        ``records`` holds one dict per record.
     """
 
     def __init__(self, handler: RecommenderModelHandler, where: str = "the requests",
-                 users: Sequence[str] | None = None, encode: Callable[[dict[str, Any]], Any] | None = None):
+                 users: Sequence[str] | None = None,
+                 encode_batch: Callable[[list[dict[str, Any]]], Any] | None = None):
         super().__init__()
         self._handler = handler
         self._where = where
         self._users = None if users is None else list(users)
-        self._encode = encode
+        self._encode_batch = encode_batch
 
     def expand(self, rows):
-        parsed = rows | "Parse" >> beam.ParDo(_ParseRequests(self._where)).with_outputs(_DEAD_LETTER, main="requests")
+        parsed = rows | "Parse" >> beam.ParDo(_ParseRequests(self._where)).with_output_types(
+            _RequestBatch).with_outputs(_DEAD_LETTER, main="requests")
         requests, dead = parsed.requests, [parsed[_DEAD_LETTER]]
-        if self._users is not None:
+        if self._users is not None:  # a join by user: one element per request up to the selection
             listed = rows.pipeline | "ListedUsers" >> beam.Create([(user, True) for user in self._users])
-            selected = ({"request": requests | "ByUser" >> beam.Map(lambda request: (request[USER_KEY], request)),
+            selected = ({"request": requests | "ByUser" >> beam.FlatMap(
+                            lambda batch: [(request[USER_KEY], request) for request in batch.requests]),
                          "listed": listed}
                         | "JoinUsers" >> beam.CoGroupByKey()
-                        | "SelectUsers" >> beam.ParDo(_SelectUsers(self._where)).with_outputs(
-                            _DEAD_LETTER, main="requests"))
+                        | "SelectUsers" >> beam.ParDo(_SelectUsers(self._where)).with_output_types(
+                            _Requests).with_outputs(_DEAD_LETTER, main="requests"))
             requests = selected.requests
             dead.append(selected[_DEAD_LETTER])
         outcomes = (requests
-                    | "RunInference" >> RunInference(self._handler)
-                    | "Split" >> beam.ParDo(_SplitOutcomes(self._encode)).with_outputs(_DEAD_LETTER, main="records"))
+                    | "Rebatch" >> beam.ParDo(_Rebatch(_BATCHES_PER_CHUNK * self._handler.batch_size)
+                                             ).with_output_types(_RequestBatch)
+                    | "RunInference" >> RunInference(_RequestListHandler(self._handler)).with_output_types(_Outcomes)
+                    | "Split" >> beam.ParDo(_SplitOutcomes(self._encode_batch)).with_outputs(
+                        _DEAD_LETTER, main="records"))
         dead.append(outcomes[_DEAD_LETTER])
         return {"records": outcomes.records, "dead_letter": tuple(dead) | "AllDeadLetters" >> beam.Flatten()}
 
@@ -594,10 +945,13 @@ def run_beam_job(
     if pattern is not None and not FileSystems.match([pattern])[0].metadata_list:
         raise UserError(f"--requests {requests}: no file matches; give a JSONL or Parquet file or a glob of them")
     table = None
-    if kind in ("dataset", "inter"):  # read here, as the local job reads them
-        table = _dataset_table(workdir, data) if kind == "dataset" else read_requests(requests)
-        if user_ids is not None:
-            table = table.select_users(user_ids, source=str(users) if isinstance(users, (str, Path)) else "users")
+    if kind in ("dataset", "inter"):  # read here, as the local job reads them, and again by each worker process
+        shared_table = shared.Shared()
+        table_source = _TableSource(
+            str(workdir), None if data is None else str(data), None if kind == "dataset" else requests,
+            None if users is None else str(users) if isinstance(users, (str, Path)) else tuple(user_ids))
+        # Held until the end: this process's workers (the DirectRunner's) take this copy instead of a new read.
+        table = shared_table.acquire(table_source.read, tag=table_source)
     fields, item_file = None, None
     if item_fields:
         item_file = workdir_item_file(workdir, data, table.name if kind == "dataset" and data else None)
@@ -609,20 +963,29 @@ def run_beam_job(
 
     start = time.perf_counter()
     pipeline = beam.Pipeline(options=PipelineOptions(_with_direct_defaults(pipeline_options)))
+    # Every source gives a few large elements: chunks of the requests read here, or what each worker reads.
     if table is not None:
-        rows = pipeline | "Requests" >> beam.Create(_table_chunks(table, _BATCHES_PER_CHUNK * batch_size))
+        users_per_chunk = _BATCHES_PER_CHUNK * batch_size
+        rows = (pipeline | "UserRanges" >> beam.Create([(first, min(first + users_per_chunk, table.num_users))
+                                                       for first in range(0, table.num_users, users_per_chunk)])
+                | "ReadRequests" >> beam.ParDo(_ReadTableChunks(table_source, shared_table, users_per_chunk)
+                                               ).with_output_types(_RequestBatch))
     elif kind == "parquet":
-        rows = pipeline | "ReadParquet" >> beam.io.ReadFromParquet(pattern)
+        rows = (pipeline | "ReadParquet" >> beam.io.ReadFromParquetBatched(pattern)
+                | "ParquetRows" >> beam.FlatMap(_parquet_row_batches, str(requests), _BATCHES_PER_CHUNK * batch_size
+                                                ).with_output_types(_RowBatch))
     else:
-        rows = pipeline | "ReadJsonl" >> beam.io.ReadFromTextWithFilename(pattern)
-    outputs = rows | "Recommend" >> RecommendRequests(handler, where=str(requests or table.name),
-                                                     users=user_ids if table is None else None,
-                                                     encode=record_line if output_format == "jsonl" else None)
+        rows = (pipeline | "JsonlRanges" >> beam.Create(_jsonl_ranges(pattern))
+                | "ReadJsonl" >> beam.FlatMap(_read_jsonl_range).with_output_types(_RowBatch))
     shards = FileSystems.join(out, "shard")
+    schema = records_schema(fields) if output_format == "parquet" else None
+    outputs = rows | "Recommend" >> RecommendRequests(
+        handler, where=str(requests or table.name), users=user_ids if table is None else None,
+        encode_batch=_ArrowTable(schema) if output_format == "parquet" else _jsonl_text)
     if output_format == "parquet":
-        _ = outputs["records"] | "WriteParquet" >> beam.io.WriteToParquet(
-            shards, records_schema(fields), file_name_suffix=".parquet")
-    else:
+        _ = outputs["records"] | "WriteParquet" >> beam.io.WriteToParquetBatched(
+            shards, schema, file_name_suffix=".parquet")
+    else:  # each element a list's lines, joined
         _ = outputs["records"] | "WriteJsonl" >> beam.io.WriteToText(shards, file_name_suffix=".jsonl")
     _ = (outputs["dead_letter"] | "DeadLetterLines" >> beam.Map(json.dumps, default=str)
          | "WriteDeadLetters" >> beam.io.WriteToText(FileSystems.join(out, "dead-letter"), file_name_suffix=".jsonl"))
@@ -676,3 +1039,7 @@ def run_from_args(args: argparse.Namespace, pipeline_options: Sequence[str]) -> 
         log=lambda line: print(line, flush=True),
     )
     return 0 if result.num_dead_letter == 0 else 1
+
+
+for _batch_type in (_RowBatch, _RequestBatch, _Outcomes):
+    beam.coders.registry.register_coder(_batch_type, _BatchCoder)

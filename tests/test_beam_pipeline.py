@@ -308,3 +308,79 @@ def test_beam_runner_refuses_a_non_empty_output_directory(tmp_path, run):
     (tmp_path / "old.jsonl").write_text("")
     with pytest.raises(UserError, match="not empty"):
         run_beam_job(run[0], tmp_path, pipeline_options=DIRECT)
+
+
+def test_jsonl_byte_ranges_read_every_line_once_in_order(tmp_path, monkeypatch):
+    """Workers read a JSONL file in byte ranges: whatever the range size, every non-blank line once, in order,
+    whole (lines longer than a range, CRLF endings, multi-byte characters, no final newline)."""
+    lines = ['{"user_id": "a"}', "", '{"user_id": "b", "history": ["é", "日本"]}', "   ", "x" * 40 + "\r", "ü", "z"]
+    text = "\n".join(lines)  # no newline at the end
+    (tmp_path / "requests.jsonl").write_text(text, encoding="utf-8")
+    expected = [line.removesuffix("\r") for line in lines if line.strip()]
+    for range_bytes in (1, 2, 3, 5, 17, 41, len(text.encode()), 1 << 20):
+        monkeypatch.setattr(beam_pipeline, "_RANGE_BYTES", range_bytes)
+        ranges = beam_pipeline._jsonl_ranges(str(tmp_path / "*.jsonl"))
+        assert ranges[0].start == 0 and ranges[-1].end == len(text.encode())
+        read = [row for byte_range in ranges for batch in beam_pipeline._read_jsonl_range(byte_range)
+                for row in batch.rows]
+        assert read == expected, range_bytes
+
+
+def test_a_chunk_looks_up_the_rows_and_requests_its_records_hold():
+    """A table's chunk gives RunInference the same catalogue rows, unknown flags and dead-letter requests as
+    the request dicts it stands for (the dict path: _batch_rows)."""
+    rng = np.random.default_rng(1)
+    item_ids = np.array([f"item{i}" for i in range(40)])
+
+    def lists(p_absent):
+        return [None if rng.random() < p_absent else rng.integers(0, 40, rng.integers(0, 6)).astype(np.int32)
+                for _ in range(13)]
+
+    table = RequestTable(user_ids=[f"u{i}" for i in range(13)], item_ids=item_ids, histories=lists(0.0),
+                         allow_items=lists(0.5), exclude_items=lists(0.7), name="t")
+    catalogue = _FailingRecommender()
+    catalogue._ids = [f"item{i}" for i in range(0, 40, 9)]  # the rest are unknown
+    flags = []
+    for chunk in beam_pipeline._table_chunks(table, 5):
+        requests = list(chunk.records())
+        rows, has_unknown = chunk.catalogue_rows(catalogue)
+        expected_rows, expected_unknown = beam_pipeline._batch_rows(requests, catalogue)
+        np.testing.assert_array_equal(has_unknown, expected_unknown)
+        flags.extend(has_unknown.tolist())
+        for key in expected_rows:
+            assert [None if r is None else r.tolist() for r in rows[key]] == [
+                None if r is None else r.tolist() for r in expected_rows[key]]
+        assert [chunk.request(i) for i in range(len(chunk))] == requests and chunk.user_ids == [
+            request["user_id"] for request in requests]
+    assert any(flags) and not all(flags)
+
+
+def test_rebatch_cuts_requests_into_whole_batches_in_order():
+    from apache_beam.transforms.window import GlobalWindow
+
+    rebatch = beam_pipeline._Rebatch(4)
+    rebatch.start_bundle()
+    sizes = [3, 4, 1, 9, 4, 2]
+    inputs = []
+    for n in sizes:
+        inputs.append(beam_pipeline._Requests([_request(f"u{len(inputs)}-{k}", []) for k in range(n)]))
+    out = [batch for requests in inputs for batch in rebatch.process(requests, window=GlobalWindow())]
+    out += [value.value for value in rebatch.finish_bundle()]
+    assert [len(batch) for batch in out] == [4] * (sum(sizes) // 4) + [sum(sizes) % 4]
+    assert [r for batch in out for r in batch.requests] == [r for batch in inputs for r in batch.requests]
+
+
+def test_beam_on_jsonl_split_in_many_ranges_writes_the_local_jobs_records(tmp_path, run, data, recommender,
+                                                                          monkeypatch):
+    """JSONL requests read in small byte ranges (lines cut across ranges, lists rebatched across them) on the
+    default two worker threads: the local job's records for the same requests."""
+    monkeypatch.setattr(beam_pipeline, "_RANGE_BYTES", 100)
+    table = RequestTable.from_interactions(data)
+    (tmp_path / "requests.jsonl").write_text("".join(json.dumps(row) + "\n" for row in table.records()))
+    run_batch_job(recommender, table, tmp_path / "local", top_k=TOP_K, exclude_seen=True, log=lambda line: None)
+    result = _beam(run, tmp_path / "beam", pipeline_options=(), requests=str(tmp_path / "requests.jsonl"),
+                   exclude_seen=True)
+    local, num_local = _records(tmp_path / "local", "shard-*.jsonl")
+    beam, num_beam = _records(tmp_path / "beam", "shard-*.jsonl")
+    assert beam == local and num_beam == num_local == data.num_users == result.num_recommended
+    assert result.num_dead_letter == 0
