@@ -61,12 +61,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import jax
-from flax import nnx
+from random_workdir import random_workdir  # benchmarks/ is the script directory, on sys.path
 
-from genrec.datasets import write_sid_dataset
-from genrec.models import ModelConfig, build_model
 from genrec.run_files import load_workdir_data
-from genrec.synthetic import make_synthetic_dataset
 from serving.batch_job import run_batch_job
 from serving.beam_pipeline import DIRECT_RUNNER_DEFAULTS, dataset_requests, run_beam_job
 from serving.recommender import Recommender
@@ -74,28 +71,6 @@ from serving.requests_io import read_requests
 
 # Beam's own default, one thread; without --pipeline-options the job's default (two threads) runs.
 ONE_THREAD = "--runner=DirectRunner --direct_num_workers=1 --direct_running_mode=in_memory"
-
-
-def random_workdir(root: Path, args: argparse.Namespace) -> tuple[Path, Path]:
-    """``(workdir, data_dir)``: a random ``--preset`` model over the synthetic dataset, checkpointed as 'best'."""
-    from training.checkpoint import Checkpointer, TrainingProgress, write_run_files
-    from training.config import CheckpointConfig, DataConfig, TrainConfig
-
-    data = make_synthetic_dataset(num_items=args.num_items, num_users=args.num_users, num_levels=3,
-                                  codebook_size=args.codebook_size, seed=0)
-    preset = getattr(ModelConfig, args.preset)
-    config = preset(data.vocab.vocab_size, data.num_levels, **({} if args.preset != "tiny" else
-                                                                {"num_encoder_layers": 1, "num_decoder_layers": 1}))
-    model = build_model(config, rngs=nnx.Rngs(0))
-    workdir, data_dir = root / "run", root / "data"
-    write_run_files(workdir, TrainConfig(data=DataConfig(max_history=args.max_history)), config, data.vocab,
-                    data.sid_codes, data.item_ids)
-    checkpointer = Checkpointer(workdir, CheckpointConfig(async_save=False))
-    checkpointer.save_best(nnx.state(model, nnx.Param), TrainingProgress(step=1, data_step=1, rng_key=(0, 0)),
-                           {"ndcg@10": 0.0})
-    checkpointer.close()
-    write_sid_dataset(data, data_dir, "synthetic")
-    return workdir, data_dir
 
 
 def read_records(out_dir: Path) -> dict[str, dict]:
