@@ -16,8 +16,9 @@ SID level and serving picks one item per SID (docs/serving.md).
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import numpy as np
@@ -27,7 +28,12 @@ from constrained.beam_search import BeamSearchOutput, constrained_beam_search
 from constrained.index import TrieIndex, build_index
 from genrec.vocab import BOS_ID, PAD_ID, SIDVocabulary
 
-__all__ = ["build_eval_index", "decode_batch", "history_tokens"]
+__all__ = ["MATMUL_PRECISIONS", "MatmulPrecision", "build_eval_index", "check_matmul_precision", "decode_batch",
+           "history_tokens", "matmul_precision_scope"]
+
+MatmulPrecision = Literal["default", "high", "highest"]
+# Float32 matmul precisions a decode can run at (matmul_precision_scope).
+MATMUL_PRECISIONS: tuple[MatmulPrecision, ...] = ("default", "high", "highest")
 
 
 def build_eval_index(sid_codes: np.ndarray, vocab: SIDVocabulary) -> tuple[TrieIndex, np.ndarray]:
@@ -127,3 +133,23 @@ def decode_batch(
         num_beams=num_beams, start_token=BOS_ID,
         allow_mask=allow_mask, exclude_rows=exclude_rows, allow_rows=allow_rows, normalization=normalization,
     )
+
+
+def check_matmul_precision(precision: str) -> None:
+    """Refuses a float32 matmul precision other than those of :data:`MATMUL_PRECISIONS`, in one line."""
+    if precision not in MATMUL_PRECISIONS:
+        raise ValueError(f"matmul_precision={precision!r}; use one of {', '.join(map(repr, MATMUL_PRECISIONS))}")
+
+
+def matmul_precision_scope(precision: MatmulPrecision) -> contextlib.AbstractContextManager:
+    """The context to call :func:`decode_batch` in for a float32 matmul ``precision``.
+
+    ``"default"`` enters nothing: JAX's own setting stays (TF32 on recent GPUs,
+    one bfloat16 pass on TPUs; fastest). ``"high"`` (bfloat16 x3 on TPUs, TF32
+    on GPUs) and ``"highest"`` (full float32: a request's result no longer
+    depends on the other rows of its batch) set ``jax.default_matmul_precision``,
+    which the jit cache keys on: one compile per precision. CPUs compute float32
+    at every level. docs/serving.md, "Reproducibility on GPUs", has the measurement.
+    """
+    check_matmul_precision(precision)
+    return contextlib.nullcontext() if precision == "default" else jax.default_matmul_precision(precision)

@@ -25,7 +25,7 @@ Identity: the manifest binds the job to the model (checkpoint, step and a
 digest of its weights: :attr:`Recommender.model_identity`), to the input (a
 digest of the user ids, their histories and item lists: :func:`input_digest`;
 and of the item fields' values) and to the settings (users per shard,
-``top_k``, filters, catalogue, checkpoint, output format). A rerun
+``top_k``, filters, catalogue, checkpoint, output format, matmul precision). A rerun
 after the workdir was retrained, with changed histories, or with other
 settings is refused with one line saying what changed, rather than mixing two
 jobs' outputs (docs/serving.md).
@@ -34,7 +34,7 @@ Command line (also ``genrec recommend``)::
 
     python -m serving.batch_job --workdir runs/demo --out runs/demo/recs [--data DIR] [--requests FILE]
         [--users FILE] [--item-fields title,...] [--output-format jsonl|parquet]
-        [--runner local|beam] [-- <Beam pipeline options>]
+        [--matmul-precision default|high|highest] [--runner local|beam] [-- <Beam pipeline options>]
 
 ``--runner beam`` runs the same requests, flags and records on Apache Beam
 (:mod:`serving.beam_pipeline`); only Beam's own options go after ``--``.
@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from constrained.decode import MATMUL_PRECISIONS
 from genrec.atomic_files import atomic_open, write_json_atomic
 from genrec.console import UserError, run_command
 from genrec.datasets import MIN_INTERACTIONS, InteractionData
@@ -286,6 +287,8 @@ def run_batch_job(
         # Recorded only when used, so that a job started before these options existed still resumes.
         if output_format != "jsonl":
             settings["output_format"] = output_format
+        if recommender.matmul_precision != "default":  # on a GPU it changes some users' items
+            settings["matmul_precision"] = recommender.matmul_precision
         if item_fields is not None:
             settings["item_fields"] = list(item_fields.names)
             data_input["item_fields"] = item_fields.digest
@@ -450,6 +453,11 @@ def build_parser(prog: str = "python -m serving.batch_job") -> argparse.Argument
                         help="drop history and list items missing from the model's catalogue instead of failing")
     parser.add_argument("--max-shards", type=int, default=None,
                         help="write at most this many shards, then stop (resume later; local runner only)")
+    parser.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default="default",
+                        help="float32 matmul precision of the decode: default (fastest: TF32 on GPUs, bfloat16 on "
+                        "TPUs; a user's items can change with the other users of its batch), high, or highest "
+                        "(full float32: the same items whatever the batch, e.g. to compare with --runner beam or "
+                        "another --batch-size); the same on CPUs (docs/serving.md)")
     parser.add_argument("--runner", choices=("local", "beam"), default="local",
                         help="local: this resumable job (default); beam: the Apache Beam pipeline "
                         "(serving/beam_pipeline.py, docs/serving.md)")
@@ -485,7 +493,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m serving.batch
     if requests is not None and users is not None:
         requests, users = requests.select_users(users, source=args.users), None
     recommender = Recommender.from_workdir(args.workdir, args.which, num_beams=args.num_beams,
-                                           batch_size=args.batch_size, devices=args.devices)
+                                           batch_size=args.batch_size, devices=args.devices,
+                                           matmul_precision=args.matmul_precision)
     dataset_name = None
     if requests is None:
         # Every user of the input is served: the 3-interaction minimum is leave-one-out's, not serving's.

@@ -25,7 +25,9 @@ A request is the local job's: ``{"user_id": id, "history": [item id, ...]}``
 (oldest first), optionally with ``"allow_items"`` and ``"exclude_items"``
 (docs/serving.md, "Inputs and outputs"). Without ``--requests`` every user of
 the dataset is served with their whole sequence as history, exactly as the
-local job builds it, so both write the same records (tests/test_beam_pipeline.py).
+local job builds it, so both write the same records (tests/test_beam_pipeline.py);
+on a GPU, every user's items match only with ``--matmul-precision highest``, since a Beam batch
+holds other users than the local job's (docs/serving.md, "Reproducibility on GPUs").
 
 A row that does not parse, a request with an item missing from the catalogue
 (without ``--skip-unknown``), a ``--users`` user without a request: each goes
@@ -65,6 +67,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils import shared
 from apache_beam.utils.windowed_value import WindowedValue
 
+from constrained.decode import MatmulPrecision, check_matmul_precision
 from genrec.console import UserError
 from genrec.datasets import INTER_SUFFIX
 from genrec.run_files import VOCAB_FILE, load_workdir_data, read_catalogue, read_run_info
@@ -594,6 +597,9 @@ class RecommenderModelHandler(ModelHandler[dict, PredictionResult, ServedModel])
       workdir: the training workdir, a path every worker can read.
       which: ``"best"`` or ``"latest"`` checkpoint.
       top_k, num_beams, batch_size, devices: as in ``genrec recommend``.
+      matmul_precision: the decode's float32 matmul precision (:class:`Recommender`);
+        ``"highest"`` gives each request the items the local job gives it on a GPU,
+        whatever else Beam batches with it (docs/serving.md, "Reproducibility on GPUs").
       exclude_seen: never recommend an item of the request's history.
       skip_unknown: drop unknown history and list items instead of failing the request.
       item_file, item_fields: ``NAME.item.json`` and the fields of it written
@@ -609,6 +615,7 @@ class RecommenderModelHandler(ModelHandler[dict, PredictionResult, ServedModel])
         num_beams: int = 20,
         batch_size: int = 256,
         devices: int | None = None,
+        matmul_precision: MatmulPrecision = "default",
         exclude_seen: bool = False,
         skip_unknown: bool = False,
         item_file: str | Path | None = None,
@@ -619,12 +626,14 @@ class RecommenderModelHandler(ModelHandler[dict, PredictionResult, ServedModel])
             raise ValueError(f"top_k={top_k} exceeds num_beams={num_beams}; raise num_beams or lower top_k")
         if bool(item_fields) != (item_file is not None):
             raise ValueError("item_fields and item_file go together; give both or neither")
+        check_matmul_precision(matmul_precision)  # on the launcher, not on every worker
         self._workdir = str(workdir)
         self._which = which
         self._top_k = int(top_k)
         self._num_beams = int(num_beams)
         self._batch_size = int(batch_size)
         self._devices = devices
+        self._matmul_precision = matmul_precision
         self._exclude_seen = bool(exclude_seen)
         self._skip_unknown = bool(skip_unknown)
         self._item_file = None if item_file is None else str(item_file)
@@ -632,7 +641,8 @@ class RecommenderModelHandler(ModelHandler[dict, PredictionResult, ServedModel])
 
     def load_model(self) -> ServedModel:
         recommender = Recommender.from_workdir(self._workdir, self._which, num_beams=self._num_beams,
-                                               batch_size=self._batch_size, devices=self._devices)
+                                               batch_size=self._batch_size, devices=self._devices,
+                                               matmul_precision=self._matmul_precision)
         fields = None
         if self._item_fields:
             fields = load_item_fields(self._item_file, self._item_fields, recommender.item_ids)
@@ -899,6 +909,7 @@ def run_beam_job(
     num_beams: int = 20,
     batch_size: int = 256,
     devices: int | None = None,
+    matmul_precision: MatmulPrecision = "default",
     exclude_seen: bool = False,
     skip_unknown: bool = False,
     output_format: OutputFormat = "jsonl",
@@ -919,7 +930,7 @@ def run_beam_job(
       data: dataset directory (``--data``): its users without ``requests``, and
         its ``NAME.item.json`` for ``item_fields`` (default: the workdir's dataset).
       item_fields: fields of ``NAME.item.json`` written beside each item (``--item-fields``).
-      which, top_k, num_beams, batch_size, devices, exclude_seen, skip_unknown:
+      which, top_k, num_beams, batch_size, devices, matmul_precision, exclude_seen, skip_unknown:
         as :class:`RecommenderModelHandler` and ``genrec recommend``.
       output_format: ``"jsonl"`` or ``"parquet"``, the local job's records and
         schema (:func:`serving.requests_io.records_schema`).
@@ -959,7 +970,8 @@ def run_beam_job(
     encode_records(output_format, fields)  # the format, pyarrow and the fields' Parquet types
     handler = RecommenderModelHandler(
         workdir, which=which, top_k=top_k, num_beams=num_beams, batch_size=batch_size, devices=devices,
-        exclude_seen=exclude_seen, skip_unknown=skip_unknown, item_file=item_file, item_fields=tuple(item_fields))
+        matmul_precision=matmul_precision, exclude_seen=exclude_seen, skip_unknown=skip_unknown, item_file=item_file,
+        item_fields=tuple(item_fields))
 
     start = time.perf_counter()
     pipeline = beam.Pipeline(options=PipelineOptions(_with_direct_defaults(pipeline_options)))
@@ -1034,8 +1046,8 @@ def run_from_args(args: argparse.Namespace, pipeline_options: Sequence[str]) -> 
         args.workdir, args.out, requests=args.requests, users=args.users, data=args.data,
         item_fields=parse_item_fields(args.item_fields) if args.item_fields is not None else (),
         which=args.which, top_k=args.top_k, num_beams=args.num_beams, batch_size=args.batch_size,
-        devices=args.devices, exclude_seen=args.exclude_seen, skip_unknown=args.skip_unknown,
-        output_format=args.output_format, pipeline_options=list(pipeline_options),
+        devices=args.devices, matmul_precision=args.matmul_precision, exclude_seen=args.exclude_seen,
+        skip_unknown=args.skip_unknown, output_format=args.output_format, pipeline_options=list(pipeline_options),
         log=lambda line: print(line, flush=True),
     )
     return 0 if result.num_dead_letter == 0 else 1

@@ -239,7 +239,7 @@ def _eval(args: argparse.Namespace) -> int:
     evaluation = evaluate_workdir(
         args.workdir, split=args.split, data_dir=args.data, which=args.which, num_beams=args.num_beams,
         batch_size=args.batch_size, max_examples=args.max_examples, normalization=args.normalization,
-        diagnose=args.diagnose, devices=args.devices,
+        diagnose=args.diagnose, devices=args.devices, matmul_precision=args.matmul_precision,
     )
     result = evaluation.result
     for path, ranks in ((args.save_ranks, result.ranks), (args.save_prefix_ranks, result.prefix_ranks)):
@@ -342,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=None, help="users per decode call (default: the run's)")
     evaluate.add_argument("--devices", type=int, default=None, metavar="N",
                           help="local devices each decode call is split over (default: all; 1 = one device)")
+    # constrained.decode.MATMUL_PRECISIONS, spelled out: the parser imports no JAX (genrec --help answers at once).
+    evaluate.add_argument("--matmul-precision", choices=("default", "high", "highest"), default="default",
+                          help="float32 matmul precision of the decode: default (fastest: TF32 on GPUs, bfloat16 "
+                               "on TPUs; a user's ranks can change with the other users of its batch), high, or "
+                               "highest (full float32); the same on CPUs (docs/serving.md)")
     evaluate.add_argument("--max-examples", type=int, default=None,
                           help="evaluate only the first N examples (in the data file's user order, which "
                                "may not be typical of all users; docs/results.md)")

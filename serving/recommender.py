@@ -53,6 +53,11 @@ Devices: each decode call spans every local device by default (``devices=``):
 the batch is split over them, weights and index are copied to each
 (``constrained.sharding``), and the results equal one device's
 (docs/serving.md, "All local devices").
+
+Precision: ``matmul_precision="highest"`` computes the decode's float32
+matmuls in full float32, so on a GPU or TPU a request's recommendations no
+longer depend on the other requests of its batch (docs/serving.md,
+"Reproducibility on GPUs").
 """
 
 from __future__ import annotations
@@ -73,7 +78,14 @@ import numpy as np
 from flax import nnx
 
 from constrained.beam_search import check_normalization
-from constrained.decode import build_eval_index, decode_batch, history_tokens
+from constrained.decode import (
+    MatmulPrecision,
+    build_eval_index,
+    check_matmul_precision,
+    decode_batch,
+    history_tokens,
+    matmul_precision_scope,
+)
 from constrained.index import DEFAULT_HEADROOM, DeviceIndex, IndexCapacity, TrieIndex, pad_index
 from constrained.sharding import local_layout
 from genrec.run_files import load_inference_model, params_digest, read_run_info
@@ -238,6 +250,12 @@ class Recommender:
         (``IndexCapacity.for_catalogue``). None (default): exact shapes.
       devices: local devices each decode call is split over; None = all
         (``constrained.sharding.local_layout``), 1 = one device.
+      matmul_precision: float32 matmul precision of the decode. ``"default"``:
+        JAX's (TF32 on recent GPUs, one bfloat16 pass on TPUs; fastest), where a
+        request's items can change with its batch neighbours; ``"high"``: TF32
+        on GPUs, three bfloat16 passes on TPUs; ``"highest"``: full float32, a
+        request's items independent of its batch. CPUs compute float32 at every
+        level. docs/serving.md, "Reproducibility on GPUs".
     """
 
     def __init__(
@@ -253,12 +271,14 @@ class Recommender:
         normalization: Literal["vocab", "trie"] = "vocab",
         capacity: IndexCapacity | float | None = None,
         devices: int | None = None,
+        matmul_precision: MatmulPrecision = "default",
     ):
         sid_codes = np.asarray(sid_codes)
         item_ids = np.asarray(item_ids)
         if num_beams < 1 or batch_size < 1:
             raise ValueError(f"num_beams={num_beams} and batch_size={batch_size} must be >= 1")
         check_normalization(normalization)
+        check_matmul_precision(matmul_precision)
         config = getattr(model, "config", None)
         if config is not None:
             if config.vocab_size != vocab.vocab_size or config.num_levels != vocab.num_levels:
@@ -284,6 +304,7 @@ class Recommender:
         self.batch_size = self._layout.round_batch(batch_size)
         self.max_history = int(max_history)
         self.normalization = normalization
+        self.matmul_precision = matmul_precision
         self._graphdef, self._state = nnx.split(model)
         self._state = self._layout.replicate(self._state)
         # Growth allowed for when an update exceeds the capacity (update_catalogue).
@@ -312,7 +333,10 @@ class Recommender:
         ``capacity=`` (a headroom such as ``1.25``, or an ``IndexCapacity``)
         pads the index for catalogue updates without recompiling
         (:meth:`update_catalogue`).
+        ``matmul_precision="highest"`` makes a request's items independent of
+        its batch neighbours on GPUs and TPUs.
         """
+        check_matmul_precision(kwargs.get("matmul_precision", "default"))  # before loading the checkpoint
         loaded = load_inference_model(workdir, which)
         run = read_run_info(workdir)
         kwargs.setdefault("max_history", run.max_history)
@@ -725,11 +749,12 @@ class Recommender:
 
         # Rows split over the devices (the catalogue's index and the weights were placed on all of them).
         shard = self._layout.shard_rows
-        output = decode_batch(
-            self._graphdef, self._state, self._device_index, shard(tokens), shard(mask),
-            shard(sid_allow), shard(sid_exclude), shard(sid_allow_rows), num_beams=self.num_beams,
-            normalization=self.normalization,
-        )
+        with matmul_precision_scope(self.matmul_precision):  # the jit cache keys on it: one compile per precision
+            output = decode_batch(
+                self._graphdef, self._state, self._device_index, shard(tokens), shard(mask),
+                shard(sid_allow), shard(sid_exclude), shard(sid_allow_rows), num_beams=self.num_beams,
+                normalization=self.normalization,
+            )
         sid_rows = np.array(output.item_ids)[:num_requests, :top_k]
         scores = np.array(output.scores)[:num_requests, :top_k].astype(np.float32)
         # An empty allow list means "no constraint" to the decode: drop what it found for these.

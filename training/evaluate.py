@@ -34,7 +34,9 @@ and the compiled decode is cached across calls with the same model structure,
 beam width and batch size (the trainer's periodic evaluations compile once).
 Each batch is split over all local devices by default (``devices``; weights and
 index copied to each, ``constrained.sharding``); the ranks equal one device's
-(docs/serving.md, "All local devices").
+(docs/serving.md, "All local devices"). ``matmul_precision="highest"`` decodes
+with full float32 matmuls, as ``Recommender(matmul_precision=)`` does
+(docs/serving.md, "Reproducibility on GPUs").
 """
 
 from __future__ import annotations
@@ -51,7 +53,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from constrained.decode import build_eval_index, decode_batch, history_tokens
+from constrained.decode import (
+    MatmulPrecision,
+    build_eval_index,
+    check_matmul_precision,
+    decode_batch,
+    history_tokens,
+    matmul_precision_scope,
+)
 from constrained.index import TrieIndex
 from constrained.sharding import local_layout
 from genrec.datasets import InteractionData
@@ -187,6 +196,7 @@ def evaluate_split(
     diagnose_unconstrained: bool = False,
     diagnose_prefix_survival: bool = False,
     devices: int | None = None,
+    matmul_precision: MatmulPrecision = "default",
 ) -> EvalResult:
     """Recall@k / NDCG@k of ``model`` on one leave-one-out split.
 
@@ -212,11 +222,15 @@ def evaluate_split(
         ``t``-level search per ``t < L``).
       devices: local devices each batch is split over; None = all
         (``constrained.sharding.local_layout``: 1 with several processes), 1 = one device.
+      matmul_precision: float32 matmul precision of every decode
+        (``constrained.decode.matmul_precision_scope``): ``"default"`` (JAX's:
+        TF32 on GPUs, bfloat16 on TPUs), ``"high"`` or ``"highest"`` (full float32).
 
     Returns:
       :class:`EvalResult`. A progress bar over the batches shows on a terminal.
     """
     ks = _check_ks(ks, num_beams)
+    check_matmul_precision(matmul_precision)
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     if index.num_levels != data.num_levels:
@@ -251,18 +265,19 @@ def evaluate_split(
         ranks[start:stop] = hit_ranks(beam_codes, beam_valid, target_codes[start:stop])
 
     batches = _padded_batches(split_arrays, num_examples, batch_size)
-    for start, stop, rows, _ in track(batches, total=-(-num_examples // batch_size), desc="eval", unit="batch"):
-        tokens, mask = history_tokens(rows, item_tokens)
-        tokens, mask = layout.shard_rows(tokens), layout.shard_rows(mask)
-        output = decode_batch(graphdef, state, device_index, tokens, mask, num_beams=num_beams,
-                              normalization=normalization)
-        if validity is not None:
-            validity.add_batch(graphdef, state, tokens, mask, stop - start)
-        if survival is not None:
-            survival.add_batch(graphdef, state, tokens, mask, start, stop, target_codes[start:stop])
-        if pending is not None:
-            collect(*pending)
-        pending = (start, stop, output)
+    with matmul_precision_scope(matmul_precision):  # the jit cache keys on it: one compile per precision
+        for start, stop, rows, _ in track(batches, total=-(-num_examples // batch_size), desc="eval", unit="batch"):
+            tokens, mask = history_tokens(rows, item_tokens)
+            tokens, mask = layout.shard_rows(tokens), layout.shard_rows(mask)
+            output = decode_batch(graphdef, state, device_index, tokens, mask, num_beams=num_beams,
+                                  normalization=normalization)
+            if validity is not None:
+                validity.add_batch(graphdef, state, tokens, mask, stop - start)
+            if survival is not None:
+                survival.add_batch(graphdef, state, tokens, mask, start, stop, target_codes[start:stop])
+            if pending is not None:
+                collect(*pending)
+            pending = (start, stop, output)
     collect(*pending)
 
     metrics = ranking_metrics(ranks, ks)
@@ -318,6 +333,7 @@ def evaluate_workdir(
     normalization: Literal["vocab", "trie"] | None = None,
     diagnose: bool = False,
     devices: int | None = None,
+    matmul_precision: MatmulPrecision = "default",
 ) -> WorkdirEvaluation:
     """Leave-one-out evaluation of a training workdir's model, next to the popularity baseline.
 
@@ -329,10 +345,12 @@ def evaluate_workdir(
     Args:
       diagnose: also run both diagnoses (``training/diagnostics.py``).
       devices: local devices each batch is split over (None = all; ``evaluate_split``).
+      matmul_precision: float32 matmul precision of the decode (``evaluate_split``).
 
     Raises:
       FileNotFoundError: not a workdir, or no checkpoint of that kind.
     """
+    check_matmul_precision(matmul_precision)  # before loading the checkpoint
     run = read_run_info(workdir)
     model, _, vocab, sid_codes, _ = load_model_for_inference(workdir, which)
     data = load_workdir_data(workdir, data_dir, vocab)
@@ -345,6 +363,7 @@ def evaluate_workdir(
         model, index, data, examples, num_beams=num_beams, batch_size=batch_size or run.eval_batch_size,
         ks=run.ks, max_examples=max_examples, normalization=normalization or run.score_normalization,
         diagnose_unconstrained=diagnose, diagnose_prefix_survival=diagnose, devices=devices,
+        matmul_precision=matmul_precision,
     )
     seconds = time.perf_counter() - start
     num_done = int(result.metrics["num_examples"])
