@@ -305,7 +305,9 @@ def _grow(tree: VEDTree, index: DeviceIndex, node_fn: NodeFn | CachedNodeFn, par
         # The rows of the parent's chain, then the new node's own row (evaluation order) at its input position.
         parent_path = tree.kv_path[rows, parents_safe]  # [B, M, L]
         kv_rows = jax.tree.leaves(tree.node_kv)[0].shape[1]
-        own_row = jnp.where(evaluated, charged - 1, kv_rows)  # out of range for leaves: dropped
+        # Rows in evaluation order, counted over the nodes actually evaluated (out of range for leaves: dropped).
+        own_row = jnp.where(evaluated, tree.tokens_used[:, None] + jnp.cumsum(evaluated, axis=1, dtype=jnp.int32) - 1,
+                            kv_rows)
         kv_path = jnp.where(jnp.arange(num_levels) == depth[..., None], own_row[..., None], parent_path)
     if evaluate:
         ancestor_kv = None
