@@ -11,6 +11,12 @@ Argument (``FILE:key=value,...``; the first choice is the default):
       apao_running: the same with the weights carried across steps (not measured).
   dtype=auto|float32|bfloat16     compute dtype; auto: the platform's.
   platform=gpu|tpu_v4_8|tpu_v5e_8  device count and dtype (common.PLATFORMS).
+  rl=vstar|grpo_beam|grpo_sample|sibling
+      the arm `genrec rl` runs from a trained run (common.RL_ARMS, docs/rl.md); `genrec train`
+      ignores it. The value head reads the Llama trunk at the SID prefix positions. Not measured
+      with Llama: expected result unknown; on the T5 no arm beat its CE start (office_t5.py).
+      `genrec rl --config tpu_configs/office_llama.py:rl=vstar --init-from RUN --workdir DIR
+      --set rl.optimizer.learning_rate=3e-6 --set rl.num_steps=300 --set rl.eval_every=50`
 
 Variants: exact command, expected test Recall@10 on an H200 (docs/results.md):
 `genrec train --config tpu_configs/office_llama.py:loss=ce --workdir runs/x`: Recall@10 0.0567 (1 seed)
