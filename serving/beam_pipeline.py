@@ -544,8 +544,8 @@ class _ParseRequests(beam.DoFn):
             except UnicodeDecodeError as error:  # the line as text, U+FFFD for its bad bytes
                 self._failed.inc()
                 yield beam.pvalue.TaggedOutput(_DEAD_LETTER, _dead_letter(row.decode("utf-8", "replace"), (
-                    f"ValueError: {where}: the line is not UTF-8 ({error.reason} at byte {error.start} of the "
-                    "line); write the requests as UTF-8")))
+                    f"ValueError: {where}: the line is not UTF-8 ({error.reason} at byte offset {error.start} of "
+                    "the line); write the requests as UTF-8")))
             except ValueError as error:
                 self._failed.inc()
                 yield beam.pvalue.TaggedOutput(_DEAD_LETTER, _dead_letter(row, error))
