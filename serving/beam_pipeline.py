@@ -961,9 +961,9 @@ class RecommendRequests(beam.PTransform):
         output then holds what it returns, one element per list, which a
         batched writer takes at a fraction of the per-record cost. Without it,
         ``records`` holds one dict per record. (Renamed from ``encode``, which
-        was applied to each record; a caller of ``encode=`` passes
-        ``encode_batch=lambda records: [encode(r) for r in records]``, or
-        drops it and maps the records itself.)
+        was applied to each record: a caller of ``encode=f`` now leaves it out
+        and maps the records, ``outputs["records"] | beam.Map(f)``, or takes
+        whole lists with ``encode_batch``.)
     """
 
     def __init__(self, handler: RecommenderModelHandler, where: str = "the requests",
