@@ -48,6 +48,12 @@ Run (GPU):  PYTHONPATH=. python benchmarks/beam_vs_local.py --workdir runs/beaut
                 --jsonl-files 4 --out bvl.json
 CPU:        PYTHONPATH=. python benchmarks/beam_vs_local.py --preset tiny --num-users 2000 --num-items 500 \\
                 --codebook-size 16 --batch-size 256 --repeats 1
+
+``--matmul-precision highest`` decodes both runners at float32 matmul
+precision: on a GPU the ``same items`` column should then be 1.0 (at the
+default, TF32, a user's items depend on the other users of its batch, and
+Beam's batches hold other users than the local job's: docs/serving.md,
+"Reproducibility on GPUs").
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ from types import SimpleNamespace
 import jax
 from random_workdir import random_workdir  # benchmarks/ is the script directory, on sys.path
 
+from constrained.decode import MATMUL_PRECISIONS
 from genrec.run_files import load_workdir_data
 from serving.batch_job import run_batch_job
 from serving.beam_pipeline import DIRECT_RUNNER_DEFAULTS, dataset_requests, run_beam_job
@@ -97,7 +104,8 @@ def run_local(workdir: Path, data_dir: Path, out_dir: Path, args: argparse.Names
     """``genrec recommend --runner local`` from Python: model, data, shards. Returns the users served.
 
     ``users``: serve only these (``--users``), else every user of the dataset."""
-    recommender = Recommender.from_workdir(workdir, args.which, num_beams=args.num_beams, batch_size=args.batch_size)
+    recommender = Recommender.from_workdir(workdir, args.which, num_beams=args.num_beams, batch_size=args.batch_size,
+                                           matmul_precision=args.matmul_precision)
     data = load_workdir_data(workdir, data_dir, recommender.vocab, min_interactions=0)
     requests = data if users is None else read_requests(data=data).select_users(users)
     run_batch_job(recommender, requests, out_dir, top_k=args.top_k, users_per_shard=args.users_per_shard,
@@ -113,7 +121,8 @@ def run_beam(workdir: Path, data_dir: Path, out_dir: Path, source: str, requests
         workdir, out_dir, requests=requests if source == "jsonl" else None,
         users=users if source == "dataset" else None, data=data_dir if source == "dataset" else None,
         which=args.which, top_k=args.top_k, num_beams=args.num_beams, batch_size=args.batch_size,
-        exclude_seen=args.exclude_seen, pipeline_options=shlex.split(options), log=lambda line: None)
+        matmul_precision=args.matmul_precision, exclude_seen=args.exclude_seen,
+        pipeline_options=shlex.split(options), log=lambda line: None)
     if result.num_dead_letter:
         raise RuntimeError(f"{result.num_dead_letter} requests failed; see {out_dir}/dead-letter-*.jsonl")
     return result.num_recommended
@@ -177,6 +186,9 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=512, help="users per decode call, both runners")
     parser.add_argument("--users-per-shard", type=int, default=10000, help="the local job's shard size")
     parser.add_argument("--exclude-seen", action="store_true")
+    parser.add_argument("--matmul-precision", default="default", choices=MATMUL_PRECISIONS,
+                        help="the decode's float32 matmul precision, both runners (genrec recommend "
+                        "--matmul-precision): at highest a GPU gives each user the same items in any batch")
     parser.add_argument("--sources", default="dataset,jsonl", help="Beam request sources: dataset, jsonl")
     parser.add_argument("--jsonl-files", type=int, default=1, help="files the jsonl source's requests are split into")
     parser.add_argument("--startup-users", type=int, default=None,
@@ -215,10 +227,12 @@ def main(argv=None):
         requests = {"full": write_jsonl(all_requests, tmp / "requests", args.jsonl_files),
                     "startup": write_jsonl(all_requests[:startup_users], tmp / "startup", 1)}
         # Warm-up: compile the decode of these shapes once, outside every timed run.
-        warm = Recommender.from_workdir(workdir, args.which, num_beams=args.num_beams, batch_size=args.batch_size)
+        warm = Recommender.from_workdir(workdir, args.which, num_beams=args.num_beams, batch_size=args.batch_size,
+                                        matmul_precision=args.matmul_precision)
         warm.recommend([[]], top_k=args.top_k, exclude_seen=args.exclude_seen)
         print(f"jax {jax.__version__} {jax.devices()}; {warm.num_items} items, {len(all_requests)} users, "
-              f"batch {args.batch_size}{'; host only (decode replayed)' if args.host_only else ''}"
+              f"batch {args.batch_size}, matmul precision {args.matmul_precision}"
+              f"{'; host only (decode replayed)' if args.host_only else ''}"
               f"{f', {args.device_ms} ms a call' if args.device_ms else ''}", flush=True)
 
         runs = {"local": lambda out, size: run_local(workdir, data_dir, out, args,
@@ -276,6 +290,7 @@ def main(argv=None):
             json.dump({"device": jax.devices()[0].device_kind, "host_only": args.host_only,
                        "device_ms": args.device_ms,
                        "batch_size": args.batch_size, "num_beams": args.num_beams, "top_k": args.top_k,
+                       "matmul_precision": args.matmul_precision,
                        "workdir": args.workdir, "jsonl_files": args.jsonl_files, "rows": rows}, f, indent=1)
     return rows
 

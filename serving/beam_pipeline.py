@@ -6,13 +6,16 @@ batched, decoded and written by a Beam pipeline, so a Beam runner (Dataflow,
 Flink, Spark; by default the DirectRunner, with two threads so that one's host
 work overlaps the other's decode) spreads the users over its workers::
 
-    requests: dataset | NAME.inter.json   read here for the checks, then by each worker process (user ranges)
+    requests: dataset | NAME.inter.json   read here for the checks, then by each worker process (user ranges;
+                                          it refuses a file that changed since: another digest)
               JSONL                       read by the workers in byte ranges of the files
               Parquet                     read by the workers, row group by row group
+    --users FILE                          read here only; the ids travel with the job
       -> parse each row (serving.requests_io.parse_request, the local job's parser)
       -> rebatch: a few whole decode batches of requests per element
       -> RunInference(RecommenderModelHandler)   one Recommender per worker process, one id look-up per batch
-      -> OUT/shard-SSSSS-of-NNNNN.{jsonl,parquet}  the local job's records (requests_io.recommendation_records)
+      -> OUT/shard-SSSSS-of-NNNNN.{jsonl,parquet}  the local job's records (requests_io.recommendation_records;
+                                                   Parquet in row groups of >= 64 MiB of a bundle's records)
       -> OUT/dead-letter-SSSSS-of-NNNNN.jsonl      {"request", "error"}: a row or request that failed
 
 Requests travel as batches, one Beam element per few decode batches of
@@ -70,7 +73,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from constrained.decode import MatmulPrecision, check_matmul_precision
 from genrec.console import UserError
 from genrec.datasets import INTER_SUFFIX
-from genrec.run_files import VOCAB_FILE, load_workdir_data, read_catalogue, read_run_info
+from genrec.run_files import VOCAB_FILE, load_run_data, load_workdir_data, read_catalogue, read_run_info
 from genrec.vocab import SIDVocabulary
 from serving.recommender import Recommender
 from serving.requests_io import (
@@ -91,6 +94,7 @@ from serving.requests_io import (
     recommendation_records,
     record_line,
     records_schema,
+    requests_digest,
     workdir_item_file,
 )
 
@@ -112,6 +116,9 @@ _BATCHES_PER_CHUNK = 2
 # _MAX_RANGES ranges): enough ranges that even one file is read by every worker thread.
 _RANGE_BYTES = 1 << 20
 _MAX_RANGES = 10_000
+# Parquet output: row groups of at least this much Arrow data (uncompressed), as Beam's WriteToParquet buffers by
+# default (row_group_buffer_size): WriteToParquetBatched writes each table it takes as one row group (_RowGroups).
+_ROW_GROUP_BYTES = 64 << 20
 # What one request (or record) weighs in Beam's size metrics (_BatchCoder, get_num_bytes): a typical request's
 # JSONL line, an estimate instead of encoding each element.
 _BYTES_PER_ROW = 200
@@ -282,12 +289,13 @@ def _table_chunks(table: RequestTable, users_per_chunk: int, users: range | None
     """``table`` (its ``users``, default all) cut into :class:`_RequestChunk` of ``users_per_chunk`` users, each
     with only the ids it uses."""
     columns = dict(zip(_LIST_KEYS, (table.histories, table.allow_items, table.exclude_items)))
-    item_ids = np.asarray(table.item_ids).astype(str)
+    item_ids = np.asarray(table.item_ids)  # only the ids a chunk uses are made strings (a worker calls this per range)
     chunks = []
     every = range(table.num_users) if users is None else users
     for first in range(every.start, every.stop, users_per_chunk):
-        users = range(first, min(first + users_per_chunk, every.stop))
-        lists = {key: None if column is None else [column[u] for u in users] for key, column in columns.items()}
+        chunk_users = range(first, min(first + users_per_chunk, every.stop))
+        lists = {key: None if column is None else [column[u] for u in chunk_users]
+                 for key, column in columns.items()}
         present = [rows for column in lists.values() if column is not None for rows in column if rows is not None]
         flat = np.concatenate(present).astype(np.int64) if present else np.zeros(0, np.int64)
         used, new_rows = np.unique(flat, return_inverse=True)
@@ -302,8 +310,8 @@ def _table_chunks(table: RequestTable, users_per_chunk: int, users: range | None
             total = int(np.maximum(lengths, 0).sum())
             packed[key] = (new_rows[start:start + total], lengths)
             start += total
-        chunks.append(_RequestChunk(user_ids=list(table.user_ids[first:users.stop]),
-                                    item_ids=item_ids[used], lists=packed))
+        chunks.append(_RequestChunk(user_ids=list(table.user_ids[first:chunk_users.stop]),
+                                    item_ids=item_ids[used].astype(str), lists=packed))
     return chunks
 
 
@@ -330,11 +338,12 @@ class _BatchCoder(beam.coders.Coder):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class _RowBatch:
-    """Request rows a worker read, not parsed yet: JSONL lines (``str``) or Parquet rows (``dict``), and what
-    names them in a parse error (the file or pattern): one element for many rows, as :class:`_RequestBatch`."""
+    """Request rows a worker read, not parsed yet: JSONL lines (``str``; ``bytes`` for a line that is not
+    UTF-8) or Parquet rows (``dict``), and what names them in a parse error (the file or pattern): one element
+    for many rows, as :class:`_RequestBatch`."""
 
     where: str
-    rows: list[str] | list[dict[str, Any]]
+    rows: list[str | bytes] | list[dict[str, Any]]
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -359,7 +368,8 @@ def _jsonl_ranges(pattern: str) -> list[_ByteRange]:
 
 
 def _read_jsonl_range(byte_range: _ByteRange) -> Iterator[_RowBatch]:
-    """The lines that start in ``byte_range``, as one :class:`_RowBatch` (a range is about a MiB).
+    """The lines that start in ``byte_range``, as one :class:`_RowBatch` (a range is about a MiB); a line that
+    is not UTF-8 as its bytes, which the parser dead-letters alone.
 
     A line that crosses the range's end is read to its end here; the next range skips it (it reads from
     the byte before its start and drops everything up to the first newline)."""
@@ -372,8 +382,19 @@ def _read_jsonl_range(byte_range: _ByteRange) -> Iterator[_RowBatch]:
     if start > 0:  # the previous range's last line (or, when byte start - 1 is a newline, nothing)
         first = block.find(b"\n")
         block = b"" if first < 0 else block[first + 1:]
-    lines = [line.removesuffix("\r") for line in block.decode("utf-8").split("\n")]
+    try:
+        lines: list[str | bytes] = block.decode("utf-8").split("\n")
+    except UnicodeDecodeError:  # decode line by line: a line that is not UTF-8 stays bytes (a dead letter)
+        lines = [_utf8_or_bytes(line) for line in block.split(b"\n")]
+    lines = [line.removesuffix("\r" if isinstance(line, str) else b"\r") for line in lines]
     yield _RowBatch(path, [line for line in lines if line.strip()])
+
+
+def _utf8_or_bytes(line: bytes) -> str | bytes:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return line
 
 
 def _parquet_row_batches(table: Any, where: str, rows_per_batch: int) -> Iterator[_RowBatch]:
@@ -383,6 +404,13 @@ def _parquet_row_batches(table: Any, where: str, rows_per_batch: int) -> Iterato
         yield _RowBatch(where, part.to_pylist())
 
 
+def _launcher_path(path: str | Path) -> str:
+    """``path`` made absolute on the launcher, where the user gave it (a worker's working directory is not
+    the launcher's); a Beam file system URL (``gs://...``) as it is."""
+    text = str(path)
+    return text if FileSystems.get_scheme(text) else str(Path(text).resolve())
+
+
 @dataclasses.dataclass(frozen=True)
 class _TableSource:
     """Requests read into a table (the dataset, or ``NAME.inter.json``): what the launcher reads for its
@@ -390,39 +418,96 @@ class _TableSource:
     the requests themselves: ``beam.Create`` of them would pickle and bz2-compress every request into the
     job's graph on the launcher (docs/benchmarks.md, "Beam pipeline against the local batch job").
 
+    Every path is absolute (:func:`_launcher_path`), so a worker reads the files the launcher read, and
+    ``--users`` travels as its ids: a worker never reads the user list file.
+
     Attributes:
-      workdir, data: ``--workdir`` and ``--data`` (paths every worker can read).
+      workdir: the training workdir.
+      data: ``--data``; None: the dataset the run trained on.
+      run_data_dir: without ``data``, the run's dataset directory (its ``config.json`` may give it relative
+        to where training ran; resolved on the launcher); None: the run's synthetic dataset (no file).
       requests: a ``NAME.inter.json``; None: the dataset's users.
-      users: serve only these (``--users``): a user list file, or the user ids.
+      users: serve only these users (``--users``, read on the launcher), in this order; None: every user.
+      users_from: what names the user list in an error (its file).
     """
 
     workdir: str
     data: str | None = None
+    run_data_dir: str | None = None
     requests: str | None = None
-    users: str | tuple[str, ...] | None = None
+    users: tuple[str, ...] | None = None
+    users_from: str = "users"
 
-    def read(self) -> RequestTable:
-        """The table, as the local job reads it (one-line errors: a bad file, a listed user without a request)."""
-        table = _dataset_table(self.workdir, self.data) if self.requests is None else read_requests(self.requests)
-        if self.users is None:
-            return table
-        user_ids = read_user_list(self.users) if isinstance(self.users, str) else list(self.users)
-        return table.select_users(user_ids, source=self.users if isinstance(self.users, str) else "users")
+    @classmethod
+    def on_launcher(cls, workdir: str | Path, data: str | Path | None, requests: str | None,
+                    users: Sequence[str] | None, users_from: str = "users") -> "_TableSource":
+        """The source of the launcher's arguments: paths resolved here, the user ids as given."""
+        run_data_dir = None
+        if requests is None and data is None:
+            run_data_dir = read_run_info(workdir).data.get("data_dir")
+        return cls(workdir=_launcher_path(workdir), data=None if data is None else _launcher_path(data),
+                   run_data_dir=None if run_data_dir is None else _launcher_path(run_data_dir),
+                   requests=None if requests is None else _launcher_path(requests),
+                   users=None if users is None else tuple(users), users_from=users_from)
+
+    def read(self) -> "_LoadedTable":
+        """The table, as the local job reads it (one-line errors: a bad file, a listed user without a request),
+        and its digest."""
+        if self.requests is not None:
+            table = read_requests(self.requests)
+        elif self.data is not None:
+            table = _dataset_table(self.workdir, self.data)
+        else:  # load_workdir_data without --data, from the launcher's resolved directory
+            run_data = {**read_run_info(self.workdir).data, "data_dir": self.run_data_dir}
+            table = read_requests(data=load_run_data(run_data, min_interactions=0))
+        if self.users is not None:
+            table = table.select_users(list(self.users), source=self.users_from)
+        return _LoadedTable(table, requests_digest(table))
+
+    def file_name(self, table: RequestTable) -> str:
+        """The file ``table`` was read from (what names it in an error)."""
+        if self.requests is not None:
+            return self.requests
+        directory = self.data or self.run_data_dir
+        if directory is None:
+            return f"the synthetic dataset of {self.workdir}"
+        return str(Path(directory) / f"{table.name}{INTER_SUFFIX}")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _LoadedTable:
+    """A process's copy of a :class:`_TableSource`'s table and its :func:`serving.requests_io.requests_digest`
+    (computed once per process). A class, not a tuple: Beam's ``shared.Shared`` holds it by weak reference."""
+
+    table: RequestTable
+    digest: str
 
 
 class _ReadTableChunks(beam.DoFn):
     """``(first, stop)`` users of a :class:`_TableSource`'s table -> their requests, in :class:`_RequestChunk`
     of ``users_per_chunk``. The table is read once per process (``shared``, the launcher's own copy on the
-    DirectRunner) and held by each thread's DoFn."""
+    DirectRunner) and held by each thread's DoFn.
 
-    def __init__(self, source: _TableSource, table: shared.Shared, users_per_chunk: int):
+    The user ranges are positions in the launcher's table, so a worker refuses a table that is not the
+    launcher's (``expected``: its number of users and digest): the file changed after the job started, and
+    its positions would serve other users or other histories."""
+
+    def __init__(self, source: _TableSource, table: shared.Shared, users_per_chunk: int,
+                 expected: tuple[int, str]):
         self._source = source
         self._shared_table = table
         self._users_per_chunk = users_per_chunk
+        self._expected = tuple(expected)
         self._table: RequestTable | None = None
 
     def setup(self) -> None:
-        self._table = self._shared_table.acquire(self._source.read, tag=self._source)
+        loaded = self._shared_table.acquire(self._source.read, tag=self._source)
+        if (loaded.table.num_users, loaded.digest) != self._expected:
+            num_users, digest = self._expected
+            raise ValueError(f"{self._source.file_name(loaded.table)}: changed since the job started (this worker "
+                             f"read {loaded.table.num_users} users, {loaded.digest}; the launcher {num_users}, "
+                             f"{digest}); leave the requests unchanged while a job runs, and run it again")
+        self._table = loaded.table
 
     def process(self, users: tuple[int, int]) -> Iterator[_RequestChunk]:
         yield from _table_chunks(self._table, self._users_per_chunk, range(*users))
@@ -453,7 +538,14 @@ class _ParseRequests(beam.DoFn):
         requests = []
         for row in rows:
             try:
+                if isinstance(row, bytes):  # a JSONL line _read_jsonl_range could not decode: this raises
+                    row.decode("utf-8")
                 requests.append(parse_request_line(row, where) if isinstance(row, str) else parse_request(row, where))
+            except UnicodeDecodeError as error:  # the line as text, U+FFFD for its bad bytes
+                self._failed.inc()
+                yield beam.pvalue.TaggedOutput(_DEAD_LETTER, _dead_letter(row.decode("utf-8", "replace"), (
+                    f"ValueError: {where}: the line is not UTF-8 ({error.reason} at byte offset {error.start} of "
+                    "the line); write the requests as UTF-8")))
             except ValueError as error:
                 self._failed.inc()
                 yield beam.pvalue.TaggedOutput(_DEAD_LETTER, _dead_letter(row, error))
@@ -588,9 +680,11 @@ class RecommenderModelHandler(ModelHandler[dict, PredictionResult, ServedModel])
 
     Failures: one bad request never fails its batch. Each request's items are
     looked up first (without ``skip_unknown``); the rest are decoded together,
-    and if that call still raises, one at a time, so only the failing request
-    becomes an error. (RunInference's ``with_exception_handling()`` would
-    dead-letter the whole batch instead.) Each :class:`PredictionResult`'s
+    and if that call still raises, again in parts (whole decode batches, then
+    thirds) down to the requests that fail alone, so only a failing request
+    becomes an error, at a few decode calls rather than one per request
+    (RunInference's ``with_exception_handling()`` would dead-letter the whole
+    batch instead). Each :class:`PredictionResult`'s
     ``inference`` is either ``{"record": {...}}`` or ``{"error": "one line"}``.
 
     Args:
@@ -684,19 +778,27 @@ class RecommenderModelHandler(ModelHandler[dict, PredictionResult, ServedModel])
                 outcomes[i] = {"error": _unknown_item_error(batch.request(i), rows, i, recommender.num_items)}
             servable = np.flatnonzero(~has_unknown).tolist()
         if servable:
-            user_ids = batch.user_ids
-            try:
-                records = self._recommend(recommender, item_fields, user_ids, rows, servable)
-            except Exception:  # noqa: BLE001 - some request of the batch is bad: find it, serve the rest
-                records = []
-                for i in servable:
-                    try:
-                        records.extend(self._recommend(recommender, item_fields, user_ids, rows, [i]))
-                    except Exception as error:  # noqa: BLE001 - this one request is what failed
-                        records.append({"error": _dead_letter(batch.request(i), error)["error"]})
-            for i, record in zip(servable, records):
-                outcomes[i] = record
+            for i, outcome in zip(servable, self._serve(recommender, item_fields, batch, rows, servable)):
+                outcomes[i] = outcome
         return outcomes
+
+    def _serve(self, recommender: Recommender, item_fields: ItemFields | None, batch: _RequestBatch,
+               rows: Mapping[str, list[np.ndarray | None]], which: list[int]) -> list[dict[str, Any]]:
+        """Requests ``which``' outcomes: one :meth:`_recommend` call for all of them; if it raises, the same on
+        parts of them, down to the requests that fail alone (each an ``{"error"}``).
+
+        The parts are whole decode batches first, then thirds: every call costs at least one padded decode
+        batch, however few requests it holds, so one bad request among two decode batches of 256 costs at
+        most 19 calls (20 padded decodes) instead of 512; thirds, since ``k`` parts a level over ``log_k(n)``
+        levels is fewest calls at ``k = 3``."""
+        try:
+            return self._recommend(recommender, item_fields, batch.user_ids, rows, which)
+        except Exception as error:  # noqa: BLE001 - some request of these is bad: find it, serve the rest
+            if len(which) == 1:
+                return [{"error": _dead_letter(batch.request(which[0]), error)["error"]}]
+        size = self._batch_size if len(which) > self._batch_size else -(-len(which) // 3)
+        return [outcome for start in range(0, len(which), size)
+                for outcome in self._serve(recommender, item_fields, batch, rows, which[start:start + size])]
 
     def _recommend(self, recommender: Recommender, item_fields: ItemFields | None, user_ids: Sequence[str],
                    rows: Mapping[str, list[np.ndarray | None]], which: list[int]) -> list[dict[str, Any]]:
@@ -802,6 +904,42 @@ class _ArrowTable:
         return pa.Table.from_pylist(records, schema=self.schema)
 
 
+class _RowGroups(beam.DoFn):
+    """Arrow tables (one per list of records, :class:`_ArrowTable`) -> tables of at least ``min_bytes`` (a
+    bundle's last one per window smaller), concatenated in order. ``WriteToParquetBatched`` writes each table
+    it takes as one row group, and a list's ``2 x batch_size`` records alone would make row groups of a few
+    hundred rows: many small reads, and metadata per group, for whoever reads the output."""
+
+    def __init__(self, min_bytes: int):
+        self._min_bytes = min_bytes
+        self._pending: dict[Any, list[Any]] = {}
+        self._pending_bytes: dict[Any, int] = {}
+
+    def start_bundle(self) -> None:
+        self._pending, self._pending_bytes = {}, {}
+
+    def process(self, table: Any, window=beam.DoFn.WindowParam) -> Iterator[Any]:
+        pending = self._pending.setdefault(window, [])
+        pending.append(table)
+        self._pending_bytes[window] = self._pending_bytes.get(window, 0) + table.nbytes
+        if self._pending_bytes[window] >= self._min_bytes:
+            yield _concat_tables(pending)
+            pending.clear()
+            self._pending_bytes[window] = 0
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for window, pending in self._pending.items():
+            if pending:
+                yield WindowedValue(_concat_tables(pending), window.max_timestamp(), [window])
+        self._pending, self._pending_bytes = {}, {}
+
+
+def _concat_tables(tables: list[Any]) -> Any:
+    import pyarrow as pa  # the Parquet output's optional extra; checked by encode_records on the launcher
+
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+
 class RecommendRequests(beam.PTransform):
     """Request rows -> ``{"records": PCollection, "dead_letter": PCollection[dict]}``.
 
@@ -822,7 +960,10 @@ class RecommendRequests(beam.PTransform):
         worth; e.g. all their JSONL lines as one string): the ``records``
         output then holds what it returns, one element per list, which a
         batched writer takes at a fraction of the per-record cost. Without it,
-        ``records`` holds one dict per record.
+        ``records`` holds one dict per record. (Renamed from ``encode``, which
+        was applied to each record: a caller of ``encode=f`` now leaves it out
+        and maps the records, ``outputs["records"] | beam.Map(f)``, or takes
+        whole lists with ``encode_batch``.)
     """
 
     def __init__(self, handler: RecommenderModelHandler, where: str = "the requests",
@@ -919,16 +1060,21 @@ def run_beam_job(
     """Runs the Beam pipeline (module docstring) to the end and returns what it wrote.
 
     Args:
-      workdir: training workdir; read here (its run files, the dataset without
-        ``requests``) and by every worker (the model).
+      workdir: training workdir; read here (its run files) and by every worker
+        process (the model, and without ``requests`` its run info and vocabulary
+        to load the dataset).
       out: output directory (local or a Beam file system URL); must be empty.
       requests: as ``genrec recommend --requests``: ``.jsonl`` or ``.parquet``
-        files (also a glob such as ``gs://b/req-*.parquet``, read by the
-        workers), a directory of Parquet files, or ``NAME.inter.json`` (read
-        here); None: every user of the dataset, as the local job.
-      users: a user list file (``--users``) or the user ids: serve only these.
-      data: dataset directory (``--data``): its users without ``requests``, and
-        its ``NAME.item.json`` for ``item_fields`` (default: the workdir's dataset).
+        files (also a glob such as ``gs://b/req-*.parquet``; only matched here,
+        read by the workers), a directory of Parquet files, or
+        ``NAME.inter.json`` (read here for the checks, and again by every
+        worker process); None: every user of the dataset, as the local job
+        (read here and by every worker process, as ``NAME.inter.json``).
+      users: a user list file (``--users``, read here only) or the user ids:
+        serve only these. The ids travel with the job (no worker reads the file).
+      data: dataset directory (``--data``): its users without ``requests`` (read
+        here and by every worker process), and its ``NAME.item.json`` for
+        ``item_fields`` (default: the workdir's dataset).
       item_fields: fields of ``NAME.item.json`` written beside each item (``--item-fields``).
       which, top_k, num_beams, batch_size, devices, matmul_precision, exclude_seen, skip_unknown:
         as :class:`RecommenderModelHandler` and ``genrec recommend``.
@@ -939,6 +1085,13 @@ def run_beam_job(
         ``--direct_running_mode`` or ``--direct_num_workers`` say otherwise
         (:data:`DIRECT_RUNNER_DEFAULTS`).
       log: where the summary line goes.
+
+    A local path is made absolute here (``Path.resolve()``), and a worker reads
+    it at that path: the workdir, the item file, the request files and, for the
+    dataset's or a ``NAME.inter.json``'s users, those files too, must be
+    readable there on every worker (docs/serving.md, "What workers need"). A
+    worker refuses a dataset or ``NAME.inter.json`` that is not the one read
+    here (its users and digest differ: the file changed while the job ran).
 
     Raises:
       UserError: a non-empty output directory, a requests pattern that matches no
@@ -955,21 +1108,23 @@ def run_beam_job(
     kind, pattern = _request_source(requests) if requests is not None else ("dataset", None)
     if pattern is not None and not FileSystems.match([pattern])[0].metadata_list:
         raise UserError(f"--requests {requests}: no file matches; give a JSONL or Parquet file or a glob of them")
+    if pattern is not None:  # the workers match or open it: from the launcher's directory, not theirs
+        pattern = _launcher_path(pattern)
     table = None
     if kind in ("dataset", "inter"):  # read here, as the local job reads them, and again by each worker process
         shared_table = shared.Shared()
-        table_source = _TableSource(
-            str(workdir), None if data is None else str(data), None if kind == "dataset" else requests,
-            None if users is None else str(users) if isinstance(users, (str, Path)) else tuple(user_ids))
+        table_source = _TableSource.on_launcher(workdir, data, requests if kind == "inter" else None, user_ids,
+                                                str(users) if isinstance(users, (str, Path)) else "users")
         # Held until the end: this process's workers (the DirectRunner's) take this copy instead of a new read.
-        table = shared_table.acquire(table_source.read, tag=table_source)
+        loaded = shared_table.acquire(table_source.read, tag=table_source)
+        table = loaded.table
     fields, item_file = None, None
     if item_fields:
-        item_file = workdir_item_file(workdir, data, table.name if kind == "dataset" and data else None)
+        item_file = _launcher_path(workdir_item_file(workdir, data, table.name if kind == "dataset" and data else None))
         fields = load_item_fields(item_file, item_fields, read_catalogue(workdir)[1])
     encode_records(output_format, fields)  # the format, pyarrow and the fields' Parquet types
     handler = RecommenderModelHandler(
-        workdir, which=which, top_k=top_k, num_beams=num_beams, batch_size=batch_size, devices=devices,
+        _launcher_path(workdir), which=which, top_k=top_k, num_beams=num_beams, batch_size=batch_size, devices=devices,
         matmul_precision=matmul_precision, exclude_seen=exclude_seen, skip_unknown=skip_unknown, item_file=item_file,
         item_fields=tuple(item_fields))
 
@@ -980,8 +1135,9 @@ def run_beam_job(
         users_per_chunk = _BATCHES_PER_CHUNK * batch_size
         rows = (pipeline | "UserRanges" >> beam.Create([(first, min(first + users_per_chunk, table.num_users))
                                                        for first in range(0, table.num_users, users_per_chunk)])
-                | "ReadRequests" >> beam.ParDo(_ReadTableChunks(table_source, shared_table, users_per_chunk)
-                                               ).with_output_types(_RequestBatch))
+                | "ReadRequests" >> beam.ParDo(_ReadTableChunks(
+                    table_source, shared_table, users_per_chunk, (table.num_users, loaded.digest))
+                    ).with_output_types(_RequestBatch))
     elif kind == "parquet":
         rows = (pipeline | "ReadParquet" >> beam.io.ReadFromParquetBatched(pattern)
                 | "ParquetRows" >> beam.FlatMap(_parquet_row_batches, str(requests), _BATCHES_PER_CHUNK * batch_size
@@ -995,8 +1151,8 @@ def run_beam_job(
         handler, where=str(requests or table.name), users=user_ids if table is None else None,
         encode_batch=_ArrowTable(schema) if output_format == "parquet" else _jsonl_text)
     if output_format == "parquet":
-        _ = outputs["records"] | "WriteParquet" >> beam.io.WriteToParquetBatched(
-            shards, schema, file_name_suffix=".parquet")
+        _ = (outputs["records"] | "RowGroups" >> beam.ParDo(_RowGroups(_ROW_GROUP_BYTES))
+             | "WriteParquet" >> beam.io.WriteToParquetBatched(shards, schema, file_name_suffix=".parquet"))
     else:  # each element a list's lines, joined
         _ = outputs["records"] | "WriteJsonl" >> beam.io.WriteToText(shards, file_name_suffix=".jsonl")
     _ = (outputs["dead_letter"] | "DeadLetterLines" >> beam.Map(json.dumps, default=str)

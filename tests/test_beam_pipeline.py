@@ -384,3 +384,166 @@ def test_beam_on_jsonl_split_in_many_ranges_writes_the_local_jobs_records(tmp_pa
     beam, num_beam = _records(tmp_path / "beam", "shard-*.jsonl")
     assert beam == local and num_beam == num_local == data.num_users == result.num_recommended
     assert result.num_dead_letter == 0
+
+
+def _worker_reads(source, launcher_handle):
+    """What a worker process of another machine reads: the DoFn as pickled into the job (with the launcher's
+    expected users and digest), without the launcher's copy of the table (a fresh shared handle)."""
+    import pickle
+
+    from apache_beam.utils import shared
+
+    loaded = launcher_handle.acquire(source.read, tag=source)
+    dofn = beam_pipeline._ReadTableChunks(source, shared.Shared(), 4, (loaded.table.num_users, loaded.digest))
+    return loaded.table, pickle.loads(pickle.dumps(dofn))
+
+
+def test_workers_read_absolute_paths_and_the_user_ids_the_launcher_read(tmp_path, run, monkeypatch):
+    """Relative --requests / --data / the run's relative data_dir, and a --users file: a worker in another
+    directory, without the user list file, reads the launcher's table (same users, same requests)."""
+    from apache_beam.utils import shared
+
+    (tmp_path / "launch").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "launch" / "toy.inter.json").write_text(json.dumps({f"u{i}": [f"i{i}", f"i{i + 1}"]
+                                                                    for i in range(10)}))
+    users_file = tmp_path / "launch" / "users.txt"
+    users_file.write_text("u7\nu3\nu8\n")
+    workdir = tmp_path / "launch" / "run"  # the fixture's run, trained on ../data (relative to the launcher)
+    workdir.mkdir()
+    config = json.loads((run[0] / "config.json").read_text())
+    config["train_config"]["data"].update(data_dir="data", name="toy")
+    (workdir / "config.json").write_text(json.dumps(config))
+    (tmp_path / "launch" / "data").symlink_to(run[1])
+
+    monkeypatch.chdir(tmp_path / "launch")
+    sources = [beam_pipeline._TableSource.on_launcher("run", None, "toy.inter.json",
+                                                      beam_pipeline.read_user_list("users.txt"), "users.txt"),
+               beam_pipeline._TableSource.on_launcher(run[0], "data", None, ["2", "0"]),
+               beam_pipeline._TableSource.on_launcher("run", None, None, None)]
+    assert sources[2].run_data_dir == str(run[1].resolve())
+    launched = [_worker_reads(source, shared.Shared()) for source in sources]
+    users_file.unlink()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for (table, worker), users in zip(launched, (["u7", "u3", "u8"], ["2", "0"], None)):
+        worker.setup()
+        chunks = list(worker.process((0, table.num_users)))
+        assert [request for chunk in chunks for request in chunk.records()] == list(table.records())
+        assert table.user_ids == (users or table.user_ids) and table.num_users >= 2
+
+
+@pytest.mark.parametrize("change", ["history", "user"])
+def test_a_worker_refuses_a_table_that_changed_after_the_launch(tmp_path, change):
+    """The user ranges are positions in the launcher's table: a worker that reads another version of the file
+    fails its setup with one line naming the file, instead of serving other users or histories."""
+    from apache_beam.utils import shared
+
+    requests = {f"u{i}": [f"i{i}", f"i{i + 1}"] for i in range(6)}
+    path = tmp_path / "toy.inter.json"
+    path.write_text(json.dumps(requests))
+    source = beam_pipeline._TableSource.on_launcher(tmp_path, None, str(path), None)
+    _, worker = _worker_reads(source, shared.Shared())
+    if change == "history":  # the same users, one history longer
+        requests["u2"].append("i9")
+    else:  # a user more: every position after it would shift in a sorted or filtered file
+        requests = {"u-new": ["i0"], **requests}
+    path.write_text(json.dumps(requests))
+    with pytest.raises(ValueError) as refused:
+        worker.setup()
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"{path}: changed since the job started")
+    assert ("read 7 users" if change == "user" else "read 6 users") in message
+
+
+def test_row_groups_join_a_bundles_tables_in_order_up_to_the_target():
+    import pyarrow as pa
+    from apache_beam.transforms.window import GlobalWindow
+
+    tables = [pa.table({"user": [f"u{k}-{i}" for i in range(n)]}) for k, n in enumerate([3, 4, 1, 5, 2])]
+    merge = beam_pipeline._RowGroups(min_bytes=tables[0].nbytes + tables[1].nbytes)
+    merge.start_bundle()
+    out = [t for table in tables for t in merge.process(table, window=GlobalWindow())]
+    out += [value.value for value in merge.finish_bundle()]
+    assert all(t.nbytes >= merge._min_bytes for t in out[:-1])
+    assert len(out) < len(tables)
+    assert pa.concat_tables(out).equals(pa.concat_tables(tables))
+
+
+def test_parquet_output_comes_in_few_large_row_groups(tmp_path, run, data, recommender, monkeypatch):
+    """19 users in 3 lists of one decode batch: the local job's records, in fewer row groups than lists
+    (WriteToParquetBatched wrote one row group per list)."""
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(beam_pipeline, "_BATCHES_PER_CHUNK", 1)
+    run_batch_job(recommender, data, tmp_path / "local", top_k=TOP_K, exclude_seen=True, output_format="parquet",
+                  log=lambda line: None)
+    _beam(run, tmp_path / "beam", data=run[1], exclude_seen=True, output_format="parquet")
+    assert _records(tmp_path / "beam", "shard-*.parquet") == _records(tmp_path / "local", "shard-*.parquet")
+    row_groups = [pq.ParquetFile(path).metadata.num_row_groups for path in (tmp_path / "beam").glob("shard-*")]
+    assert sum(row_groups) < -(-data.num_users // BATCH)
+
+
+class _PoisonedRecommender:
+    """A real recommender whose decode call fails when any of its histories holds ``poison_row``; it records
+    each call's number of requests."""
+
+    def __init__(self, recommender, poison_row):
+        self._recommender, self._poison_row, self.calls = recommender, poison_row, []
+        self.num_items = recommender.num_items
+
+    def snapshot(self):
+        return self
+
+    def lookup_rows(self, item_ids):
+        return self._recommender.lookup_rows(item_ids)
+
+    def recommend_rows(self, histories, **kwargs):
+        self.calls.append(len(histories))
+        if any(self._poison_row in history for history in histories):
+            raise RuntimeError("poisoned\ndecode")
+        return self._recommender.recommend_rows(histories, **kwargs)
+
+
+def test_one_bad_request_in_two_decode_batches_costs_a_few_calls_and_fails_alone(data, recommender):
+    """One request whose decode raises, among two decode batches: one dead letter (the words of before), the
+    rest the local job's records, in 9 decode calls (whole batches, then thirds) where one call per request
+    took 16."""
+    items = [str(item) for item in data.item_ids]
+    histories = [[items[row] for row in sequence] for sequence in data.sequences[:2 * BATCH]]
+    poison = next(item for item in items if not any(item in history for history in histories))
+    histories[12] = histories[12] + [poison]
+    batch = [_request(f"u{i}", history) for i, history in enumerate(histories)]
+    model = _PoisonedRecommender(recommender, int(recommender.lookup_rows([poison])[0]))
+    handler = RecommenderModelHandler("unused", top_k=TOP_K, num_beams=TOP_K + 1, batch_size=BATCH,
+                                      exclude_seen=True)
+    outcomes = [result.inference for result in handler.run_inference(batch, ServedModel(model))]
+    assert outcomes[12] == {"error": "RuntimeError: poisoned decode"}
+    good = [i for i in range(len(batch)) if i != 12]
+    expected = recommender.recommend([histories[i] for i in good], top_k=TOP_K, exclude_seen=True)
+    from serving.requests_io import recommendation_records
+
+    assert [outcomes[i] for i in good] == [{"record": record} for record in recommendation_records(
+        [f"u{i}" for i in good], expected)]
+    assert model.calls == [16, 8, 8, 3, 3, 1, 1, 1, 2]  # depth first: the failing third split before the last
+
+
+def test_a_jsonl_line_that_is_not_utf8_is_dead_lettered_alone(tmp_path, monkeypatch):
+    """One invalid byte fails its line only, whatever the byte ranges: the other lines parse, the bad one is
+    one dead letter naming the file (its text with U+FFFD, so the dead letter is JSON)."""
+    good = [{"user_id": f"u{i}", "history": ["é", f"i{i}"]} for i in range(4)]
+    lines = [json.dumps(row, ensure_ascii=False).encode() for row in good]
+    lines.insert(2, b'{"user_id": "bad\xff", "history": []}')
+    path = tmp_path / "requests.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    for range_bytes in (1, 9, 40, 1 << 20):
+        monkeypatch.setattr(beam_pipeline, "_RANGE_BYTES", range_bytes)
+        parse = beam_pipeline._ParseRequests(str(path))
+        parsed = [out for byte_range in beam_pipeline._jsonl_ranges(str(path))
+                  for batch in beam_pipeline._read_jsonl_range(byte_range) for out in parse.process(batch)]
+        requests = [request for out in parsed if isinstance(out, beam_pipeline._Requests) for request in out.requests]
+        dead = [out.value for out in parsed if not isinstance(out, beam_pipeline._Requests)]
+        assert [(r["user_id"], r["history"]) for r in requests] == [(r["user_id"], r["history"]) for r in good]
+        assert dead == [{"request": '{"user_id": "bad\ufffd", "history": []}',
+                         "error": f"ValueError: {path}: the line is not UTF-8 (invalid start byte at byte offset 16 "
+                                  "of the line); write the requests as UTF-8"}], range_bytes
+        json.dumps(dead)
