@@ -9,6 +9,9 @@ catalogue (speed does not depend on the weights' values).
 
 With several devices, ``--data-parallel`` also times the same decode with
 the batch sharded over all of them (index and weights replicated).
+``--matmul-precisions default,highest`` times each dtype at each float32
+matmul precision (docs/serving.md, "Reproducibility on GPUs": the cost of
+``--matmul-precision highest``).
 
 Run (GPU):  PYTHONPATH=. python benchmarks/recommend_throughput.py --data data_local/Beauty
 CPU smoke:  PYTHONPATH=. python benchmarks/recommend_throughput.py --batch 16 --trials 2 --num-items 500
@@ -29,6 +32,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from constrained.beam_search import constrained_beam_search, unconstrained_beam_search
+from constrained.decode import matmul_precision_scope
 from constrained.index import build_index
 from genrec.models import ModelConfig, build_model, count_params
 from genrec.vocab import BOS_ID, PAD_ID, SIDVocabulary
@@ -108,6 +112,8 @@ def main(argv=None):
     parser.add_argument("--data-parallel", action="store_true")
     parser.add_argument("--normalization", default="vocab", choices=["vocab", "trie"],
                         help="beam-score softmax support (trie = MSL-trained models)")
+    parser.add_argument("--matmul-precisions", default="default",
+                        help="comma-separated: default, high, highest (constrained.decode.matmul_precision_scope)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
@@ -117,16 +123,18 @@ def main(argv=None):
     inputs = [random_histories(rng, sid_codes, vocab, args.batch, args.history) for _ in range(4)]
     print(f"jax {jax.__version__} {jax.devices()}; catalogue {len(sid_codes)} SIDs", flush=True)
     rows = []
-    for dtype in args.dtypes.split(","):
+    for dtype, precision in ((d, p) for d in args.dtypes.split(",") for p in args.matmul_precisions.split(",")):
         preset = ModelConfig.t5_small_rec if args.arch == "t5" else ModelConfig.llama_small_rec
         config = preset(vocab.vocab_size, vocab.num_levels, dtype=getattr(jnp, dtype))
         model = build_model(config, rngs=nnx.Rngs(0))
         graphdef, state = nnx.split(model)
         constrained, unconstrained = make_fns(graphdef, args.beams, vocab, args.normalization)
         dev_inputs = [tuple(jnp.asarray(a) for a in x) for x in inputs]
-        c_ms = median_ms(constrained, [(state, index) + x for x in dev_inputs], args.trials)
-        u_ms = median_ms(unconstrained, [(state,) + x for x in dev_inputs], args.trials)
-        row = {"arch": args.arch, "dtype": dtype, "params": count_params(model), "batch": args.batch,
+        with matmul_precision_scope(precision):
+            c_ms = median_ms(constrained, [(state, index) + x for x in dev_inputs], args.trials)
+            u_ms = median_ms(unconstrained, [(state,) + x for x in dev_inputs], args.trials)
+        row = {"arch": args.arch, "dtype": dtype, "precision": precision, "params": count_params(model),
+               "batch": args.batch,
                "beams": args.beams, "devices": 1, "constrained_ms": c_ms, "unconstrained_ms": u_ms,
                "users_per_s": args.batch / c_ms * 1e3}
         rows.append(row)
@@ -140,19 +148,20 @@ def main(argv=None):
             big = [tuple(jax.device_put(a, shard) for a in x) for x in big]
             state_r = jax.device_put(state, repl)
             index_r = jax.device_put(index, repl)
-            dp_ms = median_ms(constrained, [(state_r, index_r) + x for x in big], args.trials)
+            with matmul_precision_scope(precision):
+                dp_ms = median_ms(constrained, [(state_r, index_r) + x for x in big], args.trials)
             row = dict(row, devices=n, batch=args.batch * n, constrained_ms=dp_ms, unconstrained_ms=None,
                        users_per_s=args.batch * n / dp_ms * 1e3)
             rows.append(row)
             print(row, flush=True)
-    print("\n| arch | dtype | devices | batch | constrained ms | unconstrained ms | constrained/unconstrained | "
-          "users/s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| arch | dtype | precision | devices | batch | constrained ms | unconstrained ms | "
+          "constrained/unconstrained | users/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         u = r["unconstrained_ms"]
         ratio = f"{r['constrained_ms'] / u:.3f}" if u else "-"
-        print(f"| {r['arch']} | {r['dtype']} | {r['devices']} | {r['batch']} | {r['constrained_ms']:.3f} | "
-              f"{u if u is None else round(u, 3)} | {ratio} | {r['users_per_s']:,.0f} |")
+        print(f"| {r['arch']} | {r['dtype']} | {r['precision']} | {r['devices']} | {r['batch']} | "
+              f"{r['constrained_ms']:.3f} | {u if u is None else round(u, 3)} | {ratio} | {r['users_per_s']:,.0f} |")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"device": jax.devices()[0].device_kind, "rows": rows}, f, indent=1)
