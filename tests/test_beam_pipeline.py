@@ -1,7 +1,7 @@
-"""serving/beam_pipeline.py on Beam's DirectRunner: the same records as the local
-batch job from the same flags (dataset, Parquet requests with item lists, --users,
---item-fields, Parquet output), bad rows and failed requests in the dead-letter
-output while the rest complete, and one-line errors for flags in the wrong place."""
+"""serving/beam_pipeline.py (and its readers, serving/beam_requests.py) on Beam's DirectRunner: the same
+records as the local batch job from the same flags (dataset, Parquet requests with item lists, --users,
+--item-fields, Parquet output), bad rows and failed requests in the dead-letter output while the rest
+complete, and one-line errors for flags in the wrong place."""
 
 import json
 import sys
@@ -16,7 +16,7 @@ from genrec.console import UserError  # noqa: E402
 from genrec.datasets import write_sid_dataset  # noqa: E402
 from genrec.models import ModelConfig, build_model  # noqa: E402
 from genrec.synthetic import make_synthetic_dataset  # noqa: E402
-from serving import beam_pipeline, cli  # noqa: E402
+from serving import beam_pipeline, beam_requests, cli  # noqa: E402
 from serving.batch_job import run_batch_job  # noqa: E402
 from serving.beam_pipeline import RecommenderModelHandler, ServedModel, run_beam_job  # noqa: E402
 from serving.recommender import Recommendations, Recommender  # noqa: E402
@@ -116,7 +116,7 @@ def test_request_chunks_hold_the_tables_requests_in_order():
     table = RequestTable(user_ids=[f"u{i}" for i in range(11)], item_ids=item_ids, histories=lists(0.0),
                          allow_items=lists(0.5), exclude_items=None, name="t")
     for users_per_chunk in (1, 4, 11, 64):
-        chunks = beam_pipeline._table_chunks(table, users_per_chunk)
+        chunks = beam_requests._table_chunks(table, users_per_chunk)
         assert len(chunks) == -(-11 // users_per_chunk)
         assert [request for chunk in chunks for request in chunk.records()] == list(table.records())
         for chunk in chunks:
@@ -318,10 +318,10 @@ def test_jsonl_byte_ranges_read_every_line_once_in_order(tmp_path, monkeypatch):
     (tmp_path / "requests.jsonl").write_text(text, encoding="utf-8")
     expected = [line.removesuffix("\r") for line in lines if line.strip()]
     for range_bytes in (1, 2, 3, 5, 17, 41, len(text.encode()), 1 << 20):
-        monkeypatch.setattr(beam_pipeline, "_RANGE_BYTES", range_bytes)
-        ranges = beam_pipeline._jsonl_ranges(str(tmp_path / "*.jsonl"))
+        monkeypatch.setattr(beam_requests, "_RANGE_BYTES", range_bytes)
+        ranges = beam_requests._jsonl_ranges(str(tmp_path / "*.jsonl"))
         assert ranges[0].start == 0 and ranges[-1].end == len(text.encode())
-        read = [row for byte_range in ranges for batch in beam_pipeline._read_jsonl_range(byte_range)
+        read = [row for byte_range in ranges for batch in beam_requests._read_jsonl_range(byte_range)
                 for row in batch.rows]
         assert read == expected, range_bytes
 
@@ -341,10 +341,10 @@ def test_a_chunk_looks_up_the_rows_and_requests_its_records_hold():
     catalogue = _FailingRecommender()
     catalogue._ids = [f"item{i}" for i in range(0, 40, 9)]  # the rest are unknown
     flags = []
-    for chunk in beam_pipeline._table_chunks(table, 5):
+    for chunk in beam_requests._table_chunks(table, 5):
         requests = list(chunk.records())
         rows, has_unknown = chunk.catalogue_rows(catalogue)
-        expected_rows, expected_unknown = beam_pipeline._batch_rows(requests, catalogue)
+        expected_rows, expected_unknown = beam_requests._batch_rows(requests, catalogue)
         np.testing.assert_array_equal(has_unknown, expected_unknown)
         flags.extend(has_unknown.tolist())
         for key in expected_rows:
@@ -358,12 +358,12 @@ def test_a_chunk_looks_up_the_rows_and_requests_its_records_hold():
 def test_rebatch_cuts_requests_into_whole_batches_in_order():
     from apache_beam.transforms.window import GlobalWindow
 
-    rebatch = beam_pipeline._Rebatch(4)
+    rebatch = beam_requests._Rebatch(4)
     rebatch.start_bundle()
     sizes = [3, 4, 1, 9, 4, 2]
     inputs = []
     for n in sizes:
-        inputs.append(beam_pipeline._Requests([_request(f"u{len(inputs)}-{k}", []) for k in range(n)]))
+        inputs.append(beam_requests._Requests([_request(f"u{len(inputs)}-{k}", []) for k in range(n)]))
     out = [batch for requests in inputs for batch in rebatch.process(requests, window=GlobalWindow())]
     out += [value.value for value in rebatch.finish_bundle()]
     assert [len(batch) for batch in out] == [4] * (sum(sizes) // 4) + [sum(sizes) % 4]
@@ -374,7 +374,7 @@ def test_beam_on_jsonl_split_in_many_ranges_writes_the_local_jobs_records(tmp_pa
                                                                           monkeypatch):
     """JSONL requests read in small byte ranges (lines cut across ranges, lists rebatched across them) on the
     default two worker threads: the local job's records for the same requests."""
-    monkeypatch.setattr(beam_pipeline, "_RANGE_BYTES", 100)
+    monkeypatch.setattr(beam_requests, "_RANGE_BYTES", 100)
     table = RequestTable.from_interactions(data)
     (tmp_path / "requests.jsonl").write_text("".join(json.dumps(row) + "\n" for row in table.records()))
     run_batch_job(recommender, table, tmp_path / "local", top_k=TOP_K, exclude_seen=True, log=lambda line: None)
@@ -394,7 +394,7 @@ def _worker_reads(source, launcher_handle):
     from apache_beam.utils import shared
 
     loaded = launcher_handle.acquire(source.read, tag=source)
-    dofn = beam_pipeline._ReadTableChunks(source, shared.Shared(), 4, (loaded.table.num_users, loaded.digest))
+    dofn = beam_requests._ReadTableChunks(source, shared.Shared(), 4, (loaded.table.num_users, loaded.digest))
     return loaded.table, pickle.loads(pickle.dumps(dofn))
 
 
@@ -417,10 +417,10 @@ def test_workers_read_absolute_paths_and_the_user_ids_the_launcher_read(tmp_path
     (tmp_path / "launch" / "data").symlink_to(run[1])
 
     monkeypatch.chdir(tmp_path / "launch")
-    sources = [beam_pipeline._TableSource.on_launcher("run", None, "toy.inter.json",
+    sources = [beam_requests._TableSource.on_launcher("run", None, "toy.inter.json",
                                                       beam_pipeline.read_user_list("users.txt"), "users.txt"),
-               beam_pipeline._TableSource.on_launcher(run[0], "data", None, ["2", "0"]),
-               beam_pipeline._TableSource.on_launcher("run", None, None, None)]
+               beam_requests._TableSource.on_launcher(run[0], "data", None, ["2", "0"]),
+               beam_requests._TableSource.on_launcher("run", None, None, None)]
     assert sources[2].run_data_dir == str(run[1].resolve())
     launched = [_worker_reads(source, shared.Shared()) for source in sources]
     users_file.unlink()
@@ -441,7 +441,7 @@ def test_a_worker_refuses_a_table_that_changed_after_the_launch(tmp_path, change
     requests = {f"u{i}": [f"i{i}", f"i{i + 1}"] for i in range(6)}
     path = tmp_path / "toy.inter.json"
     path.write_text(json.dumps(requests))
-    source = beam_pipeline._TableSource.on_launcher(tmp_path, None, str(path), None)
+    source = beam_requests._TableSource.on_launcher(tmp_path, None, str(path), None)
     _, worker = _worker_reads(source, shared.Shared())
     if change == "history":  # the same users, one history longer
         requests["u2"].append("i9")
@@ -536,12 +536,12 @@ def test_a_jsonl_line_that_is_not_utf8_is_dead_lettered_alone(tmp_path, monkeypa
     path = tmp_path / "requests.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     for range_bytes in (1, 9, 40, 1 << 20):
-        monkeypatch.setattr(beam_pipeline, "_RANGE_BYTES", range_bytes)
-        parse = beam_pipeline._ParseRequests(str(path))
-        parsed = [out for byte_range in beam_pipeline._jsonl_ranges(str(path))
-                  for batch in beam_pipeline._read_jsonl_range(byte_range) for out in parse.process(batch)]
-        requests = [request for out in parsed if isinstance(out, beam_pipeline._Requests) for request in out.requests]
-        dead = [out.value for out in parsed if not isinstance(out, beam_pipeline._Requests)]
+        monkeypatch.setattr(beam_requests, "_RANGE_BYTES", range_bytes)
+        parse = beam_requests._ParseRequests(str(path))
+        parsed = [out for byte_range in beam_requests._jsonl_ranges(str(path))
+                  for batch in beam_requests._read_jsonl_range(byte_range) for out in parse.process(batch)]
+        requests = [request for out in parsed if isinstance(out, beam_requests._Requests) for request in out.requests]
+        dead = [out.value for out in parsed if not isinstance(out, beam_requests._Requests)]
         assert [(r["user_id"], r["history"]) for r in requests] == [(r["user_id"], r["history"]) for r in good]
         assert dead == [{"request": '{"user_id": "bad\ufffd", "history": []}',
                          "error": f"ValueError: {path}: the line is not UTF-8 (invalid start byte at byte offset 16 "
