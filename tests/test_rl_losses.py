@@ -135,6 +135,23 @@ def np_sequence_rewards(codes, targets, valid, kind, weights):
     return out
 
 
+def np_ranking_rewards(codes, targets, valid, scores):
+    """The official V-STAR code's ranking reward, written out: exact hit 1; in a group holding the target,
+    the miss ranked i-th (0 = first) by ``scores`` among the valid rollouts gets -(1/log2(i+2)) / sum_{j<n}."""
+    out = np.zeros(codes.shape[:2])
+    for b in range(codes.shape[0]):
+        members = [g for g in range(codes.shape[1]) if valid[b, g]]
+        members.sort(key=lambda g: (-scores[b, g], g))
+        hits = {g for g in members if (codes[b, g] == targets[b]).all()}
+        total = sum(1.0 / np.log2(j + 2.0) for j in range(len(members)))
+        for rank, g in enumerate(members):
+            if g in hits:
+                out[b, g] = 1.0
+            elif hits:
+                out[b, g] = -(1.0 / np.log2(rank + 2.0)) / total
+    return out
+
+
 def np_level_rewards(codes, targets, weights, cand_emb=None, tgt_emb=None):
     batch, rollouts, levels = codes.shape
     out = np.zeros((batch, rollouts, levels))
@@ -284,6 +301,29 @@ def test_default_level_weights_table_and_rule():
         assert all(0 < a < b for a, b in zip(weights, weights[1:]))
     with pytest.raises(ValueError, match="num_levels"):
         default_level_weights(0)
+
+
+@pytest.mark.parametrize("seed,levels", CASES)
+def test_ranking_rewards_match_numpy(seed, levels):
+    """``kind="ranking"`` equals the written-out reward on random groups (ties in the scores included): a
+    group without the target carries no signal, a hit scores 1, and the misses' penalties fall with rank."""
+    codes, targets, valid = random_rollouts(seed, levels)
+    rng = np.random.default_rng(seed + 100)
+    scores = np.round(rng.normal(size=valid.shape), 1).astype(np.float32)  # rounded: ties occur
+    scores[3, 0] = scores[3, 1]
+    got = np.asarray(sequence_rewards_jit(codes, targets, valid, kind="ranking", level_weights=None,
+                                          rank_scores=scores))
+    want = np_ranking_rewards(codes, targets, valid, scores)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert (got[3] < 0).any() and got[3].max() == 1.0  # request 3 holds its target: misses are penalised
+    for b in range(codes.shape[0]):
+        if not (want[b] == 1.0).any():
+            assert (got[b] == 0).all()
+    misses = valid[3] & (got[3] < 0)
+    order = np.argsort(-scores[3][misses], kind="stable")
+    assert (np.diff(got[3][misses][order]) >= -1e-7).all()  # higher-ranked misses cost more
+    with pytest.raises(ValueError, match="rank_scores"):
+        sequence_rewards(codes, targets, valid, kind="ranking")
 
 
 @pytest.mark.parametrize("seed,levels", CASES)
@@ -547,6 +587,23 @@ def test_rl_objective_matches_references_and_has_finite_gradients(seed, levels):
         assert np.isfinite(grad).all()
         np.testing.assert_array_equal(np.asarray(grad)[~valid], 0.0)
         assert np.abs(np.asarray(grad)[valid]).max() > 0
+
+
+@pytest.mark.parametrize("seed,levels", CASES[2:3])
+def test_rl_objective_ranks_the_ranking_reward_by_the_rollout_policy(seed, levels):
+    """With ``reward_kind="ranking"`` the objective's rewards rank each group by ``logp_old`` summed over
+    levels (the rollout policy's sequence log-probability): its GRPO loss and reward metrics are the
+    reference's on those rewards."""
+    codes, targets, valid = random_rollouts(seed, levels)
+    new, old, ref = random_log_probs(seed, valid, levels)
+    values = random_values(seed, valid, levels)
+    config = RLLossConfig(kl_weight=0.0, reward_kind="ranking")
+    _, metrics = rl_objective_jit(new, old, ref, values, codes, targets, valid, config=config)
+    rewards = np_ranking_rewards(codes, targets, valid, np.where(valid[..., None], old, 0.0).sum(-1))
+    grpo, _, _ = np_grpo(new, old, np_group_advantages(rewards, valid), valid)
+    np.testing.assert_allclose(metrics["grpo_loss"], grpo, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(metrics["reward_mean"], rewards[valid].mean(), rtol=1e-5, atol=1e-6)
+    assert (rewards < 0).any()
 
 
 def test_rl_loss_config_rejects_bad_settings():

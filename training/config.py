@@ -247,7 +247,7 @@ class CheckpointConfig:
 
 
 RolloutKind = Literal["beam", "sample", "ved"]
-SequenceRewardKind = Literal["exact", "prefix_credit"]
+SequenceRewardKind = Literal["exact", "prefix_credit", "ranking"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,8 +271,10 @@ class RLConfig:
       ved_lambda, ved_beta: VED's entropy weight and exploration constant.
       ved_init_beam_width: width of the beam search that seeds VED's tree.
       ved_nodes_per_iteration: nodes VED expands per batched model call.
-      reward: sequence reward of a rollout: ``"exact"`` (1 for the target item)
-        or ``"prefix_credit"`` (the weight of the deepest matched level).
+      reward: sequence reward of a rollout: ``"exact"`` (1 for the target item),
+        ``"prefix_credit"`` (the weight of the deepest matched level) or
+        ``"ranking"`` (exact, plus a rank-discounted penalty on the misses of a
+        group that holds the target: ``training.rl_losses.sequence_rewards``).
       level_weights: per-level rewards ``w_1..w_L`` of the value target; None
         = ``training.rl_losses.default_level_weights(L)``.
       gamma: TD discount of the value target.

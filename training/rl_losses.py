@@ -30,8 +30,8 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-RewardKind = Literal["exact", "prefix_credit"]
-REWARD_KINDS: tuple[str, ...] = ("exact", "prefix_credit")
+RewardKind = Literal["exact", "prefix_credit", "ranking"]
+REWARD_KINDS: tuple[str, ...] = ("exact", "prefix_credit", "ranking")
 KLEstimator = Literal["k3", "exact"]
 KL_ESTIMATORS: tuple[str, ...] = ("k3", "exact")
 
@@ -93,20 +93,29 @@ def sequence_rewards(
     *,
     kind: RewardKind = "exact",
     level_weights: tuple[float, ...] | None = None,
+    rank_scores: jax.Array | None = None,
 ) -> jax.Array:
     """The rollout reward of GRPO and Sibling-GRPO (docs/rl.md, "Rewards").
 
     ``"exact"``: 1 for the target item, else 0. ``"prefix_credit"``: ``w_m``
     for the deepest matched level ``m`` (0 if ``m = 0``; ``w_L = 1``, so the
-    target still scores 1). Invalid rollouts score 0.
+    target still scores 1). ``"ranking"``: ``"exact"`` plus, in a group that
+    holds the target, a penalty on each miss by its rank ``i`` (0 = first)
+    among the group's valid rollouts by ``rank_scores``:
+    ``-(1 / log2(i + 2)) / sum_{j < n} 1 / log2(j + 2)`` (``n`` valid rollouts),
+    so a miss the model ranks high costs more: the NDCG-shaped reward of the
+    official V-STAR code's ``reward_type=ranking``. Invalid rollouts score 0.
 
     Args:
       sid_codes: int32 ``[B, G, L]``.
       target_codes: int32 ``[B, L]``.
       valid: bool ``[B, G]``.
-      kind: ``"exact" | "prefix_credit"``.
+      kind: ``"exact" | "prefix_credit" | "ranking"``.
       level_weights: ``L`` floats for ``"prefix_credit"``; None =
         :func:`default_level_weights`.
+      rank_scores: float ``[B, G]``, higher ranks first (ties: lower slot
+        first); needed by ``"ranking"`` (the RL objective passes the
+        rollouts' sequence log-probabilities under the rollout policy).
 
     Returns:
       float32 ``[B, G]``.
@@ -115,6 +124,21 @@ def sequence_rewards(
     matched = matched_prefix_length(sid_codes, target_codes)
     if kind == "exact":
         reward = (matched == num_levels).astype(jnp.float32)
+    elif kind == "ranking":
+        if rank_scores is None:
+            raise ValueError('sequence_rewards: kind="ranking" needs rank_scores [B, G]')
+        valid = valid.astype(bool)
+        hit = (matched == num_levels) & valid
+        scores = jnp.where(valid, rank_scores.astype(jnp.float32), -jnp.inf)
+        slots = jnp.arange(scores.shape[1])
+        # Rank of each rollout: the valid rollouts ahead of it (higher score, or equal score in a lower slot).
+        ahead = (scores[:, None, :] > scores[:, :, None]) | (
+            (scores[:, None, :] == scores[:, :, None]) & (slots[None, None, :] < slots[None, :, None]))
+        rank = jnp.sum(ahead & valid[:, None, :], axis=-1)  # [B, G]
+        discount = 1.0 / jnp.log2(jnp.arange(scores.shape[1], dtype=jnp.float32) + 2.0)  # [G]
+        total = jnp.cumsum(discount)[jnp.maximum(valid.sum(axis=1) - 1, 0)]  # [B]: sum over j < n
+        penalty = -discount[rank] / total[:, None]
+        reward = hit.astype(jnp.float32) + jnp.where(hit.any(axis=1, keepdims=True) & ~hit, penalty, 0.0)
     elif kind == "prefix_credit":
         weights = _resolve_level_weights(level_weights, num_levels, "sequence_rewards")
         weights_from_zero = jnp.concatenate([jnp.zeros((1,), jnp.float32), weights])  # [L + 1]
@@ -559,7 +583,8 @@ class RLLossConfig:
       clip_eps: PPO clip of both GRPO losses.
       advantage_eps: ``eps`` added to the std in both advantages.
       gamma: TD discount of the value target.
-      reward_kind: sequence reward of GRPO and Sibling-GRPO, ``"exact" | "prefix_credit"``.
+      reward_kind: sequence reward of GRPO and Sibling-GRPO, ``"exact" | "prefix_credit" | "ranking"``
+        (:func:`sequence_rewards`; ``"ranking"`` ranks by the rollouts' log-probabilities under ``logp_old``).
       level_weights: per-level weights ``w_1 .. w_L`` (value reward and
         ``"prefix_credit"``); None = :func:`default_level_weights`.
     """
@@ -668,8 +693,10 @@ def rl_objective(
         logp_old = jax.lax.stop_gradient(logp_new)
     mask = valid.astype(bool)
 
+    rank_scores = jnp.sum(jnp.where(mask[..., None], logp_old, 0.0), axis=-1)  # the rollout policy's ranking
     rewards = sequence_rewards(
-        sid_codes, target_codes, mask, kind=config.reward_kind, level_weights=config.level_weights
+        sid_codes, target_codes, mask, kind=config.reward_kind, level_weights=config.level_weights,
+        rank_scores=jax.lax.stop_gradient(rank_scores),
     )
     advantages = group_advantages(rewards, mask, config.advantage_eps)
     grpo, grpo_stats = grpo_loss(logp_new, logp_old, advantages, mask, config.clip_eps)
