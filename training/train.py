@@ -7,7 +7,7 @@ catalogue trie (training/evaluate.py); checkpoints are Orbax
 (training/checkpoint.py). docs/training.md describes the run end to end.
 
     python -m training.train --config tpu_configs/cpu_smoke.py --workdir runs/smoke \
-        [--set optimizer.learning_rate=1e-3 ...] [--no-resume]
+        [--set optimizer.learning_rate=1e-3 ...] [--no-resume] [--init-from RUN]
 
 Outputs in the workdir: ``config.json``, ``vocab.json``, ``catalogue.npz``,
 ``checkpoints/``, ``best/``, ``metrics.jsonl`` (one JSON record per logged
@@ -15,7 +15,14 @@ step / evaluation), ``tensorboard/`` (the same scalars as TensorBoard event
 files, tags ``kind/key``, when tensorboardX is installed: training/tb_events.py),
 ``results.json`` (test metrics of the best checkpoint), ``test_ranks.npy``
 (each test user's rank of the target in the beam, 0 = missed) and
-``curves.png`` when matplotlib is installed.
+``curves.png`` when matplotlib is installed; with ``--init-from RUN``,
+``init_from.json`` (the start: RUN, its best checkpoint's step, a digest of its
+parameters).
+
+A warm start (``--init-from RUN``) begins from RUN's best checkpoint with a
+fresh optimizer state and this config's schedule, and validates that start at
+step 0, so the best checkpoint and early stopping include it (the CE-only
+control of the RL study, docs/training.md#warm-start).
 
 Resume is exact: a run killed at any point and restarted with the same
 command continues from its newest checkpoint and reaches bit-identical
@@ -51,6 +58,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from constrained.decode import build_eval_index
+from genrec.array_digest import tree_digest
 from genrec.atomic_files import atomic_open, write_json_atomic
 from genrec.batching import BatchIterator
 from genrec.checkpoint_checksums import CheckpointDamaged
@@ -65,8 +73,10 @@ from genrec.run_files import (
     CONFIG_FILE,
     PERIODIC_DIR,
     all_finite,
+    damaged_run_file,
     load_run_data,
     read_catalogue,
+    restore_params,
 )
 from genrec.split import LeaveOneOutSplit, SplitArrays, leave_one_out_split, subset_examples
 from training.checkpoint import Checkpointer, TrainingProgress, read_run_config, write_run_files
@@ -103,8 +113,10 @@ RESULTS_FILE = "results.json"
 CURVES_FILE = "curves.png"
 TENSORBOARD_DIR = "tensorboard"
 TEST_RANKS_FILE = "test_ranks.npy"
+INIT_FROM_FILE = "init_from.json"
 # What --no-resume removes from a workdir (only files this module writes).
-_RUN_OUTPUTS = ("checkpoints", "best", METRICS_FILE, RESULTS_FILE, CURVES_FILE, TENSORBOARD_DIR, TEST_RANKS_FILE)
+_RUN_OUTPUTS = ("checkpoints", "best", METRICS_FILE, RESULTS_FILE, CURVES_FILE, TENSORBOARD_DIR, TEST_RANKS_FILE,
+                INIT_FROM_FILE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,6 +318,71 @@ def _to_json_value(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------
+# Warm start (--init-from)
+# ---------------------------------------------------------------------------
+
+
+def _check_warm_start_source(config: TrainConfig, init_from: Path, workdir: Path) -> None:
+    """Refuses, in one line, a source that is no workdir, is ``workdir`` itself, or has another model or data."""
+    if not (init_from / CONFIG_FILE).exists():
+        raise UserError(f"--init-from {init_from}: not a genrec workdir (no {CONFIG_FILE}); give the --workdir "
+                        "of a genrec train run")
+    if init_from.resolve() == workdir.resolve():
+        raise UserError(f"--init-from {init_from} is --workdir itself; a warm start writes a new --workdir")
+    saved, _ = read_run_config(init_from)
+    old, new = flat_settings(saved), flat_settings(config)
+    differ = [key for key in new if key.startswith(("data.", "model.")) and old.get(key) != new[key]]
+    if differ:
+        listed = ", ".join(f"{key} {old.get(key)!r} -> {new[key]!r}" for key in differ)
+        raise UserError(f"{init_from / CONFIG_FILE}: this config changes the run's {listed}; a warm start "
+                        "continues that run's model on its data: use its config file")
+
+
+def _warm_start(init_from: Path, params: nnx.State, sid_codes: np.ndarray) -> tuple[nnx.State, dict[str, Any]]:
+    """``init_from``'s best parameters (in the structure of ``params``) and the record of ``init_from.json``.
+
+    Args:
+      init_from: a genrec train workdir with the same model and data (checked by
+        :func:`_check_warm_start_source`).
+      params: this run's freshly initialised ``nnx.Param`` state.
+      sid_codes: int32[num_items, L], this run's catalogue (must be the source's).
+    """
+    saved_codes, _ = read_catalogue(init_from)
+    if not np.array_equal(saved_codes, sid_codes):
+        raise UserError(f"--init-from {init_from}: its catalogue differs from the data of this config; use the "
+                        "run's config")
+    try:
+        params, step = restore_params(init_from, params, "best")
+    except FileNotFoundError as error:
+        raise UserError(f"--init-from {init_from}: no best checkpoint ({error}); a warm start begins from a run "
+                        "that validated at least once") from error
+    if not all_finite(params):
+        raise UserError(f"--init-from {init_from}: its best checkpoint (step {step}) holds non-finite weights")
+    return params, {"workdir": str(init_from.resolve()), "checkpoint": "best", "step": int(step),
+                    "params": tree_digest(nnx.to_pure_dict(params))}
+
+
+def _read_init_from(path: Path) -> dict[str, Any] | None:
+    """A workdir's ``init_from.json`` (None when the run started from scratch); a damaged one is one line."""
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise damaged_run_file(path, f"not JSON ({error})") from error
+    if not isinstance(record, dict) or not {"workdir", "checkpoint", "step", "params"} <= record.keys():
+        raise damaged_run_file(path, "not the record of a warm start (workdir, checkpoint, step, params)")
+    return record
+
+
+def _start_name(record: dict[str, Any] | None) -> str:
+    """How an error names a run's start: ``scratch`` or ``RUN (best step S, params DIGEST...)``."""
+    if record is None:
+        return "scratch (no --init-from)"
+    return f"{record['workdir']} ({record['checkpoint']} step {record['step']}, params {record['params'][:19]})"
+
+
+# ---------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------
 
@@ -316,6 +393,7 @@ def train(
     *,
     resume: bool = True,
     on_step_end: Callable[[int], None] | None = None,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
     """Trains ``config`` in ``workdir`` (see the module docstring), resuming by default.
 
@@ -324,6 +402,11 @@ def train(
       workdir: output directory (created).
       resume: continue from the newest checkpoint in ``workdir`` if any;
         False deletes the previous run's checkpoints, metrics and results there.
+      init_from: a genrec train workdir with this config's model and data: a
+        fresh run starts from its best checkpoint's parameters (fresh optimizer
+        state, this config's schedule) and validates that start at step 0. A
+        resumed run continues from its own checkpoint; it must name the start it
+        recorded in ``init_from.json`` (None for a run started from scratch).
       on_step_end: called with the step number at the end of every training
         step, once that step's checkpoint (if one was due) is committed, so
         the hook may even end the process (the kill-and-resume tests do).
@@ -332,6 +415,9 @@ def train(
       The :class:`TrainResult`.
 
     Raises:
+      UserError: ``init_from`` is no workdir, is ``workdir``, has another model,
+        data or catalogue, no best checkpoint or non-finite weights; or a resume
+        names another start than the run's.
       genrec.locks.DirectoryInUseError: another process is training in ``workdir``.
       TrainingInterrupted: SIGTERM (or a first Ctrl-C) arrived; the step it stopped at is
         checkpointed and calling ``train`` again (``resume=True``) continues (after the
@@ -340,13 +426,17 @@ def train(
         had non-finite gradients.
     """
     workdir = Path(workdir)
+    init_from = None if init_from is None else Path(init_from)
+    if init_from is not None:  # before anything is created
+        _check_warm_start_source(config, init_from, workdir)
     # One process per workdir: a second run there would overwrite this one's
     # checkpoints and interleave its metrics (process 0 holds it for all).
     lock = DirectoryLock(workdir, "genrec train").acquire() if jax.process_index() == 0 else None
     try:
         # What the run opens (checkpointer, metrics log, signal handlers) is closed however it ends.
         with contextlib.ExitStack() as cleanup:
-            return _train_locked(config, workdir, resume=resume, on_step_end=on_step_end, cleanup=cleanup)
+            return _train_locked(config, workdir, resume=resume, on_step_end=on_step_end, cleanup=cleanup,
+                                 init_from=init_from)
     finally:
         if lock is not None:
             lock.release()
@@ -354,7 +444,7 @@ def train(
 
 def _train_locked(
     config: TrainConfig, workdir: Path, *, resume: bool, on_step_end: Callable[[int], None] | None,
-    cleanup: contextlib.ExitStack,
+    cleanup: contextlib.ExitStack, init_from: Path | None = None,
 ) -> TrainResult:
     """:func:`train` once the workdir's lock is held; ``cleanup`` closes what it opens."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -390,6 +480,13 @@ def _train_locked(
     logger.info("model %s (%s): %d parameters", config.model.preset, model_config.arch, count_params(model))
     graphdef, state = nnx.split(model)
     del model
+    start: dict[str, Any] | None = None  # init_from.json's record of a warm start
+    if init_from is not None:
+        params, rest = nnx.split_state(state, nnx.Param, ...)
+        params, start = _warm_start(init_from, params, data.sid_codes)
+        state = nnx.merge_state(params, rest)
+        logger.info("warm start from %s: best checkpoint, step %d, params %s", start["workdir"], start["step"],
+                    start["params"][:19])
 
     # --- Optimizer ---------------------------------------------------------
     optimizer, schedule = make_optimizer(config.optimizer, total_steps)
@@ -425,8 +522,15 @@ def _train_locked(
                 "use another --workdir or --no-resume"
             )
         resume_changes = check_resume_changes(saved_config, config, steps_per_epoch, workdir / CONFIG_FILE)
+        saved_start = _read_init_from(workdir / INIT_FROM_FILE)
+        if saved_start != start:
+            raise UserError(f"{workdir}: this run started from {_start_name(saved_start)}, not from "
+                            f"{_start_name(start)}; resume it with the same --init-from, or use another "
+                            "--workdir or --no-resume")
     if is_primary:
         write_run_files(workdir, config, model_config, vocab, data.sid_codes, data.item_ids)
+        if start is not None:
+            write_json_atomic(workdir / INIT_FROM_FILE, start, indent=1)
     checkpointer = Checkpointer(workdir, config.checkpoint)
     cleanup.callback(_close_quietly, checkpointer)
     base_key = jax.random.key(config.seed)
@@ -444,7 +548,9 @@ def _train_locked(
         if progress.finished and not progress.early_stopped and progress.step < total_steps:
             logger.info("the run ended at step %d; continuing to the config's %d steps", progress.step, total_steps)
             progress = dataclasses.replace(progress, finished=False)
-    metrics_log = MetricsLog(workdir / METRICS_FILE, keep_up_to_step=progress.step if resume else None,
+    # A warm start that never checkpointed starts its log afresh (its step-0 validation is redone).
+    keep_log = resume and (progress.step > 0 or start is None)
+    metrics_log = MetricsLog(workdir / METRICS_FILE, keep_up_to_step=progress.step if keep_log else None,
                              enabled=is_primary, tensorboard_dir=workdir / TENSORBOARD_DIR)
     cleanup.callback(_close_quietly, metrics_log)
     if resume_changes:  # every accepted change of settings stays on record
@@ -484,6 +590,33 @@ def _train_locked(
             checkpointer.close()
             metrics_log.close()
             raise FloatingPointError(_diverged_message(step, reason))
+
+    def consider(step: int, valid_metrics: dict[str, float]) -> None:
+        """Logs a validation of ``state`` at ``step``; saves it as the best checkpoint if it beats the best so far."""
+        nonlocal progress
+        metrics_log.write({"step": step, "kind": "valid", **valid_metrics})
+        score = valid_metrics[selection_metric]
+        if progress.best_metric is None:
+            improved = True
+        elif selection_metric == VALID_CE:
+            improved = score < progress.best_metric
+        else:
+            improved = score > progress.best_metric
+        if improved:
+            progress = dataclasses.replace(progress, best_metric=score, best_step=step, evals_without_improvement=0)
+        else:
+            progress = dataclasses.replace(progress, evals_without_improvement=progress.evals_without_improvement + 1)
+        best_note = f"(best {progress.best_metric:.4f} at step {progress.best_step})"
+        logger.info("step %d valid %s %s", step, _format_metrics(valid_metrics),
+                    "(new best)" if improved else best_note)
+        if improved:
+            checkpointer.save_best(nnx.split_state(state, nnx.Param, ...)[0], dataclasses.replace(progress, step=step),
+                                   valid_metrics)
+
+    # A warm start validates its start first (once: a resumed run has it in its checkpoint), so the best
+    # checkpoint and early stopping count it, as genrec rl does.
+    if start is not None and eval_every and progress.step == 0 and progress.best_metric is None:
+        consider(0, evaluate(state, valid_examples, with_ce=True).metrics)
 
     # The step metrics since the last log, those before a resume included (the checkpoint holds them), so
     # the first log after a resume averages the same steps as an uninterrupted run's; throughput counts
@@ -531,28 +664,9 @@ def _train_locked(
                 eval_start = time.perf_counter()
                 valid_metrics = evaluate(state, valid_examples, with_ce=True).metrics
                 window_start += time.perf_counter() - eval_start  # throughput counts training time only
-                metrics_log.write({"step": step, "kind": "valid", **valid_metrics})
-                score = valid_metrics[selection_metric]
-                if progress.best_metric is None:
-                    improved = True
-                elif selection_metric == VALID_CE:
-                    improved = score < progress.best_metric
-                else:
-                    improved = score > progress.best_metric
-                if improved:
-                    progress = dataclasses.replace(progress, best_metric=score, best_step=step,
-                                                   evals_without_improvement=0)
-                else:
-                    progress = dataclasses.replace(progress,
-                                                   evals_without_improvement=progress.evals_without_improvement + 1)
-                best_note = f"(best {progress.best_metric:.4f} at step {progress.best_step})"
-                logger.info("step %d valid %s %s", step, _format_metrics(valid_metrics),
-                            "(new best)" if improved else best_note)
+                consider(step, valid_metrics)
                 patience = config.early_stopping_patience
                 stop_early = patience is not None and progress.evals_without_improvement >= patience
-                if improved:
-                    checkpointer.save_best(nnx.split_state(state, nnx.Param, ...)[0],
-                                           dataclasses.replace(progress, step=step), valid_metrics)
 
             finished = stop_early or step == total_steps
             interrupted = not finished and stop_signal.requested(step)
@@ -828,6 +942,10 @@ def main(argv: Sequence[str] | None = None, *, on_step_end: Callable[[int], None
                         help="override a config field, e.g. --set optimizer.learning_rate=1e-3 (repeatable)")
     parser.add_argument("--no-resume", action="store_true",
                         help="start from scratch, deleting the workdir's previous checkpoints and metrics")
+    parser.add_argument("--init-from", default=None, metavar="RUN",
+                        help="warm start: begin from the best checkpoint of the genrec train run RUN (same model "
+                             "and data) with a fresh optimizer and this config's schedule, validating the start "
+                             "at step 0 (docs/training.md#warm-start); a resume must name the same RUN")
     parser.add_argument("--distributed", action="store_true",
                         help="multi-host: call jax.distributed.initialize() first (also GENREC_DISTRIBUTED=1); "
                              "on TPU VMs and SLURM the cluster is detected, elsewhere give the three options below")
@@ -844,8 +962,8 @@ def main(argv: Sequence[str] | None = None, *, on_step_end: Callable[[int], None
 
     def run() -> int:
         config = load_config_file(args.config, args.overrides)
-        return report_run(lambda: train(config, args.workdir, resume=not args.no_resume, on_step_end=on_step_end),
-                          _result_line)
+        return report_run(lambda: train(config, args.workdir, resume=not args.no_resume, on_step_end=on_step_end,
+                                        init_from=args.init_from), _result_line)
 
     return run_command(parser.prog, run, outputs=[args.workdir], verbose=args.verbose,
                        keep_outputs=lambda: holds_checkpoint(args.workdir))

@@ -1,0 +1,106 @@
+"""training/train.py warm start (``--init-from RUN``) on the tiny smoke run: the run
+begins from RUN's best parameters bit for bit, validates that start at step 0 (once,
+across a resume), keeps it as the best checkpoint when training does not beat it
+(then its test metrics are RUN's), and refuses a source of another model in one line.
+
+One supervised workdir (the same run as tests/test_rl_loop.py's, so its programs come
+from the session's compilation cache) and one warm run, resumed once, serve every test."""
+
+import json
+
+import pytest
+from flax import nnx
+from logging_state import kept_logging
+from train_cli import REPO, SMOKE, TINY_RUN
+
+from genrec.array_digest import tree_digest
+from genrec.console import UserError
+from genrec.run_files import load_model_for_inference
+from training.config import load_config_file
+from training.train import main, train
+
+# A learning rate too small to move float32 weights (0 is refused): the run stays at its start.
+STILL = ["optimizer.learning_rate=1e-12", "optimizer.schedule=constant", "optimizer.warmup_fraction=0",
+         "optimizer.weight_decay=0", "eval_every=2"]
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    with kept_logging():
+        yield
+
+
+@pytest.fixture(scope="module")
+def supervised(tmp_path_factory):
+    """A supervised tiny workdir with a best checkpoint (step 4): ``(TrainResult, workdir)``."""
+    workdir = tmp_path_factory.mktemp("supervised")
+    return train(load_config_file(REPO / SMOKE, TINY_RUN + ["num_steps=4", "eval_every=4"]), workdir), workdir
+
+
+@pytest.fixture(scope="module")
+def warm(supervised, tmp_path_factory):
+    """A warm start from ``supervised`` run to step 2, then resumed (no kill) to step 4:
+    ``(first TrainResult, final TrainResult, workdir)``."""
+    workdir = tmp_path_factory.mktemp("warm") / "run"
+    first = train(load_config_file(REPO / SMOKE, TINY_RUN + STILL + ["num_steps=2"]), workdir, init_from=supervised[1])
+    final = train(load_config_file(REPO / SMOKE, TINY_RUN + STILL + ["num_steps=4"]), workdir, init_from=supervised[1])
+    return first, final, workdir
+
+
+def _records(workdir, kind):
+    return [r for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
+
+
+def _params_digest(workdir, which):
+    model = load_model_for_inference(workdir, which=which)[0]
+    return tree_digest(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+
+
+def test_warm_start_begins_at_the_source_best_and_keeps_it_when_training_does_not_beat_it(supervised, warm):
+    source_result, source_dir = supervised
+    first, final, workdir = warm
+    start = json.loads((workdir / "init_from.json").read_text())
+    assert start["workdir"] == str(source_dir.resolve()) and start["step"] == source_result.best_step == 4
+    assert start["params"] == _params_digest(source_dir, "best")
+
+    # The start is validated once, at step 0, and its metrics are the source's best validation.
+    valid = _records(workdir, "valid")
+    assert [r["step"] for r in valid] == [0, 2, 4]
+    assert {k: v for k, v in valid[0].items() if k not in ("step", "kind")} == source_result.best_valid_metrics
+
+    metric = load_config_file(REPO / SMOKE, TINY_RUN).eval.selection_metric
+    assert all(r[metric] <= valid[0][metric] for r in valid), "the setup no longer leaves validation unchanged"
+    assert first.final_step == 2 and final.final_step == 4
+    assert first.best_step == final.best_step == 0
+    assert _params_digest(workdir, "best") == start["params"]  # the step-0 best is the source's weights
+    assert final.test_metrics == source_result.test_metrics
+    assert json.loads((workdir / "results.json").read_text())["best_step"] == 0
+
+
+def test_resume_must_name_the_recorded_start(warm):
+    workdir = warm[2]
+    config = load_config_file(REPO / SMOKE, TINY_RUN + STILL + ["num_steps=4"])
+    with pytest.raises(UserError, match=r"this run started from .*, not from scratch \(no --init-from\)"):
+        train(config, workdir)
+
+
+@pytest.mark.parametrize("case", ["other_model", "not_a_run", "itself"])
+def test_a_wrong_source_is_refused_in_one_line(supervised, tmp_path, capsys, case):
+    source_dir = supervised[1]
+    workdir = tmp_path / "warm"
+    overrides = TINY_RUN + (["model.num_decoder_layers=2"] if case == "other_model" else [])
+    init_from = {"other_model": source_dir, "not_a_run": tmp_path, "itself": workdir}[case]
+    argv = ["--config", str(REPO / SMOKE), "--workdir", str(workdir), "--init-from", str(init_from)]
+    for override in overrides:
+        argv += ["--set", override]
+    if case == "itself":
+        (workdir / "config.json").parent.mkdir()
+        (workdir / "config.json").write_text("{}")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    expected = {"other_model": "model.num_decoder_layers 1 -> 2", "not_a_run": "not a genrec workdir",
+                "itself": "is --workdir itself"}[case]
+    assert expected in err
+    if case != "itself":
+        assert not workdir.exists()  # refused before anything was written
