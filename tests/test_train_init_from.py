@@ -7,6 +7,7 @@ One supervised workdir (the same run as tests/test_rl_loop.py's, so its programs
 from the session's compilation cache) and one warm run, resumed once, serve every test."""
 
 import json
+import shutil
 
 import pytest
 from flax import nnx
@@ -84,12 +85,14 @@ def test_resume_must_name_the_recorded_start(warm):
         train(config, workdir)
 
 
-@pytest.mark.parametrize("case", ["other_model", "not_a_run", "itself"])
+@pytest.mark.parametrize("case", ["other_model", "not_a_run", "itself", "no_best"])
 def test_a_wrong_source_is_refused_in_one_line(supervised, tmp_path, capsys, case):
     source_dir = supervised[1]
     workdir = tmp_path / "warm"
     overrides = TINY_RUN + (["model.num_decoder_layers=2"] if case == "other_model" else [])
-    init_from = {"other_model": source_dir, "not_a_run": tmp_path, "itself": workdir}[case]
+    init_from = {"other_model": source_dir, "not_a_run": tmp_path, "itself": workdir, "no_best": tmp_path / "run"}[case]
+    if case == "no_best":  # the run's files without its best checkpoint
+        shutil.copytree(source_dir, init_from, ignore=shutil.ignore_patterns("best", "*.lock"))
     argv = ["--config", str(REPO / SMOKE), "--workdir", str(workdir), "--init-from", str(init_from)]
     for override in overrides:
         argv += ["--set", override]
@@ -100,7 +103,7 @@ def test_a_wrong_source_is_refused_in_one_line(supervised, tmp_path, capsys, cas
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     expected = {"other_model": "model.num_decoder_layers 1 -> 2", "not_a_run": "not a genrec workdir",
-                "itself": "is --workdir itself"}[case]
+                "itself": "is --workdir itself", "no_best": "no best checkpoint"}[case]
     assert expected in err
     if case != "itself":
         assert not workdir.exists()  # refused before anything was written
