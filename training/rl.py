@@ -51,7 +51,7 @@ from genrec.progress import progress_bar
 from genrec.run_files import CONFIG_FILE, all_finite, damaged_run_file, read_catalogue, restore_params
 from genrec.split import leave_one_out_split, subset_examples
 from training.checkpoint import Checkpointer, TrainingProgress, read_run_config, write_run_files
-from training.config import TrainConfig, flat_settings, load_config_file, override_keys, score_normalization
+from training.config import TrainConfig, load_config_file, override_keys, score_normalization
 from training.evaluate import evaluate_split
 from training.optim import make_optimizer
 from training.preemption import StopOnSignal
@@ -65,6 +65,7 @@ from training.train import (
     end_step,
     holds_checkpoint,
     load_data,
+    model_or_data_changes,
     remove_run_outputs,
     report_run,
     resume_changes,
@@ -108,11 +109,8 @@ class RLResult:
 
 def _check_same_run(config: TrainConfig, init_from: Path) -> None:
     """Refuses an RL config whose data or model differ from the supervised run's."""
-    saved, _ = read_run_config(init_from)
-    old, new = flat_settings(saved), flat_settings(config)
-    differ = [key for key in new if key.startswith(("data.", "model.")) and old.get(key) != new[key]]
-    if differ:
-        listed = ", ".join(f"{key} {old.get(key)!r} -> {new[key]!r}" for key in differ)
+    listed = model_or_data_changes(init_from, config)
+    if listed:
         raise UserError(f"{init_from / CONFIG_FILE}: the RL config changes the supervised run's {listed}; "
                         "RL continues that run's model on its data: use its config file")
 

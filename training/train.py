@@ -329,13 +329,19 @@ def _check_warm_start_source(config: TrainConfig, init_from: Path, workdir: Path
                         "of a genrec train run")
     if init_from.resolve() == workdir.resolve():
         raise UserError(f"--init-from {init_from} is --workdir itself; a warm start writes a new --workdir")
-    saved, _ = read_run_config(init_from)
-    old, new = flat_settings(saved), flat_settings(config)
-    differ = [key for key in new if key.startswith(("data.", "model.")) and old.get(key) != new[key]]
-    if differ:
-        listed = ", ".join(f"{key} {old.get(key)!r} -> {new[key]!r}" for key in differ)
+    listed = model_or_data_changes(init_from, config)
+    if listed:
         raise UserError(f"{init_from / CONFIG_FILE}: this config changes the run's {listed}; a warm start "
                         "continues that run's model on its data: use its config file")
+
+
+def model_or_data_changes(source: Path, config: TrainConfig) -> str:
+    """``"key old -> new, ..."`` for the ``data.*`` / ``model.*`` settings of ``config`` that differ from the
+    run in ``source`` ("" when none): what a run continuing another's model (a warm start, RL) may not change."""
+    saved, _ = read_run_config(source)
+    old, new = flat_settings(saved), flat_settings(config)
+    differ = [key for key in new if key.startswith(("data.", "model.")) and old.get(key) != new[key]]
+    return ", ".join(f"{key} {old.get(key)!r} -> {new[key]!r}" for key in differ)
 
 
 def _warm_start(init_from: Path, params: nnx.State, sid_codes: np.ndarray) -> tuple[nnx.State, dict[str, Any]]:
