@@ -20,7 +20,16 @@ import numpy as np
 import pytest
 from flax import nnx
 from logging_state import kept_logging
-from train_cli import REPO, RL_TINY, SMOKE, TINY_RUN, assert_same_latest_params, killed_rl_command, rl_arguments
+from train_cli import (
+    REPO,
+    RL_TINY,
+    SMOKE,
+    TINY_RUN,
+    assert_same_latest_params,
+    killed_rl_command,
+    rl_arguments,
+    train_tiny_supervised,
+)
 
 from genrec.array_digest import tree_digest
 from genrec.run_files import load_model_for_inference
@@ -30,7 +39,6 @@ from training.config import load_config_file
 from training.rl import main as rl_main
 from training.rl import rl_train
 from training.rl_step import rollout_budget
-from training.train import train
 
 CONFIG = load_config_file(REPO / SMOKE, TINY_RUN + RL_TINY)
 NUM_STEPS, KILL_AT = CONFIG.rl.num_steps, 3  # checkpoints at 2 and 4: the killed run redoes step 3
@@ -46,7 +54,7 @@ def restore_logging():
 def supervised(tmp_path_factory):
     """A supervised tiny workdir with a best checkpoint (step 4), the RL runs' start."""
     workdir = tmp_path_factory.mktemp("supervised")
-    train(load_config_file(REPO / SMOKE, TINY_RUN + ["num_steps=4", "eval_every=4"]), workdir)
+    train_tiny_supervised(workdir)
     return workdir
 
 

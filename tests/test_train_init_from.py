@@ -12,7 +12,7 @@ import shutil
 import pytest
 from flax import nnx
 from logging_state import kept_logging
-from train_cli import REPO, SMOKE, TINY_RUN
+from train_cli import REPO, SMOKE, TINY_RUN, train_tiny_supervised
 
 from genrec.array_digest import tree_digest
 from genrec.console import UserError
@@ -35,7 +35,7 @@ def restore_logging():
 def supervised(tmp_path_factory):
     """A supervised tiny workdir with a best checkpoint (step 4): ``(TrainResult, workdir)``."""
     workdir = tmp_path_factory.mktemp("supervised")
-    return train(load_config_file(REPO / SMOKE, TINY_RUN + ["num_steps=4", "eval_every=4"]), workdir), workdir
+    return train_tiny_supervised(workdir), workdir
 
 
 @pytest.fixture(scope="module")

@@ -79,3 +79,12 @@ def killed_rl_command(init_from: Path, workdir: Path, overrides: Sequence[str], 
     """``python -m training.rl`` through ``training.rl.main``, SIGKILLed right after step ``kill_at``."""
     script = _KILLED_MAIN.format(kill_at=int(kill_at)).replace("from training.train import", "from training.rl import")
     return [sys.executable, "-c", script, *rl_arguments(init_from, workdir, overrides)]
+
+
+def train_tiny_supervised(workdir: Path):
+    """A supervised TINY_RUN workdir with a best checkpoint at step 4 (the start of RL and warm-start tests;
+    the same programs in every module, so the persistent compile cache serves them): its ``TrainResult``."""
+    from training.config import load_config_file
+    from training.train import train
+
+    return train(load_config_file(REPO / SMOKE, TINY_RUN + ["num_steps=4", "eval_every=4"]), workdir)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -48,7 +47,7 @@ from genrec.console import UserError, add_verbose_flag, run_command, setup_loggi
 from genrec.locks import DirectoryLock
 from genrec.models import build_model, count_params
 from genrec.progress import progress_bar
-from genrec.run_files import CONFIG_FILE, all_finite, damaged_run_file, read_catalogue, restore_params
+from genrec.run_files import CONFIG_FILE, all_finite, read_catalogue, restore_params
 from genrec.split import leave_one_out_split, subset_examples
 from training.checkpoint import Checkpointer, TrainingProgress, read_run_config, write_run_files
 from training.config import TrainConfig, load_config_file, override_keys, score_normalization
@@ -66,6 +65,7 @@ from training.train import (
     holds_checkpoint,
     load_data,
     model_or_data_changes,
+    read_start_record,
     remove_run_outputs,
     report_run,
     resume_changes,
@@ -119,17 +119,6 @@ def _check_resume(saved: TrainConfig, current: TrainConfig, source: Path) -> dic
     """``{key: (old, new)}`` of accepted changes; refuses changes that alter the run, or a shorter run."""
     return resume_changes(saved, current, lambda key: key in _RESUMABLE, saved.rl.num_steps,
                           current.rl.num_steps, source)
-
-
-def _read_rl_init(path: Path) -> dict[str, Any]:
-    """``rl_init.json`` of an RL workdir; a damaged one is one line naming it."""
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise damaged_run_file(path, f"not JSON ({error})") from error
-    if not isinstance(record, dict) or not {"workdir", "checkpoint", "step", "params"} <= record.keys():
-        raise damaged_run_file(path, "not the record of a supervised start (workdir, checkpoint, step, params)")
-    return record
 
 
 def rl_train(
@@ -223,7 +212,7 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
     if resume and (workdir / CONFIG_FILE).exists():
         saved_config, _ = read_run_config(workdir)
         changes = _check_resume(saved_config, config, workdir / CONFIG_FILE)
-        saved_init = _read_rl_init(workdir / RL_INIT_FILE)
+        saved_init = read_start_record(workdir / RL_INIT_FILE, "a supervised start")
         if saved_init != init_record:
             raise UserError(f"{workdir / RL_INIT_FILE}: this run started from {saved_init['workdir']} "
                             f"({saved_init['checkpoint']} step {saved_init['step']}, {saved_init['params'][:19]}), "

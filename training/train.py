@@ -370,14 +370,18 @@ def _warm_start(init_from: Path, params: nnx.State, sid_codes: np.ndarray) -> tu
 
 def _read_init_from(path: Path) -> dict[str, Any] | None:
     """A workdir's ``init_from.json`` (None when the run started from scratch); a damaged one is one line."""
-    if not path.exists():
-        return None
+    return read_start_record(path, "a warm start") if path.exists() else None
+
+
+def read_start_record(path: Path, what: str) -> dict[str, Any]:
+    """The record of the run a workdir started from (``init_from.json``, RL's ``rl_init.json``): workdir,
+    checkpoint, step and params digest; a damaged one is one line naming it and ``what`` it records."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise damaged_run_file(path, f"not JSON ({error})") from error
     if not isinstance(record, dict) or not {"workdir", "checkpoint", "step", "params"} <= record.keys():
-        raise damaged_run_file(path, "not the record of a warm start (workdir, checkpoint, step, params)")
+        raise damaged_run_file(path, f"not the record of {what} (workdir, checkpoint, step, params)")
     return record
 
 
