@@ -277,11 +277,13 @@ def test_the_cli_process_exits_2_without_a_traceback(workdir, tmp_path):
 
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"workdir": "w"}', "\udcff"])
 def test_a_damaged_rl_init_record_is_one_line_naming_it(tmp_path, text):
-    from training.rl import RL_INIT_FILE, _read_rl_init
+    """RL's rl_init.json (and a warm start's init_from.json, read by the same function)."""
+    from training.rl import RL_INIT_FILE
+    from training.train import read_start_record
 
     path = tmp_path / RL_INIT_FILE
     path.write_bytes(text.encode("utf-8", "surrogateescape"))
     with pytest.raises(ValueError) as error:
-        _read_rl_init(path)
+        read_start_record(path, "a supervised start")
     message = str(error.value)
     assert "\n" not in message and message.startswith(str(path)) and "restore the workdir" in message
