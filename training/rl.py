@@ -40,14 +40,13 @@ import numpy as np
 from flax import nnx
 
 from constrained.decode import build_eval_index
-from genrec.array_digest import tree_digest
 from genrec.atomic_files import atomic_open, write_json_atomic
 from genrec.batching import BatchIterator
 from genrec.console import UserError, add_verbose_flag, run_command, setup_logging
 from genrec.locks import DirectoryLock
 from genrec.models import build_model, count_params
 from genrec.progress import progress_bar
-from genrec.run_files import CONFIG_FILE, all_finite, read_catalogue, restore_params
+from genrec.run_files import CONFIG_FILE, all_finite
 from genrec.split import leave_one_out_split, subset_examples
 from training.checkpoint import Checkpointer, TrainingProgress, read_run_config, write_run_files
 from training.config import TrainConfig, load_config_file, override_keys, score_normalization
@@ -64,6 +63,7 @@ from training.train import (
     end_step,
     holds_checkpoint,
     load_data,
+    load_start,
     model_or_data_changes,
     read_start_record,
     remove_run_outputs,
@@ -141,7 +141,8 @@ def rl_train(
       on_step_end: called with the step number after every step (and its checkpoint, if due).
 
     Raises:
-      UserError: the config does not match the supervised run.
+      UserError: the config does not match the supervised run, or its checkpoint is missing or
+        non-finite (``training.train.load_start``).
       ValueError: a resume would change the run's settings or shorten it (``training.train.resume_changes``).
       genrec.locks.DirectoryInUseError: another process uses ``workdir``.
       TrainingInterrupted: SIGTERM; the step is checkpointed, call again to resume.
@@ -177,22 +178,14 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
                         f"multiple of {num_devices} (e.g. --set rl.batch_size={fits}) or set num_devices")
     data = load_data(config.data)
     vocab = data.vocab
-    saved_codes, _ = read_catalogue(init_from)
-    if not np.array_equal(saved_codes, data.sid_codes):
-        raise UserError(f"{init_from}: its catalogue differs from the data of this config; use the run's config")
     split = leave_one_out_split(data.sequences, config.data.max_history)
     model_config = config.model.build(vocab.vocab_size, vocab.num_levels, config.data.max_history)
     model = build_model(model_config, rngs=nnx.Rngs(params=config.seed, dropout=config.seed))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     del model
-    params, init_step = restore_params(init_from, params, rl.init_checkpoint)
-    if not all_finite(params):
-        raise UserError(f"{init_from}: its {rl.init_checkpoint} checkpoint (step {init_step}) holds non-finite "
-                        "weights; RL needs a sound supervised model")
-    init_record = {"workdir": str(init_from.resolve()), "checkpoint": rl.init_checkpoint, "step": int(init_step),
-                   "params": tree_digest(nnx.to_pure_dict(params))}
+    params, init_record = load_start(init_from, params, data.sid_codes, rl.init_checkpoint)
     logger.info("RL from %s (%s checkpoint, step %d): %s, %d parameters", init_from, rl.init_checkpoint,
-                init_step, model_config.arch, count_params(nnx.merge(graphdef, params, rest)))
+                init_record["step"], model_config.arch, count_params(nnx.merge(graphdef, params, rest)))
     # The frozen KL anchor, in buffers of its own (the step donates the policy's).
     reference_params = jax.tree.map(lambda x: x.copy(), params)
     value_graphdef, value_params = init_value_head(model_config, rl, seed=config.seed)

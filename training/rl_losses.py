@@ -693,10 +693,12 @@ def rl_objective(
         logp_old = jax.lax.stop_gradient(logp_new)
     mask = valid.astype(bool)
 
-    rank_scores = jnp.sum(jnp.where(mask[..., None], logp_old, 0.0), axis=-1)  # the rollout policy's ranking
+    rank_scores = None
+    if config.reward_kind == "ranking":  # the rollout policy's sequence log-probabilities rank each group
+        rank_scores = jax.lax.stop_gradient(jnp.sum(jnp.where(mask[..., None], logp_old, 0.0), axis=-1))
     rewards = sequence_rewards(
         sid_codes, target_codes, mask, kind=config.reward_kind, level_weights=config.level_weights,
-        rank_scores=jax.lax.stop_gradient(rank_scores),
+        rank_scores=rank_scores,
     )
     advantages = group_advantages(rewards, mask, config.advantage_eps)
     grpo, grpo_stats = grpo_loss(logp_new, logp_old, advantages, mask, config.clip_eps)

@@ -50,7 +50,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import numpy as np
@@ -344,27 +344,32 @@ def model_or_data_changes(source: Path, config: TrainConfig) -> str:
     return ", ".join(f"{key} {old.get(key)!r} -> {new[key]!r}" for key in differ)
 
 
-def _warm_start(init_from: Path, params: nnx.State, sid_codes: np.ndarray) -> tuple[nnx.State, dict[str, Any]]:
-    """``init_from``'s best parameters (in the structure of ``params``) and the record of ``init_from.json``.
+def load_start(source: Path, params: nnx.State, sid_codes: np.ndarray,
+               which: Literal["best", "latest"] = "best") -> tuple[nnx.State, dict[str, Any]]:
+    """The parameters of ``source``'s ``which`` checkpoint (in the structure of ``params``) and the record of
+    the start (``init_from.json`` of a warm start, ``rl_init.json`` of RL): workdir, checkpoint, step, digest.
 
     Args:
-      init_from: a genrec train workdir with the same model and data (checked by
-        :func:`_check_warm_start_source`).
+      source: a genrec train workdir with the same model and data (checked by
+        :func:`model_or_data_changes`).
       params: this run's freshly initialised ``nnx.Param`` state.
       sid_codes: int32[num_items, L], this run's catalogue (must be the source's).
+      which: the checkpoint to start from.
+
+    Raises:
+      UserError: another catalogue, no such checkpoint, or non-finite weights (one line).
     """
-    saved_codes, _ = read_catalogue(init_from)
+    saved_codes, _ = read_catalogue(source)
     if not np.array_equal(saved_codes, sid_codes):
-        raise UserError(f"--init-from {init_from}: its catalogue differs from the data of this config; use the "
-                        "run's config")
+        raise UserError(f"{source}: its catalogue differs from the data of this config; use the run's config")
     try:
-        params, step = restore_params(init_from, params, "best")
+        params, step = restore_params(source, params, which)
     except FileNotFoundError as error:
-        raise UserError(f"--init-from {init_from}: no best checkpoint ({error}); a warm start begins from a run "
-                        "that validated at least once") from error
+        raise UserError(f"{source}: no {which} checkpoint ({error}); start from a run that has one") from error
     if not all_finite(params):
-        raise UserError(f"--init-from {init_from}: its best checkpoint (step {step}) holds non-finite weights")
-    return params, {"workdir": str(init_from.resolve()), "checkpoint": "best", "step": int(step),
+        raise UserError(f"{source}: its {which} checkpoint (step {step}) holds non-finite weights; start from a "
+                        "sound run")
+    return params, {"workdir": str(source.resolve()), "checkpoint": which, "step": int(step),
                     "params": tree_digest(nnx.to_pure_dict(params))}
 
 
@@ -493,7 +498,7 @@ def _train_locked(
     start: dict[str, Any] | None = None  # init_from.json's record of a warm start
     if init_from is not None:
         params, rest = nnx.split_state(state, nnx.Param, ...)
-        params, start = _warm_start(init_from, params, data.sid_codes)
+        params, start = load_start(init_from, params, data.sid_codes)
         state = nnx.merge_state(params, rest)
         logger.info("warm start from %s: best checkpoint, step %d, params %s", start["workdir"], start["step"],
                     start["params"][:19])
