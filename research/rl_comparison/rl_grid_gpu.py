@@ -49,6 +49,17 @@ def log(out: Path, message: str) -> None:
         f.write(line + "\n")
 
 
+def stop(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM (a genrec run checkpoints its step and exits 143), then a kill after ``timeout`` seconds: the
+    next call's resume then starts from the run's last checkpoint."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def start_workdir(out: Path, dataset: str, start_dir: Path | None, kill_at: float) -> bool:
     """The CE start in runs/sup_<dataset>: unpacked from ``start_dir``'s tar parts, else trained (or resumed)
     and packed. False when training was stopped at ``kill_at`` (rerun the same command to resume it)."""
@@ -74,13 +85,8 @@ def start_workdir(out: Path, dataset: str, start_dir: Path | None, kill_at: floa
         while proc.poll() is None and time.time() - T0 < kill_at:
             time.sleep(2)
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=45)
-            except subprocess.TimeoutExpired:  # killed: the resume starts from its last checkpoint
-                proc.kill()
-                proc.wait()
-            log(out, f"start stopped by SIGTERM (rc {proc.returncode}); the same command resumes it")
+            stop(proc, timeout=45)
+            log(out, f"start stopped (rc {proc.returncode}: 143 after SIGTERM, -9 killed); the same command resumes it")
             return False
     if proc.returncode != 0:
         raise SystemExit(f"training the start failed (rc {proc.returncode}): see {out / f'sup_{dataset}.log'}")
@@ -152,12 +158,7 @@ def main() -> int:
             if proc.poll() is None and time.time() - T0 < args.kill_at:
                 continue
             if proc.poll() is None:  # past the deadline: checkpoint and stop; the next call resumes it
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop(proc, timeout=30)
             del running[name]
             ok = proc.returncode == 0 and (Path("runs") / name / "results.json").exists()
             log(out, f"{name}: {'done' if ok else f'FAILED rc={proc.returncode}'} in {time.time() - began:.0f} s")
