@@ -72,26 +72,28 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0}
 _programs = {}
 
 
-def _step(tiny, arm: str, num_devices: int, batch=None):
-    """``(new trainable, metrics)`` (NumPy) of one RL step of ``arm`` from the start, as training/rl.py runs it."""
+def _step(tiny, arm: str, num_devices: int, batch=None, model=None):
+    """``(new trainable, metrics)`` (NumPy) of one RL step of ``arm`` from the start, as training/rl.py runs it;
+    ``model``: another ``SimpleNamespace(name, model_config, graphdef, params, rest)`` than ``tiny``'s."""
+    model = tiny if model is None else model
     rl = ARMS[arm]
     optimizer, _ = make_optimizer(rl.optimizer, rl.num_steps)
     mesh = make_data_mesh(rl.batch_size, num_devices)
-    value_graphdef, value_params = init_value_head(tiny.model_config, rl, seed=CONFIG.seed)
-    policy = jax.tree.map(lambda x: x.copy(), tiny.params)  # the step donates the policy's buffers
+    value_graphdef, value_params = init_value_head(model.model_config, rl, seed=CONFIG.seed)
+    policy = jax.tree.map(lambda x: x.copy(), model.params)  # the step donates the policy's buffers
     trainable = {"policy": policy, "value": value_params}
     opt_state = optimizer.init(trainable)
-    trainable, opt_state, reference, rest = replicate((trainable, opt_state, tiny.params, tiny.rest), mesh)
+    trainable, opt_state, reference, rest = replicate((trainable, opt_state, model.params, model.rest), mesh)
     args = (trainable, opt_state, reference, rest, shard_batch(tiny.batch if batch is None else batch, mesh),
             tiny.key, replicate(tiny.index.to_device(), mesh))
     step = make_rl_step(rl, optimizer, mesh)
-    if (arm, num_devices) == SHARED_PROGRAM:
-        new, _, metrics = step(tiny.graphdef, value_graphdef, *args)
+    program = (getattr(model, "name", "tiny"), arm, num_devices)
+    if program[1:] == SHARED_PROGRAM and model is tiny:
+        new, _, metrics = step(model.graphdef, value_graphdef, *args)
     else:
-        if (arm, num_devices) not in _programs:
-            lowered = step.lower(tiny.graphdef, value_graphdef, *args)
-            _programs[arm, num_devices] = lowered.compile(FAST_COMPILE)
-        new, _, metrics = _programs[arm, num_devices](*args)
+        if program not in _programs:
+            _programs[program] = step.lower(model.graphdef, value_graphdef, *args).compile(FAST_COMPILE)
+        new, _, metrics = _programs[program](*args)
     return _host(new), _host(metrics)
 
 
@@ -193,19 +195,12 @@ def test_vstar_step_on_a_decoder_only_model(tiny):
     model_config = model_spec.build(vocab.vocab_size, vocab.num_levels, CONFIG.data.max_history)
     assert model_config.arch == "decoder_only"
     graphdef, params, rest = nnx.split(build_model(model_config, rngs=nnx.Rngs(params=0, dropout=0)), nnx.Param, ...)
-    rl = ARMS["ved"]
-    optimizer, _ = make_optimizer(rl.optimizer, rl.num_steps)
-    mesh = make_data_mesh(rl.batch_size, 1)
-    value_graphdef, value_params = init_value_head(model_config, rl, seed=CONFIG.seed)
-    before = _host({"policy": params, "value": value_params})  # the step donates the trainable buffers
-    trainable = jax.tree.map(lambda x: x.copy(), {"policy": params, "value": value_params})
-    args = replicate((trainable, optimizer.init(trainable), params, rest), mesh) + (
-        shard_batch(tiny.batch, mesh), tiny.key, replicate(tiny.index.to_device(), mesh))
-    step = make_rl_step(rl, optimizer, mesh)
-    new, _, metrics = step.lower(graphdef, value_graphdef, *args).compile(FAST_COMPILE)(*args)
-    new, metrics = _host(new), _host(metrics)
+    llama = SimpleNamespace(name="decoder_only", model_config=model_config, graphdef=graphdef, params=params,
+                            rest=rest)
+    before = _host({"policy": params, "value": init_value_head(model_config, ARMS["ved"], seed=CONFIG.seed)[1]})
+    new, metrics = _step(tiny, "ved", 1, model=llama)
     assert metrics["rollouts_in_catalogue"] == 1.0 and metrics["valid_fraction"] > 0
-    assert 1 <= metrics["tokens_used"] <= rollout_budget(rl, vocab.num_levels)
+    assert 1 <= metrics["tokens_used"] <= rollout_budget(ARMS["ved"], vocab.num_levels)
     assert np.isfinite(metrics["loss"]) and np.isfinite(metrics["value_loss"])
     for part in ("policy", "value"):
         assert max(np.abs(a - b).max() for a, b in zip(jax.tree.leaves(before[part]), jax.tree.leaves(new[part]))) > 0
