@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-ARMS = ("grpo_beam", "grpo_sample", "sibling", "vstar")
+ARMS = ("grpo_beam", "grpo_sample", "sibling", "vstar")  # table order; variants and ce_control follow
 KS = (1, 5, 10, 20)
 
 
@@ -76,15 +76,19 @@ def main() -> int:
         result = json.loads((run_dir / "results.json").read_text())
         train = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         train = [r for r in train if r.get("kind") == "train"]
+        # The CE control logs no rollouts: its rollout columns are NaN.
         runs[(arm, lr[2:])][int(seed[1:])] = {
             "ranks": np.load(run_dir / "test_ranks.npy"),
             "best_valid_ndcg10": result["best_valid_metrics"]["ndcg@10"],
             "best_step": result["best_step"],
-            "unique": float(np.mean([r["unique_items_per_group"] for r in train])),
-            "group_std": float(np.mean([r["reward_group_std"] for r in train])),
-            "reward": float(np.mean([r["reward_mean"] for r in train])),
-            "kl_exact_end": train[-1]["kl_exact"],
+            "unique": float(np.mean([r.get("unique_items_per_group", np.nan) for r in train])),
+            "group_std": float(np.mean([r.get("reward_group_std", np.nan) for r in train])),
+            "reward": float(np.mean([r.get("reward_mean", np.nan) for r in train])),
+            "kl_exact_end": train[-1].get("kl_exact", np.nan) if train else np.nan,
         }
+    arms = sorted({arm for arm, _ in runs}, key=lambda a: (a.split("-")[0] not in ARMS, a == "ce_control",
+                                                          ARMS.index(a.split("-")[0]) if a.split("-")[0] in ARMS
+                                                          else 0, a))
 
     report: dict = {"start": {f"{m}@{k}": float(per_user(start_ranks, m, k).mean())
                               for m in ("recall", "ndcg") for k in KS}}
@@ -95,7 +99,7 @@ def main() -> int:
     print("\n| arm | lr | valid NDCG@10 (best, seed mean) | best steps | test R@10 per seed |")
     print("|---|---|---|---|---|")
     chosen: dict[str, str] = {}
-    for arm in ARMS:
+    for arm in arms:
         lrs = sorted({lr for a, lr in runs if a == arm}, key=float)
         means = {lr: np.mean([r["best_valid_ndcg10"] for r in runs[(arm, lr)].values()]) for lr in lrs}
         chosen[arm] = max(lrs, key=lambda lr: (means[lr], -float(lr)))
@@ -113,7 +117,7 @@ def main() -> int:
     print("| CE start | - | 1 | " + " | ".join(f"{report['start'][f'recall@{k}']:.4f}" for k in KS) + " | "
           + " | ".join(f"{report['start'][f'ndcg@{k}']:.4f}" for k in KS) + " | - | - | - | - | - | - |")
     report["arms"] = {}
-    for arm in ARMS:
+    for arm in arms:
         for lr in sorted({lr for a, lr in runs if a == arm}, key=float):
             seeds = runs[(arm, lr)]
             row: dict = {"lr": lr, "chosen": lr == chosen[arm], "seeds": len(seeds)}
@@ -137,6 +141,10 @@ def main() -> int:
                   + f" | {row['recall@10_rel']:+.1%} | {row['recall@10_p_users']:.3f} | "
                   f"{row['recall@10_p_seeds_users']:.3f} | {row['unique']:.1f} | {row['group_std']:.3f} | "
                   f"{row['kl_exact_end']:.3f} |")
+    if "vstar" not in chosen:
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=1) + "\n")
+        return 0
     primary = report["arms"][f"vstar@{chosen['vstar']}"]
     bar = 1.05 * report["start"]["recall@10"]
     print(f"\nPrimary (V-STAR at lr {chosen['vstar']}): test Recall@10 {primary['recall@10']:.4f} vs start "

@@ -34,11 +34,14 @@ import time
 from pathlib import Path
 
 ARMS = ("vstar", "grpo_beam", "grpo_sample", "sibling")
+# ``--arms`` may also name ``<arm>-<variant>`` (an RL arm with these extra settings) and ``ce_control``
+# (CE continued from the start with the RL runs' steps, batch and learning rate: docs/results.md).
+VARIANTS = {"ranking": ("--set", "rl.reward=ranking")}
 LEARNING_RATES = ("3e-6", "1e-5")
 SEEDS = (1, 2, 3, 4)
 START_FILES = ("config.json", "vocab.json", "catalogue.npz", "best", "results.json", "test_ranks.npy",
                "metrics.jsonl")
-RUN_FILES = ("results.json", "test_ranks.npy", "metrics.jsonl", "rl_init.json")
+RUN_FILES = ("results.json", "test_ranks.npy", "metrics.jsonl", "rl_init.json", "init_from.json")  # those present
 T0 = time.time()
 
 
@@ -100,11 +103,17 @@ def start_workdir(out: Path, dataset: str, start_dir: Path | None, kill_at: floa
 
 
 def rl_command(dataset: str, arm: str, lr: str, seed: int, workdir: Path) -> list[str]:
-    return [sys.executable, "-m", "training.rl", "--config", f"tpu_configs/{dataset.lower()}_t5.py:rl={arm}",
-            "--init-from", f"runs/sup_{dataset}", "--workdir", str(workdir),
-            "--set", f"data.data_dir=data_local/{dataset}",
-            "--set", f"rl.optimizer.learning_rate={lr}", "--set", "rl.num_steps=300", "--set", "rl.eval_every=50",
-            "--set", "log_every=50", "--set", f"seed={seed}", "--set", "rl.kl_estimator=exact"]
+    common = ["--init-from", f"runs/sup_{dataset}", "--workdir", str(workdir),
+              "--set", f"data.data_dir=data_local/{dataset}", "--set", "log_every=50", "--set", f"seed={seed}"]
+    if arm == "ce_control":
+        return [sys.executable, "-m", "training.train", "--config", f"tpu_configs/{dataset.lower()}_t5.py:loss=ce",
+                *common, "--set", "batch_size=64", "--set", "num_steps=300", "--set", "eval_every=50",
+                "--set", f"optimizer.learning_rate={lr}", "--set", "optimizer.schedule=constant",
+                "--set", "optimizer.warmup_fraction=0", "--set", "optimizer.weight_decay=0"]
+    base, _, variant = arm.partition("-")
+    return [sys.executable, "-m", "training.rl", "--config", f"tpu_configs/{dataset.lower()}_t5.py:rl={base}",
+            *common, "--set", f"rl.optimizer.learning_rate={lr}", "--set", "rl.num_steps=300",
+            "--set", "rl.eval_every=50", "--set", "rl.kl_estimator=exact", *(VARIANTS[variant] if variant else ())]
 
 
 def main() -> int:
@@ -115,12 +124,19 @@ def main() -> int:
     parser.add_argument("--learning-rates", default=",".join(LEARNING_RATES), help="comma-separated")
     parser.add_argument("--start", type=Path, default=None, help="folder with sup_<Dataset>.tar.part-* (carried)")
     parser.add_argument("--done", type=Path, default=None, help="names of runs already finished, one a line")
+    parser.add_argument("--arms", default=",".join(ARMS),
+                        help="comma-separated: RL arms, <arm>-<variant> (" + ", ".join(VARIANTS) + "), ce_control")
     parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--launch-until", type=float, default=470.0)
     parser.add_argument("--kill-at", type=float, default=545.0)
     parser.add_argument("--bench", action="store_true",
                         help="after the grid: benchmarks/rl_step.py at batch 512 (needs ~90 s alone on the GPU)")
     args = parser.parse_args()
+    arms = args.arms.split(",")
+    for arm in arms:
+        base, _, variant = arm.partition("-")
+        if arm != "ce_control" and (base not in ARMS or (variant and variant not in VARIANTS)):
+            parser.error(f"--arms: unknown arm {arm!r}")
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     os.environ.update(PYTHONPATH=".", PYTHONUNBUFFERED="1", JAX_COMPILATION_CACHE_DIR="/tmp/jax_cache",
@@ -134,7 +150,7 @@ def main() -> int:
 
     done = set(args.done.read_text().split()) if args.done and args.done.exists() else set()
     # Seed-major: the first wave compiles each (arm, lr) once; later seeds hit the cache.
-    queue = [(arm, lr, seed) for seed, lr, arm in itertools.product(SEEDS, args.learning_rates.split(","), ARMS)
+    queue = [(arm, lr, seed) for seed, lr, arm in itertools.product(SEEDS, args.learning_rates.split(","), arms)
              if f"{arm}_lr{lr}_s{seed}" not in done
              and not (Path("runs") / f"{arm}_lr{lr}_s{seed}" / "results.json").exists()]  # finished in an earlier call
     log(out, f"{len(queue)} runs to go ({len(done)} done before)")
@@ -166,7 +182,8 @@ def main() -> int:
                 finished.append(name)
                 (results / name).mkdir(parents=True, exist_ok=True)
                 for file in RUN_FILES:
-                    shutil.copy(Path("runs") / name / file, results / name / file)
+                    if (Path("runs") / name / file).exists():
+                        shutil.copy(Path("runs") / name / file, results / name / file)
                 shutil.copy(Path("runs") / f"{name}.log", results / name / "log.txt")
             else:
                 tail = (Path("runs") / f"{name}.log").read_text().splitlines()[-5:]
