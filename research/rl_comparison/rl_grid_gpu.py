@@ -34,8 +34,10 @@ import time
 from pathlib import Path
 
 ARMS = ("vstar", "grpo_beam", "grpo_sample", "sibling")
-# ``--arms`` may also name ``<arm>-<variant>`` (an RL arm with these extra settings) and ``ce_control``
-# (CE continued from the start with the RL runs' steps, batch and learning rate: docs/results.md).
+# ``--arms`` may also name ``<arm>-<variant>`` (an RL arm with these extra settings), ``ce_control``
+# (CE continued from the start with the RL runs' steps, batch and learning rate: docs/results.md) and
+# ``sup-<model>`` (a fresh supervised CE run of the config with ``model=<model>``, the learning rate
+# ``config``: the Hugging Face T5 A/B; no start needed, ``--no-start``).
 VARIANTS = {"ranking": ("--set", "rl.reward=ranking")}
 LEARNING_RATES = ("3e-6", "1e-5")
 SEEDS = (1, 2, 3, 4)
@@ -105,6 +107,10 @@ def start_workdir(out: Path, dataset: str, start_dir: Path | None, kill_at: floa
 def rl_command(dataset: str, arm: str, lr: str, seed: int, workdir: Path) -> list[str]:
     common = ["--init-from", f"runs/sup_{dataset}", "--workdir", str(workdir),
               "--set", f"data.data_dir=data_local/{dataset}", "--set", "log_every=50", "--set", f"seed={seed}"]
+    if arm.startswith("sup-"):
+        return [sys.executable, "-m", "training.train", "--config",
+                f"tpu_configs/{dataset.lower()}_t5.py:loss=ce,model={arm[4:]}", "--workdir", str(workdir),
+                "--set", f"data.data_dir=data_local/{dataset}", "--set", f"seed={seed}"]
     if arm == "ce_control":
         return [sys.executable, "-m", "training.train", "--config", f"tpu_configs/{dataset.lower()}_t5.py:loss=ce",
                 *common, "--set", "batch_size=64", "--set", "num_steps=300", "--set", "eval_every=50",
@@ -126,6 +132,7 @@ def main() -> int:
     parser.add_argument("--done", type=Path, default=None, help="names of runs already finished, one a line")
     parser.add_argument("--arms", default=",".join(ARMS),
                         help="comma-separated: RL arms, <arm>-<variant> (" + ", ".join(VARIANTS) + "), ce_control")
+    parser.add_argument("--no-start", action="store_true", help="skip the CE start (sup-<model> arms only)")
     parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--launch-until", type=float, default=470.0)
     parser.add_argument("--kill-at", type=float, default=545.0)
@@ -135,8 +142,13 @@ def main() -> int:
     arms = args.arms.split(",")
     for arm in arms:
         base, _, variant = arm.partition("-")
-        if arm != "ce_control" and (base not in ARMS or (variant and variant not in VARIANTS)):
+        if arm.startswith("sup-"):
+            if args.learning_rates != "config":
+                parser.error("--arms sup-<model> trains with the config's schedule: pass --learning-rates config")
+        elif arm != "ce_control" and (base not in ARMS or (variant and variant not in VARIANTS)):
             parser.error(f"--arms: unknown arm {arm!r}")
+        if args.no_start and not arm.startswith("sup-"):
+            parser.error(f"--no-start: arm {arm!r} starts from the CE start")
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     os.environ.update(PYTHONPATH=".", PYTHONUNBUFFERED="1", JAX_COMPILATION_CACHE_DIR="/tmp/jax_cache",
@@ -145,7 +157,7 @@ def main() -> int:
     if shutil.which("nvidia-smi"):
         log(out, subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
                                 capture_output=True, text=True).stdout.strip())
-    if not start_workdir(out, args.dataset, args.start, args.kill_at):
+    if not args.no_start and not start_workdir(out, args.dataset, args.start, args.kill_at):
         return 0
 
     done = set(args.done.read_text().split()) if args.done and args.done.exists() else set()
