@@ -18,8 +18,8 @@ Argument (``FILE:key=value,...``; the first choice is the default):
   rl=vstar|grpo_beam|grpo_sample|sibling
       the arm `genrec rl` runs from a trained run (common.RL_ARMS, docs/rl.md);
       `genrec train` ignores it. On Beauty (docs/results.md, "V-STAR RL on Beauty"), from a CE start
-      of test Recall@10 0.0576 at learning rate 3e-6, seeds 1-2 of every arm: grpo_beam 0.0579,
-      the sampled arms and vstar 0.0576 (they keep step 0); seeds 3-4 not run yet.
+      of test Recall@10 0.0576 at learning rate 3e-6, 4 seeds of every arm: grpo_beam 0.0580
+      (+0.7%, p 0.12), the sampled arms 0.0576 and vstar 0.0575 (they keep step 0): no gain.
       `genrec rl --config tpu_configs/beauty_t5.py:rl=vstar --init-from RUN --workdir DIR
       --set rl.optimizer.learning_rate=3e-6 --set rl.num_steps=300 --set rl.eval_every=50
       --set rl.kl_estimator=exact --set seed=S`
