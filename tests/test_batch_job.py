@@ -105,3 +105,44 @@ def test_batch_job_bar_counts_users_from_where_it_resumes(tmp_path, data, recomm
     assert "recommend" in first and " 0/18 " in first and "user/s" in first
     run_batch_job(recommender, data, tmp_path, top_k=5, users_per_shard=4, log=lambda _: None)
     assert " 8/18 " in capsys.readouterr().err  # the two finished shards' 8 users count from the start
+
+
+def test_decode_error_keeps_the_shards_before_it_and_a_rerun_completes(tmp_path, data, recommender, monkeypatch):
+    import serving.batch_job as batch_job
+
+    decode, calls = batch_job._recommend_shard, []
+
+    def failing_decode(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("device lost")
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(batch_job, "_recommend_shard", failing_decode)
+    with pytest.raises(RuntimeError, match="device lost"):
+        _run(recommender, data, tmp_path / "part")
+    assert json.loads((tmp_path / "part" / MANIFEST_FILE).read_text())["completed"] == [0, 1]
+    monkeypatch.setattr(batch_job, "_recommend_shard", decode)
+    resumed, _ = _run(recommender, data, tmp_path / "part")
+    assert resumed.shards_skipped == 2 and resumed.finished
+    _run(recommender, data, tmp_path / "full")
+    assert _files(tmp_path / "part") == _files(tmp_path / "full")
+
+
+def test_write_error_is_raised_and_later_shards_are_not_recorded(tmp_path, data, recommender, monkeypatch):
+    import serving.batch_job as batch_job
+
+    records, calls = batch_job.recommendation_records, []
+
+    def failing_records(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return records(*args, **kwargs)
+
+    monkeypatch.setattr(batch_job, "recommendation_records", failing_records)
+    with pytest.raises(OSError, match="disk full"):
+        _run(recommender, data, tmp_path)
+    manifest = json.loads((tmp_path / MANIFEST_FILE).read_text())
+    assert manifest["completed"] == [0] and not manifest["finished"]
+    assert sorted(p.name for p in tmp_path.glob("shard-*")) == ["shard-00000.jsonl"]
