@@ -8,8 +8,11 @@ two arms of the same sizes (70 splits for 4 + 4); and a per-user sign-flip test 
 beside it (secondary).
 
 Usage: python research/rl_comparison/analyze_ab.py --runs DIR [DIR ...] [--a sup-default] [--b sup-hf]
-       [--published 0.0611] [--json OUT.json]
-(DIR: the unpacked rl_<tag>.tar.gz of each call.)
+       [--a-lane PREFIX --a-seeds 1,2,3,4] [--published 0.0611] [--json OUT.json]
+(DIR: the unpacked rl_<tag>.tar.gz of each call. ``--a-lane``: arm A from earlier lane runs instead, the
+pre-registered fallback when a session can run only arm B: ``PREFIX_s<S>.json`` and
+``<dir of PREFIX>/ranks/<name>_s<S>.test_ranks.npy``, e.g.
+``research/results_raw/2026-11-26/beauty_t5_ce_fullval``.)
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ def main() -> int:
     parser.add_argument("--a", default="sup-default", help="the baseline arm")
     parser.add_argument("--b", default="sup-hf", help="the arm H1 says is better")
     parser.add_argument("--published", type=float, default=0.0611, help="the published CE Recall@10 (Beauty)")
+    parser.add_argument("--a-lane", type=Path, default=None, help="arm A from lane results: PREFIX of PREFIX_s<S>.json")
+    parser.add_argument("--a-seeds", default="1,2,3,4", help="with --a-lane: the seeds, comma-separated")
     parser.add_argument("--flips", type=int, default=100_000)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -54,6 +59,12 @@ def main() -> int:
             result = json.loads((run_dir / "results.json").read_text())
             arms[arm][int(seed[1:])] = {"ranks": np.load(run_dir / "test_ranks.npy"), "best_step": result["best_step"],
                                         "valid_ndcg@10": result["best_valid_metrics"]["ndcg@10"]}
+    if args.a_lane is not None:
+        for seed in map(int, args.a_seeds.split(",")):
+            result = json.loads(Path(f"{args.a_lane}_s{seed}.json").read_text())
+            ranks = args.a_lane.parent / "ranks" / f"{args.a_lane.name}_s{seed}.test_ranks.npy"
+            arms[args.a][seed] = {"ranks": np.load(ranks), "best_step": result["best_step"],
+                                  "valid_ndcg@10": result["best_valid_metrics"]["ndcg@10"]}
     for arm, runs in arms.items():
         if len(runs) < 2:
             raise SystemExit(f"arm {arm}: {len(runs)} finished runs under {[str(r) for r in args.runs]}; need >= 2")
