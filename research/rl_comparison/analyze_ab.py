@@ -23,7 +23,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from analyze_grid import KS, per_user, sign_flip_p
 
 
