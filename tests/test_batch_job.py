@@ -107,18 +107,24 @@ def test_batch_job_bar_counts_users_from_where_it_resumes(tmp_path, data, recomm
     assert " 8/18 " in capsys.readouterr().err  # the two finished shards' 8 users count from the start
 
 
+def _failing_on_call(fn, call: int, error: Exception):
+    """``fn``, except that its ``call``-th call raises ``error``."""
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise error
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def test_decode_error_keeps_the_shards_before_it_and_a_rerun_completes(tmp_path, data, recommender, monkeypatch):
     import serving.batch_job as batch_job
 
-    decode, calls = batch_job._recommend_shard, []
-
-    def failing_decode(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("device lost")
-        return decode(*args, **kwargs)
-
-    monkeypatch.setattr(batch_job, "_recommend_shard", failing_decode)
+    decode = batch_job._recommend_shard
+    monkeypatch.setattr(batch_job, "_recommend_shard", _failing_on_call(decode, 3, RuntimeError("device lost")))
     with pytest.raises(RuntimeError, match="device lost"):
         _run(recommender, data, tmp_path / "part")
     assert json.loads((tmp_path / "part" / MANIFEST_FILE).read_text())["completed"] == [0, 1]
@@ -132,15 +138,8 @@ def test_decode_error_keeps_the_shards_before_it_and_a_rerun_completes(tmp_path,
 def test_write_error_is_raised_and_later_shards_are_not_recorded(tmp_path, data, recommender, monkeypatch):
     import serving.batch_job as batch_job
 
-    records, calls = batch_job.recommendation_records, []
-
-    def failing_records(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise OSError("disk full")
-        return records(*args, **kwargs)
-
-    monkeypatch.setattr(batch_job, "recommendation_records", failing_records)
+    monkeypatch.setattr(batch_job, "recommendation_records",
+                        _failing_on_call(batch_job.recommendation_records, 2, OSError("disk full")))
     with pytest.raises(OSError, match="disk full"):
         _run(recommender, data, tmp_path)
     manifest = json.loads((tmp_path / MANIFEST_FILE).read_text())
