@@ -149,6 +149,17 @@ class TrainingProgress:
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def after_validation(self, step: int, score: float, lower_is_better: bool = False) -> tuple[TrainingProgress, bool]:
+        """``(progress, improved)`` once a validation at ``step`` scored ``score``: a new best (the first
+        validation always is) resets the early-stopping count, any other adds one to it."""
+        if self.best_metric is None:
+            improved = True
+        else:
+            improved = score < self.best_metric if lower_is_better else score > self.best_metric
+        if improved:
+            return dataclasses.replace(self, best_metric=score, best_step=step, evals_without_improvement=0), True
+        return dataclasses.replace(self, evals_without_improvement=self.evals_without_improvement + 1), False
+
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> "TrainingProgress":
         values = dict(values)

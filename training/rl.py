@@ -247,12 +247,9 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
     def consider(step: int, valid_metrics: dict[str, float]) -> bool:
         nonlocal progress
         score = valid_metrics[selection_metric]
-        improved = progress.best_metric is None or score > progress.best_metric
+        progress, improved = progress.after_validation(step, score)
         if improved:
-            progress = dataclasses.replace(progress, best_metric=score, best_step=step, evals_without_improvement=0)
             checkpointer.save_best(trainable["policy"], dataclasses.replace(progress, step=step), valid_metrics)
-        else:
-            progress = dataclasses.replace(progress, evals_without_improvement=progress.evals_without_improvement + 1)
         logger.info("step %d valid %s=%.4f %s", step, selection_metric, score,
                     "(new best)" if improved else f"(best {progress.best_metric:.4f} at step {progress.best_step})")
         return improved

@@ -610,17 +610,8 @@ def _train_locked(
         """Logs a validation of ``state`` at ``step``; saves it as the best checkpoint if it beats the best so far."""
         nonlocal progress
         metrics_log.write({"step": step, "kind": "valid", **valid_metrics})
-        score = valid_metrics[selection_metric]
-        if progress.best_metric is None:
-            improved = True
-        elif selection_metric == VALID_CE:
-            improved = score < progress.best_metric
-        else:
-            improved = score > progress.best_metric
-        if improved:
-            progress = dataclasses.replace(progress, best_metric=score, best_step=step, evals_without_improvement=0)
-        else:
-            progress = dataclasses.replace(progress, evals_without_improvement=progress.evals_without_improvement + 1)
+        progress, improved = progress.after_validation(step, valid_metrics[selection_metric],
+                                                       lower_is_better=selection_metric == VALID_CE)
         best_note = f"(best {progress.best_metric:.4f} at step {progress.best_step})"
         logger.info("step %d valid %s %s", step, _format_metrics(valid_metrics),
                     "(new best)" if improved else best_note)
