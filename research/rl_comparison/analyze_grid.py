@@ -26,6 +26,13 @@ ARMS = ("grpo_beam", "grpo_sample", "sibling", "vstar")  # table order; variants
 KS = (1, 5, 10, 20)
 
 
+def table_order(arm: str) -> tuple:
+    """Sort key of an arm's rows: the RL arms in ``ARMS`` order (each before its variants), then the rest,
+    ``ce_control`` last."""
+    base = arm.split("-")[0]
+    return base not in ARMS, arm == "ce_control", ARMS.index(base) if base in ARMS else 0, arm
+
+
 def per_user(ranks: np.ndarray, metric: str, k: int) -> np.ndarray:
     """float64[users]: recall@k (rank in 1..k) or ndcg@k (1 / log2(rank + 1) there) of 1-based ranks (0 = missed)."""
     hit = (ranks >= 1) & (ranks <= k)
@@ -86,9 +93,7 @@ def main() -> int:
             "reward": float(np.mean([r.get("reward_mean", np.nan) for r in train])),
             "kl_exact_end": train[-1].get("kl_exact", np.nan) if train else np.nan,
         }
-    arms = sorted({arm for arm, _ in runs}, key=lambda a: (a.split("-")[0] not in ARMS, a == "ce_control",
-                                                          ARMS.index(a.split("-")[0]) if a.split("-")[0] in ARMS
-                                                          else 0, a))
+    arms = sorted({arm for arm, _ in runs}, key=table_order)
 
     report: dict = {"start": {f"{m}@{k}": float(per_user(start_ranks, m, k).mean())
                               for m in ("recall", "ndcg") for k in KS}}
