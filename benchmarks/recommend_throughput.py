@@ -123,37 +123,38 @@ def main(argv=None):
     inputs = [random_histories(rng, sid_codes, vocab, args.batch, args.history) for _ in range(4)]
     print(f"jax {jax.__version__} {jax.devices()}; catalogue {len(sid_codes)} SIDs", flush=True)
     rows = []
-    for dtype, precision in ((d, p) for d in args.dtypes.split(",") for p in args.matmul_precisions.split(",")):
+    for dtype in args.dtypes.split(","):
+        # One model and program pair per dtype; each precision is another compile of the same functions.
         preset = ModelConfig.t5_small_rec if args.arch == "t5" else ModelConfig.llama_small_rec
         config = preset(vocab.vocab_size, vocab.num_levels, dtype=getattr(jnp, dtype))
         model = build_model(config, rngs=nnx.Rngs(0))
         graphdef, state = nnx.split(model)
         constrained, unconstrained = make_fns(graphdef, args.beams, vocab, args.normalization)
         dev_inputs = [tuple(jnp.asarray(a) for a in x) for x in inputs]
-        with matmul_precision_scope(precision):
-            c_ms = median_ms(constrained, [(state, index) + x for x in dev_inputs], args.trials)
-            u_ms = median_ms(unconstrained, [(state,) + x for x in dev_inputs], args.trials)
-        row = {"arch": args.arch, "dtype": dtype, "precision": precision, "params": count_params(model),
-               "batch": args.batch,
-               "beams": args.beams, "devices": 1, "constrained_ms": c_ms, "unconstrained_ms": u_ms,
-               "users_per_s": args.batch / c_ms * 1e3}
-        rows.append(row)
-        print(row, flush=True)
-        if args.data_parallel and jax.device_count() > 1:
-            n = jax.device_count()
-            mesh = Mesh(np.array(jax.devices()), ("data",))
-            shard = NamedSharding(mesh, P("data"))
-            repl = NamedSharding(mesh, P())
-            big = [random_histories(rng, sid_codes, vocab, args.batch * n, args.history) for _ in range(4)]
-            big = [tuple(jax.device_put(a, shard) for a in x) for x in big]
-            state_r = jax.device_put(state, repl)
-            index_r = jax.device_put(index, repl)
+        for precision in args.matmul_precisions.split(","):
             with matmul_precision_scope(precision):
-                dp_ms = median_ms(constrained, [(state_r, index_r) + x for x in big], args.trials)
-            row = dict(row, devices=n, batch=args.batch * n, constrained_ms=dp_ms, unconstrained_ms=None,
-                       users_per_s=args.batch * n / dp_ms * 1e3)
+                c_ms = median_ms(constrained, [(state, index) + x for x in dev_inputs], args.trials)
+                u_ms = median_ms(unconstrained, [(state,) + x for x in dev_inputs], args.trials)
+            row = {"arch": args.arch, "dtype": dtype, "precision": precision, "params": count_params(model),
+                   "batch": args.batch, "beams": args.beams, "devices": 1, "constrained_ms": c_ms,
+                   "unconstrained_ms": u_ms, "users_per_s": args.batch / c_ms * 1e3}
             rows.append(row)
             print(row, flush=True)
+            if args.data_parallel and jax.device_count() > 1:
+                n = jax.device_count()
+                mesh = Mesh(np.array(jax.devices()), ("data",))
+                shard = NamedSharding(mesh, P("data"))
+                repl = NamedSharding(mesh, P())
+                big = [random_histories(rng, sid_codes, vocab, args.batch * n, args.history) for _ in range(4)]
+                big = [tuple(jax.device_put(a, shard) for a in x) for x in big]
+                state_r = jax.device_put(state, repl)
+                index_r = jax.device_put(index, repl)
+                with matmul_precision_scope(precision):
+                    dp_ms = median_ms(constrained, [(state_r, index_r) + x for x in big], args.trials)
+                row = dict(row, devices=n, batch=args.batch * n, constrained_ms=dp_ms, unconstrained_ms=None,
+                           users_per_s=args.batch * n / dp_ms * 1e3)
+                rows.append(row)
+                print(row, flush=True)
     print("\n| arch | dtype | precision | devices | batch | constrained ms | unconstrained ms | "
           "constrained/unconstrained | users/s |")
     print("|---|---|---|---|---|---|---|---|---|")
