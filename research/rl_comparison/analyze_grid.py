@@ -6,9 +6,11 @@ on validation (seed mean of the best validation NDCG@10), and prints, as
 Markdown: test Recall/NDCG@{1,5,10,20} (seed means, per-seed Recall@10), the
 rollout statistics, and the pre-registered one-sided sign-flip permutation
 test over test users of (seed-mean hit - start hit), with a bootstrap over RL
-seeds and users beside it.
+seeds and users beside it; each ``<arm>-<variant>`` beside its ``<arm>`` at the
+same rate (two-sided sign flips) when both are in the runs.
 
-Usage: python research/rl_comparison/analyze_grid.py --runs DIR [DIR ...] --start DIR [--bar 0.0671] [--json OUT.json]
+Usage: python research/rl_comparison/analyze_grid.py --runs DIR [DIR ...] --start DIR [--bar 0.0671] [--primary ARM]
+       [--json OUT.json]
 (DIR: the unpacked rl_<tag>.tar.gz, several when the grid took several calls; the start: the unpacked
 sup_<Dataset>.tar; --bar: the published APAO T5 Recall@10 to beat, Office 0.0671, Beauty 0.0639).
 """
@@ -41,15 +43,17 @@ def per_user(ranks: np.ndarray, metric: str, k: int) -> np.ndarray:
     return np.where(hit, 1.0 / np.log2(np.maximum(ranks, 1) + 1.0), 0.0)
 
 
-def sign_flip_p(diff: np.ndarray, flips: int, rng: np.random.Generator) -> float:
-    """One-sided p of mean(diff) > 0 under random sign flips of the per-user differences (chunked)."""
-    observed = diff.mean()
+def sign_flip_p(diff: np.ndarray, flips: int, rng: np.random.Generator, two_sided: bool = False) -> float:
+    """p of mean(diff) > 0 (or, ``two_sided``, of |mean(diff)| as large) under random sign flips of the per-user
+    differences (chunked)."""
+    observed = abs(diff.mean()) if two_sided else diff.mean()
     nonzero = diff[diff != 0]
     count, done = 0, 0
     while done < flips:
         n = min(10_000, flips - done)
         signs = rng.integers(0, 2, size=(n, nonzero.size), dtype=np.int8) * 2 - 1
-        count += int(((signs * nonzero).sum(axis=1) / diff.size >= observed - 1e-15).sum())
+        flipped = (signs * nonzero).sum(axis=1) / diff.size
+        count += int(((np.abs(flipped) if two_sided else flipped) >= observed - 1e-15).sum())
         done += n
     return (count + 1) / (flips + 1)
 
@@ -72,6 +76,8 @@ def main() -> int:
     parser.add_argument("--flips", type=int, default=100_000)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--bar", type=float, default=0.0671, help="published APAO T5 Recall@10 (Office 0.0671)")
+    parser.add_argument("--primary", default="vstar",
+                        help="the arm of the primary test (vstar-ranking: the ranking runs)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
 
@@ -146,21 +152,34 @@ def main() -> int:
                   + f" | {row['recall@10_rel']:+.1%} | {row['recall@10_p_users']:.3f} | "
                   f"{row['recall@10_p_seeds_users']:.3f} | {row['unique']:.1f} | {row['group_std']:.3f} | "
                   f"{row['kl_exact_end']:.3f} |")
-    if "vstar" not in chosen:
-        if args.json:
-            args.json.write_text(json.dumps(report, indent=1) + "\n")
-        return 0
-    primary = report["arms"][f"vstar@{chosen['vstar']}"]
-    bar = 1.05 * report["start"]["recall@10"]
-    print(f"\nPrimary (V-STAR at lr {chosen['vstar']}): test Recall@10 {primary['recall@10']:.4f} vs start "
-          f"{report['start']['recall@10']:.4f} ({primary['recall@10_rel']:+.1%}), one-sided p "
-          f"{primary['recall@10_p_users']:.3f}; the bar needs >= {bar:.4f}, p < 0.05 and > {args.bar}: "
-          + ("MET" if primary["recall@10"] >= bar and primary["recall@10_p_users"] < 0.05
-             and primary["recall@10"] > args.bar else "NOT MET"))
+    # Secondary: each <arm>-<variant> against its <arm> at the same rate (two-sided; seed means per user).
+    pairs = [(arm, lr) for arm in arms if "-" in arm for lr in sorted({lr for a, lr in runs if a == arm}, key=float)
+             if (arm.split("-")[0], lr) in runs]
+    if pairs:
+        print("\n| variant vs its arm | lr | R@10 | R@10 of the arm | difference | two-sided p (users) |")
+        print("|---|---|---|---|---|---|")
+    report["variants"] = {}
+    for arm, lr in pairs:
+        hits = [np.stack([per_user(r["ranks"], "recall", 10) for r in runs[(name, lr)].values()]).mean(axis=0)
+                for name in (arm, arm.split("-")[0])]
+        diff = hits[0] - hits[1]
+        p = sign_flip_p(diff, args.flips, rng, two_sided=True)
+        report["variants"][f"{arm}@{lr}"] = {"recall@10": float(hits[0].mean()),
+                                             "base_recall@10": float(hits[1].mean()), "p_two_sided": p}
+        print(f"| {arm} | {lr} | {hits[0].mean():.4f} | {hits[1].mean():.4f} | "
+              f"{diff.mean() / hits[1].mean():+.1%} | {p:.3f} |")
+    if args.primary in chosen:
+        primary = report["arms"][f"{args.primary}@{chosen[args.primary]}"]
+        bar = 1.05 * report["start"]["recall@10"]
+        met = primary["recall@10"] >= bar and primary["recall@10_p_users"] < 0.05 and primary["recall@10"] > args.bar
+        report["primary"] = {"arm": args.primary, "lr": chosen[args.primary], "met": bool(met)}
+        print(f"\nPrimary ({args.primary} at lr {chosen[args.primary]}): test Recall@10 {primary['recall@10']:.4f} "
+              f"vs start {report['start']['recall@10']:.4f} ({primary['recall@10_rel']:+.1%}), one-sided p "
+              f"{primary['recall@10_p_users']:.3f}; the bar needs >= {bar:.4f}, p < 0.05 and > {args.bar}: "
+              + ("MET" if met else "NOT MET"))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,8 +1,10 @@
 """One device call of an RL comparison (docs/results.md, "V-STAR RL on Office" / "on Beauty").
 
 Trains (or unpacks, or resumes) the CE start, then runs the RL grid (arm x
-learning rate x seed) as parallel processes on the one GPU (the 4.6M T5's
-steps leave it mostly idle, so 8 runs share it), under a deadline: the start
+learning rate x seed) as parallel processes, 8 at a time on one GPU (the
+RL runs' small steps leave it mostly idle; a supervised Beauty run alone keeps
+it busy, so 8 of those take 8 times as long) or spread one per GPU where there
+are several, under a deadline: the start
 gets SIGTERM at ``--kill-at`` (it checkpoints and exits 143; the next call's
 same command resumes it exactly, as long as the machine is still warm), no run
 starts after ``--launch-until``, and runs still going at ``--kill-at`` get
@@ -154,9 +156,12 @@ def main() -> int:
     os.environ.update(PYTHONPATH=".", PYTHONUNBUFFERED="1", JAX_COMPILATION_CACHE_DIR="/tmp/jax_cache",
                       JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="1",
                       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    gpus: list[str] = []
     if shutil.which("nvidia-smi"):
-        log(out, subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                                capture_output=True, text=True).stdout.strip())
+        gpus = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                              capture_output=True, text=True).stdout.strip().splitlines()
+        log(out, ", ".join(gpus))
+    Path("runs").mkdir(exist_ok=True)
     if not args.no_start and not start_workdir(out, args.dataset, args.start, args.kill_at):
         return 0
 
@@ -166,7 +171,11 @@ def main() -> int:
              if f"{arm}_lr{lr}_s{seed}" not in done
              and not (Path("runs") / f"{arm}_lr{lr}_s{seed}" / "results.json").exists()]  # finished in an earlier call
     log(out, f"{len(queue)} runs to go ({len(done)} done before)")
-    env = dict(os.environ, XLA_PYTHON_CLIENT_MEM_FRACTION=str(round(0.9 / args.parallel, 3)))
+    # Several GPUs: each run gets one of its own (the least loaded), as a run would otherwise train
+    # data-parallel over all of them; the memory fraction is per GPU.
+    per_gpu = -(-args.parallel // max(len(gpus), 1))
+    env = dict(os.environ, XLA_PYTHON_CLIENT_MEM_FRACTION=str(round(0.9 / per_gpu, 3)))
+    gpu_of: dict[str, int] = {}
     results = out / f"rl_{args.tag}"
     running: dict[str, tuple[subprocess.Popen, float]] = {}
     finished: list[str] = []
@@ -177,8 +186,13 @@ def main() -> int:
             name = f"{arm}_lr{lr}_s{seed}"
             # A workdir left by a call that stopped this run resumes (exactly) from its checkpoint.
             logfile = open(Path("runs") / f"{name}.log", "a")
-            running[name] = (subprocess.Popen(rl_command(args.dataset, arm, lr, seed, Path("runs") / name), env=env,
-                                              stdout=logfile, stderr=subprocess.STDOUT), time.time())
+            run_env = env
+            if len(gpus) > 1:
+                load = [sum(gpu_of[other] == g for other in running) for g in range(len(gpus))]
+                gpu_of[name] = load.index(min(load))
+                run_env = dict(env, CUDA_VISIBLE_DEVICES=str(gpu_of[name]))
+            running[name] = (subprocess.Popen(rl_command(args.dataset, arm, lr, seed, Path("runs") / name),
+                                              env=run_env, stdout=logfile, stderr=subprocess.STDOUT), time.time())
         if not running:
             break
         time.sleep(2)

@@ -47,3 +47,15 @@ def test_sign_flip_p_approaches_the_exact_tail_of_a_small_sample():
     p = analyze_grid.sign_flip_p(diff, 40_000, np.random.default_rng(1))
     assert p == pytest.approx(exact, abs=0.01)
     assert analyze_grid.sign_flip_p(np.zeros(10), 1000, np.random.default_rng(1)) == 1.0
+
+
+def test_two_sided_sign_flip_p_approaches_the_exact_two_tails():
+    diff = np.array([0.0, 1.0, -1.0, 1.0, 1.0, 0.0, 1.0, -1.0, 1.0, 1.0, 0.5])
+    nonzero = diff[diff != 0]
+    observed = abs(nonzero.sum())
+    exact = np.mean([abs(np.dot(signs, np.abs(nonzero))) >= observed - 1e-12
+                     for signs in itertools.product([-1, 1], repeat=nonzero.size)])
+    for sign in (1, -1):  # the same p whichever way the difference points
+        p = analyze_grid.sign_flip_p(sign * diff, 40_000, np.random.default_rng(2), two_sided=True)
+        assert p == pytest.approx(exact, abs=0.01)
+    assert exact > analyze_grid.sign_flip_p(diff, 40_000, np.random.default_rng(2))  # two tails hold more
