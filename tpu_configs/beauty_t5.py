@@ -49,7 +49,7 @@ docs/results.md has NDCG, the spread and the comparisons):
 `genrec train --config tpu_configs/beauty_t5.py:loss=ce,model=hf --workdir runs/x --set seed=S`:
   to be measured (expected result: not measured yet; the A/B against loss=ce, seeds
   1-4 each, is written before its runs in docs/results.md, "Hugging Face T5 numerics
-  on Beauty CE")
+  on Beauty CE"; about 9 minutes alone on an H100, so its 8 runs need a machine of several GPUs)
 
 Published bars, test Recall@10 (paper): ce 0.0611, apao 0.0637, apao_pairwise
 0.0639; 0.0606 for the strongest baseline (MSL or two-stage S-DPO).

@@ -46,6 +46,8 @@ CE start's 0.0648:
 `genrec rl --config tpu_configs/office_t5.py:rl=vstar --init-from runs/ce --workdir runs/x --set
   rl.optimizer.learning_rate=3e-6 --set rl.num_steps=300 --set rl.eval_every=50`: Recall@10 0.0640 (4 seeds; -1.3%)
   the same with `rl=grpo_beam`: 0.0624 (4 seeds), `rl=grpo_sample`: 0.0645 (4 seeds), `rl=sibling`: 0.0642 (4 seeds)
+  `rl=vstar --set rl.reward=ranking`: 0.0648 (4 seeds; kept step 0), `rl=grpo_beam --set rl.reward=ranking`: 0.0629
+  (docs/results.md, "V-STAR on Office: the ranking reward and a CE control")
 
 Published bars, test Recall@10 (paper): ce 0.0608, apao 0.0667, apao_pairwise
 0.0671; 0.0638 for the strongest baseline (MSL or two-stage S-DPO). The APAO
