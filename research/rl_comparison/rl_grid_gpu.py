@@ -135,6 +135,7 @@ def main() -> int:
     parser.add_argument("--arms", default=",".join(ARMS),
                         help="comma-separated: RL arms, <arm>-<variant> (" + ", ".join(VARIANTS) + "), ce_control")
     parser.add_argument("--no-start", action="store_true", help="skip the CE start (sup-<model> arms only)")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated (default 1,2,3,4)")
     parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--launch-until", type=float, default=470.0)
     parser.add_argument("--kill-at", type=float, default=545.0)
@@ -167,7 +168,8 @@ def main() -> int:
 
     done = set(args.done.read_text().split()) if args.done and args.done.exists() else set()
     # Seed-major: the first wave compiles each (arm, lr) once; later seeds hit the cache.
-    queue = [(arm, lr, seed) for seed, lr, arm in itertools.product(SEEDS, args.learning_rates.split(","), arms)
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    queue = [(arm, lr, seed) for seed, lr, arm in itertools.product(seeds, args.learning_rates.split(","), arms)
              if f"{arm}_lr{lr}_s{seed}" not in done
              and not (Path("runs") / f"{arm}_lr{lr}_s{seed}" / "results.json").exists()]  # finished in an earlier call
     log(out, f"{len(queue)} runs to go ({len(done)} done before)")
