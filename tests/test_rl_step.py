@@ -43,7 +43,7 @@ ARMS = {
     "grpo_sample": dataclasses.replace(
         CONFIG.rl, rollouts="sample", reward="prefix_credit", sibling_weight=0.0, value_weight=0.0, kl_weight=0.0,
         inner_epochs=2, optimizer=dataclasses.replace(CONFIG.rl.optimizer, learning_rate=1e-3), budget=40),
-    # V-STAR as the run config has it, at a learning rate that moves the tiny policy within 60 steps.
+    # V-STAR as the run config has it, at a learning rate that moves the tiny policy within 80 steps.
     "ved_fast": dataclasses.replace(CONFIG.rl, optimizer=dataclasses.replace(CONFIG.rl.optimizer, learning_rate=3e-3)),
 }
 
@@ -216,21 +216,21 @@ def test_vstar_step_on_a_decoder_only_model(tiny):
         assert max(np.abs(a - b).max() for a, b in zip(jax.tree.leaves(before[part]), jax.tree.leaves(new[part]))) > 0
 
 
-@pytest.mark.parametrize(("arm", "hits_needed"), [("grpo_sample", 4.0), ("ved_fast", 0.5)])
-def test_repeated_steps_on_one_batch_learn_its_targets(tiny, arm, hits_needed):
-    """The whole loop points the right way: 60 steps on the same 8 requests (fresh rollouts each step)
+@pytest.mark.parametrize(("arm", "gain_needed", "level_needed"), [("grpo_sample", 2.0, 4.0), ("ved_fast", 0.2, 0.5)])
+def test_repeated_steps_on_one_batch_learn_its_targets(tiny, arm, gain_needed, level_needed):
+    """The whole loop points the right way: 80 steps on the same 8 requests (fresh rollouts each step)
     make the rollouts find the targets far more often, as a sign or wiring error in rewards, advantages,
-    losses or the update would prevent. Measured (hits per request, first 5 steps -> last 5): sampled
-    GRPO 0.28 -> 6.5 of its 8 rollouts (needed: half of them); V-STAR 0.18 -> 0.63, where a request's 8
-    distinct VED rollouts can hit at most once, so that is the share of requests whose rollouts hold the
-    target (needed: half)."""
+    losses or the update would prevent. Hits per request, mean of the first 10 steps -> the last 10, over
+    six other random keys: sampled GRPO 0.1-0.3 -> 5.6-7.6 of its 8 rollouts (needed: a gain of 2 and at
+    least 4); V-STAR 0.15-0.38 -> 0.61-0.75, where a request's 8 distinct VED rollouts hit at most once, so
+    that is the share of requests whose rollouts hold the target (needed: a gain of 0.2 and at least half)."""
     step, (trainable, opt_state, reference, rest, batch, key, index) = _start(tiny, arm, 1)
     hits_per_request = []
-    for i in range(60):
+    for i in range(80):
         trainable, opt_state, metrics = step(trainable, opt_state, reference, rest, batch, jax.random.fold_in(key, i),
                                              index)
         metrics = _host(metrics)
         assert metrics["rollouts_in_catalogue"] == 1.0 and np.isfinite(metrics["loss"])
         hits_per_request.append(metrics["hit_rate"] * metrics["valid_fraction"] * ARMS[arm].num_rollouts)
-    first, last = np.mean(hits_per_request[:5]), np.mean(hits_per_request[-5:])
-    assert last > 2.5 * first and last >= hits_needed, (first, last)
+    first, last = np.mean(hits_per_request[:10]), np.mean(hits_per_request[-10:])
+    assert last >= first + gain_needed and last >= level_needed, (first, last)
