@@ -181,6 +181,7 @@ def main() -> int:
     results = out / f"rl_{args.tag}"
     running: dict[str, tuple[subprocess.Popen, float]] = {}
     finished: list[str] = []
+    stopped_runs: list[str] = []
     while queue or running:
         now = time.time() - T0
         while queue and len(running) < args.parallel and now < args.launch_until:
@@ -198,14 +199,28 @@ def main() -> int:
         if not running:
             break
         time.sleep(2)
+        past_deadline = time.time() - T0 >= args.kill_at
+        if past_deadline:  # every run checkpoints and stops at once; the next call resumes them
+            for proc, _ in running.values():
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
         for name, (proc, began) in list(running.items()):
-            if proc.poll() is None and time.time() - T0 < args.kill_at:
+            if proc.poll() is None and not past_deadline:
                 continue
-            if proc.poll() is None:  # past the deadline: checkpoint and stop; the next call resumes it
-                stop(proc, timeout=30)
+            if proc.poll() is None:  # signalled above; 30 s after the deadline it is killed instead
+                try:
+                    proc.wait(timeout=max(1.0, args.kill_at + 30 - (time.time() - T0)))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
             del running[name]
             ok = proc.returncode == 0 and (Path("runs") / name / "results.json").exists()
-            log(out, f"{name}: {'done' if ok else f'FAILED rc={proc.returncode}'} in {time.time() - began:.0f} s")
+            stopped = past_deadline and proc.returncode in (143, -signal.SIGTERM, -signal.SIGKILL)
+            status = ("done" if ok else "stopped at the deadline (the same command resumes it)" if stopped
+                      else f"FAILED rc={proc.returncode}")
+            log(out, f"{name}: {status} in {time.time() - began:.0f} s")
+            if stopped and not ok:
+                stopped_runs.append(name)
             if ok:
                 finished.append(name)
                 (results / name).mkdir(parents=True, exist_ok=True)
@@ -216,7 +231,8 @@ def main() -> int:
             else:
                 tail = (Path("runs") / f"{name}.log").read_text().splitlines()[-5:]
                 log(out, "  " + "\n  ".join(tail))
-    log(out, f"finished this call: {len(finished)}; not started or killed: {len(queue)}")
+    log(out, f"finished this call: {len(finished)}; stopped at the deadline: {len(stopped_runs)}; "
+             f"not started: {len(queue)}")
     if results.exists():
         with tarfile.open(out / f"rl_{args.tag}.tar.gz", "w:gz") as tar:
             tar.add(results, arcname=f"rl_{args.tag}")
