@@ -19,6 +19,7 @@ Usage (repo root, data in data_local/<Dataset>):
     python research/rl_comparison/rl_grid_gpu.py --out $OUT --tag a            # the Office grid
     python research/rl_comparison/rl_grid_gpu.py --out $OUT --tag b --start rl_start --done rl_start/done.txt --bench
     python research/rl_comparison/rl_grid_gpu.py --dataset Beauty --learning-rates 3e-6 --out $OUT --tag a
+    python research/rl_comparison/rl_grid_gpu.py --backbone llama --arms vstar --out $OUT --tag llama
 (This script was ``office_gpu.py`` when the Office grid ran; the Office defaults are unchanged.)
 """
 
@@ -49,6 +50,13 @@ RUN_FILES = ("results.json", "test_ranks.npy", "metrics.jsonl", "rl_init.json", 
 T0 = time.time()
 
 
+def grid_names(dataset: str, backbone: str) -> tuple[str, str]:
+    """``(config file, start name)`` of a grid: ``tpu_configs/office_t5.py`` and ``sup_Office`` for the T5 (the
+    names the comparisons used), ``tpu_configs/office_llama.py`` and ``sup_Office_llama`` for the Llama."""
+    start = f"sup_{dataset}" if backbone == "t5" else f"sup_{dataset}_{backbone}"
+    return f"tpu_configs/{dataset.lower()}_{backbone}.py", start
+
+
 def log(out: Path, message: str) -> None:
     line = f"[{time.time() - T0:6.0f} s] {message}"
     print(line, flush=True)
@@ -67,26 +75,27 @@ def stop(proc: subprocess.Popen, timeout: float) -> None:
         proc.wait()
 
 
-def start_workdir(out: Path, dataset: str, start_dir: Path | None, kill_at: float) -> bool:
-    """The CE start in runs/sup_<dataset>: unpacked from ``start_dir``'s tar parts, else trained (or resumed)
-    and packed. False when training was stopped at ``kill_at`` (rerun the same command to resume it)."""
-    start = Path("runs") / f"sup_{dataset}"
+def start_workdir(out: Path, dataset: str, backbone: str, start_dir: Path | None, kill_at: float) -> bool:
+    """The CE start in runs/<start name> (``grid_names``): unpacked from ``start_dir``'s tar parts, else trained
+    (or resumed) and packed. False when training was stopped at ``kill_at`` (rerun the same command to resume it)."""
+    config, name = grid_names(dataset, backbone)
+    start = Path("runs") / name
     if (start / "results.json").exists():
         return True
-    parts = sorted(start_dir.glob(f"sup_{dataset}.tar.part-*")) if start_dir else []
+    parts = sorted(start_dir.glob(f"{name}.tar.part-*")) if start_dir else []
     if parts:
         start.parent.mkdir(parents=True, exist_ok=True)
-        with open(f"/tmp/sup_{dataset}.tar", "wb") as joined:
+        with open(f"/tmp/{name}.tar", "wb") as joined:
             for part in parts:
                 joined.write(part.read_bytes())
-        with tarfile.open(f"/tmp/sup_{dataset}.tar") as tar:
+        with tarfile.open(f"/tmp/{name}.tar") as tar:
             tar.extractall(start.parent)
         log(out, f"unpacked the start from {len(parts)} parts")
         return True
     log(out, f"training the CE start{' (resuming)' if start.exists() else ''}")
-    with open(out / f"sup_{dataset}.log", "a") as logfile:
+    with open(out / f"{name}.log", "a") as logfile:
         proc = subprocess.Popen([sys.executable, "-m", "training.train", "--config",
-                                 f"tpu_configs/{dataset.lower()}_t5.py:loss=ce", "--workdir", str(start),
+                                 f"{config}:loss=ce", "--workdir", str(start),
                                  "--set", f"data.data_dir=data_local/{dataset}"],
                                 stdout=logfile, stderr=subprocess.STDOUT)
         while proc.poll() is None and time.time() - T0 < kill_at:
@@ -96,30 +105,31 @@ def start_workdir(out: Path, dataset: str, start_dir: Path | None, kill_at: floa
             log(out, f"start stopped (rc {proc.returncode}: 143 after SIGTERM, -9 killed); the same command resumes it")
             return False
     if proc.returncode != 0:
-        raise SystemExit(f"training the start failed (rc {proc.returncode}): see {out / f'sup_{dataset}.log'}")
+        raise SystemExit(f"training the start failed (rc {proc.returncode}): see {out / f'{name}.log'}")
     log(out, "start trained: " + (start / "results.json").read_text()[:400].replace("\n", " "))
-    with tarfile.open(f"/tmp/sup_{dataset}.tar", "w") as tar:
-        for name in START_FILES:
-            tar.add(start / name, arcname=f"sup_{dataset}/{name}")
-    subprocess.run(["split", "-b", "15M", f"/tmp/sup_{dataset}.tar", str(out / f"sup_{dataset}.tar.part-")],
+    with tarfile.open(f"/tmp/{name}.tar", "w") as tar:
+        for file in START_FILES:
+            tar.add(start / file, arcname=f"{name}/{file}")
+    subprocess.run(["split", "-b", "15M", f"/tmp/{name}.tar", str(out / f"{name}.tar.part-")],
                    check=True)
     return True
 
 
-def rl_command(dataset: str, arm: str, lr: str, seed: int, workdir: Path) -> list[str]:
-    common = ["--init-from", f"runs/sup_{dataset}", "--workdir", str(workdir),
+def rl_command(dataset: str, backbone: str, arm: str, lr: str, seed: int, workdir: Path) -> list[str]:
+    config, start = grid_names(dataset, backbone)
+    common = ["--init-from", f"runs/{start}", "--workdir", str(workdir),
               "--set", f"data.data_dir=data_local/{dataset}", "--set", "log_every=50", "--set", f"seed={seed}"]
     if arm.startswith("sup-"):
         return [sys.executable, "-m", "training.train", "--config",
-                f"tpu_configs/{dataset.lower()}_t5.py:loss=ce,model={arm[4:]}", "--workdir", str(workdir),
+                f"{config}:loss=ce,model={arm[4:]}", "--workdir", str(workdir),
                 "--set", f"data.data_dir=data_local/{dataset}", "--set", f"seed={seed}"]
     if arm == "ce_control":
-        return [sys.executable, "-m", "training.train", "--config", f"tpu_configs/{dataset.lower()}_t5.py:loss=ce",
+        return [sys.executable, "-m", "training.train", "--config", f"{config}:loss=ce",
                 *common, "--set", "batch_size=64", "--set", "num_steps=300", "--set", "eval_every=50",
                 "--set", f"optimizer.learning_rate={lr}", "--set", "optimizer.schedule=constant",
                 "--set", "optimizer.warmup_fraction=0", "--set", "optimizer.weight_decay=0"]
     base, _, variant = arm.partition("-")
-    return [sys.executable, "-m", "training.rl", "--config", f"tpu_configs/{dataset.lower()}_t5.py:rl={base}",
+    return [sys.executable, "-m", "training.rl", "--config", f"{config}:rl={base}",
             *common, "--set", f"rl.optimizer.learning_rate={lr}", "--set", "rl.num_steps=300",
             "--set", "rl.eval_every=50", "--set", "rl.kl_estimator=exact", *(VARIANTS[variant] if variant else ())]
 
@@ -129,6 +139,9 @@ def main() -> int:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--tag", required=True, help="names this call's results tar")
     parser.add_argument("--dataset", default="Office", choices=["Office", "Beauty"])
+    parser.add_argument("--backbone", default="t5", choices=["t5", "llama"],
+                        help="the config tpu_configs/<dataset>_<backbone>.py (llama: Office only); run a llama grid in "
+                             "a call of its own (the RL runs' workdirs do not name the backbone)")
     parser.add_argument("--learning-rates", default=",".join(LEARNING_RATES), help="comma-separated")
     parser.add_argument("--start", type=Path, default=None, help="folder with sup_<Dataset>.tar.part-* (carried)")
     parser.add_argument("--done", type=Path, default=None, help="names of runs already finished, one a line")
@@ -152,6 +165,8 @@ def main() -> int:
             parser.error(f"--arms: unknown arm {arm!r}")
         if args.no_start and not arm.startswith("sup-"):
             parser.error(f"--no-start: arm {arm!r} starts from the CE start")
+    if not Path(grid_names(args.dataset, args.backbone)[0]).exists():
+        parser.error(f"--backbone {args.backbone}: no {grid_names(args.dataset, args.backbone)[0]}")
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     os.environ.update(PYTHONPATH=".", PYTHONUNBUFFERED="1", JAX_COMPILATION_CACHE_DIR="/tmp/jax_cache",
@@ -163,7 +178,7 @@ def main() -> int:
                               capture_output=True, text=True).stdout.strip().splitlines()
         log(out, ", ".join(gpus))
     Path("runs").mkdir(exist_ok=True)
-    if not args.no_start and not start_workdir(out, args.dataset, args.start, args.kill_at):
+    if not args.no_start and not start_workdir(out, args.dataset, args.backbone, args.start, args.kill_at):
         return 0
 
     done = set(args.done.read_text().split()) if args.done and args.done.exists() else set()
@@ -194,8 +209,9 @@ def main() -> int:
                 load = [sum(gpu_of[other] == g for other in running) for g in range(len(gpus))]
                 gpu_of[name] = load.index(min(load))
                 run_env = dict(env, CUDA_VISIBLE_DEVICES=str(gpu_of[name]))
-            running[name] = (subprocess.Popen(rl_command(args.dataset, arm, lr, seed, Path("runs") / name),
-                                              env=run_env, stdout=logfile, stderr=subprocess.STDOUT), time.time())
+            command = rl_command(args.dataset, args.backbone, arm, lr, seed, Path("runs") / name)
+            running[name] = (subprocess.Popen(command, env=run_env, stdout=logfile, stderr=subprocess.STDOUT),
+                             time.time())
         if not running:
             break
         time.sleep(2)
@@ -239,8 +255,9 @@ def main() -> int:
         shutil.rmtree(results)
     if args.bench:
         log(out, "benchmark: rl_step at batch 512")
+        start = grid_names(args.dataset, args.backbone)[1]
         bench = subprocess.run([sys.executable, "benchmarks/rl_step.py", "--data", f"data_local/{args.dataset}",
-                                "--workdir", f"runs/sup_{args.dataset}", "--batch-size", "512",
+                                "--workdir", f"runs/{start}", "--batch-size", "512",
                                 "--out", str(out / "rl_step_512.json")],
                                capture_output=True, text=True,
                                env={k: v for k, v in os.environ.items() if not k.startswith("JAX_")})
