@@ -14,7 +14,9 @@ Argument (``FILE:key=value,...``; the first choice is the default):
   rl=vstar|grpo_beam|grpo_sample|sibling
       the arm `genrec rl` runs from a trained run (common.RL_ARMS, docs/rl.md); `genrec train`
       ignores it. The value head reads the Llama trunk at the SID prefix positions. Not measured
-      with Llama: expected result unknown; on the T5 no arm beat its CE start (office_t5.py).
+      with Llama: expected result unknown; on the T5 no arm beat its CE start (office_t5.py). The
+      test and its one-call command are written in docs/results.md, "V-STAR on Office with the Llama
+      backbone".
       `genrec rl --config tpu_configs/office_llama.py:rl=vstar --init-from RUN --workdir DIR
       --set rl.optimizer.learning_rate=3e-6 --set rl.num_steps=300 --set rl.eval_every=50`
 
