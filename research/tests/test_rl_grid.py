@@ -1,0 +1,70 @@
+"""research/rl_comparison/rl_grid_gpu.py, the driver of the RL grids' device calls, with fake runs in place of
+genrec (a device call lost to a driver bug costs minutes of a session's 30): a fresh machine needs no runs/
+folder, finished runs are packed, runs past the deadline are stopped together and logged as resumable, a
+crash is logged as FAILED, and on a host of several GPUs every run sees one GPU of its own."""
+
+import subprocess
+import sys
+import tarfile
+
+import pytest
+from research_scripts import REPO
+
+sys.path.insert(0, str(REPO / "tests"))
+from benchmark_scripts import load_script  # noqa: E402
+
+FINISH = "import os, sys; w = sys.argv[1]; os.makedirs(w); [open(os.path.join(w, f), 'w').write('{}') for f in " \
+         "('results.json', 'test_ranks.npy', 'metrics.jsonl')]"
+CHECKPOINT_ON_SIGTERM = ("import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(143)); "
+                         "time.sleep(60)")
+CRASH = "import sys; sys.exit(3)"
+PRINT_GPU = "import os, sys; print('GPU', os.environ.get('CUDA_VISIBLE_DEVICES')); " + FINISH.split("; ", 1)[1]
+
+
+@pytest.fixture
+def grid(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # the driver works in the repo root: runs/, tpu_configs/<dataset>_<backbone>.py
+    (tmp_path / "tpu_configs").mkdir()
+    (tmp_path / "tpu_configs" / "beauty_t5.py").touch()
+    return load_script("rl_grid_gpu", REPO / "research" / "rl_comparison")
+
+
+def _run(grid, monkeypatch, programs, *flags):
+    """main() with seed s's run executing ``programs[s]`` (Python code; argv[1] = its workdir)."""
+    def command(dataset, backbone, arm, lr, seed, workdir):
+        return [sys.executable, "-c", programs[seed], str(workdir)]
+
+    monkeypatch.setattr(grid, "rl_command", command)
+    monkeypatch.setattr(sys, "argv", ["rl_grid_gpu.py", "--out", "out", "--tag", "t", "--dataset", "Beauty",
+                                      "--no-start", "--arms", "sup-hf", "--learning-rates", "config", *flags])
+    assert grid.main() == 0
+    return (grid.Path("out") / "driver.log").read_text()
+
+
+def test_finished_stopped_and_failed_runs_are_told_apart(grid, monkeypatch):
+    log = _run(grid, monkeypatch, {1: FINISH, 2: CHECKPOINT_ON_SIGTERM, 3: CRASH},
+               "--seeds", "1,2,3", "--kill-at", "4", "--launch-until", "1")
+    assert "sup-hf_lrconfig_s1: done" in log
+    assert "sup-hf_lrconfig_s2: stopped at the deadline (the same command resumes it)" in log
+    assert "sup-hf_lrconfig_s3: FAILED rc=3" in log
+    assert "finished this call: 1; stopped at the deadline: 1; not started: 0" in log
+    with tarfile.open("out/rl_t.tar.gz") as tar:
+        assert sorted(tar.getnames()) == ["rl_t", "rl_t/sup-hf_lrconfig_s1", "rl_t/sup-hf_lrconfig_s1/log.txt",
+                                          "rl_t/sup-hf_lrconfig_s1/metrics.jsonl",
+                                          "rl_t/sup-hf_lrconfig_s1/results.json",
+                                          "rl_t/sup-hf_lrconfig_s1/test_ranks.npy"]
+
+
+def test_each_run_gets_a_gpu_of_its_own_on_a_host_of_several(grid, monkeypatch):
+    real_run = subprocess.run
+
+    def fake_nvidia_smi(command, *args, **kwargs):
+        if command[0] == "nvidia-smi":
+            return subprocess.CompletedProcess(command, 0, stdout="H100\nH100\nH100\n", stderr="")
+        return real_run(command, *args, **kwargs)
+
+    monkeypatch.setattr(grid.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(grid.subprocess, "run", fake_nvidia_smi)
+    _run(grid, monkeypatch, {1: PRINT_GPU, 2: PRINT_GPU, 3: PRINT_GPU}, "--seeds", "1,2,3", "--parallel", "3")
+    gpus = [(grid.Path("runs") / f"sup-hf_lrconfig_s{seed}.log").read_text().split()[1] for seed in (1, 2, 3)]
+    assert sorted(gpus) == ["0", "1", "2"]
