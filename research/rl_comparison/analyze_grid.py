@@ -100,6 +100,7 @@ def main() -> int:
             "kl_exact_end": train[-1].get("kl_exact", np.nan) if train else np.nan,
         }
     arms = sorted({arm for arm, _ in runs}, key=table_order)
+    rates = {arm: sorted({lr for a, lr in runs if a == arm}, key=float) for arm in arms}
 
     report: dict = {"start": {f"{m}@{k}": float(per_user(start_ranks, m, k).mean())
                               for m in ("recall", "ndcg") for k in KS}}
@@ -111,7 +112,7 @@ def main() -> int:
     print("|---|---|---|---|---|")
     chosen: dict[str, str] = {}
     for arm in arms:
-        lrs = sorted({lr for a, lr in runs if a == arm}, key=float)
+        lrs = rates[arm]
         means = {lr: np.mean([r["best_valid_ndcg10"] for r in runs[(arm, lr)].values()]) for lr in lrs}
         chosen[arm] = max(lrs, key=lambda lr: (means[lr], -float(lr)))
         for lr in lrs:
@@ -129,7 +130,7 @@ def main() -> int:
           + " | ".join(f"{report['start'][f'ndcg@{k}']:.4f}" for k in KS) + " | - | - | - | - | - | - |")
     report["arms"] = {}
     for arm in arms:
-        for lr in sorted({lr for a, lr in runs if a == arm}, key=float):
+        for lr in rates[arm]:
             seeds = runs[(arm, lr)]
             row: dict = {"lr": lr, "chosen": lr == chosen[arm], "seeds": len(seeds)}
             for metric in ("recall", "ndcg"):
@@ -153,8 +154,7 @@ def main() -> int:
                   f"{row['recall@10_p_seeds_users']:.3f} | {row['unique']:.1f} | {row['group_std']:.3f} | "
                   f"{row['kl_exact_end']:.3f} |")
     # Secondary: each <arm>-<variant> against its <arm> at the same rate (two-sided; seed means per user).
-    pairs = [(arm, lr) for arm in arms if "-" in arm for lr in sorted({lr for a, lr in runs if a == arm}, key=float)
-             if (arm.split("-")[0], lr) in runs]
+    pairs = [(arm, lr) for arm in arms if "-" in arm for lr in rates[arm] if (arm.split("-")[0], lr) in runs]
     if pairs:
         print("\n| variant vs its arm | lr | R@10 | R@10 of the arm | difference | two-sided p (users) |")
         print("|---|---|---|---|---|---|")
@@ -180,6 +180,7 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

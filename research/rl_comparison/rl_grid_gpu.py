@@ -64,15 +64,20 @@ def log(out: Path, message: str) -> None:
         f.write(line + "\n")
 
 
-def stop(proc: subprocess.Popen, timeout: float) -> None:
-    """SIGTERM (a genrec run checkpoints its step and exits 143), then a kill after ``timeout`` seconds: the
-    next call's resume then starts from the run's last checkpoint."""
-    proc.send_signal(signal.SIGTERM)
+def wait_or_kill(proc: subprocess.Popen, timeout: float) -> None:
+    """Waits ``timeout`` seconds for ``proc`` to end, then kills it: the next call's resume then starts from
+    the run's last checkpoint."""
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def stop(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM (a genrec run checkpoints its step and exits 143), then a kill after ``timeout`` seconds."""
+    proc.send_signal(signal.SIGTERM)
+    wait_or_kill(proc, timeout)
 
 
 def start_workdir(out: Path, dataset: str, backbone: str, start_dir: Path | None, kill_at: float) -> bool:
@@ -165,8 +170,9 @@ def main() -> int:
             parser.error(f"--arms: unknown arm {arm!r}")
         if args.no_start and not arm.startswith("sup-"):
             parser.error(f"--no-start: arm {arm!r} starts from the CE start")
-    if not Path(grid_names(args.dataset, args.backbone)[0]).exists():
-        parser.error(f"--backbone {args.backbone}: no {grid_names(args.dataset, args.backbone)[0]}")
+    config, start = grid_names(args.dataset, args.backbone)
+    if not Path(config).exists():
+        parser.error(f"--backbone {args.backbone}: no {config}")
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     os.environ.update(PYTHONPATH=".", PYTHONUNBUFFERED="1", JAX_COMPILATION_CACHE_DIR="/tmp/jax_cache",
@@ -224,11 +230,7 @@ def main() -> int:
             if proc.poll() is None and not past_deadline:
                 continue
             if proc.poll() is None:  # signalled above; 30 s after the deadline it is killed instead
-                try:
-                    proc.wait(timeout=max(1.0, args.kill_at + 30 - (time.time() - T0)))
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                wait_or_kill(proc, timeout=max(1.0, args.kill_at + 30 - (time.time() - T0)))
             del running[name]
             ok = proc.returncode == 0 and (Path("runs") / name / "results.json").exists()
             stopped = past_deadline and proc.returncode in (143, -signal.SIGTERM, -signal.SIGKILL)
@@ -255,7 +257,6 @@ def main() -> int:
         shutil.rmtree(results)
     if args.bench:
         log(out, "benchmark: rl_step at batch 512")
-        start = grid_names(args.dataset, args.backbone)[1]
         bench = subprocess.run([sys.executable, "benchmarks/rl_step.py", "--data", f"data_local/{args.dataset}",
                                 "--workdir", f"runs/{start}", "--batch-size", "512",
                                 "--out", str(out / "rl_step_512.json")],
