@@ -12,8 +12,9 @@ SIGTERM too and resume in the next call. Programs compile once per arm and
 learning rate (a persistent JAX compilation cache shared by the processes).
 
 Writes under ``--out``: ``sup_<Dataset>.tar.part-*`` (the start's workdir, to
-carry into a later call as ``rl_start/``), ``rl_<tag>.tar.gz`` (per finished
-run: results.json, test_ranks.npy, metrics.jsonl, the log), ``driver.log``.
+carry into a later call as ``rl_start/``; likewise ``sup-<model>_lrconfig_s<S>.tar.part-*``
+for each finished supervised run), ``rl_<tag>.tar.gz`` (per finished run: results.json,
+test_ranks.npy, metrics.jsonl, the log), ``driver.log``.
 
 Usage (repo root, data in data_local/<Dataset>):
     python research/rl_comparison/rl_grid_gpu.py --out $OUT --tag a            # the Office grid
@@ -33,6 +34,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,11 +52,17 @@ RUN_FILES = ("results.json", "test_ranks.npy", "metrics.jsonl", "rl_init.json", 
 T0 = time.time()
 
 
-def grid_names(dataset: str, backbone: str) -> tuple[str, str]:
+def grid_names(dataset: str, backbone: str, model: str = "default") -> tuple[str, str]:
     """``(config file, start name)`` of a grid: ``tpu_configs/office_t5.py`` and ``sup_Office`` for the T5 (the
-    names the comparisons used), ``tpu_configs/office_llama.py`` and ``sup_Office_llama`` for the Llama."""
+    names the comparisons used), ``tpu_configs/office_llama.py`` and ``sup_Office_llama`` for the Llama;
+    ``sup_Beauty_hf`` for a start with the Hugging Face T5 numerics (``model=hf``)."""
     start = f"sup_{dataset}" if backbone == "t5" else f"sup_{dataset}_{backbone}"
-    return f"tpu_configs/{dataset.lower()}_{backbone}.py", start
+    return f"tpu_configs/{dataset.lower()}_{backbone}.py", start if model == "default" else f"{start}_{model}"
+
+
+def model_arg(model: str) -> str:
+    """The config argument that picks the model variant (``common.T5_MODEL_VARIANTS``): none for ours."""
+    return "" if model == "default" else f",model={model}"
 
 
 def log(out: Path, message: str) -> None:
@@ -80,10 +88,11 @@ def stop(proc: subprocess.Popen, timeout: float) -> None:
     wait_or_kill(proc, timeout)
 
 
-def start_workdir(out: Path, dataset: str, backbone: str, start_dir: Path | None, kill_at: float) -> bool:
+def start_workdir(out: Path, dataset: str, backbone: str, start_dir: Path | None, kill_at: float,
+                  model: str = "default") -> bool:
     """The CE start in runs/<start name> (``grid_names``): unpacked from ``start_dir``'s tar parts, else trained
     (or resumed) and packed. False when training was stopped at ``kill_at`` (rerun the same command to resume it)."""
-    config, name = grid_names(dataset, backbone)
+    config, name = grid_names(dataset, backbone, model)
     start = Path("runs") / name
     if (start / "results.json").exists():
         return True
@@ -100,7 +109,7 @@ def start_workdir(out: Path, dataset: str, backbone: str, start_dir: Path | None
     log(out, f"training the CE start{' (resuming)' if start.exists() else ''}")
     with open(out / f"{name}.log", "a") as logfile:
         proc = subprocess.Popen([sys.executable, "-m", "training.train", "--config",
-                                 f"{config}:loss=ce", "--workdir", str(start),
+                                 f"{config}:loss=ce{model_arg(model)}", "--workdir", str(start),
                                  "--set", f"data.data_dir=data_local/{dataset}"],
                                 stdout=logfile, stderr=subprocess.STDOUT)
         while proc.poll() is None and time.time() - T0 < kill_at:
@@ -112,16 +121,25 @@ def start_workdir(out: Path, dataset: str, backbone: str, start_dir: Path | None
     if proc.returncode != 0:
         raise SystemExit(f"training the start failed (rc {proc.returncode}): see {out / f'{name}.log'}")
     log(out, "start trained: " + (start / "results.json").read_text()[:400].replace("\n", " "))
-    with tarfile.open(f"/tmp/{name}.tar", "w") as tar:
-        for file in START_FILES:
-            tar.add(start / file, arcname=f"{name}/{file}")
-    subprocess.run(["split", "-b", "15M", f"/tmp/{name}.tar", str(out / f"{name}.tar.part-")],
-                   check=True)
+    pack_start(out, start)
     return True
 
 
-def rl_command(dataset: str, backbone: str, arm: str, lr: str, seed: int, workdir: Path) -> list[str]:
-    config, start = grid_names(dataset, backbone)
+def pack_start(out: Path, workdir: Path) -> None:
+    """``out/<workdir name>.tar.part-*``: the files of ``workdir`` an RL run starts from (``START_FILES``, those
+    present), in 15 MB parts that a later call carries in as ``--start``'s folder."""
+    name = workdir.name
+    with tempfile.TemporaryDirectory() as tmp:  # of its own: two drivers may pack runs of one name at once
+        with tarfile.open(f"{tmp}/{name}.tar", "w") as tar:
+            for file in START_FILES:
+                if (workdir / file).exists():
+                    tar.add(workdir / file, arcname=f"{name}/{file}")
+        subprocess.run(["split", "-b", "15M", f"{tmp}/{name}.tar", str(out / f"{name}.tar.part-")], check=True)
+
+
+def rl_command(dataset: str, backbone: str, arm: str, lr: str, seed: int, workdir: Path,
+               model: str = "default") -> list[str]:
+    config, start = grid_names(dataset, backbone, model)
     common = ["--init-from", f"runs/{start}", "--workdir", str(workdir),
               "--set", f"data.data_dir=data_local/{dataset}", "--set", "log_every=50", "--set", f"seed={seed}"]
     if arm.startswith("sup-"):
@@ -129,12 +147,12 @@ def rl_command(dataset: str, backbone: str, arm: str, lr: str, seed: int, workdi
                 f"{config}:loss=ce,model={arm[4:]}", "--workdir", str(workdir),
                 "--set", f"data.data_dir=data_local/{dataset}", "--set", f"seed={seed}"]
     if arm == "ce_control":
-        return [sys.executable, "-m", "training.train", "--config", f"{config}:loss=ce",
+        return [sys.executable, "-m", "training.train", "--config", f"{config}:loss=ce{model_arg(model)}",
                 *common, "--set", "batch_size=64", "--set", "num_steps=300", "--set", "eval_every=50",
                 "--set", f"optimizer.learning_rate={lr}", "--set", "optimizer.schedule=constant",
                 "--set", "optimizer.warmup_fraction=0", "--set", "optimizer.weight_decay=0"]
     base, _, variant = arm.partition("-")
-    return [sys.executable, "-m", "training.rl", "--config", f"{config}:rl={base}",
+    return [sys.executable, "-m", "training.rl", "--config", f"{config}:rl={base}{model_arg(model)}",
             *common, "--set", f"rl.optimizer.learning_rate={lr}", "--set", "rl.num_steps=300",
             "--set", "rl.eval_every=50", "--set", "rl.kl_estimator=exact", *(VARIANTS[variant] if variant else ())]
 
@@ -153,6 +171,9 @@ def main() -> int:
     parser.add_argument("--arms", default=",".join(ARMS),
                         help="comma-separated: RL arms, <arm>-<variant> (" + ", ".join(VARIANTS) + "), ce_control")
     parser.add_argument("--no-start", action="store_true", help="skip the CE start (sup-<model> arms only)")
+    parser.add_argument("--model", default="default", choices=["default", "hf"],
+                        help="the start's and every RL run's T5 numerics; hf: the start is the Hugging Face T5 "
+                             "A/B's chosen run, carried in --start as sup_<Dataset>_hf.tar.part-* (docs/results.md)")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated (default 1,2,3,4)")
     parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--launch-until", type=float, default=470.0)
@@ -170,7 +191,11 @@ def main() -> int:
             parser.error(f"--arms: unknown arm {arm!r}")
         if args.no_start and not arm.startswith("sup-"):
             parser.error(f"--no-start: arm {arm!r} starts from the CE start")
-    config, start = grid_names(args.dataset, args.backbone)
+        if args.model != "default" and arm.startswith("sup-"):
+            parser.error(f"--model {args.model}: arm {arm!r} names its own model")
+    if args.model != "default" and not args.start:
+        parser.error(f"--model {args.model}: pass --start with the chosen supervised run (it is not trained here)")
+    config, start = grid_names(args.dataset, args.backbone, args.model)
     if not Path(config).exists():
         parser.error(f"--backbone {args.backbone}: no {config}")
     out = args.out
@@ -184,7 +209,8 @@ def main() -> int:
                               capture_output=True, text=True).stdout.strip().splitlines()
         log(out, ", ".join(gpus))
     Path("runs").mkdir(exist_ok=True)
-    if not args.no_start and not start_workdir(out, args.dataset, args.backbone, args.start, args.kill_at):
+    if not args.no_start and not start_workdir(out, args.dataset, args.backbone, args.start, args.kill_at,
+                                               args.model):
         return 0
 
     done = set(args.done.read_text().split()) if args.done and args.done.exists() else set()
@@ -215,7 +241,7 @@ def main() -> int:
                 load = [sum(gpu_of[other] == g for other in running) for g in range(len(gpus))]
                 gpu_of[name] = load.index(min(load))
                 run_env = dict(env, CUDA_VISIBLE_DEVICES=str(gpu_of[name]))
-            command = rl_command(args.dataset, args.backbone, arm, lr, seed, Path("runs") / name)
+            command = rl_command(args.dataset, args.backbone, arm, lr, seed, Path("runs") / name, args.model)
             running[name] = (subprocess.Popen(command, env=run_env, stdout=logfile, stderr=subprocess.STDOUT),
                              time.time())
         if not running:
@@ -246,6 +272,8 @@ def main() -> int:
                     if (Path("runs") / name / file).exists():
                         shutil.copy(Path("runs") / name / file, results / name / file)
                 shutil.copy(Path("runs") / f"{name}.log", results / name / "log.txt")
+                if name.startswith("sup-"):  # a supervised run may become an RL start: keep its checkpoint
+                    pack_start(out, Path("runs") / name)
             else:
                 tail = (Path("runs") / f"{name}.log").read_text().splitlines()[-5:]
                 log(out, "  " + "\n  ".join(tail))

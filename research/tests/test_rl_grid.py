@@ -1,7 +1,8 @@
 """research/rl_comparison/rl_grid_gpu.py, the driver of the RL grids' device calls, with fake runs in place of
 genrec (a device call lost to a driver bug costs minutes of a session's 30): a fresh machine needs no runs/
-folder, finished runs are packed, runs past the deadline are stopped together and logged as resumable, a
-crash is logged as FAILED, and on a host of several GPUs every run sees one GPU of its own."""
+folder, finished runs are packed (a supervised run's checkpoint too), runs past the deadline are stopped
+together and logged as resumable, a crash is logged as FAILED, on a host of several GPUs every run sees one
+GPU of its own, and a ``--model hf`` grid's commands keep the start's model config."""
 
 import subprocess
 import sys
@@ -31,7 +32,7 @@ def grid(monkeypatch, tmp_path):
 
 def _run(grid, monkeypatch, programs, *flags):
     """main() with seed s's run executing ``programs[s]`` (Python code; argv[1] = its workdir)."""
-    def command(dataset, backbone, arm, lr, seed, workdir):
+    def command(dataset, backbone, arm, lr, seed, workdir, model="default"):
         return [sys.executable, "-c", programs[seed], str(workdir)]
 
     monkeypatch.setattr(grid, "rl_command", command)
@@ -53,6 +54,9 @@ def test_finished_stopped_and_failed_runs_are_told_apart(grid, monkeypatch):
                                           "rl_t/sup-hf_lrconfig_s1/metrics.jsonl",
                                           "rl_t/sup-hf_lrconfig_s1/results.json",
                                           "rl_t/sup-hf_lrconfig_s1/test_ranks.npy"]
+    with tarfile.open("out/sup-hf_lrconfig_s1.tar.part-aa") as tar:  # one part: the fake run is small
+        assert "sup-hf_lrconfig_s1/results.json" in tar.getnames()
+    assert not grid.Path("out/sup-hf_lrconfig_s2.tar.part-aa").exists()
 
 
 def test_each_run_gets_a_gpu_of_its_own_on_a_host_of_several(grid, monkeypatch):
@@ -68,3 +72,21 @@ def test_each_run_gets_a_gpu_of_its_own_on_a_host_of_several(grid, monkeypatch):
     _run(grid, monkeypatch, {1: PRINT_GPU, 2: PRINT_GPU, 3: PRINT_GPU}, "--seeds", "1,2,3", "--parallel", "3")
     gpus = [(grid.Path("runs") / f"sup-hf_lrconfig_s{seed}.log").read_text().split()[1] for seed in (1, 2, 3)]
     assert sorted(gpus) == ["0", "1", "2"]
+
+
+def test_hf_grid_starts_from_the_ab_run_and_keeps_its_numerics(grid):
+    # ``--model hf``: the RL runs' configs must equal the start's model config (genrec rl refuses otherwise).
+    sys.path.insert(0, str(REPO))
+    from tpu_configs.beauty_t5 import get_config
+
+    command = grid.rl_command("Beauty", "t5", "vstar", "3e-6", 1, grid.Path("runs/x"), "hf")
+    config_arg = command[command.index("--config") + 1]
+    assert config_arg == "tpu_configs/beauty_t5.py:rl=vstar,model=hf"
+    assert command[command.index("--init-from") + 1] == "runs/sup_Beauty_hf"
+    start_model = get_config("loss=ce,model=hf").model
+    assert get_config(config_arg.split(":", 1)[1]).model == start_model
+    assert start_model.attention_dropout == 0.1
+    control = grid.rl_command("Beauty", "t5", "ce_control", "3e-6", 1, grid.Path("runs/x"), "hf")
+    assert control[control.index("--config") + 1] == "tpu_configs/beauty_t5.py:loss=ce,model=hf"
+    ours = grid.rl_command("Beauty", "t5", "vstar", "3e-6", 1, grid.Path("runs/x"))
+    assert ours[ours.index("--config") + 1] == "tpu_configs/beauty_t5.py:rl=vstar"
