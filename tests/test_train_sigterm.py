@@ -16,11 +16,11 @@ from training.config import load_config_file
 from training.preemption import EXIT_CODE, StopOnSignal, TrainingInterrupted
 from training.train import train
 
-NUM_STEPS = 100
+NUM_STEPS = 60
 OVERRIDES = [
     "data.synthetic.num_users=120", "data.synthetic.num_items=150", "data.synthetic.codebook_size=8",
     "model.num_encoder_layers=1", "model.num_decoder_layers=1", "model.dropout_rate=0.1",
-    "batch_size=16", f"num_steps={NUM_STEPS}", "eval_every=50", "early_stopping_patience=5",
+    "batch_size=16", f"num_steps={NUM_STEPS}", "eval_every=30", "early_stopping_patience=5",
     "eval.max_examples=32", "eval.batch_size=32", "checkpoint.every_steps=1000", "log_every=1",
 ]
 
@@ -40,7 +40,7 @@ def test_sigterm_checkpoints_the_current_step_and_resumes_exactly(tmp_path):
     output.extend(process.stdout)
     assert process.wait(timeout=300) == EXIT_CODE, "".join(output)[-3000:]
     stopped_at = json.loads(output[-1])["interrupted_at_step"]
-    assert 5 <= stopped_at < 50  # before the first periodic save (eval at 50, checkpoints every 1000)
+    assert 5 <= stopped_at < 30  # before the first periodic save (eval at 30, checkpoints every 1000)
     saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
     assert saved == [stopped_at]
     assert not (workdir / "results.json").exists()
