@@ -47,10 +47,10 @@ docs/results.md has NDCG, the spread and the comparisons):
 `genrec train --config tpu_configs/beauty_t5.py:loss=apao_pairwise,dtype=bfloat16 --workdir runs/x`:
   Recall@10 0.0587 (4 seeds), about 22-24 minutes alone on an H200
 `genrec train --config tpu_configs/beauty_t5.py:loss=ce,model=hf --workdir runs/x --set seed=S`:
-  Recall@10 0.0646 (2 seeds), so far: seeds 1-2 of the A/B, 0.0649 and 0.0643 (loss=ce: 0.0586
-  over the A/B's 4 seeds); its test (4 seeds each, written before its runs in docs/results.md,
-  "Hugging Face T5 numerics on Beauty CE") waits for seeds 3-4; 15,000-20,500 steps, two side
-  by side on one H100 in 26 min
+  to be measured (the A/B's test, 4 seeds each, written before its runs in docs/results.md,
+  "Hugging Face T5 numerics on Beauty CE", waits for seeds 3-4; seeds 1-2 read 0.0649 and
+  0.0643 against loss=ce's 0.0586 over the A/B's 4 seeds; 15,000-20,500 steps, two side by
+  side on one H100 in 26 min)
 
 Published bars, test Recall@10 (paper): ce 0.0611, apao 0.0637, apao_pairwise
 0.0639; 0.0606 for the strongest baseline (MSL or two-stage S-DPO).
