@@ -99,13 +99,23 @@ def start_workdir(out: Path, dataset: str, backbone: str, start_dir: Path | None
     parts = sorted(start_dir.glob(f"{name}.tar.part-*")) if start_dir else []
     if parts:
         start.parent.mkdir(parents=True, exist_ok=True)
-        with open(f"/tmp/{name}.tar", "wb") as joined:
-            for part in parts:
-                joined.write(part.read_bytes())
-        with tarfile.open(f"/tmp/{name}.tar") as tar:
-            tar.extractall(start.parent)
+        with tempfile.TemporaryDirectory() as tmp:  # of its own, as in pack_start
+            with open(f"{tmp}/{name}.tar", "wb") as joined:
+                for part in parts:
+                    joined.write(part.read_bytes())
+            with tarfile.open(f"{tmp}/{name}.tar") as tar:
+                tar.extractall(f"{tmp}/x")
+            # The tar's one folder becomes runs/<name> whatever it was called: parts of a run packed under
+            # its own name (pack_start) serve as a start once renamed <name>.tar.part-*.
+            (packed,) = Path(f"{tmp}/x").iterdir()
+            if start.exists():  # a start left unfinished here: the carried parts replace it
+                shutil.rmtree(start)
+            shutil.move(packed, start)
         log(out, f"unpacked the start from {len(parts)} parts")
         return True
+    if model != "default":  # the pre-registered start is the A/B's chosen run: never a fresh one
+        raise SystemExit(f"--model {model}: no runs/{name} and no {name}.tar.part-* in --start "
+                         f"({start_dir}); carry the chosen supervised run's parts (docs/results.md)")
     log(out, f"training the CE start{' (resuming)' if start.exists() else ''}")
     with open(out / f"{name}.log", "a") as logfile:
         proc = subprocess.Popen([sys.executable, "-m", "training.train", "--config",
@@ -140,12 +150,12 @@ def pack_start(out: Path, workdir: Path) -> None:
 def rl_command(dataset: str, backbone: str, arm: str, lr: str, seed: int, workdir: Path,
                model: str = "default") -> list[str]:
     config, start = grid_names(dataset, backbone, model)
-    common = ["--init-from", f"runs/{start}", "--workdir", str(workdir),
-              "--set", f"data.data_dir=data_local/{dataset}", "--set", "log_every=50", "--set", f"seed={seed}"]
     if arm.startswith("sup-"):
         return [sys.executable, "-m", "training.train", "--config",
                 f"{config}:loss=ce,model={arm[4:]}", "--workdir", str(workdir),
                 "--set", f"data.data_dir=data_local/{dataset}", "--set", f"seed={seed}"]
+    common = ["--init-from", f"runs/{start}", "--workdir", str(workdir),
+              "--set", f"data.data_dir=data_local/{dataset}", "--set", "log_every=50", "--set", f"seed={seed}"]
     if arm == "ce_control":
         return [sys.executable, "-m", "training.train", "--config", f"{config}:loss=ce{model_arg(model)}",
                 *common, "--set", "batch_size=64", "--set", "num_steps=300", "--set", "eval_every=50",
@@ -193,8 +203,6 @@ def main() -> int:
             parser.error(f"--no-start: arm {arm!r} starts from the CE start")
         if args.model != "default" and arm.startswith("sup-"):
             parser.error(f"--model {args.model}: arm {arm!r} names its own model")
-    if args.model != "default" and not args.start:
-        parser.error(f"--model {args.model}: pass --start with the chosen supervised run (it is not trained here)")
     config, start = grid_names(args.dataset, args.backbone, args.model)
     if not Path(config).exists():
         parser.error(f"--backbone {args.backbone}: no {config}")

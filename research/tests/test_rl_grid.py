@@ -90,3 +90,31 @@ def test_hf_grid_starts_from_the_ab_run_and_keeps_its_numerics(grid):
     assert control[control.index("--config") + 1] == "tpu_configs/beauty_t5.py:loss=ce,model=hf"
     ours = grid.rl_command("Beauty", "t5", "vstar", "3e-6", 1, grid.Path("runs/x"))
     assert ours[ours.index("--config") + 1] == "tpu_configs/beauty_t5.py:rl=vstar"
+
+
+@pytest.mark.parametrize("start", [None, "empty"])
+def test_hf_grid_never_trains_a_start_of_its_own(grid, monkeypatch, start):
+    # Without the chosen run's parts (no --start, or a folder without them) the call stops before any run.
+    flags = ["--start", "empty"] if start else []
+    grid.Path("empty").mkdir()
+    monkeypatch.setattr(sys, "argv", ["rl_grid_gpu.py", "--out", "out", "--tag", "t", "--dataset", "Beauty",
+                                      "--model", "hf", "--arms", "vstar", *flags])
+    with pytest.raises(SystemExit, match="no runs/sup_Beauty_hf and no sup_Beauty_hf.tar.part-"):
+        grid.main()
+    assert not grid.Path("out/sup_Beauty_hf.log").exists()
+
+
+def test_a_packed_run_renamed_is_unpacked_as_the_start(grid):
+    run = grid.Path("runs/sup-hf_lrconfig_s3")
+    (run / "best").mkdir(parents=True)
+    (run / "best" / "params").write_bytes(b"weights")
+    (run / "results.json").write_text("{}")
+    grid.Path("packed").mkdir()
+    grid.pack_start(grid.Path("packed"), run)
+    grid.Path("rl_start_hf").mkdir()
+    for part in grid.Path("packed").iterdir():  # the documented rename: <run>.tar.part-* -> <start>.tar.part-*
+        part.rename(grid.Path("rl_start_hf") / part.name.replace(run.name, "sup_Beauty_hf"))
+    grid.Path("out").mkdir()
+    assert grid.start_workdir(grid.Path("out"), "Beauty", "t5", grid.Path("rl_start_hf"), 60.0, "hf")
+    assert (grid.Path("runs/sup_Beauty_hf/best/params")).read_bytes() == b"weights"
+    assert (grid.Path("runs/sup_Beauty_hf/results.json")).read_text() == "{}"
