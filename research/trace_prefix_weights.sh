@@ -16,7 +16,7 @@
 set -uo pipefail
 out=${1:?usage: trace_prefix_weights.sh OUT SECONDS [CONFIG] [DATA_DIR]}
 seconds=${2:?usage: trace_prefix_weights.sh OUT SECONDS [CONFIG] [DATA_DIR]}
-config=${3:-tpu_configs/office_t5.py:loss=apao}
+config=${3:-tpu_configs/office_t5.py:loss=apao,model=default}
 data=${4:-data_local/Office}
 variants=(per_batch running)
 mkdir -p "$out"

@@ -23,19 +23,19 @@ CONFIG_DIR = REPO / "tpu_configs"
 # results name runs by the old file names).
 OLD_CONFIG_SPELLINGS = {
     "cpu_smoke": "cpu_smoke.py",
-    "gpu_office_t5_ce": "office_t5.py:loss=ce",
-    "gpu_office_t5_apao": "office_t5.py:loss=apao",
-    "gpu_office_t5_apao_running": "office_t5.py:loss=apao_running",
-    "gpu_office_t5_msl": "office_t5.py:loss=msl",
-    "gpu_office_t5_apao_pairwise": "office_t5.py:loss=apao_pairwise",
+    "gpu_office_t5_ce": "office_t5.py:loss=ce,model=default",
+    "gpu_office_t5_apao": "office_t5.py:loss=apao,model=default",
+    "gpu_office_t5_apao_running": "office_t5.py:loss=apao_running,model=default",
+    "gpu_office_t5_msl": "office_t5.py:loss=msl,model=default",
+    "gpu_office_t5_apao_pairwise": "office_t5.py:loss=apao_pairwise,model=default",
     "gpu_office_llama_ce": "office_llama.py:loss=ce",
     "gpu_beauty_t5_ce": "beauty_t5.py:loss=ce",
     "gpu_beauty_t5_apao": "beauty_t5.py:loss=apao",
     "gpu_beauty_t5_apao_running": "beauty_t5.py:loss=apao_running",
     "gpu_beauty_t5_msl": "beauty_t5.py:loss=msl",
     "gpu_beauty_t5_apao_pairwise": "beauty_t5.py:loss=apao_pairwise,dtype=bfloat16",
-    "tpu_v4_8_office": "office_t5.py:loss=apao,platform=tpu_v4_8",
-    "tpu_v5e_8_office": "office_t5.py:loss=apao,platform=tpu_v5e_8",
+    "tpu_v4_8_office": "office_t5.py:loss=apao,platform=tpu_v4_8,model=default",
+    "tpu_v5e_8_office": "office_t5.py:loss=apao,platform=tpu_v5e_8,model=default",
 }
 TPU_CONFIGS = [spec for spec in OLD_CONFIG_SPELLINGS.values() if "platform=tpu" in spec]
 # Scale only: the device count, dtype, loss and optimizer stay as written.
@@ -63,13 +63,15 @@ def test_every_old_config_file_is_reachable_unchanged(old_name):
     assert payload == golden, OLD_CONFIG_SPELLINGS[old_name]
 
 
-@pytest.mark.parametrize("base", ["beauty_t5.py", "office_t5.py"])
-def test_model_hf_changes_only_the_four_hf_t5_options(base):
-    plain = load_config_file(CONFIG_DIR / f"{base}:loss=ce")
+# Each T5 base's default numerics: hf where that dataset's pre-registered A/B won (docs/results.md).
+@pytest.mark.parametrize("base, default_model", [("beauty_t5.py", "default"), ("office_t5.py", "hf")])
+def test_model_hf_changes_only_the_four_hf_t5_options(base, default_model):
+    plain = load_config_file(CONFIG_DIR / f"{base}:loss=ce,model=default")
     hf = load_config_file(CONFIG_DIR / f"{base}:loss=ce,model=hf")
     hf_options = dict(attention_dropout=0.1, ffn_dropout=0.1, attention_logit_scale="unscaled", init="hf_t5")
     assert hf == dataclasses.replace(plain, model=dataclasses.replace(plain.model, **hf_options))
-    assert load_config_file(CONFIG_DIR / f"{base}:loss=ce,model=default") == plain
+    assert load_config_file(CONFIG_DIR / f"{base}:loss=ce") == {"default": plain, "hf": hf}[default_model]
+    assert load_config_file(CONFIG_DIR / base) == {"default": plain, "hf": hf}[default_model]
     model_config = hf.model.build(vocab_size=1026, num_levels=4, max_history=20)
     assert {key: getattr(model_config, key) for key in hf_options} == hf_options
     assert model_config.dropout_rate == 0.1  # HF T5 uses its one dropout_rate everywhere

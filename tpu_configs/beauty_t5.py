@@ -2,7 +2,9 @@
 
 Reproduces the T5 rows of APAO (arXiv 2603.02730) Table 1 on Beauty (22,363
 users, 12,101 items, 131,413 training examples: 129 steps an epoch at batch
-1024) with the model and recipe of office_t5.py (common.paper_config). A CE
+1024) with the model and recipe of office_t5.py (common.paper_config), but our
+first T5's numerics by default (``model=default``) until this dataset's
+Hugging Face T5 A/B ends (Office's made ``model=hf`` its default). A CE
 run stops at epoch 61-79, about 15 minutes on an H100 shared with a second
 training.
 

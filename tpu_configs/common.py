@@ -88,7 +88,9 @@ def paper_losses(*, beta: float, eta: float, msl_tau: float | None = None,
     return losses
 
 
-# Model variants of the T5 bases (``model=``), today's model first. ``hf``: Hugging Face T5's numerics,
+# Model variants of the T5 bases (``model=``); a base names its default (``paper_config``'s
+# ``default_model``). ``default``: our first T5 (the name predates ``hf`` becoming Office's default).
+# ``hf``: Hugging Face T5's numerics,
 # which the published T5 figures come from (docs/models.md, "Hugging Face T5 options"): dropout at the
 # preset's 0.1 also on the attention probabilities and the FFN hidden layer, unscaled attention logits,
 # and HF's init (q std (d_model * head_dim) ** -0.5 carries the scale). The Llama base has only ``default``.
@@ -109,11 +111,12 @@ RL_ARMS = {
 
 
 def paper_config(arg: str, *, dataset: str, preset: str, losses: dict[str, LossConfig],
-                 log_every: int) -> TrainConfig:
+                 log_every: int, default_model: str = "default") -> TrainConfig:
     """The APAO paper's recipe (arXiv 2603.02730) on ``data/<dataset>`` with model
     ``preset``, the variant of ``arg`` (keys ``loss``: one of ``losses``, ``dtype``,
     ``platform``, ``rl``: the arm ``genrec rl`` runs, one of :data:`RL_ARMS`; ``model``: one of
-    :data:`T5_MODEL_VARIANTS` for the T5 preset, ``default`` only otherwise; :func:`parse_arg`).
+    :data:`T5_MODEL_VARIANTS` for the T5 preset, ``default_model`` when unnamed, ``default`` only for
+    other presets; :func:`parse_arg`).
 
     The recipe: history of the last 20 items; AdamW lr 5e-4, weight decay 0.01,
     1% warmup, cosine decay; batch 1024; up to 200 epochs, early stopping after
@@ -124,6 +127,9 @@ def paper_config(arg: str, *, dataset: str, preset: str, losses: dict[str, LossC
     (docs/results.md).
     """
     models = tuple(T5_MODEL_VARIANTS) if preset == "t5_small_rec" else ("default",)
+    if default_model not in models:
+        raise ValueError(f"default_model {default_model!r} is not one of: {', '.join(models)}")
+    models = (default_model, *(model for model in models if model != default_model))
     args = parse_arg(arg, {"loss": tuple(losses), "dtype": DTYPES, "platform": tuple(PLATFORMS),
                            "rl": tuple(RL_ARMS), "model": models})
     platform = PLATFORMS[args["platform"]]

@@ -18,39 +18,39 @@
 # Then, here: python3 research/collect_results.py <files_at>/r research/results_raw/<date>,
 # research/summarize_results.py (each beta and running is a method, compared with ce).
 # Format per line: name|config|dataset|overrides.
-export LANE_GPU0_A='office_t5_apao_b005_s1|office_t5.py:loss=apao|Office|--set loss.beta=0.05 --set seed=1
-office_t5_apao_b02_s2|office_t5.py:loss=apao|Office|--set loss.beta=0.2 --set seed=2
-office_t5_apao_b1_s3|office_t5.py:loss=apao|Office|--set loss.beta=1.0 --set seed=3
-office_t5_apao_b005_s5|office_t5.py:loss=apao|Office|--set loss.beta=0.05 --set seed=5
-office_t5_apao_b02_s6|office_t5.py:loss=apao|Office|--set loss.beta=0.2 --set seed=6'
-export LANE_GPU0_B='office_t5_apao_b01_s1|office_t5.py:loss=apao|Office|--set loss.beta=0.1 --set seed=1
-office_t5_apao_b04_s2|office_t5.py:loss=apao|Office|--set loss.beta=0.4 --set seed=2
-office_t5_apao_running_s3|office_t5.py:loss=apao|Office|--set loss.running_weights=true --set seed=3
-office_t5_apao_b01_s5|office_t5.py:loss=apao|Office|--set loss.beta=0.1 --set seed=5
-office_t5_apao_b04_s6|office_t5.py:loss=apao|Office|--set loss.beta=0.4 --set seed=6'
-export LANE_GPU1_A='office_t5_apao_b02_s1|office_t5.py:loss=apao|Office|--set loss.beta=0.2 --set seed=1
-office_t5_apao_b1_s2|office_t5.py:loss=apao|Office|--set loss.beta=1.0 --set seed=2
-office_t5_apao_b005_s4|office_t5.py:loss=apao|Office|--set loss.beta=0.05 --set seed=4
-office_t5_apao_b02_s5|office_t5.py:loss=apao|Office|--set loss.beta=0.2 --set seed=5
-office_t5_apao_b1_s6|office_t5.py:loss=apao|Office|--set loss.beta=1.0 --set seed=6'
-export LANE_GPU1_B='office_t5_apao_b04_s1|office_t5.py:loss=apao|Office|--set loss.beta=0.4 --set seed=1
-office_t5_apao_running_s2|office_t5.py:loss=apao|Office|--set loss.running_weights=true --set seed=2
-office_t5_apao_b01_s4|office_t5.py:loss=apao|Office|--set loss.beta=0.1 --set seed=4
-office_t5_apao_b04_s5|office_t5.py:loss=apao|Office|--set loss.beta=0.4 --set seed=5
-office_t5_apao_running_s6|office_t5.py:loss=apao|Office|--set loss.running_weights=true --set seed=6'
-export LANE_GPU2_A='office_t5_apao_b1_s1|office_t5.py:loss=apao|Office|--set loss.beta=1.0 --set seed=1
-office_t5_apao_b005_s3|office_t5.py:loss=apao|Office|--set loss.beta=0.05 --set seed=3
-office_t5_apao_b02_s4|office_t5.py:loss=apao|Office|--set loss.beta=0.2 --set seed=4
-office_t5_apao_b1_s5|office_t5.py:loss=apao|Office|--set loss.beta=1.0 --set seed=5'
-export LANE_GPU2_B='office_t5_apao_running_s1|office_t5.py:loss=apao|Office|--set loss.running_weights=true --set seed=1
-office_t5_apao_b01_s3|office_t5.py:loss=apao|Office|--set loss.beta=0.1 --set seed=3
-office_t5_apao_b04_s4|office_t5.py:loss=apao|Office|--set loss.beta=0.4 --set seed=4
-office_t5_apao_running_s5|office_t5.py:loss=apao|Office|--set loss.running_weights=true --set seed=5'
-export LANE_GPU3_A='office_t5_apao_b005_s2|office_t5.py:loss=apao|Office|--set loss.beta=0.05 --set seed=2
-office_t5_apao_b02_s3|office_t5.py:loss=apao|Office|--set loss.beta=0.2 --set seed=3
-office_t5_apao_b1_s4|office_t5.py:loss=apao|Office|--set loss.beta=1.0 --set seed=4
-office_t5_apao_b005_s6|office_t5.py:loss=apao|Office|--set loss.beta=0.05 --set seed=6'
-export LANE_GPU3_B='office_t5_apao_b01_s2|office_t5.py:loss=apao|Office|--set loss.beta=0.1 --set seed=2
-office_t5_apao_b04_s3|office_t5.py:loss=apao|Office|--set loss.beta=0.4 --set seed=3
-office_t5_apao_running_s4|office_t5.py:loss=apao|Office|--set loss.running_weights=true --set seed=4
-office_t5_apao_b01_s6|office_t5.py:loss=apao|Office|--set loss.beta=0.1 --set seed=6'
+export LANE_GPU0_A='office_t5_apao_b005_s1|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.05 --set seed=1
+office_t5_apao_b02_s2|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.2 --set seed=2
+office_t5_apao_b1_s3|office_t5.py:loss=apao,model=default|Office|--set loss.beta=1.0 --set seed=3
+office_t5_apao_b005_s5|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.05 --set seed=5
+office_t5_apao_b02_s6|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.2 --set seed=6'
+export LANE_GPU0_B='office_t5_apao_b01_s1|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.1 --set seed=1
+office_t5_apao_b04_s2|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.4 --set seed=2
+office_t5_apao_running_s3|office_t5.py:loss=apao,model=default|Office|--set loss.running_weights=true --set seed=3
+office_t5_apao_b01_s5|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.1 --set seed=5
+office_t5_apao_b04_s6|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.4 --set seed=6'
+export LANE_GPU1_A='office_t5_apao_b02_s1|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.2 --set seed=1
+office_t5_apao_b1_s2|office_t5.py:loss=apao,model=default|Office|--set loss.beta=1.0 --set seed=2
+office_t5_apao_b005_s4|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.05 --set seed=4
+office_t5_apao_b02_s5|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.2 --set seed=5
+office_t5_apao_b1_s6|office_t5.py:loss=apao,model=default|Office|--set loss.beta=1.0 --set seed=6'
+export LANE_GPU1_B='office_t5_apao_b04_s1|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.4 --set seed=1
+office_t5_apao_running_s2|office_t5.py:loss=apao,model=default|Office|--set loss.running_weights=true --set seed=2
+office_t5_apao_b01_s4|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.1 --set seed=4
+office_t5_apao_b04_s5|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.4 --set seed=5
+office_t5_apao_running_s6|office_t5.py:loss=apao,model=default|Office|--set loss.running_weights=true --set seed=6'
+export LANE_GPU2_A='office_t5_apao_b1_s1|office_t5.py:loss=apao,model=default|Office|--set loss.beta=1.0 --set seed=1
+office_t5_apao_b005_s3|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.05 --set seed=3
+office_t5_apao_b02_s4|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.2 --set seed=4
+office_t5_apao_b1_s5|office_t5.py:loss=apao,model=default|Office|--set loss.beta=1.0 --set seed=5'
+export LANE_GPU2_B='office_t5_apao_running_s1|office_t5.py:loss=apao,model=default|Office|--set loss.running_weights=true --set seed=1
+office_t5_apao_b01_s3|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.1 --set seed=3
+office_t5_apao_b04_s4|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.4 --set seed=4
+office_t5_apao_running_s5|office_t5.py:loss=apao,model=default|Office|--set loss.running_weights=true --set seed=5'
+export LANE_GPU3_A='office_t5_apao_b005_s2|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.05 --set seed=2
+office_t5_apao_b02_s3|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.2 --set seed=3
+office_t5_apao_b1_s4|office_t5.py:loss=apao,model=default|Office|--set loss.beta=1.0 --set seed=4
+office_t5_apao_b005_s6|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.05 --set seed=6'
+export LANE_GPU3_B='office_t5_apao_b01_s2|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.1 --set seed=2
+office_t5_apao_b04_s3|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.4 --set seed=3
+office_t5_apao_running_s4|office_t5.py:loss=apao,model=default|Office|--set loss.running_weights=true --set seed=4
+office_t5_apao_b01_s6|office_t5.py:loss=apao,model=default|Office|--set loss.beta=0.1 --set seed=6'

@@ -32,26 +32,26 @@
 # Then, here: python3 research/collect_results.py <files_at>/r research/results_raw/2026-11-26,
 # summarize_results.py, and the Expected result of office_t5.py:loss=ce (15 seeds).
 # Format per line: name|config|dataset|overrides.
-export LANE_GPU0_A='office_t5_apao_running_e5e4_s5|office_t5.py:loss=apao_running|Office|--set loss.eta=5e-4 --set seed=5
-office_t5_apao_running_e5e4_s9|office_t5.py:loss=apao_running|Office|--set loss.eta=5e-4 --set seed=9
+export LANE_GPU0_A='office_t5_apao_running_e5e4_s5|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=5
+office_t5_apao_running_e5e4_s9|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=9
 beauty_t5_ce_fullval_s1|beauty_t5.py:loss=ce|Beauty|--set eval.max_examples=none --set seed=1'
-export LANE_GPU0_B='office_t5_apao_running_e5e4_s6|office_t5.py:loss=apao_running|Office|--set loss.eta=5e-4 --set seed=6
-office_t5_ce_s3|office_t5.py:loss=ce|Office|--set seed=3
+export LANE_GPU0_B='office_t5_apao_running_e5e4_s6|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=6
+office_t5_ce_s3|office_t5.py:loss=ce,model=default|Office|--set seed=3
 beauty_t5_ce_fullval_s2|beauty_t5.py:loss=ce|Beauty|--set eval.max_examples=none --set seed=2'
-export LANE_GPU1_A='office_t5_apao_running_e5e4_s7|office_t5.py:loss=apao_running|Office|--set loss.eta=5e-4 --set seed=7
-office_t5_apao_running_e5e4_s11|office_t5.py:loss=apao_running|Office|--set loss.eta=5e-4 --set seed=11
+export LANE_GPU1_A='office_t5_apao_running_e5e4_s7|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=7
+office_t5_apao_running_e5e4_s11|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=11
 beauty_t5_ce_fullval_s3|beauty_t5.py:loss=ce|Beauty|--set eval.max_examples=none --set seed=3'
-export LANE_GPU1_B='office_t5_apao_running_e5e4_s8|office_t5.py:loss=apao_running|Office|--set loss.eta=5e-4 --set seed=8
-office_t5_apao_running_e2e3_s1|office_t5.py:loss=apao_running|Office|--set loss.eta=2e-3 --set seed=1
+export LANE_GPU1_B='office_t5_apao_running_e5e4_s8|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=8
+office_t5_apao_running_e2e3_s1|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=2e-3 --set seed=1
 beauty_t5_ce_fullval_s4|beauty_t5.py:loss=ce|Beauty|--set eval.max_examples=none --set seed=4'
-export LANE_GPU2_A='office_t5_apao_running_e5e4_s10|office_t5.py:loss=apao_running|Office|--set loss.eta=5e-4 --set seed=10
-office_t5_apao_running_e5e4_s13|office_t5.py:loss=apao_running|Office|--set loss.eta=5e-4 --set seed=13
+export LANE_GPU2_A='office_t5_apao_running_e5e4_s10|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=10
+office_t5_apao_running_e5e4_s13|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=13
 beauty_t5_ce_fullval_s5|beauty_t5.py:loss=ce|Beauty|--set eval.max_examples=none --set seed=5'
-export LANE_GPU2_B='office_t5_apao_running_e5e4_s12|office_t5.py:loss=apao_running|Office|--set loss.eta=5e-4 --set seed=12
-office_t5_apao_running_e2e3_s2|office_t5.py:loss=apao_running|Office|--set loss.eta=2e-3 --set seed=2
+export LANE_GPU2_B='office_t5_apao_running_e5e4_s12|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=12
+office_t5_apao_running_e2e3_s2|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=2e-3 --set seed=2
 beauty_t5_ce_fullval_s6|beauty_t5.py:loss=ce|Beauty|--set eval.max_examples=none --set seed=6'
-export LANE_GPU3_A='office_t5_apao_running_e5e4_s14|office_t5.py:loss=apao_running|Office|--set loss.eta=5e-4 --set seed=14
-office_t5_apao_running_e2e3_s3|office_t5.py:loss=apao_running|Office|--set loss.eta=2e-3 --set seed=3
+export LANE_GPU3_A='office_t5_apao_running_e5e4_s14|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=14
+office_t5_apao_running_e2e3_s3|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=2e-3 --set seed=3
 beauty_t5_ce_fullval_s7|beauty_t5.py:loss=ce|Beauty|--set eval.max_examples=none --set seed=7'
-export LANE_GPU3_B='office_t5_apao_running_e2e3_s4|office_t5.py:loss=apao_running|Office|--set loss.eta=2e-3 --set seed=4
+export LANE_GPU3_B='office_t5_apao_running_e2e3_s4|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=2e-3 --set seed=4
 beauty_t5_ce_fullval_s8|beauty_t5.py:loss=ce|Beauty|--set eval.max_examples=none --set seed=8'

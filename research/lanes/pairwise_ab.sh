@@ -26,14 +26,14 @@
 # one of four decoder positions; in deterministic mode the two paths give
 # equal logits (tests/test_models_decoding.py), so the loss and its gradient differ
 # only through dropout noise.
-export LANE_GPU0_A='office_t5_apao_pairwise_b01_s1|office_t5.py:loss=apao_pairwise|Office|--set loss.beta=0.1 --set seed=1'
-export LANE_GPU0_B='office_t5_apao_pairwise_b01_unshared_s1|office_t5.py:loss=apao_pairwise|Office|--set loss.beta=0.1 --set seed=1 --set loss.share_bos_position=false'
-export LANE_GPU1_A='office_t5_apao_pairwise_b01_s2|office_t5.py:loss=apao_pairwise|Office|--set loss.beta=0.1 --set seed=2'
-export LANE_GPU1_B='office_t5_apao_pairwise_b01_unshared_s2|office_t5.py:loss=apao_pairwise|Office|--set loss.beta=0.1 --set seed=2 --set loss.share_bos_position=false'
-export LANE_GPU2_A='office_t5_apao_pairwise_b01_s3|office_t5.py:loss=apao_pairwise|Office|--set loss.beta=0.1 --set seed=3'
-export LANE_GPU2_B='office_t5_apao_pairwise_b01_unshared_s3|office_t5.py:loss=apao_pairwise|Office|--set loss.beta=0.1 --set seed=3 --set loss.share_bos_position=false'
+export LANE_GPU0_A='office_t5_apao_pairwise_b01_s1|office_t5.py:loss=apao_pairwise,model=default|Office|--set loss.beta=0.1 --set seed=1'
+export LANE_GPU0_B='office_t5_apao_pairwise_b01_unshared_s1|office_t5.py:loss=apao_pairwise,model=default|Office|--set loss.beta=0.1 --set seed=1 --set loss.share_bos_position=false'
+export LANE_GPU1_A='office_t5_apao_pairwise_b01_s2|office_t5.py:loss=apao_pairwise,model=default|Office|--set loss.beta=0.1 --set seed=2'
+export LANE_GPU1_B='office_t5_apao_pairwise_b01_unshared_s2|office_t5.py:loss=apao_pairwise,model=default|Office|--set loss.beta=0.1 --set seed=2 --set loss.share_bos_position=false'
+export LANE_GPU2_A='office_t5_apao_pairwise_b01_s3|office_t5.py:loss=apao_pairwise,model=default|Office|--set loss.beta=0.1 --set seed=3'
+export LANE_GPU2_B='office_t5_apao_pairwise_b01_unshared_s3|office_t5.py:loss=apao_pairwise,model=default|Office|--set loss.beta=0.1 --set seed=3 --set loss.share_bos_position=false'
 # GPU 3: more CE / APAO seeds on Office (not in lanes/more_seeds.sh).
-export LANE_GPU3_A='office_t5_ce_s15|office_t5.py:loss=ce|Office|--set seed=15
-office_t5_apao_s17|office_t5.py:loss=apao|Office|--set seed=17'
-export LANE_GPU3_B='office_t5_ce_s16|office_t5.py:loss=ce|Office|--set seed=16
-office_t5_apao_s18|office_t5.py:loss=apao|Office|--set seed=18'
+export LANE_GPU3_A='office_t5_ce_s15|office_t5.py:loss=ce,model=default|Office|--set seed=15
+office_t5_apao_s17|office_t5.py:loss=apao,model=default|Office|--set seed=17'
+export LANE_GPU3_B='office_t5_ce_s16|office_t5.py:loss=ce,model=default|Office|--set seed=16
+office_t5_apao_s18|office_t5.py:loss=apao,model=default|Office|--set seed=18'

@@ -36,10 +36,10 @@
 # +3.9%, p 0.050; R@20 +1.5%, NDCG@10 +0.4%), so per-candidate decoding is
 # now the default; rule 2 not met (+3.6%, p 0.138; seed-matched +0.4%), as
 # predicted.
-export LANE_GPU0_A='office_t5_apao_pairwise_b01_s3|office_t5.py:loss=apao_pairwise|Office|--set loss.beta=0.1 --set seed=3'
-export LANE_GPU0_B='office_t5_apao_pairwise_b01_unshared_s3|office_t5.py:loss=apao_pairwise|Office|--set loss.beta=0.1 --set seed=3 --set loss.share_bos_position=false'
-export LANE_GPU1_A='office_t5_apao_pairwise_b01_unshared_s4|office_t5.py:loss=apao_pairwise|Office|--set loss.beta=0.1 --set seed=4 --set loss.share_bos_position=false'
-export LANE_GPU1_B='office_t5_apao_pairwise_b01_unshared_s5|office_t5.py:loss=apao_pairwise|Office|--set loss.beta=0.1 --set seed=5 --set loss.share_bos_position=false'
-export LANE_GPU2_A='office_t5_apao_pairwise_b01_unshared_s6|office_t5.py:loss=apao_pairwise|Office|--set loss.beta=0.1 --set seed=6 --set loss.share_bos_position=false'
-export LANE_GPU2_B='office_t5_apao_pairwise_b01_unshared_s7|office_t5.py:loss=apao_pairwise|Office|--set loss.beta=0.1 --set seed=7 --set loss.share_bos_position=false'
-export LANE_GPU3_A='office_t5_apao_pairwise_b01_unshared_s8|office_t5.py:loss=apao_pairwise|Office|--set loss.beta=0.1 --set seed=8 --set loss.share_bos_position=false'
+export LANE_GPU0_A='office_t5_apao_pairwise_b01_s3|office_t5.py:loss=apao_pairwise,model=default|Office|--set loss.beta=0.1 --set seed=3'
+export LANE_GPU0_B='office_t5_apao_pairwise_b01_unshared_s3|office_t5.py:loss=apao_pairwise,model=default|Office|--set loss.beta=0.1 --set seed=3 --set loss.share_bos_position=false'
+export LANE_GPU1_A='office_t5_apao_pairwise_b01_unshared_s4|office_t5.py:loss=apao_pairwise,model=default|Office|--set loss.beta=0.1 --set seed=4 --set loss.share_bos_position=false'
+export LANE_GPU1_B='office_t5_apao_pairwise_b01_unshared_s5|office_t5.py:loss=apao_pairwise,model=default|Office|--set loss.beta=0.1 --set seed=5 --set loss.share_bos_position=false'
+export LANE_GPU2_A='office_t5_apao_pairwise_b01_unshared_s6|office_t5.py:loss=apao_pairwise,model=default|Office|--set loss.beta=0.1 --set seed=6 --set loss.share_bos_position=false'
+export LANE_GPU2_B='office_t5_apao_pairwise_b01_unshared_s7|office_t5.py:loss=apao_pairwise,model=default|Office|--set loss.beta=0.1 --set seed=7 --set loss.share_bos_position=false'
+export LANE_GPU3_A='office_t5_apao_pairwise_b01_unshared_s8|office_t5.py:loss=apao_pairwise,model=default|Office|--set loss.beta=0.1 --set seed=8 --set loss.share_bos_position=false'

@@ -17,21 +17,21 @@
 # Status: the sixth session ran seeds 1-4 of eta 3e-5 and 5e-4 only (lanes set
 # inline, docs/results.md); eta_confirm.sh supersedes the rest of this file.
 # Format per line: name|config|dataset|overrides.
-export LANE_GPU0_A='office_t5_apao_running_e3e5_s1|office_t5.py:loss=apao_running|Office|--set loss.eta=3e-5 --set seed=1
-office_t5_apao_running_e2e3_s3|office_t5.py:loss=apao_running|Office|--set loss.eta=2e-3 --set seed=3
-office_t5_apao_running_e5e4_s6|office_t5.py:loss=apao_running|Office|--set loss.eta=5e-4 --set seed=6'
-export LANE_GPU0_B='office_t5_apao_running_e5e4_s1|office_t5.py:loss=apao_running|Office|--set loss.eta=5e-4 --set seed=1
-office_t5_apao_running_e3e5_s4|office_t5.py:loss=apao_running|Office|--set loss.eta=3e-5 --set seed=4
-office_t5_apao_running_e2e3_s6|office_t5.py:loss=apao_running|Office|--set loss.eta=2e-3 --set seed=6'
-export LANE_GPU1_A='office_t5_apao_running_e2e3_s1|office_t5.py:loss=apao_running|Office|--set loss.eta=2e-3 --set seed=1
-office_t5_apao_running_e5e4_s4|office_t5.py:loss=apao_running|Office|--set loss.eta=5e-4 --set seed=4'
-export LANE_GPU1_B='office_t5_apao_running_e3e5_s2|office_t5.py:loss=apao_running|Office|--set loss.eta=3e-5 --set seed=2
-office_t5_apao_running_e2e3_s4|office_t5.py:loss=apao_running|Office|--set loss.eta=2e-3 --set seed=4'
-export LANE_GPU2_A='office_t5_apao_running_e5e4_s2|office_t5.py:loss=apao_running|Office|--set loss.eta=5e-4 --set seed=2
-office_t5_apao_running_e3e5_s5|office_t5.py:loss=apao_running|Office|--set loss.eta=3e-5 --set seed=5'
-export LANE_GPU2_B='office_t5_apao_running_e2e3_s2|office_t5.py:loss=apao_running|Office|--set loss.eta=2e-3 --set seed=2
-office_t5_apao_running_e5e4_s5|office_t5.py:loss=apao_running|Office|--set loss.eta=5e-4 --set seed=5'
-export LANE_GPU3_A='office_t5_apao_running_e3e5_s3|office_t5.py:loss=apao_running|Office|--set loss.eta=3e-5 --set seed=3
-office_t5_apao_running_e2e3_s5|office_t5.py:loss=apao_running|Office|--set loss.eta=2e-3 --set seed=5'
-export LANE_GPU3_B='office_t5_apao_running_e5e4_s3|office_t5.py:loss=apao_running|Office|--set loss.eta=5e-4 --set seed=3
-office_t5_apao_running_e3e5_s6|office_t5.py:loss=apao_running|Office|--set loss.eta=3e-5 --set seed=6'
+export LANE_GPU0_A='office_t5_apao_running_e3e5_s1|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=3e-5 --set seed=1
+office_t5_apao_running_e2e3_s3|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=2e-3 --set seed=3
+office_t5_apao_running_e5e4_s6|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=6'
+export LANE_GPU0_B='office_t5_apao_running_e5e4_s1|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=1
+office_t5_apao_running_e3e5_s4|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=3e-5 --set seed=4
+office_t5_apao_running_e2e3_s6|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=2e-3 --set seed=6'
+export LANE_GPU1_A='office_t5_apao_running_e2e3_s1|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=2e-3 --set seed=1
+office_t5_apao_running_e5e4_s4|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=4'
+export LANE_GPU1_B='office_t5_apao_running_e3e5_s2|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=3e-5 --set seed=2
+office_t5_apao_running_e2e3_s4|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=2e-3 --set seed=4'
+export LANE_GPU2_A='office_t5_apao_running_e5e4_s2|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=2
+office_t5_apao_running_e3e5_s5|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=3e-5 --set seed=5'
+export LANE_GPU2_B='office_t5_apao_running_e2e3_s2|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=2e-3 --set seed=2
+office_t5_apao_running_e5e4_s5|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=5'
+export LANE_GPU3_A='office_t5_apao_running_e3e5_s3|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=3e-5 --set seed=3
+office_t5_apao_running_e2e3_s5|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=2e-3 --set seed=5'
+export LANE_GPU3_B='office_t5_apao_running_e5e4_s3|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=3
+office_t5_apao_running_e3e5_s6|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=3e-5 --set seed=6'

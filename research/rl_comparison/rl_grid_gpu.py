@@ -61,8 +61,9 @@ def grid_names(dataset: str, backbone: str, model: str = "default") -> tuple[str
 
 
 def model_arg(model: str) -> str:
-    """The config argument that picks the model variant (``common.T5_MODEL_VARIANTS``): none for ours."""
-    return "" if model == "default" else f",model={model}"
+    """The config argument that picks the model variant (``common.T5_MODEL_VARIANTS``), always named: a
+    base's default may change (office_t5.py's became ``hf``), and the grids reproduce runs of ``default``."""
+    return f",model={model}"
 
 
 def log(out: Path, message: str) -> None:

@@ -10,7 +10,7 @@ nvidia-smi --query-gpu=name --format=csv,noheader | tee "$out/gpu.txt"
 for ds in Office Beauty; do
   lower=$(echo "$ds" | tr 'A-Z' 'a-z')
   start=$(date +%s)
-  python3 -m training.train --config "tpu_configs/${lower}_t5.py:loss=ce" --workdir "runs/sup_$ds" \
+  python3 -m training.train --config "tpu_configs/${lower}_t5.py:loss=ce,model=default" --workdir "runs/sup_$ds" \
     --set "data.data_dir=data_local/$ds" 2>&1 | grep -v "^{" | tail -3 | tee "$out/sup_$ds.log"
   echo "sup_$ds seconds $(( $(date +%s) - start ))" | tee -a "$out/times.txt"
   mkdir -p "$out/sup_$ds"
@@ -20,7 +20,7 @@ done
 for arm_lr in grpo_sample:1e-5 grpo_sample:1e-4 vstar:1e-4; do
   arm=${arm_lr%%:*}; lr=${arm_lr##*:}
   start=$(date +%s)
-  python3 -m training.rl --config "tpu_configs/office_t5.py:rl=$arm" --init-from runs/sup_Office \
+  python3 -m training.rl --config "tpu_configs/office_t5.py:rl=$arm,model=default" --init-from runs/sup_Office \
     --workdir "runs/probe_${arm}_$lr" --set data.data_dir=data_local/Office --set "rl.optimizer.learning_rate=$lr" \
     --set rl.num_steps=300 --set rl.eval_every=100 --set log_every=50 2>&1 | grep -v "^{" | tail -12 \
     | tee "$out/probe_${arm}_$lr.log"

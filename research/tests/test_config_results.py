@@ -21,7 +21,8 @@ VARIANT_RE = re.compile(r"^`genrec train --config tpu_configs/(\S+) [^`]*`:\s*(.
 MEASURED_RE = re.compile(r"Recall@10 (0\.\d{4}) \((\d+) seeds?\)")
 # The run group of a variant whose runs are not named <base>_<loss> (docs/results.md, the methods table).
 RUN_GROUPS = {
-    "office_t5.py:loss=apao_pairwise": "office_t5_apao_pairwise_b01_unshared",
+    "office_t5.py:loss=ce": "office_t5_ce_hf",  # model=hf, the default since 2026-12-06
+    "office_t5.py:loss=apao_pairwise,model=default": "office_t5_apao_pairwise_b01_unshared",
     "beauty_t5.py:loss=ce": "beauty_t5_ce_fullval",
     "beauty_t5.py:loss=apao": "beauty_t5_apao_fullval",
     "beauty_t5.py:loss=msl": "beauty_t5_msl_fullval",

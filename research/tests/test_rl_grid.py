@@ -89,7 +89,19 @@ def test_hf_grid_starts_from_the_ab_run_and_keeps_its_numerics(grid):
     control = grid.rl_command("Beauty", "t5", "ce_control", "3e-6", 1, grid.Path("runs/x"), "hf")
     assert control[control.index("--config") + 1] == "tpu_configs/beauty_t5.py:loss=ce,model=hf"
     ours = grid.rl_command("Beauty", "t5", "vstar", "3e-6", 1, grid.Path("runs/x"))
-    assert ours[ours.index("--config") + 1] == "tpu_configs/beauty_t5.py:rl=vstar"
+    assert ours[ours.index("--config") + 1] == "tpu_configs/beauty_t5.py:rl=vstar,model=default"
+
+
+def test_default_grid_names_our_t5_where_the_config_defaults_to_hf(grid):
+    # office_t5.py's default became model=hf; the Office grid reproduces its runs of our first T5.
+    sys.path.insert(0, str(REPO))
+    from tpu_configs.office_t5 import get_config
+
+    command = grid.rl_command("Office", "t5", "vstar", "3e-6", 1, grid.Path("runs/x"))
+    config_arg = command[command.index("--config") + 1]
+    assert config_arg == "tpu_configs/office_t5.py:rl=vstar,model=default"
+    assert get_config(config_arg.split(":", 1)[1]).model == get_config("loss=ce,model=default").model
+    assert get_config("").model != get_config("loss=ce,model=default").model
 
 
 @pytest.mark.parametrize("start", [None, "empty"])
