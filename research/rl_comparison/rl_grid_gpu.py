@@ -13,7 +13,9 @@ learning rate (a persistent JAX compilation cache shared by the processes).
 
 Writes under ``--out``: ``sup_<Dataset>.tar.part-*`` (the start's workdir, to
 carry into a later call as ``rl_start/``; likewise ``sup-<model>_lrconfig_s<S>.tar.part-*``
-for each finished supervised run), ``rl_<tag>.tar.gz`` (per finished run: results.json,
+for the finished supervised run of the call with the best validation NDCG@10: the run an A/B would
+start RL from, the best of all being the best of some call's; one run only, as a call returns at most
+8 files), ``rl_<tag>.tar.gz`` (per finished run: results.json,
 test_ranks.npy, metrics.jsonl, the log), ``driver.log``.
 
 Usage (repo root, data in data_local/<Dataset>):
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -146,6 +149,11 @@ def pack_start(out: Path, workdir: Path) -> None:
                 if (workdir / file).exists():
                     tar.add(workdir / file, arcname=f"{name}/{file}")
         subprocess.run(["split", "-b", "15M", f"{tmp}/{name}.tar", str(out / f"{name}.tar.part-")], check=True)
+
+
+def best_valid_ndcg(workdir: Path) -> float:
+    """The run's selection metric: validation NDCG@10 of its best checkpoint (results.json)."""
+    return float(json.loads((workdir / "results.json").read_text())["best_valid_metrics"]["ndcg@10"])
 
 
 def rl_command(dataset: str, backbone: str, arm: str, lr: str, seed: int, workdir: Path,
@@ -281,13 +289,17 @@ def main() -> int:
                     if (Path("runs") / name / file).exists():
                         shutil.copy(Path("runs") / name / file, results / name / file)
                 shutil.copy(Path("runs") / f"{name}.log", results / name / "log.txt")
-                if name.startswith("sup-"):  # a supervised run may become an RL start: keep its checkpoint
-                    pack_start(out, Path("runs") / name)
             else:
                 tail = (Path("runs") / f"{name}.log").read_text().splitlines()[-5:]
                 log(out, "  " + "\n  ".join(tail))
     log(out, f"finished this call: {len(finished)}; stopped at the deadline: {len(stopped_runs)}; "
              f"not started: {len(queue)}")
+    supervised = [name for name in finished if name.startswith("sup-")]
+    if supervised:  # the one that may become an RL start: keep its checkpoint
+        best = max(supervised, key=lambda name: best_valid_ndcg(Path("runs") / name))
+        pack_start(out, Path("runs") / best)
+        log(out, f"packed {best} (validation NDCG@10 {best_valid_ndcg(Path('runs') / best):.4f}, the best of "
+                 f"{len(supervised)} finished supervised run(s))")
     if results.exists():
         with tarfile.open(out / f"rl_{args.tag}.tar.gz", "w:gz") as tar:
             tar.add(results, arcname=f"rl_{args.tag}")

@@ -15,7 +15,9 @@ sys.path.insert(0, str(REPO / "tests"))
 from benchmark_scripts import load_script  # noqa: E402
 
 FINISH = "import os, sys; w = sys.argv[1]; os.makedirs(w); [open(os.path.join(w, f), 'w').write('{}') for f in " \
-         "('results.json', 'test_ranks.npy', 'metrics.jsonl')]"
+         "('test_ranks.npy', 'metrics.jsonl')]; " \
+         "open(os.path.join(w, 'results.json'), 'w').write('{\"best_valid_metrics\": {\"ndcg@10\": 0.04}}')"
+FINISH_BETTER = FINISH.replace("0.04", "0.05")
 CHECKPOINT_ON_SIGTERM = ("import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(143)); "
                          "time.sleep(60)")
 CRASH = "import sys; sys.exit(3)"
@@ -57,6 +59,15 @@ def test_finished_stopped_and_failed_runs_are_told_apart(grid, monkeypatch):
     with tarfile.open("out/sup-hf_lrconfig_s1.tar.part-aa") as tar:  # one part: the fake run is small
         assert "sup-hf_lrconfig_s1/results.json" in tar.getnames()
     assert not grid.Path("out/sup-hf_lrconfig_s2.tar.part-aa").exists()
+
+
+def test_only_the_best_finished_supervised_run_is_packed(grid, monkeypatch):
+    # A call returns at most 8 files: of its finished supervised runs only the one an A/B would start RL
+    # from (best validation NDCG@10) comes back as parts.
+    log = _run(grid, monkeypatch, {1: FINISH, 2: FINISH_BETTER, 3: FINISH}, "--seeds", "1,2,3", "--parallel", "3")
+    packed = sorted(path.name for path in grid.Path("out").glob("*.tar.part-*"))
+    assert packed == ["sup-hf_lrconfig_s2.tar.part-aa"]
+    assert "packed sup-hf_lrconfig_s2 (validation NDCG@10 0.0500, the best of 3 finished supervised run(s))" in log
 
 
 def test_each_run_gets_a_gpu_of_its_own_on_a_host_of_several(grid, monkeypatch):
