@@ -85,12 +85,15 @@ def test_resume_must_name_the_recorded_start(warm):
         train(config, workdir)
 
 
-@pytest.mark.parametrize("case", ["other_model", "not_a_run", "itself", "no_best"])
+@pytest.mark.parametrize("case", ["other_model", "other_numerics", "not_a_run", "itself", "no_best"])
 def test_a_wrong_source_is_refused_in_one_line(supervised, tmp_path, capsys, case):
     source_dir = supervised[1]
     workdir = tmp_path / "warm"
-    overrides = TINY_RUN + (["model.num_decoder_layers=2"] if case == "other_model" else [])
-    init_from = {"other_model": source_dir, "not_a_run": tmp_path, "itself": workdir, "no_best": tmp_path / "run"}[case]
+    changes = {"other_model": ["model.num_decoder_layers=2"],
+               "other_numerics": ["model.attention_logit_scale=unscaled", "model.init=hf_t5"]}
+    overrides = TINY_RUN + changes.get(case, [])
+    init_from = {"other_model": source_dir, "other_numerics": source_dir, "not_a_run": tmp_path, "itself": workdir,
+                 "no_best": tmp_path / "run"}[case]
     if case == "no_best":  # the run's files without its best checkpoint
         shutil.copytree(source_dir, init_from, ignore=shutil.ignore_patterns("best", "*.lock"))
     argv = ["--config", str(REPO / SMOKE), "--workdir", str(workdir), "--init-from", str(init_from)]
@@ -103,7 +106,12 @@ def test_a_wrong_source_is_refused_in_one_line(supervised, tmp_path, capsys, cas
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     expected = {"other_model": "model.num_decoder_layers 1 -> 2", "not_a_run": "not a genrec workdir",
-                "itself": "is --workdir itself", "no_best": "no best checkpoint"}[case]
+                "itself": "is --workdir itself", "no_best": "no best checkpoint",
+                # only a T5 config's numerics differ: the advice names the model= argument
+                "other_numerics": "model.init None -> 'hf_t5'; a warm start continues that run's model on its "
+                                  "data: use its config file with the model= it trained with"}[case]
     assert expected in err
+    if case == "other_model":
+        assert err.endswith("use its config file")
     if case != "itself":
         assert not workdir.exists()  # refused before anything was written

@@ -69,6 +69,7 @@ from training.train import (
     remove_run_outputs,
     report_run,
     resume_changes,
+    use_its_config,
 )
 from training.train_step import make_data_mesh, replicate, shard_batch
 
@@ -112,7 +113,7 @@ def _check_same_run(config: TrainConfig, init_from: Path) -> None:
     listed = model_or_data_changes(init_from, config)
     if listed:
         raise UserError(f"{init_from / CONFIG_FILE}: the RL config changes the supervised run's {listed}; "
-                        "RL continues that run's model on its data: use its config file")
+                        f"RL continues that run's model on its data: {use_its_config(listed)}")
 
 
 def _check_resume(saved: TrainConfig, current: TrainConfig, source: Path) -> dict[str, tuple[Any, Any]]:

@@ -332,7 +332,20 @@ def _check_warm_start_source(config: TrainConfig, init_from: Path, workdir: Path
     listed = model_or_data_changes(init_from, config)
     if listed:
         raise UserError(f"{init_from / CONFIG_FILE}: this config changes the run's {listed}; a warm start "
-                        "continues that run's model on its data: use its config file")
+                        f"continues that run's model on its data: {use_its_config(listed)}")
+
+
+# ModelSpec's Hugging Face T5 options, which a T5 run config sets together with its ``model=`` argument.
+_HF_T5_SETTINGS = ("model.attention_dropout", "model.ffn_dropout", "model.attention_logit_scale", "model.init")
+
+
+def use_its_config(listed: str) -> str:
+    """The advice that ends a refused warm start or RL run; names the ``model=`` argument where the run
+    differs only in a T5 config's numerics (office_t5.py's default became ``model=hf``, docs/results.md)."""
+    changed = [piece.split(" ", 1)[0] for piece in listed.split(", ")]
+    if changed and all(key in _HF_T5_SETTINGS for key in changed):
+        return "use its config file with the model= it trained with (tpu_configs T5 bases: model=hf or model=default)"
+    return "use its config file"
 
 
 def model_or_data_changes(source: Path, config: TrainConfig) -> str:
