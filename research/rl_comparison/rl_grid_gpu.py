@@ -93,9 +93,10 @@ def stop(proc: subprocess.Popen, timeout: float) -> None:
 
 
 def start_workdir(out: Path, dataset: str, backbone: str, start_dir: Path | None, kill_at: float,
-                  model: str = "default") -> bool:
+                  model: str = "default", seed: int | None = None) -> bool:
     """The CE start in runs/<start name> (``grid_names``): unpacked from ``start_dir``'s tar parts, else trained
-    (or resumed) and packed. False when training was stopped at ``kill_at`` (rerun the same command to resume it)."""
+    (or resumed; with ``seed``: ``--set seed=<seed>``, else the config's) and packed. False when training was
+    stopped at ``kill_at`` (rerun the same command to resume it)."""
     config, name = grid_names(dataset, backbone, model)
     start = Path("runs") / name
     if (start / "results.json").exists():
@@ -117,14 +118,16 @@ def start_workdir(out: Path, dataset: str, backbone: str, start_dir: Path | None
             shutil.move(packed, start)
         log(out, f"unpacked the start from {len(parts)} parts")
         return True
-    if model != "default":  # the pre-registered start is the A/B's chosen run: never a fresh one
+    if model != "default" and seed is None:  # the pre-registered start is the A/B's chosen run: never another
         raise SystemExit(f"--model {model}: no runs/{name} and no {name}.tar.part-* in --start "
-                         f"({start_dir}); carry the chosen supervised run's parts (docs/results.md)")
+                         f"({start_dir}); carry the chosen supervised run's parts, or retrain that run with "
+                         "--start-seed (docs/results.md)")
     log(out, f"training the CE start{' (resuming)' if start.exists() else ''}")
     with open(out / f"{name}.log", "a") as logfile:
         proc = subprocess.Popen([sys.executable, "-m", "training.train", "--config",
                                  f"{config}:loss=ce{model_arg(model)}", "--workdir", str(start),
-                                 "--set", f"data.data_dir=data_local/{dataset}"],
+                                 "--set", f"data.data_dir=data_local/{dataset}",
+                                 *(["--set", f"seed={seed}"] if seed is not None else [])],
                                 stdout=logfile, stderr=subprocess.STDOUT)
         while proc.poll() is None and time.time() - T0 < kill_at:
             time.sleep(2)
@@ -193,6 +196,10 @@ def main() -> int:
     parser.add_argument("--model", default="default", choices=["default", "hf"],
                         help="the start's and every RL run's T5 numerics; hf: the start is the Hugging Face T5 "
                              "A/B's chosen run, carried in --start as sup_<Dataset>_hf.tar.part-* (docs/results.md)")
+    parser.add_argument("--start-seed", type=int, default=None,
+                        help="with --model hf and no carried parts: train the start as the A/B's chosen run, "
+                             "loss=ce,model=hf --set seed=S (a checkpoint does not outlive its session's "
+                             "machine and checkout; docs/results.md)")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated (default 1,2,3,4)")
     parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--launch-until", type=float, default=470.0)
@@ -212,6 +219,8 @@ def main() -> int:
             parser.error(f"--no-start: arm {arm!r} starts from the CE start")
         if args.model != "default" and arm.startswith("sup-"):
             parser.error(f"--model {args.model}: arm {arm!r} names its own model")
+    if args.start_seed is not None and args.model == "default":
+        parser.error("--start-seed: only with --model hf (the default grid's start is the config's seed)")
     config, start = grid_names(args.dataset, args.backbone, args.model)
     if not Path(config).exists():
         parser.error(f"--backbone {args.backbone}: no {config}")
@@ -227,7 +236,7 @@ def main() -> int:
         log(out, ", ".join(gpus))
     Path("runs").mkdir(exist_ok=True)
     if not args.no_start and not start_workdir(out, args.dataset, args.backbone, args.start, args.kill_at,
-                                               args.model):
+                                               args.model, args.start_seed):
         return 0
 
     done = set(args.done.read_text().split()) if args.done and args.done.exists() else set()

@@ -141,3 +141,41 @@ def test_a_packed_run_renamed_is_unpacked_as_the_start(grid):
     assert grid.start_workdir(grid.Path("out"), "Beauty", "t5", grid.Path("rl_start_hf"), 60.0, "hf")
     assert (grid.Path("runs/sup_Beauty_hf/best/params")).read_bytes() == b"weights"
     assert (grid.Path("runs/sup_Beauty_hf/results.json")).read_text() == "{}"
+
+
+def test_hf_grid_retrains_the_chosen_run_as_its_start_with_start_seed(grid, monkeypatch):
+    # A checkpoint does not outlive its session: --start-seed S trains the A/B's chosen run (loss=ce,model=hf,
+    # seed S) as runs/sup_Beauty_hf in the call, then packs it like any start.
+    launched = []
+    real_popen = subprocess.Popen
+
+    class FinishedTraining:
+        returncode = 0
+
+        def poll(self):
+            return 0
+
+    def popen(command, *args, **kwargs):  # the training finishes at once; anything else (split) runs
+        if "training.train" not in command:
+            return real_popen(command, *args, **kwargs)
+        launched.append(command)
+        workdir = grid.Path(command[command.index("--workdir") + 1])
+        workdir.mkdir(parents=True)
+        (workdir / "results.json").write_text('{"best_valid_metrics": {"ndcg@10": 0.05}}')
+        return FinishedTraining()
+
+    monkeypatch.setattr(grid.subprocess, "Popen", popen)
+    grid.Path("out").mkdir()
+    assert grid.start_workdir(grid.Path("out"), "Beauty", "t5", None, 60.0, "hf", seed=2)
+    (command,) = launched
+    assert command[command.index("--config") + 1] == "tpu_configs/beauty_t5.py:loss=ce,model=hf"
+    assert command[-2:] == ["--set", "seed=2"] and command[command.index("--workdir") + 1] == "runs/sup_Beauty_hf"
+    assert sorted(path.name for path in grid.Path("out").glob("*.tar.part-*")) == ["sup_Beauty_hf.tar.part-aa"]
+
+
+def test_start_seed_needs_the_hf_grid(grid, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["rl_grid_gpu.py", "--out", "out", "--tag", "t", "--dataset", "Beauty",
+                                      "--arms", "vstar", "--start-seed", "2"])
+    with pytest.raises(SystemExit):
+        grid.main()
+    assert "--start-seed: only with --model hf" in capsys.readouterr().err
