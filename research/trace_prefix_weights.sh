@@ -7,7 +7,7 @@
 # The loss is APAO pointwise whatever CONFIG says (its beta and eta are kept).
 #
 #   bash research/trace_prefix_weights.sh OUT SECONDS [CONFIG] [DATA_DIR]
-#   (defaults: tpu_configs/office_t5.py:loss=apao, data_local/Office;
+#   (defaults: tpu_configs/office_t5.py:loss=apao,model=default, data_local/Office;
 #    DATA_DIR none = the config's synthetic data)
 #
 # Writes OUT/<variant>.train.jsonl (every training record, refreshed every 5 s

@@ -18,7 +18,7 @@ from genrec.array_digest import tree_digest
 from genrec.console import UserError
 from genrec.run_files import load_model_for_inference
 from training.config import load_config_file
-from training.train import main, train
+from training.train import main, train, use_its_config
 
 # A learning rate too small to move float32 weights (0 is refused): the run stays at its start.
 STILL = ["optimizer.learning_rate=1e-12", "optimizer.schedule=constant", "optimizer.warmup_fraction=0",
@@ -115,3 +115,9 @@ def test_a_wrong_source_is_refused_in_one_line(supervised, tmp_path, capsys, cas
         assert err.endswith("use its config file")
     if case != "itself":
         assert not workdir.exists()  # refused before anything was written
+
+
+def test_the_advice_names_model_only_when_only_t5_numerics_differ():
+    numerics = "model.attention_logit_scale None -> 'unscaled', model.init None -> 'hf_t5'"
+    assert use_its_config(numerics).startswith("use its config file with the model= it trained with")
+    assert use_its_config(numerics + ", model.d_model 128 -> 64") == "use its config file"

@@ -4,7 +4,8 @@ Reproduces the T5 rows of APAO (arXiv 2603.02730) Table 1 on Office with the
 paper's setup: 4-level RQ-KMeans SIDs, T5 4+4 layers, d_model 128, 6 heads x
 64, d_ff 1024, dropout 0.1 (4.59M parameters) with Hugging Face T5's numerics
 (``model=hf``, the default since its A/B won: +7.4% test Recall@10 over our
-first T5, p 0.016, docs/results.md "Hugging Face T5 numerics on Office CE"),
+first T5's 12 seeds with test ranks, p 0.016, docs/results.md "Hugging Face
+T5 numerics on Office CE"),
 and the training recipe of common.paper_config (batch 1024: 38 steps an
 epoch). A CE run with ``model=default`` takes about 1.5 GPU-minutes alone;
 one with ``model=hf`` runs about 1.4x as many steps before it early stops

@@ -8,7 +8,7 @@
 set -uo pipefail
 out=${1:?OUT_DIR}; seconds=${2:-540}; mkdir -p "$out"
 export PYTHONPATH=. PYTHONUNBUFFERED=1 JAX_PLATFORMS=cpu
-base="--config tpu_configs/gpu_office_t5_ce.py --no-resume --set data.data_dir=data_local/Office"
+base="--config tpu_configs/office_t5.py:loss=ce,model=default --no-resume --set data.data_dir=data_local/Office"
 eval_set="eval.max_examples=1000 eval.batch_size=256"
 declare -A runs=(
   [t5_b256_lr1e-3_e12]="batch_size=256 optimizer.learning_rate=1e-3 num_epochs=12 $eval_set"

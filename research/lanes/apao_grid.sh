@@ -1,6 +1,6 @@
 # Runs for research/reproduce_gpu.sh on a 4-GPU host: APAO pointwise on
 # Office, T5, at beta 0.05, 0.1, 0.2, 0.4 (the paper's grid, less its 0.3,
-# which is office_t5.py:loss=apao with 16 seeds in docs/results.md) and 1.0
+# which is office_t5.py:loss=apao,model=default with 16 seeds in docs/results.md) and 1.0
 # (past the grid: does more prefix weight cost more?), and the paper's pair
 # (beta 0.3, eta 1e-4) with loss.running_weights (weights carried from step to
 # step, where eta acts), seeds 1-6: 36 runs.

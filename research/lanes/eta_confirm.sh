@@ -1,7 +1,7 @@
 # Runs for research/reproduce_gpu.sh on a 4-GPU host: is APAO pointwise
 # with running weights at eta 5e-4 really above CE on Office? And does full
 # validation lift Beauty CE?
-# The sixth session ran eta 5e-4 (tpu_configs/office_t5.py:loss=apao_running
+# The sixth session ran eta 5e-4 (tpu_configs/office_t5.py:loss=apao_running,model=default
 # with --set loss.eta=5e-4) on seeds 1-4: R@10 0.0650, +6.1% over CE's 14
 # seeds, permutation p 0.044, the best of nine variants tried by then. Its
 # weights at the best step are 0.61 / 0.20 / 0.11 / 0.09. The fifth session's
@@ -14,7 +14,7 @@
 #   deciding: the seed-matched difference (summarize_results.py).
 # - office_t5_ce_s3: the one missing CE seed of 1-14 (cut in the second
 #   session), so every variant seed 1-14 has its seed-matched CE run. Adding it
-#   changes office_t5.py:loss=ce's Expected result (15 seeds).
+#   changes office_t5.py:loss=ce,model=default's Expected result (15 seeds).
 # - office_t5_apao_running_e2e3, seeds 1-4: past the paper's eta grid
 #   (weights ~ the worst prefix alone); exploratory, not part of the decision.
 # - beauty_t5_ce_fullval, seeds 1-8 (was beauty_fullval.sh): is Beauty below the
@@ -30,7 +30,7 @@
 #   bash research/reproduce_gpu.sh /tmp/r 560 --diagnose; tar czf $OUT/all.tgz -C /tmp r
 #   (again, the last call with --final)
 # Then, here: python3 research/collect_results.py <files_at>/r research/results_raw/2026-11-26,
-# summarize_results.py, and the Expected result of office_t5.py:loss=ce (15 seeds).
+# summarize_results.py, and the Expected result of office_t5.py:loss=ce,model=default (15 seeds).
 # Format per line: name|config|dataset|overrides.
 export LANE_GPU0_A='office_t5_apao_running_e5e4_s5|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=5
 office_t5_apao_running_e5e4_s9|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=9

@@ -1,7 +1,7 @@
 # Runs for research/reproduce_gpu.sh on a 4-GPU host: is the gain of
 # running adaptive weights real, and where does it come from?
 # apao_grid.sh found APAO pointwise with running weights (beta 0.3, eta 1e-4,
-# tpu_configs/office_t5.py:loss=apao_running) 5.6% above CE on Office (6 seeds,
+# tpu_configs/office_t5.py:loss=apao_running,model=default) 5.6% above CE on Office (6 seeds,
 # permutation p 0.017), but as one of six variants tried together. Here:
 # - office_t5_apao_running, fresh seeds 7-14: the confirmation. Decided in
 #   advance: it counts if these 8 seeds alone beat CE on R@10 with a one-sided

@@ -1,6 +1,6 @@
 # Runs for research/reproduce_gpu.sh on a 4-GPU host, after
 # running_confirm.sh: how much adaptation do running weights want?
-# tpu_configs/office_t5.py:loss=apao_running (beta 0.3) at eta 3e-5, 5e-4 (the
+# tpu_configs/office_t5.py:loss=apao_running,model=default (beta 0.3) at eta 3e-5, 5e-4 (the
 # ends of the paper's grid) and 2e-3 (past it), Office seeds 1-6 each: 18
 # runs. At eta 1e-4 the first / last weight ratio measured at step 2,000 is
 # 1.67 (research/trace_prefix_weights.sh); its log scales with eta, so

@@ -99,6 +99,10 @@ def start_workdir(out: Path, dataset: str, backbone: str, start_dir: Path | None
     stopped at ``kill_at`` (rerun the same command to resume it)."""
     config, name = grid_names(dataset, backbone, model)
     start = Path("runs") / name
+    if seed is not None and (start / "config.json").exists():  # a start left here must be the seed asked for
+        trained = json.loads((start / "config.json").read_text())["train_config"]["seed"]
+        if trained != seed:
+            raise SystemExit(f"--start-seed {seed}: runs/{name} was trained with seed {trained}; remove it")
     if (start / "results.json").exists():
         return True
     parts = sorted(start_dir.glob(f"{name}.tar.part-*")) if start_dir else []
@@ -154,9 +158,12 @@ def pack_start(out: Path, workdir: Path) -> None:
         subprocess.run(["split", "-b", "15M", f"{tmp}/{name}.tar", str(out / f"{name}.tar.part-")], check=True)
 
 
-def best_valid_ndcg(workdir: Path) -> float:
-    """The run's selection metric: validation NDCG@10 of its best checkpoint (results.json)."""
-    return float(json.loads((workdir / "results.json").read_text())["best_valid_metrics"]["ndcg@10"])
+def best_valid_ndcg(workdir: Path) -> float | None:
+    """The run's selection metric: validation NDCG@10 of its best checkpoint (results.json); None if absent."""
+    try:
+        return float(json.loads((workdir / "results.json").read_text())["best_valid_metrics"]["ndcg@10"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def rl_command(dataset: str, backbone: str, arm: str, lr: str, seed: int, workdir: Path,
@@ -303,16 +310,17 @@ def main() -> int:
                 log(out, "  " + "\n  ".join(tail))
     log(out, f"finished this call: {len(finished)}; stopped at the deadline: {len(stopped_runs)}; "
              f"not started: {len(queue)}")
-    supervised = [name for name in finished if name.startswith("sup-")]
-    if supervised:  # the one that may become an RL start: keep its checkpoint
-        best = max(supervised, key=lambda name: best_valid_ndcg(Path("runs") / name))
-        pack_start(out, Path("runs") / best)
-        log(out, f"packed {best} (validation NDCG@10 {best_valid_ndcg(Path('runs') / best):.4f}, the best of "
-                 f"{len(supervised)} finished supervised run(s))")
     if results.exists():
         with tarfile.open(out / f"rl_{args.tag}.tar.gz", "w:gz") as tar:
             tar.add(results, arcname=f"rl_{args.tag}")
         shutil.rmtree(results)
+    # Per supervised arm, the finished run that may become an RL start: keep its checkpoint.
+    for arm in sorted({name.split("_lr")[0] for name in finished if name.startswith("sup-")}):
+        runs = [name for name in finished if name.split("_lr")[0] == arm]
+        scored = {name: best_valid_ndcg(Path("runs") / name) for name in runs}
+        best = max(runs, key=lambda name: scored[name] if scored[name] is not None else float("-inf"))
+        pack_start(out, Path("runs") / best)
+        log(out, f"packed {best} (validation NDCG@10 {scored[best]}, the best of {len(runs)} finished {arm} run(s))")
     if args.bench:
         log(out, "benchmark: rl_step at batch 512")
         bench = subprocess.run([sys.executable, "benchmarks/rl_step.py", "--data", f"data_local/{args.dataset}",

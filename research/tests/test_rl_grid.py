@@ -67,7 +67,7 @@ def test_only_the_best_finished_supervised_run_is_packed(grid, monkeypatch):
     log = _run(grid, monkeypatch, {1: FINISH, 2: FINISH_BETTER, 3: FINISH}, "--seeds", "1,2,3", "--parallel", "3")
     packed = sorted(path.name for path in grid.Path("out").glob("*.tar.part-*"))
     assert packed == ["sup-hf_lrconfig_s2.tar.part-aa"]
-    assert "packed sup-hf_lrconfig_s2 (validation NDCG@10 0.0500, the best of 3 finished supervised run(s))" in log
+    assert "packed sup-hf_lrconfig_s2 (validation NDCG@10 0.05, the best of 3 finished sup-hf run(s))" in log
 
 
 def test_each_run_gets_a_gpu_of_its_own_on_a_host_of_several(grid, monkeypatch):
@@ -171,6 +171,15 @@ def test_hf_grid_retrains_the_chosen_run_as_its_start_with_start_seed(grid, monk
     assert command[command.index("--config") + 1] == "tpu_configs/beauty_t5.py:loss=ce,model=hf"
     assert command[-2:] == ["--set", "seed=2"] and command[command.index("--workdir") + 1] == "runs/sup_Beauty_hf"
     assert sorted(path.name for path in grid.Path("out").glob("*.tar.part-*")) == ["sup_Beauty_hf.tar.part-aa"]
+
+
+def test_start_seed_refuses_a_start_of_another_seed(grid):
+    start = grid.Path("runs/sup_Beauty_hf")
+    start.mkdir(parents=True)
+    (start / "config.json").write_text('{"train_config": {"seed": 3}}')
+    (start / "results.json").write_text("{}")
+    with pytest.raises(SystemExit, match="--start-seed 2: runs/sup_Beauty_hf was trained with seed 3"):
+        grid.start_workdir(grid.Path("out"), "Beauty", "t5", None, 60.0, "hf", seed=2)
 
 
 def test_start_seed_needs_the_hf_grid(grid, monkeypatch, capsys):
