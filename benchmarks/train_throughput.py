@@ -1,6 +1,8 @@
 """Training throughput of the one jitted train step (training/train_step.py):
 samples per second for each loss kind, batch size, compute dtype and number
-of data-parallel devices, all measured in one process on one host.
+of data-parallel devices (and, with ``--models``, T5 numerics: ``default`` our
+first T5, ``hf`` Hugging Face T5's, office_t5.py's default), all measured in
+one process on one host.
 
 Batches come from the real data pipeline (genrec.batching over the
 leave-one-out training split), pre-built and placed on the devices before
@@ -14,6 +16,7 @@ CPU smoke:  PYTHONPATH=. python benchmarks/train_throughput.py --batch-sizes 32 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 
@@ -24,6 +27,7 @@ from genrec.atomic_files import write_json_atomic
 from genrec.batching import BatchIterator
 from genrec.models import build_model
 from genrec.split import leave_one_out_split
+from tpu_configs.common import T5_MODEL_VARIANTS
 from training.config import ModelSpec, OptimizerConfig
 from training.losses import LossConfig
 from training.optim import make_optimizer
@@ -90,6 +94,13 @@ def parse_kind(spec: str) -> LossConfig:
         raise ValueError(f"--kinds entry {spec!r}: {err}") from err
 
 
+def model_spec(preset: str, dtype: str, model: str) -> ModelSpec:
+    """The preset with the T5 numerics ``model`` (a key of ``tpu_configs.common.T5_MODEL_VARIANTS``)."""
+    if model not in T5_MODEL_VARIANTS:
+        raise ValueError(f"--models entry {model!r} is not one of: {', '.join(T5_MODEL_VARIANTS)}")
+    return ModelSpec(preset=preset, dtype=dtype, **T5_MODEL_VARIANTS[model])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None)
@@ -99,13 +110,18 @@ def main(argv=None):
                              "apao_pairwise+shared decodes the BOS position once per example")
     parser.add_argument("--batch-sizes", default="128,1024")
     parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--models", default="default",
+                        help="comma list of T5 numerics: default (our first T5), hf (Hugging Face T5's)")
     parser.add_argument("--devices", default=None, help="comma list of device counts (default: 1 and all)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     kinds = args.kinds.split(",")
+    models = args.models.split(",")
     try:
         loss_configs = [parse_kind(kind) for kind in kinds]
+        for model in models:
+            model_spec(args.preset, "float32", model)
     except ValueError as err:
         parser.error(str(err))
 
@@ -114,11 +130,11 @@ def main(argv=None):
     device_counts = [int(x) for x in args.devices.split(",")] if args.devices else sorted({1, jax.device_count()})
     print(f"jax {jax.__version__} {jax.devices()}; {len(split.train.targets)} training examples", flush=True)
     rows = []
-    for kind, loss_config in zip(kinds, loss_configs):
+    for (kind, loss_config), model in itertools.product(zip(kinds, loss_configs), models):
         catalogue_host = make_catalogue(data.sid_codes, data.vocab, loss_config)
         for dtype in args.dtypes.split(","):
-            model_config = ModelSpec(preset=args.preset, dtype=dtype).build(data.vocab.vocab_size,
-                                                                            data.vocab.num_levels, 20)
+            model_config = model_spec(args.preset, dtype, model).build(data.vocab.vocab_size,
+                                                                       data.vocab.num_levels, 20)
             for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
                 for n_dev in device_counts:
                     mesh = make_data_mesh(batch_size, n_dev)
@@ -144,7 +160,7 @@ def main(argv=None):
                                                    jax.random.fold_in(rng, i), catalogue)
                     jax.block_until_ready(m["loss"])
                     sec_e2e = (time.perf_counter() - t0) / n
-                    row = {"kind": kind, "dtype": dtype, "batch": batch_size, "devices": n_dev,
+                    row = {"kind": kind, "model": model, "dtype": dtype, "batch": batch_size, "devices": n_dev,
                            "step_ms": sec * 1e3, "samples_per_s": batch_size / sec,
                            "with_host_pipeline_samples_per_s": batch_size / sec_e2e, "final_loss": loss,
                            "xla_gflop_per_sample": gflop_per_sample}
@@ -152,27 +168,30 @@ def main(argv=None):
                     print(row, flush=True)
                     if args.out:  # after every row, so a run cut by a time limit keeps what it measured
                         write_json_atomic(args.out, {"device": jax.devices()[0].device_kind, "rows": rows}, indent=1)
-    print("\n| loss | dtype | batch | devices | step ms | samples/s | samples/s incl. host batching |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| loss | model | dtype | batch | devices | step ms | samples/s | samples/s incl. host batching |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['kind']} | {r['dtype']} | {r['batch']} | {r['devices']} | {r['step_ms']:.2f} | "
+        print(f"| {r['kind']} | {r['model']} | {r['dtype']} | {r['batch']} | {r['devices']} | {r['step_ms']:.2f} | "
               f"{r['samples_per_s']:,.0f} | {r['with_host_pipeline_samples_per_s']:,.0f} |")
-    base = {(r["dtype"], r["batch"], r["devices"]): r["step_ms"] for r in rows if r["kind"] == "ce"}
-    for r in rows:
-        key = (r["dtype"], r["batch"], r["devices"])
-        if r["kind"] != "ce" and key in base:
-            ce_row = next(x for x in rows if x["kind"] == "ce" and (x["dtype"], x["batch"], x["devices"]) == key)
-            print(f"{r['kind']} / ce step time ({r['dtype']}, batch {r['batch']}, {r['devices']} dev): "
-                  f"{r['step_ms'] / base[key]:.2f}x"
-                  f" (XLA FLOP ratio {r['xla_gflop_per_sample'] / ce_row['xla_gflop_per_sample']:.2f}x)")
-    for r in rows:
-        if r["devices"] > 1:
-            one = [x for x in rows if x["devices"] == 1 and x["kind"] == r["kind"] and x["dtype"] == r["dtype"]
-                   and x["batch"] == r["batch"]]
-            if one:
-                print(f"scaling {r['kind']} {r['dtype']} batch {r['batch']}: {r['devices']} devices = "
-                      f"{r['samples_per_s'] / one[0]['samples_per_s']:.2f}x one device")
+    def same(r, kind=None, model=None, devices=None):
+        """The row that matches ``r`` but for the given fields (None where there is none)."""
+        want = (kind or r["kind"], model or r["model"], r["dtype"], r["batch"], devices or r["devices"])
+        return next((x for x in rows if (x["kind"], x["model"], x["dtype"], x["batch"], x["devices"]) == want), None)
 
+    for r in rows:
+        ce_row = same(r, kind="ce")
+        if r["kind"] != "ce" and ce_row:
+            print(f"{r['kind']} / ce step time ({r['model']}, {r['dtype']}, batch {r['batch']}, {r['devices']} dev): "
+                  f"{r['step_ms'] / ce_row['step_ms']:.2f}x"
+                  f" (XLA FLOP ratio {r['xla_gflop_per_sample'] / ce_row['xla_gflop_per_sample']:.2f}x)")
+        ours = same(r, model="default")
+        if r["model"] != "default" and ours:
+            print(f"{r['kind']} {r['model']} / default step time ({r['dtype']}, batch {r['batch']}, "
+                  f"{r['devices']} dev): {r['step_ms'] / ours['step_ms']:.2f}x")
+        one = same(r, devices=1)
+        if r["devices"] > 1 and one:
+            print(f"scaling {r['kind']} {r['model']} {r['dtype']} batch {r['batch']}: {r['devices']} devices = "
+                  f"{r['samples_per_s'] / one['samples_per_s']:.2f}x one device")
 
 if __name__ == "__main__":
     main()

@@ -35,6 +35,17 @@ def test_shared_and_per_candidate_pairwise_steps_train_alike_without_dropout(tmp
     assert rows[0]["final_loss"] == pytest.approx(rows[1]["final_loss"], rel=1e-4)
 
 
+def test_models_pick_the_t5_numerics():
+    assert throughput.model_spec("t5_small_rec", "float32", "default") == throughput.ModelSpec(
+        preset="t5_small_rec", dtype="float32")
+    hf = throughput.model_spec("t5_small_rec", "float32", "hf")
+    assert (hf.attention_dropout, hf.ffn_dropout, hf.attention_logit_scale, hf.init) == (
+        0.1, 0.1, "unscaled", "hf_t5")
+    with pytest.raises(SystemExit) as exit_info:
+        throughput.main(["--preset", "tiny", "--models", "default,huggingface"])
+    assert exit_info.value.code == 2
+
+
 def test_unknown_kind_is_a_usage_error():
     with pytest.raises(SystemExit) as exit_info:
         throughput.main(["--preset", "tiny", "--kinds", "ce,apao_pairwise+fast"])
