@@ -118,6 +118,6 @@ def test_a_wrong_source_is_refused_in_one_line(supervised, tmp_path, capsys, cas
 
 
 def test_the_advice_names_model_only_when_only_t5_numerics_differ():
-    numerics = "model.attention_logit_scale None -> 'unscaled', model.init None -> 'hf_t5'"
+    numerics = {"model.attention_logit_scale": (None, "unscaled"), "model.init": (None, "hf_t5")}
     assert use_its_config(numerics).startswith("use its config file with the model= it trained with")
-    assert use_its_config(numerics + ", model.d_model 128 -> 64") == "use its config file"
+    assert use_its_config({**numerics, "model.d_model": (128, 64)}) == "use its config file"

@@ -60,6 +60,7 @@ from training.train import (
     TENSORBOARD_DIR,
     TEST_RANKS_FILE,
     MetricsLog,
+    describe_changes,
     end_step,
     holds_checkpoint,
     load_data,
@@ -110,10 +111,11 @@ class RLResult:
 
 def _check_same_run(config: TrainConfig, init_from: Path) -> None:
     """Refuses an RL config whose data or model differ from the supervised run's."""
-    listed = model_or_data_changes(init_from, config)
-    if listed:
-        raise UserError(f"{init_from / CONFIG_FILE}: the RL config changes the supervised run's {listed}; "
-                        f"RL continues that run's model on its data: {use_its_config(listed)}")
+    changes = model_or_data_changes(init_from, config)
+    if changes:
+        raise UserError(f"{init_from / CONFIG_FILE}: the RL config changes the supervised run's "
+                        f"{describe_changes(changes)}; RL continues that run's model on its data: "
+                        f"{use_its_config(changes)}")
 
 
 def _check_resume(saved: TrainConfig, current: TrainConfig, source: Path) -> dict[str, tuple[Any, Any]]:

@@ -260,13 +260,18 @@ def resume_changes(saved: TrainConfig, current: TrainConfig, may_change: Callabl
     changes = {key: (old[key], new[key]) for key in old if old[key] != new.get(key)}
     refused = [key for key in changes if not may_change(key)]
     if refused:
-        listed = ", ".join(f"{key} {changes[key][0]!r} -> {changes[key][1]!r}" for key in refused)
+        listed = describe_changes({key: changes[key] for key in refused})
         raise ValueError(f"{source}: resuming would change {listed}; a resumed run keeps its settings: "
                          "use the run's settings, another --workdir, or --no-resume")
     if current_steps < saved_steps:
         raise ValueError(f"{source}: resuming would shorten the run from {saved_steps} to "
                          f"{current_steps} steps; a resumed run may only get longer")
     return changes
+
+
+def describe_changes(changes: dict[str, tuple[Any, Any]]) -> str:
+    """``"key old -> new, ..."`` of ``{key: (old, new)}``, for one-line errors."""
+    return ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
 
 
 def remove_run_outputs(workdir: Path, names: Sequence[str]) -> None:
@@ -329,32 +334,32 @@ def _check_warm_start_source(config: TrainConfig, init_from: Path, workdir: Path
                         "of a genrec train run")
     if init_from.resolve() == workdir.resolve():
         raise UserError(f"--init-from {init_from} is --workdir itself; a warm start writes a new --workdir")
-    listed = model_or_data_changes(init_from, config)
-    if listed:
-        raise UserError(f"{init_from / CONFIG_FILE}: this config changes the run's {listed}; a warm start "
-                        f"continues that run's model on its data: {use_its_config(listed)}")
+    changes = model_or_data_changes(init_from, config)
+    if changes:
+        raise UserError(f"{init_from / CONFIG_FILE}: this config changes the run's {describe_changes(changes)}; "
+                        f"a warm start continues that run's model on its data: {use_its_config(changes)}")
 
 
 # ModelSpec's Hugging Face T5 options, which a T5 run config sets together with its ``model=`` argument.
 _HF_T5_SETTINGS = ("model.attention_dropout", "model.ffn_dropout", "model.attention_logit_scale", "model.init")
 
 
-def use_its_config(listed: str) -> str:
-    """The advice that ends a refused warm start or RL run; names the ``model=`` argument where the run
-    differs only in a T5 config's numerics (office_t5.py's default became ``model=hf``, docs/results.md)."""
-    changed = [piece.split(" ", 1)[0] for piece in listed.split(", ")]
-    if changed and all(key in _HF_T5_SETTINGS for key in changed):
+def use_its_config(changes: dict[str, tuple[Any, Any]]) -> str:
+    """The advice that ends a refused warm start or RL run (``changes``: :func:`model_or_data_changes`); names
+    the ``model=`` argument where the run differs only in a T5 config's numerics (office_t5.py's default
+    became ``model=hf``, docs/results.md)."""
+    if changes and all(key in _HF_T5_SETTINGS for key in changes):
         return "use its config file with the model= it trained with (tpu_configs T5 bases: model=hf or model=default)"
     return "use its config file"
 
 
-def model_or_data_changes(source: Path, config: TrainConfig) -> str:
-    """``"key old -> new, ..."`` for the ``data.*`` / ``model.*`` settings of ``config`` that differ from the
-    run in ``source`` ("" when none): what a run continuing another's model (a warm start, RL) may not change."""
+def model_or_data_changes(source: Path, config: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """``{key: (old, new)}`` of the ``data.*`` / ``model.*`` settings of ``config`` that differ from the run in
+    ``source`` (empty when none): what a run continuing another's model (a warm start, RL) may not change."""
     saved, _ = read_run_config(source)
     old, new = flat_settings(saved), flat_settings(config)
-    differ = [key for key in new if key.startswith(("data.", "model.")) and old.get(key) != new[key]]
-    return ", ".join(f"{key} {old.get(key)!r} -> {new[key]!r}" for key in differ)
+    return {key: (old.get(key), new[key]) for key in new
+            if key.startswith(("data.", "model.")) and old.get(key) != new[key]}
 
 
 def load_start(source: Path, params: nnx.State, sid_codes: np.ndarray,

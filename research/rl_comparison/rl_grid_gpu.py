@@ -13,9 +13,9 @@ learning rate (a persistent JAX compilation cache shared by the processes).
 
 Writes under ``--out``: ``sup_<Dataset>.tar.part-*`` (the start's workdir, to
 carry into a later call as ``rl_start/``; likewise ``sup-<model>_lrconfig_s<S>.tar.part-*``
-for the finished supervised run of the call with the best validation NDCG@10: the run an A/B would
-start RL from, the best of all being the best of some call's; one run only, as a call returns at most
-8 files), ``rl_<tag>.tar.gz`` (per finished run: results.json,
+for each supervised arm's finished run of the call with the best validation NDCG@10: the run an A/B
+would start RL from, the best of all being the best of some call's; one run an arm, as a call returns
+at most 8 files), ``rl_<tag>.tar.gz`` (per finished run: results.json,
 test_ranks.npy, metrics.jsonl, the log), ``driver.log``.
 
 Usage (repo root, data in data_local/<Dataset>):
