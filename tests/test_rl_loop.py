@@ -202,6 +202,19 @@ ERRORS = [
     ("resume-other-start", "{tmp}/copy", "{ref}", [], "rl_init.json: this run started from"),
     ("batch-over-devices", "{sup}", "{tmp}/rl", ["--set", "rl.batch_size=12"],
      "rl.batch_size=12 does not split evenly over 8 devices; use a multiple of 8 (e.g. --set rl.batch_size=16)"),
+    # Settings tests/reliability/test_rl_settings.py checks, refused before anything is compiled.
+    ("group-of-one", "{sup}", "{tmp}/rl", ["--set", "rl.num_rollouts=1"], "rl.num_rollouts=1: GRPO"),
+    ("batch-over-requests", "{sup}", "{tmp}/rl", ["--set", "rl.batch_size=616"],
+     "rl.batch_size=616 is more than the 613 training requests"),
+    # --no-resume used to clear the previous run before these checks, leaving a workdir later refused
+    # as "a genrec train run".
+    ("no-resume-changed-model", "{sup}", "{ref}", ["--no-resume", "--set", "model.num_decoder_layers=2"],
+     "model.num_decoder_layers 1 -> 2"),
+    ("no-resume-bad-setting", "{sup}", "{ref}", ["--no-resume", "--set", "rl.level_weights=0.5,1"],
+     "rl.level_weights=0.5,1 has 2 weights but the SIDs have 3 levels"),
+    ("no-resume-no-best", "{tmp}/copy", "{ref}", ["--no-resume"],
+     "no best checkpoint in {tmp}/copy/best (no validation evaluation ran); start from its latest checkpoint "
+     "(--set rl.init_checkpoint=latest)"),
 ]
 
 
@@ -211,10 +224,12 @@ def test_user_error_is_one_line_and_changes_nothing(case, init_from, workdir, mo
     places = {"sup": supervised, "ref": reference[1], "tmp": tmp_path}
     if "{tmp}/copy" in (init_from, workdir):
         shutil.copytree(supervised, tmp_path / "copy")
+        if case == "no-resume-no-best":
+            shutil.rmtree(tmp_path / "copy" / "best")
     before = [_tree(root) for root in places.values()]
     argv = rl_arguments(init_from.format(**places), workdir.format(**places), TINY_RUN + RL_TINY) + more
     capsys.readouterr()
     assert rl_main(argv) == 2
     err = capsys.readouterr().err
-    assert len(err.splitlines()) == 1 and err.startswith("genrec rl: error: ") and expected in err, err
+    assert len(err.splitlines()) == 1 and err.startswith("genrec rl: error: ") and expected.format(**places) in err, err
     assert [_tree(root) for root in places.values()] == before

@@ -332,8 +332,9 @@ class RLConfig:
                 raise ValueError(f"TrainConfig.rl.{key}={getattr(self, key)} must be >= 1 or None")
         if self.eval_every < 0:
             raise ValueError(f"TrainConfig.rl.eval_every={self.eval_every} must be >= 0 (0 = never)")
-        if self.level_weights is not None and (not self.level_weights or min(self.level_weights) < 0):
-            raise ValueError(f"TrainConfig.rl.level_weights={self.level_weights} must be non-negative weights")
+        if self.level_weights is not None and (
+                not self.level_weights or not all(math.isfinite(w) and w >= 0 for w in self.level_weights)):
+            raise ValueError(f"TrainConfig.rl.level_weights={self.level_weights} must be finite non-negative weights")
 
 
 @dataclasses.dataclass(frozen=True)

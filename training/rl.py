@@ -40,13 +40,14 @@ import numpy as np
 from flax import nnx
 
 from constrained.decode import build_eval_index
+from constrained.ved import beam_search_budget
 from genrec.atomic_files import atomic_open, write_json_atomic
 from genrec.batching import BatchIterator
 from genrec.console import UserError, add_verbose_flag, run_command, setup_logging
 from genrec.locks import DirectoryLock
 from genrec.models import build_model, count_params
 from genrec.progress import progress_bar
-from genrec.run_files import CONFIG_FILE, all_finite
+from genrec.run_files import BEST_DIR, CONFIG_FILE, PERIODIC_DIR, all_finite
 from genrec.split import leave_one_out_split, subset_examples
 from training.checkpoint import Checkpointer, TrainingProgress, read_run_config, write_run_files
 from training.config import TrainConfig, load_config_file, override_keys, score_normalization
@@ -74,7 +75,7 @@ from training.train import (
 )
 from training.train_step import make_data_mesh, replicate, shard_batch
 
-__all__ = ["RLResult", "main", "rl_train"]
+__all__ = ["RLResult", "check_settings", "main", "rl_train"]
 
 logger = logging.getLogger("genrec.rl")
 
@@ -116,6 +117,67 @@ def _check_same_run(config: TrainConfig, init_from: Path) -> None:
         raise UserError(f"{init_from / CONFIG_FILE}: the RL config changes the supervised run's "
                         f"{describe_changes(changes)}; RL continues that run's model on its data: "
                         f"{use_its_config(changes)}")
+
+
+def check_settings(config: TrainConfig, *, num_levels: int, num_train_examples: int, num_devices: int) -> None:
+    """Refuses, in one line naming the setting and what it may be, RL settings that cannot train or would
+    fail later (after compiling, or after the step-0 evaluation): checked before anything is built or written.
+
+    Args:
+      config: the RL run's config (``config.rl`` and the evaluation's selection metric are checked).
+      num_levels: ``L``, levels of the catalogue's SIDs.
+      num_train_examples: training requests of the split (one per user).
+      num_devices: devices the batch is split over.
+
+    Raises:
+      UserError: the first refused setting.
+    """
+    rl = config.rl
+    if config.eval.selection_metric == "valid_ce":
+        raise UserError("eval.selection_metric=valid_ce does not apply to RL; select by recall@k or ndcg@k")
+    if rl.grpo_weight == rl.sibling_weight == rl.value_weight == 0:
+        raise UserError("rl.grpo_weight, rl.sibling_weight and rl.value_weight are all 0: nothing would train "
+                        "(the KL term alone keeps the policy at its start); set one of them > 0")
+    group_terms = [f"rl.{key}={getattr(rl, key)}" for key in ("grpo_weight", "sibling_weight") if getattr(rl, key)]
+    if rl.num_rollouts < 2 and group_terms:
+        raise UserError(f"rl.num_rollouts={rl.num_rollouts}: GRPO and Sibling-GRPO compare a request's rollouts "
+                        f"with each other, so a group of one never has an advantage ({', '.join(group_terms)}); "
+                        "use rl.num_rollouts >= 2")
+    if rl.level_weights is not None and len(rl.level_weights) != num_levels:
+        raise UserError(f"rl.level_weights={','.join(f'{w:g}' for w in rl.level_weights)} has "
+                        f"{len(rl.level_weights)} weights but the SIDs have {num_levels} levels; give {num_levels} "
+                        "(--set rl.level_weights=w1,...) or none (the defaults)")
+    min_budget = beam_search_budget(num_levels, 1)
+    if rl.rollouts == "ved" and rl.budget is not None and rl.budget < min_budget:
+        raise UserError(f"rl.budget={rl.budget} is below one width-1 beam search ({min_budget} forward tokens "
+                        f"for {num_levels}-level SIDs): VED would reach no complete SID; set rl.budget >= "
+                        f"{min_budget}, or none (one width-{rl.num_rollouts} beam search, "
+                        f"{beam_search_budget(num_levels, rl.num_rollouts)} tokens)")
+    if rl.batch_size % num_devices:  # make_data_mesh's message would name genrec train's batch_size
+        fits = -(-rl.batch_size // num_devices) * num_devices
+        raise UserError(f"rl.batch_size={rl.batch_size} does not split evenly over {num_devices} devices; use a "
+                        f"multiple of {num_devices} (e.g. --set rl.batch_size={fits}) or set num_devices")
+    if rl.batch_size > num_train_examples:  # every step takes a full batch of requests
+        fits = num_train_examples // num_devices * num_devices
+        raise UserError(f"rl.batch_size={rl.batch_size} is more than the {num_train_examples} training requests; "
+                        f"use at most {num_train_examples}" +
+                        (f" (e.g. --set rl.batch_size={fits})" if fits else ""))
+
+
+def _check_start_checkpoint(init_from: Path, which: str) -> None:
+    """Refuses a supervised run without the ``rl.init_checkpoint`` to start from, naming the other one if it has it."""
+    folders = {"best": init_from / BEST_DIR, "latest": init_from / PERIODIC_DIR}
+
+    def has(kind: str) -> bool:
+        return folders[kind].is_dir() and any(folders[kind].iterdir())
+
+    if has(which):
+        return
+    why = "no validation evaluation ran" if which == "best" else "no periodic checkpoint was saved"
+    other = "latest" if which == "best" else "best"
+    fix = (f"start from its {other} checkpoint (--set rl.init_checkpoint={other}) or from another run"
+           if has(other) else "start from a run that has one")
+    raise UserError(f"--init-from {init_from}: no {which} checkpoint in {folders[which]} ({why}); {fix}")
 
 
 def _check_resume(saved: TrainConfig, current: TrainConfig, source: Path) -> dict[str, tuple[Any, Any]]:
@@ -169,19 +231,16 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
     if (workdir / CONFIG_FILE).exists() and not (workdir / RL_INIT_FILE).exists():  # never resume or wipe it
         raise UserError(f"--workdir {workdir} holds a genrec train run (no {RL_INIT_FILE}); RL writes a workdir "
                         "of its own: use another --workdir")
-    if not resume:
-        remove_run_outputs(workdir, _RUN_OUTPUTS)
 
     # --- The supervised run: data, model, weights ----------------------------
+    # Every check that can refuse the run comes before --no-resume clears the workdir's previous run.
     _check_same_run(config, init_from)
-    num_devices = config.num_devices or jax.device_count()
-    if rl.batch_size % num_devices:  # make_data_mesh's message would name genrec train's batch_size
-        fits = -(-rl.batch_size // num_devices) * num_devices
-        raise UserError(f"rl.batch_size={rl.batch_size} does not split evenly over {num_devices} devices; use a "
-                        f"multiple of {num_devices} (e.g. --set rl.batch_size={fits}) or set num_devices")
     data = load_data(config.data)
     vocab = data.vocab
     split = leave_one_out_split(data.sequences, config.data.max_history)
+    check_settings(config, num_levels=vocab.num_levels, num_train_examples=split.train.num_examples,
+                   num_devices=config.num_devices or jax.device_count())
+    _check_start_checkpoint(init_from, rl.init_checkpoint)
     model_config = config.model.build(vocab.vocab_size, vocab.num_levels, config.data.max_history)
     model = build_model(model_config, rngs=nnx.Rngs(params=config.seed, dropout=config.seed))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -202,6 +261,8 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
     device_index = replicate(eval_index.to_device(), mesh)
     trainable, opt_state, reference_params, rest = replicate((trainable, opt_state, reference_params, rest), mesh)
     rl_step = make_rl_step(rl, optimizer, mesh)
+    if not resume:
+        remove_run_outputs(workdir, _RUN_OUTPUTS)
 
     # --- Run files, resume ----------------------------------------------------
     changes: dict[str, tuple[Any, Any]] = {}
@@ -238,8 +299,6 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
     # --- Evaluation: the supervised protocol ----------------------------------
     valid_examples = subset_examples(split.valid, config.eval.max_examples, config.eval.subset)
     selection_metric = config.eval.selection_metric
-    if selection_metric == "valid_ce":
-        raise UserError("eval.selection_metric=valid_ce does not apply to RL; select by recall@k or ndcg@k")
 
     def evaluate(policy: nnx.State, split_arrays) -> Any:
         result = evaluate_split(nnx.merge(graphdef, policy, rest), eval_index, data, split_arrays,

@@ -11,6 +11,8 @@ BAD_SETTINGS = [
     "optimizer.b1=5", "optimizer.b2=1.0", "optimizer.end_learning_rate=-1e-4", "optimizer.warmup_fraction=1",
     "optimizer.grad_clip_norm=nan", "model.dropout_rate=1.5", "model.dropout_rate=-0.1",
     "loss.beta=nan", "loss.eta=inf", "loss.ce_tau=nan",
+    # Passed the non-negative check (NaN compares False) and failed at RL step 1 as a divergence.
+    "rl.level_weights=nan,0.5,1", "rl.level_weights=0.1,inf,1", "rl.level_weights=0.1,-0.2,1",
 ]
 
 

@@ -1,0 +1,60 @@
+"""Fault suite: RL settings that cannot train, or that used to fail only after the step-0 evaluation
+(or never), are refused by ``training.rl.check_settings`` in one line naming the setting and what it
+may be, before anything is built; nothing is trained here (tests/test_rl_loop.py runs the command)."""
+
+import pytest
+from train_cli import REPO, RL_TINY, SMOKE, TINY_RUN
+
+from genrec.console import UserError
+from training.config import apply_overrides, load_config_file
+from training.rl import check_settings
+
+CONFIG = load_config_file(REPO / SMOKE, TINY_RUN + RL_TINY)  # V-STAR, 8 rollouts, rl.batch_size=8
+# The tiny smoke data: 3-level SIDs, 613 training requests; 8 (fake) devices.
+SHAPE = dict(num_levels=3, num_train_examples=613, num_devices=8)
+
+# (what a user set, the text of the one-line error); what happened before the check, in the comment.
+REFUSED = [
+    # Ran to the end: GRPO's advantage and Sibling-GRPO's groups are empty with one rollout, loss terms 0.
+    (["rl.num_rollouts=1"], "rl.num_rollouts=1: GRPO and Sibling-GRPO compare a request's rollouts"),
+    (["rl.num_rollouts=1", "rl.rollouts=beam", "rl.sibling_weight=0"],
+     "(rl.grpo_weight=1.0); use rl.num_rollouts >= 2"),
+    (["rl.num_rollouts=1", "rl.grpo_weight=0"], "(rl.sibling_weight=1.0); use rl.num_rollouts >= 2"),
+    # Ran to the end with a zero loss: nothing moved.
+    (["rl.grpo_weight=0", "rl.sibling_weight=0", "rl.value_weight=0"],
+     "rl.grpo_weight, rl.sibling_weight and rl.value_weight are all 0: nothing would train"),
+    # Ran to the end: VED reached no complete SID, every rollout slot empty.
+    (["rl.budget=1"], "rl.budget=1 is below one width-1 beam search (3 forward tokens for 3-level SIDs): VED would "
+                      "reach no complete SID; set rl.budget >= 3, or none (one width-8 beam search, 17 tokens)"),
+    (["rl.budget=2"], "rl.budget=2 is below one width-1 beam search"),
+    # Failed after the step-0 evaluation, naming neither the rl. key nor the allowed length.
+    (["rl.level_weights=0.5,1"], "rl.level_weights=0.5,1 has 2 weights but the SIDs have 3 levels; give 3"),
+    (["rl.level_weights=0.1,0.2,0.3,1"], "rl.level_weights=0.1,0.2,0.3,1 has 4 weights"),
+    # Failed after the step-0 evaluation, with "613 examples make no batch of 616", an Orbax traceback
+    # of the interrupted best-checkpoint save, and a workdir left behind.
+    (["rl.batch_size=616"], "rl.batch_size=616 is more than the 613 training requests; use at most 613 "
+                            "(e.g. --set rl.batch_size=608)"),
+    (["rl.batch_size=12"], "rl.batch_size=12 does not split evenly over 8 devices"),
+    (["eval.selection_metric=valid_ce"], "eval.selection_metric=valid_ce does not apply to RL"),
+]
+
+
+@pytest.mark.parametrize("overrides, expected", REFUSED, ids=[" ".join(case[0]) for case in REFUSED])
+def test_impossible_rl_setting_is_refused_in_one_line(overrides, expected):
+    with pytest.raises(UserError) as error:
+        check_settings(apply_overrides(CONFIG, overrides), **SHAPE)
+    assert expected in str(error.value) and "\n" not in str(error.value), str(error.value)
+
+
+@pytest.mark.parametrize("overrides", [
+    [],
+    ["rl.num_rollouts=2"],
+    ["rl.num_rollouts=1", "rl.grpo_weight=0", "rl.sibling_weight=0"],  # the value head alone
+    ["rl.grpo_weight=0", "rl.sibling_weight=0"],
+    ["rl.budget=3"],  # one width-1 beam search: VED's smallest budget
+    ["rl.budget=1", "rl.rollouts=beam"],  # beam and sampling ignore rl.budget (tests/test_rl_step.py)
+    ["rl.level_weights=0,0.5,1"],
+    ["rl.batch_size=608"],
+], ids=lambda overrides: " ".join(overrides) or "defaults")
+def test_edge_rl_settings_are_accepted(overrides):
+    check_settings(apply_overrides(CONFIG, overrides), **SHAPE)
