@@ -2,6 +2,7 @@
 begins from RUN's best parameters bit for bit, validates that start at step 0 (once,
 across a resume), keeps it as the best checkpoint when training does not beat it
 (then its test metrics are RUN's), and refuses a source of another model in one line.
+A ``--no-resume`` command refused by any check leaves the workdir's previous run byte for byte.
 
 One supervised workdir (the same run as tests/test_rl_loop.py's, so its programs come
 from the session's compilation cache) and one warm run, resumed once, serve every test."""
@@ -121,3 +122,52 @@ def test_the_advice_names_model_only_when_only_t5_numerics_differ():
     numerics = {"model.attention_logit_scale": (None, "unscaled"), "model.init": (None, "hf_t5")}
     assert use_its_config(numerics).startswith("use its config file with the model= it trained with")
     assert use_its_config({**numerics, "model.d_model": (128, 64)}) == "use its config file"
+
+
+def _tree(root):
+    """Every path under ``root`` with its bytes, but the lock file's (the last holder's pid)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() if p.is_file() and p.name != ".genrec.lock" else None
+            for p in sorted(root.rglob("*"))}
+
+
+# (case, --init-from, more --set overrides, text of the one error line): genrec train --no-resume on a workdir
+# holding a finished run ({prev}, a copy of the supervised run), refused; {sup} the supervised run, {tmp} the
+# test's own folder, {tmp}/no_best a copy of {sup} without its best checkpoint. --no-resume used to clear the
+# previous run before all but the first of these checks, so a refused command deleted it.
+NO_RESUME_REFUSED = [
+    ("changed-model", "{sup}", ["model.num_decoder_layers=2"], "model.num_decoder_layers 1 -> 2"),
+    ("init-from-no-best", "{tmp}/no_best", [],
+     "--init-from {tmp}/no_best: no best checkpoint in {tmp}/no_best/best (no validation evaluation ran: "
+     "eval_every=0, or training stopped before the first one); a warm start begins from a best checkpoint: "
+     "start from a run that has one"),
+    ("batch-over-devices", None, ["batch_size=12"],
+     "batch_size=12 does not split evenly over 8 devices; use a multiple of 8 (e.g. --set batch_size=16)"),
+    ("more-devices-than-there-are", None, ["num_devices=9"], "num_devices=9, but 8 devices are available"),
+    ("missing-data", None, ["data.data_dir={tmp}/no_data"], "{tmp}/no_data: dataset directory not found"),
+]
+
+
+@pytest.mark.parametrize("case, init_from, more, expected", NO_RESUME_REFUSED,
+                         ids=[case[0] for case in NO_RESUME_REFUSED])
+def test_a_refused_no_resume_command_leaves_the_previous_run_as_it_was(case, init_from, more, expected, supervised,
+                                                                       tmp_path, capsys):
+    source_dir = supervised[1]
+    workdir = tmp_path / "prev"
+    shutil.copytree(source_dir, workdir)
+    if case == "init-from-no-best":
+        shutil.copytree(source_dir, tmp_path / "no_best", ignore=shutil.ignore_patterns("best", "*.lock"))
+    places = {"sup": source_dir, "tmp": tmp_path}
+    before = [_tree(root) for root in (workdir, source_dir)]
+    assert {"checkpoints", "best", "metrics.jsonl", "results.json"} <= set(before[0])  # a finished run
+    argv = ["--config", str(REPO / SMOKE), "--workdir", str(workdir), "--no-resume"]
+    if init_from is not None:
+        argv += ["--init-from", init_from.format(**places)]
+    for override in TINY_RUN + ["num_steps=4", "eval_every=4"] + [m.format(**places) for m in more]:
+        argv += ["--set", override]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert [_tree(root) for root in (workdir, source_dir)] == before, err
+    assert len(err.splitlines()) == 1 and err.startswith("genrec train: error: "), err
+    assert expected.format(**places) in err, err
+    assert "which=" not in err  # no command has such an option

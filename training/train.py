@@ -328,7 +328,8 @@ def _to_json_value(value: Any) -> Any:
 
 
 def _check_warm_start_source(config: TrainConfig, init_from: Path, workdir: Path) -> None:
-    """Refuses, in one line, a source that is no workdir, is ``workdir`` itself, or has another model or data."""
+    """Refuses, in one line, a source that is no workdir, is ``workdir`` itself, has another model or data, or
+    has no best checkpoint (a warm start begins from it; genrec train has no setting for another one)."""
     if not (init_from / CONFIG_FILE).exists():
         raise UserError(f"--init-from {init_from}: not a genrec workdir (no {CONFIG_FILE}); give the --workdir "
                         "of a genrec train run")
@@ -338,6 +339,11 @@ def _check_warm_start_source(config: TrainConfig, init_from: Path, workdir: Path
     if changes:
         raise UserError(f"{init_from / CONFIG_FILE}: this config changes the run's {describe_changes(changes)}; "
                         f"a warm start continues that run's model on its data: {use_its_config(changes)}")
+    best = init_from / BEST_DIR
+    if not (best.is_dir() and any(best.iterdir())):
+        raise UserError(f"--init-from {init_from}: no best checkpoint in {best} (no validation evaluation ran: "
+                        "eval_every=0, or training stopped before the first one); a warm start begins from a best "
+                        "checkpoint: start from a run that has one")
 
 
 # ModelSpec's Hugging Face T5 options, which a T5 run config sets together with its ``model=`` argument.
@@ -382,8 +388,10 @@ def load_start(source: Path, params: nnx.State, sid_codes: np.ndarray,
         raise UserError(f"{source}: its catalogue differs from the data of this config; use the run's config")
     try:
         params, step = restore_params(source, params, which)
-    except FileNotFoundError as error:
-        raise UserError(f"{source}: no {which} checkpoint ({error}); start from a run that has one") from error
+    except FileNotFoundError as error:  # restore_params's message suggests which='latest', no command's option
+        folder = source / (BEST_DIR if which == "best" else PERIODIC_DIR)
+        raise UserError(f"--init-from {source}: no {which} checkpoint in {folder}; start from a run that has "
+                        "one") from error
     if not all_finite(params):
         raise UserError(f"{source}: its {which} checkpoint (step {step}) holds non-finite weights; start from a "
                         "sound run")
@@ -434,7 +442,8 @@ def train(
       config: the run.
       workdir: output directory (created).
       resume: continue from the newest checkpoint in ``workdir`` if any;
-        False deletes the previous run's checkpoints, metrics and results there.
+        False deletes the previous run's checkpoints, metrics and results there,
+        once every check that can refuse the run has passed (a refused run leaves them).
       init_from: a genrec train workdir with this config's model and data: a
         fresh run starts from its best checkpoint's parameters (fresh optimizer
         state, this config's schedule) and validates that start at step 0. A
@@ -482,12 +491,8 @@ def _train_locked(
     """:func:`train` once the workdir's lock is held; ``cleanup`` closes what it opens."""
     workdir.mkdir(parents=True, exist_ok=True)
     is_primary = jax.process_index() == 0
-    if not resume and is_primary:
-        remove_run_outputs(workdir, _RUN_OUTPUTS)
-    if is_primary:
-        _check_writable_directories(workdir)
-    if jax.process_count() > 1:  # nobody touches the workdir before process 0 has cleared it
-        multihost_utils.sync_global_devices("genrec.train: workdir ready")
+    if is_primary:  # --no-resume replaces checkpoints/ and best/ (below): then only the workdir itself must be writable
+        _check_writable_directories(workdir, subdirectories=resume)
 
     # --- Data --------------------------------------------------------------
     data = load_data(config.data)
@@ -533,6 +538,13 @@ def _train_locked(
     train_step = make_train_step(config.loss, optimizer, mesh)
     logger.info("data parallel over %d %s device(s), %d examples each",
                 mesh.size, mesh.devices.flat[0].platform, config.batch_size // mesh.size)
+    # Every check that can refuse a fresh run came before: only now does --no-resume clear the previous run
+    # (before, a refused command deleted it). The resume checks below apply only when nothing was cleared.
+    if not resume and is_primary:
+        remove_run_outputs(workdir, _RUN_OUTPUTS)
+        _check_writable_directories(workdir)
+    if jax.process_count() > 1:  # nobody touches the workdir before process 0 has cleared it
+        multihost_utils.sync_global_devices("genrec.train: workdir ready")
 
     # --- Checkpoints: run files, then resume -------------------------------
     resume_changes: dict[str, tuple[Any, Any]] = {}
@@ -807,13 +819,14 @@ def _window_from_json(saved: Sequence[dict[str, Any]]) -> list[dict[str, np.ndar
             for metrics in saved]
 
 
-def _check_writable_directories(workdir: Path) -> None:
-    """Refuses a workdir whose checkpoint directories cannot be written, before the run starts.
+def _check_writable_directories(workdir: Path, *, subdirectories: bool = True) -> None:
+    """Refuses a workdir whose checkpoint directories cannot be written, before the run starts
+    (``subdirectories=False``: only ``workdir`` itself, for a run that will replace them).
 
     A failed Orbax save (``checkpoints`` a file, a read-only ``best/``) printed its
     error and then left the process waiting 300 s for its save threads.
     """
-    for directory in (workdir, workdir / PERIODIC_DIR, workdir / BEST_DIR):
+    for directory in (workdir, workdir / PERIODIC_DIR, workdir / BEST_DIR)[:3 if subdirectories else 1]:
         if not directory.exists():
             continue
         if not directory.is_dir():
