@@ -18,8 +18,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["UserError", "setup_logging", "user_error_message", "run_command", "add_verbose_flag", "OWN_LOGGERS",
-           "LIBRARY_LOGGERS"]
+__all__ = ["UserError", "Diverged", "setup_logging", "user_error_message", "run_command", "add_verbose_flag",
+           "OWN_LOGGERS", "LIBRARY_LOGGERS"]
 
 # Top-level packages of this repository: their loggers print progress, their input checks are user errors.
 OWN_LOGGERS = ("genrec", "training", "serving", "constrained")
@@ -33,6 +33,12 @@ _PACKAGE_DIRS = tuple(str(Path(__file__).resolve().parents[1] / name) + os.sep f
 class UserError(Exception):
     """A mistake in a command's input (a path, a file's content, a setting): the
     message names the file or item and the fix, and the command prints it as one line."""
+
+
+class Diverged(FloatingPointError):
+    """A run whose loss or weights became non-finite (a learning rate too high, bad data): the message
+    names the step and the fix. The command prints it as one line and exits 1, keeping the run's
+    workdir: its checkpoints predate the divergence and resume."""
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -115,11 +121,18 @@ def run_command(
       keep_outputs: after a user's mistake, keep the outputs if this says so
         (a training run that committed a checkpoint resumes from it).
 
+    A :class:`Diverged` run prints its message as one line and returns 1,
+    outputs kept (the metrics show the divergence; earlier checkpoints resume).
     Bugs (any other exception) propagate with their traceback, outputs kept.
     """
     created = {missing for missing in map(_first_missing, filter(None, outputs)) if missing is not None}
     try:
         return body()
+    except Diverged as error:
+        if verbose:
+            raise
+        print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
     except Exception as error:
         message = user_error_message(error)
         if message is None:

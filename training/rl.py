@@ -43,7 +43,7 @@ from constrained.decode import build_eval_index
 from constrained.ved import beam_search_budget
 from genrec.atomic_files import atomic_open, write_json_atomic
 from genrec.batching import BatchIterator
-from genrec.console import UserError, add_verbose_flag, run_command, setup_logging
+from genrec.console import Diverged, UserError, add_verbose_flag, run_command, setup_logging
 from genrec.locks import DirectoryLock
 from genrec.models import build_model, count_params
 from genrec.progress import progress_bar
@@ -211,7 +211,7 @@ def rl_train(
       ValueError: a resume would change the run's settings or shorten it (``training.train.resume_changes``).
       genrec.locks.DirectoryInUseError: another process uses ``workdir``.
       TrainingInterrupted: SIGTERM; the step is checkpointed, call again to resume.
-      FloatingPointError: the policy's weights or loss became non-finite.
+      Diverged (a FloatingPointError): the policy's weights or loss became non-finite.
     """
     init_from, workdir = Path(init_from), Path(workdir)
     if init_from.resolve() == workdir.resolve():
@@ -346,7 +346,7 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
                 if not np.isfinite(record["loss"]) or not all_finite(trainable["policy"]):
                     checkpointer.close()
                     metrics_log.close()
-                    raise FloatingPointError(f"RL diverged by step {step}: non-finite loss or weights; nothing "
+                    raise Diverged(f"RL diverged by step {step}: non-finite loss or weights; nothing "
                                              "of it was saved. Lower rl.optimizer.learning_rate")
                 window, window_start = [], time.perf_counter()
             stop_early = False
@@ -419,7 +419,8 @@ def _result_line(result: RLResult) -> str:
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "genrec rl",
          on_step_end: Callable[[int], None] | None = None) -> int:
-    """``genrec rl``: parse arguments, then :func:`rl_train`. Exit status 0 done, 2 a user's mistake, 143 SIGTERM."""
+    """``genrec rl``: parse arguments, then :func:`rl_train`. Exit status 0 done, 1 diverged, 2 a user's
+    mistake, 143 SIGTERM."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Fine-tune a supervised genrec run with V-STAR reinforcement learning (docs/rl.md).",

@@ -62,7 +62,7 @@ from genrec.array_digest import tree_digest
 from genrec.atomic_files import atomic_open, write_json_atomic
 from genrec.batching import BatchIterator
 from genrec.checkpoint_checksums import CheckpointDamaged
-from genrec.console import UserError, add_verbose_flag, run_command, setup_logging
+from genrec.console import Diverged, UserError, add_verbose_flag, run_command, setup_logging
 from genrec.datasets import InteractionData
 from genrec.locks import DirectoryLock
 from genrec.models import build_model, count_params
@@ -464,8 +464,9 @@ def train(
       TrainingInterrupted: SIGTERM (or a first Ctrl-C) arrived; the step it stopped at is
         checkpointed and calling ``train`` again (``resume=True``) continues (after the
         last step: it stopped at once, and calling again runs the final evaluation).
-      FloatingPointError: ``optimizer.max_consecutive_nonfinite`` steps in a row
-        had non-finite gradients.
+      Diverged (a FloatingPointError): the weights or every loss of a log window became
+        non-finite, or ``optimizer.max_consecutive_nonfinite`` steps in a row had non-finite
+        gradients; nothing of the diverged steps is saved.
     """
     workdir = Path(workdir)
     init_from = None if init_from is None else Path(init_from)
@@ -629,12 +630,12 @@ def _train_locked(
         shuffle=True, seed=config.seed, drop_remainder=False, start_step=progress.data_step,
     )
     def stop_if_diverged(window_losses: np.ndarray | None = None) -> None:
-        """Raises FloatingPointError before a checkpoint or a "best" of diverged weights is saved."""
+        """Raises Diverged before a checkpoint or a "best" of diverged weights is saved."""
         reason = _divergence(state, window_losses)
         if reason:
             checkpointer.close()
             metrics_log.close()
-            raise FloatingPointError(_diverged_message(step, reason))
+            raise Diverged(_diverged_message(step, reason))
 
     def consider(step: int, valid_metrics: dict[str, float]) -> None:
         """Logs a validation of ``state`` at ``step``; saves it as the best checkpoint if it beats the best so far."""
@@ -688,7 +689,7 @@ def _train_locked(
                 if record["nonfinite_consecutive"] >= config.optimizer.max_consecutive_nonfinite:
                     checkpointer.close()
                     metrics_log.close()
-                    raise FloatingPointError(
+                    raise Diverged(
                         f"{record['nonfinite_consecutive']} consecutive steps had non-finite gradients "
                         f"(up to step {step}); lower optimizer.learning_rate or check the data"
                     )
@@ -962,8 +963,9 @@ def main(argv: Sequence[str] | None = None, *, on_step_end: Callable[[int], None
     """``genrec train`` / ``python -m training.train``: parse arguments, then :func:`train`
     (``on_step_end``: passed to :func:`train`).
 
-    Exit status 0 done, 2 a user's mistake (one line on stderr; a workdir this
-    command created is removed again), 143 / 130 stopped by SIGTERM / Ctrl-C.
+    Exit status 0 done, 1 diverged (one line on stderr; the checkpoints before it
+    kept), 2 a user's mistake (one line on stderr; a workdir this command created is
+    removed again), 143 / 130 stopped by SIGTERM / Ctrl-C.
     """
     parser = argparse.ArgumentParser(
         prog="genrec train",

@@ -236,7 +236,9 @@ def _command(command: str, workdir: Path, tmp_path: Path) -> Callable[[], int]:
         argv = ["--config", SMOKE, "--workdir", str(workdir)] + [a for o in TINY_RUN for a in ("--set", o)]
         return lambda: train_main(argv)
     if command == "rl":
-        return lambda: rl_main(rl_arguments(workdir, tmp_path / "rl", TINY_RUN + RL_TINY))
+        # The fixture run has a latest checkpoint only (as the other commands read, --which latest).
+        overrides = TINY_RUN + RL_TINY + ["rl.init_checkpoint=latest"]
+        return lambda: rl_main(rl_arguments(workdir, tmp_path / "rl", overrides))
     more = (["--out", str(tmp_path / "recs"), "--num-beams", "4", "--top-k", "4"] if command == "recommend"
             else ["--max-examples", "4"])
     return lambda: genrec_main([command, "--workdir", str(workdir), "--which", "latest", *more])

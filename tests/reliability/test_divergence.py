@@ -67,3 +67,22 @@ def test_a_checkpoint_of_non_finite_weights_is_refused_for_serving(tmp_path, mon
     monkeypatch.setattr(run_files, "restore_params", restore_damaged)
     with pytest.raises(ValueError, match=r"latest checkpoint \(step 2\) holds non-finite weights"):
         load_model_for_inference(tmp_path, "latest")
+
+
+def test_a_diverged_cli_run_ends_in_one_line_and_exit_1_keeping_its_checkpoints(tmp_path, monkeypatch, capsys):
+    """``genrec train`` (and ``genrec rl``, through the same run_command) print a divergence as one line, not a
+    traceback; the workdir stays, and its last checkpoint predates the divergence."""
+    poison_from_step(monkeypatch, first_bad_step=3)
+    workdir = tmp_path / "run"
+    arguments = ["--config", str(REPO / "tpu_configs/cpu_smoke.py"), "--workdir", str(workdir)]
+    for override in TINY + ["num_steps=6"]:
+        arguments += ["--set", override]
+    with kept_logging():
+        status = train_module.main(arguments)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1
+    assert len(err) == 1 and err[0].startswith("genrec train: error: training diverged by step 4: its parameters")
+    assert "Traceback" not in err[0]
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2"]
+    with kept_logging(), pytest.raises(FloatingPointError, match="training diverged by step"):  # --verbose: raised
+        train_module.main(arguments + ["--verbose"])
