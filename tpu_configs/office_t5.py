@@ -59,6 +59,9 @@ numerics): exact command, measured test Recall@10 (seed mean) against its CE sta
   the same with `rl=grpo_beam`: 0.0624 (4 seeds), `rl=grpo_sample`: 0.0645 (4 seeds), `rl=sibling`: 0.0642 (4 seeds)
   `rl=vstar --set rl.reward=ranking`: 0.0648 (4 seeds; kept step 0), `rl=grpo_beam --set rl.reward=ranking`: 0.0629
   (docs/results.md, "V-STAR on Office: the ranking reward and a CE control")
+From the model=hf start (runs/ce: `loss=ce --set seed=2`, test Recall@10 0.0679; docs/results.md, "V-STAR RL
+on Office from the Hugging Face T5 start"), the same commands without `model=default`: `rl=vstar` 0.0672 (4 seeds;
+-1.0%), `rl=grpo_beam` 0.0681, `rl=grpo_sample` 0.0684, `rl=sibling` 0.0677 (4 seeds each): no arm gains.
 
 Published bars, test Recall@10 (paper): ce 0.0608, apao 0.0667, apao_pairwise
 0.0671; 0.0638 for the strongest baseline (MSL or two-stage S-DPO). The APAO
