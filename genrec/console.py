@@ -38,7 +38,8 @@ class UserError(Exception):
 class Diverged(FloatingPointError):
     """A run whose loss or weights became non-finite (a learning rate too high, bad data): the message
     names the step and the fix. The command prints it as one line and exits 1, keeping the run's
-    workdir: its checkpoints predate the divergence and resume."""
+    workdir for inspection (its checkpoints predate the divergence; a resume with the same settings would
+    diverge again, and a resume refuses other ones)."""
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -122,7 +123,7 @@ def run_command(
         (a training run that committed a checkpoint resumes from it).
 
     A :class:`Diverged` run prints its message as one line and returns 1,
-    outputs kept (the metrics show the divergence; earlier checkpoints resume).
+    outputs kept (the metrics show the divergence).
     Bugs (any other exception) propagate with their traceback, outputs kept.
     """
     created = {missing for missing in map(_first_missing, filter(None, outputs)) if missing is not None}

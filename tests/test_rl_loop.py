@@ -233,3 +233,22 @@ def test_user_error_is_one_line_and_changes_nothing(case, init_from, workdir, mo
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith("genrec rl: error: ") and expected.format(**places) in err, err
     assert [_tree(root) for root in places.values()] == before
+
+
+def test_a_crash_while_writing_the_run_files_leaves_a_workdir_rl_accepts(supervised, tmp_path, monkeypatch):
+    """rl_init.json is written before config.json: a workdir holding config.json alone reads as a genrec train
+    run and is refused, so a crash between the two writes must never leave that."""
+    import training.rl as rl_module
+
+    def crash(*args, **kwargs):
+        raise _Crash
+
+    workdir = tmp_path / "crashed"
+    write_run_files = rl_module.write_run_files
+    monkeypatch.setattr(rl_module, "write_run_files", crash)
+    with pytest.raises(_Crash):
+        rl_train(CONFIG, supervised, workdir, resume=False)
+    assert (workdir / "rl_init.json").exists() and not (workdir / "config.json").exists()
+    monkeypatch.setattr(rl_module, "write_run_files", write_run_files)
+    config = dataclasses.replace(CONFIG, rl=dataclasses.replace(CONFIG.rl, num_steps=1, eval_every=0))
+    assert rl_train(config, supervised, workdir).final_step == 1  # accepted and run, not refused

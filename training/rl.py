@@ -275,8 +275,9 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
                             f"({saved_init['checkpoint']} step {saved_init['step']}, {saved_init['params'][:19]}), "
                             f"not from {init_record['workdir']} ({init_record['checkpoint']} step "
                             f"{init_record['step']}, {init_record['params'][:19]}); use another --workdir")
-    write_run_files(workdir, config, model_config, vocab, data.sid_codes, data.item_ids)
+    # rl_init.json first: a workdir with config.json but no rl_init.json reads as a genrec train run and is refused.
     write_json_atomic(workdir / RL_INIT_FILE, init_record, indent=1)
+    write_run_files(workdir, config, model_config, vocab, data.sid_codes, data.item_ids)
     checkpointer = Checkpointer(workdir, config.checkpoint)
     base_key = jax.random.key(config.seed)
     progress = TrainingProgress(step=0, data_step=0, rng_key=tuple(int(w) for w in jax.random.key_data(base_key)))
@@ -346,8 +347,9 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
                 if not np.isfinite(record["loss"]) or not all_finite(trainable["policy"]):
                     checkpointer.close()
                     metrics_log.close()
-                    raise Diverged(f"RL diverged by step {step}: non-finite loss or weights; nothing "
-                                             "of it was saved. Lower rl.optimizer.learning_rate")
+                    raise Diverged(f"RL diverged by step {step}: non-finite loss or weights; nothing of it was "
+                                   "saved. Lower rl.optimizer.learning_rate and rerun with --no-resume or another "
+                                   "--workdir (a resume repeats the divergence)")
                 window, window_start = [], time.perf_counter()
             stop_early = False
             if rl.eval_every and (step % rl.eval_every == 0 or step == rl.num_steps):

@@ -781,7 +781,8 @@ def _divergence(state: nnx.State, window_losses: np.ndarray | None = None) -> st
 
 def _diverged_message(step: int, reason: str) -> str:
     return (f"training diverged by step {step}: {reason}; nothing of it was saved. Lower "
-            "optimizer.learning_rate or check the data, then resume from the last checkpoint")
+            "optimizer.learning_rate or check the data, then rerun with --no-resume or another --workdir (a "
+            "resume repeats the divergence)")
 
 
 def _summarize(host, step, steps_per_epoch, schedule, batch_size, *, timed_steps, seconds) -> dict[str, Any]:
