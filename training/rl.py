@@ -147,6 +147,11 @@ def check_settings(config: TrainConfig, *, num_levels: int, num_train_examples: 
         raise UserError(f"rl.level_weights={','.join(f'{w:g}' for w in rl.level_weights)} has "
                         f"{len(rl.level_weights)} weights but the SIDs have {num_levels} levels; give {num_levels} "
                         "(--set rl.level_weights=w1,...) or none (the defaults)")
+    if rl.rollouts != "ved" and rl.budget is not None:  # else silently ignored: beam and sampling spend G
+        raise UserError(f"rl.budget={rl.budget} sets VED's search budget only; rl.rollouts={rl.rollouts} spends "
+                        f"{beam_search_budget(num_levels, rl.num_rollouts)} forward tokens a request (one "
+                        f"width-{rl.num_rollouts} beam search, docs/rl.md \"Budget\"): drop rl.budget, or change "
+                        "rl.num_rollouts")
     min_budget = beam_search_budget(num_levels, 1)
     if rl.rollouts == "ved" and rl.budget is not None and rl.budget < min_budget:
         raise UserError(f"rl.budget={rl.budget} is below one width-1 beam search ({min_budget} forward tokens "

@@ -36,6 +36,10 @@ REFUSED = [
                             "(e.g. --set rl.batch_size=608)"),
     (["rl.batch_size=12"], "rl.batch_size=12 does not split evenly over 8 devices"),
     (["eval.selection_metric=valid_ce"], "eval.selection_metric=valid_ce does not apply to RL"),
+    # Ran, with rl.budget silently ignored: beam and sampled rollouts spend one width-G beam search.
+    (["rl.budget=100", "rl.rollouts=sample"], "rl.budget=100 sets VED's search budget only; rl.rollouts=sample "
+                                              "spends 17 forward tokens a request"),
+    (["rl.budget=1", "rl.rollouts=beam"], "rl.budget=1 sets VED's search budget only; rl.rollouts=beam"),
 ]
 
 
@@ -52,7 +56,6 @@ def test_impossible_rl_setting_is_refused_in_one_line(overrides, expected):
     ["rl.num_rollouts=1", "rl.grpo_weight=0", "rl.sibling_weight=0"],  # the value head alone
     ["rl.grpo_weight=0", "rl.sibling_weight=0"],
     ["rl.budget=3"],  # one width-1 beam search: VED's smallest budget
-    ["rl.budget=1", "rl.rollouts=beam"],  # beam and sampling ignore rl.budget (tests/test_rl_step.py)
     ["rl.level_weights=0,0.5,1"],
     ["rl.batch_size=608"],
 ], ids=lambda overrides: " ".join(overrides) or "defaults")
