@@ -58,8 +58,10 @@ __all__ = [
     "abstract_tree",
     "all_finite",
     "catalogue_fingerprint",
+    "checkpoint_dir",
     "check_same_catalogue",
     "damaged_run_file",
+    "has_checkpoint",
     "load_inference_model",
     "load_model_for_inference",
     "load_run_data",
@@ -89,6 +91,17 @@ BEST_ITEMS = ("params", "meta")
 CONFIG_FORMAT_VERSION = 1
 
 logger = logging.getLogger(__name__)
+
+
+def checkpoint_dir(workdir: str | Path, which: Literal["best", "latest"]) -> Path:
+    """The folder of a workdir's ``best`` checkpoint or its periodic (``latest``) ones."""
+    return Path(workdir) / (BEST_DIR if which == "best" else PERIODIC_DIR)
+
+
+def has_checkpoint(workdir: str | Path, which: Literal["best", "latest"]) -> bool:
+    """Whether ``workdir`` holds a checkpoint of that kind (its folder exists and is not empty)."""
+    directory = checkpoint_dir(workdir, which)
+    return directory.is_dir() and any(directory.iterdir())
 
 
 def _not_a_workdir(path: Path, workdir: str | Path) -> FileNotFoundError:
@@ -523,7 +536,7 @@ def restore_params(
     Raises:
       FileNotFoundError: no checkpoint of that kind.
     """
-    directory = Path(workdir).absolute() / (BEST_DIR if which == "best" else PERIODIC_DIR)
+    directory = checkpoint_dir(Path(workdir).absolute(), which)
     if not directory.is_dir():
         return restore_params_from(None, params, which, directory)
     absl_logger = logging.getLogger("absl")

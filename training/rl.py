@@ -47,7 +47,7 @@ from genrec.console import Diverged, UserError, add_verbose_flag, run_command, s
 from genrec.locks import DirectoryLock
 from genrec.models import build_model, count_params
 from genrec.progress import progress_bar
-from genrec.run_files import BEST_DIR, CONFIG_FILE, PERIODIC_DIR, all_finite
+from genrec.run_files import CONFIG_FILE, all_finite, checkpoint_dir, has_checkpoint
 from genrec.split import leave_one_out_split, subset_examples
 from training.checkpoint import Checkpointer, TrainingProgress, read_run_config, write_run_files
 from training.config import TrainConfig, load_config_file, override_keys, score_normalization
@@ -171,18 +171,14 @@ def check_settings(config: TrainConfig, *, num_levels: int, num_train_examples: 
 
 def _check_start_checkpoint(init_from: Path, which: str) -> None:
     """Refuses a supervised run without the ``rl.init_checkpoint`` to start from, naming the other one if it has it."""
-    folders = {"best": init_from / BEST_DIR, "latest": init_from / PERIODIC_DIR}
-
-    def has(kind: str) -> bool:
-        return folders[kind].is_dir() and any(folders[kind].iterdir())
-
-    if has(which):
+    if has_checkpoint(init_from, which):
         return
     why = "no validation evaluation ran" if which == "best" else "no periodic checkpoint was saved"
     other = "latest" if which == "best" else "best"
     fix = (f"start from its {other} checkpoint (--set rl.init_checkpoint={other}) or from another run"
-           if has(other) else "start from a run that has one")
-    raise UserError(f"--init-from {init_from}: no {which} checkpoint in {folders[which]} ({why}); {fix}")
+           if has_checkpoint(init_from, other) else "start from a run that has one")
+    raise UserError(f"--init-from {init_from}: no {which} checkpoint in {checkpoint_dir(init_from, which)} ({why}); "
+                    f"{fix}")
 
 
 def _check_resume(saved: TrainConfig, current: TrainConfig, source: Path) -> dict[str, tuple[Any, Any]]:

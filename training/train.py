@@ -73,7 +73,9 @@ from genrec.run_files import (
     CONFIG_FILE,
     PERIODIC_DIR,
     all_finite,
+    checkpoint_dir,
     damaged_run_file,
+    has_checkpoint,
     load_run_data,
     read_catalogue,
     restore_params,
@@ -339,9 +341,9 @@ def _check_warm_start_source(config: TrainConfig, init_from: Path, workdir: Path
     if changes:
         raise UserError(f"{init_from / CONFIG_FILE}: this config changes the run's {describe_changes(changes)}; "
                         f"a warm start continues that run's model on its data: {use_its_config(changes)}")
-    best = init_from / BEST_DIR
-    if not (best.is_dir() and any(best.iterdir())):
-        raise UserError(f"--init-from {init_from}: no best checkpoint in {best} (no validation evaluation ran: "
+    if not has_checkpoint(init_from, "best"):
+        raise UserError(f"--init-from {init_from}: no best checkpoint in {checkpoint_dir(init_from, 'best')} (no "
+                        "validation evaluation ran: "
                         "eval_every=0, or training stopped before the first one); a warm start begins from a best "
                         "checkpoint: start from a run that has one")
 
@@ -389,9 +391,8 @@ def load_start(source: Path, params: nnx.State, sid_codes: np.ndarray,
     try:
         params, step = restore_params(source, params, which)
     except FileNotFoundError as error:  # restore_params's message suggests which='latest', no command's option
-        folder = source / (BEST_DIR if which == "best" else PERIODIC_DIR)
-        raise UserError(f"--init-from {source}: no {which} checkpoint in {folder}; start from a run that has "
-                        "one") from error
+        raise UserError(f"--init-from {source}: no {which} checkpoint in {checkpoint_dir(source, which)}; start "
+                        "from a run that has one") from error
     if not all_finite(params):
         raise UserError(f"{source}: its {which} checkpoint (step {step}) holds non-finite weights; start from a "
                         "sound run")
@@ -828,7 +829,7 @@ def _check_writable_directories(workdir: Path, *, subdirectories: bool = True) -
     A failed Orbax save (``checkpoints`` a file, a read-only ``best/``) printed its
     error and then left the process waiting 300 s for its save threads.
     """
-    for directory in (workdir, workdir / PERIODIC_DIR, workdir / BEST_DIR)[:3 if subdirectories else 1]:
+    for directory in (workdir, workdir / PERIODIC_DIR, workdir / BEST_DIR) if subdirectories else (workdir,):
         if not directory.exists():
             continue
         if not directory.is_dir():
@@ -916,8 +917,7 @@ def initialize_distributed(coordinator: str | None, num_processes: int | None, p
 
 def holds_checkpoint(workdir: str | Path) -> bool:
     """Whether ``workdir`` holds a periodic checkpoint (a failed command keeps such a workdir: rerunning resumes)."""
-    periodic = Path(workdir) / PERIODIC_DIR
-    return periodic.is_dir() and any(periodic.iterdir())
+    return has_checkpoint(workdir, "latest")
 
 
 def _result_line(result: TrainResult) -> str:
