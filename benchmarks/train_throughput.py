@@ -1,8 +1,8 @@
 """Training throughput of the one jitted train step (training/train_step.py):
 samples per second for each loss kind, batch size, compute dtype and number
 of data-parallel devices (and, with ``--models``, T5 numerics: ``default`` our
-first T5, ``hf`` Hugging Face T5's, office_t5.py's default), all measured in
-one process on one host.
+first T5, ``hf`` Hugging Face T5's, office_t5.py's and beauty_t5.py's default),
+all measured in one process on one host.
 
 Batches come from the real data pipeline (genrec.batching over the
 leave-one-out training split), pre-built and placed on the devices before

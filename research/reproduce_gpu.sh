@@ -52,13 +52,13 @@ nvidia-smi --query-gpu=name --format=csv,noheader | tee "$out/gpus.txt"
 
 # name|config|dataset|extra overrides (space separated); a lane set in the
 # environment replaces its default list (one job per line).
-LANE_GPU0_A="${LANE_GPU0_A-beauty_t5_ce|beauty_t5.py:loss=ce|Beauty|
-beauty_t5_msl|beauty_t5.py:loss=msl|Beauty|}"
+LANE_GPU0_A="${LANE_GPU0_A-beauty_t5_ce|beauty_t5.py:loss=ce,model=default|Beauty|
+beauty_t5_msl|beauty_t5.py:loss=msl,model=default|Beauty|}"
 LANE_GPU0_B="${LANE_GPU0_B-office_t5_ce_s1|office_t5.py:loss=ce,model=default|Office|--set seed=1
 office_t5_ce_s2|office_t5.py:loss=ce,model=default|Office|--set seed=2
 office_t5_msl|office_t5.py:loss=msl,model=default|Office|
 office_t5_ce_s3|office_t5.py:loss=ce,model=default|Office|--set seed=3}"
-LANE_GPU1_A="${LANE_GPU1_A-beauty_t5_apao|beauty_t5.py:loss=apao|Beauty|
+LANE_GPU1_A="${LANE_GPU1_A-beauty_t5_apao|beauty_t5.py:loss=apao,model=default|Beauty|
 office_t5_apao_s3|office_t5.py:loss=apao,model=default|Office|--set seed=3}"
 LANE_GPU1_B="${LANE_GPU1_B-office_t5_apao_s1|office_t5.py:loss=apao,model=default|Office|--set seed=1
 office_t5_apao_s2|office_t5.py:loss=apao,model=default|Office|--set seed=2

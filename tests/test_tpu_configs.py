@@ -29,11 +29,11 @@ OLD_CONFIG_SPELLINGS = {
     "gpu_office_t5_msl": "office_t5.py:loss=msl,model=default",
     "gpu_office_t5_apao_pairwise": "office_t5.py:loss=apao_pairwise,model=default",
     "gpu_office_llama_ce": "office_llama.py:loss=ce",
-    "gpu_beauty_t5_ce": "beauty_t5.py:loss=ce",
-    "gpu_beauty_t5_apao": "beauty_t5.py:loss=apao",
-    "gpu_beauty_t5_apao_running": "beauty_t5.py:loss=apao_running",
-    "gpu_beauty_t5_msl": "beauty_t5.py:loss=msl",
-    "gpu_beauty_t5_apao_pairwise": "beauty_t5.py:loss=apao_pairwise,dtype=bfloat16",
+    "gpu_beauty_t5_ce": "beauty_t5.py:loss=ce,model=default",
+    "gpu_beauty_t5_apao": "beauty_t5.py:loss=apao,model=default",
+    "gpu_beauty_t5_apao_running": "beauty_t5.py:loss=apao_running,model=default",
+    "gpu_beauty_t5_msl": "beauty_t5.py:loss=msl,model=default",
+    "gpu_beauty_t5_apao_pairwise": "beauty_t5.py:loss=apao_pairwise,dtype=bfloat16,model=default",
     "tpu_v4_8_office": "office_t5.py:loss=apao,platform=tpu_v4_8,model=default",
     "tpu_v5e_8_office": "office_t5.py:loss=apao,platform=tpu_v5e_8,model=default",
 }
@@ -64,7 +64,7 @@ def test_every_old_config_file_is_reachable_unchanged(old_name):
 
 
 # Each T5 base's default numerics: hf where that dataset's pre-registered A/B won (docs/results.md).
-@pytest.mark.parametrize("base, default_model", [("beauty_t5.py", "default"), ("office_t5.py", "hf")])
+@pytest.mark.parametrize("base, default_model", [("beauty_t5.py", "hf"), ("office_t5.py", "hf")])
 def test_model_hf_changes_only_the_four_hf_t5_options(base, default_model):
     plain = load_config_file(CONFIG_DIR / f"{base}:loss=ce,model=default")
     hf = load_config_file(CONFIG_DIR / f"{base}:loss=ce,model=hf")
@@ -76,7 +76,7 @@ def test_model_hf_changes_only_the_four_hf_t5_options(base, default_model):
     assert {key: getattr(model_config, key) for key in hf_options} == hf_options
     assert model_config.dropout_rate == 0.1  # HF T5 uses its one dropout_rate everywhere
     # Each option alone through --set (the value is "unscaled", not "none", which --set reads as None).
-    one = load_config_file(CONFIG_DIR / f"{base}:loss=ce", ["model.attention_logit_scale=unscaled"])
+    one = load_config_file(CONFIG_DIR / f"{base}:loss=ce,model=default", ["model.attention_logit_scale=unscaled"])
     assert one.model.build(1026, 4, 20).attention_logit_scale == "unscaled"
 
 

@@ -89,8 +89,8 @@ def paper_losses(*, beta: float, eta: float, msl_tau: float | None = None,
 
 
 # Model variants of the T5 bases (``model=``); a base names its default (``paper_config``'s
-# ``default_model``). ``default``: our first T5 (the name predates ``hf`` becoming Office's default).
-# ``hf``: Hugging Face T5's numerics,
+# ``default_model``). ``default``: our first T5 (the name predates ``hf`` becoming Office's and
+# Beauty's default). ``hf``: Hugging Face T5's numerics,
 # which the published T5 figures come from (docs/models.md, "Hugging Face T5 options"): dropout at the
 # preset's 0.1 also on the attention probabilities and the FFN hidden layer, unscaled attention logits,
 # and HF's init (q std (d_model * head_dim) ** -0.5 carries the scale). The Llama base has only ``default``.

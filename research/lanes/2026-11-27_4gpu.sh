@@ -18,10 +18,10 @@
 # pairwise lane has since put seed 4 on GPU 3, which the MSL lane below
 # replaces here.
 source research/lanes/beauty_pairwise_fullval.sh
-export LANE_GPU3_A='beauty_t5_msl_fullval_s1|beauty_t5.py:loss=msl|Beauty|--set seed=1
-beauty_t5_msl_fullval_s2|beauty_t5.py:loss=msl|Beauty|--set seed=2
-beauty_t5_msl_fullval_s3|beauty_t5.py:loss=msl|Beauty|--set seed=3
-beauty_t5_msl_fullval_s4|beauty_t5.py:loss=msl|Beauty|--set seed=4'
+export LANE_GPU3_A='beauty_t5_msl_fullval_s1|beauty_t5.py:loss=msl,model=default|Beauty|--set seed=1
+beauty_t5_msl_fullval_s2|beauty_t5.py:loss=msl,model=default|Beauty|--set seed=2
+beauty_t5_msl_fullval_s3|beauty_t5.py:loss=msl,model=default|Beauty|--set seed=3
+beauty_t5_msl_fullval_s4|beauty_t5.py:loss=msl,model=default|Beauty|--set seed=4'
 # reproduce_gpu.sh runs BEFORE_GPU3 from the repo root with OUT=/tmp/r unknown
 # to it, so the outputs go to /tmp/r explicitly (packed with the rest).
 export GPU3_PROFILE='python3 benchmarks/profile_train_step.py --data data_local/Beauty --out /tmp/r/profile.json;

@@ -12,7 +12,7 @@
 # - beauty_t5_ce_fullval seeds 2, 3, 4: CE under the full rule on seeds 1-5
 #   and 8 (6 seeds).
 # - beauty_t5_apao_fullval seeds 1-5: APAO pointwise at the paper's Beauty
-#   pair (beauty_t5.py:loss=apao) under the same rule, seed-matched with CE
+#   pair (beauty_t5.py:loss=apao,model=default) under the same rule, seed-matched with CE
 #   seeds 1-5; summarize_results.py compares it with ce_fullval (and prints
 #   the seed-matched difference).
 # Decided in advance: APAO beats CE on Beauty under the full rule iff the 5
@@ -36,11 +36,11 @@
 # APAO does not beat CE on Beauty under the full rule (predicted: a tie).
 # The Beauty configs validate on every user since then, so these lines keep
 # the explicit override only to stay the runs they were.
-export LANE_GPU0_A='beauty_t5_ce_fullval_s2|beauty_t5.py:loss=ce|Beauty|--set eval.max_examples=none --set seed=2'
-export LANE_GPU0_B='beauty_t5_apao_fullval_s1|beauty_t5.py:loss=apao|Beauty|--set eval.max_examples=none --set seed=1'
-export LANE_GPU1_A='beauty_t5_ce_fullval_s3|beauty_t5.py:loss=ce|Beauty|--set eval.max_examples=none --set seed=3'
-export LANE_GPU1_B='beauty_t5_apao_fullval_s2|beauty_t5.py:loss=apao|Beauty|--set eval.max_examples=none --set seed=2'
-export LANE_GPU2_A='beauty_t5_ce_fullval_s4|beauty_t5.py:loss=ce|Beauty|--set eval.max_examples=none --set seed=4'
-export LANE_GPU2_B='beauty_t5_apao_fullval_s3|beauty_t5.py:loss=apao|Beauty|--set eval.max_examples=none --set seed=3'
-export LANE_GPU3_A='beauty_t5_apao_fullval_s4|beauty_t5.py:loss=apao|Beauty|--set eval.max_examples=none --set seed=4'
-export LANE_GPU3_B='beauty_t5_apao_fullval_s5|beauty_t5.py:loss=apao|Beauty|--set eval.max_examples=none --set seed=5'
+export LANE_GPU0_A='beauty_t5_ce_fullval_s2|beauty_t5.py:loss=ce,model=default|Beauty|--set eval.max_examples=none --set seed=2'
+export LANE_GPU0_B='beauty_t5_apao_fullval_s1|beauty_t5.py:loss=apao,model=default|Beauty|--set eval.max_examples=none --set seed=1'
+export LANE_GPU1_A='beauty_t5_ce_fullval_s3|beauty_t5.py:loss=ce,model=default|Beauty|--set eval.max_examples=none --set seed=3'
+export LANE_GPU1_B='beauty_t5_apao_fullval_s2|beauty_t5.py:loss=apao,model=default|Beauty|--set eval.max_examples=none --set seed=2'
+export LANE_GPU2_A='beauty_t5_ce_fullval_s4|beauty_t5.py:loss=ce,model=default|Beauty|--set eval.max_examples=none --set seed=4'
+export LANE_GPU2_B='beauty_t5_apao_fullval_s3|beauty_t5.py:loss=apao,model=default|Beauty|--set eval.max_examples=none --set seed=3'
+export LANE_GPU3_A='beauty_t5_apao_fullval_s4|beauty_t5.py:loss=apao,model=default|Beauty|--set eval.max_examples=none --set seed=4'
+export LANE_GPU3_B='beauty_t5_apao_fullval_s5|beauty_t5.py:loss=apao,model=default|Beauty|--set eval.max_examples=none --set seed=5'

@@ -3,7 +3,7 @@
 # since the eighth session (checkpoint selected and early stopping on all
 # 22,363 validation users). Its only figure so far is one seed under the old
 # first-5,000-users rule (R@10 0.0587; paper's MSL 0.0606). Seeds 1-4 of
-# beauty_t5.py:loss=msl as it is (its default is the full rule), named
+# beauty_t5.py:loss=msl,model=default as it is (its default is the full rule), named
 # *_fullval so summarize_results.py sets them beside ce_fullval (6 seeds,
 # R@10 0.0593).
 # Decided before the runs: MSL differs from CE on Beauty under the full rule
@@ -24,7 +24,7 @@
 # Outcome (eleventh session, 4 x H200, one training a GPU, all four in one
 # 555-second call): R@10 0.0588 vs CE 0.0593, -0.8%, one-sided p 0.614 (the
 # other tail ~0.4): no difference, as predicted (docs/results.md).
-export LANE_GPU0_A='beauty_t5_msl_fullval_s1|beauty_t5.py:loss=msl|Beauty|--set seed=1'
-export LANE_GPU0_B='beauty_t5_msl_fullval_s2|beauty_t5.py:loss=msl|Beauty|--set seed=2'
-export LANE_GPU1_A='beauty_t5_msl_fullval_s3|beauty_t5.py:loss=msl|Beauty|--set seed=3'
-export LANE_GPU1_B='beauty_t5_msl_fullval_s4|beauty_t5.py:loss=msl|Beauty|--set seed=4'
+export LANE_GPU0_A='beauty_t5_msl_fullval_s1|beauty_t5.py:loss=msl,model=default|Beauty|--set seed=1'
+export LANE_GPU0_B='beauty_t5_msl_fullval_s2|beauty_t5.py:loss=msl,model=default|Beauty|--set seed=2'
+export LANE_GPU1_A='beauty_t5_msl_fullval_s3|beauty_t5.py:loss=msl,model=default|Beauty|--set seed=3'
+export LANE_GPU1_B='beauty_t5_msl_fullval_s4|beauty_t5.py:loss=msl,model=default|Beauty|--set seed=4'

@@ -1,5 +1,5 @@
 # Lanes for research/reproduce_gpu.sh, one training per GPU
-# (WORKERS_PER_GPU=1): APAO pairwise on Beauty as beauty_t5.py:loss=apao_pairwise,dtype=bfloat16
+# (WORKERS_PER_GPU=1): APAO pairwise on Beauty as beauty_t5.py:loss=apao_pairwise,dtype=bfloat16,model=default
 # is now (beta 0.1, eta 1e-5, each candidate decoded in full, checkpoint
 # selected on all 22,363 validation users, bfloat16 compute), seeds 1-4,
 # named *_fullval so summarize_results.py sets them beside ce_fullval (6
@@ -42,10 +42,10 @@
 # timing on GPU 3: 1.08x the baseline's step time, i.e. slower. Details in
 # docs/results.md ("Beauty APAO pairwise under the full rule") and
 # docs/benchmarks.md.
-export LANE_GPU0_A='beauty_t5_apao_pairwise_fullval_s1|beauty_t5.py:loss=apao_pairwise,dtype=bfloat16|Beauty|--set seed=1'
-export LANE_GPU1_A='beauty_t5_apao_pairwise_fullval_s2|beauty_t5.py:loss=apao_pairwise,dtype=bfloat16|Beauty|--set seed=2'
-export LANE_GPU2_A='beauty_t5_apao_pairwise_fullval_s3|beauty_t5.py:loss=apao_pairwise,dtype=bfloat16|Beauty|--set seed=3'
-export LANE_GPU3_A='beauty_t5_apao_pairwise_fullval_s4|beauty_t5.py:loss=apao_pairwise,dtype=bfloat16|Beauty|--set seed=4'
+export LANE_GPU0_A='beauty_t5_apao_pairwise_fullval_s1|beauty_t5.py:loss=apao_pairwise,dtype=bfloat16,model=default|Beauty|--set seed=1'
+export LANE_GPU1_A='beauty_t5_apao_pairwise_fullval_s2|beauty_t5.py:loss=apao_pairwise,dtype=bfloat16,model=default|Beauty|--set seed=2'
+export LANE_GPU2_A='beauty_t5_apao_pairwise_fullval_s3|beauty_t5.py:loss=apao_pairwise,dtype=bfloat16,model=default|Beauty|--set seed=3'
+export LANE_GPU3_A='beauty_t5_apao_pairwise_fullval_s4|beauty_t5.py:loss=apao_pairwise,dtype=bfloat16,model=default|Beauty|--set seed=4'
 # No second lines: the default lanes of reproduce_gpu.sh would add Office runs.
 export LANE_GPU0_B='' LANE_GPU1_B=''
 # First call only, before seed 4 on GPU 3: the fused Q/K/V projections timed

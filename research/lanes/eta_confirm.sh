@@ -21,7 +21,7 @@
 #   paper (CE 0.0585 vs 0.0611) because the Beauty configs select the
 #   checkpoint and stop early on the first 5,000 of 22,363 validation users
 #   (eval.max_examples=5000)? CE with every validation user, against the 9 CE
-#   seeds of beauty_t5.py:loss=ce (method ce_fullval in the tables). A full
+#   seeds of beauty_t5.py:loss=ce,model=default (method ce_fullval in the tables). A full
 #   validation pass costs ~0.5 s of a GPU, so these take ~10 min with a GPU
 #   partner. They come last in each lane: the confirmation runs first.
 # 8 Beauty + 15 Office runs (~4 min each with a GPU partner): ~19 minutes of one
@@ -34,24 +34,24 @@
 # Format per line: name|config|dataset|overrides.
 export LANE_GPU0_A='office_t5_apao_running_e5e4_s5|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=5
 office_t5_apao_running_e5e4_s9|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=9
-beauty_t5_ce_fullval_s1|beauty_t5.py:loss=ce|Beauty|--set eval.max_examples=none --set seed=1'
+beauty_t5_ce_fullval_s1|beauty_t5.py:loss=ce,model=default|Beauty|--set eval.max_examples=none --set seed=1'
 export LANE_GPU0_B='office_t5_apao_running_e5e4_s6|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=6
 office_t5_ce_s3|office_t5.py:loss=ce,model=default|Office|--set seed=3
-beauty_t5_ce_fullval_s2|beauty_t5.py:loss=ce|Beauty|--set eval.max_examples=none --set seed=2'
+beauty_t5_ce_fullval_s2|beauty_t5.py:loss=ce,model=default|Beauty|--set eval.max_examples=none --set seed=2'
 export LANE_GPU1_A='office_t5_apao_running_e5e4_s7|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=7
 office_t5_apao_running_e5e4_s11|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=11
-beauty_t5_ce_fullval_s3|beauty_t5.py:loss=ce|Beauty|--set eval.max_examples=none --set seed=3'
+beauty_t5_ce_fullval_s3|beauty_t5.py:loss=ce,model=default|Beauty|--set eval.max_examples=none --set seed=3'
 export LANE_GPU1_B='office_t5_apao_running_e5e4_s8|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=8
 office_t5_apao_running_e2e3_s1|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=2e-3 --set seed=1
-beauty_t5_ce_fullval_s4|beauty_t5.py:loss=ce|Beauty|--set eval.max_examples=none --set seed=4'
+beauty_t5_ce_fullval_s4|beauty_t5.py:loss=ce,model=default|Beauty|--set eval.max_examples=none --set seed=4'
 export LANE_GPU2_A='office_t5_apao_running_e5e4_s10|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=10
 office_t5_apao_running_e5e4_s13|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=13
-beauty_t5_ce_fullval_s5|beauty_t5.py:loss=ce|Beauty|--set eval.max_examples=none --set seed=5'
+beauty_t5_ce_fullval_s5|beauty_t5.py:loss=ce,model=default|Beauty|--set eval.max_examples=none --set seed=5'
 export LANE_GPU2_B='office_t5_apao_running_e5e4_s12|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=12
 office_t5_apao_running_e2e3_s2|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=2e-3 --set seed=2
-beauty_t5_ce_fullval_s6|beauty_t5.py:loss=ce|Beauty|--set eval.max_examples=none --set seed=6'
+beauty_t5_ce_fullval_s6|beauty_t5.py:loss=ce,model=default|Beauty|--set eval.max_examples=none --set seed=6'
 export LANE_GPU3_A='office_t5_apao_running_e5e4_s14|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=5e-4 --set seed=14
 office_t5_apao_running_e2e3_s3|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=2e-3 --set seed=3
-beauty_t5_ce_fullval_s7|beauty_t5.py:loss=ce|Beauty|--set eval.max_examples=none --set seed=7'
+beauty_t5_ce_fullval_s7|beauty_t5.py:loss=ce,model=default|Beauty|--set eval.max_examples=none --set seed=7'
 export LANE_GPU3_B='office_t5_apao_running_e2e3_s4|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=2e-3 --set seed=4
-beauty_t5_ce_fullval_s8|beauty_t5.py:loss=ce|Beauty|--set eval.max_examples=none --set seed=8'
+beauty_t5_ce_fullval_s8|beauty_t5.py:loss=ce,model=default|Beauty|--set eval.max_examples=none --set seed=8'

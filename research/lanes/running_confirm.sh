@@ -22,21 +22,21 @@
 # (train_curves/ now keeps the prefix weights over each run), summarize_results.py,
 # and update the Expected result of the two running configs.
 # Format per line: name|config|dataset|overrides.
-export LANE_GPU0_A='beauty_t5_apao_running_s1|beauty_t5.py:loss=apao_running|Beauty|--set seed=1
+export LANE_GPU0_A='beauty_t5_apao_running_s1|beauty_t5.py:loss=apao_running,model=default|Beauty|--set seed=1
 office_t5_apao_running_s9|office_t5.py:loss=apao_running,model=default|Office|--set seed=9
 office_t5_apao_running_s13|office_t5.py:loss=apao_running,model=default|Office|--set seed=13'
-export LANE_GPU0_B='beauty_t5_apao_running_s2|beauty_t5.py:loss=apao_running|Beauty|--set seed=2
+export LANE_GPU0_B='beauty_t5_apao_running_s2|beauty_t5.py:loss=apao_running,model=default|Beauty|--set seed=2
 office_t5_apao_uniform_s1|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=0 --set seed=1
 office_t5_apao_uniform_s5|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=0 --set seed=5'
-export LANE_GPU1_A='beauty_t5_apao_running_s3|beauty_t5.py:loss=apao_running|Beauty|--set seed=3
+export LANE_GPU1_A='beauty_t5_apao_running_s3|beauty_t5.py:loss=apao_running,model=default|Beauty|--set seed=3
 office_t5_apao_running_s10|office_t5.py:loss=apao_running,model=default|Office|--set seed=10
 office_t5_apao_running_s14|office_t5.py:loss=apao_running,model=default|Office|--set seed=14'
-export LANE_GPU1_B='beauty_t5_apao_running_s4|beauty_t5.py:loss=apao_running|Beauty|--set seed=4
+export LANE_GPU1_B='beauty_t5_apao_running_s4|beauty_t5.py:loss=apao_running,model=default|Beauty|--set seed=4
 office_t5_apao_uniform_s2|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=0 --set seed=2
 office_t5_apao_uniform_s6|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=0 --set seed=6'
-export LANE_GPU2_A='beauty_t5_apao_running_s5|beauty_t5.py:loss=apao_running|Beauty|--set seed=5
+export LANE_GPU2_A='beauty_t5_apao_running_s5|beauty_t5.py:loss=apao_running,model=default|Beauty|--set seed=5
 office_t5_apao_running_s11|office_t5.py:loss=apao_running,model=default|Office|--set seed=11'
-export LANE_GPU2_B='beauty_t5_apao_running_s6|beauty_t5.py:loss=apao_running|Beauty|--set seed=6
+export LANE_GPU2_B='beauty_t5_apao_running_s6|beauty_t5.py:loss=apao_running,model=default|Beauty|--set seed=6
 office_t5_apao_uniform_s3|office_t5.py:loss=apao_running,model=default|Office|--set loss.eta=0 --set seed=3'
 export LANE_GPU3_A='office_t5_apao_running_s7|office_t5.py:loss=apao_running,model=default|Office|--set seed=7
 office_t5_apao_running_s12|office_t5.py:loss=apao_running,model=default|Office|--set seed=12'

@@ -65,7 +65,8 @@ def grid_names(dataset: str, backbone: str, model: str = "default") -> tuple[str
 
 def model_arg(model: str) -> str:
     """The config argument that picks the model variant (``common.T5_MODEL_VARIANTS``), always named: a
-    base's default may change (office_t5.py's became ``hf``), and the grids reproduce runs of ``default``."""
+    base's default may change (office_t5.py's and beauty_t5.py's became ``hf``), and the grids reproduce runs
+    of ``default``."""
     return f",model={model}"
 
 

@@ -23,10 +23,11 @@ MEASURED_RE = re.compile(r"Recall@10 (0\.\d{4}) \((\d+) seeds?\)")
 RUN_GROUPS = {
     "office_t5.py:loss=ce": "office_t5_ce_hf",  # model=hf, the default since 2026-12-06
     "office_t5.py:loss=apao_pairwise,model=default": "office_t5_apao_pairwise_b01_unshared",
-    "beauty_t5.py:loss=ce": "beauty_t5_ce_fullval",
-    "beauty_t5.py:loss=apao": "beauty_t5_apao_fullval",
-    "beauty_t5.py:loss=msl": "beauty_t5_msl_fullval",
-    "beauty_t5.py:loss=apao_pairwise,dtype=bfloat16": "beauty_t5_apao_pairwise_fullval",
+    "beauty_t5.py:loss=ce": "beauty_t5_ce_hf",  # model=hf, the default since 2026-12-07
+    "beauty_t5.py:loss=ce,model=default": "beauty_t5_ce_fullval",
+    "beauty_t5.py:loss=apao,model=default": "beauty_t5_apao_fullval",
+    "beauty_t5.py:loss=msl,model=default": "beauty_t5_msl_fullval",
+    "beauty_t5.py:loss=apao_pairwise,dtype=bfloat16,model=default": "beauty_t5_apao_pairwise_fullval",
 }
 
 

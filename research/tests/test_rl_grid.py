@@ -4,6 +4,7 @@ folder, finished runs are packed (a supervised run's checkpoint too), runs past 
 together and logged as resumable, a crash is logged as FAILED, on a host of several GPUs every run sees one
 GPU of its own, and a ``--model hf`` grid's commands keep the start's model config."""
 
+import importlib
 import subprocess
 import sys
 import tarfile
@@ -103,16 +104,21 @@ def test_hf_grid_starts_from_the_ab_run_and_keeps_its_numerics(grid):
     assert ours[ours.index("--config") + 1] == "tpu_configs/beauty_t5.py:rl=vstar,model=default"
 
 
-def test_default_grid_names_our_t5_where_the_config_defaults_to_hf(grid):
-    # office_t5.py's default became model=hf; the Office grid reproduces its runs of our first T5.
+@pytest.mark.parametrize("dataset", ["Office", "Beauty"])
+def test_default_grid_names_our_t5_where_the_config_defaults_to_hf(grid, dataset):
+    # office_t5.py's and beauty_t5.py's defaults became model=hf (2026-12-06 / 2026-12-07); the default
+    # grids reproduce their runs of our first T5 (RL arms and CE control alike, from sup_<Dataset>).
     sys.path.insert(0, str(REPO))
-    from tpu_configs.office_t5 import get_config
+    get_config = importlib.import_module(f"tpu_configs.{dataset.lower()}_t5").get_config
 
-    command = grid.rl_command("Office", "t5", "vstar", "3e-6", 1, grid.Path("runs/x"))
-    config_arg = command[command.index("--config") + 1]
-    assert config_arg == "tpu_configs/office_t5.py:rl=vstar,model=default"
-    assert get_config(config_arg.split(":", 1)[1]).model == get_config("loss=ce,model=default").model
-    assert get_config("").model != get_config("loss=ce,model=default").model
+    ours = get_config("loss=ce,model=default").model
+    assert get_config("").model != ours
+    for arm, arg in (("vstar", "rl=vstar"), ("ce_control", "loss=ce")):
+        command = grid.rl_command(dataset, "t5", arm, "3e-6", 1, grid.Path("runs/x"))
+        config_arg = command[command.index("--config") + 1]
+        assert config_arg == f"tpu_configs/{dataset.lower()}_t5.py:{arg},model=default"
+        assert get_config(config_arg.split(":", 1)[1]).model == ours
+        assert command[command.index("--init-from") + 1] == f"runs/sup_{dataset}"
 
 
 @pytest.mark.parametrize("start", [None, "empty"])
