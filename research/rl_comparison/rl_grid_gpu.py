@@ -129,10 +129,7 @@ def start_workdir(out: Path, dataset: str, backbone: str, start_dir: Path | None
                          "--start-seed (docs/results.md)")
     log(out, f"training the CE start{' (resuming)' if start.exists() else ''}")
     with open(out / f"{name}.log", "a") as logfile:
-        proc = subprocess.Popen([sys.executable, "-m", "training.train", "--config",
-                                 f"{config}:loss=ce{model_arg(model)}", "--workdir", str(start),
-                                 "--set", f"data.data_dir=data_local/{dataset}",
-                                 *(["--set", f"seed={seed}"] if seed is not None else [])],
+        proc = subprocess.Popen(supervised_command(dataset, backbone, model, start, seed),
                                 stdout=logfile, stderr=subprocess.STDOUT)
         while proc.poll() is None and time.time() - T0 < kill_at:
             time.sleep(2)
@@ -167,13 +164,20 @@ def best_valid_ndcg(workdir: Path) -> float | None:
         return None
 
 
+def supervised_command(dataset: str, backbone: str, model: str, workdir: Path, seed: int | None) -> list[str]:
+    """A supervised CE run of the grid's config with ``model`` numerics: the start, or a ``sup-<model>`` arm's
+    run (the A/B's, which an RL start with ``--start-seed`` retrains); ``seed`` None: the config's."""
+    config, _ = grid_names(dataset, backbone)
+    return [sys.executable, "-m", "training.train", "--config", f"{config}:loss=ce{model_arg(model)}",
+            "--workdir", str(workdir), "--set", f"data.data_dir=data_local/{dataset}",
+            *(["--set", f"seed={seed}"] if seed is not None else [])]
+
+
 def rl_command(dataset: str, backbone: str, arm: str, lr: str, seed: int, workdir: Path,
                model: str = "default") -> list[str]:
     config, start = grid_names(dataset, backbone, model)
     if arm.startswith("sup-"):
-        return [sys.executable, "-m", "training.train", "--config",
-                f"{config}:loss=ce,model={arm[4:]}", "--workdir", str(workdir),
-                "--set", f"data.data_dir=data_local/{dataset}", "--set", f"seed={seed}"]
+        return supervised_command(dataset, backbone, arm[4:], workdir, seed)
     common = ["--init-from", f"runs/{start}", "--workdir", str(workdir),
               "--set", f"data.data_dir=data_local/{dataset}", "--set", "log_every=50", "--set", f"seed={seed}"]
     if arm == "ce_control":
@@ -185,6 +189,15 @@ def rl_command(dataset: str, backbone: str, arm: str, lr: str, seed: int, workdi
     return [sys.executable, "-m", "training.rl", "--config", f"{config}:rl={base}{model_arg(model)}",
             *common, "--set", f"rl.optimizer.learning_rate={lr}", "--set", "rl.num_steps=300",
             "--set", "rl.eval_every=50", "--set", "rl.kl_estimator=exact", *(VARIANTS[variant] if variant else ())]
+
+
+def run_order(arms: list[str], learning_rates: list[str], seeds: list[int], order: str) -> list[tuple[str, str, int]]:
+    """``(arm, lr, seed)`` in launch order. ``seed``: seed-major, so the first wave compiles each (arm, lr) once
+    and later seeds hit the cache; ``arm``: arm by arm in the order of ``--arms``, so a call cut short still
+    finishes every seed of the first arm (the primary test's) before the others start."""
+    if order == "arm":
+        return list(itertools.product(arms, learning_rates, seeds))
+    return [(arm, lr, seed) for seed, lr, arm in itertools.product(seeds, learning_rates, arms)]
 
 
 def main() -> int:
@@ -210,6 +223,9 @@ def main() -> int:
                              "machine and checkout; docs/results.md)")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated (default 1,2,3,4)")
     parser.add_argument("--parallel", type=int, default=8)
+    parser.add_argument("--order", default="seed", choices=["seed", "arm"],
+                        help="launch order: seed-major (default; compiles each arm once) or arm by arm in the "
+                             "order of --arms (the first arm's seeds first)")
     parser.add_argument("--launch-until", type=float, default=470.0)
     parser.add_argument("--kill-at", type=float, default=545.0)
     parser.add_argument("--bench", action="store_true",
@@ -248,9 +264,8 @@ def main() -> int:
         return 0
 
     done = set(args.done.read_text().split()) if args.done and args.done.exists() else set()
-    # Seed-major: the first wave compiles each (arm, lr) once; later seeds hit the cache.
     seeds = [int(seed) for seed in args.seeds.split(",")]
-    queue = [(arm, lr, seed) for seed, lr, arm in itertools.product(seeds, args.learning_rates.split(","), arms)
+    queue = [(arm, lr, seed) for arm, lr, seed in run_order(arms, args.learning_rates.split(","), seeds, args.order)
              if f"{arm}_lr{lr}_s{seed}" not in done
              and not (Path("runs") / f"{arm}_lr{lr}_s{seed}" / "results.json").exists()]  # finished in an earlier call
     log(out, f"{len(queue)} runs to go ({len(done)} done before)")

@@ -194,3 +194,33 @@ def test_start_seed_needs_the_hf_grid(grid, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         grid.main()
     assert "--start-seed: only with --model hf" in capsys.readouterr().err
+
+
+def test_a_retrained_start_is_the_ab_run_of_its_seed(grid):
+    # --start-seed S must reproduce the A/B's run of seed S: one command builder serves both, only the workdir differs.
+    ab_run = grid.rl_command("Beauty", "t5", "sup-hf", "config", 1, grid.Path("runs/sup-hf_lrconfig_s1"))
+    start = grid.supervised_command("Beauty", "t5", "hf", grid.Path("runs/sup_Beauty_hf"), 1)
+    workdir = ab_run.index("--workdir") + 1
+    assert ab_run[:workdir] + ab_run[workdir + 1:] == start[:workdir] + start[workdir + 1:]
+    assert start[workdir] == "runs/sup_Beauty_hf"
+    assert "seed=" not in " ".join(grid.supervised_command("Office", "t5", "default", grid.Path("runs/x"), None))
+
+
+def test_arm_order_launches_every_seed_of_the_first_arm_first(grid, monkeypatch):
+    # A call cut short must still finish the primary arm's seeds (docs/results.md, the Beauty RL rerun's amendment).
+    assert grid.run_order(["vstar", "sibling"], ["3e-6"], [1, 2], "arm") == [
+        ("vstar", "3e-6", 1), ("vstar", "3e-6", 2), ("sibling", "3e-6", 1), ("sibling", "3e-6", 2)]
+    assert grid.run_order(["vstar", "sibling"], ["3e-6"], [1, 2], "seed") == [
+        ("vstar", "3e-6", 1), ("sibling", "3e-6", 1), ("vstar", "3e-6", 2), ("sibling", "3e-6", 2)]
+    launched = []
+
+    def command(dataset, backbone, arm, lr, seed, workdir, model="default"):
+        launched.append((arm, seed))
+        return [sys.executable, "-c", FINISH, str(workdir)]
+
+    monkeypatch.setattr(grid, "rl_command", command)
+    monkeypatch.setattr(sys, "argv", ["rl_grid_gpu.py", "--out", "out", "--tag", "t", "--dataset", "Beauty",
+                                      "--no-start", "--arms", "sup-hf,sup-default", "--learning-rates", "config",
+                                      "--seeds", "1,2", "--parallel", "1", "--order", "arm"])
+    assert grid.main() == 0
+    assert launched == [("sup-hf", 1), ("sup-hf", 2), ("sup-default", 1), ("sup-default", 2)]
