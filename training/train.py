@@ -354,7 +354,7 @@ _HF_T5_SETTINGS = ("model.attention_dropout", "model.ffn_dropout", "model.attent
 
 def use_its_config(changes: dict[str, tuple[Any, Any]]) -> str:
     """The advice that ends a refused warm start or RL run (``changes``: :func:`model_or_data_changes`); names
-    the ``model=`` argument where the run differs only in a T5 config's numerics (office_t5.py's default
+    the ``model=`` argument where the run differs only in a T5 config's numerics (both T5 bases' default
     became ``model=hf``, docs/results.md)."""
     if changes and all(key in _HF_T5_SETTINGS for key in changes):
         return "use its config file with the model= it trained with (tpu_configs T5 bases: model=hf or model=default)"
