@@ -269,22 +269,31 @@ def _build_index(args: argparse.Namespace) -> int:
     import numpy as np
 
     from constrained.decode import build_eval_index
-    from constrained.index import build_index
+    from constrained.index import build_index, disambiguate_sids
     from genrec.datasets import find_duplicate_sids, load_sid_catalogue
+    from genrec.vocab import SIDVocabulary
 
     _check_output_file(args.out, "--out")
     data = load_sid_catalogue(args.data, args.name)  # the SIDs only: the interactions are not needed
     start = time.perf_counter()
+    duplicates = find_duplicate_sids(data.sid_codes)
     if args.disambiguate:
-        index = build_index(data.sid_codes, np.arange(data.num_items), codebook_sizes=data.vocab.codebook_sizes,
-                            token_offsets=data.vocab.level_offsets, on_duplicate="disambiguate")
-        leaves = "item rows (a disambiguation level was appended)"
+        # As the data pipeline does (genrec.rqkmeans): disambiguate_sids() first, then the vocabulary of the
+        # disambiguated SIDs, whose appended level's tokens follow the others' (build_index cannot give the
+        # level it would append a token range of the model's vocabulary).
+        sid_codes, vocab = data.sid_codes, data.vocab
+        if duplicates:
+            sid_codes = disambiguate_sids(sid_codes)
+            vocab = SIDVocabulary((*vocab.codebook_sizes, int(sid_codes[:, -1].max()) + 1))
+        index = build_index(sid_codes, np.arange(data.num_items), codebook_sizes=vocab.codebook_sizes,
+                            token_offsets=vocab.level_offsets)
+        leaves = ("item rows, a disambiguation level was appended" if duplicates else
+                  "item rows; no SID is shared, so no disambiguation level was needed")
     else:
         index, _ = build_eval_index(data.sid_codes, data.vocab)
         leaves = "distinct-SID rows (SIDs in lexicographic order)"
     seconds = time.perf_counter() - start
     index.save(args.out)
-    duplicates = find_duplicate_sids(data.sid_codes)
     print(f"{data.name}: {data.num_items} items, {len(duplicates)} SIDs shared by "
           f"{sum(len(g) for g in duplicates)} items -> {index.num_items} leaves ({leaves})")
     print(f"{index.num_levels} levels, codebooks {index.codebook_sizes}, {index.num_states} states, "
@@ -374,7 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--name", default=None, help="dataset name if the directory holds several")
     index.add_argument("--out", required=True, help="output .npz file")
     index.add_argument("--disambiguate", action="store_true",
-                       help="one leaf per item: append a level numbering items that share a SID")
+                       help="one leaf per item: append a level numbering the items that share a SID "
+                            "(disambiguate_sids(); its tokens follow the last level's in the vocabulary), "
+                            "for a model trained on SIDs so disambiguated; nothing is appended when no SID "
+                            "is shared")
     index.set_defaults(handler=_build_index, outputs=lambda args: [args.out])
 
     for subcommand in (demo, evaluate, index):
