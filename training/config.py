@@ -502,7 +502,7 @@ def load_config_file(path: str | Path, overrides: Sequence[str] = ()) -> TrainCo
 
     Raises:
       FileNotFoundError: no such file.
-      ValueError: the file has no ``get_config``, it does not return a
+      ValueError: the file is not a ``.py`` file, has no ``get_config``, it does not return a
         :class:`TrainConfig`, or it rejects ``ARG`` (the message names the file);
         or an override is invalid (:func:`apply_overrides`).
     """
@@ -545,6 +545,9 @@ def _import_config_module(path: Path) -> types.ModuleType:
         spec.submodule_search_locations = [str(folder)]
         sys.modules[package] = importlib.util.module_from_spec(spec)
     spec = importlib.util.spec_from_file_location(f"{package}.{path.stem}", path)
+    if spec is None or path.suffix != ".py":  # README.md: no loader (a spec of None) for a file not named .py
+        raise ValueError(f"{path}: not a Python config file; give a .py file that defines get_config() -> "
+                         "TrainConfig, e.g. tpu_configs/cpu_smoke.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
