@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 __all__ = ["UserError", "Diverged", "setup_logging", "user_error_message", "run_command", "add_verbose_flag",
-           "OWN_LOGGERS", "LIBRARY_LOGGERS"]
+           "int_at_least", "OWN_LOGGERS", "LIBRARY_LOGGERS"]
 
 # Top-level packages of this repository: their loggers print progress, their input checks are user errors.
 OWN_LOGGERS = ("genrec", "training", "serving", "constrained")
@@ -154,3 +154,20 @@ def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
     """``--verbose``, the same on every genrec command."""
     parser.add_argument("--verbose", action="store_true",
                         help="also show the libraries' INFO logs (JAX, Orbax, absl) and the traceback of errors")
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer ``>= minimum``, else the usage error
+    ``argument --X: must be an integer >= MINIMUM, got TEXT`` (exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse

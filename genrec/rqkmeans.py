@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
-from genrec.console import UserError, add_verbose_flag, run_command, setup_logging
+from genrec.console import UserError, add_verbose_flag, int_at_least, run_command, setup_logging
 from genrec.datasets import INDEX_SUFFIX, VOCAB_SUFFIX, find_duplicate_sids
 from genrec.vocab import LEVEL_LETTERS, SIDVocabulary, format_sid_tokens, write_json_atomic
 
@@ -355,9 +355,9 @@ def build_and_write_index(
 def add_sid_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """The SID builder's options (``--levels`` ... ``--seed``), shared by ``genrec build-sids`` and
     ``genrec convert``; :func:`sid_config` reads them back."""
-    parser.add_argument("--levels", type=int, default=3, help="clustered SID levels (default 3)")
-    parser.add_argument("--codes", type=int, default=256, help="codes per level (default 256)")
-    parser.add_argument("--iters", type=int, default=50, help="max Lloyd iterations per level")
+    parser.add_argument("--levels", type=int_at_least(1), default=3, help="clustered SID levels (default 3)")
+    parser.add_argument("--codes", type=int_at_least(1), default=256, help="codes per level (default 256)")
+    parser.add_argument("--iters", type=int_at_least(1), default=50, help="max Lloyd iterations per level")
     parser.add_argument("--balanced", action="store_true", help="Sinkhorn-balanced code assignment")
     parser.add_argument("--no-disambiguate", action="store_true",
                         help="do not append the collision-rank level (SIDs may then be shared)")

@@ -1,5 +1,6 @@
 """The audit's inputs that gave a traceback instead of one line (exit 2 from the CLI)."""
 
+import numpy as np
 import pytest
 from logging_state import kept_logging
 
@@ -26,3 +27,15 @@ def test_a_config_file_that_is_not_python_is_one_line(command, tmp_path, capsys)
     line = _one_error_line(capsys.readouterr().err, command)
     assert str(notes) in line and "not a Python config file" in line
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--levels", "0"), ("--codes", "0"), ("--levels", "-1"), ("--iters", "0")])
+def test_build_sids_sizes_below_one_are_usage_errors(flag, value, tmp_path, capsys):
+    np.save(tmp_path / "emb.npy", np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["build-sids", "--embeddings", str(tmp_path / "emb.npy"), "--out",
+              str(tmp_path / "o" / "x.index.rq-kmeans.json"), flag, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: must be an integer >= 1, got {value}" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
