@@ -391,22 +391,21 @@ def _check_known_items(requests: RequestTable, rec_row_of_data_row: np.ndarray) 
 
 def _recommend_shard(recommender: Recommender, requests: RequestTable, rec_row_of_data_row: np.ndarray,
                      users: range, top_k: int, exclude_seen: bool) -> Any:
-    """The :class:`Recommendations` of one shard's users (unknown items already dropped or refused)."""
+    """The :class:`Recommendations` of one shard's users (unknown items already refused, or kept as -1).
+
+    One ``Recommender.recommend_rows`` call, as the Beam runner makes it: an unknown item (-1, under
+    ``skip_unknown``) is dropped from a history and matches no item in a list, so an allow list of only
+    unknown ids allows nothing (``recommend``'s ``on_unknown="skip"``), never the whole catalogue."""
     histories = [rec_row_of_data_row[requests.histories[u]] for u in users]
 
-    def id_lists(lists: list[np.ndarray | None] | None) -> list[list[Any] | None] | None:
+    def row_lists(lists: list[np.ndarray | None] | None) -> list[np.ndarray | None] | None:
         if lists is None or all(lists[u] is None for u in users):
             return None
-        known = [None if lists[u] is None else rec_row_of_data_row[lists[u]] for u in users]
-        return [None if rows is None else recommender.item_ids[rows[rows >= 0]].tolist() for rows in known]
+        return [None if lists[u] is None else rec_row_of_data_row[lists[u]] for u in users]
 
-    allow_items, exclude_items = id_lists(requests.allow_items), id_lists(requests.exclude_items)
-    if allow_items is None and exclude_items is None:
-        return recommender.recommend_rows(histories, top_k=top_k, exclude_seen=exclude_seen)
-    # Per-request lists go through the id API (Recommender.recommend's allow_items / exclude_items).
-    return recommender.recommend([recommender.item_ids[rows[rows >= 0]].tolist() for rows in histories],
-                                 top_k=top_k, exclude_seen=exclude_seen, allow_items=allow_items,
-                                 exclude_items=exclude_items)
+    return recommender.recommend_rows(histories, top_k=top_k, exclude_seen=exclude_seen,
+                                      allow_rows=row_lists(requests.allow_items),
+                                      exclude_rows=row_lists(requests.exclude_items))
 
 
 # ---------------------------------------------------------------------------
