@@ -33,7 +33,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from genrec.console import add_verbose_flag, run_command, setup_logging
+from genrec.console import UserError, add_verbose_flag, int_at_least, run_command, setup_logging
 from genrec.datasets import InteractionData, write_sid_dataset
 from genrec.vocab import SIDVocabulary
 
@@ -77,7 +77,8 @@ def make_synthetic_dataset(
     """Generates a synthetic dataset (process described in the module docstring).
 
     Args:
-      num_items: number of items; at most ``num_clusters * codebook_size ** (num_levels - 1)``.
+      num_items: number of items; at least ``num_clusters``, at most
+        ``num_clusters * codebook_size ** (num_levels - 1)``.
       num_users: number of user sequences.
       num_levels: SID length.
       codebook_size: codes per level (the vocabulary uses exactly this size).
@@ -99,7 +100,10 @@ def make_synthetic_dataset(
     if num_levels < 1:
         raise ValueError(f"num_levels must be >= 1, got {num_levels}")
     items_per_cluster_max = codebook_size ** (num_levels - 1)
-    if not 1 <= num_items <= num_clusters * items_per_cluster_max:
+    if num_items < num_clusters:
+        raise ValueError(f"num_items={num_items} is fewer than the {num_clusters} clusters, each of which needs an "
+                         "item; raise num_items or lower num_clusters (default: codebook_size)")
+    if num_items > num_clusters * items_per_cluster_max:
         raise ValueError(
             f"num_items={num_items} does not fit {num_clusters} clusters of at most "
             f"{items_per_cluster_max} unique SIDs each; raise codebook_size or num_levels"
@@ -180,19 +184,29 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m genrec.synthe
     )
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--name", default="synthetic", help="dataset name (file stem)")
-    parser.add_argument("--num-items", type=int, default=2000)
-    parser.add_argument("--num-users", type=int, default=3000)
-    parser.add_argument("--num-levels", type=int, default=3)
-    parser.add_argument("--codebook-size", type=int, default=16)
+    parser.add_argument("--num-items", type=int_at_least(1), default=2000,
+                        help="items, one cluster per level-0 code: from --codebook-size to "
+                             "codebook-size ** num-levels (default 2000)")
+    parser.add_argument("--num-users", type=int_at_least(1), default=3000)
+    parser.add_argument("--num-levels", type=int_at_least(1), default=3)
+    parser.add_argument("--codebook-size", type=int_at_least(1), default=16)
     parser.add_argument("--seed", type=int, default=0)
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
 
     def run() -> int:
+        size, levels = args.codebook_size, args.num_levels
+        if args.num_items < size:
+            raise UserError(f"--num-items {args.num_items} is fewer than the {size} clusters (one per level-0 code, "
+                            f"--codebook-size {size}): give --num-items {size} or more, or a smaller --codebook-size")
+        if args.num_items > size**levels:
+            raise UserError(f"--num-items {args.num_items} is more than the {size**levels} distinct SIDs of "
+                            f"--num-levels {levels} and --codebook-size {size}: give --num-items {size**levels} or "
+                            "fewer, or a larger --codebook-size or --num-levels")
         data = make_synthetic_dataset(
-            num_items=args.num_items, num_users=args.num_users, num_levels=args.num_levels,
-            codebook_size=args.codebook_size, seed=args.seed, name=args.name,
+            num_items=args.num_items, num_users=args.num_users, num_levels=levels, codebook_size=size,
+            seed=args.seed, name=args.name, successors_per_cluster=min(3, size),  # 3: the default, if it exists
         )
         paths = write_sid_dataset(data, args.out, args.name)
         print(f"wrote {data.num_users} users, {data.num_items} items, "

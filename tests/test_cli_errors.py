@@ -125,7 +125,7 @@ CASES = [
                                                   "--levels", "2", "--out", "{tmp}/new/x.index.rq-kmeans.json",
                                                   "--report", "{tmp}/a_dir"], "a_dir"),
     ("synth-too-many-items", None, ["synth", "--out", "{tmp}/new/synth", "--num-items", "5000",
-                                    "--codebook-size", "4"], "num_items=5000"),
+                                    "--codebook-size", "4"], "--num-items 5000"),
     ("synth-out-is-a-file", "file", ["synth", "--out", "{tmp}/a_file", "--num-items", "50"], "a_file"),
     ("train-workdir-is-a-file", "file", ["train", "--config", "{smoke}", "--workdir", "{tmp}/a_file"], "a_file"),
     ("recommend-out-is-a-file", "file", ["recommend", "--workdir", "{workdir}", "--which", "latest", "--num-beams",

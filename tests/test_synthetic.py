@@ -95,3 +95,8 @@ def test_cli_writes_loadable_dataset(tmp_path, capsys):
     assert "wrote 20 users" in capsys.readouterr().out
     loaded = load_sid_dataset(tmp_path)
     assert _same(loaded, make_synthetic_dataset(num_items=100, num_users=20, codebook_size=8))
+
+
+def test_fewer_items_than_clusters_is_a_clear_error():
+    with pytest.raises(ValueError, match="num_items=5 is fewer than the 16 clusters"):
+        make_synthetic_dataset(num_items=5, codebook_size=16)
