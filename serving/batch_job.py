@@ -67,6 +67,7 @@ from serving.requests_io import (
     ItemFields,
     OutputFormat,
     RequestTable,
+    check_requests_catalogue,
     encode_records,
     load_item_fields,
     parse_item_fields,
@@ -488,6 +489,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m serving.batch
     if args.output_format == "parquet":
         encode_records("parquet")  # pyarrow is there
     requests = read_requests(args.requests) if args.requests else None
+    if args.requests:  # a NAME.inter.json beside its index: checked to be the model's catalogue, as --data is
+        check_requests_catalogue(args.requests, args.workdir)
     users = read_user_list(args.users) if args.users else None
     if requests is not None and users is not None:
         requests, users = requests.select_users(users, source=args.users), None

@@ -105,6 +105,7 @@ from serving.requests_io import (
     USER_KEY,
     ItemFields,
     OutputFormat,
+    check_requests_catalogue,
     encode_records,
     load_item_fields,
     parse_item_fields,
@@ -635,6 +636,8 @@ def run_beam_job(
     if pattern is not None:  # the workers match or open it: from the launcher's directory, not theirs
         pattern = _launcher_path(pattern)
     table = None
+    if kind == "inter":  # beside its index: checked to be the model's catalogue, as --data is
+        check_requests_catalogue(requests, workdir)
     if kind in ("dataset", "inter"):  # read here, as the local job reads them, and again by each worker process
         shared_table = shared.Shared()
         table_source = _TableSource.on_launcher(workdir, data, requests if kind == "inter" else None, user_ids,

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from genrec.console import UserError
-from genrec.datasets import INTER_SUFFIX, InteractionData
-from genrec.run_files import read_run_info
+from genrec.datasets import INDEX_SUFFIX, INTER_SUFFIX, InteractionData, load_sid_catalogue
+from genrec.run_files import check_same_catalogue, read_catalogue, read_run_info
 
 if TYPE_CHECKING:
     from serving.recommender import Recommendations
@@ -40,6 +40,7 @@ __all__ = [
     "MissingPyarrow",
     "OUTPUT_FORMATS",
     "RequestTable",
+    "check_requests_catalogue",
     "encode_records",
     "find_item_file",
     "load_item_fields",
@@ -414,6 +415,28 @@ def read_requests(path: str | Path | None = None, *, data: InteractionData | Non
         return _read_jsonl(path)
     raise ValueError(f"{path}: unknown request format; give a .jsonl or .parquet file, a directory of .parquet "
                      f"files, or a NAME{INTER_SUFFIX}")
+
+
+def check_requests_catalogue(path: str | Path, workdir: str | Path) -> None:
+    """Refuses a ``NAME.inter.json`` request file of another catalogue than the workdir's model, as ``--data``
+    refuses its dataset (:func:`genrec.run_files.check_same_catalogue`).
+
+    Numeric item ids of two catalogues overlap, so another catalogue's histories would be served as unrelated
+    items of this one (``--skip-unknown`` dropping the rest). The check needs the file's catalogue: its
+    sibling ``NAME.index.rq-kmeans.json``; other request files (and an ``.inter.json`` alone) carry no
+    catalogue and are not checked.
+
+    Raises:
+      ValueError: one line giving the counts, example ids and the fix.
+    """
+    path = Path(path)
+    if not path.name.endswith(INTER_SUFFIX):
+        return
+    name = path.name[: -len(INTER_SUFFIX)]
+    if not (path.parent / f"{name}{INDEX_SUFFIX}").is_file():
+        return
+    sid_codes, item_ids = read_catalogue(workdir)
+    check_same_catalogue(load_sid_catalogue(path.parent, name), item_ids, sid_codes, workdir)  # type: ignore[arg-type]
 
 
 def read_user_list(path: str | Path) -> list[str]:

@@ -1,11 +1,13 @@
 """Fault suite: ``genrec recommend`` inputs that used to give a silently wrong result. An allow list
 whose ids are all unknown recommends nothing under ``--skip-unknown`` (both runners, as
-``Recommender.recommend``)."""
+``Recommender.recommend``); a ``NAME.inter.json`` of another catalogue is refused as ``--data`` refuses it."""
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from flax import nnx
 from logging_state import kept_logging
@@ -92,3 +94,29 @@ def test_an_allow_list_of_only_unknown_ids_recommends_nothing(tmp_path, run, cap
                                   "--runner", "beam", "--", *DIRECT)
         assert code == 0, err
         assert _records(tmp_path / "beam") == local
+
+
+@pytest.mark.parametrize("runner", ["local", "beam"])
+def test_an_inter_json_of_another_catalogue_is_refused_as_data_is(tmp_path, run, capsys, runner):
+    """A ``NAME.inter.json`` beside its ``NAME.index.rq-kmeans.json`` is checked to be the model's catalogue,
+    by the check ``--data`` makes: another catalogue's numeric ids would read as unrelated items."""
+    if runner == "beam" and not HAS_BEAM:
+        pytest.skip("apache_beam is not installed")
+    other = make_synthetic_dataset(num_items=50, num_users=10, num_levels=3, codebook_size=4, seed=7)
+    # Another catalogue of the same shape, its ids 40..89: only 40..49 are ids of the model's catalogue.
+    other = dataclasses.replace(other, item_ids=np.array([str(row + 40) for row in range(50)]))
+    write_sid_dataset(other, tmp_path / "other", "other")
+    beam = ["--runner", "beam", "--", *DIRECT] if runner == "beam" else []
+    code, out, err = _recommend(capsys, run, tmp_path / "recs", "--requests", tmp_path / "other/other.inter.json",
+                                "--skip-unknown", *beam)
+    assert code != 0
+    assert "only 10 of its 50 items are in the catalogue" in err and "it is another catalogue" in err
+    assert not list((tmp_path / "recs").glob("shard-*"))
+    # --data says the same.
+    code, _, data_err = _recommend(capsys, run, tmp_path / "recs2", "--data", tmp_path / "other",
+                                   "--skip-unknown", *beam)
+    assert code != 0 and "only 10 of its 50 items are in the catalogue" in data_err
+    # The model's own dataset as a request file still serves.
+    code, _, err = _recommend(capsys, run, tmp_path / "own", "--requests", run[1] / "toy.inter.json", *beam)
+    assert code == 0, err
+    assert len(_records(tmp_path / "own")) == 12
