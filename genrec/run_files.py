@@ -11,6 +11,7 @@ Workdir layout::
       config.json        {"format_version", "train_config": TrainConfig, "model_config": ModelConfig}
       vocab.json         genrec.vocab.SIDVocabulary (token layout)
       catalogue.npz      sid_codes int32[num_items, L], item_ids str[num_items]
+      data_fingerprint.json  {"users", "interactions", "digest"} of the data the run started on
       checkpoints/<step>/  periodic Orbax checkpoints: params, opt_state, meta (JSON, with the arrays' checksums)
       best/<step>/         the best one by eval.selection_metric: params, meta
       metrics.jsonl, results.json, curves.png, ...  (written by training/train.py)
@@ -50,6 +51,7 @@ __all__ = [
     "CATALOGUE_FILE",
     "CONFIG_FILE",
     "CONFIG_FORMAT_VERSION",
+    "DATA_FINGERPRINT_FILE",
     "InferenceModel",
     "PERIODIC_DIR",
     "PERIODIC_ITEMS",
@@ -60,6 +62,8 @@ __all__ = [
     "catalogue_fingerprint",
     "checkpoint_dir",
     "check_same_catalogue",
+    "check_same_data",
+    "data_fingerprint",
     "damaged_run_file",
     "has_checkpoint",
     "load_inference_model",
@@ -71,6 +75,7 @@ __all__ = [
     "params_digest",
     "read_catalogue",
     "read_config_json",
+    "read_data_fingerprint",
     "read_run_info",
     "resolve_score_normalization",
     "restore_params",
@@ -82,6 +87,8 @@ __all__ = [
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
 CATALOGUE_FILE = "catalogue.npz"
+# The identity of the interactions a run started on (data_fingerprint); older workdirs lack it.
+DATA_FINGERPRINT_FILE = "data_fingerprint.json"
 PERIODIC_DIR = "checkpoints"
 BEST_DIR = "best"
 # Orbax items of each checkpoint kind (training/checkpoint.py saves them).
@@ -342,6 +349,49 @@ def catalogue_fingerprint(item_ids: np.ndarray, sid_codes: np.ndarray) -> str:
     digest.update("\0".join(str(i) for i in np.asarray(item_ids).tolist()).encode())
     digest.update(np.ascontiguousarray(sid_codes, dtype="<i4").tobytes())
     return digest.hexdigest()[:16]
+
+
+def data_fingerprint(data: InteractionData) -> dict[str, Any]:
+    """The identity of a dataset's interactions: ``{"users", "interactions", "digest"}``, the digest a
+    ``sha256:<hex>`` over the user ids, each user's item ids in order (what a run trains and evaluates on)."""
+    lengths = np.asarray([len(sequence) for sequence in data.sequences], "<i8")
+    rows = np.concatenate([np.asarray(s, np.int64) for s in data.sequences]) if data.sequences else np.zeros(0, int)
+    item_ids = np.asarray(data.item_ids).astype(str)
+    digest = hashlib.sha256()
+    digest.update("\0".join(str(user) for user in data.user_ids).encode())
+    digest.update(lengths.tobytes())
+    digest.update("\0".join(item_ids[rows].tolist()).encode())
+    return {"users": len(data.user_ids), "interactions": int(lengths.sum()), "digest": "sha256:" + digest.hexdigest()}
+
+
+def read_data_fingerprint(workdir: str | Path) -> dict[str, Any] | None:
+    """``workdir/data_fingerprint.json`` (:func:`data_fingerprint` of the data its run started on), or None for
+    a workdir written before genrec recorded it; a damaged one is :func:`damaged_run_file`'s one line."""
+    path = Path(workdir) / DATA_FINGERPRINT_FILE
+    if not path.exists():
+        return None
+    record = _read_json(path)
+    if not isinstance(record, dict) or not {"users", "interactions", "digest"} <= record.keys():
+        raise damaged_run_file(path, "not a data fingerprint (users, interactions, digest)")
+    return record
+
+
+def check_same_data(record: dict[str, Any] | None, data: InteractionData, what: str, fix: str) -> None:
+    """Refuses ``data`` if it is not the data of ``record`` (:func:`read_data_fingerprint`; None: not
+    recorded, nothing to check).
+
+    Raises:
+      ValueError: one line: ``what`` (e.g. "PATH: this run started on"), both datasets' sizes and digests, ``fix``.
+    """
+    if record is None:
+        return
+    current = data_fingerprint(data)
+    if current["digest"] != record["digest"]:
+        def described(values: dict[str, Any]) -> str:
+            return f"{values['users']} users, {values['interactions']} interactions, {str(values['digest'])[:19]}"
+
+        raise ValueError(f"{what} other data than this config's: {described(record)} then, {described(current)} "
+                         f"now (the data files changed); {fix}")
 
 
 # A dataset is taken to describe a model's catalogue when at least this share of

@@ -31,16 +31,19 @@ from jax.experimental import multihost_utils
 from genrec.atomic_files import atomic_open, write_json_atomic
 from genrec.checkpoint_checksums import CHECKSUMS_KEY, CheckpointDamaged, checksum_record, reading_error
 from genrec.console import UserError
+from genrec.datasets import InteractionData
 from genrec.models import ModelConfig
 from genrec.run_files import (
     BEST_DIR,
     BEST_ITEMS,
     CATALOGUE_FILE,
     CONFIG_FILE,
+    DATA_FINGERPRINT_FILE,
     PERIODIC_DIR,
     PERIODIC_ITEMS,
     VOCAB_FILE,
     abstract_tree,
+    data_fingerprint,
     model_config_from_json,
     model_config_to_json,
     read_config_json,
@@ -55,6 +58,7 @@ __all__ = [
     "Checkpointer",
     "TrainingProgress",
     "read_run_config",
+    "write_data_fingerprint",
     "write_run_files",
 ]
 
@@ -96,6 +100,12 @@ def write_run_files(
         sid_codes=np.asarray(sid_codes, np.int32),
         item_ids=np.asarray([str(i) for i in item_ids]),
     )
+
+
+def write_data_fingerprint(workdir: str | Path, data: InteractionData) -> None:
+    """Writes ``data_fingerprint.json`` (atomically): the identity of the data a run starts on, which a
+    resume checks (``genrec.run_files.check_same_data``). Written when a run starts, never when it resumes."""
+    write_json_atomic(Path(workdir) / DATA_FINGERPRINT_FILE, data_fingerprint(data), indent=1)
 
 
 def read_run_config(workdir: str | Path) -> tuple[TrainConfig, ModelConfig]:

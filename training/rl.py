@@ -49,7 +49,13 @@ from genrec.models import build_model, count_params
 from genrec.progress import progress_bar
 from genrec.run_files import CONFIG_FILE, all_finite, checkpoint_dir, has_checkpoint
 from genrec.split import leave_one_out_split, subset_examples
-from training.checkpoint import Checkpointer, TrainingProgress, read_run_config, write_run_files
+from training.checkpoint import (
+    Checkpointer,
+    TrainingProgress,
+    read_run_config,
+    write_data_fingerprint,
+    write_run_files,
+)
 from training.config import TrainConfig, load_config_file, override_keys, score_normalization
 from training.evaluate import evaluate_split
 from training.optim import make_optimizer
@@ -61,6 +67,7 @@ from training.train import (
     TENSORBOARD_DIR,
     TEST_RANKS_FILE,
     MetricsLog,
+    check_resumed_data,
     describe_changes,
     end_step,
     holds_checkpoint,
@@ -246,7 +253,7 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
     model = build_model(model_config, rngs=nnx.Rngs(params=config.seed, dropout=config.seed))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     del model
-    params, init_record = load_start(init_from, params, data.sid_codes, rl.init_checkpoint)
+    params, init_record = load_start(init_from, params, data, rl.init_checkpoint)
     logger.info("RL from %s (%s checkpoint, step %d): %s, %d parameters", init_from, rl.init_checkpoint,
                 init_record["step"], model_config.arch, count_params(nnx.merge(graphdef, params, rest)))
     # The frozen KL anchor, in buffers of its own (the step donates the policy's).
@@ -267,9 +274,11 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
 
     # --- Run files, resume ----------------------------------------------------
     changes: dict[str, tuple[Any, Any]] = {}
-    if resume and (workdir / CONFIG_FILE).exists():
+    resuming = resume and (workdir / CONFIG_FILE).exists()
+    if resuming:
         saved_config, _ = read_run_config(workdir)
         changes = _check_resume(saved_config, config, workdir / CONFIG_FILE)
+        check_resumed_data(workdir, data)
         saved_init = read_start_record(workdir / RL_INIT_FILE, "a supervised start")
         if saved_init != init_record:
             raise UserError(f"{workdir / RL_INIT_FILE}: this run started from {saved_init['workdir']} "
@@ -278,6 +287,8 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
                             f"{init_record['step']}, {init_record['params'][:19]}); use another --workdir")
     # rl_init.json first: a workdir with config.json but no rl_init.json reads as a genrec train run and is refused.
     write_json_atomic(workdir / RL_INIT_FILE, init_record, indent=1)
+    if not resuming:  # the data the run starts on; a resume keeps the record of the run's start
+        write_data_fingerprint(workdir, data)
     write_run_files(workdir, config, model_config, vocab, data.sid_codes, data.item_ids)
     checkpointer = Checkpointer(workdir, config.checkpoint)
     base_key = jax.random.key(config.seed)

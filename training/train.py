@@ -71,17 +71,26 @@ from genrec.run_files import (
     BEST_DIR,
     CATALOGUE_FILE,
     CONFIG_FILE,
+    DATA_FINGERPRINT_FILE,
     PERIODIC_DIR,
     all_finite,
+    check_same_data,
     checkpoint_dir,
     damaged_run_file,
     has_checkpoint,
     load_run_data,
     read_catalogue,
+    read_data_fingerprint,
     restore_params,
 )
 from genrec.split import LeaveOneOutSplit, SplitArrays, leave_one_out_split, subset_examples
-from training.checkpoint import Checkpointer, TrainingProgress, read_run_config, write_run_files
+from training.checkpoint import (
+    Checkpointer,
+    TrainingProgress,
+    read_run_config,
+    write_data_fingerprint,
+    write_run_files,
+)
 from training.config import (
     VALID_CE,
     DataConfig,
@@ -271,6 +280,21 @@ def resume_changes(saved: TrainConfig, current: TrainConfig, may_change: Callabl
     return changes
 
 
+def check_resumed_data(workdir: Path, data: InteractionData) -> None:
+    """Refuses to resume ``workdir``'s run on other interactions than it started on (its
+    ``data_fingerprint.json``; a workdir written before genrec recorded it is not checked: genrec train and rl).
+
+    Raises:
+      ValueError: one line naming the record, both datasets' sizes, and the fix.
+    """
+    record = read_data_fingerprint(workdir)
+    if record is None:
+        logger.info("%s: no %s (an older genrec wrote it): the data is not checked against the run's",
+                    workdir, DATA_FINGERPRINT_FILE)
+    check_same_data(record, data, f"{workdir / DATA_FINGERPRINT_FILE}: this run started on",
+                    "a resumed run keeps its data: restore the data files, or use another --workdir or --no-resume")
+
+
 def describe_changes(changes: dict[str, tuple[Any, Any]]) -> str:
     """``"key old -> new, ..."`` of ``{key: (old, new)}``, for one-line errors."""
     return ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
@@ -370,7 +394,7 @@ def model_or_data_changes(source: Path, config: TrainConfig) -> dict[str, tuple[
             if key.startswith(("data.", "model.")) and old.get(key) != new[key]}
 
 
-def load_start(source: Path, params: nnx.State, sid_codes: np.ndarray,
+def load_start(source: Path, params: nnx.State, data: InteractionData,
                which: Literal["best", "latest"] = "best") -> tuple[nnx.State, dict[str, Any]]:
     """The parameters of ``source``'s ``which`` checkpoint (in the structure of ``params``) and the record of
     the start (``init_from.json`` of a warm start, ``rl_init.json`` of RL): workdir, checkpoint, step, digest.
@@ -379,15 +403,20 @@ def load_start(source: Path, params: nnx.State, sid_codes: np.ndarray,
       source: a genrec train workdir with the same model and data (checked by
         :func:`model_or_data_changes`).
       params: this run's freshly initialised ``nnx.Param`` state.
-      sid_codes: int32[num_items, L], this run's catalogue (must be the source's).
+      data: this run's dataset: its catalogue must be the source's, and its interactions those the source
+        started on (where the source recorded them: ``data_fingerprint.json``).
       which: the checkpoint to start from.
 
     Raises:
       UserError: another catalogue, no such checkpoint, or non-finite weights (one line).
+      ValueError: the source run started on other interactions (one line).
     """
     saved_codes, _ = read_catalogue(source)
-    if not np.array_equal(saved_codes, sid_codes):
+    if not np.array_equal(saved_codes, data.sid_codes):
         raise UserError(f"{source}: its catalogue differs from the data of this config; use the run's config")
+    check_same_data(read_data_fingerprint(source), data, f"{source}: that run trained on",
+                    "a run continuing its model must train on its data: restore the data files, or train the "
+                    "start again on these")
     try:
         params, step = restore_params(source, params, which)
     except FileNotFoundError as error:  # restore_params's message suggests which='latest', no command's option
@@ -523,7 +552,7 @@ def _train_locked(
     start: dict[str, Any] | None = None  # init_from.json's record of a warm start
     if init_from is not None:
         params, rest = nnx.split_state(state, nnx.Param, ...)
-        params, start = load_start(init_from, params, data.sid_codes)
+        params, start = load_start(init_from, params, data)
         state = nnx.merge_state(params, rest)
         logger.info("warm start from %s: best checkpoint, step %d, params %s", start["workdir"], start["step"],
                     start["params"][:19])
@@ -550,7 +579,8 @@ def _train_locked(
 
     # --- Checkpoints: run files, then resume -------------------------------
     resume_changes: dict[str, tuple[Any, Any]] = {}
-    if resume and (workdir / CONFIG_FILE).exists():
+    resuming = resume and (workdir / CONFIG_FILE).exists()
+    if resuming:
         saved_config, saved_model_config = read_run_config(workdir)
         for change in validation_changes(saved_config.eval, config.eval):
             logger.warning("resuming with another validation setting (%s): the best checkpoint so far "
@@ -569,12 +599,15 @@ def _train_locked(
                 "use another --workdir or --no-resume"
             )
         resume_changes = check_resume_changes(saved_config, config, steps_per_epoch, workdir / CONFIG_FILE)
+        check_resumed_data(workdir, data)
         saved_start = _read_init_from(workdir / INIT_FROM_FILE)
         if saved_start != start:
             raise UserError(f"{workdir}: this run started from {_start_name(saved_start)}, not from "
                             f"{_start_name(start)}; resume it with the same --init-from, or use another "
                             "--workdir or --no-resume")
     if is_primary:
+        if not resuming:  # the data the run starts on; a resume keeps the record of the run's start
+            write_data_fingerprint(workdir, data)
         write_run_files(workdir, config, model_config, vocab, data.sid_codes, data.item_ids)
         if start is not None:
             write_json_atomic(workdir / INIT_FROM_FILE, start, indent=1)
