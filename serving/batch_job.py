@@ -309,6 +309,7 @@ def run_batch_job(
                     shard_files[path.name] = manifest["shards"][path.name]
                 else:
                     log(f"{path.name} is {fault}; writing it again")
+        _check_no_stray_shards(out_dir, num_shards if manifest is not None else 0, output_format)
 
         # Request item row -> recommender row, once for the whole table.
         rec_row_of_data_row = recommender.lookup_rows(requests.item_ids.tolist())
@@ -367,6 +368,20 @@ def run_batch_job(
                 "rerun the same command to resume")
         return BatchJobResult(out_dir=out_dir, num_shards=num_shards, shards_written=written,
                               shards_skipped=skipped, finished=finished)
+
+
+def _check_no_stray_shards(out_dir: Path, num_shards: int, output_format: OutputFormat) -> None:
+    """Refuses shard files in ``out_dir`` that are not this job's: the job would write its own beside them
+    and ``shard-*`` would hold two jobs' records (duplicate users). Its own are ``shard_path(s)`` for its
+    ``num_shards`` (0 without a manifest: the job writes its manifest before any shard, so a shard there
+    without one is another job's)."""
+    own = {shard_path(out_dir, shard, output_format).name for shard in range(num_shards)}
+    stray = sorted(path.name for path in out_dir.glob("shard-*") if path.name not in own)
+    if stray:
+        shown = ", ".join(stray[:3]) + (f" and {len(stray) - 3} more" if len(stray) > 3 else "")
+        whose = "no manifest.json lists them" if not num_shards else f"this job has {num_shards} shards"
+        raise ValueError(f"{out_dir}: holds {len(stray)} shard file(s) of another job ({shown}; {whose}), which "
+                         f"would be left beside this job's; {_REFUSAL_FIX}")
 
 
 def _check_known_items(requests: RequestTable, rec_row_of_data_row: np.ndarray) -> None:

@@ -1,6 +1,8 @@
-"""Fault suite: ``genrec recommend`` inputs that used to give a silently wrong result. An allow list
-whose ids are all unknown recommends nothing under ``--skip-unknown`` (both runners, as
-``Recommender.recommend``); a ``NAME.inter.json`` of another catalogue is refused as ``--data`` refuses it."""
+"""Fault suite: ``genrec recommend`` inputs and output directories that used to give a silently wrong
+result. An allow list whose ids are all unknown recommends nothing under ``--skip-unknown`` (both
+runners, as ``Recommender.recommend``); a ``NAME.inter.json`` of another catalogue is refused as
+``--data`` refuses it; shard files of another job in ``--out`` are refused rather than left beside the
+new job's."""
 
 import dataclasses
 import importlib.util
@@ -15,6 +17,7 @@ from logging_state import kept_logging
 from genrec.datasets import write_sid_dataset
 from genrec.models import ModelConfig, build_model
 from genrec.synthetic import make_synthetic_dataset
+from serving.batch_job import MANIFEST_FILE
 from serving.cli import main
 from serving.recommender import Recommender
 
@@ -120,3 +123,34 @@ def test_an_inter_json_of_another_catalogue_is_refused_as_data_is(tmp_path, run,
     code, _, err = _recommend(capsys, run, tmp_path / "own", "--requests", run[1] / "toy.inter.json", *beam)
     assert code == 0, err
     assert len(_records(tmp_path / "own")) == 12
+
+
+@pytest.mark.parametrize("case", ["manifest-removed", "other-shard-size"])
+def test_shards_of_another_job_in_out_are_refused(tmp_path, run, capsys, case):
+    out = tmp_path / "recs"
+    code, _, err = _recommend(capsys, run, out, "--users-per-shard", "2")
+    assert code == 0, err
+    assert len(list(out.glob("shard-*.jsonl"))) == 6
+    if case == "manifest-removed":
+        (out / MANIFEST_FILE).unlink()
+        code, _, err = _recommend(capsys, run, out, "--users-per-shard", "5")
+    else:  # the manifest is of a job that stopped, but shard files of a bigger one lie beside it
+        for name in ("shard-00006.jsonl", "shard-00010.jsonl"):
+            (out / name).write_text('{"user": "x", "items": [], "scores": []}\n')
+        code, _, err = _recommend(capsys, run, out, "--users-per-shard", "2")
+    assert code != 0
+    lines = err.strip().splitlines()
+    stray = "shard-00000.jsonl" if case == "manifest-removed" else "shard-00006.jsonl"
+    assert len(lines) == 1 and str(out) in lines[0] and stray in lines[0], err
+    assert len(list(out.glob("shard-*.jsonl"))) == (6 if case == "manifest-removed" else 8)
+
+
+def test_an_own_unrecorded_shard_still_resumes(tmp_path, run, capsys):
+    """A shard of this job written before its manifest entry (a crash between the two) is not a stray."""
+    out = tmp_path / "recs"
+    code, _, err = _recommend(capsys, run, out, "--users-per-shard", "5", "--max-shards", "1")
+    assert code == 0, err
+    (out / "shard-00002.jsonl").write_text("half a shard")
+    code, _, err = _recommend(capsys, run, out, "--users-per-shard", "5")
+    assert code == 0, err
+    assert len(_records(out)) == 12
