@@ -397,7 +397,7 @@ def read_requests(path: str | Path | None = None, *, data: InteractionData | Non
 
     Raises:
       ValueError: a malformed request, naming the file and the line (JSONL) or
-        row (Parquet, counting from 0) and the fix; a user with two requests.
+        row (Parquet, counting from 0) and the fix; a user with two requests; a file without requests.
       MissingPyarrow: a Parquet path without pyarrow installed.
     """
     if (path is None) == (data is None):
@@ -408,13 +408,17 @@ def read_requests(path: str | Path | None = None, *, data: InteractionData | Non
     if not path.exists():
         raise FileNotFoundError(f"{path}: request file not found")
     if path.name.endswith(INTER_SUFFIX):
-        return _read_inter_json(path)
-    if path.suffix in (".parquet", ".pq") or (path.is_dir() and any(path.glob("*.parquet"))):
-        return _read_parquet(path)
-    if path.suffix in (".jsonl", ".ndjson"):
-        return _read_jsonl(path)
-    raise ValueError(f"{path}: unknown request format; give a .jsonl or .parquet file, a directory of .parquet "
-                     f"files, or a NAME{INTER_SUFFIX}")
+        table = _read_inter_json(path)
+    elif path.suffix in (".parquet", ".pq") or (path.is_dir() and any(path.glob("*.parquet"))):
+        table = _read_parquet(path)
+    elif path.suffix in (".jsonl", ".ndjson"):
+        table = _read_jsonl(path)
+    else:
+        raise ValueError(f"{path}: unknown request format; give a .jsonl or .parquet file, a directory of .parquet "
+                         f"files, or a NAME{INTER_SUFFIX}")
+    if not table.num_users:  # a job over it would "succeed" with no output: most likely the wrong file
+        raise ValueError(f"{path}: no requests in the file; give at least one request (a user_id and a history)")
+    return table
 
 
 def check_requests_catalogue(path: str | Path, workdir: str | Path) -> None:

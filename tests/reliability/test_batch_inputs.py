@@ -2,7 +2,7 @@
 result. An allow list whose ids are all unknown recommends nothing under ``--skip-unknown`` (both
 runners, as ``Recommender.recommend``); a ``NAME.inter.json`` of another catalogue is refused as
 ``--data`` refuses it; shard files of another job in ``--out`` are refused rather than left beside the
-new job's."""
+new job's; an empty request file is one line."""
 
 import dataclasses
 import importlib.util
@@ -154,3 +154,14 @@ def test_an_own_unrecorded_shard_still_resumes(tmp_path, run, capsys):
     code, _, err = _recommend(capsys, run, out, "--users-per-shard", "5")
     assert code == 0, err
     assert len(_records(out)) == 12
+
+
+@pytest.mark.parametrize("content", ["", "\n\n"])
+def test_an_empty_request_file_is_one_line(tmp_path, run, capsys, content):
+    path = tmp_path / "empty.jsonl"
+    path.write_text(content)
+    code, out, err = _recommend(capsys, run, tmp_path / "recs", "--requests", path)
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and "no requests" in lines[0], err
+    assert not (tmp_path / "recs" / MANIFEST_FILE).exists()
