@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 __all__ = ["UserError", "Diverged", "setup_logging", "user_error_message", "run_command", "add_verbose_flag",
-           "int_at_least", "OWN_LOGGERS", "LIBRARY_LOGGERS"]
+           "int_at_least", "print_interrupted", "INTERRUPTED_EXIT_CODE", "OWN_LOGGERS", "LIBRARY_LOGGERS"]
 
 # Top-level packages of this repository: their loggers print progress, their input checks are user errors.
 OWN_LOGGERS = ("genrec", "training", "serving", "constrained")
@@ -100,6 +100,14 @@ def _first_missing(path: str | os.PathLike) -> Path | None:
     return missing
 
 
+INTERRUPTED_EXIT_CODE = 130  # what a shell reports for a process ended by SIGINT (128 + 2)
+
+
+def print_interrupted(prog: str) -> None:
+    """The one line a command stopped by Ctrl-C prints on stderr (its outputs are kept)."""
+    print(f"{prog}: interrupted (Ctrl-C); run the same command again to resume", file=sys.stderr, flush=True)
+
+
 def run_command(
     prog: str,
     body: Callable[[], int],
@@ -124,11 +132,19 @@ def run_command(
 
     A :class:`Diverged` run prints its message as one line and returns 1,
     outputs kept (the metrics show the divergence).
+    Ctrl-C (``KeyboardInterrupt``) prints one line and returns 130, outputs
+    kept (a resumable command continues from them); with ``verbose`` its
+    traceback shows.
     Bugs (any other exception) propagate with their traceback, outputs kept.
     """
     created = {missing for missing in map(_first_missing, filter(None, outputs)) if missing is not None}
     try:
         return body()
+    except KeyboardInterrupt:
+        if verbose:
+            raise
+        print_interrupted(prog)
+        return INTERRUPTED_EXIT_CODE
     except Diverged as error:
         if verbose:
             raise

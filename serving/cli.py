@@ -33,7 +33,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from genrec.console import UserError, add_verbose_flag, run_command, setup_logging
+from genrec.console import (
+    INTERRUPTED_EXIT_CODE,
+    UserError,
+    add_verbose_flag,
+    print_interrupted,
+    run_command,
+    setup_logging,
+)
 
 if TYPE_CHECKING:  # the CLI imports training lazily, inside the commands that need it
     from training.config import TrainConfig
@@ -400,9 +407,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``genrec`` console script.
 
     Returns the exit status: 0 done, 2 a usage error or a user's mistake (one
-    line ``genrec COMMAND: error: ...`` on stderr), others as each command says.
+    line ``genrec COMMAND: error: ...`` on stderr), 130 Ctrl-C (one line, the
+    traceback with ``--verbose``), others as each command says.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # outside a command's run_command, e.g. while genrec train imports JAX
+        if "--verbose" in argv:
+            raise
+        print_interrupted(f"genrec {argv[0]}" if argv and not argv[0].startswith("-") else "genrec")
+        return INTERRUPTED_EXIT_CODE
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] in _DELEGATED:  # they parse their own arguments and report their own errors
         return _DELEGATED[argv[0]][0](argv[1:])
     parser = build_parser()

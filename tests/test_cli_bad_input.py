@@ -1,9 +1,11 @@
-"""The audit's inputs that gave a traceback instead of one line (exit 2 from the CLI)."""
+"""The audit's inputs that gave a traceback instead of one line (exit 2 from the CLI); and Ctrl-C, which
+ends a command with one line and exit 130 (its traceback only with --verbose)."""
 
 import numpy as np
 import pytest
 from logging_state import kept_logging
 
+from genrec.console import run_command
 from serving.cli import main
 
 
@@ -67,3 +69,45 @@ def test_synth_small_codebook_works(tmp_path, capsys):
     """Two clusters cannot have the default 3 likely successors each: the CLI asks for what exists."""
     assert main(["synth", "--out", str(tmp_path / "s"), "--num-items", "4", "--num-users", "5",
                  "--codebook-size", "2"]) == 0
+
+
+def test_interrupt_is_one_line_and_exit_130(tmp_path, capsys):
+    out = tmp_path / "out"
+
+    def body():
+        out.mkdir()
+        raise KeyboardInterrupt
+
+    assert run_command("genrec recommend", body, outputs=[out]) == 130
+    assert capsys.readouterr().err == "genrec recommend: interrupted (Ctrl-C); run the same command again to resume\n"
+    assert out.is_dir()  # what the command wrote is kept: the rerun resumes from it
+    with pytest.raises(KeyboardInterrupt):
+        run_command("genrec recommend", lambda: (_ for _ in ()).throw(KeyboardInterrupt), verbose=True)
+
+
+def test_interrupt_during_recommend_is_one_line(monkeypatch, tmp_path, capsys):
+    import serving.batch_job
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(serving.batch_job, "main", interrupted)
+    assert main(["recommend", "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "genrec recommend: interrupted (Ctrl-C); run the same command again to resume"]
+
+
+@pytest.mark.parametrize("where", ["set-up", "import"])
+def test_interrupt_during_train_set_up_is_one_line(where, monkeypatch, tmp_path, capsys):
+    import training.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    # set-up: inside the command (loading the config); import: before it, while genrec train imports JAX.
+    monkeypatch.setattr(training.train, "load_config_file" if where == "set-up" else "main", interrupted)
+    assert main(["train", "--config", "x.py", "--workdir", str(tmp_path / "run")]) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "genrec train: interrupted (Ctrl-C); run the same command again to resume"]
+    with pytest.raises(KeyboardInterrupt):
+        main(["train", "--config", "x.py", "--workdir", str(tmp_path / "run"), "--verbose"])
