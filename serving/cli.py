@@ -78,8 +78,15 @@ def _recommend(argv: Sequence[str]) -> int:
     add_verbose_flag(parser)
     args = parser.parse_args(argv)  # --help, usage errors, and --out for the clean-up after a failure
     setup_logging(args.verbose)
-    return run_command(prog, lambda: batch_main([a for a in argv if a != "--verbose"], prog=prog),
-                       outputs=[args.out], verbose=args.verbose)
+
+    def body() -> int:
+        if args.requests is None:
+            _check_one_dataset(args.data, ".inter.json",
+                               f"pass --requests {Path(args.data) / 'NAME.inter.json'} to serve the users of one "
+                               f"of them, or move each into a directory of its own ({_DATASET_FILES})")
+        return batch_main([a for a in argv if a != "--verbose"], prog=prog)
+
+    return run_command(prog, body, outputs=[args.out], verbose=args.verbose)
 
 
 def _build_sids(argv: Sequence[str]) -> int:
@@ -134,6 +141,19 @@ def _check_output_file(path: str | None, option: str) -> None:
     except OSError as error:
         raise UserError(f"{path}: cannot write in {existing} ({error.strerror}); "
                         f"choose another {option} path") from None
+
+
+def _check_one_dataset(data: str | None, suffix: str, fix: str) -> None:
+    """Refuses a ``--data`` directory holding several datasets (``*<suffix>`` files) with one line naming
+    the CLI's ``fix``, where the loader would say ``pass name=...``, a Python argument no flag sets."""
+    if data is None or not Path(data).is_dir():
+        return  # the loader reports a missing directory
+    names = sorted(p.name[: -len(suffix)] for p in Path(data).glob(f"*{suffix}"))
+    if len(names) > 1:
+        raise UserError(f"{data}: holds {len(names)} datasets ({', '.join(names)}); {fix}")
+
+
+_DATASET_FILES = "its NAME.inter.json, NAME.index.rq-kmeans.json and NAME.vocab.json"
 
 
 def _metrics_table(rows: dict[str, dict[str, float]], keys: Sequence[str]) -> str:
@@ -236,6 +256,9 @@ def _demo_rl(config: TrainConfig, workdir: Path, supervised_test: dict[str, floa
 def _eval(args: argparse.Namespace) -> int:
     if args.save_prefix_ranks and not args.diagnose:
         raise ValueError("--save-prefix-ranks needs --diagnose")
+    _check_one_dataset(args.data, ".inter.json",
+                       f"genrec eval reads one a directory: move the one to use into a directory of its own "
+                       f"({_DATASET_FILES}) and pass that to --data")
     _check_output_file(args.save_ranks, "--save-ranks")
     _check_output_file(args.save_prefix_ranks, "--save-prefix-ranks")
     import numpy as np
@@ -281,6 +304,8 @@ def _build_index(args: argparse.Namespace) -> int:
     from genrec.vocab import SIDVocabulary
 
     _check_output_file(args.out, "--out")
+    if args.name is None:
+        _check_one_dataset(args.data, ".index.rq-kmeans.json", "pass --name NAME to choose one")
     data = load_sid_catalogue(args.data, args.name)  # the SIDs only: the interactions are not needed
     start = time.perf_counter()
     duplicates = find_duplicate_sids(data.sid_codes)

@@ -71,6 +71,10 @@ def _setup(kind: str, tmp: Path, workdir: Path | None) -> None:
     elif kind == "job":  # a finished batch job with other settings in out/
         assert main(["recommend", "--workdir", str(workdir), "--which", "latest", "--out", str(tmp / "out"),
                      "--num-beams", "4", "--top-k", "4", "--users-per-shard", "40"]) == 0
+    elif kind == "two-datasets":  # the run's catalogue as toy, another as toy2, in one directory
+        write_sid_dataset(make_synthetic_dataset(num_items=60, num_users=10, codebook_size=8), tmp / "data", "toy")
+        write_sid_dataset(make_synthetic_dataset(num_items=60, num_users=10, codebook_size=8, seed=7),
+                          tmp / "data", "toy2")
     elif kind == "file":
         (tmp / "a_file").write_text("")
 
@@ -124,6 +128,14 @@ CASES = [
     ("build-sids-report-is-a-dir", "embeddings", ["build-sids", "--embeddings", "{tmp}/emb.npy", "--codes", "4",
                                                   "--levels", "2", "--out", "{tmp}/new/x.index.rq-kmeans.json",
                                                   "--report", "{tmp}/a_dir"], "a_dir"),
+    ("eval-two-datasets", "two-datasets", ["eval", "--workdir", "{workdir}", "--which", "latest",
+                                           "--data", "{tmp}/data"],
+     "holds 2 datasets (toy, toy2); genrec eval reads one a directory: move the one to use into a directory"),
+    ("recommend-two-datasets", "two-datasets", ["recommend", "--workdir", "{workdir}", "--which", "latest", "--data",
+                                                "{tmp}/data", "--out", "{tmp}/new/recs"],
+     "holds 2 datasets (toy, toy2); pass --requests {tmp}/data/NAME.inter.json"),
+    ("build-index-two-datasets", "two-datasets", ["build-index", "--data", "{tmp}/data", "--out", "{tmp}/i.npz"],
+     "holds 2 datasets (toy, toy2); pass --name NAME"),
     ("synth-too-many-items", None, ["synth", "--out", "{tmp}/new/synth", "--num-items", "5000",
                                     "--codebook-size", "4"], "--num-items 5000"),
     ("synth-out-is-a-file", "file", ["synth", "--out", "{tmp}/a_file", "--num-items", "50"], "a_file"),
@@ -153,7 +165,9 @@ def test_user_error_is_one_line_and_leaves_nothing(setup, argv, names, tmp_path,
         os.chdir(cwd)
     err = capsys.readouterr().err
     assert code == 2, err
+    names = names.format(tmp=tmp)
     assert len(err.splitlines()) == 1 and err.startswith(f"genrec {argv[0]}: error: ") and names in err, err
+    assert "name=" not in err, err  # no Python spelling: a flag, or a fix that exists
     assert _tree(tmp_path) == before
 
 
@@ -218,3 +232,13 @@ def test_train_prints_only_its_own_lines_and_ends_with_the_result(tmp_path):
                          f"{results['popularity_test_metrics']['recall@10']:.4f} ndcg@10 "
                          f"{results['popularity_test_metrics']['ndcg@10']:.4f}; "
                          f"all metrics in {tmp_path / 'run' / 'results.json'}")
+
+
+def test_recommend_serves_one_of_two_datasets_with_requests(workdir, tmp_path, capsys):
+    """The fix the two-datasets error names works: --requests DIR/NAME.inter.json serves that dataset's users."""
+    _setup("two-datasets", tmp_path, workdir)
+    assert main(["recommend", "--workdir", str(workdir), "--which", "latest", "--num-beams", "4", "--top-k", "4",
+                 "--requests", str(tmp_path / "data" / "toy.inter.json"), "--out", str(tmp_path / "recs")]) == 0, \
+        capsys.readouterr().err
+    lines = (tmp_path / "recs" / "shard-00000.jsonl").read_text().splitlines()
+    assert len(lines) == 10
