@@ -340,7 +340,14 @@ def load_workdir_data(
         sid_codes, item_ids = read_catalogue(workdir)
         check_same_catalogue(data, item_ids, sid_codes, workdir)
         return data
-    return load_run_data(read_run_info(workdir).data, min_interactions)
+    run_data = read_run_info(workdir).data
+    run_dir = run_data.get("data_dir")
+    if run_dir is not None and not Path(run_dir).is_dir():
+        # Runs record an absolute path; an older workdir may hold one relative to where training ran.
+        where = "" if Path(run_dir).is_absolute() else f" (relative to the current directory {Path.cwd()})"
+        raise FileNotFoundError(f"{run_dir}: dataset directory of {workdir}'s run (config.json data.data_dir) not "
+                                f"found{where}; point to the dataset with --data DIR")
+    return load_run_data(run_data, min_interactions)
 
 
 def catalogue_fingerprint(item_ids: np.ndarray, sid_codes: np.ndarray) -> str:

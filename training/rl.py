@@ -67,6 +67,7 @@ from training.train import (
     TENSORBOARD_DIR,
     TEST_RANKS_FILE,
     MetricsLog,
+    absolute_data_dir,
     check_resumed_data,
     describe_changes,
     end_step,
@@ -222,6 +223,7 @@ def rl_train(
       Diverged (a FloatingPointError): the policy's weights or loss became non-finite.
     """
     init_from, workdir = Path(init_from), Path(workdir)
+    config = absolute_data_dir(config)  # config.json records where the data is, whatever the current directory
     if init_from.resolve() == workdir.resolve():
         raise UserError(f"--workdir {workdir} is the supervised run itself; RL writes a new workdir")
     lock = DirectoryLock(workdir, "genrec rl").acquire() if jax.process_index() == 0 else None

@@ -267,7 +267,7 @@ def resume_changes(saved: TrainConfig, current: TrainConfig, may_change: Callabl
     Raises:
       ValueError: a refused change (the message lists the keys) or a shorter run.
     """
-    old, new = flat_settings(saved), flat_settings(current)
+    old, new = saved_settings(saved, current), flat_settings(current)
     changes = {key: (old[key], new[key]) for key in old if old[key] != new.get(key)}
     refused = [key for key in changes if not may_change(key)]
     if refused:
@@ -293,6 +293,36 @@ def check_resumed_data(workdir: Path, data: InteractionData) -> None:
                     workdir, DATA_FINGERPRINT_FILE)
     check_same_data(record, data, f"{workdir / DATA_FINGERPRINT_FILE}: this run started on",
                     "a resumed run keeps its data: restore the data files, or use another --workdir or --no-resume")
+
+
+def absolute_data_dir(config: TrainConfig) -> TrainConfig:
+    """``config`` with ``data.data_dir`` made absolute (against the current directory), as a run records it in
+    config.json: genrec eval and serving then read the same data from any directory."""
+    if config.data.data_dir is None or os.path.isabs(config.data.data_dir):
+        return config
+    return dataclasses.replace(config, data=dataclasses.replace(config.data,
+                                                                data_dir=os.path.abspath(config.data.data_dir)))
+
+
+def saved_settings(saved: TrainConfig, current: TrainConfig) -> dict[str, Any]:
+    """:func:`training.config.flat_settings` of a workdir's ``saved`` config, for comparing with ``current``:
+    a ``data.data_dir`` that names the same directory as ``current``'s (a relative path recorded before
+    runs recorded absolute ones, resolved against the current directory) counts as ``current``'s spelling."""
+    old = flat_settings(saved)
+    before, now = saved.data.data_dir, current.data.data_dir
+    if before is not None and now is not None and before != now and _same_directory(before, now):
+        old["data.data_dir"] = now
+    return old
+
+
+def _same_directory(a: str, b: str) -> bool:
+    """Whether two spellings of a path name one directory (equal absolute paths, or the same existing one)."""
+    if os.path.abspath(a) == os.path.abspath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
 
 
 def describe_changes(changes: dict[str, tuple[Any, Any]]) -> str:
@@ -389,7 +419,7 @@ def model_or_data_changes(source: Path, config: TrainConfig) -> dict[str, tuple[
     """``{key: (old, new)}`` of the ``data.*`` / ``model.*`` settings of ``config`` that differ from the run in
     ``source`` (empty when none): what a run continuing another's model (a warm start, RL) may not change."""
     saved, _ = read_run_config(source)
-    old, new = flat_settings(saved), flat_settings(config)
+    old, new = saved_settings(saved, config), flat_settings(config)
     return {key: (old.get(key), new[key]) for key in new
             if key.startswith(("data.", "model.")) and old.get(key) != new[key]}
 
@@ -499,6 +529,7 @@ def train(
         gradients; nothing of the diverged steps is saved.
     """
     workdir = Path(workdir)
+    config = absolute_data_dir(config)  # config.json records where the data is, whatever the current directory
     init_from = None if init_from is None else Path(init_from)
     if init_from is not None:  # before anything is created
         _check_warm_start_source(config, init_from, workdir)
