@@ -40,6 +40,7 @@ from genrec.console import (
     print_interrupted,
     run_command,
     setup_logging,
+    user_error_message,
 )
 
 if TYPE_CHECKING:  # the CLI imports training lazily, inside the commands that need it
@@ -197,7 +198,12 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"genrec demo: training {config.model.preset} on {dataset} in {workdir} ({Path(config_spec).name})",
           flush=True)
     start = time.perf_counter()
-    result = train(config, workdir, resume=not args.fresh)
+    try:
+        result = train(config, workdir, resume=not args.fresh)
+    except (ValueError, UserError) as error:  # genrec train's messages name its flag; demo's is --fresh
+        if "--no-resume" not in str(error) or user_error_message(error) is None:
+            raise
+        raise UserError(str(error).replace("--no-resume", "--fresh")) from error
     minutes = (time.perf_counter() - start) / 60
 
     ndcg_keys = ("recall@10", "ndcg@10")

@@ -128,6 +128,7 @@ CASES = [
     ("build-sids-report-is-a-dir", "embeddings", ["build-sids", "--embeddings", "{tmp}/emb.npy", "--codes", "4",
                                                   "--levels", "2", "--out", "{tmp}/new/x.index.rq-kmeans.json",
                                                   "--report", "{tmp}/a_dir"], "a_dir"),
+    ("demo-resume-other-settings", None, ["demo", "--workdir", "{workdir}", "--set", "num_steps=3"], "--fresh"),
     ("eval-two-datasets", "two-datasets", ["eval", "--workdir", "{workdir}", "--which", "latest",
                                            "--data", "{tmp}/data"],
      "holds 2 datasets (toy, toy2); genrec eval reads one a directory: move the one to use into a directory"),
@@ -168,6 +169,8 @@ def test_user_error_is_one_line_and_leaves_nothing(setup, argv, names, tmp_path,
     names = names.format(tmp=tmp)
     assert len(err.splitlines()) == 1 and err.startswith(f"genrec {argv[0]}: error: ") and names in err, err
     assert "name=" not in err, err  # no Python spelling: a flag, or a fix that exists
+    if argv[0] == "demo":
+        assert "--no-resume" not in err, err  # genrec train's flag; demo's is --fresh
     assert _tree(tmp_path) == before
 
 
