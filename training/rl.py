@@ -64,6 +64,7 @@ from training.rl_step import init_value_head, make_rl_step
 from training.train import (
     METRICS_FILE,
     RESULTS_FILE,
+    RL_INIT_FILE,
     TENSORBOARD_DIR,
     TEST_RANKS_FILE,
     MetricsLog,
@@ -87,7 +88,6 @@ __all__ = ["RLResult", "check_settings", "main", "rl_train"]
 
 logger = logging.getLogger("genrec.rl")
 
-RL_INIT_FILE = "rl_init.json"
 # What --no-resume removes from a workdir (only files this module writes).
 _RUN_OUTPUTS = ("checkpoints", "best", METRICS_FILE, RESULTS_FILE, TENSORBOARD_DIR, TEST_RANKS_FILE, RL_INIT_FILE)
 # Settings a resumed RL run may change (they cannot change what it computes); a longer run is allowed too.

@@ -125,6 +125,8 @@ CURVES_FILE = "curves.png"
 TENSORBOARD_DIR = "tensorboard"
 TEST_RANKS_FILE = "test_ranks.npy"
 INIT_FROM_FILE = "init_from.json"
+# genrec rl's record of its supervised start (training/rl.py): its presence marks an RL workdir.
+RL_INIT_FILE = "rl_init.json"
 # What --no-resume removes from a workdir (only files this module writes).
 _RUN_OUTPUTS = ("checkpoints", "best", METRICS_FILE, RESULTS_FILE, CURVES_FILE, TENSORBOARD_DIR, TEST_RANKS_FILE,
                 INIT_FROM_FILE)
@@ -529,6 +531,9 @@ def train(
         gradients; nothing of the diverged steps is saved.
     """
     workdir = Path(workdir)
+    if (workdir / RL_INIT_FILE).exists():  # its checkpoints hold RL state: never resume (they read as damaged) or wipe
+        raise UserError(f"--workdir {workdir} holds a genrec rl run ({RL_INIT_FILE} is there); resume it with genrec "
+                        "rl (the same --config, --init-from and --workdir), or use another --workdir")
     config = absolute_data_dir(config)  # config.json records where the data is, whatever the current directory
     init_from = None if init_from is None else Path(init_from)
     if init_from is not None:  # before anything is created
