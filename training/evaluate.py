@@ -349,18 +349,26 @@ def evaluate_workdir(
 
     Raises:
       FileNotFoundError: not a workdir, or no checkpoint of that kind.
+      ValueError: ``num_beams``, ``batch_size`` or ``max_examples`` below 1 (one line naming the option).
     """
     check_matmul_precision(matmul_precision)  # before loading the checkpoint
+    defaults = {"num_beams": "the run's beam width", "batch_size": "the run's batch size",
+                "max_examples": "every example"}
+    for name, value in (("num_beams", num_beams), ("batch_size", batch_size), ("max_examples", max_examples)):
+        if value is not None and value < 1:  # 0 is no default: None is
+            raise ValueError(f"--{name.replace('_', '-')} {value} ({name}={value}): must be at least 1; leave it "
+                             f"out for {defaults[name]}")
     run = read_run_info(workdir)
     model, _, vocab, sid_codes, _ = load_model_for_inference(workdir, which)
     data = load_workdir_data(workdir, data_dir, vocab)
     splits = leave_one_out_split(data.sequences, run.max_history)
     index, _ = build_eval_index(sid_codes, vocab)
     examples = splits.test if split == "test" else splits.valid
-    num_beams = num_beams or run.num_beams
+    num_beams = run.num_beams if num_beams is None else num_beams
     start = time.perf_counter()
     result = evaluate_split(
-        model, index, data, examples, num_beams=num_beams, batch_size=batch_size or run.eval_batch_size,
+        model, index, data, examples, num_beams=num_beams,
+        batch_size=run.eval_batch_size if batch_size is None else batch_size,
         ks=run.ks, max_examples=max_examples, normalization=normalization or run.score_normalization,
         diagnose_unconstrained=diagnose, diagnose_prefix_survival=diagnose, devices=devices,
         matmul_precision=matmul_precision,
