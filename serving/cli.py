@@ -81,7 +81,7 @@ def _recommend(argv: Sequence[str]) -> int:
     setup_logging(args.verbose)
 
     def body() -> int:
-        if args.requests is None:
+        if args.requests is None and args.data is not None:
             _check_one_dataset(args.data, ".inter.json",
                                f"pass --requests {Path(args.data) / 'NAME.inter.json'} to serve the users of one "
                                f"of them, or move each into a directory of its own ({_DATASET_FILES})")
