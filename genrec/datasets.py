@@ -173,7 +173,7 @@ def _infer_name(data_dir: Path, suffix: str = INTER_SUFFIX) -> str:
         found = ", ".join(candidates) if candidates else "none"
         raise ValueError(
             f"{data_dir}: cannot infer the dataset name, found {len(candidates)} '*{suffix}' "
-            f"files ({found}); pass name=..."
+            f"files ({found}); pass name=NAME (genrec train/demo: --set data.name=NAME)"
         )
     return candidates[0]
 
