@@ -977,11 +977,34 @@ def initialize_distributed(coordinator: str | None, num_processes: int | None, p
     On CPU hosts the cross-process collectives go through Gloo (JAX's CPU
     backend has no other), which is what the multi-process tests use.
     """
+    if num_processes is not None and num_processes < 1:
+        raise UserError(f"--num-processes {num_processes}: a run has at least 1 process")
+    if process_id is not None and (process_id < 0 or (num_processes is not None and process_id >= num_processes)):
+        bound = "" if num_processes is None else f" and below --num-processes {num_processes}"
+        raise UserError(f"--process-id {process_id}: process ids count from 0{bound}")
     if os.environ.get("JAX_PLATFORMS") == "cpu" or getattr(jax.config, "jax_platforms", None) == "cpu":
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                   process_id=process_id)
+    except ValueError as error:  # no cluster detected to fill in what the options leave out
+        raise UserError(f"--distributed: {str(error).rstrip('.')}: no cluster (TPU pod, SLURM, ...) was detected "
+                        "to fill it in; give --coordinator HOST:PORT --num-processes N --process-id I") from error
     logger.info("process %d of %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
                 jax.local_device_count(), jax.device_count())
+
+
+def check_single_process(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
+    """Refuses the cluster options of a run without ``--distributed`` (they were ignored: one process trained).
+
+    Raises:
+      UserError: one line naming the options given.
+    """
+    given = [f"{option} {value}" for option, value in (("--coordinator", coordinator),
+             ("--num-processes", num_processes), ("--process-id", process_id)) if value is not None]
+    if given:
+        raise UserError(f"{' '.join(given)}: multi-host options need --distributed (or GENREC_DISTRIBUTED=1); "
+                        "add it, or leave them out to train as one process")
 
 
 def holds_checkpoint(workdir: str | Path) -> bool:
@@ -1059,17 +1082,19 @@ def main(argv: Sequence[str] | None = None, *, on_step_end: Callable[[int], None
                         help="multi-host: call jax.distributed.initialize() first (also GENREC_DISTRIBUTED=1); "
                              "on TPU VMs and SLURM the cluster is detected, elsewhere give the three options below")
     parser.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                        help="with --distributed: address of process 0's coordinator service")
+                        help="only with --distributed: address of process 0's coordinator service")
     parser.add_argument("--num-processes", type=int, default=None, help="with --distributed: number of processes")
     parser.add_argument("--process-id", type=int, default=None, help="with --distributed: this process's id")
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
 
     setup_logging(args.verbose)
-    if args.distributed or os.environ.get("GENREC_DISTRIBUTED") == "1":
-        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
 
     def run() -> int:
+        if args.distributed or os.environ.get("GENREC_DISTRIBUTED") == "1":
+            initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+        else:
+            check_single_process(args.coordinator, args.num_processes, args.process_id)
         config = load_config_file(args.config, args.overrides)
         return report_run(lambda: train(config, args.workdir, resume=not args.no_resume, on_step_end=on_step_end,
                                         init_from=args.init_from), _result_line)
