@@ -437,7 +437,7 @@ def check_same_catalogue(data: InteractionData, item_ids: np.ndarray, sid_codes:
         example = np.asarray(data_ids)[known][changed][0]
         raise ValueError(
             f"{data.name or 'the dataset'}: {int(changed.sum())} of the {int(known.sum())} items it shares with "
-            f"the catalogue of {workdir} have other SIDs there (e.g. item {example!r}): it is another "
+            f"the catalogue of {workdir} have other SIDs there (e.g. item {str(example)!r}): it is another "
             f"catalogue; {fix}"
         )
 
@@ -567,7 +567,7 @@ def restore_params_from(
         if which == "best":
             raise FileNotFoundError(
                 f"no best checkpoint in {directory}: no validation evaluation ran "
-                "(eval_every=0, or training stopped before the first one); use which='latest'"
+                "(eval_every=0, or training stopped before the first one); use which='latest' (--which latest)"
             )
         raise FileNotFoundError(f"no checkpoint in {directory}")
     try:

@@ -46,3 +46,4 @@ def test_same_ids_with_other_sids_are_refused():
     with pytest.raises(ValueError, match="items it shares with the catalogue of run have other SIDs") as error:
         check_same_catalogue(other, CATALOGUE.item_ids, CATALOGUE.sid_codes, "run")
     assert "\n" not in str(error.value)
+    assert "np.str_" not in str(error.value)  # the item as the user wrote it, not NumPy's repr
