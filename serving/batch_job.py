@@ -56,7 +56,7 @@ import numpy as np
 
 from constrained.decode import MATMUL_PRECISIONS
 from genrec.atomic_files import atomic_open, write_json_atomic
-from genrec.console import UserError, run_command
+from genrec.console import UserError, int_at_least, run_command
 from genrec.datasets import MIN_INTERACTIONS, InteractionData
 from genrec.locks import DirectoryLock
 from genrec.progress import progress_bar
@@ -466,7 +466,7 @@ def build_parser(prog: str = "python -m serving.batch_job") -> argparse.Argument
     parser.add_argument("--exclude-seen", action="store_true", help="never recommend an item the user has seen")
     parser.add_argument("--skip-unknown", action="store_true",
                         help="drop history and list items missing from the model's catalogue instead of failing")
-    parser.add_argument("--max-shards", type=int, default=None,
+    parser.add_argument("--max-shards", type=int_at_least(0), default=None,
                         help="write at most this many shards, then stop (resume later; local runner only)")
     parser.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default="default",
                         help="float32 matmul precision of the decode: default (fastest: TF32 on GPUs, bfloat16 on "

@@ -111,3 +111,13 @@ def test_interrupt_during_train_set_up_is_one_line(where, monkeypatch, tmp_path,
         "genrec train: interrupted (Ctrl-C); run the same command again to resume"]
     with pytest.raises(KeyboardInterrupt):
         main(["train", "--config", "x.py", "--workdir", str(tmp_path / "run"), "--verbose"])
+
+
+def test_recommend_max_shards_below_zero_is_a_usage_error(tmp_path, capsys):
+    # -1 acted as 0 ("stopped after 0 shards"); refused before the workdir is read.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["recommend", "--workdir", str(tmp_path / "run"), "--out", str(tmp_path / "out"), "--max-shards", "-1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --max-shards: must be an integer >= 0, got -1" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -159,6 +159,8 @@ def test_config_argument_reaches_get_config_and_bad_ones_fail_in_one_line(tmp_pa
                                      "valid keys: loss, dtype, platform, rl, model")
     with pytest.raises(ValueError, match="loss='focal' is not one of: ce, apao, apao_running, msl, apao_pairwise"):
         load_config_file(f"{CONFIG_DIR}/office_t5.py:loss=focal")
+    with pytest.raises(ValueError, match=r"config argument key 'loss' is given twice in 'loss=ce,loss=apao'"):
+        load_config_file(f"{CONFIG_DIR}/office_t5.py:loss=ce,loss=apao")  # the last one silently won
     with pytest.raises(ValueError, match=r"'apao' is not key=value"):
         load_config_file(f"{CONFIG_DIR}/office_t5.py:apao")
     with pytest.raises(ValueError, match=r"cpu_smoke.py: get_config\(\) takes no argument; drop ':loss=ce'"):

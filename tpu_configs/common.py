@@ -45,10 +45,11 @@ def parse_arg(arg: str, choices: dict[str, tuple[str, ...]]) -> dict[str, str]:
 
     Raises:
       ValueError: (one line) a piece is not ``key=value``, a key is not one of
-        ``choices`` (the message lists the valid keys), or a value is not one of
-        the key's choices (the message lists them).
+        ``choices`` (the message lists the valid keys) or is given twice, or a
+        value is not one of the key's choices (the message lists them).
     """
     values = {key: options[0] for key, options in choices.items()}
+    given: set[str] = set()
     for piece in (piece.strip() for piece in arg.split(",")):
         if not piece:
             continue
@@ -59,6 +60,9 @@ def parse_arg(arg: str, choices: dict[str, tuple[str, ...]]) -> dict[str, str]:
             raise ValueError(f"unknown config argument key {key!r}; valid keys: {', '.join(choices)}")
         if value not in choices[key]:
             raise ValueError(f"config argument {key}={value!r} is not one of: {', '.join(choices[key])}")
+        if key in given:  # loss=ce,loss=apao: which one was meant?
+            raise ValueError(f"config argument key {key!r} is given twice in {arg!r}")
+        given.add(key)
         values[key] = value
     return values
 
