@@ -10,16 +10,18 @@ brings back the libraries' INFO logs and the tracebacks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import linecache
 import logging
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 __all__ = ["UserError", "Diverged", "setup_logging", "user_error_message", "run_command", "add_verbose_flag",
-           "int_at_least", "print_interrupted", "INTERRUPTED_EXIT_CODE", "OWN_LOGGERS", "LIBRARY_LOGGERS"]
+           "int_at_least", "print_interrupted", "interrupted_message", "command_argv",
+           "INTERRUPTED_EXIT_CODE", "OWN_LOGGERS", "LIBRARY_LOGGERS"]
 
 # Top-level packages of this repository: their loggers print progress, their input checks are user errors.
 OWN_LOGGERS = ("genrec", "training", "serving", "constrained")
@@ -103,9 +105,62 @@ def _first_missing(path: str | os.PathLike) -> Path | None:
 INTERRUPTED_EXIT_CODE = 130  # what a shell reports for a process ended by SIGINT (128 + 2)
 
 
-def print_interrupted(prog: str) -> None:
-    """The one line a command stopped by Ctrl-C prints on stderr (its outputs are kept)."""
-    print(f"{prog}: interrupted (Ctrl-C); run the same command again to resume", file=sys.stderr, flush=True)
+# The argv of the genrec command running now (serving/cli.py main sets it); None: sys.argv[1:].
+_command_argv: list[str] | None = None
+
+
+@contextlib.contextmanager
+def command_argv(argv: Sequence[str]) -> Iterator[None]:
+    """While open, :func:`print_interrupted` reads the command's flags from ``argv`` (not ``sys.argv``)."""
+    global _command_argv
+    previous, _command_argv = _command_argv, list(argv)
+    try:
+        yield
+    finally:
+        _command_argv = previous
+
+
+def _flag_values(argv: Sequence[str], flag: str) -> list[str | None]:
+    """Each use of ``flag`` in ``argv`` (an argparse abbreviation too, ``--flag=VALUE`` too), before any ``--``:
+    its value (the next argument, or after ``=``), or None at the end."""
+    values: list[str | None] = []
+    for position, argument in enumerate(argv):
+        if argument == "--":
+            break
+        name, equals, value = argument.partition("=")
+        if name.startswith("--") and len(name) > 2 and flag.startswith(name):
+            values.append(value if equals else (argv[position + 1] if position + 1 < len(argv) else None))
+    return values
+
+
+def interrupted_message(prog: str, argv: Sequence[str]) -> str:
+    """What a command stopped by Ctrl-C says: whether and how rerunning resumes depends on the command and its
+    flags (``argv``): train, rl, demo and recommend (local runner) resume from their outputs; with
+    ``--no-resume`` / ``--fresh`` the same command would start over; recommend's beam runner does not resume
+    (it refuses a non-empty --out); the others have nothing to resume."""
+    last = prog.split()[-1] if prog.split() else ""  # "genrec train", or "python -m training.train"
+    command = {"training.train": "train", "training.rl": "rl", "serving.batch_job": "recommend"}.get(last, last)
+    stopped = f"{prog}: interrupted (Ctrl-C)"
+    if command in ("train", "rl", "demo"):
+        flag = "--fresh" if command == "demo" else "--no-resume"
+        if _flag_values(argv, flag):
+            return f"{stopped}; to resume, run the command again without {flag} (with it, it starts over)"
+        return f"{stopped}; run the same command again to resume"
+    if command == "recommend":
+        runners = _flag_values(argv, "--runner")
+        if runners and runners[-1] == "beam":
+            return (f"{stopped}; the beam runner does not resume: remove the partial --out directory "
+                    "or give another --out, then run again")
+        return f"{stopped}; run the same command again to resume"
+    return stopped
+
+
+def print_interrupted(prog: str, argv: Sequence[str] | None = None) -> None:
+    """The one line a command stopped by Ctrl-C prints on stderr (its outputs are kept): see
+    :func:`interrupted_message`; ``argv`` defaults to the running genrec command's (:func:`command_argv`)."""
+    if argv is None:
+        argv = _command_argv if _command_argv is not None else sys.argv[1:]
+    print(interrupted_message(prog, argv), file=sys.stderr, flush=True)
 
 
 def run_command(
@@ -132,7 +187,8 @@ def run_command(
 
     A :class:`Diverged` run prints its message as one line and returns 1,
     outputs kept (the metrics show the divergence).
-    Ctrl-C (``KeyboardInterrupt``) prints one line and returns 130, outputs
+    Ctrl-C (``KeyboardInterrupt``) prints one line (:func:`print_interrupted`:
+    how to resume, if the command and its flags can) and returns 130, outputs
     kept (a resumable command continues from them); with ``verbose`` its
     traceback shows.
     Bugs (any other exception) propagate with their traceback, outputs kept.

@@ -37,6 +37,7 @@ from genrec.console import (
     INTERRUPTED_EXIT_CODE,
     UserError,
     add_verbose_flag,
+    command_argv,
     print_interrupted,
     run_command,
     setup_logging,
@@ -443,11 +444,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _main(argv)
+        with command_argv(argv):  # Ctrl-C's one line depends on the command's flags (print_interrupted)
+            return _main(argv)
     except KeyboardInterrupt:  # outside a command's run_command, e.g. while genrec train imports JAX
         if "--verbose" in argv:
             raise
-        print_interrupted(f"genrec {argv[0]}" if argv and not argv[0].startswith("-") else "genrec")
+        print_interrupted(f"genrec {argv[0]}" if argv and not argv[0].startswith("-") else "genrec", argv)
         return INTERRUPTED_EXIT_CODE
 
 

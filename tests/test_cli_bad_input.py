@@ -113,6 +113,45 @@ def test_interrupt_during_train_set_up_is_one_line(where, monkeypatch, tmp_path,
         main(["train", "--config", "x.py", "--workdir", str(tmp_path / "run"), "--verbose"])
 
 
+_RESUME = "; run the same command again to resume"
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "--config", "c.py", "--workdir", "w"], _RESUME),
+    (["train", "--config", "c.py", "--workdir", "w", "--no-resume"],
+     "; to resume, run the command again without --no-resume (with it, it starts over)"),
+    (["rl", "--workdir", "w", "--no-res"],
+     "; to resume, run the command again without --no-resume (with it, it starts over)"),
+    (["demo", "--workdir", "w"], _RESUME),
+    (["demo", "--workdir", "w", "--fresh"], "; to resume, run the command again without --fresh (with it, it "
+                                            "starts over)"),
+    (["recommend", "--workdir", "w", "--out", "o"], _RESUME),
+    (["recommend", "--workdir", "w", "--out", "o", "--runner", "beam", "--", "--runner=DataflowRunner"],
+     "; the beam runner does not resume: remove the partial --out directory or give another --out, then run again"),
+    (["recommend", "--workdir", "w", "--out", "o", "--runner=beam"],
+     "; the beam runner does not resume: remove the partial --out directory or give another --out, then run again"),
+    (["recommend", "--workdir", "w", "--out", "o", "--runner", "local", "--", "--runner=beam"], _RESUME),
+    (["eval", "--workdir", "w"], ""),
+    (["build-index", "--data", "d", "--out", "o.npz"], ""),
+    (["build-sids", "--embeddings", "e.npy", "--out", "o"], ""),
+    (["synth", "--out", "o"], ""),
+    (["convert", "--input", "i.csv", "--out", "o"], ""),
+])
+def test_interrupt_hint_depends_on_the_command_and_its_flags(argv, expected, monkeypatch, capsys):
+    import serving.cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    # Ctrl-C before the command's own run_command (the delegated commands) and inside it (demo, eval, build-index).
+    monkeypatch.setattr(serving.cli, "_main", lambda argv: run_command(f"genrec {argv[0]}", interrupted))
+    assert main(argv) == 130
+    assert capsys.readouterr().err.splitlines() == [f"genrec {argv[0]}: interrupted (Ctrl-C){expected}"]
+    monkeypatch.setattr(serving.cli, "_main", interrupted)
+    assert main(argv) == 130
+    assert capsys.readouterr().err.splitlines() == [f"genrec {argv[0]}: interrupted (Ctrl-C){expected}"]
+
+
 def test_recommend_max_shards_below_zero_is_a_usage_error(tmp_path, capsys):
     # -1 acted as 0 ("stopped after 0 shards"); refused before the workdir is read.
     with pytest.raises(SystemExit) as exit_info:
