@@ -358,17 +358,29 @@ def catalogue_fingerprint(item_ids: np.ndarray, sid_codes: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
+# Bump when data_fingerprint's formula changes: a record of another version is not compared (its run resumes
+# unchecked, as one from before fingerprints), rather than refused as other data.
+DATA_FINGERPRINT_VERSION = 1
+
+
 def data_fingerprint(data: InteractionData) -> dict[str, Any]:
-    """The identity of a dataset's interactions: ``{"users", "interactions", "digest"}``, the digest a
-    ``sha256:<hex>`` over the user ids, each user's item ids in order (what a run trains and evaluates on)."""
+    """The identity of a dataset's interactions: ``{"version", "users", "interactions", "digest"}``, the digest a
+    ``sha256:<hex>`` over the user ids, the sorted item ids, and each user's items in order as their ranks in
+    that sort (what a run trains and evaluates on; independent of the catalogue's row order). One pass over
+    int32 arrays: no per-interaction Python objects, for datasets of hundreds of millions of interactions."""
     lengths = np.asarray([len(sequence) for sequence in data.sequences], "<i8")
     rows = np.concatenate([np.asarray(s, np.int64) for s in data.sequences]) if data.sequences else np.zeros(0, int)
-    item_ids = np.asarray(data.item_ids).astype(str)
+    item_ids = [str(item) for item in np.asarray(data.item_ids).tolist()]
+    order = np.argsort(np.asarray(item_ids), kind="stable")
+    rank_of_row = np.empty(len(item_ids), "<i4")
+    rank_of_row[order] = np.arange(len(item_ids), dtype="<i4")
     digest = hashlib.sha256()
     digest.update("\0".join(str(user) for user in data.user_ids).encode())
+    digest.update(b"\1" + "\0".join(item_ids[i] for i in order.tolist()).encode())
     digest.update(lengths.tobytes())
-    digest.update("\0".join(item_ids[rows].tolist()).encode())
-    return {"users": len(data.user_ids), "interactions": int(lengths.sum()), "digest": "sha256:" + digest.hexdigest()}
+    digest.update(np.ascontiguousarray(rank_of_row[rows]).tobytes())
+    return {"version": DATA_FINGERPRINT_VERSION, "users": len(data.user_ids), "interactions": int(lengths.sum()),
+            "digest": "sha256:" + digest.hexdigest()}
 
 
 def read_data_fingerprint(workdir: str | Path) -> dict[str, Any] | None:
@@ -390,7 +402,7 @@ def check_same_data(record: dict[str, Any] | None, data: InteractionData, what: 
     Raises:
       ValueError: one line: ``what`` (e.g. "PATH: this run started on"), both datasets' sizes and digests, ``fix``.
     """
-    if record is None:
+    if record is None or record.get("version") != DATA_FINGERPRINT_VERSION:
         return
     current = data_fingerprint(data)
     if current["digest"] != record["digest"]:
@@ -431,6 +443,12 @@ def check_same_catalogue(data: InteractionData, item_ids: np.ndarray, sid_codes:
             f"{data.name or 'the dataset'}: only {int(known.sum())} of its {len(data_ids)} items are in the "
             f"catalogue of {workdir} (e.g. {', '.join(repr(i) for i in missing)} are not): it is another "
             f"catalogue; {fix}"
+        )
+    levels, catalogue_levels = np.asarray(data.sid_codes).shape[1], np.asarray(sid_codes).shape[1]
+    if levels != catalogue_levels:  # an index rebuilt with another depth: its SIDs cannot be this model's
+        raise ValueError(
+            f"{data.name or 'the dataset'}: its SIDs have {levels} levels, those of the catalogue of {workdir} "
+            f"{catalogue_levels}: it is another catalogue; {fix}"
         )
     changed = np.any(np.asarray(data.sid_codes)[known] != np.asarray(sid_codes)[rows[known]], axis=1)
     if changed.mean() > MAX_CHANGED_SIDS:

@@ -47,3 +47,10 @@ def test_same_ids_with_other_sids_are_refused():
         check_same_catalogue(other, CATALOGUE.item_ids, CATALOGUE.sid_codes, "run")
     assert "\n" not in str(error.value)
     assert "np.str_" not in str(error.value)  # the item as the user wrote it, not NumPy's repr
+
+
+def test_sids_of_another_depth_are_refused_in_one_line():
+    # An index rebuilt with another number of levels (compared element-wise, NumPy could not broadcast).
+    deeper = make_synthetic_dataset(num_items=60, num_users=10, codebook_size=8, num_levels=4, seed=0)
+    with pytest.raises(ValueError, match="its SIDs have 4 levels, those of the catalogue of run 3"):
+        check_same_catalogue(deeper, CATALOGUE.item_ids, CATALOGUE.sid_codes, "run")

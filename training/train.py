@@ -309,10 +309,13 @@ def absolute_data_dir(config: TrainConfig) -> TrainConfig:
 def saved_settings(saved: TrainConfig, current: TrainConfig) -> dict[str, Any]:
     """:func:`training.config.flat_settings` of a workdir's ``saved`` config, for comparing with ``current``:
     a ``data.data_dir`` that names the same directory as ``current``'s (a relative path recorded before
-    runs recorded absolute ones, resolved against the current directory) counts as ``current``'s spelling."""
+    runs recorded absolute ones, resolved against the current directory) counts as ``current``'s spelling, and
+    so does one that does not exist here (the checkout or workdir moved to another path or machine): the data
+    itself is checked by its fingerprint (data_fingerprint.json) where the run recorded one."""
     old = flat_settings(saved)
     before, now = saved.data.data_dir, current.data.data_dir
-    if before is not None and now is not None and before != now and _same_directory(before, now):
+    if before is not None and now is not None and before != now and (
+            _same_directory(before, now) or not os.path.isdir(before)):
         old["data.data_dir"] = now
     return old
 

@@ -50,7 +50,7 @@ VARIANTS = {"ranking": ("--set", "rl.reward=ranking")}
 LEARNING_RATES = ("3e-6", "1e-5")
 SEEDS = (1, 2, 3, 4)
 START_FILES = ("config.json", "vocab.json", "catalogue.npz", "best", "results.json", "test_ranks.npy",
-               "metrics.jsonl")
+               "metrics.jsonl", "data_fingerprint.json")  # those present
 RUN_FILES = ("results.json", "test_ranks.npy", "metrics.jsonl", "rl_init.json", "init_from.json")  # those present
 T0 = time.time()
 

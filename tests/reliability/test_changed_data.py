@@ -113,3 +113,26 @@ def test_rl_resume_on_changed_interactions_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert status == 2, err
     assert err.count("\n") == 1 and "rl/data_fingerprint.json" in err and "30 users" in err, err
+
+
+def test_the_fingerprint_is_the_interactions_not_the_catalogue_row_order():
+    import dataclasses
+
+    import numpy as np
+
+    from genrec.run_files import DATA_FINGERPRINT_VERSION, check_same_data, data_fingerprint
+
+    data = make_synthetic_dataset(num_items=40, num_users=12, codebook_size=8, seed=0)
+    perm = np.random.default_rng(1).permutation(len(data.item_ids))  # row r of the copy is row perm[r] here
+    row_in_copy = np.argsort(perm)
+    shuffled = dataclasses.replace(data, item_ids=data.item_ids[perm], sid_codes=data.sid_codes[perm],
+                                   sequences=[row_in_copy[s] for s in data.sequences])
+    record = data_fingerprint(data)
+    assert record["version"] == DATA_FINGERPRINT_VERSION
+    assert data_fingerprint(shuffled) == record
+    swapped = list(data.sequences)
+    swapped[3] = swapped[3][::-1].copy()  # one user's order
+    with pytest.raises(ValueError, match="other data than this config's"):
+        check_same_data(record, dataclasses.replace(data, sequences=swapped), "run:", "fix")
+    # A record of another formula is not compared: its run resumes unchecked, as one from before records.
+    check_same_data(dict(record, version=DATA_FINGERPRINT_VERSION + 1, digest="sha256:0"), data, "run:", "fix")

@@ -82,3 +82,18 @@ def test_eval_of_an_old_workdir_elsewhere_points_to_data_option(byod, tmp_path, 
         assert main(["eval", "--workdir", str(workdir), "--which", "latest", "--max-examples", "5"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "data/shop" in err and "--data" in err, err
+
+
+def test_a_moved_checkout_resumes_from_its_data_at_the_new_path(byod, tmp_path, monkeypatch):
+    # The recorded absolute path does not exist on the new machine (another checkout root, a new VM): that is no
+    # data change; the data fingerprint checks the data itself.
+    moved = tmp_path / "elsewhere"
+    byod.rename(moved)
+    monkeypatch.chdir(moved)
+    workdir = moved / "runs" / "shop"
+    assert not Path(_data_dir_of(workdir)).exists()
+    config = load_config_file(SMOKE, _settings("data/shop", "num_steps=3"))
+    assert model_or_data_changes(workdir, config) == {}
+    with kept_logging():
+        assert train(config, workdir).final_step == 3
+    assert _data_dir_of(workdir) == str(moved / "data" / "shop")
