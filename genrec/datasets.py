@@ -167,8 +167,13 @@ def _gc_paused():
             gc.enable()
 
 
+def dataset_names(data_dir: str | Path, suffix: str = INTER_SUFFIX) -> list[str]:
+    """The names of the datasets in ``data_dir``: the stems of its ``*<suffix>`` files, sorted."""
+    return sorted(p.name[: -len(suffix)] for p in Path(data_dir).glob(f"*{suffix}"))
+
+
 def _infer_name(data_dir: Path, suffix: str = INTER_SUFFIX) -> str:
-    candidates = sorted(p.name[: -len(suffix)] for p in data_dir.glob(f"*{suffix}"))
+    candidates = dataset_names(data_dir, suffix)
     if len(candidates) != 1:
         found = ", ".join(candidates) if candidates else "none"
         raise ValueError(

@@ -150,7 +150,9 @@ def _check_one_dataset(data: str | None, suffix: str, fix: str) -> None:
     the CLI's ``fix``, where the loader would say ``pass name=...``, a Python argument no flag sets."""
     if data is None or not Path(data).is_dir():
         return  # the loader reports a missing directory
-    names = sorted(p.name[: -len(suffix)] for p in Path(data).glob(f"*{suffix}"))
+    from genrec.datasets import dataset_names  # lazily, as the CLI imports its commands' modules
+
+    names = dataset_names(data, suffix)
     if len(names) > 1:
         raise UserError(f"{data}: holds {len(names)} datasets ({', '.join(names)}); {fix}")
 
@@ -264,7 +266,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.save_prefix_ranks and not args.diagnose:
         raise ValueError("--save-prefix-ranks needs --diagnose")
     _check_one_dataset(args.data, ".inter.json",
-                       f"genrec eval reads one a directory: move the one to use into a directory of its own "
+                       f"genrec eval reads one dataset a directory: move the one to use into a directory of its own "
                        f"({_DATASET_FILES}) and pass that to --data")
     _check_output_file(args.save_ranks, "--save-ranks")
     _check_output_file(args.save_prefix_ranks, "--save-prefix-ranks")

@@ -621,7 +621,7 @@ class Recommender:
                 listed = rows[:0] if exclude_lists is None or exclude_lists[i] is None else exclude_lists[i]
                 merged = np.concatenate([rows if exclude_seen else rows[:0], listed])
                 excluded.append(np.unique(merged[merged >= 0]))
-        # ... and the only rows it may receive (None: no constraint; empty: nothing).
+        # ... and the only rows it may receive (None or empty: no constraint; only -1 rows: nothing).
         allowed = None
         if allow_lists is not None:
             allowed = [None if rows is None or rows.size == 0 else rows for rows in allow_lists]

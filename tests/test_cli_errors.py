@@ -131,7 +131,7 @@ CASES = [
     ("demo-resume-other-settings", None, ["demo", "--workdir", "{workdir}", "--set", "num_steps=3"], "--fresh"),
     ("eval-two-datasets", "two-datasets", ["eval", "--workdir", "{workdir}", "--which", "latest",
                                            "--data", "{tmp}/data"],
-     "holds 2 datasets (toy, toy2); genrec eval reads one a directory: move the one to use into a directory"),
+     "holds 2 datasets (toy, toy2); genrec eval reads one dataset a directory: move the one to use into a directory"),
     ("recommend-two-datasets", "two-datasets", ["recommend", "--workdir", "{workdir}", "--which", "latest", "--data",
                                                 "{tmp}/data", "--out", "{tmp}/new/recs"],
      "holds 2 datasets (toy, toy2); pass --requests {tmp}/data/NAME.inter.json"),
