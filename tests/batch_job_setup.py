@@ -18,3 +18,17 @@ def batch_job_recommender(data) -> Recommender:
     config = ModelConfig.tiny(data.vocab.vocab_size, data.num_levels, num_encoder_layers=1, num_decoder_layers=1)
     return Recommender(build_model(config, rngs=nnx.Rngs(0)), data.vocab, data.sid_codes, data.item_ids,
                        num_beams=6, batch_size=USERS_PER_SHARD, max_history=5)
+
+
+def write_model_workdir(model, data, workdir, max_history: int = 5) -> None:
+    """``workdir`` as ``genrec train`` leaves it for serving: the run files of ``data``'s catalogue and ``model``
+    checkpointed as 'best' (untrained weights serve as well as trained ones for the serving paths' tests)."""
+    from training.checkpoint import Checkpointer, TrainingProgress, write_run_files
+    from training.config import CheckpointConfig, DataConfig, TrainConfig
+
+    write_run_files(workdir, TrainConfig(data=DataConfig(max_history=max_history)), model.config, data.vocab,
+                    data.sid_codes, data.item_ids)
+    checkpointer = Checkpointer(workdir, CheckpointConfig(async_save=False))
+    checkpointer.save_best(nnx.state(model, nnx.Param), TrainingProgress(step=1, data_step=1, rng_key=(0, 0)),
+                           {"ndcg@10": 0.0})
+    checkpointer.close()

@@ -12,6 +12,8 @@ from flax import nnx
 
 pytest.importorskip("apache_beam")
 
+from batch_job_setup import write_model_workdir  # noqa: E402
+
 from genrec.console import UserError  # noqa: E402
 from genrec.datasets import write_sid_dataset  # noqa: E402
 from genrec.models import ModelConfig, build_model  # noqa: E402
@@ -35,19 +37,11 @@ def data():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, data):
     """A workdir holding a tiny random model over the synthetic catalogue, and the dataset's directory."""
-    from training.checkpoint import Checkpointer, TrainingProgress, write_run_files
-    from training.config import CheckpointConfig, DataConfig, TrainConfig
-
     root = tmp_path_factory.mktemp("beam")
     workdir, data_dir = root / "run", root / "data"
     model = build_model(ModelConfig.tiny(data.vocab.vocab_size, data.num_levels, num_encoder_layers=1,
                                          num_decoder_layers=1), rngs=nnx.Rngs(0))
-    write_run_files(workdir, TrainConfig(data=DataConfig(max_history=5)), model.config, data.vocab, data.sid_codes,
-                    data.item_ids)
-    checkpointer = Checkpointer(workdir, CheckpointConfig(async_save=False))
-    checkpointer.save_best(nnx.state(model, nnx.Param), TrainingProgress(step=1, data_step=1, rng_key=(0, 0)),
-                           {"ndcg@10": 0.0})
-    checkpointer.close()
+    write_model_workdir(model, data, workdir)
     write_sid_dataset(data, data_dir, "toy")
     titles = {str(item): {"title": f"title of {item}"} for item in data.item_ids.tolist()[1:]}  # item 0: none
     (data_dir / "toy.item.json").write_text(json.dumps(titles))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from batch_job_setup import write_model_workdir
 from flax import nnx
 from logging_state import kept_logging
 
@@ -39,20 +40,12 @@ def restore_logging():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A workdir holding a tiny random model over a 50-item synthetic catalogue, and its dataset directory."""
-    from training.checkpoint import Checkpointer, TrainingProgress, write_run_files
-    from training.config import CheckpointConfig, DataConfig, TrainConfig
-
     data = make_synthetic_dataset(num_items=50, num_users=12, num_levels=3, codebook_size=4, seed=5)
     root = tmp_path_factory.mktemp("inputs")
     workdir, data_dir = root / "run", root / "data"
     model = build_model(ModelConfig.tiny(data.vocab.vocab_size, data.num_levels, num_encoder_layers=1,
                                          num_decoder_layers=1), rngs=nnx.Rngs(0))
-    write_run_files(workdir, TrainConfig(data=DataConfig(max_history=5)), model.config, data.vocab, data.sid_codes,
-                    data.item_ids)
-    checkpointer = Checkpointer(workdir, CheckpointConfig(async_save=False))
-    checkpointer.save_best(nnx.state(model, nnx.Param), TrainingProgress(step=1, data_step=1, rng_key=(0, 0)),
-                           {"ndcg@10": 0.0})
-    checkpointer.close()
+    write_model_workdir(model, data, workdir)
     write_sid_dataset(data, data_dir, "toy")
     return workdir, data_dir
 
