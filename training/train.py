@@ -317,7 +317,24 @@ def saved_settings(saved: TrainConfig, current: TrainConfig) -> dict[str, Any]:
     if before is not None and now is not None and before != now and (
             _same_directory(before, now) or not os.path.isdir(before)):
         old["data.data_dir"] = now
+    # A model override left None (the preset's value) and one set to the preset's own value are one model.
+    if saved.model.preset == current.model.preset and saved.model.arch == current.model.arch:
+        new = flat_settings(current)
+        for key in [key for key in old if key.startswith("model.") and old[key] != new.get(key)]:
+            spelled, other = (new[key], old[key]) if old[key] is None else (old[key], new[key])
+            if other is None and spelled == _preset_value(current.model, key.removeprefix("model.")):
+                old[key] = new[key]
     return old
+
+
+def _preset_value(spec: Any, field: str) -> Any:
+    """The value ``spec``'s preset gives ``ModelConfig.<field>`` (a placeholder when it has none)."""
+    preset = dataclasses.replace(spec, **{f.name: None for f in dataclasses.fields(spec)
+                                          if f.name not in ("preset", "arch", "dtype")})
+    try:
+        return getattr(preset.build(vocab_size=64, num_levels=3, max_history=1), field)
+    except (AttributeError, ValueError):
+        return object()  # equal to nothing
 
 
 def _same_directory(a: str, b: str) -> bool:

@@ -49,3 +49,20 @@ def test_harmless_changes_are_accepted_and_recorded(workdir):
     assert len(changes) == 1 and changes[0]["step"] == 2
     assert changes[0]["changes"] == {"log_every": [50, 1], "num_steps": [2, 3], "eval.batch_size": [64, 32]}
     assert max(r["step"] for r in records if r["kind"] == "train") == 3
+
+
+def test_a_model_override_of_the_presets_own_value_is_no_change():
+    # model.d_ff=64 on the tiny preset (whose d_ff is 64) was refused on resume and --init-from as "None -> 64".
+    import dataclasses
+
+    from training.config import ModelSpec, TrainConfig
+    from training.train import resume_changes
+
+    base = TrainConfig(model=ModelSpec(preset="tiny"))
+    spelled = dataclasses.replace(base, model=dataclasses.replace(base.model, d_ff=64))
+    other = dataclasses.replace(base, model=dataclasses.replace(base.model, d_ff=96))
+    refuse_all = lambda key: False  # noqa: E731
+    assert resume_changes(base, spelled, refuse_all, 2, 2, Path("w")) == {}
+    assert resume_changes(spelled, base, refuse_all, 2, 2, Path("w")) == {}
+    with pytest.raises(ValueError, match=r"model\.d_ff None -> 96"):
+        resume_changes(base, other, refuse_all, 2, 2, Path("w"))
