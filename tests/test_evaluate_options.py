@@ -45,3 +45,20 @@ def test_possible_values_run(workdir, capsys):
     with kept_logging():
         assert main(["eval", "--workdir", str(workdir), "--which", "latest", "--max-examples", "3",
                      "--batch-size", "2"]) == 0, capsys.readouterr().err
+
+
+def test_targets_outside_the_catalogue_are_warned(caplog):
+    # genrec eval --data of a dataset with new items: their targets can never be hit, which a user should be told.
+    import logging
+
+    import numpy as np
+
+    from training.evaluate import warn_targets_outside_catalogue
+
+    item_ids, catalogue = np.array(["a", "b", "c", "new1"]), np.array(["c", "b", "a"])
+    with caplog.at_level(logging.WARNING, logger="training.evaluate"):
+        assert warn_targets_outside_catalogue(item_ids, np.array([0, 3, 3, 1]), catalogue) == 2
+        assert "2 of 4 test targets are items outside the model's catalogue (e.g. 'new1')" in caplog.text
+        caplog.clear()
+        assert warn_targets_outside_catalogue(item_ids, np.array([0, 1, 2]), catalogue, "valid") == 0
+        assert caplog.text == ""

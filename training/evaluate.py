@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,6 +70,8 @@ from genrec.run_files import load_model_for_inference, load_workdir_data, read_r
 from genrec.split import SplitArrays, leave_one_out_split
 from training.diagnostics import PrefixSurvival, UnconstrainedValidity
 from training.ranking import hit_ranks, ranking_metrics
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "EvalResult",
@@ -321,6 +324,20 @@ class WorkdirEvaluation:
     popularity: dict[str, float]
 
 
+def warn_targets_outside_catalogue(item_ids: np.ndarray, targets: np.ndarray, catalogue_item_ids: np.ndarray,
+                                   split: str = "test") -> int:
+    """Logs a WARNING when targets (``int[n]`` rows of ``item_ids``, another dataset's) are items the model's
+    catalogue lacks: it cannot generate them, so they count as misses. Returns their number."""
+    target_ids = np.asarray(item_ids).astype(str)[np.asarray(targets, dtype=np.int64)]
+    outside = ~np.isin(target_ids, np.asarray(catalogue_item_ids).astype(str))
+    if outside.any():
+        examples = ", ".join(repr(str(item)) for item in dict.fromkeys(target_ids[outside].tolist()))
+        logger.warning("%d of %d %s targets are items outside the model's catalogue (e.g. %s): the model cannot "
+                       "generate them, so they count as misses", int(outside.sum()), len(target_ids), split,
+                       examples[:200])
+    return int(outside.sum())
+
+
 def evaluate_workdir(
     workdir: str | Path,
     *,
@@ -359,11 +376,14 @@ def evaluate_workdir(
             raise ValueError(f"--{name.replace('_', '-')} {value} ({name}={value}): must be at least 1; leave it "
                              f"out for {defaults[name]}")
     run = read_run_info(workdir)
-    model, _, vocab, sid_codes, _ = load_model_for_inference(workdir, which)
+    model, _, vocab, sid_codes, catalogue_item_ids = load_model_for_inference(workdir, which)
     data = load_workdir_data(workdir, data_dir, vocab)
     splits = leave_one_out_split(data.sequences, run.max_history)
     index, _ = build_eval_index(sid_codes, vocab)
     examples = splits.test if split == "test" else splits.valid
+    if data_dir is not None:
+        targets = examples.targets if max_examples is None else examples.targets[:max_examples]
+        warn_targets_outside_catalogue(data.item_ids, targets, catalogue_item_ids, split)
     num_beams = run.num_beams if num_beams is None else num_beams
     start = time.perf_counter()
     result = evaluate_split(
