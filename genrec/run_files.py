@@ -28,6 +28,7 @@ import hashlib
 import inspect
 import json
 import logging
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -363,11 +364,23 @@ def catalogue_fingerprint(item_ids: np.ndarray, sid_codes: np.ndarray) -> str:
 DATA_FINGERPRINT_VERSION = 1
 
 
+# data_fingerprint of each loaded dataset still alive: a run checks its start's record, its own on resume, and
+# writes it on a fresh start, all for one dataset, which is hashed once.
+_FINGERPRINTS: weakref.WeakKeyDictionary[InteractionData, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
 def data_fingerprint(data: InteractionData) -> dict[str, Any]:
     """The identity of a dataset's interactions: ``{"version", "users", "interactions", "digest"}``, the digest a
     ``sha256:<hex>`` over the user ids, the sorted item ids, and each user's items in order as their ranks in
     that sort (what a run trains and evaluates on; independent of the catalogue's row order). One pass over
-    int32 arrays: no per-interaction Python objects, for datasets of hundreds of millions of interactions."""
+    int32 arrays: no per-interaction Python objects, for datasets of hundreds of millions of interactions;
+    computed once per ``data`` object (InteractionData is immutable)."""
+    if data not in _FINGERPRINTS:
+        _FINGERPRINTS[data] = _compute_data_fingerprint(data)
+    return dict(_FINGERPRINTS[data])
+
+
+def _compute_data_fingerprint(data: InteractionData) -> dict[str, Any]:
     lengths = np.asarray([len(sequence) for sequence in data.sequences], "<i8")
     rows = np.concatenate([np.asarray(s, np.int64) for s in data.sequences]) if data.sequences else np.zeros(0, int)
     item_ids = [str(item) for item in np.asarray(data.item_ids).tolist()]

@@ -136,3 +136,16 @@ def test_the_fingerprint_is_the_interactions_not_the_catalogue_row_order():
         check_same_data(record, dataclasses.replace(data, sequences=swapped), "run:", "fix")
     # A record of another formula is not compared: its run resumes unchecked, as one from before records.
     check_same_data(dict(record, version=DATA_FINGERPRINT_VERSION + 1, digest="sha256:0"), data, "run:", "fix")
+
+
+def test_a_dataset_is_hashed_once(monkeypatch):
+    # A warm start or RL run checks its start's record, then writes (or on resume checks) its own: one hash.
+    import genrec.run_files as run_files
+
+    calls = []
+    compute = run_files._compute_data_fingerprint
+    monkeypatch.setattr(run_files, "_compute_data_fingerprint", lambda data: calls.append(1) or compute(data))
+    data = make_synthetic_dataset(num_items=40, num_users=12, codebook_size=8, seed=0)
+    first = run_files.data_fingerprint(data)
+    first["digest"] = "changed by a caller"
+    assert run_files.data_fingerprint(data)["digest"].startswith("sha256:") and len(calls) == 1
