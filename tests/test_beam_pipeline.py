@@ -8,15 +8,12 @@ import sys
 
 import numpy as np
 import pytest
-from flax import nnx
 
 pytest.importorskip("apache_beam")
 
-from batch_job_setup import write_model_workdir  # noqa: E402
+from batch_job_setup import write_served_run  # noqa: E402
 
 from genrec.console import UserError  # noqa: E402
-from genrec.datasets import write_sid_dataset  # noqa: E402
-from genrec.models import ModelConfig, build_model  # noqa: E402
 from genrec.synthetic import make_synthetic_dataset  # noqa: E402
 from serving import beam_pipeline, beam_requests, cli  # noqa: E402
 from serving.batch_job import run_batch_job  # noqa: E402
@@ -37,12 +34,7 @@ def data():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, data):
     """A workdir holding a tiny random model over the synthetic catalogue, and the dataset's directory."""
-    root = tmp_path_factory.mktemp("beam")
-    workdir, data_dir = root / "run", root / "data"
-    model = build_model(ModelConfig.tiny(data.vocab.vocab_size, data.num_levels, num_encoder_layers=1,
-                                         num_decoder_layers=1), rngs=nnx.Rngs(0))
-    write_model_workdir(model, data, workdir)
-    write_sid_dataset(data, data_dir, "toy")
+    workdir, data_dir = write_served_run(data, tmp_path_factory.mktemp("beam"))
     titles = {str(item): {"title": f"title of {item}"} for item in data.item_ids.tolist()[1:]}  # item 0: none
     (data_dir / "toy.item.json").write_text(json.dumps(titles))
     return workdir, data_dir

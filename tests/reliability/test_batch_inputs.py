@@ -13,12 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from batch_job_setup import write_model_workdir
-from flax import nnx
+from batch_job_setup import write_served_run
 from logging_state import kept_logging
 
 from genrec.datasets import write_sid_dataset
-from genrec.models import ModelConfig, build_model
 from genrec.synthetic import make_synthetic_dataset
 from serving.batch_job import MANIFEST_FILE
 from serving.cli import main
@@ -41,13 +39,7 @@ def restore_logging():
 def run(tmp_path_factory):
     """A workdir holding a tiny random model over a 50-item synthetic catalogue, and its dataset directory."""
     data = make_synthetic_dataset(num_items=50, num_users=12, num_levels=3, codebook_size=4, seed=5)
-    root = tmp_path_factory.mktemp("inputs")
-    workdir, data_dir = root / "run", root / "data"
-    model = build_model(ModelConfig.tiny(data.vocab.vocab_size, data.num_levels, num_encoder_layers=1,
-                                         num_decoder_layers=1), rngs=nnx.Rngs(0))
-    write_model_workdir(model, data, workdir)
-    write_sid_dataset(data, data_dir, "toy")
-    return workdir, data_dir
+    return write_served_run(data, tmp_path_factory.mktemp("inputs"))
 
 
 def _recommend(capsys, run, out, *extra) -> tuple[int, str, str]:
