@@ -83,6 +83,7 @@ from serving.beam_requests import (
     _METRICS_NAMESPACE,
     _BatchCoder,
     _dead_letter,
+    _files_have_requests,
     _jsonl_ranges,
     _launcher_path,
     _parquet_row_batches,
@@ -105,6 +106,7 @@ from serving.requests_io import (
     USER_KEY,
     ItemFields,
     OutputFormat,
+    check_has_requests,
     check_requests_catalogue,
     encode_records,
     load_item_fields,
@@ -635,6 +637,8 @@ def run_beam_job(
         raise UserError(f"--requests {requests}: no file matches; give a JSONL or Parquet file or a glob of them")
     if pattern is not None:  # the workers match or open it: from the launcher's directory, not theirs
         pattern = _launcher_path(pattern)
+    if kind in ("jsonl", "parquet"):  # refused as the local job refuses it, from the first bytes or footers
+        check_has_requests(requests, _files_have_requests(kind, pattern))
     table = None
     if kind == "inter":  # beside its index: checked to be the model's catalogue, as --data is
         check_requests_catalogue(requests, workdir)

@@ -35,6 +35,8 @@ from serving.requests_io import (
     HISTORY_KEY,
     USER_KEY,
     RequestTable,
+    jsonl_has_request,
+    parquet_num_rows,
     parse_request,
     parse_request_line,
     read_requests,
@@ -313,6 +315,19 @@ def _read_jsonl_range(byte_range: _ByteRange) -> Iterator[_RowBatch]:
         lines = [_utf8_or_bytes(line) for line in block.split(b"\n")]
     lines = [line.removesuffix("\r" if isinstance(line, str) else b"\r") for line in lines]
     yield _RowBatch(path, [line for line in lines if line.strip()])
+
+
+def _files_have_requests(kind: str, pattern: str) -> bool:
+    """Whether ``pattern``'s files (``kind`` ``"jsonl"`` or ``"parquet"``) hold a request, as the workers would
+    read them: a JSONL line that is not blank, a Parquet row. The launcher reads only up to the first file
+    that has one: its first bytes (JSONL) or its footer (Parquet), never the requests themselves."""
+    for metadata in sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda metadata: metadata.path):
+        if kind == "jsonl" and metadata.size_in_bytes == 0:
+            continue
+        with FileSystems.open(metadata.path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            if jsonl_has_request(f) if kind == "jsonl" else parquet_num_rows(f, metadata.path) > 0:
+                return True
+    return False
 
 
 def _utf8_or_bytes(line: bytes) -> str | bytes:

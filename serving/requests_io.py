@@ -24,7 +24,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import numpy as np
 
@@ -40,13 +40,16 @@ __all__ = [
     "MissingPyarrow",
     "OUTPUT_FORMATS",
     "RequestTable",
+    "check_has_requests",
     "check_requests_catalogue",
     "encode_records",
     "find_item_file",
+    "jsonl_has_request",
     "load_item_fields",
     "parse_item_fields",
     "parse_request",
     "parse_request_line",
+    "parquet_num_rows",
     "read_records",
     "read_requests",
     "read_user_list",
@@ -337,6 +340,10 @@ def _parquet_id_column(pa: Any, path: Path, table: Any, key: str) -> _IdColumn |
     return _IdColumn(values.cast(pa.string()).to_numpy(zero_copy_only=False), lengths, is_null)
 
 
+def _unreadable_parquet(where: str | Path, error: BaseException) -> ValueError:
+    return ValueError(f"{where}: not a readable Parquet file ({error}); write it with pyarrow, Spark or pandas")
+
+
 def _read_parquet(path: Path) -> RequestTable:
     pa, pq = _pyarrow(f"{path}: reading Parquet")
     try:
@@ -344,7 +351,7 @@ def _read_parquet(path: Path) -> RequestTable:
         wanted = [key for key in (USER_KEY, HISTORY_KEY, ALLOW_KEY, EXCLUDE_KEY) if key in schema_names]
         table = pq.read_table(path, columns=wanted)
     except (pa.ArrowInvalid, OSError) as e:
-        raise ValueError(f"{path}: not a readable Parquet file ({e}); write it with pyarrow, Spark or pandas") from None
+        raise _unreadable_parquet(path, e) from None
     for key in (USER_KEY, HISTORY_KEY):
         if key not in table.column_names:
             raise ValueError(f"{path}: no column {key!r} (columns: {', '.join(schema_names)}); every request needs "
@@ -416,9 +423,49 @@ def read_requests(path: str | Path | None = None, *, data: InteractionData | Non
     else:
         raise ValueError(f"{path}: unknown request format; give a .jsonl or .parquet file, a directory of .parquet "
                          f"files, or a NAME{INTER_SUFFIX}")
-    if not table.num_users:  # a job over it would "succeed" with no output: most likely the wrong file
-        raise ValueError(f"{path}: no requests in the file; give at least one request (a user_id and a history)")
+    check_has_requests(path, table.num_users > 0)
     return table
+
+
+def check_has_requests(path: str | Path, has_requests: bool) -> None:
+    """Refuses a request file (or files) without a request, naming ``path``: a job over it would "succeed"
+    with no output, and it is most likely the wrong file.
+
+    The one refusal of both runners: :func:`read_requests` (the local job, the Beam launcher's
+    ``NAME.inter.json``) and the Beam launcher's JSONL and Parquet files, which it does not read whole
+    (:func:`jsonl_has_request`, :func:`parquet_num_rows`).
+
+    Raises:
+      ValueError: ``has_requests`` is false.
+    """
+    if not has_requests:
+        raise ValueError(f"{path}: no requests in the file; give at least one request (a user_id and a history)")
+
+
+_PROBE_BYTES = 1 << 16
+
+
+def jsonl_has_request(f: BinaryIO) -> bool:
+    """Whether a JSONL file (open in binary mode) has a line that is not blank, the readers' request lines;
+    read only up to the first such line's first byte (the whole file only when it is blank)."""
+    while chunk := f.read(_PROBE_BYTES):
+        if chunk.strip():
+            return True
+    return False
+
+
+def parquet_num_rows(source: str | Path | BinaryIO, where: str | Path) -> int:
+    """The rows of one Parquet file (a path, or a seekable binary file object), from its footer alone.
+
+    Raises:
+      ValueError: not a Parquet file, named ``where``, in :func:`read_requests`' words.
+      MissingPyarrow: without pyarrow.
+    """
+    pa, pq = _pyarrow(f"{where}: reading Parquet")
+    try:
+        return int(pq.ParquetFile(source).metadata.num_rows)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise _unreadable_parquet(where, e) from None
 
 
 def check_requests_catalogue(path: str | Path, workdir: str | Path) -> None:

@@ -296,6 +296,28 @@ def test_beam_runner_refuses_a_non_empty_output_directory(tmp_path, run):
         run_beam_job(run[0], tmp_path, pipeline_options=DIRECT)
 
 
+def test_the_launcher_finds_a_request_in_any_file_of_a_pattern(tmp_path, monkeypatch):
+    """The Beam launcher's check for an empty request input (``_files_have_requests``) reads files until one
+    holds a request: blank or empty files before it (Spark writes empty part files) do not make the input
+    empty; a request after 64 KiB of blank lines is found; only files without any request are."""
+    (tmp_path / "a.jsonl").write_text("")
+    (tmp_path / "b.jsonl").write_text("\n \r\n" * 30_000)  # 90 KB of blank lines: more than one probe read
+    assert not beam_requests._files_have_requests("jsonl", str(tmp_path / "*.jsonl"))
+    (tmp_path / "c.jsonl").write_text("\n" * 70_000 + '{"user_id": "u", "history": []}\n')
+    assert beam_requests._files_have_requests("jsonl", str(tmp_path / "*.jsonl"))
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    columns = {"user_id": pa.string(), "history": pa.list_(pa.string())}
+    pq.write_table(pa.table({"user_id": [], "history": []}, pa.schema(columns)), tmp_path / "part-0.parquet")
+    assert not beam_requests._files_have_requests("parquet", str(tmp_path / "*.parquet"))
+    pq.write_table(pa.table({"user_id": ["u"], "history": [["1"]]}, pa.schema(columns)), tmp_path / "part-1.parquet")
+    assert beam_requests._files_have_requests("parquet", str(tmp_path / "*.parquet"))
+    (tmp_path / "part-2.parquet").write_text("not parquet")  # read only when no earlier file has a row
+    (tmp_path / "part-1.parquet").unlink()
+    with pytest.raises(ValueError, match=r"part-2.parquet: not a readable Parquet file"):
+        beam_requests._files_have_requests("parquet", str(tmp_path / "*.parquet"))
+
+
 def test_jsonl_byte_ranges_read_every_line_once_in_order(tmp_path, monkeypatch):
     """Workers read a JSONL file in byte ranges: whatever the range size, every non-blank line once, in order,
     whole (lines longer than a range, CRLF endings, multi-byte characters, no final newline)."""

@@ -144,15 +144,37 @@ def test_an_own_unrecorded_shard_still_resumes(tmp_path, run, capsys):
     assert len(_records(out)) == 12
 
 
-@pytest.mark.parametrize("content", ["", "\n\n"])
-def test_an_empty_request_file_is_one_line(tmp_path, run, capsys, content):
-    path = tmp_path / "empty.jsonl"
-    path.write_text(content)
-    code, out, err = _recommend(capsys, run, tmp_path / "recs", "--requests", path)
-    assert code != 0
+def _write_empty_requests(tmp_path: Path, content: str) -> Path:
+    """A request file without a request: JSONL of ``content`` (blank lines or nothing), or ``"parquet"``: a
+    Parquet file of the request columns and no row (pyarrow is an optional extra: skipped without it)."""
+    if content != "parquet":
+        path = tmp_path / "empty.jsonl"
+        path.write_text(content)
+        return path
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"user_id": pa.array([], pa.string()),
+                             "history": pa.array([], pa.list_(pa.string()))}), path)
+    return path
+
+
+@pytest.mark.parametrize("runner", ["local", "beam"])
+@pytest.mark.parametrize("content", ["", "\n\n", "parquet"], ids=["empty", "blank-lines", "parquet"])
+def test_an_empty_request_file_is_one_line(tmp_path, run, capsys, content, runner):
+    """Both runners refuse a request file without a request in one line (exit status 2) before any work: the
+    local job before the model loads, the Beam launcher before the pipeline runs (it was a "done: 0 users"
+    job on the beam runner, which reads JSONL and Parquet on its workers)."""
+    if runner == "beam" and not HAS_BEAM:
+        pytest.skip("apache_beam is not installed")
+    path = _write_empty_requests(tmp_path, content)
+    beam = ["--runner", "beam", "--", *DIRECT] if runner == "beam" else []
+    code, out, err = _recommend(capsys, run, tmp_path / "recs", "--requests", path, *beam)
+    assert code == 2, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and str(path) in lines[0] and "no requests" in lines[0], err
-    assert not (tmp_path / "recs" / MANIFEST_FILE).exists()
+    assert len(lines) == 1 and str(path) in lines[0] and "no requests in the file" in lines[0], err
+    assert "done:" not in out, out
+    assert not (tmp_path / "recs").exists()  # nothing written: no manifest, no shard
 
 
 def test_the_docs_read_of_a_parquet_output_directory_works(tmp_path, run, capsys):
