@@ -37,6 +37,7 @@ from serving.requests_io import (
     RequestTable,
     jsonl_has_request,
     parquet_num_rows,
+    parquet_request_columns,
     parse_request,
     parse_request_line,
     read_requests,
@@ -339,7 +340,11 @@ def _utf8_or_bytes(line: bytes) -> str | bytes:
 
 def _parquet_row_batches(table: Any, where: str, rows_per_batch: int) -> Iterator[_RowBatch]:
     """A Parquet row group (``pyarrow.Table``) as :class:`_RowBatch` of at most ``rows_per_batch`` rows,
-    so a row group of millions of rows never becomes millions of dicts at once."""
+    so a row group of millions of rows never becomes millions of dicts at once. The columns are those the
+    local job reads or refuses (:func:`serving.requests_io.parquet_request_columns`: not a pandas index)."""
+    columns = parquet_request_columns(table.schema)
+    if columns != table.column_names:
+        table = table.select(columns)
     for part in table.to_batches(max_chunksize=rows_per_batch):
         yield _RowBatch(where, part.to_pylist())
 

@@ -6,7 +6,9 @@ Where it sits: files -> **requests_io** -> ``serving.batch_job`` (and any caller
 * requests: JSONL (one object a line), Parquet (a file or a directory of them),
   or the standard ``NAME.inter.json``; each request is ``user_id``, ``history``
   (item ids, oldest first) and optional ``allow_items`` / ``exclude_items``
-  (item ids; absent or null: no constraint). Other keys and columns are ignored.
+  (item ids; absent or null: no constraint). Other keys and columns are refused
+  (:func:`check_request_keys`: a misspelled ``alow_items`` was a request without its list),
+  but for the index a pandas DataFrame writes beside its Parquet columns.
 * a user list: one user id a line (``genrec recommend --users FILE``).
 * item metadata: ``NAME.item.json``, ``{item id: {field: value, ...}}``, whose
   chosen fields go into the output beside each recommended item (null where
@@ -20,9 +22,10 @@ optional extra (``pip install -e ".[parquet]"``), imported only for Parquet.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
@@ -39,8 +42,10 @@ __all__ = [
     "ItemFields",
     "MissingPyarrow",
     "OUTPUT_FORMATS",
+    "REQUEST_KEYS",
     "RequestTable",
     "check_has_requests",
+    "check_request_keys",
     "check_requests_catalogue",
     "encode_records",
     "find_item_file",
@@ -50,6 +55,7 @@ __all__ = [
     "parse_request",
     "parse_request_line",
     "parquet_num_rows",
+    "parquet_request_columns",
     "read_records",
     "read_requests",
     "read_user_list",
@@ -65,6 +71,8 @@ OUTPUT_FORMATS: tuple[str, ...] = ("jsonl", "parquet")
 ITEM_SUFFIX = ".item.json"
 # Request keys (JSONL) and columns (Parquet).
 USER_KEY, HISTORY_KEY, ALLOW_KEY, EXCLUDE_KEY = "user_id", "history", "allow_items", "exclude_items"
+REQUEST_KEYS: tuple[str, ...] = (USER_KEY, HISTORY_KEY, ALLOW_KEY, EXCLUDE_KEY)
+_REQUEST_KEY_SET = frozenset(REQUEST_KEYS)
 # Output record keys: item fields may not take these names.
 RECORD_KEYS = ("user", "items", "scores")
 _MAX_LISTED = 5
@@ -237,6 +245,36 @@ def _is_id(value: Any) -> bool:
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
+def check_request_keys(keys: Iterable[str], where: str, kind: Literal["key", "column"] = "key") -> None:
+    """Refuses a request key (JSONL) or column (Parquet) other than :data:`REQUEST_KEYS`.
+
+    A misspelled key was ignored: ``"alow_items"`` served its request from the whole catalogue. The one
+    check of every reader: :func:`parse_request` (JSONL lines of the local job and the Beam workers,
+    Parquet rows on Beam) and the local job's Parquet reader (the file's columns,
+    :func:`parquet_request_columns`).
+
+    Raises:
+      ValueError: one line starting with ``where``, naming the unknown keys (and the nearest
+        accepted one, for one) and the accepted keys.
+    """
+    unknown = [key for key in keys if key not in _REQUEST_KEY_SET]
+    if not unknown:
+        return
+    close = difflib.get_close_matches(str(unknown[0]), REQUEST_KEYS, n=1) if len(unknown) == 1 else []
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"{where}: unknown {kind}{'s' if len(unknown) > 1 else ''} "
+                     f"{', '.join(repr(key) for key in unknown)}{hint}; a request takes the {kind}s {USER_KEY}, "
+                     f"{HISTORY_KEY} (required), {ALLOW_KEY}, {EXCLUDE_KEY}")
+
+
+def parquet_request_columns(schema: Any) -> list[str]:
+    """The columns of a Parquet schema (``pyarrow.Schema``) that are request data: all but the index a pandas
+    DataFrame's ``to_parquet`` writes beside its columns (``__index_level_0__`` after a filter: row labels,
+    not a request field); an index named as a request column (``user_id``) stays."""
+    index = {name for name in (schema.pandas_metadata or {}).get("index_columns", ()) if isinstance(name, str)}
+    return [name for name in schema.names if name not in index - _REQUEST_KEY_SET]
+
+
 def parse_request(request: Any, where: str) -> dict[str, Any]:
     """One request (a decoded JSONL object or a Parquet row as a dict), checked and normalised.
 
@@ -245,7 +283,7 @@ def parse_request(request: Any, where: str) -> dict[str, Any]:
 
     Args:
       request: ``{"user_id": id, "history": [item id, ...], "allow_items": [...] | None,
-        "exclude_items": [...] | None}``; other keys are ignored.
+        "exclude_items": [...] | None}``; another key is refused (:func:`check_request_keys`).
       where: what to name in an error (``"requests.jsonl: line 3"``).
 
     Returns:
@@ -254,7 +292,7 @@ def parse_request(request: Any, where: str) -> dict[str, Any]:
 
     Raises:
       ValueError: one line starting with ``where``: not an object, a missing
-        ``user_id`` or ``history``, an id or list of the wrong type.
+        ``user_id`` or ``history``, an unknown key, an id or list of the wrong type.
     """
     if not isinstance(request, Mapping):
         raise ValueError(f"{where}: expected an object {{\"{USER_KEY}\": ..., \"{HISTORY_KEY}\": [item "
@@ -263,6 +301,8 @@ def parse_request(request: Any, where: str) -> dict[str, Any]:
         if key not in request:
             raise ValueError(f"{where}: no {key!r}; every request needs {USER_KEY!r} and {HISTORY_KEY!r} "
                              "(a list of item ids, oldest first)")
+    if not _REQUEST_KEY_SET.issuperset(request):
+        check_request_keys(request, where)
     if not _is_id(request[USER_KEY]):
         raise ValueError(f"{where}: {USER_KEY!r} is {request[USER_KEY]!r}; give a string or an integer")
     parsed: dict[str, Any] = {USER_KEY: str(request[USER_KEY])}
@@ -347,7 +387,8 @@ def _unreadable_parquet(where: str | Path, error: BaseException) -> ValueError:
 def _read_parquet(path: Path) -> RequestTable:
     pa, pq = _pyarrow(f"{path}: reading Parquet")
     try:
-        schema_names = pq.read_schema(path).names if path.is_file() else pq.ParquetDataset(path).schema.names
+        schema = pq.read_schema(path) if path.is_file() else pq.ParquetDataset(path).schema
+        schema_names, data_columns = schema.names, parquet_request_columns(schema)
         wanted = [key for key in (USER_KEY, HISTORY_KEY, ALLOW_KEY, EXCLUDE_KEY) if key in schema_names]
         table = pq.read_table(path, columns=wanted)
     except (pa.ArrowInvalid, OSError) as e:
@@ -356,6 +397,7 @@ def _read_parquet(path: Path) -> RequestTable:
         if key not in table.column_names:
             raise ValueError(f"{path}: no column {key!r} (columns: {', '.join(schema_names)}); every request needs "
                              f"{USER_KEY!r} and {HISTORY_KEY!r} (a list of item ids, oldest first)")
+    check_request_keys(data_columns, str(path), "column")
     users = table.column(USER_KEY).combine_chunks()
     if not (pa.types.is_string(users.type) or pa.types.is_large_string(users.type) or pa.types.is_integer(users.type)):
         raise ValueError(f"{path}: column {USER_KEY!r} is {users.type}; give user ids as strings or integers")

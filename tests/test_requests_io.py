@@ -77,7 +77,7 @@ def test_jsonl_parquet_and_inter_json_requests_serve_what_the_dataset_serves(tmp
                                                                             dataset_output):
     histories = _histories(data)
     # Integer-looking ids as integers in JSONL: ids are compared as strings.
-    rows = [{"user_id": user, "history": [int(i) if i.isdigit() else i for i in history], "extra": 1}
+    rows = [{"user_id": user, "history": [int(i) if i.isdigit() else i for i in history]}
             for user, history in zip(data.user_ids, histories)]
     jsonl = _write_jsonl(tmp_path / "requests.jsonl", rows)
     parquet = tmp_path / "requests.parquet"
@@ -219,6 +219,10 @@ def _one_line(error):
     ({"user_id": None, "history": []}, "line 3: 'user_id' is None"),
     ({"user_id": "u1", "history": []}, "user 'u1' has two requests (line 1 and line 3)"),
     (["u2", []], "line 3: expected an object"),
+    ({"user_id": "u2", "history": [], "alow_items": ["a"]}, "line 3: unknown key 'alow_items' (did you mean "
+                                                            "'allow_items'?)"),
+    ({"user_id": "u2", "history": [], "allow_items": ["a"], "Exclude": [], "ts": 1}, "line 3: unknown keys "
+                                                                                   "'Exclude', 'ts'"),
 ])
 def test_malformed_jsonl_requests_name_the_file_and_line(tmp_path, line, expected):
     path = tmp_path / "requests.jsonl"
@@ -235,6 +239,8 @@ def test_malformed_jsonl_requests_name_the_file_and_line(tmp_path, line, expecte
     ({"user_id": ["u0", "u1"], "items": [["a"], []]}, "no column 'history' (columns: user_id, items)"),
     ({"user_id": ["u0", "u1"], "history": [["a"], ["b", None]]}, "row 1 (counting from 0): 'history' holds a null"),
     ({"user_id": ["u0", "u0"], "history": [["a"], []]}, "user 'u0' has two requests (row 0 and row 1)"),
+    ({"user_id": ["u0", "u1"], "history": [["a"], []], "exclude_item": [["b"], []]},
+     "unknown column 'exclude_item' (did you mean 'exclude_items'?)"),
 ])
 def test_malformed_parquet_requests_name_the_file_and_row(tmp_path, table, expected):
     path = tmp_path / "requests.parquet"
@@ -243,6 +249,16 @@ def test_malformed_parquet_requests_name_the_file_and_row(tmp_path, table, expec
         read_requests(path)
     message = _one_line(error)
     assert message.startswith(f"{path}: ") and expected in message, message
+
+
+def test_an_unknown_request_key_names_the_accepted_keys(tmp_path):
+    """A misspelled key was ignored: ``"alow_items"`` served the request without its allow list. It is
+    refused in one line naming the file, the line, the key and the keys a request takes."""
+    path = _write_jsonl(tmp_path / "requests.jsonl", [{"user_id": "u1", "history": ["a"], "alow_items": ["a"]}])
+    with pytest.raises(ValueError) as error:
+        read_requests(path)
+    assert _one_line(error) == (f"{path}: line 1: unknown key 'alow_items' (did you mean 'allow_items'?); a "
+                                "request takes the keys user_id, history (required), allow_items, exclude_items")
 
 
 def test_parquet_without_pyarrow_is_one_line(tmp_path, monkeypatch):

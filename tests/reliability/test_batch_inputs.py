@@ -144,6 +144,55 @@ def test_an_own_unrecorded_shard_still_resumes(tmp_path, run, capsys):
     assert len(_records(out)) == 12
 
 
+@pytest.mark.parametrize("runner", ["local", "beam"])
+def test_a_misspelled_request_key_is_refused_naming_it(tmp_path, run, capsys, runner):
+    """``"alow_items"`` (for ``allow_items``) was ignored: the request was served from the whole catalogue.
+    The local job refuses the file in one line naming the line and the key, before the model loads (exit
+    2); the Beam runner dead-letters that row with the same words and serves the others (exit 1), as it
+    does any bad row."""
+    if runner == "beam" and not HAS_BEAM:
+        pytest.skip("apache_beam is not installed")
+    path = tmp_path / "requests.jsonl"
+    path.write_text(json.dumps({"user_id": "a", "history": ["5"]}) + "\n"
+                    + json.dumps({"user_id": "b", "history": ["5"], "alow_items": ["1"]}) + "\n")
+    beam = ["--runner", "beam", "--", *DIRECT] if runner == "beam" else []
+    code, _, err = _recommend(capsys, run, tmp_path / "recs", "--requests", path, *beam)
+    named = "unknown key 'alow_items' (did you mean 'allow_items'?); a request takes the keys user_id, history"
+    if runner == "local":
+        assert code == 2, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"genrec recommend: error: {path}: line 2: {named}"), err
+        assert not (tmp_path / "recs").exists()
+        return
+    assert code == 1, err
+    assert list(_records(tmp_path / "recs", "shard-*.jsonl")) == ["a"]
+    dead = [json.loads(line) for part in (tmp_path / "recs").glob("dead-letter-*.jsonl")
+            for line in part.read_text().splitlines()]
+    assert len(dead) == 1 and f"{path}: {named}" in dead[0]["error"], dead
+
+
+@pytest.mark.parametrize("runner", ["local", "beam"])
+def test_a_pandas_index_column_is_not_an_unknown_request_column(tmp_path, run, capsys, runner):
+    """``DataFrame.to_parquet`` of a filtered frame writes its row labels as a column ``__index_level_0__``
+    (named in the file's pandas metadata): not a request column, so not refused, on both runners; another
+    column is."""
+    if runner == "beam" and not HAS_BEAM:
+        pytest.skip("apache_beam is not installed")
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    table = pa.table({"user_id": ["a", "b"], "history": [["5"], ["5", "7"]], "__index_level_0__": [3, 8]})
+    pandas = {b"pandas": json.dumps({"index_columns": ["__index_level_0__"]}).encode()}
+    pq.write_table(table.replace_schema_metadata(pandas), tmp_path / "requests.parquet")
+    beam = ["--runner", "beam", "--", *DIRECT] if runner == "beam" else []
+    code, _, err = _recommend(capsys, run, tmp_path / "recs", "--requests", tmp_path / "requests.parquet", *beam)
+    assert code == 0, err
+    assert sorted(_records(tmp_path / "recs", "shard-*.jsonl")) == ["a", "b"]
+    if runner == "local":  # without the metadata the column is an unknown one
+        pq.write_table(table, tmp_path / "other.parquet")
+        code, _, err = _recommend(capsys, run, tmp_path / "recs2", "--requests", tmp_path / "other.parquet")
+        assert code == 2 and "unknown column '__index_level_0__'" in err, err
+
+
 def _write_empty_requests(tmp_path: Path, content: str) -> Path:
     """A request file without a request: JSONL of ``content`` (blank lines or nothing), or ``"parquet"``: a
     Parquet file of the request columns and no row (pyarrow is an optional extra: skipped without it)."""
