@@ -23,18 +23,20 @@ status 2 (genrec/console.py). docs/serving.md describes every command.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from genrec.console import (
     INTERRUPTED_EXIT_CODE,
+    Diverged,
     UserError,
     add_verbose_flag,
     command_argv,
@@ -201,12 +203,8 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"genrec demo: training {config.model.preset} on {dataset} in {workdir} ({Path(config_spec).name})",
           flush=True)
     start = time.perf_counter()
-    try:
+    with _demo_spelling():
         result = train(config, workdir, resume=not args.fresh)
-    except (ValueError, UserError) as error:  # genrec train's messages name its flag; demo's is --fresh
-        if "--no-resume" not in str(error) or user_error_message(error) is None:
-            raise
-        raise UserError(str(error).replace("--no-resume", "--fresh")) from error
     minutes = (time.perf_counter() - start) / 60
 
     ndcg_keys = ("recall@10", "ndcg@10")
@@ -218,7 +216,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     which = "best" if result.best_step is not None else "latest"
     if args.rl:
-        workdir, which = _demo_rl(config, workdir, result.test_metrics, fresh=args.fresh), "best"
+        with _demo_spelling():
+            workdir, which = _demo_rl(config, workdir, result.test_metrics, fresh=args.fresh), "best"
     recommender = Recommender.from_workdir(workdir, which, num_beams=config.eval.num_beams,
                                            batch_size=_DEMO_USERS)
     data = load_data(config.data)
@@ -236,6 +235,23 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"Checkpoints, metrics.jsonl and results.json are in {workdir}; next: genrec recommend --workdir {workdir} "
           f"--out {workdir / 'recommendations'}")
     return 0
+
+
+@contextlib.contextmanager
+def _demo_spelling() -> Iterator[None]:
+    """genrec train's and genrec rl's messages name their ``--no-resume``, which demo spells ``--fresh``: a
+    refused run (a user error) or a diverged one (:class:`Diverged`, exit status 1) of the demo's training
+    or RL stage says ``--fresh``."""
+    try:
+        yield
+    except Diverged as error:
+        if "--no-resume" not in str(error):
+            raise
+        raise Diverged(str(error).replace("--no-resume", "--fresh")) from error
+    except (ValueError, UserError) as error:
+        if "--no-resume" not in str(error) or user_error_message(error) is None:
+            raise
+        raise UserError(str(error).replace("--no-resume", "--fresh")) from error
 
 
 def _demo_rl(config: TrainConfig, workdir: Path, supervised_test: dict[str, float], *, fresh: bool) -> Path:

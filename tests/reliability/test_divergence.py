@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 from flax import nnx
 from logging_state import kept_logging
-from train_cli import TINY_RUN
+from train_cli import RL_TINY, TINY_RUN
 
 import genrec.run_files as run_files
+import training.rl as rl_module
 import training.train as train_module
 from genrec.run_files import load_model_for_inference
+from serving.cli import main as genrec_main
 from training.config import load_config_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,3 +88,42 @@ def test_a_diverged_cli_run_ends_in_one_line_and_exit_1_keeping_its_checkpoints(
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2"]
     with kept_logging(), pytest.raises(FloatingPointError, match="training diverged by step"):  # --verbose: raised
         train_module.main(arguments + ["--verbose"])
+
+
+def poison_rl_steps(monkeypatch) -> None:
+    """Every RL step returns NaN weights (a divergence of ``genrec rl``, at its first log)."""
+    make_step = rl_module.make_rl_step
+
+    def make_poisoned_step(*args, **kwargs):
+        step_fn = make_step(*args, **kwargs)
+
+        def poisoned(*step_args):
+            trainable, opt_state, metrics = step_fn(*step_args)
+            trainable = jax.tree.map(lambda x: x * jnp.nan if jnp.issubdtype(x.dtype, jnp.floating) else x, trainable)
+            return trainable, opt_state, metrics
+        return poisoned
+
+    monkeypatch.setattr(rl_module, "make_rl_step", make_poisoned_step)
+
+
+@pytest.mark.parametrize("stage", ["train", "rl"])
+def test_a_diverged_demo_names_its_own_flag_fresh(tmp_path, monkeypatch, capsys, stage):
+    """``genrec demo`` has no ``--no-resume``: a divergence of its training or of its ``--rl`` stage tells the
+    user to rerun with ``--fresh`` (genrec train's and genrec rl's message named ``--no-resume``), still one
+    line and exit status 1."""
+    if stage == "train":
+        poison_from_step(monkeypatch, first_bad_step=3)
+        overrides, flags = TINY + ["num_steps=6"], []
+    else:
+        poison_rl_steps(monkeypatch)
+        overrides, flags = TINY + ["num_steps=2"] + RL_TINY, ["--rl"]
+    argv = ["demo", "--workdir", str(tmp_path / "demo"), *flags]
+    for override in overrides:
+        argv += ["--set", override]
+    with kept_logging():
+        status = genrec_main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1, err
+    diverged = "training diverged by step 4" if stage == "train" else "RL diverged by step 2"
+    assert len(err) == 1 and err[0].startswith(f"genrec demo: error: {diverged}"), err
+    assert "--fresh" in err[0] and "--no-resume" not in err[0], err
