@@ -68,6 +68,7 @@ from serving.requests_io import (
     OutputFormat,
     RequestTable,
     check_requests_catalogue,
+    check_table_catalogue,
     encode_records,
     load_item_fields,
     parse_item_fields,
@@ -233,7 +234,9 @@ def run_batch_job(
       recommender: the model and catalogue.
       data: the users: a dataset, or requests (``serving.requests_io.read_requests``)
         whose allow/exclude item lists go to :meth:`Recommender.recommend`; their
-        item ids are looked up in the recommender's catalogue.
+        item ids are looked up in the recommender's catalogue. Requests read from a
+        ``NAME.inter.json`` beside its index are first checked to be of the recommender's
+        catalogue (``serving.requests_io.check_table_catalogue``), as the CLI checks them.
       out_dir: output directory (created); resumes the job found there.
       top_k: items per user (``<= recommender.num_beams``).
       users_per_shard: users per shard file.
@@ -253,22 +256,24 @@ def run_batch_job(
       ValueError: the output directory holds a job of another model
         (:attr:`Recommender.model_identity`), another input
         (:func:`input_digest`, item fields' values) or other settings, or of an
-        older manifest format; or unknown items without ``skip_unknown``.
+        older manifest format; requests of another catalogue (nothing is
+        written); or unknown items without ``skip_unknown``.
       MissingPyarrow: Parquet output without pyarrow.
     """
     if users_per_shard < 1:
         raise ValueError(f"users_per_shard={users_per_shard} must be >= 1")
     encode = encode_records(output_format, item_fields)  # checks pyarrow and the field types before any work
     out_dir = Path(out_dir)
+    # One catalogue for the whole job (rows, shards, manifest), whatever update_catalogue does meanwhile.
+    recommender = recommender.snapshot()
+    requests = data if isinstance(data, RequestTable) else RequestTable.from_interactions(data)
+    check_table_catalogue(requests, recommender.sid_codes, recommender.item_ids)  # before the directory exists
     # One job per output directory: two would overwrite each other's shards and manifest.
     # The lock creates the directory.
     with DirectoryLock(out_dir, "genrec recommend"):
-        # One catalogue for the whole job (rows, shards, manifest), whatever update_catalogue does meanwhile.
-        recommender = recommender.snapshot()
         if item_fields is not None and any(len(v) != recommender.num_items for v in item_fields.values.values()):
             raise ValueError(f"item_fields has values for another catalogue than the recommender's "
                              f"{recommender.num_items} items; load them with the recommender's item_ids")
-        requests = data if isinstance(data, RequestTable) else RequestTable.from_interactions(data)
         num_users = requests.num_users
         num_shards = -(-num_users // users_per_shard)
         settings = {

@@ -47,6 +47,7 @@ __all__ = [
     "check_has_requests",
     "check_request_keys",
     "check_requests_catalogue",
+    "check_table_catalogue",
     "encode_records",
     "find_item_file",
     "jsonl_has_request",
@@ -109,6 +110,10 @@ class RequestTable:
         rows: only these items may be recommended.
       exclude_items: likewise: these items are never recommended.
       name: what the requests are, for messages and the manifest (a dataset name or a file name).
+      catalogue_file: the ``NAME.index.rq-kmeans.json`` beside the ``NAME.inter.json`` the requests were
+        read from: the catalogue their item ids belong to, which ``serving.batch_job.run_batch_job``
+        checks is its recommender's (:func:`check_table_catalogue`); None: the requests name no catalogue
+        (JSONL, Parquet, an ``.inter.json`` alone, a loaded dataset).
     """
 
     user_ids: list[str]
@@ -117,6 +122,7 @@ class RequestTable:
     allow_items: list[np.ndarray | None] | None = None
     exclude_items: list[np.ndarray | None] | None = None
     name: str = ""
+    catalogue_file: Path | None = None
 
     def __post_init__(self):
         for field, lists in ((ALLOW_KEY, self.allow_items), (EXCLUDE_KEY, self.exclude_items)):
@@ -433,7 +439,8 @@ def _read_inter_json(path: Path) -> RequestTable:
         flat.extend(str(item) for item in items)
         lengths.append(len(items))
     history = _IdColumn(flat, np.asarray(lengths, np.int64), np.zeros(len(lengths), bool))
-    return _build_table(path.name[: -len(INTER_SUFFIX)], [str(user) for user in inter], {HISTORY_KEY: history})
+    table = _build_table(path.name[: -len(INTER_SUFFIX)], [str(user) for user in inter], {HISTORY_KEY: history})
+    return dataclasses.replace(table, catalogue_file=_catalogue_file(path))
 
 
 def read_requests(path: str | Path | None = None, *, data: InteractionData | None = None) -> RequestTable:
@@ -441,7 +448,9 @@ def read_requests(path: str | Path | None = None, *, data: InteractionData | Non
 
     Args:
       path: ``*.jsonl`` (one request object a line), ``*.parquet`` (or a directory
-        of Parquet files), or ``NAME.inter.json`` (every user, whole sequence as history).
+        of Parquet files), or ``NAME.inter.json`` (every user, whole sequence as history;
+        beside its ``NAME.index.rq-kmeans.json``, the table's ``catalogue_file``, which
+        ``serving.batch_job.run_batch_job`` checks is its recommender's catalogue).
       data: instead of ``path``: a loaded dataset (what ``genrec recommend`` serves by default).
 
     Raises:
@@ -510,26 +519,55 @@ def parquet_num_rows(source: str | Path | BinaryIO, where: str | Path) -> int:
         raise _unreadable_parquet(where, e) from None
 
 
+def _catalogue_file(path: Path) -> Path | None:
+    """The ``NAME.index.rq-kmeans.json`` beside a ``NAME.inter.json`` request file, or None (another format,
+    or no index beside it)."""
+    if not path.name.endswith(INTER_SUFFIX):
+        return None
+    index = path.parent / f"{path.name[: -len(INTER_SUFFIX)]}{INDEX_SUFFIX}"
+    return index if index.is_file() else None
+
+
+def _check_catalogue_file(index: Path, sid_codes: np.ndarray, item_ids: np.ndarray, model: str | Path) -> None:
+    catalogue = load_sid_catalogue(index.parent, index.name[: -len(INDEX_SUFFIX)])
+    check_same_catalogue(catalogue, item_ids, sid_codes, model)  # type: ignore[arg-type]
+
+
 def check_requests_catalogue(path: str | Path, workdir: str | Path) -> None:
     """Refuses a ``NAME.inter.json`` request file of another catalogue than the workdir's model, as ``--data``
-    refuses its dataset (:func:`genrec.run_files.check_same_catalogue`).
+    refuses its dataset (:func:`genrec.run_files.check_same_catalogue`), before the model is loaded.
 
     Numeric item ids of two catalogues overlap, so another catalogue's histories would be served as unrelated
     items of this one (``--skip-unknown`` dropping the rest). The check needs the file's catalogue: its
     sibling ``NAME.index.rq-kmeans.json``; other request files (and an ``.inter.json`` alone) carry no
-    catalogue and are not checked.
+    catalogue and are not checked. A table read from such a file is checked again by
+    ``serving.batch_job.run_batch_job`` (:func:`check_table_catalogue`), with the same words.
 
     Raises:
       ValueError: one line giving the counts, example ids and the fix.
     """
-    path = Path(path)
-    if not path.name.endswith(INTER_SUFFIX):
-        return
-    name = path.name[: -len(INTER_SUFFIX)]
-    if not (path.parent / f"{name}{INDEX_SUFFIX}").is_file():
-        return
-    sid_codes, item_ids = read_catalogue(workdir)
-    check_same_catalogue(load_sid_catalogue(path.parent, name), item_ids, sid_codes, workdir)  # type: ignore[arg-type]
+    index = _catalogue_file(Path(path))
+    if index is not None:
+        sid_codes, item_ids = read_catalogue(workdir)
+        _check_catalogue_file(index, sid_codes, item_ids, workdir)
+
+
+def check_table_catalogue(requests: RequestTable, sid_codes: np.ndarray, item_ids: Sequence[Any] | np.ndarray,
+                          model: str = "the recommender") -> None:
+    """Refuses requests read from a ``NAME.inter.json`` of another catalogue than the model's (``sid_codes``,
+    ``item_ids``: a recommender's), as :func:`check_requests_catalogue` refuses the file for a workdir.
+
+    ``serving.batch_job.run_batch_job`` calls it, so ``read_requests("X.inter.json")`` followed by a job is
+    checked as the CLI is. Requests that name no catalogue (``requests.catalogue_file`` None) pass.
+
+    Args:
+      model: what names the model's catalogue in the message.
+
+    Raises:
+      ValueError: one line giving the counts, example ids and the fix.
+    """
+    if requests.catalogue_file is not None:
+        _check_catalogue_file(Path(requests.catalogue_file), np.asarray(sid_codes), np.asarray(item_ids), model)
 
 
 def read_user_list(path: str | Path) -> list[str]:

@@ -16,11 +16,13 @@ import pytest
 from batch_job_setup import write_served_run
 from logging_state import kept_logging
 
+from genrec.console import user_error_message
 from genrec.datasets import write_sid_dataset
 from genrec.synthetic import make_synthetic_dataset
-from serving.batch_job import MANIFEST_FILE
+from serving.batch_job import MANIFEST_FILE, run_batch_job
 from serving.cli import main
 from serving.recommender import Recommender
+from serving.requests_io import read_requests
 
 REPO = Path(__file__).resolve().parents[2]
 TOP_K = 4
@@ -111,6 +113,28 @@ def test_an_inter_json_of_another_catalogue_is_refused_as_data_is(tmp_path, run,
     code, _, err = _recommend(capsys, run, tmp_path / "own", "--requests", run[1] / "toy.inter.json", *beam)
     assert code == 0, err
     assert len(_records(tmp_path / "own")) == 12
+
+
+def test_the_python_api_refuses_an_inter_json_of_another_catalogue(tmp_path, run):
+    """``read_requests("X.inter.json")`` + ``run_batch_job``, the CLI's job from Python: the table keeps the
+    file's catalogue (its ``NAME.index.rq-kmeans.json``), and the job checks it against the recommender's
+    before it writes anything, as the CLI checks it against the workdir's (its ids were served as this
+    catalogue's items, silently with ``skip_unknown``)."""
+    other = make_synthetic_dataset(num_items=50, num_users=10, num_levels=3, codebook_size=4, seed=7)
+    other = dataclasses.replace(other, item_ids=np.array([str(row + 40) for row in range(50)]))
+    write_sid_dataset(other, tmp_path / "other", "other")
+    recommender = Recommender.from_workdir(run[0], "best", num_beams=TOP_K + 1, batch_size=8)
+    requests = read_requests(tmp_path / "other/other.inter.json")
+    for table in (requests, requests.select_users(requests.user_ids[:3])):
+        with pytest.raises(ValueError) as error:
+            run_batch_job(recommender, table, tmp_path / "recs", top_k=TOP_K, skip_unknown=True, log=lambda _: None)
+        message = user_error_message(error.value)
+        assert message is not None and "\n" not in message, message
+        assert message.startswith("other: only 10 of its 50 items are in the catalogue of the recommender"), message
+        assert not (tmp_path / "recs").exists()
+    # The model's own dataset file serves.
+    own = read_requests(run[1] / "toy.inter.json")
+    assert run_batch_job(recommender, own, tmp_path / "own", top_k=TOP_K, log=lambda _: None).finished
 
 
 @pytest.mark.parametrize("case", ["manifest-removed", "other-shard-size"])
