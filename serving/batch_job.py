@@ -264,13 +264,15 @@ def run_batch_job(
         raise ValueError(f"users_per_shard={users_per_shard} must be >= 1")
     encode = encode_records(output_format, item_fields)  # checks pyarrow and the field types before any work
     out_dir = Path(out_dir)
-    # One catalogue for the whole job (rows, shards, manifest), whatever update_catalogue does meanwhile.
-    recommender = recommender.snapshot()
-    requests = data if isinstance(data, RequestTable) else RequestTable.from_interactions(data)
-    check_table_catalogue(requests, recommender.sid_codes, recommender.item_ids)  # before the directory exists
+    if isinstance(data, RequestTable) and data.catalogue_file is not None:  # checked before the directory exists
+        recommender = recommender.snapshot()  # the catalogue checked is the one the job serves
+        check_table_catalogue(data, recommender.sid_codes, recommender.item_ids)
     # One job per output directory: two would overwrite each other's shards and manifest.
-    # The lock creates the directory.
+    # The lock creates the directory; otherwise it is the first thing the job does.
     with DirectoryLock(out_dir, "genrec recommend"):
+        # One catalogue for the whole job (rows, shards, manifest), whatever update_catalogue does meanwhile.
+        recommender = recommender.snapshot()
+        requests = data if isinstance(data, RequestTable) else RequestTable.from_interactions(data)
         if item_fields is not None and any(len(v) != recommender.num_items for v in item_fields.values.values()):
             raise ValueError(f"item_fields has values for another catalogue than the recommender's "
                              f"{recommender.num_items} items; load them with the recommender's item_ids")
