@@ -4,11 +4,13 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from logging_state import kept_logging
 
-from genrec.locks import DirectoryInUseError, DirectoryLock
+import genrec.locks as locks
+from genrec.locks import LOCK_FILE, DirectoryInUseError, DirectoryLock
 
 HOLD = textwrap.dedent("""
     import sys, time
@@ -42,6 +44,87 @@ def test_lock_is_reentrant_in_one_object_and_exclusive_between_objects(tmp_path)
         DirectoryLock(tmp_path / "new", "b").acquire()
     first.release()
     DirectoryLock(tmp_path / "new", "b").acquire().release()
+
+
+def test_the_lock_file_goes_with_its_holder(tmp_path):
+    """Released, the lock leaves nothing in the directory (its .genrec.lock stayed in every workdir and
+    output directory); a file left by a holder killed with -9 (it holds no lock) is taken over and goes too."""
+    directory = tmp_path / "d"
+    with DirectoryLock(directory, "a") as lock:
+        assert lock.path.read_text() == f"{os.getpid()} a\n"
+    assert list(directory.iterdir()) == []
+    (directory / LOCK_FILE).write_text("12345 killed holder\n")
+    with DirectoryLock(directory, "b") as lock:
+        assert lock.path.read_text() == f"{os.getpid()} b\n"
+    assert list(directory.iterdir()) == []
+
+
+@pytest.mark.parametrize("meanwhile", ["first-releases", "first-releases-and-third-takes"])
+def test_a_process_that_opened_the_removed_lock_file_never_shares_the_directory(tmp_path, monkeypatch, meanwhile):
+    """The race that removing the file at release opens: B opens .genrec.lock, then the holder A releases
+    (removing it) before B locks what it opened, a file no other process can open any more. B must not
+    hold that: it takes the lock on the file the path names (a later C is refused naming B), or is refused
+    naming the process D that created and locked the new file meanwhile."""
+    directory = tmp_path / "d"
+    first = DirectoryLock(directory, "a").acquire()
+    lock_path = str(first.path)
+    real_open, third = os.open, []
+
+    def open_then_interleave(path, flags, mode=0o777, **kwargs):
+        fd = real_open(path, flags, mode, **kwargs)
+        if str(path) == lock_path and not third:  # B has opened the file: now A releases (and D takes it)
+            third.append(None)
+            first.release()
+            if meanwhile == "first-releases-and-third-takes":
+                third[0] = DirectoryLock(directory, "d").acquire()
+        return fd
+
+    monkeypatch.setattr(locks.os, "open", open_then_interleave)
+    if meanwhile == "first-releases":
+        second = DirectoryLock(directory, "b").acquire()
+        monkeypatch.undo()
+        assert Path(lock_path).read_text() == f"{os.getpid()} b\n"
+        with pytest.raises(DirectoryInUseError, match=r"\(b\)"):
+            DirectoryLock(directory, "c").acquire()
+        second.release()
+    else:
+        with pytest.raises(DirectoryInUseError, match=r"\(d\)"):
+            DirectoryLock(directory, "b").acquire()
+        monkeypatch.undo()
+        with pytest.raises(DirectoryInUseError, match=r"\(d\)"):
+            DirectoryLock(directory, "c").acquire()
+        third[0].release()
+    assert list(directory.iterdir()) == []
+
+
+COUNT = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from genrec.locks import DirectoryInUseError, DirectoryLock
+    directory, counter, done = sys.argv[1], Path(sys.argv[1]) / "counter", 0
+    while done < int(sys.argv[2]):
+        try:
+            lock = DirectoryLock(directory, "counter").acquire()
+        except DirectoryInUseError:
+            time.sleep(0.0005)
+            continue
+        value = int(counter.read_text())
+        time.sleep(0.0002)  # a read-modify-write that two holders at once would lose
+        counter.write_text(str(value + 1))
+        lock.release()
+        done += 1
+""")
+
+
+def test_processes_taking_and_releasing_the_lock_never_hold_it_together(tmp_path):
+    """4 processes each add 1 to a counter 100 times under the lock, which every release removes: no increment
+    is lost (two holders at once would lose some), and none of them fails."""
+    (tmp_path / "counter").write_text("0")
+    workers = [subprocess.Popen([sys.executable, "-c", COUNT, str(tmp_path), "100"],
+                                env={**os.environ, "PYTHONPATH": os.getcwd()}) for _ in range(4)]
+    assert [worker.wait(timeout=120) for worker in workers] == [0, 0, 0, 0]
+    assert (tmp_path / "counter").read_text() == "400"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["counter"]
 
 
 def _hold(directory):
