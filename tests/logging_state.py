@@ -5,6 +5,8 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
+import pytest
+
 from genrec.console import LIBRARY_LOGGERS, OWN_LOGGERS
 
 
@@ -21,3 +23,10 @@ def kept_logging() -> Iterator[None]:
         root.setLevel(level)
         for name, saved in levels.items():
             logging.getLogger(name).setLevel(saved)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Autouse in a test module that imports it: every test there runs inside :func:`kept_logging`."""
+    with kept_logging():
+        yield

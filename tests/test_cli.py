@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from logging_state import kept_logging
+from logging_state import kept_logging, restore_logging  # noqa: F401 (autouse)
 
 from constrained.index import TrieIndex
 from serving.cli import main
@@ -23,11 +23,6 @@ TINY_DEMO = [
     "--set", "model.num_decoder_layers=1",
 ]
 
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    with kept_logging():
-        yield
 
 
 @pytest.mark.parametrize("command", [[]] + [[c] for c in SUBCOMMANDS])

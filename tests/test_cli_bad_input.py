@@ -3,16 +3,10 @@ ends a command with one line and exit 130 (its traceback only with --verbose).""
 
 import numpy as np
 import pytest
-from logging_state import kept_logging
+from logging_state import restore_logging  # noqa: F401 (autouse: every test keeps the logging state)
 
 from genrec.console import run_command
 from serving.cli import main
-
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    with kept_logging():
-        yield
 
 
 def _one_error_line(err: str, command: str) -> str:

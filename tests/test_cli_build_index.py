@@ -5,8 +5,7 @@ level extends; and no level claimed when none was appended."""
 import json
 
 import numpy as np
-import pytest
-from logging_state import kept_logging
+from logging_state import restore_logging  # noqa: F401 (autouse: every test keeps the logging state)
 
 from constrained.index import TrieIndex, build_index, disambiguate_sids
 from genrec.synthetic import make_synthetic_dataset, write_sid_dataset
@@ -16,11 +15,6 @@ from serving.cli import main
 # Items b, c and d share one SID, e and f another; a is alone.
 SIDS = {"a": [0, 1, 0], "b": [1, 0, 2], "c": [1, 0, 2], "d": [1, 0, 2], "e": [0, 0, 1], "f": [0, 0, 1]}
 
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    with kept_logging():
-        yield
 
 
 def _leaves(index: TrieIndex) -> dict[int, tuple[int, ...]]:

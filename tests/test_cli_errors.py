@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from logging_state import kept_logging
+from logging_state import restore_logging  # noqa: F401 (autouse: every test keeps the logging state)
 from train_cli import TINY_RUN
 
 from genrec.console import LIBRARY_LOGGERS, OWN_LOGGERS
@@ -29,11 +29,6 @@ SUBCOMMANDS = ["demo", "train", "eval", "recommend", "build-index", "build-sids"
 # A tiny synthetic run: the model's catalogue is items "0".."59" (codebook 8, 3 levels).
 TINY = ["num_steps=2", "eval_every=0", *TINY_RUN]
 
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    with kept_logging():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from logging_state import kept_logging
+from logging_state import restore_logging  # noqa: F401 (autouse: every test keeps the logging state)
 from train_cli import TINY_RUN
 
 from genrec.convert import InteractionLog, chronological_k_core, filter_log, read_interactions, write_interactions
@@ -18,11 +18,6 @@ from serving.cli import main
 
 SMOKE = str(Path(__file__).resolve().parents[1] / "tpu_configs" / "cpu_smoke.py")
 
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    with kept_logging():
-        yield
 
 
 def _reference(events: list[tuple[str, str, int]], k_core: int, dedupe: str) -> dict[str, list[str]]:

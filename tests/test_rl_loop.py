@@ -19,7 +19,7 @@ import subprocess
 import numpy as np
 import pytest
 from flax import nnx
-from logging_state import kept_logging
+from logging_state import restore_logging  # noqa: F401 (autouse: every test keeps the logging state)
 from train_cli import (
     REPO,
     RL_TINY,
@@ -43,11 +43,6 @@ from training.rl_step import rollout_budget
 CONFIG = load_config_file(REPO / SMOKE, TINY_RUN + RL_TINY)
 NUM_STEPS, KILL_AT = CONFIG.rl.num_steps, 3  # checkpoints at 2 and 4: the killed run redoes step 3
 
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    with kept_logging():
-        yield
 
 
 @pytest.fixture(scope="module")

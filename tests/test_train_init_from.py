@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 from flax import nnx
-from logging_state import kept_logging
+from logging_state import restore_logging  # noqa: F401 (autouse: every test keeps the logging state)
 from train_cli import REPO, SMOKE, TINY_RUN, train_tiny_supervised
 
 from genrec.array_digest import tree_digest
@@ -25,11 +25,6 @@ from training.train import main, train, use_its_config
 STILL = ["optimizer.learning_rate=1e-12", "optimizer.schedule=constant", "optimizer.warmup_fraction=0",
          "optimizer.weight_decay=0", "eval_every=2"]
 
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    with kept_logging():
-        yield
 
 
 @pytest.fixture(scope="module")

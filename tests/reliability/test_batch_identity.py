@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flax import nnx
-from logging_state import kept_logging
+from logging_state import kept_logging, restore_logging  # noqa: F401 (autouse)
 from train_cli import TINY_RUN, latest_params
 
 from genrec.array_digest import tree_digest
@@ -29,11 +29,6 @@ REPO = Path(__file__).resolve().parents[2]
 # The tiny run's settings (40 users, 60 items); 4 shards of 10 users.
 JOB = ["--which", "latest", "--num-beams", "4", "--top-k", "4", "--batch-size", "10", "--users-per-shard", "10"]
 
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    with kept_logging():
-        yield
 
 
 def save_checkpoint(workdir: Path, step: int, seed: int) -> None:

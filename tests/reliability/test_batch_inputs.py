@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from batch_job_setup import write_served_run
-from logging_state import kept_logging
+from logging_state import restore_logging  # noqa: F401 (autouse: every test keeps the logging state)
 
 from genrec.console import user_error_message
 from genrec.datasets import write_sid_dataset
@@ -30,11 +30,6 @@ JOB = ["--which", "best", "--num-beams", str(TOP_K + 1), "--top-k", str(TOP_K), 
 HAS_BEAM = importlib.util.find_spec("apache_beam") is not None
 DIRECT = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
 
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    with kept_logging():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flax import nnx
-from logging_state import kept_logging
+from logging_state import restore_logging  # noqa: F401 (autouse: every test keeps the logging state)
 from train_cli import RL_TINY, SMOKE, TINY_RUN, rl_arguments
 
 from genrec.locks import LOCK_FILE
@@ -39,11 +39,6 @@ from training.train import main as train_main
 
 REPO = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    with kept_logging():
-        yield
 
 
 @pytest.fixture(scope="module")
