@@ -146,7 +146,10 @@ def test_sigterm_checkpoints_the_step_exits_143_and_a_rerun_finishes(supervised,
     handler_before = signal.getsignal(signal.SIGTERM)
     assert rl_main(argv, on_step_end=sigterm_at_step_2) == 143
     assert signal.getsignal(signal.SIGTERM) is handler_before
-    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"interrupted_at_step": 3}
+    out = capsys.readouterr().out
+    assert json.loads(out.splitlines()[-1]) == {"interrupted_at_step": 3}
+    # The stop line is the RL module's (it was logged as genrec.train's).
+    assert "genrec.rl: stopped at step 3 with a checkpoint" in out and "genrec.train: stopped" not in out, out
     saved_steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
     assert saved_steps == [2, 3]  # the step the signal arrived in, though no checkpoint was due
     assert rl_main(argv) == 0
@@ -191,7 +194,7 @@ ERRORS = [
     ("init-from-not-a-workdir", "{tmp}", "{tmp}/rl", [], "not a genrec workdir"),
     ("changed-model", "{sup}", "{tmp}/new/rl", ["--set", "model.num_decoder_layers=2"],
      "model.num_decoder_layers 1 -> 2"),
-    ("workdir-is-init-from", "{sup}", "{sup}", [], "is the supervised run itself"),
+    ("workdir-is-init-from", "{sup}", "{sup}", [], "is --init-from itself"),
     ("workdir-is-a-supervised-run", "{sup}", "{tmp}/copy", ["--no-resume"], "holds a genrec train run"),
     ("resume-changed-rollouts", "{sup}", "{ref}", ["--set", "rl.num_rollouts=4"], "rl.num_rollouts 8 -> 4"),
     ("resume-other-start", "{tmp}/copy", "{ref}", [], "rl_init.json: this run started from"),

@@ -1,9 +1,9 @@
-"""V-STAR reinforcement learning on top of a supervised run: ``genrec rl``.
+"""V-STAR reinforcement learning on top of a trained run: ``genrec rl``.
 
     genrec rl --config tpu_configs/office_t5.py:rl=vstar --init-from runs/office_ce \\
         --workdir runs/office_vstar [--set rl.num_steps=2000 ...] [--no-resume]
 
-Reads top to bottom: config -> the supervised run (data, model, weights) ->
+Reads top to bottom: config -> the start (data, model, weights) ->
 value head -> optimizer -> loop -> evaluation -> checkpoints. Each step draws
 ``rl.num_rollouts`` rollouts per training request (beam, sampled or VED,
 ``rl.rollouts``), scores them against the request's target and updates the
@@ -16,10 +16,11 @@ The workdir has the layout of a supervised one (``config.json``,
 ``metrics.jsonl``, ``results.json``): ``genrec eval``, ``genrec recommend``
 and the ``Recommender`` read it unchanged. The value head is saved with the
 optimizer state of the periodic checkpoints (it is for training only).
-``rl_init.json`` records the supervised checkpoint the run started from.
+``rl_init.json`` records the checkpoint the run started from: its start, a ``genrec train`` workdir
+(``--init-from``), or another ``genrec rl`` workdir to go on from its checkpoint.
 
 Selection: validation ``eval.selection_metric`` with the usual constrained
-beam search, measured first at step 0 (the supervised start), so the best
+beam search, measured first at step 0 (the start), so the best
 checkpoint is never worse on validation than the model the run started from.
 Resume is exact (rollout and dropout randomness are pure functions of
 ``(seed, step)``); SIGTERM checkpoints the current step and exits 143.
@@ -101,10 +102,10 @@ class RLResult:
 
     Attributes:
       workdir: the run's directory.
-      init_from: the supervised workdir and checkpoint it started from.
+      init_from: the workdir and checkpoint it started from (``rl_init.json``).
       final_step: RL steps done.
-      best_step: step of the best validation ``eval.selection_metric`` (0 = the supervised start).
-      start_valid_metrics: validation metrics of the supervised start (step 0).
+      best_step: step of the best validation ``eval.selection_metric`` (0 = the start).
+      start_valid_metrics: validation metrics of the start (step 0).
       best_valid_metrics: validation metrics at ``best_step``.
       test_metrics: test-split metrics of the best checkpoint.
     """
@@ -119,10 +120,10 @@ class RLResult:
 
 
 def _check_same_run(config: TrainConfig, init_from: Path) -> None:
-    """Refuses an RL config whose data or model differ from the supervised run's."""
+    """Refuses an RL config whose data or model differ from the start's."""
     changes = model_or_data_changes(init_from, config)
     if changes:
-        raise UserError(f"{init_from / CONFIG_FILE}: the RL config changes the supervised run's "
+        raise UserError(f"{init_from / CONFIG_FILE}: the RL config changes its start's "
                         f"{describe_changes(changes)}; RL continues that run's model on its data: "
                         f"{use_its_config(changes)}")
 
@@ -178,7 +179,7 @@ def check_settings(config: TrainConfig, *, num_levels: int, num_train_examples: 
 
 
 def _check_start_checkpoint(init_from: Path, which: str) -> None:
-    """Refuses a supervised run without the ``rl.init_checkpoint`` to start from, naming the other one if it has it."""
+    """Refuses a start without the ``rl.init_checkpoint`` to start from, naming the other one if it has it."""
     if has_checkpoint(init_from, which):
         return
     why = "no validation evaluation ran" if which == "best" else "no periodic checkpoint was saved"
@@ -203,19 +204,19 @@ def rl_train(
     resume: bool = True,
     on_step_end: Callable[[int], None] | None = None,
 ) -> RLResult:
-    """Fine-tunes the supervised run in ``init_from`` with RL (``config.rl``) into ``workdir``.
+    """Fine-tunes the run in ``init_from`` with RL (``config.rl``) into ``workdir``.
 
     Args:
-      config: the run: ``data`` and ``model`` must be the supervised run's;
+      config: the run: ``data`` and ``model`` must be the start's;
         ``rl`` holds the RL settings; ``eval`` / ``checkpoint`` / ``seed`` /
         ``log_every`` / ``num_devices`` / ``early_stopping_patience`` apply as in ``genrec train``.
-      init_from: a supervised workdir (``genrec train``); read only.
+      init_from: the start: a ``genrec train`` workdir, or a ``genrec rl`` one to go on from; read only.
       workdir: output directory (created).
       resume: continue from the newest checkpoint in ``workdir``; False starts over.
       on_step_end: called with the step number after every step (and its checkpoint, if due).
 
     Raises:
-      UserError: the config does not match the supervised run, or its checkpoint is missing or
+      UserError: the config does not match the start, or its checkpoint is missing or
         non-finite (``training.train.load_start``).
       ValueError: a resume would change the run's settings or shorten it (``training.train.resume_changes``).
       genrec.locks.DirectoryInUseError: another process uses ``workdir``.
@@ -225,7 +226,7 @@ def rl_train(
     init_from, workdir = Path(init_from), Path(workdir)
     config = absolute_data_dir(config)  # config.json records where the data is, whatever the current directory
     if init_from.resolve() == workdir.resolve():
-        raise UserError(f"--workdir {workdir} is the supervised run itself; RL writes a new workdir")
+        raise UserError(f"--workdir {workdir} is --init-from itself; RL writes a new workdir")
     lock = DirectoryLock(workdir, "genrec rl").acquire() if jax.process_index() == 0 else None
     try:
         return _rl_train_locked(config, init_from, workdir, resume=resume, on_step_end=on_step_end)
@@ -242,7 +243,7 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
         raise UserError(f"--workdir {workdir} holds a genrec train run (no {RL_INIT_FILE}); RL writes a workdir "
                         "of its own: use another --workdir")
 
-    # --- The supervised run: data, model, weights ----------------------------
+    # --- The start: data, model, weights ---------------------------------------
     # Every check that can refuse the run comes before --no-resume clears the workdir's previous run.
     _check_same_run(config, init_from)
     data = load_data(config.data)
@@ -281,7 +282,7 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
         saved_config, _ = read_run_config(workdir)
         changes = _check_resume(saved_config, config, workdir / CONFIG_FILE)
         check_resumed_data(workdir, data)
-        saved_init = read_start_record(workdir / RL_INIT_FILE, "a supervised start")
+        saved_init = read_start_record(workdir / RL_INIT_FILE, "the start of an RL run")
         if saved_init != init_record:
             raise UserError(f"{workdir / RL_INIT_FILE}: this run started from {saved_init['workdir']} "
                             f"({saved_init['checkpoint']} step {saved_init['step']}, {saved_init['params'][:19]}), "
@@ -381,7 +382,8 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
             if finished or interrupted or step % checkpoint_every == 0:
                 checkpointer.save(trainable["policy"], {"optimizer": opt_state, "value": trainable["value"]},
                                   progress)
-            end_step(step, checkpointer, metrics_log, on_step_end, stop_signal.signum if interrupted else None)
+            end_step(step, checkpointer, metrics_log, on_step_end, stop_signal.signum if interrupted else None,
+                     log=logger)
     checkpointer.wait()
 
     # --- Final evaluation: test split, best checkpoint ------------------------
@@ -429,8 +431,8 @@ def _result_line(result: RLResult) -> str:
     metrics = " ".join(f"{key} {result.test_metrics[key]:.4f}" for key in keys)
     start = " ".join(f"{key} {result.start_valid_metrics[key]:.4f}" for key in keys)
     best = " ".join(f"{key} {result.best_valid_metrics[key]:.4f}" for key in keys)
-    return (f"test {metrics} (best checkpoint, RL step {result.best_step}); valid {best} against the supervised "
-            f"start's {start}; all metrics in {result.workdir / RESULTS_FILE}")
+    return (f"test {metrics} (best checkpoint, RL step {result.best_step}); valid {best} against its start's "
+            f"{start}; all metrics in {result.workdir / RESULTS_FILE}")
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "genrec rl",
@@ -439,14 +441,15 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "genrec rl",
     mistake, 143 SIGTERM."""
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Fine-tune a supervised genrec run with V-STAR reinforcement learning (docs/rl.md).",
+        description="Fine-tune a trained genrec run with V-STAR reinforcement learning (docs/rl.md).",
         epilog="Settable keys: " + ", ".join(key for key in override_keys() if key.startswith("rl.")) +
         " (and every key of genrec train)",
     )
     parser.add_argument("--config", required=True, metavar="FILE[:ARG]",
-                        help="the supervised run's config file with an RL arm, e.g. tpu_configs/office_t5.py:rl=vstar")
+                        help="the start's config file with an RL arm, e.g. tpu_configs/office_t5.py:rl=vstar")
     parser.add_argument("--init-from", required=True, metavar="WORKDIR",
-                        help="the supervised run's workdir (read only)")
+                        help="the start: the workdir of a genrec train run, or of a genrec rl run to go on from "
+                             "its checkpoint (read only)")
     parser.add_argument("--workdir", required=True, help="output directory of the RL run")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set rl.num_rollouts=8 (repeatable)")
@@ -458,7 +461,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "genrec rl",
     def run() -> int:
         if not (Path(args.init_from) / CONFIG_FILE).is_file():
             raise UserError(f"--init-from {args.init_from}: not a genrec workdir (no {CONFIG_FILE}); "
-                            "give the workdir of a genrec train run")
+                            "give the workdir of a genrec train (or genrec rl) run")
         config = load_config_file(args.config, args.overrides)
         return report_run(lambda: rl_train(config, args.init_from, args.workdir, resume=not args.no_resume,
                                            on_step_end=on_step_end), _result_line)

@@ -1046,9 +1046,11 @@ def _result_line(result: TrainResult) -> str:
 
 
 def end_step(step: int, checkpointer: Checkpointer, metrics_log: MetricsLog,
-             on_step_end: Callable[[int], None] | None, stop_signum: int | None) -> None:
+             on_step_end: Callable[[int], None] | None, stop_signum: int | None,
+             log: logging.Logger = logger) -> None:
     """The end of a training step, once its checkpoint (if due) is saved: the ``on_step_end`` hook, then,
-    if a signal asked to stop (``stop_signum``), the checkpoint committed and ``TrainingInterrupted``."""
+    if a signal asked to stop (``stop_signum``), the checkpoint committed, the stop logged to ``log`` (the
+    command's logger: genrec.train, genrec.rl) and ``TrainingInterrupted``."""
     if on_step_end is not None:
         checkpointer.wait()
         on_step_end(step)
@@ -1056,7 +1058,7 @@ def end_step(step: int, checkpointer: Checkpointer, metrics_log: MetricsLog,
         checkpointer.wait()
         checkpointer.close()
         metrics_log.close()
-        logger.warning("stopped at step %d with a checkpoint; run the same command to resume", step)
+        log.warning("stopped at step %d with a checkpoint; run the same command to resume", step)
         raise TrainingInterrupted(step, stop_signum)
 
 
