@@ -266,8 +266,8 @@ class RLConfig:
       budget: rollout budget in backbone forward tokens (docs/rl.md, "Budget");
         None = one constrained beam search of width ``num_rollouts``,
         ``1 + (L - 1) * num_rollouts``, for every arm.
-      temperature, top_k, top_p: constrained sampling (``rollouts="sample"``,
-        and VED's child draws use ``temperature``).
+      temperature, top_k, top_p: constrained sampling (``rollouts="sample"`` only: VED draws children
+        from the policy itself and beam rollouts take the beam search's top: neither reads them).
       ved_lambda, ved_beta: VED's entropy weight and exploration constant.
       ved_init_beam_width: width of the beam search that seeds VED's tree.
       ved_nodes_per_iteration: nodes VED expands per batched model call.
