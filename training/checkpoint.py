@@ -142,8 +142,8 @@ class TrainingProgress:
       finished: the loop ended (last step reached or stopped early).
       early_stopped: it ended by early stopping.
       log_window: the step metrics since the last metrics.jsonl log (strict JSON,
-        training/train.py ``_window_to_json``), so a resumed run's first log
-        averages the same steps as an uninterrupted run's; empty in older checkpoints.
+        training/train.py ``window_to_json``), so a resumed run's first log
+        averages the same steps as an uninterrupted run's (genrec train and genrec rl); empty in older checkpoints.
     """
 
     step: int

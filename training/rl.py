@@ -82,6 +82,8 @@ from training.train import (
     report_run,
     resume_changes,
     use_its_config,
+    window_from_json,
+    window_to_json,
 )
 from training.train_step import make_data_mesh, replicate, shard_batch
 
@@ -341,7 +343,12 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
     batches = BatchIterator.from_split(split.train, data.sid_codes, vocab, rl.batch_size, shuffle=True,
                                        seed=config.seed, drop_remainder=True, start_step=progress.data_step)
     checkpoint_every = config.checkpoint.every_steps or rl.eval_every or rl.num_steps
-    window: list[dict[str, jax.Array]] = []
+    # The step metrics since the last log, those before a resume included (the checkpoint holds them, as
+    # genrec train's does), so the first log after a resume averages the steps an uninterrupted run's does;
+    # the rate counts only this process's steps.
+    window: list[dict[str, Any]] = window_from_json(progress.log_window)
+    restored_in_window = len(window)
+    progress = dataclasses.replace(progress, log_window=())
     window_start = time.perf_counter()
     step = progress.step
     with StopOnSignal() as stop_signal, progress_bar(rl.num_steps, unit="step", initial=step, desc="rl") as bar:
@@ -355,7 +362,7 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
             bar.update(1)
             if step % config.log_every == 0 or step == rl.num_steps:
                 record = _summarize(jax.device_get(window), step, time.perf_counter() - window_start,
-                                    float(schedule(step - 1)))
+                                    float(schedule(step - 1)), timed_steps=len(window) - restored_in_window)
                 metrics_log.write(record)
                 logger.info(_progress_line(record, rl.num_steps))
                 bar.set_postfix(reward=f"{record['reward_mean']:.3f}", refresh=False)
@@ -365,7 +372,7 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
                     raise Diverged(f"RL diverged by step {step}: non-finite loss or weights; nothing of it was "
                                    "saved. Lower rl.optimizer.learning_rate and rerun with --no-resume or another "
                                    "--workdir (a resume repeats the divergence)")
-                window, window_start = [], time.perf_counter()
+                window, window_start, restored_in_window = [], time.perf_counter(), 0
             stop_early = False
             if rl.eval_every and (step % rl.eval_every == 0 or step == rl.num_steps):
                 eval_start = time.perf_counter()
@@ -381,7 +388,7 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
                                            early_stopped=stop_early)
             if finished or interrupted or step % checkpoint_every == 0:
                 checkpointer.save(trainable["policy"], {"optimizer": opt_state, "value": trainable["value"]},
-                                  progress)
+                                  dataclasses.replace(progress, log_window=window_to_json(jax.device_get(window))))
             end_step(step, checkpointer, metrics_log, on_step_end, stop_signal.signum if interrupted else None,
                      log=logger)
     checkpointer.wait()
@@ -407,15 +414,17 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
     return result
 
 
-def _summarize(host: list[dict[str, Any]], step: int, seconds: float, learning_rate: float) -> dict[str, Any]:
-    """One metrics.jsonl record: the window's mean of every step metric (lists by element), the rate."""
+def _summarize(host: list[dict[str, Any]], step: int, seconds: float, learning_rate: float, *,
+               timed_steps: int) -> dict[str, Any]:
+    """One metrics.jsonl record: the window's mean of every step metric (lists by element), and the rate
+    (``timed_steps`` of the window's steps, those this process ran, took ``seconds``)."""
     record: dict[str, Any] = {"step": step, "kind": "train"}
     for key in host[-1]:
         values = np.stack([np.asarray(m[key], np.float64) for m in host])
         mean = np.nanmean(values, axis=0) if np.isfinite(values).any() else values.mean(axis=0)
         record[key] = mean.tolist()
     record["learning_rate"] = learning_rate
-    record["steps_per_s"] = len(host) / max(seconds, 1e-9)
+    record["steps_per_s"] = timed_steps / max(seconds, 1e-9)
     return record
 
 

@@ -115,7 +115,7 @@ from training.train_step import (
 )
 
 __all__ = ["TrainResult", "end_step", "holds_checkpoint", "load_data", "main", "remove_run_outputs", "report_run",
-           "resume_changes", "train"]
+           "resume_changes", "train", "window_from_json", "window_to_json"]
 
 logger = logging.getLogger("genrec.train")
 
@@ -748,7 +748,7 @@ def _train_locked(
     # The step metrics since the last log, those before a resume included (the checkpoint holds them), so
     # the first log after a resume averages the same steps as an uninterrupted run's; throughput counts
     # only this process's steps.
-    window: list[dict[str, Any]] = _window_from_json(progress.log_window)
+    window: list[dict[str, Any]] = window_from_json(progress.log_window)
     restored_in_window = len(window)
     progress = dataclasses.replace(progress, log_window=())
     window_start = time.perf_counter()
@@ -802,7 +802,7 @@ def _train_locked(
             if finished or interrupted or step % checkpoint_every == 0:
                 stop_if_diverged()
                 checkpointer.save(nnx.split_state(state, nnx.Param, ...)[0], opt_state,
-                                  dataclasses.replace(progress, log_window=_window_to_json(jax.device_get(window))))
+                                  dataclasses.replace(progress, log_window=window_to_json(jax.device_get(window))))
             if stop_early:
                 logger.info("early stopping at step %d: no better validation %s in %d evaluations",
                             step, selection_metric, config.early_stopping_patience)
@@ -893,9 +893,10 @@ def _summarize(host, step, steps_per_epoch, schedule, batch_size, *, timed_steps
     return record
 
 
-def _window_to_json(host_window: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The log window's step metrics (host arrays) as strict JSON for the checkpoint's ``meta``: float64
-    values (exact for the float32 / int32 metrics), non-finite ones as ``"nan"``, ``"inf"``, ``"-inf"``."""
+def window_to_json(host_window: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The log window's step metrics (host arrays) as strict JSON for the checkpoint's ``meta``
+    (``TrainingProgress.log_window``, genrec train's and genrec rl's): float64 values (exact for the float32 /
+    int32 metrics), non-finite ones as ``"nan"``, ``"inf"``, ``"-inf"``."""
     def encode(value: Any) -> Any:
         array = np.asarray(value, np.float64)
         values = array.astype(object)
@@ -905,8 +906,8 @@ def _window_to_json(host_window: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{key: encode(value) for key, value in metrics.items()} for metrics in host_window]
 
 
-def _window_from_json(saved: Sequence[dict[str, Any]]) -> list[dict[str, np.ndarray]]:
-    """Inverse of :func:`_window_to_json` (float64 arrays; :func:`_summarize` reads them as it reads the steps')."""
+def window_from_json(saved: Sequence[dict[str, Any]]) -> list[dict[str, np.ndarray]]:
+    """Inverse of :func:`window_to_json` (float64 arrays; :func:`_summarize` reads them as it reads the steps')."""
     return [{key: np.asarray(np.array(value, dtype=object), np.float64) for key, value in metrics.items()}
             for metrics in saved]
 
