@@ -32,6 +32,7 @@ from train_cli import (
 )
 
 from genrec.array_digest import tree_digest
+from genrec.console import UserError
 from genrec.run_files import load_model_for_inference
 from serving.cli import main as genrec_main
 from serving.recommender import Recommender
@@ -158,6 +159,41 @@ def test_sigterm_checkpoints_the_step_exits_143_and_a_rerun_finishes(supervised,
     # (step 3's metrics), so the first log after the resume averages steps 3 and 4 as the reference's does
     # (it averaged step 4 alone).
     assert _timeless(_records(workdir)) == _timeless(_records(reference_dir))
+
+
+def test_a_resume_without_metrics_jsonl_reports_the_start_from_the_checkpoint(supervised, reference, tmp_path):
+    """metrics.jsonl deleted: the step-0 validation of the start comes from the checkpoint (a StopIteration after
+    the whole test evaluation, test_ranks.npy rewritten, before)."""
+    result, reference_dir = reference
+    workdir = tmp_path / "rl"
+    shutil.copytree(reference_dir, workdir)
+    (workdir / "metrics.jsonl").unlink()
+    assert rl_train(CONFIG, supervised, workdir) == dataclasses.replace(result, workdir=workdir)
+    assert json.loads((workdir / "results.json").read_text())["start_valid_metrics"] == result.start_valid_metrics
+
+
+def test_an_older_checkpoint_takes_the_start_metrics_from_metrics_jsonl_or_stops_before_any_work(
+        supervised, reference, tmp_path):
+    """Checkpoints without the start's validation (as genrec wrote them before it kept it there): metrics.jsonl's
+    step-0 record is reported; without metrics.jsonl, one line before any evaluation, the results and test
+    ranks as they were."""
+    result, reference_dir = reference
+    workdir = tmp_path / "rl"
+    shutil.copytree(reference_dir, workdir)
+    for meta in (workdir / "checkpoints").glob("*/meta/metadata"):
+        record = json.loads(meta.read_text())
+        del record["start_valid_metrics"]
+        meta.write_text(json.dumps(record))
+    assert rl_train(CONFIG, supervised, workdir) == dataclasses.replace(result, workdir=workdir)
+
+    (workdir / "metrics.jsonl").unlink()
+    kept = {name: (workdir / name).read_bytes() for name in ("results.json", "test_ranks.npy")}
+    with pytest.raises(UserError, match=r"the validation of its start \(step 0\), which the run reports, is in "
+                                        r"neither its checkpoint \(step 4, written by an older genrec\) nor "
+                                        r"metrics.jsonl \(deleted\); restore metrics.jsonl, or start over"):
+        rl_train(CONFIG, supervised, workdir)
+    assert {name: (workdir / name).read_bytes() for name in kept} == kept
+    assert not (workdir / "metrics.jsonl").exists()
 
 
 def test_rl_workdir_serves_genrec_eval_and_the_recommender(supervised, reference, capsys):

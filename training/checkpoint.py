@@ -144,6 +144,9 @@ class TrainingProgress:
       log_window: the step metrics since the last metrics.jsonl log (strict JSON,
         training/train.py ``window_to_json``), so a resumed run's first log
         averages the same steps as an uninterrupted run's (genrec train and genrec rl); empty in older checkpoints.
+      start_valid_metrics: genrec rl's validation metrics of its start (step 0), which its result reports
+        (kept here, not only in metrics.jsonl, so a resumed run has them); None in genrec train's checkpoints,
+        an RL run's without validation (``rl.eval_every=0``) and older ones.
     """
 
     step: int
@@ -155,6 +158,7 @@ class TrainingProgress:
     finished: bool = False
     early_stopped: bool = False
     log_window: tuple[dict[str, Any], ...] = ()
+    start_valid_metrics: dict[str, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -299,8 +300,15 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
     base_key = jax.random.key(config.seed)
     progress = TrainingProgress(step=0, data_step=0, rng_key=tuple(int(w) for w in jax.random.key_data(base_key)))
     if resume and checkpointer.latest_step() is not None:
-        restored_params, extra, progress = checkpointer.restore_newest_intact(
-            trainable["policy"], {"optimizer": opt_state, "value": trainable["value"]})
+        try:
+            restored_params, extra, progress = checkpointer.restore_newest_intact(
+                trainable["policy"], {"optimizer": opt_state, "value": trainable["value"]})
+            if progress.start_valid_metrics is None and progress.best_metric is not None:  # an older checkpoint
+                progress = dataclasses.replace(progress,
+                                               start_valid_metrics=_logged_start_metrics(workdir, progress.step))
+        except UserError:
+            checkpointer.close()
+            raise
         trainable = {"policy": restored_params, "value": extra["value"]}
         opt_state = extra["optimizer"]
         base_key = jax.random.wrap_key_data(np.asarray(progress.rng_key, np.uint32))
@@ -337,6 +345,8 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
     if progress.step == 0 and progress.best_metric is None:
         start_metrics = evaluate(trainable["policy"], valid_examples).metrics
         metrics_log.write({"step": 0, "kind": "valid", **start_metrics})
+        # In every checkpoint from here on, so the result reports them whatever becomes of metrics.jsonl.
+        progress = dataclasses.replace(progress, start_valid_metrics=start_metrics)
         consider(0, start_metrics)
 
     # --- Loop -------------------------------------------------------------------
@@ -400,18 +410,39 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
     with atomic_open(workdir / TEST_RANKS_FILE, "wb") as f:
         np.save(f, test_result.ranks)
     metrics_log.write({"step": progress.step, "kind": "test", **test_result.metrics})
-    start_valid = next(r for r in metrics_log.records() if r.get("kind") == "valid" and r["step"] == 0)
     checkpointer.close()
     metrics_log.close()
     result = RLResult(
         workdir=workdir, init_from=init_record, final_step=progress.step, best_step=int(best_step),
-        start_valid_metrics={k: v for k, v in start_valid.items() if k not in ("step", "kind")},
+        start_valid_metrics=progress.start_valid_metrics,
         best_valid_metrics=best_meta["valid_metrics"], test_metrics=test_result.metrics,
     )
     payload = dataclasses.asdict(result)
     payload["workdir"] = str(workdir)
     write_json_atomic(workdir / RESULTS_FILE, payload, indent=1)
     return result
+
+
+def _logged_start_metrics(workdir: Path, step: int) -> dict[str, float]:
+    """The start's validation (step 0) as metrics.jsonl logged it, for a checkpoint written before the
+    checkpoints kept it (``TrainingProgress.start_valid_metrics``).
+
+    Raises:
+      UserError: metrics.jsonl does not hold it (one line; before anything of the resumed run is done).
+    """
+    path = workdir / METRICS_FILE
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a torn line from a crash
+            continue
+        if isinstance(record, dict) and record.get("kind") == "valid" and record.get("step") == 0:
+            return {key: value for key, value in record.items() if key not in ("step", "kind")}
+    raise UserError(f"{workdir}: the validation of its start (step 0), which the run reports, is in neither its "
+                    f"checkpoint (step {step}, written by an older genrec) nor {path.name} "
+                    f"({'no such record' if path.is_file() else 'deleted'}); restore {path.name}, or start over "
+                    "with --no-resume")
 
 
 def _summarize(host: list[dict[str, Any]], step: int, seconds: float, learning_rate: float, *,
