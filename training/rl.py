@@ -20,7 +20,8 @@ optimizer state of the periodic checkpoints (it is for training only).
 (``--init-from``), or another ``genrec rl`` workdir to go on from its checkpoint.
 
 Selection: validation ``eval.selection_metric`` with the usual constrained
-beam search, measured first at step 0 (the start), so the best
+beam search, with the start's beam-score normalisation (``with_start_normalization``; config.json records
+it), measured first at step 0 (the start), so the best
 checkpoint is never worse on validation than the model the run started from.
 Resume is exact (rollout and dropout randomness are pure functions of
 ``(seed, step)``); SIGTERM checkpoints the current step and exits 143.
@@ -88,7 +89,7 @@ from training.train import (
 )
 from training.train_step import make_data_mesh, replicate, shard_batch
 
-__all__ = ["RLResult", "check_settings", "main", "rl_train"]
+__all__ = ["RLResult", "check_settings", "main", "rl_train", "with_start_normalization"]
 
 logger = logging.getLogger("genrec.rl")
 
@@ -129,6 +130,29 @@ def _check_same_run(config: TrainConfig, init_from: Path) -> None:
         raise UserError(f"{init_from / CONFIG_FILE}: the RL config changes its start's "
                         f"{describe_changes(changes)}; RL continues that run's model on its data: "
                         f"{use_its_config(changes)}")
+
+
+def with_start_normalization(config: TrainConfig, init_from: Path) -> TrainConfig:
+    """``config`` with ``eval.score_normalization`` set to the normalisation its start resolves to (``"trie"``
+    after ``msl`` training, else ``"vocab"``, or what the start set), not ``"auto"``: ``"auto"`` would resolve
+    by the RL config's ``loss.kind``, which need not be the start's, so step 0 (the start's own weights) would
+    score other figures than the start did. Written explicitly into the RL run's config.json, so ``genrec
+    eval``, ``genrec recommend`` and the ``Recommender`` read the RL workdir with it too.
+
+    Raises:
+      UserError: ``config`` sets another normalisation than the start's (one line): the best checkpoint is
+        chosen against the start's step-0 validation, so both must be measured on one scale.
+    """
+    start_config, _ = read_run_config(init_from)
+    start = score_normalization(start_config)
+    chosen = config.eval.score_normalization
+    if chosen not in ("auto", start):
+        how = ("set it" if start_config.eval.score_normalization != "auto"
+               else f"auto with its loss.kind={start_config.loss.kind}")
+        raise UserError(f"eval.score_normalization={chosen}: the start {init_from} is evaluated and served with "
+                        f"{start} ({how}), and an RL run keeps its start's, so that step 0 scores what the start "
+                        f"did and every validation is on one scale: leave it out, or set {start}")
+    return dataclasses.replace(config, eval=dataclasses.replace(config.eval, score_normalization=start))
 
 
 def check_settings(config: TrainConfig, *, num_levels: int, num_train_examples: int, num_devices: int) -> None:
@@ -194,7 +218,13 @@ def _check_start_checkpoint(init_from: Path, which: str) -> None:
 
 
 def _check_resume(saved: TrainConfig, current: TrainConfig, source: Path) -> dict[str, tuple[Any, Any]]:
-    """``{key: (old, new)}`` of accepted changes; refuses changes that alter the run, or a shorter run."""
+    """``{key: (old, new)}`` of accepted changes; refuses changes that alter the run, or a shorter run.
+
+    A run whose config.json says ``eval.score_normalization="auto"`` (written before RL runs recorded their
+    start's) was evaluated with what ``auto`` gave for its own ``loss.kind``: compared as that."""
+    if saved.eval.score_normalization == "auto":
+        saved = dataclasses.replace(saved, eval=dataclasses.replace(saved.eval,
+                                                                     score_normalization=score_normalization(saved)))
     return resume_changes(saved, current, lambda key: key in _RESUMABLE, saved.rl.num_steps,
                           current.rl.num_steps, source)
 
@@ -249,6 +279,7 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
     # --- The start: data, model, weights ---------------------------------------
     # Every check that can refuse the run comes before --no-resume clears the workdir's previous run.
     _check_same_run(config, init_from)
+    config = with_start_normalization(config, init_from)  # before config.json is written, and every evaluation
     data = load_data(config.data)
     vocab = data.vocab
     split = leave_one_out_split(data.sequences, config.data.max_history)

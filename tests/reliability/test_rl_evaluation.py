@@ -1,0 +1,102 @@
+"""Fault suite: what a ``genrec rl`` run evaluates, selects, reports and serves (docs/reliability.md).
+
+- From an MSL-trained start (``eval.score_normalization="auto"`` resolves to ``"trie"`` for it), the RL
+  run evaluates, selects and serves with the start's normalisation, recorded in its config.json, though the
+  RL config's ``loss.kind`` is ``ce``: its step 0 (the start's weights) reports the start's validation
+  metrics, and ``evaluate_workdir`` of it equals the start's. Another explicit normalisation is refused.
+
+One MSL start serves every test; short RL runs from it (module fixtures)."""
+
+import json
+
+import pytest
+from logging_state import kept_logging, restore_logging  # noqa: F401 (autouse)
+from train_cli import REPO, RL_TINY, SMOKE, TINY_RUN, rl_arguments
+
+import training.rl as rl_module
+from genrec.console import UserError
+from genrec.run_files import read_run_info
+from training.config import apply_overrides, load_config_file
+from training.evaluate import evaluate_workdir
+from training.rl import main as rl_main
+from training.rl import rl_train
+from training.train import train
+
+MSL_START = TINY_RUN + ["num_steps=4", "eval_every=4", "loss.kind=msl"]
+RL = TINY_RUN + RL_TINY  # the RL config: loss.kind=ce, eval.score_normalization=auto
+METRIC_KEYS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20", "num_examples")
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def msl_start(tmp_path_factory):
+    """A supervised tiny MSL run (best checkpoint at step 4, validated with trie normalisation)."""
+    workdir = tmp_path_factory.mktemp("msl") / "start"
+    with kept_logging():
+        train(load_config_file(REPO / SMOKE, MSL_START), workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def rl_at_step_0(msl_start, tmp_path_factory):
+    """An RL run (V-STAR) from the MSL start, stopped after its first step: best/ holds step 0, the start."""
+    workdir = tmp_path_factory.mktemp("rl") / "from_msl"
+
+    def stop(step):
+        raise _Stop
+
+    with kept_logging(), pytest.raises(_Stop):
+        rl_train(load_config_file(REPO / SMOKE, RL), msl_start, workdir, on_step_end=stop)
+    return workdir
+
+
+def _records(workdir, kind):
+    return [r for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
+
+
+def _metrics(values):
+    return {key: values[key] for key in METRIC_KEYS}
+
+
+def test_rl_from_an_msl_start_evaluates_and_serves_with_the_starts_normalisation(msl_start, rl_at_step_0):
+    start_valid = _records(msl_start, "valid")[-1]
+    assert start_valid["step"] == 4  # the start's best (and only) validation
+    rl_valid = _records(rl_at_step_0, "valid")
+    assert [r["step"] for r in rl_valid] == [0]
+    assert _metrics(rl_valid[0]) == pytest.approx(_metrics(start_valid), abs=1e-6)  # its own weights, its figures
+    # Every reader of the RL workdir agrees: config.json records the start's resolved normalisation.
+    config_json = json.loads((rl_at_step_0 / "config.json").read_text())
+    assert config_json["train_config"]["eval"]["score_normalization"] == "trie"
+    assert read_run_info(rl_at_step_0).score_normalization == read_run_info(msl_start).score_normalization == "trie"
+    evaluated = [evaluate_workdir(workdir, split="valid").result.metrics for workdir in (msl_start, rl_at_step_0)]
+    assert evaluated[1] == pytest.approx(evaluated[0], abs=1e-6)
+
+
+def test_another_normalisation_than_the_starts_is_refused_in_one_line(msl_start, tmp_path, capsys):
+    config = load_config_file(REPO / SMOKE, RL)
+    for choice in ("auto", "trie"):  # the start's, or left to it
+        resolved = rl_module.with_start_normalization(apply_overrides(config, [f"eval.score_normalization={choice}"]),
+                                            msl_start)
+        assert resolved.eval.score_normalization == "trie"
+    with pytest.raises(UserError):
+        rl_module.with_start_normalization(apply_overrides(config, ["eval.score_normalization=vocab"]), msl_start)
+    workdir = tmp_path / "rl"
+    capsys.readouterr()
+    assert rl_main(rl_arguments(msl_start, workdir, RL + ["eval.score_normalization=vocab"])) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "eval.score_normalization=vocab" in err and "trie" in err, err
+    assert not workdir.exists()
+
+
+def test_an_older_rl_config_with_auto_compares_as_what_auto_gave_it(tmp_path):
+    """config.json of an RL run from before (``"auto"``, resolved by its own loss.kind) resumes as the same
+    setting where that was its start's, and is refused where it was not (the MSL start's ``trie``)."""
+    config = load_config_file(REPO / SMOKE, RL)
+    saved = apply_overrides(config, ["eval.score_normalization=auto"])
+    source = tmp_path / "config.json"
+    assert rl_module._check_resume(saved, apply_overrides(config, ["eval.score_normalization=vocab"]), source) == {}
+    with pytest.raises(ValueError, match="eval.score_normalization 'vocab' -> 'trie'"):
+        rl_module._check_resume(saved, apply_overrides(config, ["eval.score_normalization=trie"]), source)
