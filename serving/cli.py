@@ -217,7 +217,7 @@ def _demo(args: argparse.Namespace) -> int:
     which = "best" if result.best_step is not None else "latest"
     if args.rl:
         with _demo_spelling():
-            workdir, which = _demo_rl(config, workdir, result.test_metrics, fresh=args.fresh), "best"
+            workdir, which = _demo_rl(config, workdir, result.test_metrics, fresh=args.fresh)
     recommender = Recommender.from_workdir(workdir, which, num_beams=config.eval.num_beams,
                                            batch_size=_DEMO_USERS)
     data = load_data(config.data)
@@ -254,9 +254,11 @@ def _demo_spelling() -> Iterator[None]:
         raise UserError(str(error).replace("--no-resume", "--fresh")) from error
 
 
-def _demo_rl(config: TrainConfig, workdir: Path, supervised_test: dict[str, float], *, fresh: bool) -> Path:
+def _demo_rl(config: TrainConfig, workdir: Path, supervised_test: dict[str, float], *,
+             fresh: bool) -> tuple[Path, str]:
     """``genrec demo --rl``: V-STAR fine-tuning of the demo run (the config's ``rl``) into ``<workdir>_rl``,
-    its test metrics printed beside the supervised model's; returns the RL workdir."""
+    its test metrics printed beside the supervised model's; returns the RL workdir and the checkpoint that
+    serves it (``"best"``; ``"latest"`` when the run validated nothing, ``rl.eval_every=0``)."""
     from training.rl import rl_train
 
     rl_workdir = workdir.with_name(workdir.name + "_rl")
@@ -266,11 +268,12 @@ def _demo_rl(config: TrainConfig, workdir: Path, supervised_test: dict[str, floa
     start = time.perf_counter()
     rl_result = rl_train(config, workdir, rl_workdir, resume=not fresh)
     minutes = (time.perf_counter() - start) / 60
-    print(f"\nTest split after RL (best validation checkpoint: RL step {rl_result.best_step}; 0 = the "
-          f"supervised start), {minutes:.1f} min:")
+    which = ("final weights, no validation (rl.eval_every=0)" if rl_result.best_step is None else
+             f"best validation checkpoint: RL step {rl_result.best_step}; 0 = the supervised start")
+    print(f"\nTest split after RL ({which}), {minutes:.1f} min:")
     print(_metrics_table({"supervised": supervised_test, "+ V-STAR RL": rl_result.test_metrics},
                          ("recall@10", "ndcg@10")))
-    return rl_workdir
+    return rl_workdir, "latest" if rl_result.best_step is None else "best"
 
 
 # ---------------------------------------------------------------------------

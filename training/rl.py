@@ -108,18 +108,20 @@ class RLResult:
       workdir: the run's directory.
       init_from: the workdir and checkpoint it started from (``rl_init.json``).
       final_step: RL steps done.
-      best_step: step of the best validation ``eval.selection_metric`` (0 = the start).
-      start_valid_metrics: validation metrics of the start (step 0).
-      best_valid_metrics: validation metrics at ``best_step``.
-      test_metrics: test-split metrics of the best checkpoint.
+      best_step: step of the best validation ``eval.selection_metric`` (0 = the start); None without
+        validation (``rl.eval_every=0``: no best checkpoint, as in ``genrec train``).
+      start_valid_metrics: validation metrics of the start (step 0); None without validation.
+      best_valid_metrics: validation metrics at ``best_step``; None without validation.
+      test_metrics: test-split metrics of the best checkpoint (of the final weights, the latest
+        checkpoint, without validation).
     """
 
     workdir: Path
     init_from: dict[str, Any]
     final_step: int
-    best_step: int
-    start_valid_metrics: dict[str, float]
-    best_valid_metrics: dict[str, float]
+    best_step: int | None
+    start_valid_metrics: dict[str, float] | None
+    best_valid_metrics: dict[str, float] | None
     test_metrics: dict[str, float]
 
 
@@ -373,7 +375,9 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
                     "(new best)" if improved else f"(best {progress.best_metric:.4f} at step {progress.best_step})")
         return improved
 
-    if progress.step == 0 and progress.best_metric is None:
+    # rl.eval_every=0 validates nothing, the start neither: no checkpoint is selected, and the run reports and
+    # serves its final weights (the latest checkpoint), as genrec train with eval_every=0 does.
+    if rl.eval_every and progress.step == 0 and progress.best_metric is None:
         start_metrics = evaluate(trainable["policy"], valid_examples).metrics
         metrics_log.write({"step": 0, "kind": "valid", **start_metrics})
         # In every checkpoint from here on, so the result reports them whatever becomes of metrics.jsonl.
@@ -434,9 +438,11 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
                      log=logger)
     checkpointer.wait()
 
-    # --- Final evaluation: test split, best checkpoint ------------------------
+    # --- Final evaluation: test split, best checkpoint (without validation: the final weights) --------
     best_meta = checkpointer.best_metadata()
-    policy, best_step = checkpointer.restore_params(trainable["policy"], "best")
+    policy, best_step = trainable["policy"], None
+    if best_meta is not None:
+        policy, best_step = checkpointer.restore_params(trainable["policy"], "best")
     test_result = evaluate(policy, split.test)
     with atomic_open(workdir / TEST_RANKS_FILE, "wb") as f:
         np.save(f, test_result.ranks)
@@ -444,9 +450,9 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
     checkpointer.close()
     metrics_log.close()
     result = RLResult(
-        workdir=workdir, init_from=init_record, final_step=progress.step, best_step=int(best_step),
-        start_valid_metrics=progress.start_valid_metrics,
-        best_valid_metrics=best_meta["valid_metrics"], test_metrics=test_result.metrics,
+        workdir=workdir, init_from=init_record, final_step=progress.step,
+        best_step=None if best_step is None else int(best_step), start_valid_metrics=progress.start_valid_metrics,
+        best_valid_metrics=None if best_meta is None else best_meta["valid_metrics"], test_metrics=test_result.metrics,
     )
     payload = dataclasses.asdict(result)
     payload["workdir"] = str(workdir)
@@ -500,6 +506,9 @@ def _result_line(result: RLResult) -> str:
     keys = [key for key in ("recall@10", "ndcg@10") if key in result.test_metrics] or \
         [key for key in result.test_metrics if "@" in key]
     metrics = " ".join(f"{key} {result.test_metrics[key]:.4f}" for key in keys)
+    if result.best_step is None or result.start_valid_metrics is None or result.best_valid_metrics is None:
+        return (f"test {metrics} (final weights, RL step {result.final_step}: no validation, rl.eval_every=0; "
+                f"genrec eval --which latest reads them); all metrics in {result.workdir / RESULTS_FILE}")
     start = " ".join(f"{key} {result.start_valid_metrics[key]:.4f}" for key in keys)
     best = " ".join(f"{key} {result.best_valid_metrics[key]:.4f}" for key in keys)
     return (f"test {metrics} (best checkpoint, RL step {result.best_step}); valid {best} against its start's "

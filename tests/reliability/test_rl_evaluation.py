@@ -4,6 +4,8 @@
   run evaluates, selects and serves with the start's normalisation, recorded in its config.json, though the
   RL config's ``loss.kind`` is ``ce``: its step 0 (the start's weights) reports the start's validation
   metrics, and ``evaluate_workdir`` of it equals the start's. Another explicit normalisation is refused.
+- ``rl.eval_every=0`` (never validate) selects nothing: the run reports and serves its final weights (the
+  latest checkpoint), as ``genrec train`` does; it used to validate step 0 and report the untouched start.
 
 One MSL start serves every test; short RL runs from it (module fixtures)."""
 
@@ -24,6 +26,9 @@ from training.train import train
 
 MSL_START = TINY_RUN + ["num_steps=4", "eval_every=4", "loss.kind=msl"]
 RL = TINY_RUN + RL_TINY  # the RL config: loss.kind=ce, eval.score_normalization=auto
+# grpo_beam with no validation: beam rollouts, no Sibling-GRPO, no value head; 2 steps, a record each.
+BEAM_NO_EVAL = RL + ["rl.rollouts=beam", "rl.sibling_weight=0", "rl.value_weight=0", "rl.eval_every=0",
+                     "rl.num_steps=2", "log_every=1"]
 METRIC_KEYS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20", "num_examples")
 
 
@@ -51,6 +56,15 @@ def rl_at_step_0(msl_start, tmp_path_factory):
     with kept_logging(), pytest.raises(_Stop):
         rl_train(load_config_file(REPO / SMOKE, RL), msl_start, workdir, on_step_end=stop)
     return workdir
+
+
+@pytest.fixture(scope="module")
+def beam_no_eval(msl_start, tmp_path_factory):
+    """``(RLResult, workdir)`` of a 2-step BEAM_NO_EVAL run from the MSL start."""
+    workdir = tmp_path_factory.mktemp("rl") / "beam_no_eval"
+    with kept_logging():
+        result = rl_train(load_config_file(REPO / SMOKE, BEAM_NO_EVAL), msl_start, workdir)
+    return result, workdir
 
 
 def _records(workdir, kind):
@@ -100,3 +114,18 @@ def test_an_older_rl_config_with_auto_compares_as_what_auto_gave_it(tmp_path):
     assert rl_module._check_resume(saved, apply_overrides(config, ["eval.score_normalization=vocab"]), source) == {}
     with pytest.raises(ValueError, match="eval.score_normalization 'vocab' -> 'trie'"):
         rl_module._check_resume(saved, apply_overrides(config, ["eval.score_normalization=trie"]), source)
+
+
+def test_eval_every_0_selects_nothing_and_reports_the_final_weights(beam_no_eval):
+    result, workdir = beam_no_eval
+    assert result.final_step == 2 and result.best_step is None
+    assert result.best_valid_metrics is None and result.start_valid_metrics is None
+    assert _records(workdir, "valid") == []  # step 0 is not validated either
+    assert not any((workdir / "best").glob("[0-9]*"))
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["best_step"] is None and results["test_metrics"] == result.test_metrics
+    # The test figures are the latest checkpoint's (RL's final weights), what genrec eval --which latest reads.
+    latest = evaluate_workdir(workdir, which="latest").result.metrics
+    assert latest == pytest.approx(result.test_metrics, abs=1e-6)
+    with pytest.raises(FileNotFoundError, match="no best checkpoint"):  # as after genrec train with eval_every=0
+        evaluate_workdir(workdir)
