@@ -63,7 +63,7 @@ from training.config import TrainConfig, load_config_file, override_keys, score_
 from training.evaluate import evaluate_split
 from training.optim import make_optimizer
 from training.preemption import StopOnSignal
-from training.rl_step import init_value_head, make_rl_step
+from training.rl_step import init_value_head, make_rl_step, uses_value_head
 from training.train import (
     METRICS_FILE,
     RESULTS_FILE,
@@ -407,9 +407,10 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
             bar.update(1)
             if step % config.log_every == 0 or step == rl.num_steps:
                 record = _summarize(jax.device_get(window), step, time.perf_counter() - window_start,
-                                    float(schedule(step - 1)), timed_steps=len(window) - restored_in_window)
+                                    float(schedule(step - 1)), timed_steps=len(window) - restored_in_window,
+                                    value_head=uses_value_head(rl))
                 metrics_log.write(record)
-                logger.info(_progress_line(record, rl.num_steps))
+                logger.info(_progress_line(record, rl.num_steps, value_loss=rl.value_weight > 0))
                 bar.set_postfix(reward=f"{record['reward_mean']:.3f}", refresh=False)
                 if not np.isfinite(record["loss"]) or not all_finite(trainable["policy"]):
                     checkpointer.close()
@@ -482,12 +483,20 @@ def _logged_start_metrics(workdir: Path, step: int) -> dict[str, float]:
                     "with --no-resume")
 
 
+# Step metrics of the value head's values: figures of all-zero stand-ins in an arm without a value head.
+_VALUE_METRICS = ("value_loss", "explained_variance", "value_mean")
+
+
 def _summarize(host: list[dict[str, Any]], step: int, seconds: float, learning_rate: float, *,
-               timed_steps: int) -> dict[str, Any]:
+               timed_steps: int, value_head: bool = True) -> dict[str, Any]:
     """One metrics.jsonl record: the window's mean of every step metric (lists by element), and the rate
-    (``timed_steps`` of the window's steps, those this process ran, took ``seconds``)."""
+    (``timed_steps`` of the window's steps, those this process ran, took ``seconds``). Without a value head
+    (``training.rl_step.uses_value_head``) the value figures are None (null)."""
     record: dict[str, Any] = {"step": step, "kind": "train"}
     for key in host[-1]:
+        if not value_head and key in _VALUE_METRICS:
+            record[key] = None
+            continue
         values = np.stack([np.asarray(m[key], np.float64) for m in host])
         mean = np.nanmean(values, axis=0) if np.isfinite(values).any() else values.mean(axis=0)
         record[key] = mean.tolist()
@@ -496,9 +505,11 @@ def _summarize(host: list[dict[str, Any]], step: int, seconds: float, learning_r
     return record
 
 
-def _progress_line(record: dict[str, Any], total_steps: int) -> str:
+def _progress_line(record: dict[str, Any], total_steps: int, *, value_loss: bool) -> str:
+    """The log line of a metrics.jsonl record; the value loss only where it is trained (``rl.value_weight > 0``)."""
+    value = f"| value_loss {record['value_loss']:.4f} " if value_loss and record["value_loss"] is not None else ""
     return (f"step {record['step']}/{total_steps} | loss {record['loss']:.4f} | reward {record['reward_mean']:.4f} "
-            f"| kl {record['kl']:.2e} | value_loss {record['value_loss']:.4f} "
+            f"| kl {record['kl']:.2e} {value}"
             f"| unique/group {record['unique_items_per_group']:.1f} | {record['steps_per_s']:.2f} steps/s")
 
 

@@ -6,11 +6,15 @@
   metrics, and ``evaluate_workdir`` of it equals the start's. Another explicit normalisation is refused.
 - ``rl.eval_every=0`` (never validate) selects nothing: the run reports and serves its final weights (the
   latest checkpoint), as ``genrec train`` does; it used to validate step 0 and report the untouched start.
+- An arm without a value head (``rl.value_weight=0``, beam rollouts) logs no value loss or explained
+  variance (they were the figures of all-zero values).
 
 One MSL start serves every test; short RL runs from it (module fixtures)."""
 
 import json
+import logging
 
+import numpy as np
 import pytest
 from logging_state import kept_logging, restore_logging  # noqa: F401 (autouse)
 from train_cli import REPO, RL_TINY, SMOKE, TINY_RUN, rl_arguments
@@ -34,6 +38,15 @@ METRIC_KEYS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@
 
 class _Stop(Exception):
     pass
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +73,18 @@ def rl_at_step_0(msl_start, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def beam_no_eval(msl_start, tmp_path_factory):
-    """``(RLResult, workdir)`` of a 2-step BEAM_NO_EVAL run from the MSL start."""
+    """``(RLResult, workdir, genrec.rl's log lines)`` of a 2-step BEAM_NO_EVAL run from the MSL start."""
     workdir = tmp_path_factory.mktemp("rl") / "beam_no_eval"
+    lines = _Lines()
+    rl_logger = logging.getLogger("genrec.rl")
     with kept_logging():
-        result = rl_train(load_config_file(REPO / SMOKE, BEAM_NO_EVAL), msl_start, workdir)
-    return result, workdir
+        rl_logger.setLevel(logging.INFO)
+        rl_logger.addHandler(lines)
+        try:
+            result = rl_train(load_config_file(REPO / SMOKE, BEAM_NO_EVAL), msl_start, workdir)
+        finally:
+            rl_logger.removeHandler(lines)
+    return result, workdir, lines.lines
 
 
 def _records(workdir, kind):
@@ -117,7 +137,7 @@ def test_an_older_rl_config_with_auto_compares_as_what_auto_gave_it(tmp_path):
 
 
 def test_eval_every_0_selects_nothing_and_reports_the_final_weights(beam_no_eval):
-    result, workdir = beam_no_eval
+    result, workdir, _ = beam_no_eval
     assert result.final_step == 2 and result.best_step is None
     assert result.best_valid_metrics is None and result.start_valid_metrics is None
     assert _records(workdir, "valid") == []  # step 0 is not validated either
@@ -129,3 +149,13 @@ def test_eval_every_0_selects_nothing_and_reports_the_final_weights(beam_no_eval
     assert latest == pytest.approx(result.test_metrics, abs=1e-6)
     with pytest.raises(FileNotFoundError, match="no best checkpoint"):  # as after genrec train with eval_every=0
         evaluate_workdir(workdir)
+
+
+def test_an_arm_without_a_value_head_logs_no_value_figures(beam_no_eval):
+    _, workdir, lines = beam_no_eval
+    progress = [line for line in lines if line.startswith("step ") and "| loss" in line]
+    assert len(progress) == 2, lines
+    assert not any("value_loss" in line for line in progress), progress
+    for record in _records(workdir, "train"):
+        assert record["value_loss"] is None and record["explained_variance"] is None and record["value_mean"] is None
+        assert np.isfinite(record["loss"]) and record["grpo_loss"] is not None
