@@ -238,6 +238,9 @@ ERRORS = [
     ("group-of-one", "{sup}", "{tmp}/rl", ["--set", "rl.num_rollouts=1"], "rl.num_rollouts=1: GRPO"),
     ("batch-over-requests", "{sup}", "{tmp}/rl", ["--set", "rl.batch_size=616"],
      "rl.batch_size=616 is more than the 613 training requests"),
+    # Ran for minutes at gigabytes (VED's node table and iterations are sized by the budget), deaf to Ctrl-C.
+    ("budget-over-the-trie", "{sup}", "{tmp}/rl", ["--set", "rl.budget=100000"],
+     "rl.budget=100000 is more than VED can spend"),
     # --no-resume used to clear the previous run before these checks, leaving a workdir later refused
     # as "a genrec train run".
     ("no-resume-changed-model", "{sup}", "{ref}", ["--no-resume", "--set", "model.num_decoder_layers=2"],

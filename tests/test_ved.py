@@ -356,6 +356,26 @@ def test_default_budget_fills_the_slots_with_catalogue_items():
     assert np.mean(filled) >= 0.9, filled
 
 
+def test_a_budget_above_the_tries_prefixes_is_never_spent():
+    """VED evaluates each trie prefix shorter than L at most once, so it never spends more tokens than there are
+    (training.rl.trie_prefixes, the largest rl.budget genrec rl accepts), whatever the budget and iterations
+    allow: here 40 tokens more than the trie's prefixes, and iterations for all of them."""
+    from training.rl import trie_prefixes
+
+    sizes, num_items, batch, k = (4, 5, 3), 15, 3, 4
+    rng, codes, item_ids, index, token_offsets, vocab, item_of_codes = make_catalogue(7, sizes, num_items, 1, None)
+    prefixes = trie_prefixes(codes)
+    assert prefixes < 1 + 4 + 20  # not every prefix of the code space: the catalogue's
+    budget = prefixes + 40
+    for _ in range(3):
+        model = PrefixHashModel(rng, batch, len(sizes), vocab, token_offsets, scale=rng.uniform(0.5, 4.0))
+        uniforms = rng.random((budget, batch, k)).astype(np.float32)
+        tree, out = run_ved(index, model.tables(), uniforms, token_offsets, num_outputs=4, budget=budget,
+                            init_beam_width=1, lam=rng.uniform(0, 2), beta=rng.uniform(1, 3))
+        assert_valid_rollouts(tree, out, budget, 4, item_of_codes)
+        assert np.all(out.tokens_used <= prefixes), (out.tokens_used, prefixes)
+
+
 def hash_beam_search(index, model, width, batch):
     """The constrained beam search (normalization="trie") over :class:`PrefixHashModel`'s logits."""
 

@@ -89,7 +89,7 @@ from training.train import (
 )
 from training.train_step import make_data_mesh, replicate, shard_batch
 
-__all__ = ["RLResult", "check_settings", "main", "rl_train", "with_start_normalization"]
+__all__ = ["RLResult", "check_settings", "main", "rl_train", "trie_prefixes", "with_start_normalization"]
 
 logger = logging.getLogger("genrec.rl")
 
@@ -157,15 +157,32 @@ def with_start_normalization(config: TrainConfig, init_from: Path) -> TrainConfi
     return dataclasses.replace(config, eval=dataclasses.replace(config.eval, score_normalization=start))
 
 
-def check_settings(config: TrainConfig, *, num_levels: int, num_train_examples: int, num_devices: int) -> None:
+def trie_prefixes(sid_codes: np.ndarray) -> int:
+    """The prefixes of the catalogue trie shorter than ``L`` codes, the root included: the most forward tokens
+    VED can spend on a request (it evaluates each at most once: a node's children are added once each, so
+    its tree never holds one prefix twice), hence the largest ``rl.budget`` ``genrec rl`` accepts.
+
+    Args:
+      sid_codes: ``int[num_items, L]`` SID codes of the catalogue.
+    """
+    codes = np.asarray(sid_codes)
+    return 1 + sum(len(np.unique(codes[:, :length], axis=0)) for length in range(1, codes.shape[1]))
+
+
+def check_settings(config: TrainConfig, *, num_levels: int, num_train_examples: int, num_devices: int,
+                   num_prefixes: int) -> None:
     """Refuses, in one line naming the setting and what it may be, RL settings that cannot train or would
-    fail later (after compiling, or after the step-0 evaluation): checked before anything is built or written.
+    fail later (after compiling, or after the step-0 evaluation), or a VED budget no search can spend
+    (its node table and iteration count are sized by it: ``rl.budget=100000`` on a 300-item catalogue ran for
+    minutes at gigabytes, deaf to Ctrl-C): checked before anything is built or written.
 
     Args:
       config: the RL run's config (``config.rl`` and the evaluation's selection metric are checked).
       num_levels: ``L``, levels of the catalogue's SIDs.
       num_train_examples: training requests of the split (one per user).
       num_devices: devices the batch is split over.
+      num_prefixes: :func:`trie_prefixes` of the catalogue: ``rl.budget`` may be at most this, or the
+        default budget (one width-``rl.num_rollouts`` beam search) where that is more.
 
     Raises:
       UserError: the first refused setting.
@@ -196,6 +213,13 @@ def check_settings(config: TrainConfig, *, num_levels: int, num_train_examples: 
                         f"for {num_levels}-level SIDs): VED would reach no complete SID; set rl.budget >= "
                         f"{min_budget}, or none (one width-{rl.num_rollouts} beam search, "
                         f"{beam_search_budget(num_levels, rl.num_rollouts)} tokens)")
+    default_budget = beam_search_budget(num_levels, rl.num_rollouts)
+    if rl.rollouts == "ved" and rl.budget is not None and rl.budget > max(num_prefixes, default_budget):
+        bound = max(num_prefixes, default_budget)
+        raise UserError(f"rl.budget={rl.budget} is more than VED can spend: it evaluates each prefix of the "
+                        f"catalogue trie shorter than {num_levels} codes at most once, and there are {num_prefixes} "
+                        f"(the root included); set rl.budget <= {bound}, or none (one width-{rl.num_rollouts} beam "
+                        f"search, {default_budget} tokens)")
     if rl.batch_size % num_devices:  # make_data_mesh's message would name genrec train's batch_size
         fits = -(-rl.batch_size // num_devices) * num_devices
         raise UserError(f"rl.batch_size={rl.batch_size} does not split evenly over {num_devices} devices; use a "
@@ -286,7 +310,7 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
     vocab = data.vocab
     split = leave_one_out_split(data.sequences, config.data.max_history)
     check_settings(config, num_levels=vocab.num_levels, num_train_examples=split.train.num_examples,
-                   num_devices=config.num_devices or jax.device_count())
+                   num_devices=config.num_devices or jax.device_count(), num_prefixes=trie_prefixes(data.sid_codes))
     _check_start_checkpoint(init_from, rl.init_checkpoint)
     model_config = config.model.build(vocab.vocab_size, vocab.num_levels, config.data.max_history)
     model = build_model(model_config, rngs=nnx.Rngs(params=config.seed, dropout=config.seed))
@@ -534,7 +558,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "genrec rl",
         prog=prog,
         description="Fine-tune a trained genrec run with V-STAR reinforcement learning (docs/rl.md).",
         epilog="Settable keys: " + ", ".join(key for key in override_keys() if key.startswith("rl.")) +
-        " (and every key of genrec train)",
+        " (and every key of genrec train). rl.budget (VED only) is at most the catalogue trie's prefixes shorter "
+        "than L codes, the root included (VED evaluates each at most once), or the default budget where that is "
+        "more.",
     )
     parser.add_argument("--config", required=True, metavar="FILE[:ARG]",
                         help="the start's config file with an RL arm, e.g. tpu_configs/office_t5.py:rl=vstar")

@@ -10,8 +10,9 @@ from training.config import apply_overrides, load_config_file
 from training.rl import check_settings
 
 CONFIG = load_config_file(REPO / SMOKE, TINY_RUN + RL_TINY)  # V-STAR, 8 rollouts, rl.batch_size=8
-# The tiny smoke data: 3-level SIDs, 613 training requests; 8 (fake) devices.
-SHAPE = dict(num_levels=3, num_train_examples=613, num_devices=8)
+# The tiny smoke data: 3-level SIDs, 613 training requests, a trie of 51 prefixes shorter than 3 codes (the
+# root, 8 of length 1, 42 of length 2: VED's most evaluations a request); 8 (fake) devices.
+SHAPE = dict(num_levels=3, num_train_examples=613, num_devices=8, num_prefixes=51)
 
 # (what a user set, the text of the one-line error); what happened before the check, in the comment.
 REFUSED = [
@@ -40,6 +41,12 @@ REFUSED = [
     (["rl.budget=100", "rl.rollouts=sample"], "rl.budget=100 sets VED's search budget only; rl.rollouts=sample "
                                               "spends 17 forward tokens a request"),
     (["rl.budget=1", "rl.rollouts=beam"], "rl.budget=1 sets VED's search budget only; rl.rollouts=beam"),
+    # Ran for minutes at gigabytes (a node table and an iteration count sized by the budget) and ignored Ctrl-C:
+    # VED evaluates each trie prefix at most once, so no budget above their number can be spent.
+    (["rl.budget=100000"], "rl.budget=100000 is more than VED can spend: it evaluates each prefix of the "
+                           "catalogue trie shorter than 3 codes at most once, and there are 51 (the root included); "
+                           "set rl.budget <= 51"),
+    (["rl.budget=52"], "rl.budget=52 is more than VED can spend"),
 ]
 
 
@@ -56,6 +63,8 @@ def test_impossible_rl_setting_is_refused_in_one_line(overrides, expected):
     ["rl.num_rollouts=1", "rl.grpo_weight=0", "rl.sibling_weight=0"],  # the value head alone
     ["rl.grpo_weight=0", "rl.sibling_weight=0"],
     ["rl.budget=3"],  # one width-1 beam search: VED's smallest budget
+    ["rl.budget=51"],  # every prefix of the trie: VED's largest
+    ["rl.num_rollouts=32", "rl.budget=65"],  # the default budget (one width-32 beam search), above the trie's 51
     ["rl.level_weights=0,0.5,1"],
     ["rl.batch_size=608"],
 ], ids=lambda overrides: " ".join(overrides) or "defaults")
