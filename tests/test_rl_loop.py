@@ -250,6 +250,9 @@ ERRORS = [
     ("no-resume-no-best", "{tmp}/copy", "{ref}", ["--no-resume"],
      "no best checkpoint in {tmp}/copy/best (no validation evaluation ran); start from its latest checkpoint "
      "(--set rl.init_checkpoint=latest)"),
+    # It named genrec eval's options ("--which latest, which='latest'").
+    ("damaged-start-best", "{tmp}/copy", "{tmp}/rl", [],
+     "; start from its latest checkpoint (--set rl.init_checkpoint=latest) or train the start again"),
 ]
 
 
@@ -261,6 +264,9 @@ def test_user_error_is_one_line_and_changes_nothing(case, init_from, workdir, mo
         shutil.copytree(supervised, tmp_path / "copy")
         if case == "no-resume-no-best":
             shutil.rmtree(tmp_path / "copy" / "best")
+        if case == "damaged-start-best":  # its largest array file gone: unreadable
+            files = [path for path in (tmp_path / "copy" / "best").rglob("*") if path.is_file()]
+            max(files, key=lambda path: path.stat().st_size).unlink()
     before = [_tree(root) for root in places.values()]
     argv = rl_arguments(init_from.format(**places), workdir.format(**places), TINY_RUN + RL_TINY) + more
     capsys.readouterr()

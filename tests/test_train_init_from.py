@@ -81,7 +81,7 @@ def test_resume_must_name_the_recorded_start(warm):
         train(config, workdir)
 
 
-@pytest.mark.parametrize("case", ["other_model", "other_numerics", "not_a_run", "itself", "no_best"])
+@pytest.mark.parametrize("case", ["other_model", "other_numerics", "not_a_run", "itself", "no_best", "damaged_best"])
 def test_a_wrong_source_is_refused_in_one_line(supervised, tmp_path, capsys, case):
     source_dir = supervised[1]
     workdir = tmp_path / "warm"
@@ -89,9 +89,13 @@ def test_a_wrong_source_is_refused_in_one_line(supervised, tmp_path, capsys, cas
                "other_numerics": ["model.attention_logit_scale=unscaled", "model.init=hf_t5"]}
     overrides = TINY_RUN + changes.get(case, [])
     init_from = {"other_model": source_dir, "other_numerics": source_dir, "not_a_run": tmp_path, "itself": workdir,
-                 "no_best": tmp_path / "run"}[case]
+                 "no_best": tmp_path / "run", "damaged_best": tmp_path / "run"}[case]
     if case == "no_best":  # the run's files without its best checkpoint
         shutil.copytree(source_dir, init_from, ignore=shutil.ignore_patterns("best", "*.lock"))
+    if case == "damaged_best":  # the largest file of its best checkpoint gone: unreadable
+        shutil.copytree(source_dir, init_from, ignore=shutil.ignore_patterns("*.lock"))
+        max((path for path in (init_from / "best").rglob("*") if path.is_file()), key=lambda path: path.stat().st_size
+            ).unlink()
     argv = ["--config", str(REPO / SMOKE), "--workdir", str(workdir), "--init-from", str(init_from)]
     for override in overrides:
         argv += ["--set", override]
@@ -103,12 +107,16 @@ def test_a_wrong_source_is_refused_in_one_line(supervised, tmp_path, capsys, cas
     assert len(err.splitlines()) == 1, err
     expected = {"other_model": "model.num_decoder_layers 1 -> 2", "not_a_run": "not a genrec workdir",
                 "itself": "is --workdir itself", "no_best": "no best checkpoint",
+                # it named genrec eval's --which latest, which a warm start does not have
+                "damaged_best": f"--init-from {init_from}: its best checkpoint (step 4) is damaged (unreadable: ",
                 # only a T5 config's numerics differ: the advice names the model= argument
                 "other_numerics": "model.init None -> 'hf_t5'; a warm start continues that run's model on its "
                                   "data: use its config file with the model= it trained with"}[case]
     assert expected in err
     if case == "other_model":
         assert err.endswith("use its config file")
+    if case == "damaged_best":
+        assert err.endswith("; train that run again, or start from another"), err
     if case != "itself":
         assert not workdir.exists()  # refused before anything was written
 

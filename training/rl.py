@@ -243,6 +243,14 @@ def _check_start_checkpoint(init_from: Path, which: str) -> None:
                     f"{fix}")
 
 
+def _damaged_start_fix(init_from: Path, which: str) -> str:
+    """What to do about a damaged ``rl.init_checkpoint`` of the start, in genrec rl's options."""
+    other = "latest" if which == "best" else "best"
+    if not has_checkpoint(init_from, other):
+        return "train the start again"
+    return f"start from its {other} checkpoint (--set rl.init_checkpoint={other}) or train the start again"
+
+
 def _check_resume(saved: TrainConfig, current: TrainConfig, source: Path) -> dict[str, tuple[Any, Any]]:
     """``{key: (old, new)}`` of accepted changes; refuses changes that alter the run, or a shorter run.
 
@@ -316,7 +324,8 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
     model = build_model(model_config, rngs=nnx.Rngs(params=config.seed, dropout=config.seed))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     del model
-    params, init_record = load_start(init_from, params, data, rl.init_checkpoint)
+    params, init_record = load_start(init_from, params, data, rl.init_checkpoint,
+                                     damaged_fix=_damaged_start_fix(init_from, rl.init_checkpoint))
     logger.info("RL from %s (%s checkpoint, step %d): %s, %d parameters", init_from, rl.init_checkpoint,
                 init_record["step"], model_config.arch, count_params(nnx.merge(graphdef, params, rest)))
     # The frozen KL anchor, in buffers of its own (the step donates the policy's).

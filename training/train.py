@@ -446,8 +446,8 @@ def model_or_data_changes(source: Path, config: TrainConfig) -> dict[str, tuple[
             if key.startswith(("data.", "model.")) and old.get(key) != new[key]}
 
 
-def load_start(source: Path, params: nnx.State, data: InteractionData,
-               which: Literal["best", "latest"] = "best") -> tuple[nnx.State, dict[str, Any]]:
+def load_start(source: Path, params: nnx.State, data: InteractionData, which: Literal["best", "latest"] = "best",
+               *, damaged_fix: str = "train that run again, or start from another") -> tuple[nnx.State, dict[str, Any]]:
     """The parameters of ``source``'s ``which`` checkpoint (in the structure of ``params``) and the record of
     the start (``init_from.json`` of a warm start, ``rl_init.json`` of RL): workdir, checkpoint, step, digest.
 
@@ -458,9 +458,11 @@ def load_start(source: Path, params: nnx.State, data: InteractionData,
       data: this run's dataset: its catalogue must be the source's, and its interactions those the source
         started on (where the source recorded them: ``data_fingerprint.json``).
       which: the checkpoint to start from.
+      damaged_fix: what the one line says to do when that checkpoint is damaged, in the command's options
+        (genrec rl can start from the other checkpoint; a warm start only from the best one).
 
     Raises:
-      UserError: another catalogue, no such checkpoint, or non-finite weights (one line).
+      UserError: another catalogue, no such checkpoint, a damaged one, or non-finite weights (one line).
       ValueError: the source run started on other interactions (one line).
     """
     saved_codes, _ = read_catalogue(source)
@@ -474,6 +476,9 @@ def load_start(source: Path, params: nnx.State, data: InteractionData,
     except FileNotFoundError as error:  # restore_params's message suggests which='latest', no command's option
         raise UserError(f"--init-from {source}: no {which} checkpoint in {checkpoint_dir(source, which)}; start "
                         "from a run that has one") from error
+    except CheckpointDamaged as damaged:  # its message names genrec eval's --which, no option of these commands
+        raise UserError(f"--init-from {source}: its {which} checkpoint (step {damaged.step}) is damaged "
+                        f"({damaged.reason}); {damaged_fix}") from damaged
     if not all_finite(params):
         raise UserError(f"{source}: its {which} checkpoint (step {step}) holds non-finite weights; start from a "
                         "sound run")
