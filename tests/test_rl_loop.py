@@ -11,6 +11,7 @@ devices, and the killed process loads it from conftest.py's persistent cache."""
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import signal
@@ -40,6 +41,7 @@ from training.config import load_config_file
 from training.rl import main as rl_main
 from training.rl import rl_train
 from training.rl_step import rollout_budget
+from training.train import train
 
 CONFIG = load_config_file(REPO / SMOKE, TINY_RUN + RL_TINY)
 NUM_STEPS, KILL_AT = CONFIG.rl.num_steps, 3  # checkpoints at 2 and 4: the killed run redoes step 3
@@ -59,6 +61,14 @@ def reference(supervised, tmp_path_factory):
     """An uninterrupted V-STAR run (in process): ``(RLResult, workdir)``."""
     workdir = tmp_path_factory.mktemp("rl") / "reference"
     return rl_train(CONFIG, supervised, workdir, resume=False), workdir
+
+
+@pytest.fixture(scope="module")
+def other_start(tmp_path_factory):
+    """Another supervised tiny workdir (2 steps): other weights than ``supervised``'s, for a refused resume."""
+    workdir = tmp_path_factory.mktemp("other_start")
+    train(load_config_file(REPO / SMOKE, TINY_RUN + ["num_steps=2", "eval_every=2"]), workdir)
+    return workdir
 
 
 def _records(workdir, kind=None):
@@ -196,6 +206,22 @@ def test_an_older_checkpoint_takes_the_start_metrics_from_metrics_jsonl_or_stops
     assert not (workdir / "metrics.jsonl").exists()
 
 
+def test_a_moved_start_with_the_same_weights_is_accepted_on_resume(supervised, reference, tmp_path, caplog):
+    """The start's workdir moved (its step and weights' digest unchanged): the resume goes on, with one INFO
+    line, and rl_init.json names the new place (it was refused as "not from ..."). Other weights: ERRORS."""
+    result, reference_dir = reference
+    moved, workdir = tmp_path / "moved_start", tmp_path / "rl"
+    shutil.copytree(supervised, moved)
+    shutil.copytree(reference_dir, workdir)
+    with caplog.at_level(logging.INFO, logger="genrec.rl"):
+        resumed = rl_train(CONFIG, moved, workdir)
+    init = {**result.init_from, "workdir": str(moved.resolve())}
+    assert resumed == dataclasses.replace(result, workdir=workdir, init_from=init)
+    assert json.loads((workdir / "rl_init.json").read_text()) == init
+    lines = [r.getMessage() for r in caplog.records if r.name == "genrec.rl" and "start moved" in r.getMessage()]
+    assert len(lines) == 1 and str(supervised.resolve()) in lines[0] and str(moved.resolve()) in lines[0], lines
+
+
 def test_rl_workdir_serves_genrec_eval_and_the_recommender(supervised, reference, capsys):
     result, workdir = reference
     capsys.readouterr()
@@ -231,7 +257,8 @@ ERRORS = [
     ("workdir-is-init-from", "{sup}", "{sup}", [], "is --init-from itself"),
     ("workdir-is-a-supervised-run", "{sup}", "{tmp}/copy", ["--no-resume"], "holds a genrec train run"),
     ("resume-changed-rollouts", "{sup}", "{ref}", ["--set", "rl.num_rollouts=4"], "rl.num_rollouts 8 -> 4"),
-    ("resume-other-start", "{tmp}/copy", "{ref}", [], "rl_init.json: this run started from"),
+    # Another start: other weights (a moved copy of the same start is accepted: test_a_moved_start_...).
+    ("resume-other-start", "{other}", "{ref}", [], "rl_init.json: this run started from"),
     ("batch-over-devices", "{sup}", "{tmp}/rl", ["--set", "rl.batch_size=12"],
      "rl.batch_size=12 does not split evenly over 8 devices; use a multiple of 8 (e.g. --set rl.batch_size=16)"),
     # Settings tests/reliability/test_rl_settings.py checks, refused before anything is compiled.
@@ -258,8 +285,10 @@ ERRORS = [
 
 @pytest.mark.parametrize("case, init_from, workdir, more, expected", ERRORS, ids=[case[0] for case in ERRORS])
 def test_user_error_is_one_line_and_changes_nothing(case, init_from, workdir, more, expected, supervised, reference,
-                                                    tmp_path, capsys):
+                                                    tmp_path, capsys, request):
     places = {"sup": supervised, "ref": reference[1], "tmp": tmp_path}
+    if init_from == "{other}":
+        places["other"] = request.getfixturevalue("other_start")
     if "{tmp}/copy" in (init_from, workdir):
         shutil.copytree(supervised, tmp_path / "copy")
         if case == "no-resume-no-best":
