@@ -207,6 +207,12 @@ def check_settings(config: TrainConfig, *, num_levels: int, num_train_examples: 
                         f"{beam_search_budget(num_levels, rl.num_rollouts)} forward tokens a request (one "
                         f"width-{rl.num_rollouts} beam search, docs/rl.md \"Budget\"): drop rl.budget, or change "
                         "rl.num_rollouts")
+    sampling = [f"rl.{key}={getattr(rl, key)}" for key, default in (("temperature", 1.0), ("top_k", None),
+                                                                      ("top_p", None)) if getattr(rl, key) != default]
+    if rl.rollouts != "sample" and sampling:  # else silently ignored: neither VED nor beam rollouts read them
+        how = ("draws children from the policy itself" if rl.rollouts == "ved" else "takes the beam search's top")
+        raise UserError(f"{', '.join(sampling)} shapes sampled rollouts only; rl.rollouts={rl.rollouts} {how}: "
+                        "drop it, or use rl.rollouts=sample")
     min_budget = beam_search_budget(num_levels, 1)
     if rl.rollouts == "ved" and rl.budget is not None and rl.budget < min_budget:
         raise UserError(f"rl.budget={rl.budget} is below one width-1 beam search ({min_budget} forward tokens "

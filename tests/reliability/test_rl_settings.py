@@ -47,6 +47,13 @@ REFUSED = [
                            "catalogue trie shorter than 3 codes at most once, and there are 51 (the root included); "
                            "set rl.budget <= 51"),
     (["rl.budget=52"], "rl.budget=52 is more than VED can spend"),
+    # Ran, with the setting silently ignored: VED draws children from the policy itself (temperature 1,
+    # untruncated), beam rollouts take the beam search's top; two temperatures gave identical VED runs.
+    (["rl.temperature=0.05"], "rl.temperature=0.05 shapes sampled rollouts only; rl.rollouts=ved draws "
+                              "children from the policy itself: drop it, or use rl.rollouts=sample"),
+    (["rl.top_k=5", "rl.top_p=0.9"], "rl.top_k=5, rl.top_p=0.9 shapes sampled rollouts only"),
+    (["rl.rollouts=beam", "rl.sibling_weight=0", "rl.value_weight=0", "rl.top_p=0.5"],
+     "rl.top_p=0.5 shapes sampled rollouts only; rl.rollouts=beam takes the beam search's top"),
 ]
 
 
@@ -67,6 +74,8 @@ def test_impossible_rl_setting_is_refused_in_one_line(overrides, expected):
     ["rl.num_rollouts=32", "rl.budget=65"],  # the default budget (one width-32 beam search), above the trie's 51
     ["rl.level_weights=0,0.5,1"],
     ["rl.batch_size=608"],
+    ["rl.rollouts=sample", "rl.temperature=0.5", "rl.top_k=5", "rl.top_p=0.9"],  # where they apply
+    ["rl.temperature=1.0"],  # the default, spelt out
 ], ids=lambda overrides: " ".join(overrides) or "defaults")
 def test_edge_rl_settings_are_accepted(overrides):
     check_settings(apply_overrides(CONFIG, overrides), **SHAPE)
