@@ -216,7 +216,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     which = "best" if result.best_step is not None else "latest"
     if args.rl:
-        with _demo_spelling():
+        with _demo_spelling(_demo_rl_workdir(workdir)):
             workdir, which = _demo_rl(config, workdir, result.test_metrics, fresh=args.fresh)
     recommender = Recommender.from_workdir(workdir, which, num_beams=config.eval.num_beams,
                                            batch_size=_DEMO_USERS)
@@ -238,20 +238,28 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _demo_spelling() -> Iterator[None]:
+def _demo_spelling(rl_workdir: Path | None = None) -> Iterator[None]:
     """genrec train's and genrec rl's messages name their ``--no-resume``, which demo spells ``--fresh``: a
     refused run (a user error) or a diverged one (:class:`Diverged`, exit status 1) of the demo's training
-    or RL stage says ``--fresh``."""
+    or RL stage says ``--fresh``; the RL stage's (``rl_workdir`` given) also says how to redo that stage
+    alone, since ``--fresh`` retrains the supervised stage too."""
+    spelt = "--fresh" if rl_workdir is None else (
+        f"--fresh (which retrains both stages; to redo only the RL stage, remove {rl_workdir})")
     try:
         yield
     except Diverged as error:
         if "--no-resume" not in str(error):
             raise
-        raise Diverged(str(error).replace("--no-resume", "--fresh")) from error
+        raise Diverged(str(error).replace("--no-resume", spelt)) from error
     except (ValueError, UserError) as error:
         if "--no-resume" not in str(error) or user_error_message(error) is None:
             raise
-        raise UserError(str(error).replace("--no-resume", "--fresh")) from error
+        raise UserError(str(error).replace("--no-resume", spelt)) from error
+
+
+def _demo_rl_workdir(workdir: Path) -> Path:
+    """Where ``genrec demo --rl`` fine-tunes the run in ``workdir``: ``<workdir>_rl``."""
+    return workdir.with_name(workdir.name + "_rl")
 
 
 def _demo_rl(config: TrainConfig, workdir: Path, supervised_test: dict[str, float], *,
@@ -261,7 +269,7 @@ def _demo_rl(config: TrainConfig, workdir: Path, supervised_test: dict[str, floa
     serves it (``"best"``; ``"latest"`` when the run validated nothing, ``rl.eval_every=0``)."""
     from training.rl import rl_train
 
-    rl_workdir = workdir.with_name(workdir.name + "_rl")
+    rl_workdir = _demo_rl_workdir(workdir)
     rl = config.rl
     print(f"\ngenrec demo --rl: {rl.num_steps} RL steps ({rl.rollouts} rollouts, {rl.num_rollouts} per request, "
           f"{rl.batch_size} requests a step) from {workdir} in {rl_workdir}", flush=True)
@@ -396,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="then fine-tune the model with V-STAR RL (the config's rl.*, docs/rl.md) in "
                            "<workdir>_rl, and recommend from that")
     demo.set_defaults(handler=_demo, outputs=lambda args: [_demo_workdir(args)] + (
-                          [_demo_workdir(args).with_name(_demo_workdir(args).name + "_rl")] if args.rl else []),
+                          [_demo_rl_workdir(_demo_workdir(args))] if args.rl else []),
                       keep_outputs=_demo_holds_checkpoint)
 
     evaluate = commands.add_parser(

@@ -127,3 +127,5 @@ def test_a_diverged_demo_names_its_own_flag_fresh(tmp_path, monkeypatch, capsys,
     diverged = "training diverged by step 4" if stage == "train" else "RL diverged by step 2"
     assert len(err) == 1 and err[0].startswith(f"genrec demo: error: {diverged}"), err
     assert "--fresh" in err[0] and "--no-resume" not in err[0], err
+    if stage == "rl":  # --fresh retrains the supervised stage too: the line says how to redo the RL stage alone
+        assert f"to redo only the RL stage, remove {tmp_path / 'demo_rl'}" in err[0], err
