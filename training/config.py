@@ -214,6 +214,7 @@ class EvalConfig:
         ``constrained.beam_search``): ``"vocab"``, ``"trie"`` (valid children
         only), or ``"auto"``: ``"trie"`` for a model trained with the ``msl``
         loss (which only ever normalised over valid children), else ``"vocab"``.
+        An RL run uses its start's (``training.rl.with_start_normalization``).
       selection_metric: what picks the best checkpoint and drives early
         stopping: ``"recall@k"`` / ``"ndcg@k"`` of the constrained beam search
         (higher is better; ``k`` must be in ``ks``), or ``"valid_ce"``, the
@@ -265,7 +266,9 @@ class RLConfig:
       num_rollouts: ``G``, rollouts per request.
       budget: rollout budget in backbone forward tokens (docs/rl.md, "Budget");
         None = one constrained beam search of width ``num_rollouts``,
-        ``1 + (L - 1) * num_rollouts``, for every arm.
+        ``1 + (L - 1) * num_rollouts``, for every arm. VED's budget is at most the
+        catalogue trie's prefixes shorter than L (each is evaluated at most once) or the
+        default, whichever is larger; ``genrec rl`` refuses more.
       temperature, top_k, top_p: constrained sampling (``rollouts="sample"`` only: VED draws children
         from the policy itself and beam rollouts take the beam search's top: neither reads them).
       ved_lambda, ved_beta: VED's entropy weight and exploration constant.
@@ -290,7 +293,8 @@ class RLConfig:
       init_checkpoint: which checkpoint of the supervised workdir to start from.
       batch_size: requests per RL step (global; split over the devices).
       num_steps: RL optimizer steps.
-      eval_every: validation (constrained beam search, ``TrainConfig.eval``) every this many steps; 0 = never.
+      eval_every: validation (constrained beam search, ``TrainConfig.eval``) every this many steps, step 0
+        (the start) included; 0 = never, not even step 0: no selection, the final weights are reported and served.
       optimizer: the RL stage's own optimizer (a small, constant learning rate by default).
     """
 
