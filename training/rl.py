@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -63,6 +62,7 @@ from training.config import TrainConfig, load_config_file, override_keys, score_
 from training.evaluate import evaluate_split
 from training.optim import make_optimizer
 from training.preemption import StopOnSignal
+from training.prefix_counts import count_distinct_prefixes
 from training.rl_step import init_value_head, make_rl_step, uses_value_head
 from training.train import (
     METRICS_FILE,
@@ -79,6 +79,7 @@ from training.train import (
     load_data,
     load_start,
     model_or_data_changes,
+    read_metrics_records,
     read_start_record,
     remove_run_outputs,
     report_run,
@@ -165,8 +166,7 @@ def trie_prefixes(sid_codes: np.ndarray) -> int:
     Args:
       sid_codes: ``int[num_items, L]`` SID codes of the catalogue.
     """
-    codes = np.asarray(sid_codes)
-    return 1 + sum(len(np.unique(codes[:, :length], axis=0)) for length in range(1, codes.shape[1]))
+    return 1 + int(count_distinct_prefixes(sid_codes)[:-1].sum())
 
 
 def check_settings(config: TrainConfig, *, num_levels: int, num_train_examples: int, num_devices: int,
@@ -220,8 +220,8 @@ def check_settings(config: TrainConfig, *, num_levels: int, num_train_examples: 
                         f"{min_budget}, or none (one width-{rl.num_rollouts} beam search, "
                         f"{beam_search_budget(num_levels, rl.num_rollouts)} tokens)")
     default_budget = beam_search_budget(num_levels, rl.num_rollouts)
-    if rl.rollouts == "ved" and rl.budget is not None and rl.budget > max(num_prefixes, default_budget):
-        bound = max(num_prefixes, default_budget)
+    bound = max(num_prefixes, default_budget)
+    if rl.rollouts == "ved" and rl.budget is not None and rl.budget > bound:
         raise UserError(f"rl.budget={rl.budget} is more than VED can spend: it evaluates each prefix of the "
                         f"catalogue trie shorter than {num_levels} codes at most once, and there are {num_prefixes} "
                         f"(the root included); set rl.budget <= {bound}, or none (one width-{rl.num_rollouts} beam "
@@ -514,13 +514,8 @@ def _logged_start_metrics(workdir: Path, step: int) -> dict[str, float]:
       UserError: metrics.jsonl does not hold it (one line; before anything of the resumed run is done).
     """
     path = workdir / METRICS_FILE
-    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a torn line from a crash
-            continue
-        if isinstance(record, dict) and record.get("kind") == "valid" and record.get("step") == 0:
+    for _, record in read_metrics_records(path):
+        if record.get("kind") == "valid" and record.get("step") == 0:
             return {key: value for key, value in record.items() if key not in ("step", "kind")}
     raise UserError(f"{workdir}: the validation of its start (step 0), which the run reports, is in neither its "
                     f"checkpoint (step {step}, written by an older genrec) nor {path.name} "

@@ -48,7 +48,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -173,6 +173,20 @@ def load_data(config: DataConfig) -> InteractionData:
 # ---------------------------------------------------------------------------
 
 
+def read_metrics_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(line, record)`` of each record of a metrics.jsonl file, in order; a torn line (a crash mid-write) or
+    one that is not an object is skipped; nothing if the file is absent."""
+    if not path.is_file():
+        return
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a torn last line from a crash
+            continue
+        if isinstance(record, dict):
+            yield line, record
+
+
 class MetricsLog:
     """Appends one JSON record per line to ``workdir/metrics.jsonl`` (each line one ``write``).
 
@@ -194,14 +208,9 @@ class MetricsLog:
         if not enabled:
             return
         kept = []
-        if keep_up_to_step is not None and path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:  # a torn last line from a crash
-                    continue
-                if record.get("step", 0) <= keep_up_to_step and record.get("kind") != "test":
-                    kept.append(line + "\n")
+        if keep_up_to_step is not None:
+            kept = [line + "\n" for line, record in read_metrics_records(path)
+                    if record.get("step", 0) <= keep_up_to_step and record.get("kind") != "test"]
         with atomic_open(path, "w") as f:
             f.writelines(kept)
         if tensorboard_dir is not None:
