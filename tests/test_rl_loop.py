@@ -19,6 +19,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from checkpoint_damage import delete_a_used_file
 from flax import nnx
 from logging_state import restore_logging  # noqa: F401 (autouse: every test keeps the logging state)
 from train_cli import (
@@ -293,9 +294,8 @@ def test_user_error_is_one_line_and_changes_nothing(case, init_from, workdir, mo
         shutil.copytree(supervised, tmp_path / "copy")
         if case == "no-resume-no-best":
             shutil.rmtree(tmp_path / "copy" / "best")
-        if case == "damaged-start-best":  # its largest array file gone: unreadable
-            files = [path for path in (tmp_path / "copy" / "best").rglob("*") if path.is_file()]
-            max(files, key=lambda path: path.stat().st_size).unlink()
+        if case == "damaged-start-best":  # a file its best checkpoint needs gone: unreadable
+            delete_a_used_file(tmp_path / "copy" / "best")
     before = [_tree(root) for root in places.values()]
     argv = rl_arguments(init_from.format(**places), workdir.format(**places), TINY_RUN + RL_TINY) + more
     capsys.readouterr()

@@ -11,6 +11,7 @@ import json
 import shutil
 
 import pytest
+from checkpoint_damage import delete_a_used_file
 from flax import nnx
 from logging_state import restore_logging  # noqa: F401 (autouse: every test keeps the logging state)
 from train_cli import REPO, SMOKE, TINY_RUN, train_tiny_supervised
@@ -92,10 +93,9 @@ def test_a_wrong_source_is_refused_in_one_line(supervised, tmp_path, capsys, cas
                  "no_best": tmp_path / "run", "damaged_best": tmp_path / "run"}[case]
     if case == "no_best":  # the run's files without its best checkpoint
         shutil.copytree(source_dir, init_from, ignore=shutil.ignore_patterns("best", "*.lock"))
-    if case == "damaged_best":  # the largest file of its best checkpoint gone: unreadable
+    if case == "damaged_best":  # a file its best checkpoint needs gone: unreadable
         shutil.copytree(source_dir, init_from, ignore=shutil.ignore_patterns("*.lock"))
-        max((path for path in (init_from / "best").rglob("*") if path.is_file()), key=lambda path: path.stat().st_size
-            ).unlink()
+        delete_a_used_file(init_from / "best")
     argv = ["--config", str(REPO / SMOKE), "--workdir", str(workdir), "--init-from", str(init_from)]
     for override in overrides:
         argv += ["--set", override]

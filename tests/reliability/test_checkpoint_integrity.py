@@ -13,10 +13,9 @@ import re
 import shutil
 from pathlib import Path
 
-import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
+from checkpoint_damage import damage, read_back
 from logging_state import kept_logging
 from train_cli import TINY_RUN, assert_same_latest_params
 
@@ -54,43 +53,6 @@ def copy_of(run_dir: Path, tmp_path: Path) -> Path:
     workdir = tmp_path / "run"
     shutil.copytree(run_dir, workdir)
     return workdir
-
-
-def read_back(item_dir: Path) -> list[np.ndarray] | None:
-    """The arrays Orbax reads from a checkpoint item, unverified (None: it cannot read them)."""
-    try:
-        with ocp.StandardCheckpointer() as reader:
-            return [np.asarray(leaf) for leaf in jax.tree.leaves(reader.restore(item_dir))]
-    except Exception:
-        return None
-
-
-def damage(item_dir: Path, how: str, intact: list[np.ndarray]) -> Path:
-    """Damages one file of a checkpoint item so that what Orbax reads back changes, and returns it.
-
-    ``flip``: one bit of a byte (the middle one, else at a quarter), read back
-    without any error as other values (what the issue saw); ``truncate``: a file's second half cut;
-    ``delete``: a file removed. Files are tried largest first: a file the
-    reader does not use (OCDBT keeps some) is put back and the next one tried.
-    """
-    files = sorted((path for path in item_dir.rglob("*") if path.is_file()), key=lambda path: -path.stat().st_size)
-    for target in files:
-        before = target.read_bytes()
-        for position in (0.5, 0.25, 0.75) if how == "flip" else (None,):
-            if how == "flip":
-                data = bytearray(before)
-                data[int(len(data) * position)] ^= 0x01
-                target.write_bytes(bytes(data))
-            elif how == "truncate":
-                target.write_bytes(before[: len(before) // 2])
-            else:
-                target.unlink()
-            values = read_back(item_dir)
-            changed = values is not None and any(not np.array_equal(a, b) for a, b in zip(values, intact))
-            if changed or (values is None and how != "flip"):
-                return target
-            target.write_bytes(before)
-    raise AssertionError(f"no {how} of one file under {item_dir} changes what Orbax reads")
 
 
 def steps_on_disk(workdir: Path) -> list[str]:
