@@ -12,7 +12,7 @@ import numpy as np
 from train_cli import REPO, SMOKE, assert_same_latest_params, killed_train_command
 
 from training.config import load_config_file
-from training.train import train
+from training.train import MetricsLog, train
 
 NUM_STEPS, KILL_AT = 8, 4
 OVERRIDES = [
@@ -102,3 +102,18 @@ def test_running_prefix_weights_survive_a_resume(tmp_path):
     np.testing.assert_allclose([r["prefix_weights"] for r in _records(tmp_path / "resumed", "train")][-1],
                                weights[-1], rtol=1e-6)
     assert_same_latest_params(tmp_path / "resumed", tmp_path / "reference")
+
+
+def test_metrics_log_records_skip_a_torn_last_line(tmp_path):
+    """A crash mid-write leaves a torn last line in metrics.jsonl: ``MetricsLog.records()`` (what curves.png is
+    drawn from) reads the records before it, as the resume's trim does (it raised a JSONDecodeError)."""
+    path = tmp_path / "metrics.jsonl"
+    log = MetricsLog(path, keep_up_to_step=None)
+    written = [{"step": 2, "kind": "train", "loss": 1.5}, {"step": 4, "kind": "valid", "ndcg@10": 0.25}]
+    for record in written:
+        log.write(record)
+    with path.open("a", encoding="utf-8") as f:
+        f.write('{"step": 6, "kind": "tra')  # the crash
+    assert log.records() == written
+    # The same reader as the resume's: what a resume keeps is what records() reads.
+    assert MetricsLog(path, keep_up_to_step=6).records() == written

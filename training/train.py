@@ -234,9 +234,8 @@ class MetricsLog:
             self.events.close()
 
     def records(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        """The file's records, in order, through :func:`read_metrics_records` (a torn last line is skipped)."""
+        return [record for _, record in read_metrics_records(self.path)]
 
 
 # What decides which checkpoint is best: a change across a resume makes the
