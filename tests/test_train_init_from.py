@@ -174,3 +174,42 @@ def test_a_refused_no_resume_command_leaves_the_previous_run_as_it_was(case, ini
     assert len(err.splitlines()) == 1 and err.startswith("genrec train: error: "), err
     assert expected.format(**places) in err, err
     assert "which=" not in err  # no command has such an option
+
+
+@pytest.fixture(scope="module")
+def other_source(tmp_path_factory):
+    """Another supervised tiny workdir (2 steps): other weights than ``supervised``'s, for a refused resume."""
+    workdir = tmp_path_factory.mktemp("other_source")
+    train(load_config_file(REPO / SMOKE, TINY_RUN + ["num_steps=2", "eval_every=2"]), workdir)
+    return workdir
+
+
+def test_a_moved_start_with_the_same_weights_is_accepted_on_resume(supervised, warm, other_source, tmp_path,
+                                                                   caplog, capsys):
+    """The start's workdir moved (its checkpoint, step and weights' digest unchanged): the resume goes on with one
+    INFO line, and init_from.json names the new place, as genrec rl does (it was refused as "not from ...").
+    A start with other weights is still refused in one line, nothing written."""
+    _, final, warm_dir = warm
+    moved, workdir = tmp_path / "moved_source", tmp_path / "warm"
+    shutil.copytree(supervised[1], moved, ignore=shutil.ignore_patterns("*.lock"))
+    shutil.copytree(warm_dir, workdir, ignore=shutil.ignore_patterns("*.lock"))
+    config = load_config_file(REPO / SMOKE, TINY_RUN + STILL + ["num_steps=4"])
+    recorded = json.loads((workdir / "init_from.json").read_text())
+    with caplog.at_level("INFO", logger="genrec.train"):
+        resumed = train(config, workdir, init_from=moved)
+    assert resumed.final_step == 4 and resumed.best_step == final.best_step
+    assert resumed.test_metrics == final.test_metrics
+    assert json.loads((workdir / "init_from.json").read_text()) == {**recorded, "workdir": str(moved.resolve())}
+    lines = [r.getMessage() for r in caplog.records if r.name == "genrec.train" and "start moved" in r.getMessage()]
+    assert len(lines) == 1 and recorded["workdir"] in lines[0] and str(moved.resolve()) in lines[0], lines
+
+    before = _tree(workdir)
+    argv = ["--config", str(REPO / SMOKE), "--workdir", str(workdir), "--init-from", str(other_source)]
+    for override in TINY_RUN + STILL + ["num_steps=4"]:
+        argv += ["--set", override]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and f"{workdir}: this run started from {moved.resolve()} (best step 4" in err, err
+    assert f"not from {other_source.resolve()} (best step 2" in err, err
+    assert _tree(workdir) == before

@@ -73,6 +73,7 @@ from training.train import (
     MetricsLog,
     absolute_data_dir,
     check_resumed_data,
+    check_same_start,
     describe_changes,
     end_step,
     holds_checkpoint,
@@ -357,18 +358,9 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
         saved_config, _ = read_run_config(workdir)
         changes = _check_resume(saved_config, config, workdir / CONFIG_FILE)
         check_resumed_data(workdir, data)
-        saved_init = read_start_record(workdir / RL_INIT_FILE, "the start of an RL run")
-        # The start is its checkpoint (which, step, weights' digest), wherever its workdir now is: a moved one
-        # is accepted (as data directories are, by their fingerprint), and rl_init.json names its new place.
-        if any(saved_init[key] != init_record[key] for key in ("checkpoint", "step", "params")):
-            raise UserError(f"{workdir / RL_INIT_FILE}: this run started from {saved_init['workdir']} "
-                            f"({saved_init['checkpoint']} step {saved_init['step']}, {saved_init['params'][:19]}), "
-                            f"not from {init_record['workdir']} ({init_record['checkpoint']} step "
-                            f"{init_record['step']}, {init_record['params'][:19]}); use another --workdir")
-        if saved_init["workdir"] != init_record["workdir"]:
-            logger.info("the start moved from %s to %s (the same %s checkpoint, step %d, params %s): resuming from "
-                        "it there", saved_init["workdir"], init_record["workdir"], init_record["checkpoint"],
-                        init_record["step"], init_record["params"][:19])
+        # A moved start with the same weights is accepted; rl_init.json then names its new place (below).
+        check_same_start(read_start_record(workdir / RL_INIT_FILE, "the start of an RL run"), init_record,
+                         where=workdir / RL_INIT_FILE, fix="use another --workdir", log=logger)
     # rl_init.json first: a workdir with config.json but no rl_init.json reads as a genrec train run and is refused.
     write_json_atomic(workdir / RL_INIT_FILE, init_record, indent=1)
     if not resuming:  # the data the run starts on; a resume keeps the record of the run's start

@@ -114,8 +114,8 @@ from training.train_step import (
     shard_batch,
 )
 
-__all__ = ["TrainResult", "end_step", "holds_checkpoint", "load_data", "main", "remove_run_outputs", "report_run",
-           "resume_changes", "train", "window_from_json", "window_to_json"]
+__all__ = ["TrainResult", "check_same_start", "end_step", "holds_checkpoint", "load_data", "main", "remove_run_outputs",
+           "report_run", "resume_changes", "train", "window_from_json", "window_to_json"]
 
 logger = logging.getLogger("genrec.train")
 
@@ -518,6 +518,38 @@ def _start_name(record: dict[str, Any] | None) -> str:
     return f"{record['workdir']} ({record['checkpoint']} step {record['step']}, params {record['params'][:19]})"
 
 
+# What a start is (init_from.json, rl_init.json): its checkpoint, step and weights' digest; its workdir is only
+# where it lies now.
+_START_IDENTITY = ("checkpoint", "step", "params")
+
+
+def check_same_start(saved: dict[str, Any] | None, current: dict[str, Any] | None, *, where: Path, fix: str,
+                     log: logging.Logger = logger) -> None:
+    """Refuses to resume a run from another start than the one it recorded (genrec train's warm start, genrec rl).
+
+    The start is its checkpoint, step and weights' digest, wherever its workdir now is: a moved one is accepted
+    (as a moved data directory is, by its fingerprint) with one INFO line to ``log`` (the command's logger), and
+    the caller records its new place.
+
+    Args:
+      saved: the run's record of its start (:func:`read_start_record`); None for a run from scratch.
+      current: :func:`load_start`'s record of the start given now; None for none.
+      where: what the error names (the workdir, or its record file).
+      fix: what the error ends with, in the command's options.
+
+    Raises:
+      UserError: another start (one line naming both).
+    """
+    if (saved is None) != (current is None) or (
+            saved is not None and any(saved[key] != current[key] for key in _START_IDENTITY)):
+        raise UserError(f"{where}: this run started from {_start_name(saved)}, not from {_start_name(current)}; "
+                        f"{fix}")
+    if saved is not None and saved["workdir"] != current["workdir"]:
+        log.info("the start moved from %s to %s (the same %s checkpoint, step %d, params %s): resuming from it "
+                 "there", saved["workdir"], current["workdir"], current["checkpoint"], current["step"],
+                 current["params"][:19])
+
+
 # ---------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------
@@ -543,7 +575,8 @@ def train(
         fresh run starts from its best checkpoint's parameters (fresh optimizer
         state, this config's schedule) and validates that start at step 0. A
         resumed run continues from its own checkpoint; it must name the start it
-        recorded in ``init_from.json`` (None for a run started from scratch).
+        recorded in ``init_from.json`` (None for a run started from scratch), or that
+        start moved elsewhere (the same checkpoint, step and weights: :func:`check_same_start`).
       on_step_end: called with the step number at the end of every training
         step, once that step's checkpoint (if one was due) is committed, so
         the hook may even end the process (the kill-and-resume tests do).
@@ -669,11 +702,9 @@ def _train_locked(
             )
         resume_changes = check_resume_changes(saved_config, config, steps_per_epoch, workdir / CONFIG_FILE)
         check_resumed_data(workdir, data)
-        saved_start = _read_init_from(workdir / INIT_FROM_FILE)
-        if saved_start != start:
-            raise UserError(f"{workdir}: this run started from {_start_name(saved_start)}, not from "
-                            f"{_start_name(start)}; resume it with the same --init-from, or use another "
-                            "--workdir or --no-resume")
+        # A moved start with the same weights is accepted; init_from.json then records its new place (below).
+        check_same_start(_read_init_from(workdir / INIT_FROM_FILE), start, where=workdir,
+                         fix="resume it with the same --init-from, or use another --workdir or --no-resume")
     if is_primary:
         if not resuming:  # the data the run starts on; a resume keeps the record of the run's start
             write_data_fingerprint(workdir, data)
@@ -1113,7 +1144,8 @@ def main(argv: Sequence[str] | None = None, *, on_step_end: Callable[[int], None
     parser.add_argument("--init-from", default=None, metavar="RUN",
                         help="warm start: begin from the best checkpoint of the genrec train run RUN (same model "
                              "and data) with a fresh optimizer and this config's schedule, validating the start "
-                             "at step 0 (docs/training.md#warm-start); a resume must name the same RUN")
+                             "at step 0 (docs/training.md#warm-start); a resume must name the same RUN (or RUN moved: "
+                             "the same weights)")
     parser.add_argument("--distributed", action="store_true",
                         help="multi-host: call jax.distributed.initialize() first (also GENREC_DISTRIBUTED=1); "
                              "on TPU VMs and SLURM the cluster is detected, elsewhere give the three options below")
