@@ -322,3 +322,55 @@ def test_a_crash_while_writing_the_run_files_leaves_a_workdir_rl_accepts(supervi
     monkeypatch.setattr(rl_module, "write_run_files", write_run_files)
     config = dataclasses.replace(CONFIG, rl=dataclasses.replace(CONFIG.rl, num_steps=1, eval_every=0))
     assert rl_train(config, supervised, workdir).final_step == 1  # accepted and run, not refused
+
+
+@pytest.fixture
+def own_sigterm_handler():
+    """A SIGTERM handler that only records, standing in for the default one (which would end pytest):
+    a signal that reaches it is one that the RL run ignored. Yields the signals it received."""
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_during_the_final_evaluation_stops_at_once_and_a_rerun_only_evaluates(
+        supervised, reference, tmp_path, monkeypatch, own_sigterm_handler, capsys):
+    """As genrec train (tests/reliability/test_sigterm_edges.py): SIGTERM during the final test evaluation, after
+    the last checkpoint, stops at once, exit 143, no results; the rerun trains no step and reports what the
+    uninterrupted run does. (The signal went to the previous handler and the run finished, exit 0.)"""
+    import training.rl as rl_module
+
+    result, reference_dir = reference
+    workdir = tmp_path / "rl"
+    argv = rl_arguments(supervised, workdir, TINY_RUN + RL_TINY)
+    trained = []
+    evaluate_split = rl_module.evaluate_split
+
+    def signal_in_the_test_evaluation(*args, **kwargs):  # the evaluations after the last step: the test split's
+        if trained:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return evaluate_split(*args, **kwargs)
+
+    monkeypatch.setattr(rl_module, "evaluate_split", signal_in_the_test_evaluation)
+    capsys.readouterr()
+    assert rl_main(argv, on_step_end=lambda step: trained.append(step) if step == NUM_STEPS else None) == 143
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"interrupted_at_step": NUM_STEPS}
+    assert own_sigterm_handler == []
+    assert not (workdir / "results.json").exists() and _records(workdir, "test") == []
+    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [2, NUM_STEPS]
+
+    # The rerun: no RL step (a step would fail), the final evaluation only.
+    monkeypatch.undo()
+
+    def no_training(*args, **kwargs):
+        def step(*step_args):
+            raise AssertionError("the rerun of a finished RL run trained again")
+        return step
+
+    monkeypatch.setattr(rl_module, "make_rl_step", no_training)
+    assert rl_main(argv) == 0
+    assert json.loads((workdir / "results.json").read_text())["test_metrics"] == result.test_metrics
+    assert _timeless(_records(workdir)) == _timeless(_records(reference_dir))

@@ -24,7 +24,8 @@ beam search, with the start's beam-score normalisation (``with_start_normalizati
 it), measured first at step 0 (the start), so the best
 checkpoint is never worse on validation than the model the run started from.
 Resume is exact (rollout and dropout randomness are pure functions of
-``(seed, step)``); SIGTERM checkpoints the current step and exits 143.
+``(seed, step)``); SIGTERM checkpoints the current step and exits 143. After the last checkpoint (the final
+test evaluation) a SIGTERM stops at once, exit 143, and rerunning the command only evaluates (as genrec train).
 """
 
 from __future__ import annotations
@@ -294,7 +295,8 @@ def rl_train(
         non-finite (``training.train.load_start``).
       ValueError: a resume would change the run's settings or shorten it (``training.train.resume_changes``).
       genrec.locks.DirectoryInUseError: another process uses ``workdir``.
-      TrainingInterrupted: SIGTERM; the step is checkpointed, call again to resume.
+      TrainingInterrupted: SIGTERM; the step is checkpointed, call again to resume (in the final test
+        evaluation: it stopped at once, and calling again runs only that evaluation).
       Diverged (a FloatingPointError): the policy's weights or loss became non-finite.
     """
     init_from, workdir = Path(init_from), Path(workdir)
@@ -433,58 +435,69 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
     progress = dataclasses.replace(progress, log_window=())
     window_start = time.perf_counter()
     step = progress.step
-    with StopOnSignal() as stop_signal, progress_bar(rl.num_steps, unit="step", initial=step, desc="rl") as bar:
-        while not progress.finished and step < rl.num_steps:
-            batch = shard_batch(next(batches), mesh)
-            trainable, opt_state, step_metrics = rl_step(
-                graphdef, value_graphdef, trainable, opt_state, reference_params, rest, batch,
-                jax.random.fold_in(base_key, step), device_index)
-            step += 1
-            window.append(step_metrics)
-            bar.update(1)
-            if step % config.log_every == 0 or step == rl.num_steps:
-                record = _summarize(jax.device_get(window), step, time.perf_counter() - window_start,
-                                    float(schedule(step - 1)), timed_steps=len(window) - restored_in_window,
-                                    value_head=uses_value_head(rl))
-                metrics_log.write(record)
-                logger.info(_progress_line(record, rl.num_steps, value_loss=rl.value_weight > 0))
-                bar.set_postfix(reward=f"{record['reward_mean']:.3f}", refresh=False)
-                if not np.isfinite(record["loss"]) or not all_finite(trainable["policy"]):
-                    checkpointer.close()
-                    metrics_log.close()
-                    raise Diverged(f"RL diverged by step {step}: non-finite loss or weights; nothing of it was "
-                                   "saved. Lower rl.optimizer.learning_rate and rerun with --no-resume or another "
-                                   "--workdir (a resume repeats the divergence)")
-                window, window_start, restored_in_window = [], time.perf_counter(), 0
-            stop_early = False
-            if rl.eval_every and (step % rl.eval_every == 0 or step == rl.num_steps):
-                eval_start = time.perf_counter()
-                valid_metrics = evaluate(trainable["policy"], valid_examples).metrics
-                window_start += time.perf_counter() - eval_start
-                metrics_log.write({"step": step, "kind": "valid", **valid_metrics})
-                consider(step, valid_metrics)
-                patience = config.early_stopping_patience
-                stop_early = patience is not None and progress.evals_without_improvement >= patience
-            finished = stop_early or step == rl.num_steps
-            interrupted = not finished and stop_signal.requested(step)
-            progress = dataclasses.replace(progress, step=step, data_step=batches.step, finished=finished,
-                                           early_stopped=stop_early)
-            if finished or interrupted or step % checkpoint_every == 0:
-                checkpointer.save(trainable["policy"], {"optimizer": opt_state, "value": trainable["value"]},
-                                  dataclasses.replace(progress, log_window=window_to_json(jax.device_get(window))))
-            end_step(step, checkpointer, metrics_log, on_step_end, stop_signal.signum if interrupted else None,
-                     log=logger)
-    checkpointer.wait()
+    # SIGTERM (preemption, timeout, scheduler) stops the loop after a step, with a checkpoint; once the last
+    # checkpoint is committed, the final evaluation at once (as genrec train).
+    with StopOnSignal() as stop_signal:
+        with progress_bar(rl.num_steps, unit="step", initial=step, desc="rl") as bar:
+            while not progress.finished and step < rl.num_steps:
+                batch = shard_batch(next(batches), mesh)
+                trainable, opt_state, step_metrics = rl_step(
+                    graphdef, value_graphdef, trainable, opt_state, reference_params, rest, batch,
+                    jax.random.fold_in(base_key, step), device_index)
+                step += 1
+                window.append(step_metrics)
+                bar.update(1)
+                if step % config.log_every == 0 or step == rl.num_steps:
+                    record = _summarize(jax.device_get(window), step, time.perf_counter() - window_start,
+                                        float(schedule(step - 1)), timed_steps=len(window) - restored_in_window,
+                                        value_head=uses_value_head(rl))
+                    metrics_log.write(record)
+                    logger.info(_progress_line(record, rl.num_steps, value_loss=rl.value_weight > 0))
+                    bar.set_postfix(reward=f"{record['reward_mean']:.3f}", refresh=False)
+                    if not np.isfinite(record["loss"]) or not all_finite(trainable["policy"]):
+                        checkpointer.close()
+                        metrics_log.close()
+                        raise Diverged(f"RL diverged by step {step}: non-finite loss or weights; nothing of it was "
+                                       "saved. Lower rl.optimizer.learning_rate and rerun with --no-resume or another "
+                                       "--workdir (a resume repeats the divergence)")
+                    window, window_start, restored_in_window = [], time.perf_counter(), 0
+                stop_early = False
+                if rl.eval_every and (step % rl.eval_every == 0 or step == rl.num_steps):
+                    eval_start = time.perf_counter()
+                    valid_metrics = evaluate(trainable["policy"], valid_examples).metrics
+                    window_start += time.perf_counter() - eval_start
+                    metrics_log.write({"step": step, "kind": "valid", **valid_metrics})
+                    consider(step, valid_metrics)
+                    patience = config.early_stopping_patience
+                    stop_early = patience is not None and progress.evals_without_improvement >= patience
+                finished = stop_early or step == rl.num_steps
+                interrupted = not finished and stop_signal.requested(step)
+                progress = dataclasses.replace(progress, step=step, data_step=batches.step, finished=finished,
+                                               early_stopped=stop_early)
+                if finished or interrupted or step % checkpoint_every == 0:
+                    checkpointer.save(trainable["policy"], {"optimizer": opt_state, "value": trainable["value"]},
+                                      dataclasses.replace(progress, log_window=window_to_json(jax.device_get(window))))
+                end_step(step, checkpointer, metrics_log, on_step_end, stop_signal.signum if interrupted else None,
+                         log=logger)
+        checkpointer.wait()
 
-    # --- Final evaluation: test split, best checkpoint (without validation: the final weights) --------
-    best_meta = checkpointer.best_metadata()
-    policy, best_step = trainable["policy"], None
-    if best_meta is not None:
-        policy, best_step = checkpointer.restore_params(trainable["policy"], "best")
-    test_result = evaluate(policy, split.test)
-    with atomic_open(workdir / TEST_RANKS_FILE, "wb") as f:
-        np.save(f, test_result.ranks)
-    metrics_log.write({"step": progress.step, "kind": "test", **test_result.metrics})
+        # --- Final evaluation: test split, best checkpoint (without validation: the final weights) ----
+        # Training is finished and its last checkpoint committed: a signal from here on stops at once (exit 143)
+        # and rerunning the command runs only this final evaluation, as in genrec train.
+        try:
+            stop_signal.stop_at_once(progress.step)
+            best_meta = checkpointer.best_metadata()
+            policy, best_step = trainable["policy"], None
+            if best_meta is not None:
+                policy, best_step = checkpointer.restore_params(trainable["policy"], "best")
+            test_result = evaluate(policy, split.test)
+            with atomic_open(workdir / TEST_RANKS_FILE, "wb") as f:
+                np.save(f, test_result.ranks)
+            metrics_log.write({"step": progress.step, "kind": "test", **test_result.metrics})
+        except BaseException:  # the stop, a damaged best checkpoint: what the run opened is closed
+            checkpointer.close()
+            metrics_log.close()
+            raise
     checkpointer.close()
     metrics_log.close()
     result = RLResult(
