@@ -374,3 +374,23 @@ def test_sigterm_during_the_final_evaluation_stops_at_once_and_a_rerun_only_eval
     assert rl_main(argv) == 0
     assert json.loads((workdir / "results.json").read_text())["test_metrics"] == result.test_metrics
     assert _timeless(_records(workdir)) == _timeless(_records(reference_dir))
+
+
+def test_a_damaged_best_checkpoint_of_the_rl_run_stops_its_final_evaluation_in_one_line(
+        supervised, reference, tmp_path, capsys):
+    """The RL run's own best checkpoint damaged before its final evaluation: one line naming the RL run's best
+    checkpoint and genrec rl's fix, as genrec train words its own (it was genrec eval's message, "--which latest,
+    which='latest'"); exit 2, the run's results as they were."""
+    _, reference_dir = reference
+    workdir = tmp_path / "rl"
+    shutil.copytree(reference_dir, workdir)
+    delete_a_used_file(workdir / "best")  # a file its best checkpoint (step 0) needs gone: unreadable
+    kept = {name: (workdir / name).read_bytes() for name in ("results.json", "test_ranks.npy")}
+    capsys.readouterr()
+    assert rl_main(rl_arguments(supervised, workdir, TINY_RUN + RL_TINY)) == 2  # finished: straight to the test split
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("genrec rl: error: "), err
+    assert f"{workdir / 'best'}: the RL run's best checkpoint (step 0) is damaged (unreadable: " in err, err
+    assert err.rstrip().endswith("so the test split was not evaluated; run genrec rl again with --no-resume, or "
+                                 "evaluate the latest checkpoint: genrec eval --which latest"), err
+    assert {name: (workdir / name).read_bytes() for name in kept} == kept

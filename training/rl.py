@@ -46,6 +46,7 @@ from constrained.decode import build_eval_index
 from constrained.ved import beam_search_budget
 from genrec.atomic_files import atomic_open, write_json_atomic
 from genrec.batching import BatchIterator
+from genrec.checkpoint_checksums import CheckpointDamaged
 from genrec.console import Diverged, UserError, add_verbose_flag, run_command, setup_logging
 from genrec.locks import DirectoryLock
 from genrec.models import build_model, count_params
@@ -75,6 +76,7 @@ from training.train import (
     absolute_data_dir,
     check_resumed_data,
     check_same_start,
+    damaged_best_error,
     describe_changes,
     end_step,
     holds_checkpoint,
@@ -486,10 +488,14 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
         # and rerunning the command runs only this final evaluation, as in genrec train.
         try:
             stop_signal.stop_at_once(progress.step)
-            best_meta = checkpointer.best_metadata()
             policy, best_step = trainable["policy"], None
-            if best_meta is not None:
-                policy, best_step = checkpointer.restore_params(trainable["policy"], "best")
+            try:  # never a test evaluation of damaged weights
+                best_meta = checkpointer.best_metadata()
+                if best_meta is not None:
+                    policy, best_step = checkpointer.restore_params(trainable["policy"], "best")
+            except CheckpointDamaged as damaged:  # its message is genrec eval's (which='latest')
+                raise damaged_best_error(workdir, damaged, run="the RL run's",
+                                         rerun="run genrec rl again") from damaged
             test_result = evaluate(policy, split.test)
             with atomic_open(workdir / TEST_RANKS_FILE, "wb") as f:
                 np.save(f, test_result.ranks)

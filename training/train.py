@@ -114,8 +114,9 @@ from training.train_step import (
     shard_batch,
 )
 
-__all__ = ["TrainResult", "check_same_start", "end_step", "holds_checkpoint", "load_data", "main", "remove_run_outputs",
-           "report_run", "resume_changes", "train", "window_from_json", "window_to_json"]
+__all__ = ["TrainResult", "check_same_start", "damaged_best_error", "end_step", "holds_checkpoint", "load_data",
+           "main", "remove_run_outputs", "report_run", "resume_changes", "train", "window_from_json",
+           "window_to_json"]
 
 logger = logging.getLogger("genrec.train")
 
@@ -866,9 +867,7 @@ def _train_locked(
     except CheckpointDamaged as damaged:
         checkpointer.close()
         metrics_log.close()
-        raise UserError(f"{workdir / BEST_DIR}: the best checkpoint (step {damaged.step}) is damaged "
-                        f"({damaged.reason}), so the test split was not evaluated; retrain with --no-resume, or "
-                        "evaluate the latest checkpoint: genrec eval --which latest") from damaged
+        raise damaged_best_error(workdir, damaged, run="the", rerun="retrain") from damaged
     test_result = evaluate(state, split.test)
     test_metrics = test_result.metrics
     if is_primary:  # per-user ranks, for paired comparisons of runs (research/compare_runs.py)
@@ -1070,6 +1069,15 @@ def check_single_process(coordinator: str | None, num_processes: int | None, pro
     if given:
         raise UserError(f"{' '.join(given)}: multi-host options need --distributed (or GENREC_DISTRIBUTED=1); "
                         "add it, or leave them out to train as one process")
+
+
+def damaged_best_error(workdir: Path, damaged: CheckpointDamaged, *, run: str, rerun: str) -> UserError:
+    """The one line of a run whose own best checkpoint is damaged before its final test evaluation (genrec train's
+    and genrec rl's wording): ``run`` names whose checkpoint it is, ``rerun`` how to run it again from the start
+    (the line adds ``with --no-resume``); the fix is the command's, not ``genrec eval``'s ``which='latest'``."""
+    return UserError(f"{workdir / BEST_DIR}: {run} best checkpoint (step {damaged.step}) is damaged "
+                     f"({damaged.reason}), so the test split was not evaluated; {rerun} with --no-resume, or "
+                     "evaluate the latest checkpoint: genrec eval --which latest")
 
 
 def holds_checkpoint(workdir: str | Path) -> bool:
