@@ -548,6 +548,10 @@ class Recommender:
         """
         if on_unknown not in ("error", "skip"):
             raise ValueError(f"on_unknown={on_unknown!r}; use 'error' or 'skip'")
+        if not isinstance(histories, (str, bytes, np.ndarray)):
+            histories = list(histories)  # an iterator would be used up by the check below (0 results)
+        exclude_items, allow_items = (ids if ids is None or isinstance(ids, (str, bytes)) else list(ids)
+                                      for ids in (exclude_items, allow_items))
         if isinstance(histories, (str, bytes)) or any(isinstance(h, (str, bytes)) for h in histories):
             # list("1433") would silently become the items "1", "4", "3", "3".
             raise TypeError("a history must be a sequence of item ids, not a string: pass "

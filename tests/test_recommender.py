@@ -227,3 +227,19 @@ def test_a_string_history_is_refused_and_no_requests_give_an_empty_result(data, 
     empty = recommender.recommend([], top_k=5)
     assert len(empty) == 0 and empty.item_ids.shape == (0, 5) and empty.valid.dtype == bool
     assert len(recommender.recommend([[]], top_k=5)) == 1  # an empty history is a cold-start request
+
+
+def test_iterators_of_histories_and_item_lists_equal_lists(data, recommender):
+    # Seen: a generator of histories gave 0 results (the string check used it up) and a generator of
+    # exclude_items lists raised "object of type 'generator' has no len()".
+    histories = [list(h) for h in _histories(data, num=4)]
+    excluded = [h[-1:] for h in histories]
+    want = recommender.recommend(histories, top_k=5, exclude_items=excluded)
+    for make in (iter, lambda xs: (x for x in xs), lambda xs: map(list, xs)):
+        got = recommender.recommend(make(histories), top_k=5, exclude_items=make(excluded))
+        assert len(got) == len(histories)
+        np.testing.assert_array_equal(got.item_ids, want.item_ids)
+        np.testing.assert_array_equal(got.valid, want.valid)
+    got = recommender.recommend(histories, top_k=5, allow_items=iter([h for h in histories]))
+    np.testing.assert_array_equal(got.item_ids,
+                                  recommender.recommend(histories, top_k=5, allow_items=histories).item_ids)
