@@ -27,6 +27,7 @@ import contextlib
 import gc
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,12 +128,10 @@ def find_duplicate_sids(sid_codes: np.ndarray) -> list[np.ndarray]:
     return groups
 
 
-def _read_json(path: Path, key_kind: str = "key") -> Any:
-    """The JSON value of ``path``; a key given twice in one object is an error naming it
-    (``json`` alone keeps the last silently: a user's interactions or an item's SID lost)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
-
+def unique_keys_hook(where: str | Path, key_kind: str = "key") -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """An ``object_pairs_hook`` for ``json.load``/``loads`` that refuses a key given twice in one object,
+    naming ``where`` and the key (``json`` alone keeps the last silently: a user's interactions, an item's
+    SID or a request's allow list lost)."""
     def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         obj = dict(pairs)
         if len(obj) != len(pairs):  # rare: look for the first repeated key only then
@@ -142,13 +141,21 @@ def _read_json(path: Path, key_kind: str = "key") -> Any:
                     break
                 seen.add(repeated)
             count = sum(key == repeated for key, _ in pairs)
-            raise ValueError(f"{path}: {key_kind} {repeated!r} appears {count} times in one JSON object; "
+            raise ValueError(f"{where}: {key_kind} {repeated!r} appears {count} times in one JSON object; "
                              "give each once (JSON readers keep only the last)")
         return obj
+    return unique_keys
+
+
+def _read_json(path: Path, key_kind: str = "key") -> Any:
+    """The JSON value of ``path``; a key given twice in one object is an error naming it
+    (:func:`unique_keys_hook`)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
 
     try:
         with path.open("r", encoding="utf-8") as f, _gc_paused():
-            return json.load(f, object_pairs_hook=unique_keys)
+            return json.load(f, object_pairs_hook=unique_keys_hook(path, key_kind))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
 

@@ -287,3 +287,30 @@ def test_per_request_item_lists_reach_the_recommender(tmp_path, data, recommende
         assert record["items"] == [str(i) for i, _ in expected.for_request(u)]
         assert allow[u] is None or set(record["items"]) <= set(allow[u])
         assert not set(record["items"]) & set(exclude[u] or [])
+
+
+def test_a_key_given_twice_is_refused_in_request_lines_and_item_files(tmp_path):
+    """JSON readers keep the last of a repeated key: a request line with two ``allow_items`` was served from
+    the second list, an item file with an item given twice wrote the second entry's fields. Both are
+    refused in one line naming the file, the place and the key, as the dataset files are."""
+    path = tmp_path / "requests.jsonl"
+    path.write_text('{"user_id": "u1", "history": ["a"]}\n'
+                    '{"user_id": "u2", "history": ["a"], "allow_items": ["b"], "allow_items": ["c", "d"]}\n')
+    with pytest.raises(ValueError) as error:
+        read_requests(path)
+    assert _one_line(error) == (f"{path}: line 2: key 'allow_items' appears 2 times in one JSON object; give "
+                                "each once (JSON readers keep only the last)")
+    path.write_text('{"user_id": "u1", "history": ["a:1"]}\n{"user_id" : "u2", "history" : [], "history" : ["b"]}\n')
+    with pytest.raises(ValueError, match="line 2: key 'history' appears 2 times"):
+        read_requests(path)
+    path.write_text('{"user_id": "u1", "history": ["a:1", "b"]}\n')  # colons inside ids are not keys
+    assert read_requests(path).user_ids == ["u1"]
+    items = tmp_path / "x.item.json"
+    items.write_text('{"a": {"title": "A"}, "b": {"title": "B"}, "a": {"title": "wrong"}}')
+    with pytest.raises(ValueError) as error:
+        load_item_fields(items, ["title"], ["a", "b"])
+    assert _one_line(error) == (f"{items}: key 'a' appears 2 times in one JSON object; give each once "
+                                "(JSON readers keep only the last)")
+    items.write_text('{"a": {"title": "A", "title": "wrong"}}')
+    with pytest.raises(ValueError, match="key 'title' appears 2 times"):
+        load_item_fields(items, ["title"], ["a"])
