@@ -261,14 +261,32 @@ def _damaged_start_fix(init_from: Path, which: str) -> str:
     return f"start from its {other} checkpoint (--set rl.init_checkpoint={other}) or train the start again"
 
 
-def _check_resume(saved: TrainConfig, current: TrainConfig, source: Path) -> dict[str, tuple[Any, Any]]:
+def _check_resume(saved: TrainConfig, current: TrainConfig, source: Path,
+                  init_from: Path) -> dict[str, tuple[Any, Any]]:
     """``{key: (old, new)}`` of accepted changes; refuses changes that alter the run, or a shorter run.
 
-    A run whose config.json says ``eval.score_normalization="auto"`` (written before RL runs recorded their
-    start's) was evaluated with what ``auto`` gave for its own ``loss.kind``: compared as that."""
+    ``current`` holds the start's normalisation (:func:`with_start_normalization`). A run whose config.json says
+    ``eval.score_normalization="auto"`` (written before RL runs recorded their start's) was evaluated with what
+    ``auto`` gave for its own ``loss.kind``: every genrec rl evaluated with ``score_normalization`` of the RL
+    config (the field and its rule came before the RL stage and never changed), so that is known from config.json
+    alone. Where it is the start's, the run resumes; where it is not, the run's validations so far (its start's at
+    step 0, its best checkpoint's) are on another scale than those it would go on with, and no setting of genrec
+    rl can resume it (another normalisation than the start's is refused): one line saying what to do instead.
+
+    Raises:
+      UserError: an older run validated with another normalisation than its start's.
+      ValueError: a refused change of settings, or a shorter run (``training.train.resume_changes``).
+    """
     if saved.eval.score_normalization == "auto":
-        saved = dataclasses.replace(saved, eval=dataclasses.replace(saved.eval,
-                                                                     score_normalization=score_normalization(saved)))
+        then, now = score_normalization(saved), current.eval.score_normalization
+        if then != now:
+            raise UserError(f"{source}: this run validated and chose its best checkpoint with {then} "
+                            f"(eval.score_normalization=auto with its loss.kind={saved.loss.kind}, before genrec rl "
+                            f"kept its start's), but its start {init_from} is evaluated with {now}, which a resumed "
+                            "run goes on with, and scores on the two cannot be compared, so it cannot resume: rerun "
+                            f"this command with --no-resume to start it over (with {now}), or use another --workdir "
+                            f"to keep this run as it is (genrec eval reads it with {then}, as before)")
+        saved = dataclasses.replace(saved, eval=dataclasses.replace(saved.eval, score_normalization=then))
     return resume_changes(saved, current, lambda key: key in _RESUMABLE, saved.rl.num_steps,
                           current.rl.num_steps, source)
 
@@ -360,7 +378,7 @@ def _rl_train_locked(config: TrainConfig, init_from: Path, workdir: Path, *, res
     resuming = resume and (workdir / CONFIG_FILE).exists()
     if resuming:
         saved_config, _ = read_run_config(workdir)
-        changes = _check_resume(saved_config, config, workdir / CONFIG_FILE)
+        changes = _check_resume(saved_config, config, workdir / CONFIG_FILE, init_from)
         check_resumed_data(workdir, data)
         # A moved start with the same weights is accepted; rl_init.json then names its new place (below).
         check_same_start(read_start_record(workdir / RL_INIT_FILE, "the start of an RL run"), init_record,

@@ -4,6 +4,8 @@
   run evaluates, selects and serves with the start's normalisation, recorded in its config.json, though the
   RL config's ``loss.kind`` is ``ce``: its step 0 (the start's weights) reports the start's validation
   metrics, and ``evaluate_workdir`` of it equals the start's. Another explicit normalisation is refused.
+  An older RL run (config.json: ``"auto"``, resolved by its own loss.kind) resumes where that gave its start's
+  normalisation, and is refused in one line saying what to do where it did not.
 - ``rl.eval_every=0`` (never validate) selects nothing: the run reports and serves its final weights (the
   latest checkpoint), as ``genrec train`` does; it used to validate step 0 and report the untouched start.
 - An arm without a value head (``rl.value_weight=0``, beam rollouts) logs no value loss or explained
@@ -13,6 +15,7 @@ One MSL start serves every test; short RL runs from it (module fixtures)."""
 
 import json
 import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -127,13 +130,15 @@ def test_another_normalisation_than_the_starts_is_refused_in_one_line(msl_start,
 
 def test_an_older_rl_config_with_auto_compares_as_what_auto_gave_it(tmp_path):
     """config.json of an RL run from before (``"auto"``, resolved by its own loss.kind) resumes as the same
-    setting where that was its start's, and is refused where it was not (the MSL start's ``trie``)."""
+    setting where that was its start's, and is refused where it was not (the MSL start's ``trie``); end to end:
+    test_an_older_rl_run_from_an_msl_start_resumes_when_auto_gave_it_the_starts_normalisation."""
     config = load_config_file(REPO / SMOKE, RL)
     saved = apply_overrides(config, ["eval.score_normalization=auto"])
-    source = tmp_path / "config.json"
-    assert rl_module._check_resume(saved, apply_overrides(config, ["eval.score_normalization=vocab"]), source) == {}
-    with pytest.raises(ValueError, match="eval.score_normalization 'vocab' -> 'trie'"):
-        rl_module._check_resume(saved, apply_overrides(config, ["eval.score_normalization=trie"]), source)
+    source, start = tmp_path / "config.json", tmp_path / "start"
+    assert rl_module._check_resume(saved, apply_overrides(config, ["eval.score_normalization=vocab"]), source,
+                                   start) == {}
+    with pytest.raises(UserError, match=r"chose its best checkpoint with vocab .* evaluated with trie"):
+        rl_module._check_resume(saved, apply_overrides(config, ["eval.score_normalization=trie"]), source, start)
 
 
 def test_eval_every_0_selects_nothing_and_reports_the_final_weights(beam_no_eval):
@@ -159,3 +164,56 @@ def test_an_arm_without_a_value_head_logs_no_value_figures(beam_no_eval):
     for record in _records(workdir, "train"):
         assert record["value_loss"] is None and record["explained_variance"] is None and record["value_mean"] is None
         assert np.isfinite(record["loss"]) and record["grpo_loss"] is not None
+
+
+def _tree(root):
+    """Every path under ``root`` with its bytes, but the lock file's (the last holder's pid)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() if p.is_file() and p.name != ".genrec.lock" else None
+            for p in sorted(root.rglob("*"))}
+
+
+def _as_older_genrec_wrote_it(workdir, loss_kind):
+    """The RL workdir's config.json as a genrec rl run from before ``with_start_normalization`` wrote it:
+    ``eval.score_normalization`` ``"auto"`` (every genrec rl resolved it by the RL config's own loss.kind)."""
+    path = workdir / "config.json"
+    config_json = json.loads(path.read_text())
+    config_json["train_config"]["eval"]["score_normalization"] = "auto"
+    config_json["train_config"]["loss"]["kind"] = loss_kind
+    path.write_text(json.dumps(config_json, indent=1))
+
+
+@pytest.mark.parametrize("loss_kind", ["msl", "ce"])
+def test_an_older_rl_run_from_an_msl_start_resumes_when_auto_gave_it_the_starts_normalisation(
+        loss_kind, msl_start, rl_at_step_0, tmp_path, capsys):
+    """An older RL run from the MSL start (config.json: auto). With the RL config's loss.kind=msl, auto gave it
+    trie, its start's: it resumes, and config.json records trie. With loss.kind=ce, auto gave it vocab: its step-0
+    validation and best checkpoint are on another scale than the start's trie, which it would go on with, so it is
+    refused in one line that says what to do (it said "use the run's settings", which genrec rl refuses), nothing
+    changed; doing what it says (--no-resume) runs."""
+    workdir = tmp_path / "rl"
+    shutil.copytree(rl_at_step_0, workdir, ignore=shutil.ignore_patterns("*.lock"))
+    _as_older_genrec_wrote_it(workdir, loss_kind)
+    argv = rl_arguments(msl_start, workdir, RL + [f"loss.kind={loss_kind}"])
+
+    def stop(step):
+        raise _Stop
+
+    if loss_kind == "ce":
+        before = _tree(workdir)
+        capsys.readouterr()
+        with kept_logging():
+            assert rl_main(argv) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and err.startswith("genrec rl: error: "), err
+        assert (f"{workdir / 'config.json'}: this run validated and chose its best checkpoint with vocab "
+                "(eval.score_normalization=auto with its loss.kind=ce, before genrec rl kept its start's)") in err, err
+        assert f"its start {msl_start} is evaluated with trie" in err and "use the run's settings" not in err, err
+        assert err.rstrip().endswith("cannot resume: rerun this command with --no-resume to start it over (with "
+                                     "trie), or use another --workdir to keep this run as it is (genrec eval reads it "
+                                     "with vocab, as before)"), err
+        assert _tree(workdir) == before
+        assert read_run_info(workdir).score_normalization == "vocab"  # what genrec eval reads it with, as the line says
+        argv.append("--no-resume")  # what the line says
+    with kept_logging(), pytest.raises(_Stop):  # accepted: the run goes on to its first step
+        rl_main(argv, on_step_end=stop)
+    assert json.loads((workdir / "config.json").read_text())["train_config"]["eval"]["score_normalization"] == "trie"
