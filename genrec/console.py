@@ -44,10 +44,24 @@ class Diverged(FloatingPointError):
     diverge again, and a resume refuses other ones)."""
 
 
+class _BeamRootWarnings(logging.Filter):
+    """Drops what Apache Beam logs below ERROR through the root logger rather than its own: notes on
+    optional pieces it lacks ("apitools not found", "Resource module is not available ...", twice a job),
+    not the job's business; ``--verbose`` shows them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno < logging.ERROR and f"{os.sep}apache_beam{os.sep}" in record.pathname)
+
+
 def setup_logging(verbose: bool = False) -> None:
     """genrec's own log lines at INFO on stdout; other libraries' only from WARNING up, unless ``verbose``."""
     library_level = logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=library_level, format=LOG_FORMAT, stream=sys.stdout, force=True)
+    root = logging.getLogger()
+    for old in [f for f in root.filters if isinstance(f, _BeamRootWarnings)]:
+        root.removeFilter(old)
+    if not verbose:
+        root.addFilter(_BeamRootWarnings())  # a logger's filters see only records logged to it: root's own
     for name in OWN_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO)
     for name in LIBRARY_LOGGERS:

@@ -57,7 +57,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -557,6 +559,26 @@ def _with_direct_defaults(pipeline_options: Sequence[str]) -> list[str]:
     return [*pipeline_options, *DIRECT_RUNNER_DEFAULTS]
 
 
+def _check_option_spelling(pipeline_options: Sequence[str]) -> None:
+    """Refuses a pipeline option Beam does not know that is close to one it knows (``--runer``): Beam drops
+    unknown options with one log line, so a misspelled ``--runner`` ran the job on the launching machine,
+    exit 0. Other unknown options pass, as Beam passes them (a runner's plugin may read them)."""
+    options = PipelineOptions(list(pipeline_options))
+    beam_log = logging.getLogger("apache_beam.options.pipeline_options")
+    level = beam_log.level
+    beam_log.setLevel(logging.ERROR)  # its "Discarding unparseable args" line: refused or said by Beam later
+    try:
+        known = set(options.get_all_options())
+        unknown = set(options.get_all_options(retain_unknown_options=True)) - known
+    finally:
+        beam_log.setLevel(level)
+    for name in sorted(unknown):
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        if close:
+            raise UserError(f"Beam does not know the pipeline option --{name} (did you mean --{close[0]}?); it "
+                            "would drop it and run the job without it")
+
+
 def _check_output_dir(out: str) -> None:
     """Refuses an output directory that holds files: a Beam job starts afresh (no manifest, no resume)."""
     if FileSystems.exists(out) and FileSystems.match([FileSystems.join(out, "*")])[0].metadata_list:
@@ -628,6 +650,7 @@ def run_beam_job(
         file (read here), user list or item metadata file (one line).
     """
     read_run_info(workdir)  # fail here, in one line, rather than on every worker
+    _check_option_spelling(pipeline_options)
     out = str(out)
     _check_output_dir(out)
     # The user's files first, as the local job: a mistake in them is reported before any worker starts.

@@ -12,14 +12,16 @@ from genrec.console import LIBRARY_LOGGERS, OWN_LOGGERS
 
 @contextlib.contextmanager
 def kept_logging() -> Iterator[None]:
-    """Restores the root logger's handlers and level, and the levels of genrec's and the libraries' loggers."""
+    """Restores the root logger's handlers, filters and level, and the levels of genrec's and the libraries'
+    loggers."""
     root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+    handlers, filters, level = root.handlers[:], root.filters[:], root.level
     levels = {name: logging.getLogger(name).level for name in OWN_LOGGERS + LIBRARY_LOGGERS}
     try:
         yield
     finally:
         root.handlers[:] = handlers
+        root.filters[:] = filters
         root.setLevel(level)
         for name, saved in levels.items():
             logging.getLogger(name).setLevel(saved)

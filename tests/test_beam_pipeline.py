@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("apache_beam")
 
 from batch_job_setup import write_served_run  # noqa: E402
+from logging_state import restore_logging  # noqa: E402, F401 (autouse: cli.main configures logging)
 
 from genrec.console import UserError  # noqa: E402
 from genrec.synthetic import make_synthetic_dataset  # noqa: E402
@@ -280,6 +281,10 @@ def test_options_after_the_separator_are_refused_by_the_local_runner(tmp_path, r
     (["--", "--output-format=parquet"], "--output-format is a genrec recommend flag"),
     (["--", "--requests-format", "jsonl"], "--requests-format is gone"),
     (["--item-fields", "title"], "trained on the built-in synthetic data: pass --data DIR"),
+    # Beam drops options it does not know with a log line: a misspelled --runner ran the job here, exit 0.
+    (["--", "--runer=DataflowRunner", "--project=p"],
+     "Beam does not know the pipeline option --runer (did you mean --runner?)"),
+    (["--", "--direct_num_worker", "2"], "--direct_num_worker (did you mean --direct_num_workers?)"),
 ])
 def test_beam_runner_mistakes_are_one_line(tmp_path, run, capsys, extra, message):
     (tmp_path / "requests.txt").write_text("{}\n")
@@ -555,3 +560,16 @@ def test_a_jsonl_line_that_is_not_utf8_is_dead_lettered_alone(tmp_path, monkeypa
                          "error": f"ValueError: {path}: the line is not UTF-8 (invalid start byte at byte offset 16 "
                                   "of the line); write the requests as UTF-8"}], range_bytes
         json.dumps(dead)
+
+
+def test_a_beam_job_prints_only_genrec_lines(tmp_path, run, capsys):
+    """Beam logs warnings about optional pieces it lacks through the root logger ("Resource module is not
+    available ..." twice a job): by default a command prints only genrec's own lines (README)."""
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text('{"user_id": "u1", "history": []}\n')
+    argv = ["recommend", "--runner", "beam", "--workdir", str(run[0]), "--out", str(tmp_path / "out"),
+            "--requests", str(requests)]
+    assert cli.main(argv) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("done: 1 users"), lines
+    assert all(line.startswith("done:") or " genrec" in line for line in lines), lines
