@@ -408,12 +408,14 @@ def read_data_fingerprint(workdir: str | Path) -> dict[str, Any] | None:
     return record
 
 
-def check_same_data(record: dict[str, Any] | None, data: InteractionData, what: str, fix: str) -> None:
+def check_same_data(record: dict[str, Any] | None, data: InteractionData, what: str, fix: str,
+                    now: str = "this config's") -> None:
     """Refuses ``data`` if it is not the data of ``record`` (:func:`read_data_fingerprint`; None: not
     recorded, nothing to check).
 
     Raises:
-      ValueError: one line: ``what`` (e.g. "PATH: this run started on"), both datasets' sizes and digests, ``fix``.
+      ValueError: one line: ``what`` (e.g. "PATH: this run started on"), "other data than" ``now``, both
+        datasets' sizes and digests, ``fix``.
     """
     if record is None or record.get("version") != DATA_FINGERPRINT_VERSION:
         return
@@ -422,7 +424,7 @@ def check_same_data(record: dict[str, Any] | None, data: InteractionData, what: 
         def described(values: dict[str, Any]) -> str:
             return f"{values['users']} users, {values['interactions']} interactions, {str(values['digest'])[:19]}"
 
-        raise ValueError(f"{what} other data than this config's: {described(record)} then, {described(current)} "
+        raise ValueError(f"{what} other data than {now}: {described(record)} then, {described(current)} "
                          f"now (the data files changed); {fix}")
 
 

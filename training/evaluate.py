@@ -66,7 +66,14 @@ from constrained.index import TrieIndex
 from constrained.sharding import local_layout
 from genrec.datasets import InteractionData
 from genrec.progress import track
-from genrec.run_files import load_model_for_inference, load_workdir_data, read_run_info
+from genrec.run_files import (
+    DATA_FINGERPRINT_FILE,
+    check_same_data,
+    load_model_for_inference,
+    load_workdir_data,
+    read_data_fingerprint,
+    read_run_info,
+)
 from genrec.split import SplitArrays, leave_one_out_split
 from training.diagnostics import PrefixSurvival, UnconstrainedValidity
 from training.ranking import hit_ranks, ranking_metrics
@@ -200,6 +207,7 @@ def evaluate_split(
     diagnose_prefix_survival: bool = False,
     devices: int | None = None,
     matmul_precision: MatmulPrecision = "default",
+    miss_items: np.ndarray | None = None,
 ) -> EvalResult:
     """Recall@k / NDCG@k of ``model`` on one leave-one-out split.
 
@@ -228,6 +236,8 @@ def evaluate_split(
       matmul_precision: float32 matmul precision of every decode
         (``constrained.decode.matmul_precision_scope``): ``"default"`` (JAX's:
         TF32 on GPUs, bfloat16 on TPUs), ``"high"`` or ``"highest"`` (full float32).
+      miss_items: optional ``bool[num_items]``: targets that count as misses whatever the beam holds
+        (items outside the model's catalogue: a beam SID equal to theirs is a catalogue item).
 
     Returns:
       :class:`EvalResult`. A progress bar over the batches shows on a terminal.
@@ -266,6 +276,8 @@ def evaluate_split(
         beam_codes = np.asarray(output.sid_codes)[: stop - start]
         beam_valid = np.asarray(output.valid)[: stop - start]
         ranks[start:stop] = hit_ranks(beam_codes, beam_valid, target_codes[start:stop])
+        if miss_items is not None:
+            ranks[start:stop][miss_items[targets[start:stop]]] = 0
 
     batches = _padded_batches(split_arrays, num_examples, batch_size)
     with matmul_precision_scope(matmul_precision):  # the jit cache keys on it: one compile per precision
@@ -338,6 +350,26 @@ def warn_targets_outside_catalogue(item_ids: np.ndarray, targets: np.ndarray, ca
     return int(outside.sum())
 
 
+def with_catalogue_sids(data: InteractionData, catalogue_item_ids: np.ndarray,
+                        catalogue_codes: np.ndarray) -> tuple[InteractionData, np.ndarray]:
+    """``data`` with each item's SID replaced by the model catalogue's for the same id (what serving looks
+    up), and ``bool[num_items]``: the items outside the catalogue (their own SIDs kept for histories; as
+    targets they are misses). Logs a WARNING with the number of re-coded items."""
+    row_of_item = {item: row for row, item in enumerate(np.asarray(catalogue_item_ids).astype(str).tolist())}
+    rows = np.array([row_of_item.get(item, -1) for item in np.asarray(data.item_ids).astype(str).tolist()],
+                    dtype=np.int64)
+    outside = rows < 0
+    codes = np.array(data.sid_codes, copy=True)
+    codes[~outside] = np.asarray(catalogue_codes)[rows[~outside]]
+    recoded = (codes != np.asarray(data.sid_codes)).any(axis=1)
+    if recoded.any():
+        example = str(np.asarray(data.item_ids)[recoded][0])
+        logger.warning("%d of %d items of %s have other SIDs than in the model's catalogue (e.g. %r): they are "
+                       "scored with the catalogue's, which the model serves", int(recoded.sum()), len(codes),
+                       data.name or "the dataset", example)
+    return dataclasses.replace(data, sid_codes=codes.astype(np.asarray(data.sid_codes).dtype)), outside
+
+
 def evaluate_workdir(
     workdir: str | Path,
     *,
@@ -378,6 +410,15 @@ def evaluate_workdir(
     run = read_run_info(workdir)
     model, _, vocab, sid_codes, catalogue_item_ids = load_model_for_inference(workdir, which)
     data = load_workdir_data(workdir, data_dir, vocab)
+    miss_items = None
+    if data_dir is None:  # the run's own data: its test targets must not have been training targets
+        check_same_data(read_data_fingerprint(workdir), data,
+                        f"{Path(workdir) / DATA_FINGERPRINT_FILE}: this run trained on",
+                        "its test targets may have been training targets: restore the data files, or name "
+                        "the data to evaluate on with --data DIR (data_dir= in Python)",
+                        now="its data files hold")
+    else:  # scored as the model serves it: the catalogue's SIDs, looked up by item id
+        data, miss_items = with_catalogue_sids(data, catalogue_item_ids, sid_codes)
     splits = leave_one_out_split(data.sequences, run.max_history)
     index, _ = build_eval_index(sid_codes, vocab)
     examples = splits.test if split == "test" else splits.valid
@@ -391,7 +432,7 @@ def evaluate_workdir(
         batch_size=run.eval_batch_size if batch_size is None else batch_size,
         ks=run.ks, max_examples=max_examples, normalization=normalization or run.score_normalization,
         diagnose_unconstrained=diagnose, diagnose_prefix_survival=diagnose, devices=devices,
-        matmul_precision=matmul_precision,
+        matmul_precision=matmul_precision, miss_items=miss_items,
     )
     seconds = time.perf_counter() - start
     num_done = int(result.metrics["num_examples"])
