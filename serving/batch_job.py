@@ -462,13 +462,13 @@ def build_parser(prog: str = "python -m serving.batch_job") -> argparse.Argument
     parser.add_argument("--output-format", choices=OUTPUT_FORMATS, default="jsonl",
                         help="shard format (default jsonl; parquet needs pyarrow)")
     parser.add_argument("--which", choices=("best", "latest"), default="best", help="checkpoint to load")
-    parser.add_argument("--top-k", type=int, default=10, help="items per user (default 10)")
-    parser.add_argument("--num-beams", type=int, default=20, help="beam width, >= top-k (default 20)")
-    parser.add_argument("--batch-size", type=int, default=256,
+    parser.add_argument("--top-k", type=int_at_least(1), default=10, help="items per user (default 10)")
+    parser.add_argument("--num-beams", type=int_at_least(1), default=20, help="beam width, >= top-k (default 20)")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=256,
                         help="users per decode call (default 256; rounded up to a multiple of --devices)")
-    parser.add_argument("--devices", type=int, default=None, metavar="N",
+    parser.add_argument("--devices", type=int_at_least(1), default=None, metavar="N",
                         help="local devices each decode call is split over (default: all; 1 = one device)")
-    parser.add_argument("--users-per-shard", type=int, default=None,
+    parser.add_argument("--users-per-shard", type=int_at_least(1), default=None,
                         help=f"users per output file (default {DEFAULT_USERS_PER_SHARD}; local runner only)")
     parser.add_argument("--exclude-seen", action="store_true", help="never recommend an item the user has seen")
     parser.add_argument("--skip-unknown", action="store_true",

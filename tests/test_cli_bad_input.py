@@ -154,3 +154,15 @@ def test_recommend_max_shards_below_zero_is_a_usage_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "argument --max-shards: must be an integer >= 0, got -1" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--top-k", "0"), ("--top-k", "-2"), ("--num-beams", "0"),
+                                         ("--batch-size", "0"), ("--devices", "0"), ("--users-per-shard", "0")])
+def test_recommend_sizes_below_one_are_usage_errors(flag, value, tmp_path, capsys):
+    # They said "top_k=0 must be >= 1" (the Python spelling) after loading the model; now the flag's usage error.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["recommend", "--workdir", str(tmp_path / "run"), "--out", str(tmp_path / "out"), flag, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: must be an integer >= 1, got {value}" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
