@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 __all__ = ["UserError", "Diverged", "setup_logging", "user_error_message", "run_command", "add_verbose_flag",
-           "int_at_least", "print_interrupted", "interrupted_message", "command_argv",
+           "int_at_least", "seed_integer", "MAX_SEED", "print_interrupted", "interrupted_message", "command_argv",
            "INTERRUPTED_EXIT_CODE", "OWN_LOGGERS", "LIBRARY_LOGGERS"]
 
 # Top-level packages of this repository: their loggers print progress, their input checks are user errors.
@@ -257,3 +257,18 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 
     parse.__name__ = f"integer >= {minimum}"
     return parse
+
+
+MAX_SEED = 2**32 - 1  # seeds are 32-bit unsigned integers: NumPy refuses negative ones, JAX's keys larger ones
+
+
+def seed_integer(text: str) -> int:
+    """An argparse ``type`` for every ``--seed``: an integer from 0 to :data:`MAX_SEED`, else the usage
+    error ``argument --seed: must be an integer from 0 to 4294967295, got TEXT`` (exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {MAX_SEED}, got {text}")
+    return value

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
-from genrec.console import UserError, add_verbose_flag, int_at_least, run_command, setup_logging
+from genrec.console import UserError, add_verbose_flag, int_at_least, run_command, seed_integer, setup_logging
 from genrec.datasets import INDEX_SUFFIX, VOCAB_SUFFIX, find_duplicate_sids
 from genrec.vocab import LEVEL_LETTERS, SIDVocabulary, format_sid_tokens, write_json_atomic
 
@@ -362,7 +362,7 @@ def add_sid_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup)
     parser.add_argument("--no-disambiguate", action="store_true",
                         help="do not append the collision-rank level (SIDs may then be shared)")
     parser.add_argument("--normalize", action="store_true", help="L2-normalize embeddings first")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_integer, default=0, help="random seed, 0 to 2**32 - 1 (default 0)")
 
 
 def sid_config(args: argparse.Namespace) -> RQKMeansConfig:

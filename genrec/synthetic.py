@@ -33,7 +33,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from genrec.console import UserError, add_verbose_flag, int_at_least, run_command, setup_logging
+from genrec.console import UserError, add_verbose_flag, int_at_least, run_command, seed_integer, setup_logging
 from genrec.datasets import InteractionData, write_sid_dataset
 from genrec.vocab import SIDVocabulary
 
@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m genrec.synthe
     parser.add_argument("--num-users", type=int_at_least(1), default=3000)
     parser.add_argument("--num-levels", type=int_at_least(1), default=3)
     parser.add_argument("--codebook-size", type=int_at_least(1), default=16)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_integer, default=0, help="random seed, 0 to 2**32 - 1 (default 0)")
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)

@@ -166,3 +166,40 @@ def test_recommend_sizes_below_one_are_usage_errors(flag, value, tmp_path, capsy
     err = capsys.readouterr().err
     assert f"argument {flag}: must be an integer >= 1, got {value}" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def _seed_command(command, tmp_path):
+    """The command's argv with real inputs (so that only --seed can fail), its outputs under tmp_path/o."""
+    np.save(tmp_path / "emb.npy", np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32))
+    (tmp_path / "ids.txt").write_text("".join(f"i{i}\n" for i in range(12)))
+    (tmp_path / "log.csv").write_text("u,i,t\n" + "".join(f"u{u},i{(u + t) % 12},{t}\n" for u in range(6)
+                                                           for t in range(4)))
+    return {
+        "synth": ["synth", "--out", str(tmp_path / "o"), "--num-items", "20", "--num-users", "5",
+                  "--codebook-size", "4"],
+        "build-sids": ["build-sids", "--embeddings", str(tmp_path / "emb.npy"), "--levels", "2", "--codes", "3",
+                       "--out", str(tmp_path / "o" / "x.index.rq-kmeans.json")],
+        "convert": ["convert", "--interactions", str(tmp_path / "log.csv"), "--user-col", "u", "--item-col", "i",
+                    "--time-col", "t", "--k-core", "1", "--out", str(tmp_path / "o"), "--item-embeddings",
+                    str(tmp_path / "emb.npy"), "--embedding-ids", str(tmp_path / "ids.txt"), "--levels", "2",
+                    "--codes", "3"],
+    }[command]
+
+
+@pytest.mark.parametrize("command", ["synth", "build-sids", "convert"])
+@pytest.mark.parametrize("value", ["-1", "4294967296", "1.5"])
+def test_seeds_outside_0_to_2_to_the_32_are_usage_errors(command, value, tmp_path, capsys):
+    # -1 was NumPy's "ValueError: expected non-negative integer" traceback; NumPy takes seeds above 2**32 - 1,
+    # which other seeded code (JAX's keys) does not: every --seed is one 32-bit unsigned integer.
+    with pytest.raises(SystemExit) as exit_info:
+        main([*_seed_command(command, tmp_path), "--seed", value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --seed: must be an integer from 0 to 4294967295, got {value}" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", ["synth", "build-sids", "convert"])
+def test_the_largest_seed_is_accepted(command, tmp_path, capsys):
+    assert main([*_seed_command(command, tmp_path), "--seed", "4294967295"]) == 0
+    assert (tmp_path / "o").exists()
