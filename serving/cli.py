@@ -175,6 +175,12 @@ def _metrics_table(rows: dict[str, dict[str, float]], keys: Sequence[str]) -> st
 # ---------------------------------------------------------------------------
 
 
+def _demo_dataset(config: TrainConfig) -> str:
+    """What the demo trains on, for its first line: the config's data (``--data`` or ``--set
+    data.data_dir=DIR``, which it named as the synthetic data before), else the built-in synthetic data."""
+    return config.data.data_dir or "built-in synthetic dataset"
+
+
 def _demo_workdir(args: argparse.Namespace) -> Path:
     # One default run directory per dataset, so that a synthetic demo is never resumed on real data.
     return Path(args.workdir or ("runs/demo" if not args.data else f"runs/demo_{Path(args.data).resolve().name}"))
@@ -199,7 +205,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.data:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, data_dir=args.data))
     workdir = _demo_workdir(args)
-    dataset = args.data or "built-in synthetic dataset"
+    dataset = _demo_dataset(config)
     print(f"genrec demo: training {config.model.preset} on {dataset} in {workdir} ({Path(config_spec).name})",
           flush=True)
     start = time.perf_counter()

@@ -4,6 +4,7 @@ a tiny end-to-end demo followed by eval and the batch job on its workdir."""
 import contextlib
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,3 +125,13 @@ def test_eval_and_recommend_on_demo_workdir(demo_run, tmp_path, capsys):
                  "--batch-size", "50"]) == 0
     lines = [json.loads(l) for s in ("00000", "00001") for l in (out_dir / f"shard-{s}.jsonl").read_text().splitlines()]
     assert len(lines) == 80 and all(len(line["items"]) == 10 for line in lines)
+
+
+def test_demo_names_the_data_it_trains_on():
+    # `genrec demo --set data.data_dir=DIR` trained on DIR while its first line said the synthetic data.
+    from serving.cli import _demo_dataset
+    from training.config import apply_overrides, load_config_file
+
+    config = load_config_file(Path(__file__).resolve().parents[1] / "tpu_configs" / "cpu_smoke.py")
+    assert _demo_dataset(config) == "built-in synthetic dataset"
+    assert _demo_dataset(apply_overrides(config, ["data.data_dir=extra"])) == "extra"

@@ -83,6 +83,12 @@ def test_unknown_key_lists_valid_keys():
         ("batch_size", r"must look like key=value"),
         ("batch_size=0", r"TrainConfig.batch_size=0 must be >= 1"),
         ("eval.ks=5,20", r"must contain 10"),
+        # Seeds NumPy cannot take crashed after the model was built (ValueError / OverflowError).
+        ("seed=-1", r"TrainConfig.seed=-1 must be in \[0, 4294967295\]"),
+        ("seed=99999999999999999999", r"TrainConfig.seed=99999999999999999999 must be in \[0, 4294967295\]"),
+        ("data.synthetic.seed=-3", r"TrainConfig.data.synthetic.seed=-3 must be in \[0, 4294967295\]"),
+        # data.name alone trained on the built-in synthetic data, silently.
+        ("data.name=Office", r"data.name='Office' names a dataset in data.data_dir, which is not set"),
     ],
 )
 def test_bad_values_fail_clearly(override, pattern):

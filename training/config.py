@@ -72,6 +72,9 @@ ScheduleKind = Literal["cosine", "linear", "constant"]
 # ---------------------------------------------------------------------------
 
 
+MAX_SEED = 2**32 - 1  # seeds NumPy's generators take: [0, 2**32 - 1]
+
+
 @dataclasses.dataclass(frozen=True)
 class SyntheticDataConfig:
     """Arguments of ``genrec.synthetic.make_synthetic_dataset`` (used when ``data_dir`` is None)."""
@@ -400,6 +403,14 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{key}={value} must be >= 1")
         if self.eval_every is not None and self.eval_every < 0:
             raise ValueError(f"TrainConfig.eval_every={self.eval_every} must be >= 0 (0 = never) or None")
+        for key, seed in (("seed", self.seed), ("data.synthetic.seed", self.data.synthetic.seed)):
+            if not 0 <= seed <= MAX_SEED:  # NumPy's generators take no other: a crash after the model was built
+                raise ValueError(f"TrainConfig.{key}={seed} must be in [0, {MAX_SEED}]")
+        if self.data.data_dir is None and self.data.name is not None:
+            # Silently ignored before: the run trained on the built-in synthetic data.
+            raise ValueError(f"TrainConfig.data.name={self.data.name!r} names a dataset in data.data_dir, which is "
+                             "not set: set data.data_dir=DIR too, or leave data.name out for the built-in "
+                             "synthetic data")
         if not self.eval.ks or min(self.eval.ks) < 1:
             raise ValueError(f"TrainConfig.eval.ks={self.eval.ks} must be non-empty positive cut-offs")
         if max(self.eval.ks) > self.eval.num_beams:

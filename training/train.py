@@ -309,10 +309,12 @@ def check_resumed_data(workdir: Path, data: InteractionData) -> None:
 def absolute_data_dir(config: TrainConfig) -> TrainConfig:
     """``config`` with ``data.data_dir`` made absolute (against the current directory), as a run records it in
     config.json: genrec eval and serving then read the same data from any directory."""
-    if config.data.data_dir is None or os.path.isabs(config.data.data_dir):
+    if config.data.data_dir is None:
         return config
-    return dataclasses.replace(config, data=dataclasses.replace(config.data,
-                                                                data_dir=os.path.abspath(config.data.data_dir)))
+    data_dir = os.path.abspath(os.path.expanduser(config.data.data_dir))  # "~/x" is the user's, as in a shell
+    if data_dir == config.data.data_dir:
+        return config
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, data_dir=data_dir))
 
 
 def saved_settings(saved: TrainConfig, current: TrainConfig) -> dict[str, Any]:

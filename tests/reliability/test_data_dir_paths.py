@@ -97,3 +97,12 @@ def test_a_moved_checkout_resumes_from_its_data_at_the_new_path(byod, tmp_path, 
     with kept_logging():
         assert train(config, workdir).final_step == 3
     assert _data_dir_of(workdir) == str(moved / "data" / "shop")
+
+
+def test_a_data_dir_under_home_is_expanded(tmp_path, monkeypatch):
+    # "--set data.data_dir=~/x" was read literally: "<cwd>/~/x: dataset directory not found".
+    from training.train import absolute_data_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = load_config_file(SMOKE, [*TINY_RUN, "data.data_dir=~/data/shop"])
+    assert absolute_data_dir(config).data.data_dir == str(tmp_path / "data" / "shop")
