@@ -352,11 +352,15 @@ def load_sid_dataset(
 
     duplicates = find_duplicate_sids(sid_codes)
     if duplicates:
+        num_shared = sum(len(g) for g in duplicates)
+        first = ", ".join(repr(str(item_ids[r])) for r in duplicates[0][:5])
+        more = f", ... ({len(duplicates[0])} in all)" if len(duplicates[0]) > 5 else ""
         logger.warning(
-            "%s: %d SIDs are shared by more than one item (%d items); the constrained index "
-            "resolves them. First: items %s",
-            index_path, len(duplicates), sum(len(g) for g in duplicates),
-            [str(item_ids[r]) for r in duplicates[0]],
+            "%s: %d SIDs are shared by %d items (%.1f%% of the catalogue): a shared SID is one candidate, "
+            "serving shows one of its items and evaluation counts a hit for any of them, so metrics overstate "
+            "item accuracy by up to that share (docs/serving.md, \"Collision policy\"; genrec build-sids gives "
+            "unique SIDs). First: items %s%s",
+            index_path, len(duplicates), num_shared, 100.0 * num_shared / len(item_ids), first, more,
         )
     logger.info(
         "loaded %s: %d users, %d items, %d interactions, %d SID levels, vocab size %d",

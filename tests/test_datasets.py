@@ -145,3 +145,16 @@ def test_interaction_data_checks_consistency():
             item_ids=np.array(["a"]), sid_codes=np.zeros((1, 2), np.int32),
             vocab=SIDVocabulary((1, 1, 1)), user_ids=[], sequences=[],
         )
+
+
+def test_shared_sids_warning_says_what_they_do_to_metrics_and_stays_short(tmp_path, caplog):
+    """The warning said the index "resolves" shared SIDs (it counts a hit for every item of one) and listed
+    the whole first group (125 ids on a cut index). It gives the share of items and bounds the list."""
+    index = {str(i): ["<a_0>", "<b_0>"] if i < 30 else ["<a_1>", f"<b_{i}>"] for i in range(40)}
+    inter = {"u": [str(i) for i in range(40)]}
+    with caplog.at_level(logging.WARNING, logger="genrec.datasets"):
+        load_sid_dataset(_write_dataset(tmp_path, inter, index))
+    message = caplog.records[-1].getMessage()
+    assert "1 SIDs are shared by 30 items (75.0% of the catalogue)" in message, message
+    assert "resolves" not in message and "counts a hit" in message, message
+    assert "items '0', '1', '2', '3', '4', ... (30 in all)" in message, message
