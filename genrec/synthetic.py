@@ -35,7 +35,7 @@ import numpy as np
 
 from genrec.console import UserError, add_verbose_flag, int_at_least, run_command, seed_integer, setup_logging
 from genrec.datasets import InteractionData, write_sid_dataset
-from genrec.vocab import SIDVocabulary
+from genrec.vocab import LEVEL_LETTERS, MAX_CODEBOOK_SIZE, SIDVocabulary
 
 __all__ = ["make_synthetic_dataset", "write_sid_dataset", "main"]
 
@@ -57,6 +57,25 @@ def _sample_rows(rng: np.random.Generator, cdf_rows: np.ndarray) -> np.ndarray:
     """One index per row of ``cdf_rows: [n, m]`` (non-decreasing, last real entry 1.0)."""
     uniform = rng.random(cdf_rows.shape[0])
     return np.argmax(uniform[:, None] < cdf_rows, axis=1)
+
+
+def _distinct_suffixes(rng: np.random.Generator, size: int, space: int, codebook_size: int, length: int
+                       ) -> np.ndarray:
+    """``int64[size, length]``: distinct code tuples of ``length`` codes in ``[0, codebook_size)`` (``space``
+    of them), in lexicographic order (items with a shared level-1 code next to each other; only cosmetic)."""
+    if length == 0:
+        return np.zeros((size, 0), np.int64)
+    if space <= np.iinfo(np.int64).max:
+        # Sorted distinct mixed-radix numbers -> distinct code tuples.
+        suffix_ids = np.sort(rng.choice(space, size=size, replace=False))
+        return np.stack([(suffix_ids // codebook_size**p) % codebook_size for p in range(length - 1, -1, -1)], axis=1)
+    # A space past int64 (16 codes, 17 levels on): random tuples, a repeated one drawn again (at most
+    # size**2 / space of them, about none). np.unique sorts them.
+    tuples = np.zeros((0, length), np.int64)
+    while len(tuples) < size:
+        tuples = np.unique(np.concatenate([tuples, rng.integers(codebook_size, size=(size - len(tuples), length))]),
+                           axis=0)
+    return tuples
 
 
 def make_synthetic_dataset(
@@ -97,8 +116,11 @@ def make_synthetic_dataset(
     num_clusters = codebook_size if num_clusters is None else num_clusters
     if not 1 <= num_clusters <= codebook_size:
         raise ValueError(f"num_clusters must be in [1, codebook_size={codebook_size}], got {num_clusters}")
-    if num_levels < 1:
-        raise ValueError(f"num_levels must be >= 1, got {num_levels}")
+    if not 1 <= num_levels <= len(LEVEL_LETTERS):
+        raise ValueError(f"num_levels must be in [1, {len(LEVEL_LETTERS)}] (SID tokens <a_..> to <z_..>), "
+                         f"got {num_levels}")
+    if codebook_size > MAX_CODEBOOK_SIZE:
+        raise ValueError(f"codebook_size must be at most {MAX_CODEBOOK_SIZE}, got {codebook_size}")
     items_per_cluster_max = codebook_size ** (num_levels - 1)
     if num_items < num_clusters:
         raise ValueError(f"num_items={num_items} is fewer than the {num_clusters} clusters, each of which needs an "
@@ -121,11 +143,7 @@ def make_synthetic_dataset(
     cluster_sizes[rng.permutation(num_clusters)[: num_items % num_clusters]] += 1
     suffix_codes = []
     for size in cluster_sizes:
-        # Sorted distinct mixed-radix numbers -> distinct code tuples; sorting keeps
-        # items with a shared level-1 code next to each other (only cosmetic).
-        suffix_ids = np.sort(rng.choice(items_per_cluster_max, size=size, replace=False))
-        digits = [(suffix_ids // codebook_size**p) % codebook_size for p in range(num_levels - 2, -1, -1)]
-        suffix_codes.append(np.stack(digits, axis=1) if digits else np.zeros((size, 0), np.int64))
+        suffix_codes.append(_distinct_suffixes(rng, int(size), items_per_cluster_max, codebook_size, num_levels - 1))
     cluster_of_slot = np.repeat(np.arange(num_clusters), cluster_sizes)
     slot_codes = np.concatenate([cluster_of_slot[:, None], np.concatenate(suffix_codes)], axis=1)
     # Shuffle rows so that an item's row number says nothing about its cluster.
@@ -197,6 +215,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m genrec.synthe
 
     def run() -> int:
         size, levels = args.codebook_size, args.num_levels
+        if levels > len(LEVEL_LETTERS):
+            raise UserError(f"--num-levels {levels} is more than the {len(LEVEL_LETTERS)} levels a SID can have "
+                            f"(tokens <a_..> to <z_..>): give --num-levels {len(LEVEL_LETTERS)} or fewer")
+        if size > MAX_CODEBOOK_SIZE:
+            raise UserError(f"--codebook-size {size} is more than the {MAX_CODEBOOK_SIZE} codes a SID level can "
+                            f"have: give --codebook-size {MAX_CODEBOOK_SIZE} or fewer")
         if args.num_items < size:
             raise UserError(f"--num-items {args.num_items} is fewer than the {size} clusters (one per level-0 code, "
                             f"--codebook-size {size}): give --num-items {size} or more, or a smaller --codebook-size")

@@ -203,3 +203,27 @@ def test_seeds_outside_0_to_2_to_the_32_are_usage_errors(command, value, tmp_pat
 def test_the_largest_seed_is_accepted(command, tmp_path, capsys):
     assert main([*_seed_command(command, tmp_path), "--seed", "4294967295"]) == 0
     assert (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--num-levels", "27"], "--num-levels 27 is more than the 26 levels a SID can have (tokens <a_..> to <z_..>): "
+                             "give --num-levels 26 or fewer"),
+    (["--codebook-size", "70000", "--num-levels", "1", "--num-items", "70000"],
+     "--codebook-size 70000 is more than the 65536 codes a SID level can have: give --codebook-size 65536 or fewer"),
+])
+def test_synth_sid_shapes_that_cannot_be_written_are_one_line(argv, expected, tmp_path, capsys):
+    # 27 levels was an OverflowError traceback (16 ** 26 in a C long), 70000 codes a 36 GiB MemoryError.
+    assert main(["synth", "--out", str(tmp_path / "s"), *argv]) == 2
+    assert _one_error_line(capsys.readouterr().err, "synth") == f"genrec synth: error: {expected}"
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("levels", [17, 20, 26])
+def test_synth_writes_sids_of_many_levels(levels, tmp_path, capsys):
+    # 16 ** (levels - 1) SIDs a cluster overflowed a C long from 17 levels on (OverflowError traceback).
+    assert main(["synth", "--out", str(tmp_path / "s"), "--num-levels", str(levels), "--num-items", "40",
+                 "--num-users", "8"]) == 0
+    from genrec.datasets import find_duplicate_sids, load_sid_dataset
+
+    data = load_sid_dataset(tmp_path / "s")
+    assert data.sid_codes.shape == (40, levels) and find_duplicate_sids(data.sid_codes) == []
