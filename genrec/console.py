@@ -14,14 +14,16 @@ import contextlib
 import linecache
 import logging
 import os
+import select
 import shutil
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 __all__ = ["UserError", "Diverged", "setup_logging", "user_error_message", "run_command", "add_verbose_flag",
            "int_at_least", "seed_integer", "MAX_SEED", "print_interrupted", "interrupted_message", "command_argv",
-           "INTERRUPTED_EXIT_CODE", "OWN_LOGGERS", "LIBRARY_LOGGERS"]
+           "INTERRUPTED_EXIT_CODE", "BROKEN_PIPE_EXIT_CODE", "OWN_LOGGERS", "LIBRARY_LOGGERS"]
 
 # Top-level packages of this repository: their loggers print progress, their input checks are user errors.
 OWN_LOGGERS = ("genrec", "training", "serving", "constrained")
@@ -53,10 +55,24 @@ class _BeamRootWarnings(logging.Filter):
         return not (record.levelno < logging.ERROR and f"{os.sep}apache_beam{os.sep}" in record.pathname)
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Log lines on stdout; where stdout's reader has gone (``genrec train | head``), the BrokenPipeError of
+    the main thread propagates to :func:`run_command`, which stops the command quietly (logging printed a
+    ``--- Logging error ---`` traceback for each line); other threads' lines are dropped."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, BrokenPipeError):
+            if threading.current_thread() is threading.main_thread():
+                raise error
+            return
+        super().handleError(record)
+
+
 def setup_logging(verbose: bool = False) -> None:
     """genrec's own log lines at INFO on stdout; other libraries' only from WARNING up, unless ``verbose``."""
     library_level = logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=library_level, format=LOG_FORMAT, stream=sys.stdout, force=True)
+    logging.basicConfig(level=library_level, format=LOG_FORMAT, handlers=[_StdoutHandler(sys.stdout)], force=True)
     root = logging.getLogger()
     for old in [f for f in root.filters if isinstance(f, _BeamRootWarnings)]:
         root.removeFilter(old)
@@ -117,6 +133,36 @@ def _first_missing(path: str | os.PathLike) -> Path | None:
 
 
 INTERRUPTED_EXIT_CODE = 130  # what a shell reports for a process ended by SIGINT (128 + 2)
+BROKEN_PIPE_EXIT_CODE = 141  # what a shell reports for a process ended by SIGPIPE (128 + 13)
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe or socket whose reader has closed it (poll's POLLERR on its descriptor); True
+    where that cannot be asked (no poll), False where stdout has no descriptor."""
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    if not hasattr(select, "poll"):
+        return True
+    poller = select.poll()
+    poller.register(descriptor, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _discard_stdout() -> None:
+    """Points stdout's file descriptor at os.devnull, so that what is still buffered for a reader that has gone
+    (and the interpreter's flush at exit) is dropped, not a second BrokenPipeError (the recipe of the Python
+    docs, "Note on SIGPIPE"). Nothing to do where stdout has no descriptor (a test's capture)."""
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, descriptor)
+    finally:
+        os.close(devnull)
 
 
 # The argv of the genrec command running now (serving/cli.py main sets it); None: sys.argv[1:].
@@ -205,11 +251,22 @@ def run_command(
     how to resume, if the command and its flags can) and returns 130, outputs
     kept (a resumable command continues from them); with ``verbose`` its
     traceback shows.
+    Output piped to a reader that has gone (``genrec build-sids ... | head``,
+    a ``BrokenPipeError`` while stdout's reader is gone): the command stops quietly, stdout pointed at
+    os.devnull, and returns 141 (128 + SIGPIPE, as a shell tool ends), outputs
+    kept.
     Bugs (any other exception) propagate with their traceback, outputs kept.
     """
     created = {missing for missing in map(_first_missing, filter(None, outputs)) if missing is not None}
     try:
-        return body()
+        status = body()
+        sys.stdout.flush()  # a reader that has gone shows here, not at the interpreter's exit
+        return status
+    except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise  # another pipe (a bug): its traceback shows
+        _discard_stdout()
+        return BROKEN_PIPE_EXIT_CODE
     except KeyboardInterrupt:
         if verbose:
             raise

@@ -227,3 +227,33 @@ def test_synth_writes_sids_of_many_levels(levels, tmp_path, capsys):
 
     data = load_sid_dataset(tmp_path / "s")
     assert data.sid_codes.shape == (40, levels) and find_duplicate_sids(data.sid_codes) == []
+
+
+@pytest.mark.parametrize("command", ["build-sids", "synth", "convert"])
+def test_stdout_closed_early_stops_quietly_with_141(command, tmp_path):
+    # `genrec build-sids ... | head -12`: printing the report raised BrokenPipeError (a traceback, and another at
+    # the interpreter's flush at exit); now the command stops quietly with 128 + SIGPIPE, as a shell tool does.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    argv = [a for a in _seed_command(command, tmp_path)]
+    process = subprocess.Popen([sys.executable, "-m", "serving.cli", *argv], cwd=tmp_path,
+                               env={**os.environ, "PYTHONPATH": str(repo)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # the reader is gone before the command prints anything
+    err = process.stderr.read()
+    assert process.wait(timeout=300) == 141, err
+    assert err == ""
+
+
+def test_a_broken_pipe_other_than_stdout_keeps_its_traceback(capsys):
+    """Only stdout's reader going away stops a command quietly; a BrokenPipeError of another pipe is a bug."""
+
+    def body():
+        raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(BrokenPipeError):
+        run_command("genrec build-sids", body)
