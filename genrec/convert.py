@@ -30,7 +30,6 @@ import argparse
 import csv
 import json
 import logging
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -46,6 +45,10 @@ from genrec.rqkmeans import (
     _load_embeddings,
     add_sid_arguments,
     build_and_write_index,
+    check_finite_embeddings,
+    check_sid_arguments,
+    check_unique_item_ids,
+    read_item_ids_json,
     sid_config,
 )
 from genrec.vocab import write_json_atomic
@@ -401,30 +404,27 @@ def load_item_embeddings(embeddings_path: str | Path, ids_path: str | Path) -> t
     (``.json``) or one id a line (any other suffix).
 
     Raises:
-      ValueError: not an array, a count mismatch, or an id given twice; one line naming the file.
+      ValueError: not an array, a count mismatch, an id given twice, an id that is not a string or an integer
+        (JSON), not UTF-8; one line naming the file. A text file's byte order mark is skipped; a JSON file's is
+        refused (as ``genrec build-sids`` refuses it).
     """
     embeddings = _load_embeddings(str(embeddings_path))
     ids_path = Path(ids_path)
+    values = None
     if ids_path.suffix.lower() == ".json":
-        try:
-            item_ids = json.loads(ids_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{ids_path}: malformed JSON at line {error.lineno}, column {error.colno}; "
-                             "expected a JSON list of item ids") from None
-        if not isinstance(item_ids, list):
-            raise ValueError(f"{ids_path}: expected a JSON list of item ids, got a {type(item_ids).__name__}")
-        item_ids = [str(item) for item in item_ids]
+        item_ids, values = read_item_ids_json(ids_path)
     else:
-        item_ids = ids_path.read_text(encoding="utf-8").splitlines()
+        try:  # utf-8-sig: a byte order mark (Windows editors write one) is not part of the first id
+            item_ids = ids_path.read_text(encoding="utf-8-sig").splitlines()
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{ids_path}: not UTF-8 text ({error.reason}); save it as UTF-8") from None
         while item_ids and not item_ids[-1].strip():
             item_ids.pop()
         item_ids = [item.strip() for item in item_ids]
     if embeddings.ndim != 2 or len(item_ids) != len(embeddings):
         raise ValueError(f"{ids_path} lists {len(item_ids)} ids but {embeddings_path} has shape {embeddings.shape}; "
                          "give one id per embedding row, in row order")
-    if len(set(item_ids)) != len(item_ids):
-        repeated = next(item for item, count in Counter(item_ids).items() if count > 1)
-        raise ValueError(f"{ids_path}: item id {repeated!r} is given more than once; give each item one row")
+    check_unique_item_ids(item_ids, ids_path, values)
     return embeddings, item_ids
 
 
@@ -436,6 +436,14 @@ def check_embedded(item_ids: Sequence[str], embedding_ids: Sequence[str], source
         listed = ", ".join(map(repr, missing[:_MAX_LISTED]))
         raise ValueError(f"{source}: {len(missing)} of the {len(item_ids)} kept items have no embedding, e.g. "
                          f"{listed}; add their rows, or remove their events from the log")
+
+
+def indexed_rows(item_ids: Sequence[str], embedding_ids: Sequence[str], index_all_items: bool = False) -> np.ndarray:
+    """The embedding rows :func:`write_sid_index` indexes, ascending: those of ``item_ids``, or every row."""
+    if index_all_items:
+        return np.arange(len(embedding_ids))
+    row_of = {item: row for row, item in enumerate(embedding_ids)}
+    return np.sort(np.array([row_of[item] for item in item_ids], dtype=np.int64))
 
 
 def write_sid_index(out_dir: str | Path, name: str, item_ids: Sequence[str], embeddings: np.ndarray,
@@ -455,8 +463,7 @@ def write_sid_index(out_dir: str | Path, name: str, item_ids: Sequence[str], emb
       ValueError: an item of ``item_ids`` has no embedding (the message names the ids file and items).
     """
     check_embedded(item_ids, embedding_ids, source)
-    row_of = {item: row for row, item in enumerate(embedding_ids)}
-    rows = np.arange(len(embedding_ids)) if index_all_items else np.sort([row_of[item] for item in item_ids])
+    rows = indexed_rows(item_ids, embedding_ids, index_all_items)
     return build_and_write_index(Path(out_dir) / f"{name}{INDEX_SUFFIX}", [embedding_ids[r] for r in rows.tolist()],
                                  np.asarray(embeddings)[rows], config)
 
@@ -522,12 +529,16 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m genrec.conver
             raise UserError(f"--k-core {args.k_core} must be >= 1 (1 = no filter)")
         embedded = None
         if args.item_embeddings:  # read before the log: a wrong path fails at once
+            check_sid_arguments(args)
             embedded = load_item_embeddings(args.item_embeddings, args.embedding_ids)
         log = read_interactions(args.interactions, args.user_col, args.item_col, args.time_col,
                                 delimiter=args.delimiter)
         result = filter_log(log, k_core=args.k_core, dedupe=args.dedupe)
         if embedded is not None:  # before writing anything: a failed command leaves no half dataset
             check_embedded(result.item_ids, embedded[1], args.embedding_ids)
+            rows = indexed_rows(result.item_ids, embedded[1], args.index_all_items)
+            check_finite_embeddings(embedded[0][rows], args.item_embeddings, [embedded[1][r] for r in rows.tolist()],
+                                    rows)
         written = [write_interactions(result, out_dir, name)]
         if embedded is not None:
             paths, report = write_sid_index(out_dir, name, result.item_ids, *embedded, sid_config(args),

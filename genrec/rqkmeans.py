@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ import scipy.sparse
 
 from genrec.console import UserError, add_verbose_flag, int_at_least, run_command, seed_integer, setup_logging
 from genrec.datasets import INDEX_SUFFIX, VOCAB_SUFFIX, find_duplicate_sids
-from genrec.vocab import LEVEL_LETTERS, SIDVocabulary, format_sid_tokens, write_json_atomic
+from genrec.vocab import LEVEL_LETTERS, MAX_CODEBOOK_SIZE, SIDVocabulary, format_sid_tokens, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -333,7 +334,8 @@ def write_index(
     if len(item_ids) != codes.shape[0]:
         raise ValueError(f"{len(item_ids)} item ids for {codes.shape[0]} SIDs")
     if len(set(item_ids)) != len(item_ids):
-        raise ValueError("item ids must be unique")
+        repeated = next(item for item, count in Counter(map(str, item_ids)).items() if count > 1)
+        raise ValueError(f"item ids must be unique: {repeated!r} is given more than once")
     index = {str(item_id): format_sid_tokens(sid) for item_id, sid in zip(item_ids, codes.tolist())}
     written = [write_json_atomic(path, index)]
     if vocab is not None and _vocab_path(path) is not None:
@@ -348,6 +350,11 @@ def build_and_write_index(
     (:func:`write_index`): what ``genrec build-sids`` and ``genrec convert`` write. Returns
     ``(paths written, report)``."""
     codes, report = build_semantic_ids(embeddings, config)
+    if report.disambiguation_size > MAX_CODEBOOK_SIZE:
+        levels = f"{config.num_levels} clustered level" + ("s" if config.num_levels > 1 else "")
+        raise ValueError(f"{report.disambiguation_size} items share one SID of the {levels}, more than the "
+                        f"{MAX_CODEBOOK_SIZE} codes of the disambiguation level; give more --codes or --levels, or "
+                        "check the embeddings for repeated rows")
     sizes = [config.codebook_size] * config.num_levels + ([report.disambiguation_size] if config.disambiguate else [])
     return write_index(path, item_ids, codes, SIDVocabulary.from_codes(codes, sizes)), report
 
@@ -387,22 +394,103 @@ def _load_embeddings(path: str) -> np.ndarray:
                         "with numpy.save") from error
     if not isinstance(embeddings, np.ndarray):
         raise UserError(f"{path}: holds several arrays; save one float [num_items, dim] array with numpy.save")
+    if embeddings.ndim != 2 or 0 in embeddings.shape:
+        raise UserError(f"{path}: holds an array of shape {list(embeddings.shape)}; save the float [num_items, dim] "
+                        "embeddings with numpy.save")
+    if not (np.issubdtype(embeddings.dtype, np.floating) or np.issubdtype(embeddings.dtype, np.integer)):
+        raise UserError(f"{path}: holds {embeddings.dtype} values; save the float [num_items, dim] embeddings with "
+                        "numpy.save")
     return embeddings
 
 
-def _load_item_ids(path: str, num_items: int, embeddings_path: str) -> list[str]:
+_JSON_KINDS = {dict: "an object", list: "a list", float: "a number with a fraction or exponent", bool: "a boolean",
+               type(None): "null"}
+
+
+def read_item_ids_json(path: str | Path) -> tuple[list[str], list]:
+    """A JSON list of item ids (strings or integers, compared as strings) in embedding row order, as
+    ``genrec build-sids --item-ids`` and ``genrec convert --embedding-ids X.json`` read it.
+
+    Returns:
+      ``(ids as strings, the JSON values)``.
+
+    Raises:
+      ValueError: malformed JSON (a byte order mark included: the decoder's reason is kept), not a list, or an
+        entry that is not a string or an integer; one line naming the file.
+    """
     try:
         with open(path, encoding="utf-8") as f:
-            item_ids = json.load(f)
+            values = json.load(f)
     except json.JSONDecodeError as error:
-        raise UserError(f"{path}: malformed JSON at line {error.lineno}, column {error.colno}: {error.msg}; "
+        raise ValueError(f"{path}: malformed JSON at line {error.lineno}, column {error.colno}: {error.msg}; "
                         "expected a JSON list of item ids") from error
-    if not isinstance(item_ids, list):
-        raise UserError(f"{path}: expected a JSON list of item ids, got a {type(item_ids).__name__}")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason}); save it as UTF-8") from error
+    if not isinstance(values, list):
+        raise ValueError(f"{path}: expected a JSON list of item ids, got {_JSON_KINDS.get(type(values), 'a string')}")
+    for position, value in enumerate(values):
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise ValueError(f"{path}: entry {position} is {json.dumps(value)}, {_JSON_KINDS[type(value)]}; item ids "
+                            "must be strings or integers")
+    return [str(value) for value in values], values
+
+
+def check_unique_item_ids(item_ids: Sequence[str], path: str | Path, values: Sequence | None = None) -> None:
+    """Raises a one-line ValueError naming ``path`` and the first id given twice; ``values``: the file's JSON
+    values of the ids, to say when two of them differ only in type (``1`` and ``"1"``)."""
+    if len(set(item_ids)) == len(item_ids):
+        return
+    first_at: dict[str, int] = {}
+    for position, item in enumerate(item_ids):
+        if item in first_at:
+            break
+        first_at[item] = position
+    same = ""
+    if values is not None and values[first_at[item]] != values[position]:
+        same = f" ({json.dumps(values[first_at[item]])} and {json.dumps(values[position])} are one id: ids are " \
+               "compared as strings)"
+    raise ValueError(f"{path}: item id {item!r} is given more than once{same}; give each embedding row its own id")
+
+
+def check_finite_embeddings(embeddings: np.ndarray, path: str | Path, item_ids: Sequence[str],
+                            rows: np.ndarray | None = None) -> None:
+    """Raises a one-line ValueError naming ``path``, the first row with NaN or inf values and its item id.
+    ``rows``: the file's row of each of ``embeddings`` (all rows, in order, when None)."""
+    bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
+    if not bad.size:
+        return
+    first = int(bad[0])
+    row = first if rows is None else int(rows[first])
+    if bad.size == 1:
+        raise ValueError(f"{path}: row {row} (item {item_ids[first]!r}) has NaN or inf values; fix it, or drop it and "
+                        "its item id")
+    raise ValueError(f"{path}: row {row} (item {item_ids[first]!r}) and {bad.size - 1} more rows have NaN or inf "
+                    "values; fix them, or drop them and their item ids")
+
+
+def check_sid_arguments(args: argparse.Namespace) -> None:
+    """The SID shape of :func:`add_sid_arguments`' options fits the SID format, before any work: a UserError
+    naming the flag otherwise."""
+    if args.codes > MAX_CODEBOOK_SIZE:
+        raise UserError(f"--codes {args.codes} is more than the {MAX_CODEBOOK_SIZE} codes a SID level can have; "
+                        f"give --codes {MAX_CODEBOOK_SIZE} or fewer")
+    most = len(LEVEL_LETTERS)
+    if args.levels + (not args.no_disambiguate) > most:
+        if args.no_disambiguate:
+            raise UserError(f"--levels {args.levels} is more than the {most} levels a SID can have (<a_..> to "
+                            f"<z_..>); give --levels {most} or fewer")
+        raise UserError(f"--levels {args.levels} and the disambiguation level make {args.levels + 1} SID levels, "
+                        f"more than the {most} a SID can have (<a_..> to <z_..>); give --levels {most - 1} or fewer, "
+                        "or --no-disambiguate")
+
+
+def _load_item_ids(path: str, num_items: int, embeddings_path: str) -> list[str]:
+    item_ids, values = read_item_ids_json(path)
     if len(item_ids) != num_items:
         raise UserError(f"{path} lists {len(item_ids)} ids but {embeddings_path} has {num_items} rows; "
                         "give one id per embedding row, in row order")
-    return [str(i) for i in item_ids]
+    check_unique_item_ids(item_ids, path, values)
+    return item_ids
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m genrec.rqkmeans") -> int:
@@ -423,11 +511,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m genrec.rqkmea
     setup_logging(args.verbose)
 
     def run() -> int:
+        check_sid_arguments(args)
         embeddings = _load_embeddings(args.embeddings)
         if args.item_ids:
             item_ids = _load_item_ids(args.item_ids, len(embeddings), args.embeddings)
         else:
             item_ids = [str(i) for i in range(len(embeddings))]
+        check_finite_embeddings(embeddings, args.embeddings, item_ids)
         written, report = build_and_write_index(args.out, item_ids, embeddings, sid_config(args))
         if args.report:
             written.append(write_json_atomic(args.report, report.to_json(), indent=2))

@@ -257,3 +257,89 @@ def test_a_broken_pipe_other_than_stdout_keeps_its_traceback(capsys):
 
     with pytest.raises(BrokenPipeError):
         run_command("genrec build-sids", body)
+
+
+def _id_files(tmp_path):
+    """emb.npy (12 rows; nan.npy: row 7 NaN) and id files for them, one per case below."""
+    embeddings = np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32)
+    np.save(tmp_path / "emb.npy", embeddings)
+    embeddings[7, 1] = np.nan
+    np.save(tmp_path / "nan.npy", embeddings)
+    np.save(tmp_path / "flat.npy", embeddings[:, 0])
+    ids = [f"i{i}" for i in range(12)]
+    import json
+
+    (tmp_path / "dup.json").write_text(json.dumps([1, "1", *range(2, 12)]))
+    (tmp_path / "nested.json").write_text(json.dumps([[1, 2], *range(1, 12)]))
+    (tmp_path / "bom.json").write_text(json.dumps(ids), encoding="utf-8-sig")
+    (tmp_path / "ids.json").write_text(json.dumps(ids))
+    (tmp_path / "log.csv").write_text("u,i,t\n" + "".join(f"u{u},i{(u + t) % 12},{t}\n" for u in range(6)
+                                                           for t in range(4)))
+
+
+def _sids_argv(command, tmp_path, embeddings, ids):
+    if command == "build-sids":
+        return ["build-sids", "--embeddings", str(tmp_path / embeddings), "--item-ids", str(tmp_path / ids),
+                "--levels", "2", "--codes", "3", "--out", str(tmp_path / "o" / "x.index.rq-kmeans.json")]
+    return ["convert", "--interactions", str(tmp_path / "log.csv"), "--user-col", "u", "--item-col", "i",
+            "--time-col", "t", "--k-core", "1", "--out", str(tmp_path / "o"), "--item-embeddings",
+            str(tmp_path / embeddings), "--embedding-ids", str(tmp_path / ids), "--levels", "2", "--codes", "3"]
+
+
+@pytest.mark.parametrize("command", ["build-sids", "convert"])
+@pytest.mark.parametrize("embeddings, ids, extra, expected", [
+    # build-sids said only "item ids must be unique" (after k-means), without the file or the id.
+    ("emb.npy", "dup.json", [], "dup.json: item id '1' is given more than once (1 and \"1\" are one id: ids are "
+                                "compared as strings); give each embedding row its own id"),
+    # [1, 2] was taken as the id "[1, 2]".
+    ("emb.npy", "nested.json", [], "nested.json: entry 0 is [1, 2], a list; item ids must be strings or integers"),
+    # convert said only "malformed JSON at line 1, column 1"; build-sids gave the reason.
+    ("emb.npy", "bom.json", [], "bom.json: malformed JSON at line 1, column 1: Unexpected UTF-8 BOM (decode using "
+                                "utf-8-sig); expected a JSON list of item ids"),
+    # The file was not named ("embeddings row 7 has NaN or inf values").
+    ("nan.npy", "ids.json", [], "nan.npy: row 7 (item 'i7') has NaN or inf values; fix it, or drop it "
+                                "and its item id"),
+    # "embeddings must be [num_items > 0, dim], got shape (12,)" (build-sids), without the file.
+    ("flat.npy", "ids.json", [], "flat.npy: holds an array of shape [12]; save the float [num_items, dim] embeddings "
+                                 "with numpy.save"),
+    # "... check the index file", after loading everything; build-sids has no index file to check.
+    ("emb.npy", "ids.json", ["--codes", "100000"],
+     "--codes 100000 is more than the 65536 codes a SID level can have; give --codes 65536 or fewer"),
+    ("emb.npy", "ids.json", ["--levels", "26"], "--levels 26 and the disambiguation level make 27 SID levels, more "
+                                                "than the 26 a SID can have (<a_..> to <z_..>); give --levels 25 or "
+                                                "fewer, or --no-disambiguate"),
+])
+def test_embedding_and_id_file_mistakes_are_one_line_naming_the_file(command, embeddings, ids, extra, expected,
+                                                                     monkeypatch, tmp_path, capsys):
+    import genrec.rqkmeans
+
+    _id_files(tmp_path)
+    if extra:  # refused before any clustering
+        monkeypatch.setattr(genrec.rqkmeans, "residual_kmeans", lambda *a, **k: pytest.fail("k-means ran"))
+    assert main([*_sids_argv(command, tmp_path, embeddings, ids), *extra]) == 2
+    line = _one_error_line(capsys.readouterr().err, command)
+    assert line.endswith(expected), line
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_text_ids_file_with_a_byte_order_mark_is_read(tmp_path, capsys):
+    # Its first id was read with the BOM and reported as an item without an embedding.
+    _id_files(tmp_path)
+    (tmp_path / "ids.txt").write_text("".join(f"i{i}\n" for i in range(12)), encoding="utf-8-sig")
+    assert main(_sids_argv("convert", tmp_path, "emb.npy", "ids.txt")) == 0
+    import json
+
+    assert "i0" in json.loads((tmp_path / "o" / "log.index.rq-kmeans.json").read_text())
+
+
+def test_more_items_on_one_sid_than_a_codebook_holds_is_one_line(tmp_path, capsys):
+    # 65,537 identical rows on one clustered SID need a disambiguation level of 65,537 codes: the vocabulary's
+    # "check the index file" message, though build-sids has none.
+    np.save(tmp_path / "same.npy", np.ones((65_537, 2), np.float32))
+    assert main(["build-sids", "--embeddings", str(tmp_path / "same.npy"), "--levels", "1", "--codes", "1",
+                 "--out", str(tmp_path / "o" / "x.index.rq-kmeans.json")]) == 2
+    line = _one_error_line(capsys.readouterr().err, "build-sids")
+    assert line.endswith("65537 items share one SID of the 1 clustered level, more than the 65536 codes of the "
+                         "disambiguation level; give more --codes or --levels, or check the embeddings for "
+                         "repeated rows"), line
+    assert not (tmp_path / "o").exists()
