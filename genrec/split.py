@@ -23,8 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from genrec.console import UserError
+from genrec.datasets import INTER_SUFFIX
 
 HISTORY_PAD = -1
 DEFAULT_MAX_HISTORY = 20
@@ -134,6 +138,20 @@ def leave_one_out_split(
         valid=_gather_examples(flat_items, user_starts, users, user_starts + lengths - 2, max_history),
         test=_gather_examples(flat_items, user_starts, users, user_starts + lengths - 1, max_history),
     )
+
+
+def check_training_examples(split: LeaveOneOutSplit, data_dir: str | Path | None, name: str) -> None:
+    """Raises a one-line UserError where ``split`` has no training example: every user has exactly 3
+    interactions (the split refuses fewer), all of them history, validation and test target. The message
+    names the dataset's interaction file (``data_dir/NAME.inter.json``; the synthetic dataset without
+    ``data_dir``), why, and the fix; training would otherwise fail making its first batch of none."""
+    if split.train.num_examples:
+        return
+    source = Path(data_dir) / f"{name}{INTER_SUFFIX}" if data_dir is not None else "the synthetic dataset"
+    raise UserError(f"{source}: no training examples: each of its {split.valid.num_examples} users has 3 "
+                    "interactions, which leave-one-out takes as history, validation target and test target: a user "
+                    "gives training examples from a 4th interaction on; give users of 4 or more interactions "
+                    "(genrec convert --k-core 4 keeps only those)")
 
 
 SUBSET_RULES = ("spread", "first")

@@ -343,3 +343,23 @@ def test_more_items_on_one_sid_than_a_codebook_holds_is_one_line(tmp_path, capsy
                          "disambiguation level; give more --codes or --levels, or check the embeddings for "
                          "repeated rows"), line
     assert not (tmp_path / "o").exists()
+
+
+def test_train_on_users_of_three_interactions_says_why_there_are_no_training_examples(tmp_path, capsys):
+    # Every user's 3 interactions are history, validation and test target: it said
+    # "0 examples make no batch of 256 with drop_remainder=False".
+    from pathlib import Path
+
+    from genrec.synthetic import make_synthetic_dataset, write_sid_dataset
+
+    smoke = str(Path(__file__).resolve().parents[1] / "tpu_configs" / "cpu_smoke.py")
+    write_sid_dataset(make_synthetic_dataset(num_items=40, num_users=12, min_length=3, max_length=3),
+                      tmp_path / "short", "short")
+    assert main(["train", "--config", smoke, "--workdir", str(tmp_path / "run"),
+                 "--set", f"data.data_dir={tmp_path / 'short'}"]) == 2
+    line = _one_error_line(capsys.readouterr().err, "train")
+    assert line == (f"genrec train: error: {tmp_path / 'short' / 'short.inter.json'}: no training examples: each of "
+                    "its 12 users has 3 interactions, which leave-one-out takes as history, validation target and "
+                    "test target: a user gives training examples from a 4th interaction on; give users of 4 or more "
+                    "interactions (genrec convert --k-core 4 keeps only those)"), line
+    assert not (tmp_path / "run").exists()

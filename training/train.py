@@ -83,7 +83,7 @@ from genrec.run_files import (
     read_data_fingerprint,
     restore_params,
 )
-from genrec.split import LeaveOneOutSplit, SplitArrays, leave_one_out_split, subset_examples
+from genrec.split import LeaveOneOutSplit, SplitArrays, check_training_examples, leave_one_out_split, subset_examples
 from training.checkpoint import (
     Checkpointer,
     TrainingProgress,
@@ -634,6 +634,7 @@ def _train_locked(
     data = load_data(config.data)
     vocab = data.vocab
     split: LeaveOneOutSplit = leave_one_out_split(data.sequences, config.data.max_history)
+    check_training_examples(split, config.data.data_dir, data.name)
     train_batches = BatchIterator.from_split(
         split.train, data.sid_codes, vocab, config.batch_size,
         shuffle=True, seed=config.seed, drop_remainder=False,
