@@ -236,3 +236,19 @@ def test_selection_metric_must_be_a_known_validation_metric():
         TrainConfig(eval=EvalConfig(selection_metric="ndcg@50"))
     with pytest.raises(ValueError, match="expected 'recall@k'"):
         TrainConfig(eval=EvalConfig(selection_metric="loss"))
+
+
+def test_a_shipped_config_is_found_from_any_directory(tmp_path, monkeypatch):
+    # docs/data.md's walk runs `genrec train --config tpu_configs/cpu_smoke.py` in the user's own project
+    # directory: "config file tpu_configs/cpu_smoke.py not found". Shipped configs resolve against the
+    # repository when the current directory has none; a file there still comes first.
+    monkeypatch.chdir(tmp_path)
+    shipped = load_config_file("tpu_configs/cpu_smoke.py")
+    assert shipped.model.preset == "tiny"
+    assert load_config_file("tpu_configs/office_t5.py:loss=ce,model=default").loss.kind == "ce"
+    with pytest.raises(FileNotFoundError, match="config file tpu_configs/nope.py not found"):
+        load_config_file("tpu_configs/nope.py")
+    (tmp_path / "tpu_configs").mkdir()
+    (tmp_path / "tpu_configs" / "cpu_smoke.py").write_text(
+        "from training.config import TrainConfig\n\ndef get_config():\n    return TrainConfig(seed=7)\n")
+    assert load_config_file("tpu_configs/cpu_smoke.py").seed == 7

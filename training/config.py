@@ -506,6 +506,9 @@ def score_normalization(config: TrainConfig) -> str:
     return resolve_score_normalization(config.eval.score_normalization, config.loss.kind)
 
 
+_REPOSITORY = Path(__file__).resolve().parents[1]  # holds tpu_configs/ (the shipped run configs)
+
+
 def load_config_file(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
     """Imports a config file, calls its ``get_config`` and applies ``overrides``.
 
@@ -514,6 +517,8 @@ def load_config_file(path: str | Path, overrides: Sequence[str] = ()) -> TrainCo
     ``tpu_configs/office_t5.py:loss=apao,dtype=bfloat16`` (the file parses it);
     without one, ``get_config()``. The files of one folder load as one package,
     so a config imports its shared pieces with ``from . import common``.
+    A relative ``FILE`` missing from the current directory is looked up in the
+    repository, so ``tpu_configs/...`` names a shipped config from anywhere.
 
     Raises:
       FileNotFoundError: no such file.
@@ -522,6 +527,8 @@ def load_config_file(path: str | Path, overrides: Sequence[str] = ()) -> TrainCo
         or an override is invalid (:func:`apply_overrides`).
     """
     path, arg = _split_config_arg(path)
+    if not path.is_file() and not path.is_absolute() and (_REPOSITORY / path).is_file():
+        path = _REPOSITORY / path  # a shipped config (tpu_configs/...) named from another directory
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} not found (configs live in tpu_configs/)")
     module = _import_config_module(path)
@@ -543,7 +550,7 @@ def _split_config_arg(spec: str | Path) -> tuple[Path, str]:
     """``"FILE:ARG"`` -> ``(Path(FILE), "ARG")``; a spec naming an existing file (even with a
     colon in its name) or without a colon has the argument ``""``."""
     text = str(spec)
-    if ":" in text and not Path(text).is_file():
+    if ":" in text and not Path(text).is_file() and not (_REPOSITORY / text).is_file():
         file_text, _, arg = text.rpartition(":")
         return Path(file_text), arg
     return Path(text), ""
