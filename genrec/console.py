@@ -230,6 +230,7 @@ def run_command(
     outputs: Sequence[str | os.PathLike | None] = (),
     verbose: bool = False,
     keep_outputs: Callable[[], bool] | None = None,
+    resumable_markers: Sequence[str] = (),
 ) -> int:
     """Runs a command's ``body`` and returns its exit status; a user's mistake
     becomes ``PROG: error: MESSAGE`` (one line on stderr) and exit status 2.
@@ -244,6 +245,10 @@ def run_command(
       verbose: a user's mistake also shows its traceback (after the clean-up).
       keep_outputs: after a user's mistake, keep the outputs if this says so
         (a training run that committed a checkpoint resumes from it).
+      resumable_markers: file names (e.g. a batch job's ``manifest.json``) whose presence anywhere under
+        a created output directory keeps it, as a lock file (``.genrec.lock``) does: another process made
+        the directory after this one started and works there, or this job wrote resumable output before
+        its error (a full disk). Only a directory holding neither is removed.
 
     A :class:`Diverged` run prints its message as one line and returns 1,
     outputs kept (the metrics show the divergence).
@@ -284,13 +289,22 @@ def run_command(
         if not (keep_outputs and keep_outputs()):
             for path in created:
                 if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
+                    if not _holds_a_job(path, (LOCK_FILE, *resumable_markers)):
+                        shutil.rmtree(path, ignore_errors=True)
                 elif os.path.lexists(path):
                     path.unlink()
         if verbose:
             raise
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
+
+
+LOCK_FILE = ".genrec.lock"  # genrec.locks.DirectoryLock's file in a directory it locks
+
+
+def _holds_a_job(directory: Path, markers: Sequence[str]) -> bool:
+    """Whether any of ``markers`` (file names) is somewhere under ``directory``."""
+    return any(next(directory.rglob(name), None) is not None for name in markers)
 
 
 def add_verbose_flag(parser: argparse.ArgumentParser) -> None:

@@ -25,9 +25,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from genrec.console import UserError
-
-LOCK_FILE = ".genrec.lock"
+from genrec.console import LOCK_FILE, UserError
 
 
 class DirectoryInUseError(UserError):
@@ -98,7 +96,9 @@ class DirectoryLock:
         fd, self._fd = self._fd, None
         try:
             if self._names(fd):  # not a file another process made after this one's was removed by hand
-                with contextlib.suppress(FileNotFoundError):
+                # A directory made read-only under the holder: the file stays as a stale lock (the next
+                # run takes it), and the holder's own error, not this one, is what the user sees.
+                with contextlib.suppress(OSError):
                     os.unlink(self.path)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)

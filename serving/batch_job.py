@@ -270,6 +270,10 @@ def run_batch_job(
     # One job per output directory: two would overwrite each other's shards and manifest.
     # The lock creates the directory; otherwise it is the first thing the job does.
     with DirectoryLock(out_dir, "genrec recommend"):
+        # Temporary files of a killed run (a shard or the manifest before its rename): only this job,
+        # which holds the lock, writes them, so every one there is stale.
+        for stale in [*out_dir.glob(".shard-*.tmp"), *out_dir.glob(f".{MANIFEST_FILE}.*.tmp")]:
+            stale.unlink(missing_ok=True)
         # One catalogue for the whole job (rows, shards, manifest), whatever update_catalogue does meanwhile.
         recommender = recommender.snapshot()
         requests = data if isinstance(data, RequestTable) else RequestTable.from_interactions(data)

@@ -74,6 +74,7 @@ def _rl(argv: Sequence[str]) -> int:
 
 
 def _recommend(argv: Sequence[str]) -> int:
+    from serving.batch_job import MANIFEST_FILE
     from serving.batch_job import build_parser as batch_parser
     from serving.batch_job import main as batch_main
 
@@ -90,7 +91,7 @@ def _recommend(argv: Sequence[str]) -> int:
                                f"of them, or move each into a directory of its own ({_DATASET_FILES})")
         return batch_main([a for a in argv if a != "--verbose"], prog=prog)
 
-    return run_command(prog, body, outputs=[args.out], verbose=args.verbose)
+    return run_command(prog, body, outputs=[args.out], verbose=args.verbose, resumable_markers=(MANIFEST_FILE,))
 
 
 def _build_sids(argv: Sequence[str]) -> int:

@@ -46,12 +46,14 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, data, recommend
     # A crash inside shard 3 leaves its temp file; a crash between writing shard 2 and
     # updating the manifest leaves a complete but unrecorded shard (with stale content).
     (part / ".shard-00003.jsonl.abc.tmp").write_text("partial")
+    (part / f".{MANIFEST_FILE}.def.tmp").write_text("{")
     shard_path(part, 2).write_text("stale\n")
 
     resumed, resumed_log = _run(recommender, data, part)
     assert resumed.finished and resumed.shards_skipped == 2 and resumed.shards_written == 3
     assert any(line.startswith("resuming: 2 of 5") for line in resumed_log)
-    (part / ".shard-00003.jsonl.abc.tmp").unlink()
+    # Exactly an uninterrupted run's files: the killed run's temporary files are removed (they were kept).
+    assert sorted(p.name for p in part.iterdir()) == sorted(p.name for p in (tmp_path / "full").iterdir())
     assert _files(part) == _files(tmp_path / "full")
 
     # Running a finished job again writes nothing.

@@ -363,3 +363,35 @@ def test_train_on_users_of_three_interactions_says_why_there_are_no_training_exa
                     "test target: a user gives training examples from a 4th interaction on; give users of 4 or more "
                     "interactions (genrec convert --k-core 4 keeps only those)"), line
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("marker", [".genrec.lock", "manifest.json", "sub/.genrec.lock"])
+def test_a_refused_command_keeps_an_output_directory_holding_a_job(tmp_path, capsys, marker):
+    """A batch job refused by the lock (or by another job's manifest) removed the --out it found missing when
+    it started, though another job had made it since: a running job's shards and lock, or a finished job's
+    whole output, were deleted (an audit, 2026-12-07). A full disk after some shards deleted them too. A
+    directory holding a lock file or a batch manifest is kept; one holding only what this command wrote
+    is removed, as before."""
+    from genrec.console import UserError
+
+    out = tmp_path / "out"
+
+    def body():  # another process made the directory (or this job wrote a manifest) before the refusal
+        (out / marker).parent.mkdir(parents=True)
+        (out / marker).write_text("{}")
+        (out / "shard-00000.jsonl").write_text("{}\n")
+        raise UserError(f"{out} is in use by process 1")
+
+    assert run_command("genrec recommend", body, outputs=[out], resumable_markers=("manifest.json",)) == 2
+    assert (out / marker).is_file() and (out / "shard-00000.jsonl").is_file()
+    assert capsys.readouterr().err == f"genrec recommend: error: {out} is in use by process 1\n"
+
+    other = tmp_path / "other"
+
+    def refused():
+        other.mkdir()
+        (other / "config.json").write_text("{}")
+        raise UserError("bad setting")
+
+    assert run_command("genrec recommend", refused, outputs=[other], resumable_markers=("manifest.json",)) == 2
+    assert not other.exists()

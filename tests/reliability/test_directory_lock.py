@@ -154,3 +154,23 @@ def test_train_and_the_batch_job_refuse_a_directory_in_use(tmp_path, capsys):
         holder.kill()
         holder.wait()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".genrec.lock"]  # nothing written while refused
+
+
+def test_a_lock_file_that_cannot_be_removed_does_not_hide_the_jobs_error(tmp_path, monkeypatch):
+    """A directory made read-only under a running job: the job's PermissionError on its shard was replaced
+    by release()'s on the lock file, so the one line sent the user to the lock file. The job's own error
+    goes out; the lock is dropped all the same (the file left is a stale lock the next run takes)."""
+    unlink = os.unlink
+
+    def read_only(path, *args, **kwargs):
+        if Path(path).name == LOCK_FILE:
+            raise PermissionError(13, "Permission denied", str(path))
+        return unlink(path, *args, **kwargs)
+
+    with pytest.raises(PermissionError, match="shard-00000.jsonl"):
+        with DirectoryLock(tmp_path, "genrec recommend"):
+            monkeypatch.setattr(os, "unlink", read_only)
+            raise PermissionError(13, "Permission denied", str(tmp_path / "shard-00000.jsonl"))
+    monkeypatch.setattr(os, "unlink", unlink)
+    with DirectoryLock(tmp_path, "genrec recommend"):  # not held any more
+        pass
