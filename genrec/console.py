@@ -16,10 +16,12 @@ import logging
 import os
 import select
 import shutil
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["UserError", "Diverged", "setup_logging", "user_error_message", "run_command", "add_verbose_flag",
            "int_at_least", "seed_integer", "MAX_SEED", "print_interrupted", "interrupted_message", "command_argv",
@@ -134,6 +136,16 @@ def _first_missing(path: str | os.PathLike) -> Path | None:
 
 INTERRUPTED_EXIT_CODE = 130  # what a shell reports for a process ended by SIGINT (128 + 2)
 BROKEN_PIPE_EXIT_CODE = 141  # what a shell reports for a process ended by SIGPIPE (128 + 13)
+TERMINATED_EXIT_CODE = 143  # what a shell reports for a process ended by SIGTERM (128 + 15)
+
+
+class _Terminated(BaseException):
+    """SIGTERM under ``run_command(..., stop_on_sigterm=True)``: a BaseException, so that no
+    ``except Exception`` of the command swallows it, as KeyboardInterrupt is one."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated()
 
 
 def _stdout_reader_gone() -> bool:
@@ -231,6 +243,7 @@ def run_command(
     verbose: bool = False,
     keep_outputs: Callable[[], bool] | None = None,
     resumable_markers: Sequence[str] = (),
+    stop_on_sigterm: bool = False,
 ) -> int:
     """Runs a command's ``body`` and returns its exit status; a user's mistake
     becomes ``PROG: error: MESSAGE`` (one line on stderr) and exit status 2.
@@ -249,6 +262,9 @@ def run_command(
         a created output directory keeps it, as a lock file (``.genrec.lock``) does: another process made
         the directory after this one started and works there, or this job wrote resumable output before
         its error (a full disk). Only a directory holding neither is removed.
+      stop_on_sigterm: SIGTERM (a scheduler stopping the job) stops the command as Ctrl-C does, in
+        the main thread: one line, exit status 143, outputs kept (commands that resume from what they
+        wrote; training has its own handler, which checkpoints first). The previous handler is put back.
 
     A :class:`Diverged` run prints its message as one line and returns 1,
     outputs kept (the metrics show the divergence).
@@ -263,10 +279,16 @@ def run_command(
     Bugs (any other exception) propagate with their traceback, outputs kept.
     """
     created = {missing for missing in map(_first_missing, filter(None, outputs)) if missing is not None}
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated) if stop_on_sigterm else None
     try:
         status = body()
         sys.stdout.flush()  # a reader that has gone shows here, not at the interpreter's exit
         return status
+    except _Terminated:
+        if verbose:
+            raise
+        print(f"{prog}: stopped by SIGTERM; run the same command again to resume", file=sys.stderr)
+        return TERMINATED_EXIT_CODE
     except BrokenPipeError:
         if not _stdout_reader_gone():
             raise  # another pipe (a bug): its traceback shows
@@ -297,6 +319,9 @@ def run_command(
             raise
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        if stop_on_sigterm:
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 LOCK_FILE = ".genrec.lock"  # genrec.locks.DirectoryLock's file in a directory it locks

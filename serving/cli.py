@@ -91,7 +91,9 @@ def _recommend(argv: Sequence[str]) -> int:
                                f"of them, or move each into a directory of its own ({_DATASET_FILES})")
         return batch_main([a for a in argv if a != "--verbose"], prog=prog)
 
-    return run_command(prog, body, outputs=[args.out], verbose=args.verbose, resumable_markers=(MANIFEST_FILE,))
+    # SIGTERM (a scheduler stopping the job): one line and exit 143; the local job resumes from its shards.
+    return run_command(prog, body, outputs=[args.out], verbose=args.verbose, resumable_markers=(MANIFEST_FILE,),
+                       stop_on_sigterm=args.runner == "local")
 
 
 def _build_sids(argv: Sequence[str]) -> int:

@@ -1,6 +1,8 @@
 """The audit's inputs that gave a traceback instead of one line (exit 2 from the CLI); and Ctrl-C, which
 ends a command with one line and exit 130 (its traceback only with --verbose)."""
 
+import os
+
 import numpy as np
 import pytest
 from logging_state import restore_logging  # noqa: F401 (autouse: every test keeps the logging state)
@@ -395,3 +397,28 @@ def test_a_refused_command_keeps_an_output_directory_holding_a_job(tmp_path, cap
 
     assert run_command("genrec recommend", refused, outputs=[other], resumable_markers=("manifest.json",)) == 2
     assert not other.exists()
+
+
+def test_sigterm_of_a_resumable_command_is_one_line_and_exit_143(tmp_path, capsys):
+    """A scheduler stopping `genrec recommend` (SIGTERM) ended it by the default action: exit 143, not a
+    line in its log, the lock file left. With ``stop_on_sigterm`` the command stops as after Ctrl-C: one
+    line, exit 143, outputs kept for the rerun, and the previous handler back afterwards."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+
+    def body():
+        out.mkdir()
+        (out / "manifest.json").write_text("{}")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+        return 0
+
+    before = signal.getsignal(signal.SIGTERM)
+    started = time.perf_counter()
+    assert run_command("genrec recommend", body, outputs=[out], stop_on_sigterm=True) == 143
+    assert time.perf_counter() - started < 4
+    assert capsys.readouterr().err == ("genrec recommend: stopped by SIGTERM; run the same command again to "
+                                       "resume\n")
+    assert (out / "manifest.json").is_file() and signal.getsignal(signal.SIGTERM) == before
