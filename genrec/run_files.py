@@ -29,7 +29,7 @@ import inspect
 import json
 import logging
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -434,6 +434,15 @@ MIN_SHARED_ITEMS = 0.5
 MAX_CHANGED_SIDS = 0.5
 
 
+def catalogue_rows(item_ids: Sequence[Any] | np.ndarray, catalogue_item_ids: Sequence[Any] | np.ndarray
+                   ) -> np.ndarray:
+    """``int64[len(item_ids)]``: each item's row in a catalogue of ``catalogue_item_ids``, -1 where it has none
+    (ids compared as strings)."""
+    row_of_item = {item: row for row, item in enumerate(np.asarray(catalogue_item_ids).astype(str).tolist())}
+    return np.array([row_of_item.get(item, -1) for item in np.asarray(item_ids).astype(str).tolist()],
+                    dtype=np.int64)
+
+
 def check_same_catalogue(data: InteractionData, item_ids: np.ndarray, sid_codes: np.ndarray,
                          workdir: str | Path) -> None:
     """Refuses a dataset built on another catalogue than the workdir's model.
@@ -447,9 +456,8 @@ def check_same_catalogue(data: InteractionData, item_ids: np.ndarray, sid_codes:
     Raises:
       ValueError: one line giving the counts, example ids and the fix.
     """
-    row_of_item = {item: row for row, item in enumerate(np.asarray(item_ids).astype(str).tolist())}
     data_ids = np.asarray(data.item_ids).astype(str).tolist()
-    rows = np.array([row_of_item.get(item, -1) for item in data_ids])
+    rows = catalogue_rows(data_ids, item_ids)
     known = rows >= 0
     fix = f"use the dataset {workdir}'s model was trained on, or train a model on this one"
     if known.mean() < MIN_SHARED_ITEMS:

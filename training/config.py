@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from genrec.console import MAX_SEED
 from genrec.models import ModelConfig
 from genrec.run_files import CONFIG_FORMAT_VERSION, damaged_run_file, resolve_score_normalization
 from genrec.split import SUBSET_RULES
@@ -70,9 +71,6 @@ ScheduleKind = Literal["cosine", "linear", "constant"]
 # ---------------------------------------------------------------------------
 # The config dataclasses
 # ---------------------------------------------------------------------------
-
-
-MAX_SEED = 2**32 - 1  # seeds NumPy's generators take: [0, 2**32 - 1]
 
 
 @dataclasses.dataclass(frozen=True)

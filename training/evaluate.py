@@ -68,6 +68,7 @@ from genrec.datasets import InteractionData
 from genrec.progress import track
 from genrec.run_files import (
     DATA_FINGERPRINT_FILE,
+    catalogue_rows,
     check_same_data,
     load_model_for_inference,
     load_workdir_data,
@@ -355,9 +356,7 @@ def with_catalogue_sids(data: InteractionData, catalogue_item_ids: np.ndarray,
     """``data`` with each item's SID replaced by the model catalogue's for the same id (what serving looks
     up), and ``bool[num_items]``: the items outside the catalogue (their own SIDs kept for histories; as
     targets they are misses). Logs a WARNING with the number of re-coded items."""
-    row_of_item = {item: row for row, item in enumerate(np.asarray(catalogue_item_ids).astype(str).tolist())}
-    rows = np.array([row_of_item.get(item, -1) for item in np.asarray(data.item_ids).astype(str).tolist()],
-                    dtype=np.int64)
+    rows = catalogue_rows(data.item_ids, catalogue_item_ids)
     outside = rows < 0
     codes = np.array(data.sid_codes, copy=True)
     codes[~outside] = np.asarray(catalogue_codes)[rows[~outside]]
